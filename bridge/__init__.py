@@ -1,0 +1,1 @@
+"""Outbound calls: the AMI client, the consultation dialer and its scheduler."""

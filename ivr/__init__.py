@@ -1,0 +1,1 @@
+"""Inbound calls: FastAGI and classic AGI entry, call sessions, the flow engine."""
