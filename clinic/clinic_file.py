@@ -1,0 +1,226 @@
+"""The clinic TOML that staff edit: read, checked as a whole, and turned into plain values."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from clinic import phones
+from clinic.calendar import Weekday, parse_date
+from clinic.schedule import HoursRule, VisitKind, parse_clock
+from clinic.specialties import SPECIALTIES
+from clinic.staff_toml import KeyPath, StaffToml
+
+LANGUAGES = ("fa", "en")
+
+
+@dataclass(frozen=True)
+class DoctorSpec:
+    """A doctor as the clinic file describes them; `key` ties the file to the database."""
+
+    key: str
+    name: str
+    name_en: str
+    specialty: str
+    phone: str
+    languages: tuple[str, ...]
+    hours: tuple[HoursRule, ...]
+
+
+@dataclass(frozen=True)
+class ClosureSpec:
+    """Whole local days when the clinic (doctor None) or one doctor sees nobody."""
+
+    doctor: str | None
+    first_day: dt.date
+    last_day: dt.date
+    reason: str
+
+
+@dataclass(frozen=True)
+class ClinicSpec:
+    """Everything the clinic file says, checked."""
+
+    key: str
+    name: str
+    name_en: str
+    phone: str
+    address: str
+    address_en: str
+    timezone: str
+    weekend: tuple[Weekday, ...]
+    doctors: tuple[DoctorSpec, ...]
+    closures: tuple[ClosureSpec, ...]
+
+
+def read_clinic(path: Path | str) -> ClinicSpec:
+    """Read and check a clinic file; raises StaffFileError listing every problem."""
+    return parse_clinic(StaffToml.load(path))
+
+
+def parse_clinic(doc: StaffToml) -> ClinicSpec:
+    """Check a parsed clinic file and build its spec."""
+    doc.table((), ("clinic", "doctors", "closures"))
+    top = doc.table(("clinic",), ("key", "name", "name_en", "phone", "address", "address_en",
+                                  "timezone", "weekend"))
+    if "clinic" not in doc.data:
+        doc.error(("clinic",), "missing; the file needs a [clinic] table")
+    path: KeyPath = ("clinic",)
+    name = doc.value(top, path, "name", str, default="")
+    timezone = doc.value(top, path, "timezone", str, default="Asia/Tehran", convert=_zone)
+    weekend = doc.value(top, path, "weekend", list, default=(Weekday.FRIDAY,), convert=_weekdays,
+                        what="a list of weekday names")
+    doctors = _doctors(doc, tuple(weekend or ()))
+    keys = {d.key for d in doctors}
+    closures = _closures(doc, keys)
+    spec = ClinicSpec(
+        key=doc.value(top, path, "key", str, default="main"),
+        name=name,
+        name_en=doc.value(top, path, "name_en", str, default=name),
+        phone=doc.value(top, path, "phone", str, convert=phones.normalize,
+                        what="the clinic's number, shown to patients as caller id") or "",
+        address=doc.value(top, path, "address", str, default=""),
+        address_en=doc.value(top, path, "address_en", str, default=""),
+        timezone=timezone or "Asia/Tehran",
+        weekend=tuple(weekend or ()),
+        doctors=tuple(doctors),
+        closures=tuple(closures),
+    )
+    doc.raise_problems()
+    return spec
+
+
+def _zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r}; expected a name like Asia/Tehran") from None
+    return name
+
+
+def _weekdays(names: list[Any]) -> tuple[Weekday, ...]:
+    if not all(isinstance(n, str) for n in names):
+        raise ValueError("expected weekday names such as \"friday\"")
+    return tuple(Weekday.parse(n) for n in names)
+
+
+def _languages(codes: list[Any]) -> tuple[str, ...]:
+    bad = [c for c in codes if c not in LANGUAGES]
+    if bad or not codes:
+        raise ValueError(f"expected a list of {', '.join(LANGUAGES)}, got {codes!r}")
+    return tuple(codes)
+
+
+def _specialty(key: str) -> str:
+    if key not in SPECIALTIES:
+        raise ValueError(f"unknown specialty {key!r}; expected one of {', '.join(SPECIALTIES)}")
+    return key
+
+
+def _kinds(names: list[Any]) -> frozenset[VisitKind]:
+    try:
+        kinds = frozenset(VisitKind(n) for n in names)
+    except ValueError:
+        choices = ", ".join(VisitKind)
+        raise ValueError(f"expected visit kinds from {choices}, got {names!r}") from None
+    if not kinds:
+        raise ValueError("expected at least one visit kind")
+    return kinds
+
+
+def _doctors(doc: StaffToml, weekend: tuple[Weekday, ...]) -> list[DoctorSpec]:
+    items = doc.data.get("doctors", [])
+    if not isinstance(items, list):
+        doc.error(("doctors",), "expected [[doctors]] tables")
+        return []
+    doctors: list[DoctorSpec] = []
+    seen: set[str] = set()
+    for index, _ in enumerate(items):
+        path: KeyPath = ("doctors", index)
+        table = doc.table(path, ("key", "name", "name_en", "specialty", "phone", "languages",
+                                 "hours"))
+        key = doc.value(table, path, "key", str, what="a short unique id such as \"dr-ahmadi\"")
+        if key in seen:
+            doc.error(path + ("key",), f"doctor {key!r} is listed twice")
+        seen.add(key or "")
+        name = doc.value(table, path, "name", str, default="")
+        doctors.append(DoctorSpec(
+            key=key or "",
+            name=name,
+            name_en=doc.value(table, path, "name_en", str, default=name),
+            specialty=doc.value(table, path, "specialty", str, convert=_specialty,
+                                what="a specialty such as \"cardiology\"") or "",
+            phone=doc.value(table, path, "phone", str, convert=phones.normalize,
+                            what="the doctor's consultation number") or "",
+            languages=doc.value(table, path, "languages", list, default=["fa"],
+                                convert=_languages) or ("fa",),
+            hours=tuple(_hours(doc, path, table.get("hours", []), weekend)),
+        ))
+    return doctors
+
+
+def _hours(doc: StaffToml, parent: KeyPath, items: Any, weekend: tuple[Weekday, ...]
+           ) -> list[HoursRule]:
+    if not isinstance(items, list):
+        doc.error(parent + ("hours",), "expected [[doctors.hours]] tables")
+        return []
+    rules: list[HoursRule] = []
+    for index, _ in enumerate(items):
+        path = (*parent, "hours", index)
+        table = doc.table(path, ("days", "from", "to", "slot_minutes", "kinds"))
+        days = doc.value(table, path, "days", list, convert=_weekdays,
+                         what="a list of weekday names") or ()
+        start = doc.value(table, path, "from", str, convert=parse_clock)
+        end = doc.value(table, path, "to", str, convert=parse_clock)
+        slot = doc.value(table, path, "slot_minutes", int, default=15)
+        kinds = doc.value(table, path, "kinds", list, default=["in_person"], convert=_kinds)
+        for day in days:
+            if day in weekend:
+                doc.error(path + ("days",), f"{day.name.lower()} is the clinic's weekend")
+        if start is None or end is None or kinds is None:
+            continue
+        try:
+            new = [HoursRule(day, start, end, slot, kinds) for day in days]
+        except ValueError as exc:
+            doc.error(path, str(exc))
+            continue
+        for rule in new:
+            if any(rule.overlaps(old) for old in rules):
+                doc.error(path, f"overlaps other hours on {rule.weekday.name.lower()}")
+        rules.extend(new)
+    return rules
+
+
+def _closures(doc: StaffToml, doctor_keys: set[str]) -> list[ClosureSpec]:
+    items = doc.data.get("closures", [])
+    if not isinstance(items, list):
+        doc.error(("closures",), "expected [[closures]] tables")
+        return []
+    closures: list[ClosureSpec] = []
+    for index, _ in enumerate(items):
+        path: KeyPath = ("closures", index)
+        table = doc.table(path, ("doctor", "from", "to", "reason"))
+        doctor = doc.value(table, path, "doctor", str, default=None)
+        if doctor is not None and doctor not in doctor_keys:
+            doc.error(path + ("doctor",), f"no doctor has key {doctor!r}")
+        first = doc.value(table, path, "from", (str, dt.date), convert=_date,
+                          what="a date: Jalali \"1405/09/15\" or 2026-12-06")
+        last = doc.value(table, path, "to", (str, dt.date), default=first, convert=_date,
+                         what="a date: Jalali \"1405/09/15\" or 2026-12-06")
+        reason = doc.value(table, path, "reason", str, default="")
+        if first is None or last is None:
+            continue
+        if last < first:
+            doc.error(path + ("to",), "ends before it starts")
+            continue
+        closures.append(ClosureSpec(doctor, first, last, reason))
+    return closures
+
+
+def _date(value: str | dt.date) -> dt.date:
+    if isinstance(value, dt.datetime):
+        raise ValueError("expected a date without a time")
+    return value if isinstance(value, dt.date) else parse_date(value)

@@ -1,0 +1,61 @@
+"""Iranian phone numbers: one stored form (E.164), one spoken/keyed form, one masked form."""
+
+from __future__ import annotations
+
+import re
+
+import phonenumbers
+
+_REGION = "IR"
+_DIGITS_IN_TEXT = re.compile(r"(?<![\w+])(?:(?:\+|00)?\d{10,14}|0\d{3}[ -]\d{3}[ -]\d{4})(?!\w)")
+
+
+class InvalidPhone(ValueError):
+    """A number that is not a valid Iranian phone number, with the reason to show the user."""
+
+
+def normalize(raw: str, *, mobile_only: bool = False) -> str:
+    """Return the E.164 form (+989121234567) of 0912..., +98912..., 0098912... or 912...."""
+    text = (raw or "").strip()
+    if not text:
+        raise InvalidPhone("no number given")
+    compact = re.sub(r"[\s\-().]", "", text)
+    if not re.fullmatch(r"\+?\d+", compact):
+        raise InvalidPhone(f"{raw!r} is not a phone number: only digits, + and spaces may appear")
+    if compact.startswith("00"):
+        compact = "+" + compact[2:]
+    try:
+        parsed = phonenumbers.parse(compact, _REGION)
+    except phonenumbers.NumberParseException:
+        raise InvalidPhone(f"{raw!r} is not a valid Iranian number") from None
+    if parsed.country_code != 98:
+        raise InvalidPhone(f"{raw!r} is not an Iranian number (+98)")
+    if not phonenumbers.is_valid_number(parsed):
+        raise InvalidPhone(f"{raw!r} is not a valid Iranian number")
+    if mobile_only and phonenumbers.number_type(parsed) != phonenumbers.PhoneNumberType.MOBILE:
+        raise InvalidPhone(f"{raw!r} is not a mobile number (09xx xxx xxxx)")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def national(e164: str) -> str:
+    """Return the 11-digit form a caller keys in and a secretary reads (09121234567)."""
+    if e164.startswith("+98"):
+        return "0" + e164[3:]
+    return e164
+
+
+def mask(number: str) -> str:
+    """Hide the middle of a number, since phone numbers here are health data (0912***4567)."""
+    digits = re.sub(r"\D", "", number)
+    if digits.startswith("0098"):
+        digits = "0" + digits[4:]
+    elif number.lstrip().startswith("+98"):
+        digits = "0" + digits[2:]
+    if len(digits) < 8:
+        return "***"
+    return f"{digits[:4]}***{digits[-4:]}"
+
+
+def mask_in_text(text: str) -> str:
+    """Mask every phone-like run of digits in free text, for log lines."""
+    return _DIGITS_IN_TEXT.sub(lambda m: mask(m.group(0)), text)

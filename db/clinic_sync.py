@@ -1,0 +1,197 @@
+"""Apply the staff's clinic file to the database: idempotent, in place, never losing a booking."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clinic import phones
+from clinic.clinic_file import ClinicSpec, DoctorSpec
+from clinic.schedule import HoursRule, VisitKind, day_bounds, day_slots
+from db.booking import Clock, rule_of, utc_now
+from db.engine import Database
+from db.models import Appointment, Clinic, Closure, Doctor, Patient, WeeklyHours
+
+
+@dataclass(frozen=True)
+class AffectedBooking:
+    """A booked appointment that a refused change would have orphaned."""
+
+    code: str
+    doctor_key: str
+    start: dt.datetime
+    patient: str
+    reason: str
+
+    def describe(self, tz: ZoneInfo) -> str:
+        """One line a secretary can act on; the patient's number stays masked."""
+        local = self.start.astimezone(tz).strftime("%Y-%m-%d %H:%M")
+        return (f"booking {self.code} with {self.doctor_key} at {local} "
+                f"({phones.mask(self.patient)}): {self.reason}")
+
+
+class LoadRefused(Exception):
+    """The file would leave booked appointments without a doctor or a slot; nothing changed."""
+
+    def __init__(self, affected: list[AffectedBooking], tz: ZoneInfo) -> None:
+        self.affected = affected
+        lines = [f"refused: {len(affected)} booked appointment(s) would be affected; "
+                 "cancel or move them first, or undo the change:"]
+        lines += [f"  {a.describe(tz)}" for a in affected]
+        super().__init__("\n".join(lines))
+
+
+@dataclass
+class LoadReport:
+    """What a load changed, in words for the person who ran it."""
+
+    changes: list[str] = field(default_factory=list)
+
+
+async def load_clinic(database: Database, spec: ClinicSpec, clock: Clock = utc_now
+                      ) -> LoadReport:
+    """Bring the database in line with the file in one transaction, or refuse and change nothing."""
+    report = LoadReport()
+
+    async def run() -> LoadReport:
+        report.changes.clear()
+        async with database.writing() as session:
+            clinic = await _clinic(session, spec, report)
+            doctors = await _doctors(session, clinic, spec, report)
+            await _closures(session, clinic, spec, doctors, report)
+            await session.flush()
+            affected = await _affected(session, clinic, spec, doctors, clock())
+            if affected:
+                raise LoadRefused(affected, ZoneInfo(spec.timezone))
+        return report
+
+    return await database.retry_locked(run)
+
+
+def _set(row: object, values: dict[str, object], label: str, report: LoadReport) -> None:
+    changed = [k for k, v in values.items() if getattr(row, k) != v]
+    for key in changed:
+        setattr(row, key, values[key])
+    if changed:
+        report.changes.append(f"{label}: {', '.join(changed)} changed")
+
+
+async def _clinic(session: AsyncSession, spec: ClinicSpec, report: LoadReport) -> Clinic:
+    values: dict[str, object] = {
+        "name": spec.name, "name_en": spec.name_en, "phone": spec.phone,
+        "address": spec.address, "address_en": spec.address_en, "timezone": spec.timezone,
+        "weekend": ",".join(str(int(d)) for d in spec.weekend)}
+    clinic = await session.scalar(select(Clinic).where(Clinic.key == spec.key))
+    if clinic is None:
+        clinic = Clinic(key=spec.key, **values)
+        session.add(clinic)
+        await session.flush()
+        report.changes.append(f"clinic {spec.key} added")
+    else:
+        _set(clinic, values, f"clinic {spec.key}", report)
+    return clinic
+
+
+def _hours_key(rules: list[HoursRule] | tuple[HoursRule, ...]) -> list[tuple[object, ...]]:
+    return sorted((int(r.weekday), r.start_minute, r.end_minute, r.slot_minutes,
+                   ",".join(sorted(r.kinds))) for r in rules)
+
+
+async def _doctors(session: AsyncSession, clinic: Clinic, spec: ClinicSpec, report: LoadReport
+                   ) -> dict[str, Doctor]:
+    existing = {d.key: d for d in (await session.scalars(
+        select(Doctor).where(Doctor.clinic_id == clinic.id))).all()}
+    for doc in spec.doctors:
+        values = _doctor_values(doc)
+        row = existing.get(doc.key)
+        if row is None:
+            row = Doctor(clinic_id=clinic.id, key=doc.key, **values)
+            session.add(row)
+            await session.flush()
+            existing[doc.key] = row
+            report.changes.append(f"doctor {doc.key} added")
+        else:
+            _set(row, values, f"doctor {doc.key}", report)
+        stored = (await session.scalars(
+            select(WeeklyHours).where(WeeklyHours.doctor_id == row.id))).all()
+        if _hours_key([rule_of(h) for h in stored]) != _hours_key(doc.hours):
+            for old in stored:
+                await session.delete(old)
+            session.add_all(WeeklyHours(
+                doctor_id=row.id, weekday=int(r.weekday), start_minute=r.start_minute,
+                end_minute=r.end_minute, slot_minutes=r.slot_minutes,
+                kinds=",".join(sorted(r.kinds))) for r in doc.hours)
+            if stored:
+                report.changes.append(f"doctor {doc.key}: weekly hours changed")
+    listed = {d.key for d in spec.doctors}
+    for key, row in existing.items():
+        if key not in listed and row.active:
+            row.active = False
+            report.changes.append(f"doctor {key} removed (kept as inactive for history)")
+    return existing
+
+
+def _doctor_values(doc: DoctorSpec) -> dict[str, object]:
+    return {"name": doc.name, "name_en": doc.name_en, "specialty": doc.specialty,
+            "phone": doc.phone, "languages": ",".join(doc.languages), "active": True}
+
+
+async def _closures(session: AsyncSession, clinic: Clinic, spec: ClinicSpec,
+                    doctors: dict[str, Doctor], report: LoadReport) -> None:
+    ids = {key: d.id for key, d in doctors.items()}
+    wanted = sorted((ids[c.doctor] if c.doctor else 0, c.first_day, c.last_day, c.reason)
+                    for c in spec.closures)
+    stored = (await session.scalars(select(Closure).where(Closure.clinic_id == clinic.id))).all()
+    have = sorted((c.doctor_id or 0, c.first_day, c.last_day, c.reason) for c in stored)
+    if wanted == have:
+        return
+    for old in stored:
+        await session.delete(old)
+    session.add_all(Closure(clinic_id=clinic.id, doctor_id=doctor or None, first_day=first,
+                            last_day=last, reason=reason)
+                    for doctor, first, last, reason in wanted)
+    report.changes.append(f"closures: {len(wanted)} listed (were {len(have)})")
+
+
+async def _affected(session: AsyncSession, clinic: Clinic, spec: ClinicSpec,
+                    doctors: dict[str, Doctor], now: dt.datetime) -> list[AffectedBooking]:
+    tz = ZoneInfo(spec.timezone)
+    specs = {d.key: d for d in spec.doctors}
+    rows = (await session.execute(
+        select(Appointment, Doctor.key, Patient.phone)
+        .join(Doctor, Appointment.doctor_id == Doctor.id)
+        .join(Patient, Appointment.patient_id == Patient.id)
+        .where(Doctor.clinic_id == clinic.id, Appointment.status == "booked",
+               Appointment.start_at > now)
+        .order_by(Appointment.start_at))).all()
+    affected = []
+    for appointment, key, phone in rows:
+        reason = _conflict(appointment, specs.get(key), spec, tz)
+        if reason:
+            affected.append(AffectedBooking(appointment.code, key, appointment.start_at, phone,
+                                            reason))
+    return affected
+
+
+def _conflict(appointment: Appointment, doctor: DoctorSpec | None, spec: ClinicSpec,
+              tz: ZoneInfo) -> str | None:
+    if doctor is None:
+        return "the doctor is no longer listed"
+    day = appointment.start_at.astimezone(tz).date()
+    slot = next((s for s in day_slots(day, doctor.hours, tz)
+                 if s.start == appointment.start_at and s.end == appointment.end_at), None)
+    if slot is None:
+        return "no longer inside the doctor's weekly hours"
+    if VisitKind(appointment.kind) not in slot.kinds:
+        return f"the hours no longer offer {appointment.kind.replace('_', ' ')} visits"
+    for closure in spec.closures:
+        if closure.doctor not in (None, doctor.key):
+            continue
+        span = day_bounds(closure.first_day, tz).start, day_bounds(closure.last_day, tz).end
+        if span[0] < appointment.end_at and appointment.start_at < span[1]:
+            return f"falls on a closure ({closure.reason or 'no reason given'})"
+    return None

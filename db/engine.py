@@ -1,0 +1,104 @@
+"""Engines for SQLite and PostgreSQL that behave alike under concurrent writers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+T = TypeVar("T")
+_WRITE = "nobat_write"
+
+
+def make_engine(url: str, *, pool_size: int = 5, busy_timeout_s: float = 30.0) -> AsyncEngine:
+    """Create an async engine; on SQLite: WAL, a busy timeout, and BEGIN IMMEDIATE for writes."""
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": busy_timeout_s})
+        _tune_sqlite(engine, busy_timeout_s)
+        return engine
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size,
+                               pool_pre_ping=True)
+
+
+def _tune_sqlite(engine: AsyncEngine, busy_timeout_s: float) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        writing = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
+
+
+class Database:
+    """One engine and its two session kinds: readers, and writers that lock early on SQLite."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        self._read = async_sessionmaker(engine, expire_on_commit=False)
+        self._write = async_sessionmaker(engine.execution_options(**{_WRITE: True}),
+                                         expire_on_commit=False)
+        self._writer_turn = asyncio.Lock() if self.is_sqlite else contextlib.nullcontext()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Database:
+        """Build from a SQLAlchemy URL."""
+        return cls(make_engine(url, **options))
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """A session for reads; nothing it does is committed."""
+        async with self._read() as session:
+            yield session
+
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[AsyncSession]:
+        """A transaction that commits on success and rolls back on any error.
+
+        On SQLite the writers of this process queue here in order, so that only one of them at
+        a time polls the file lock (SQLite's busy handler sleeps and wakes unfairly); the unique
+        indexes, not this queue, are what forbid double booking across processes.
+        """
+        async with self._writer_turn, self._write() as session, session.begin():
+            yield session
+
+    async def retry_locked(self, work: Callable[[], Awaitable[T]], attempts: int = 8) -> T:
+        """Run `work` again when SQLite answers "database is locked" at once despite the timeout."""
+        for attempt in range(attempts):
+            try:
+                return await work()
+            except OperationalError as exc:
+                if "locked" not in str(exc) or attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(min(0.05 * 2**attempt, 1.0) * random.uniform(0.5, 1.5))
+        raise AssertionError("unreachable")
+
+    async def ping(self) -> None:
+        """Raise if the database cannot answer a trivial query."""
+        async with self.engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+
+    async def close(self) -> None:
+        """Release every pooled connection."""
+        await self.engine.dispose()

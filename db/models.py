@@ -1,0 +1,237 @@
+"""Tables of the booking store; the constraints here, not code, forbid double booking."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+APPOINTMENT_STATUSES = ("booked", "cancelled", "completed", "missed")
+VISIT_KINDS = ("in_person", "phone")
+BOOKING_CHANNELS = ("ivr", "staff")
+CONSULTATION_STATES = ("scheduled", "dialling", "bridged", "completed", "retry_wait", "missed",
+                       "cancelled")
+
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """Store instants as naive UTC on every backend and hand them back aware."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect
+                             ) -> dt.datetime | None:
+        return None if value is None else value.replace(tzinfo=dt.UTC)
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    """Declarative base with constraint names Alembic can rely on."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Clinic(Base):
+    """The clinic as its staff file describes it."""
+
+    __tablename__ = "clinic"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    name_en: Mapped[str] = mapped_column(String(200))
+    phone: Mapped[str] = mapped_column(String(20))
+    address: Mapped[str] = mapped_column(Text, default="")
+    address_en: Mapped[str] = mapped_column(Text, default="")
+    timezone: Mapped[str] = mapped_column(String(64), default="Asia/Tehran")
+    weekend: Mapped[str] = mapped_column(String(20), default="6")
+
+
+class Doctor(Base):
+    """A doctor; `active` goes false when the file drops them, so history stays."""
+
+    __tablename__ = "doctor"
+    __table_args__ = (UniqueConstraint("clinic_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    clinic_id: Mapped[int] = mapped_column(ForeignKey("clinic.id"))
+    key: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    name_en: Mapped[str] = mapped_column(String(200))
+    specialty: Mapped[str] = mapped_column(String(64))
+    phone: Mapped[str] = mapped_column(String(20))
+    languages: Mapped[str] = mapped_column(String(20), default="fa")
+    active: Mapped[bool] = mapped_column(default=True)
+
+
+class WeeklyHours(Base):
+    """One block of a doctor's week (weekday 0 is Saturday)."""
+
+    __tablename__ = "weekly_hours"
+    __table_args__ = (
+        CheckConstraint("weekday BETWEEN 0 AND 6", name="weekday"),
+        CheckConstraint("start_minute < end_minute", name="forward"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    doctor_id: Mapped[int] = mapped_column(ForeignKey("doctor.id"), index=True)
+    weekday: Mapped[int] = mapped_column(Integer)
+    start_minute: Mapped[int] = mapped_column(Integer)
+    end_minute: Mapped[int] = mapped_column(Integer)
+    slot_minutes: Mapped[int] = mapped_column(Integer)
+    kinds: Mapped[str] = mapped_column(String(40))
+
+
+class Closure(Base):
+    """Whole local days closed for the clinic (doctor_id NULL) or one doctor."""
+
+    __tablename__ = "closure"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    clinic_id: Mapped[int] = mapped_column(ForeignKey("clinic.id"))
+    doctor_id: Mapped[int | None] = mapped_column(ForeignKey("doctor.id"), index=True)
+    first_day: Mapped[dt.date] = mapped_column(Date)
+    last_day: Mapped[dt.date] = mapped_column(Date)
+    reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class Patient(Base):
+    """A caller known by their number in E.164, the one form all entry paths normalise to."""
+
+    __tablename__ = "patient"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    phone: Mapped[str] = mapped_column(String(20), unique=True)
+    language: Mapped[str] = mapped_column(String(5), default="fa")
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class Appointment(Base):
+    """A booking; the partial unique indexes make a double booking impossible to write."""
+
+    __tablename__ = "appointment"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", APPOINTMENT_STATUSES), name="status"),
+        CheckConstraint(_one_of("kind", VISIT_KINDS), name="kind"),
+        CheckConstraint(_one_of("created_via", BOOKING_CHANNELS), name="created_via"),
+        Index("uq_appointment_slot", "doctor_id", "start_at", unique=True,
+              sqlite_where=text("status <> 'cancelled'"),
+              postgresql_where=text("status <> 'cancelled'")),
+        Index("uq_appointment_code", "code", unique=True,
+              sqlite_where=text("status = 'booked'"),
+              postgresql_where=text("status = 'booked'")),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    doctor_id: Mapped[int] = mapped_column(ForeignKey("doctor.id"))
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patient.id"), index=True)
+    start_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    end_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    kind: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20), default="booked")
+    code: Mapped[str] = mapped_column(String(8))
+    created_via: Mapped[str] = mapped_column(String(10))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class AppointmentEvent(Base):
+    """What happened to a booking and when, for the daily figures and for disputes."""
+
+    __tablename__ = "appointment_event"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    appointment_id: Mapped[int] = mapped_column(ForeignKey("appointment.id"), index=True)
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
+    action: Mapped[str] = mapped_column(String(20))
+    via: Mapped[str] = mapped_column(String(10))
+    old_start: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    new_start: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+
+class Consultation(Base):
+    """A phone appointment's call, claimed by one instance at a time through its lease."""
+
+    __tablename__ = "consultation"
+    __table_args__ = (CheckConstraint(_one_of("state", CONSULTATION_STATES), name="state"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    appointment_id: Mapped[int] = mapped_column(ForeignKey("appointment.id"), unique=True)
+    due_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
+    state: Mapped[str] = mapped_column(String(20), default="scheduled")
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    outcome: Mapped[str | None] = mapped_column(String(40))
+    cause: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class CallAttempt(Base):
+    """One try at ringing both legs of a consultation, with what each leg did."""
+
+    __tablename__ = "call_attempt"
+    __table_args__ = (UniqueConstraint("consultation_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    consultation_id: Mapped[int] = mapped_column(ForeignKey("consultation.id"))
+    number: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(20))
+    doctor_channel_id: Mapped[str] = mapped_column(String(80))
+    patient_channel_id: Mapped[str] = mapped_column(String(80))
+    started_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    doctor_answered_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    patient_answered_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    bridged_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    doctor_cause: Mapped[int | None] = mapped_column(Integer)
+    patient_cause: Mapped[int | None] = mapped_column(Integer)
+    outcome: Mapped[str | None] = mapped_column(String(40))
+    talk_seconds: Mapped[int | None] = mapped_column(Integer)
+
+
+class InboundCall(Base):
+    """One call to the IVR, for the daily figures and the day-by-hour heatmap."""
+
+    __tablename__ = "inbound_call"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    started_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    caller: Mapped[str | None] = mapped_column(String(20))
+    dialled: Mapped[str | None] = mapped_column(String(40))
+    language: Mapped[str] = mapped_column(String(5), default="fa")
+    outcome: Mapped[str | None] = mapped_column(String(40))

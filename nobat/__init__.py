@@ -1,0 +1,1 @@
+"""Composition root: configuration, the command line, and the wiring that starts every part."""

@@ -1,0 +1,110 @@
+"""The `nobat` command: one entry for serving, loading clinic data and looking after the store."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from clinic.clinic_file import read_clinic
+from clinic.staff_toml import StaffFileError
+from db.clinic_sync import LoadRefused, load_clinic
+from db.engine import Database
+from db.schema import current_revision, head_revision
+from nobat.config import DEFAULT_PATH, Config, load_config
+from nobat.logs import setup_logging
+from nobat.serve import StartupError, open_database, serve
+
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Describe every subcommand; `nobat CMD --help` prints its part."""
+    parser = argparse.ArgumentParser(
+        prog="nobat",
+        description="Telephony-first IVR and private consultation calls for clinics, "
+                    "on Asterisk (AMI + FastAGI).")
+    parser.add_argument("-c", "--config", type=Path,
+                        default=Path(os.environ.get("NOBAT_CONFIG", DEFAULT_PATH)),
+                        help="server configuration (default: $NOBAT_CONFIG or ./config.toml)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("serve", help="run the server: database, clinic file, status page",
+                        description="Open the database (migrating it), load the clinic file "
+                                    "named in config.toml, and serve until SIGTERM/SIGINT.")
+    clinic = commands.add_parser("clinic", help="load or check the clinic file staff edit")
+    clinic_cmds = clinic.add_subparsers(dest="clinic_command", required=True, metavar="ACTION")
+    load = clinic_cmds.add_parser(
+        "load", help="apply a clinic file to the database",
+        description="Apply doctors, weekly hours and closures in one transaction. Loading the "
+                    "same file again changes nothing; a change that would orphan a booked "
+                    "appointment is refused and the bookings are listed.")
+    load.add_argument("file", type=Path, help="clinic TOML file, e.g. clinic.toml")
+    check = clinic_cmds.add_parser("check", help="check a clinic file without loading it",
+                                   description="List every problem with file and line.")
+    check.add_argument("file", type=Path, help="clinic TOML file")
+    db = commands.add_parser("db", help="the booking store's schema")
+    db_cmds = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_cmds.add_parser("upgrade", help="migrate the schema to the newest revision")
+    db_cmds.add_parser("status", help="show the schema revision, and whether it is current")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; the exit code says what happened (2: bad config or file)."""
+    args = build_parser().parse_args(argv)
+    if args.command == "clinic" and args.clinic_command == "check":
+        return _check_clinic(args.file)
+    try:
+        config = load_config(args.config)
+    except StaffFileError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    setup_logging(config.server.log_level, config.server.log_format)
+    try:
+        return asyncio.run(_run(args, config))
+    except StartupError as exc:
+        print(f"nobat: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _check_clinic(path: Path) -> int:
+    try:
+        spec = read_clinic(path)
+    except StaffFileError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{path}: ok ({len(spec.doctors)} doctors, {len(spec.closures)} closures)")
+    return 0
+
+
+async def _run(args: argparse.Namespace, config: Config) -> int:
+    if args.command == "serve":
+        await serve(config)
+        return 0
+    database = await open_database(config)
+    try:
+        if args.command == "clinic":
+            return await _load_clinic(database, args.file)
+        revision = await current_revision(database)
+        print(f"schema {revision} (newest {head_revision()}) at {config.database.safe_url}")
+        return 0
+    finally:
+        await database.close()
+
+
+async def _load_clinic(database: Database, path: Path) -> int:
+    try:
+        report = await load_clinic(database, read_clinic(path))
+    except StaffFileError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    except LoadRefused as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{path}: " + ("; ".join(report.changes) if report.changes else "no changes"))
+    return 0

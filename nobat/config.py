@@ -1,0 +1,175 @@
+"""config.toml: read strictly, secrets from the environment, every mistake named by file and key."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from clinic.staff_toml import KeyPath, StaffToml
+from db.booking import BookingPolicy
+
+DEFAULT_PATH = Path("config.toml")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+
+
+class Secret:
+    """A value that never shows itself in logs, reprs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """Return the value, at the one place that must send it."""
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """What `nobat serve` loads and how it logs."""
+
+    clinic_file: Path | None
+    log_level: str
+    log_format: str
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """Where the booking store lives; the URL may hold a password, so it stays out of reprs."""
+
+    url: str = field(repr=False)
+    pool_size: int
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with any password hidden, for logs and the status page."""
+        return make_url(self.url).render_as_string(hide_password=True)
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """The status page's address and token."""
+
+    host: str
+    port: int
+    token: Secret
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole server configuration."""
+
+    path: Path
+    server: ServerConfig
+    database: DatabaseConfig
+    web: WebConfig
+    booking: BookingPolicy
+
+
+def load_config(path: Path | str = DEFAULT_PATH, env: dict[str, str] | None = None) -> Config:
+    """Read config.toml; raises StaffFileError naming file, line, key and what was expected."""
+    env = dict(os.environ) if env is None else env
+    doc = StaffToml.load(path)
+    base = Path(path).resolve().parent
+    doc.table((), ("server", "database", "web", "booking"))
+    server = _server(doc, base)
+    database = _database(doc, base, env)
+    web = _web(doc, env)
+    booking = _booking(doc)
+    doc.raise_problems()
+    return Config(Path(path), server, database, web, booking)
+
+
+def _section(doc: StaffToml, name: str, keys: tuple[str, ...]) -> tuple[dict[str, Any], KeyPath]:
+    return doc.table((name,), keys), (name,)
+
+
+def _choice(options: tuple[str, ...]) -> Any:
+    def check(value: str) -> str:
+        if value not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {value!r}")
+        return value
+    return check
+
+
+def _in_range(low: int, high: int) -> Any:
+    def check(value: int) -> int:
+        if not low <= value <= high:
+            raise ValueError(f"expected a whole number from {low} to {high}, got {value}")
+        return value
+    return check
+
+
+def _server(doc: StaffToml, base: Path) -> ServerConfig:
+    table, path = _section(doc, "server", ("clinic_file", "log_level", "log_format"))
+    clinic = doc.value(table, path, "clinic_file", str, default="")
+    return ServerConfig(
+        clinic_file=(base / clinic) if clinic else None,
+        log_level=doc.value(table, path, "log_level", str, default="info",
+                            convert=_choice(LOG_LEVELS)),
+        log_format=doc.value(table, path, "log_format", str, default="text",
+                             convert=_choice(LOG_FORMATS)),
+    )
+
+
+def _database(doc: StaffToml, base: Path, env: dict[str, str]) -> DatabaseConfig:
+    table, path = _section(doc, "database", ("url", "pool_size"))
+    url = env.get("NOBAT_DATABASE_URL") or doc.value(
+        table, path, "url", str, default="sqlite+aiosqlite:///nobat.db")
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        doc.error(path + ("url",), f"expected a database URL such as "
+                  f"sqlite+aiosqlite:///nobat.db or postgresql+asyncpg://host/db, got {url!r}")
+        parsed = make_url("sqlite+aiosqlite:///nobat.db")
+    if parsed.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+        doc.error(path + ("url",), "expected the driver sqlite+aiosqlite or postgresql+asyncpg, "
+                  f"got {parsed.drivername}")
+    if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
+        parsed = parsed.set(database=str(base / parsed.database))
+    if env.get("NOBAT_DATABASE_PASSWORD"):
+        parsed = parsed.set(password=env["NOBAT_DATABASE_PASSWORD"])
+    return DatabaseConfig(
+        url=parsed.render_as_string(hide_password=False),
+        pool_size=doc.value(table, path, "pool_size", int, default=10, convert=_in_range(1, 200)),
+    )
+
+
+def _web(doc: StaffToml, env: dict[str, str]) -> WebConfig:
+    table, path = _section(doc, "web", ("host", "port", "token"))
+    return WebConfig(
+        host=doc.value(table, path, "host", str, default="127.0.0.1"),
+        port=doc.value(table, path, "port", int, default=8080, convert=_in_range(0, 65535)),
+        token=Secret(env.get("NOBAT_WEB_TOKEN") or doc.value(table, path, "token", str,
+                                                             default="")),
+    )
+
+
+def _booking(doc: StaffToml) -> BookingPolicy:
+    table, path = _section(doc, "booking", ("min_notice_minutes", "change_cutoff_minutes",
+                                            "horizon_days"))
+    minutes = _in_range(0, 7 * 24 * 60)
+    return BookingPolicy(
+        min_notice=dt.timedelta(minutes=doc.value(table, path, "min_notice_minutes", int,
+                                                  default=30, convert=minutes)),
+        change_cutoff=dt.timedelta(minutes=doc.value(table, path, "change_cutoff_minutes", int,
+                                                     default=120, convert=minutes)),
+        horizon_days=doc.value(table, path, "horizon_days", int, default=14,
+                               convert=_in_range(1, 90)),
+    )

@@ -1,0 +1,76 @@
+"""`nobat serve`: open the store, bring its schema up, load the clinic, start every part."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from clinic.clinic_file import read_clinic
+from clinic.staff_toml import StaffFileError
+from db.clinic_sync import LoadRefused, load_clinic
+from db.engine import Database
+from db.schema import upgrade
+from nobat.config import Config
+from web.app import make_app
+
+log = logging.getLogger("nobat")
+
+
+class StartupError(Exception):
+    """A part could not start; the message says which and why."""
+
+
+async def open_database(config: Config) -> Database:
+    """Open the store and migrate it, or explain why not."""
+    database = Database.from_url(config.database.url, pool_size=config.database.pool_size)
+    try:
+        revision = await upgrade(database)
+    except Exception as exc:
+        await database.close()
+        raise StartupError(f"cannot open the database {config.database.safe_url}: "
+                           f"{type(exc).__name__}: {exc}") from exc
+    log.info("database %s at schema %s", config.database.safe_url, revision)
+    return database
+
+
+async def load_configured_clinic(config: Config, database: Database) -> None:
+    """Load the clinic file named in config; a bad file is logged and the stored clinic serves."""
+    path = config.server.clinic_file
+    if path is None:
+        return
+    try:
+        report = await load_clinic(database, read_clinic(path))
+    except (StaffFileError, LoadRefused) as exc:
+        log.error("clinic file %s not loaded; serving what the database holds:\n%s", path, exc)
+        return
+    log.info("clinic file %s: %s", path, "; ".join(report.changes) or "no changes")
+
+
+async def serve(config: Config) -> None:
+    """Run until SIGTERM or SIGINT, then close everything in order."""
+    database = await open_database(config)
+    runner = web.AppRunner(make_app(database), access_log=None)
+    try:
+        await load_configured_clinic(config, database)
+        await runner.setup()
+        site = web.TCPSite(runner, config.web.host, config.web.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise StartupError(f"status page cannot listen on {config.web.host}:"
+                               f"{config.web.port}: {exc.strerror}") from exc
+        for sock in site._server.sockets if site._server else ():
+            host, port = sock.getsockname()[:2]
+            log.info("status page listening on http://%s:%s/", host, port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await runner.cleanup()
+        await database.close()

@@ -1,0 +1,1 @@
+"""nobat test suite."""

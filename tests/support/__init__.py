@@ -1,0 +1,1 @@
+"""Real parts for tests and benchmarks: a PostgreSQL server, databases, processes."""

@@ -1,0 +1,31 @@
+"""Small clinic files built in code, for tests that need a known schedule."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from clinic.calendar import Weekday
+from clinic.clinic_file import ClinicSpec, DoctorSpec
+from clinic.schedule import TEHRAN, HoursRule, VisitKind
+
+ALL_KINDS = frozenset(VisitKind)
+
+
+def every_day_clinic(slots_per_day: int, slot_minutes: int = 5, start_minute: int = 8 * 60,
+                     doctors: int = 1) -> ClinicSpec:
+    """A clinic open every day, each doctor with exactly `slots_per_day` slots a day."""
+    end = start_minute + slots_per_day * slot_minutes
+    hours = tuple(HoursRule(day, start_minute, end, slot_minutes, ALL_KINDS) for day in Weekday)
+    return ClinicSpec(
+        key="test", name="درمانگاه آزمون", name_en="Test Clinic", phone="+982188776655",
+        address="", address_en="", timezone="Asia/Tehran", weekend=(),
+        doctors=tuple(DoctorSpec(f"dr-{n}", f"دکتر {n}", f"Dr. {n}", "general_practice",
+                                 f"+98912100{n:04d}", ("fa",), hours)
+                      for n in range(1, doctors + 1)),
+        closures=())
+
+
+def tomorrow_tehran(now: dt.datetime | None = None) -> dt.date:
+    """The next local day in Tehran, so every slot on it lies in the future."""
+    now = now or dt.datetime.now(dt.UTC)
+    return now.astimezone(TEHRAN).date() + dt.timedelta(days=1)

@@ -1,0 +1,56 @@
+"""`nobat serve` as a real process, watched through its log lines."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+LISTENING = re.compile(r"status page listening on http://([\d.]+):(\d+)/")
+
+
+class ServerProcess:
+    """Starts `nobat serve`, waits until it listens, and keeps everything it logged."""
+
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.env = {**os.environ, **(env or {})}
+        self.log: list[str] = []
+        self.base_url = ""
+        self.process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self, wait_s: float = 30.0) -> ServerProcess:
+        """Start the server and return once the status page listens."""
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "nobat", "-c", str(self.config), "serve",
+            stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, env=self.env)
+        listening = asyncio.get_running_loop().create_future()
+        self._reader = asyncio.create_task(self._read(listening))
+        host, port = await asyncio.wait_for(listening, wait_s)
+        self.base_url = f"http://{host}:{port}"
+        return self
+
+    async def _read(self, listening: asyncio.Future[tuple[str, str]]) -> None:
+        assert self.process is not None and self.process.stderr is not None
+        async for raw in self.process.stderr:
+            line = raw.decode(errors="replace").rstrip("\n")
+            self.log.append(line)
+            match = LISTENING.search(line)
+            if match and not listening.done():
+                listening.set_result((match.group(1), match.group(2)))
+        if not listening.done():
+            listening.set_exception(RuntimeError("nobat serve exited:\n" + "\n".join(self.log)))
+
+    async def stop(self, wait_s: float = 15.0) -> int:
+        """Send SIGTERM and return the exit code."""
+        assert self.process is not None
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(self.process.wait(), wait_s)
+        if self._reader is not None:
+            await self._reader
+        return code

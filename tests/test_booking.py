@@ -1,0 +1,225 @@
+"""The booking service on SQLite and PostgreSQL: what callers get and what the store holds."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from clinic.clinic_file import read_clinic
+from clinic.phones import InvalidPhone
+from clinic.schedule import VisitKind
+from db.booking import (
+    Booked,
+    BookingPolicy,
+    BookingService,
+    Cancelled,
+    Refusal,
+    Refused,
+    SlotTaken,
+)
+from db.clinic_sync import load_clinic
+from db.engine import Database
+from db.models import Appointment, AppointmentEvent, Consultation
+from tests.test_schedule import at
+
+DEMO = Path(__file__).resolve().parents[1] / "clinic.toml"
+SATURDAY = dt.date(2026, 11, 28)
+MONDAY = dt.date(2026, 11, 30)
+WEDNESDAY = dt.date(2026, 12, 2)
+PATIENT = "09121234567"
+OTHER = "09351112233"
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(at(SATURDAY, "09:00"))
+
+
+@pytest.fixture
+async def service(database: Database, clock: Clock) -> BookingService:
+    await load_clinic(database, read_clinic(DEMO), clock=clock)
+    return BookingService(database, BookingPolicy(), clock)
+
+
+async def doctor_id(service: BookingService, key: str) -> int:
+    return next(d.id for d in await service.doctors() if d.key == key)
+
+
+async def stored(database: Database) -> list[tuple[str, dt.datetime, str]]:
+    async with database.reading() as session:
+        rows = await session.execute(
+            select(Appointment.code, Appointment.start_at, Appointment.status)
+            .order_by(Appointment.id))
+        return [tuple(r) for r in rows]
+
+
+async def test_free_slots_follow_the_weekly_hours(service: BookingService) -> None:
+    ahmadi = await doctor_id(service, "dr-ahmadi")
+    slots = await service.free_slots(ahmadi, SATURDAY)
+    assert [s.start for s in slots][:3] == [at(SATURDAY, "16:00"), at(SATURDAY, "16:20"),
+                                            at(SATURDAY, "16:40")]
+    assert len(slots) == 12
+    assert await service.next_free_days(ahmadi) == [SATURDAY, MONDAY, WEDNESDAY]
+
+
+async def test_slots_that_started_or_start_too_soon_are_not_offered(
+        service: BookingService, clock: Clock) -> None:
+    clock.now = at(SATURDAY, "17:05")
+    slots = await service.free_slots(await doctor_id(service, "dr-ahmadi"), SATURDAY)
+    assert slots[0].start == at(SATURDAY, "17:40")
+
+
+async def test_booking_writes_one_appointment_with_a_code(
+        service: BookingService, database: Database) -> None:
+    ahmadi = await doctor_id(service, "dr-ahmadi")
+    result = await service.book("+989121234567", ahmadi, at(SATURDAY, "16:20"),
+                                VisitKind.IN_PERSON)
+    assert isinstance(result, Booked)
+    booking = result.appointment
+    assert booking.code.isdigit() and len(booking.code) == 6
+    assert booking.patient_phone == "+989121234567"
+    assert booking.end == at(SATURDAY, "16:40")
+    assert await stored(database) == [(booking.code, at(SATURDAY, "16:20"), "booked")]
+    assert at(SATURDAY, "16:20") not in [s.start for s in await service.free_slots(ahmadi,
+                                                                                   SATURDAY)]
+    assert [a.code for a in await service.upcoming("0912 123 4567")] == [booking.code]
+    assert (await service.find_by_code(PATIENT, booking.code)) == booking
+    assert await service.find_by_code(OTHER, booking.code) is None
+
+
+async def test_a_taken_slot_answers_with_the_nearest_free_ones(
+        service: BookingService, database: Database) -> None:
+    ahmadi = await doctor_id(service, "dr-ahmadi")
+    await service.book(PATIENT, ahmadi, at(SATURDAY, "16:20"), VisitKind.IN_PERSON)
+    result = await service.book(OTHER, ahmadi, at(SATURDAY, "16:20"), VisitKind.IN_PERSON)
+    assert isinstance(result, SlotTaken)
+    assert [s.start for s in result.alternatives] == [
+        at(SATURDAY, "16:00"), at(SATURDAY, "16:40"), at(SATURDAY, "17:00")]
+    assert len(await stored(database)) == 1
+
+
+@pytest.mark.parametrize(("key", "day", "clock_time", "kind", "reason"), [
+    ("dr-ahmadi", SATURDAY, "16:10", VisitKind.IN_PERSON, Refusal.NOT_A_SLOT),
+    ("dr-ahmadi", SATURDAY, "16:00", VisitKind.PHONE, Refusal.KIND_NOT_OFFERED),
+    ("dr-ahmadi", SATURDAY, "09:20", VisitKind.IN_PERSON, Refusal.TOO_SOON),
+    ("dr-ahmadi", SATURDAY + dt.timedelta(days=28), "16:00", VisitKind.IN_PERSON,
+     Refusal.TOO_FAR),
+])
+async def test_bookings_that_break_a_rule_are_refused_and_nothing_is_written(
+        service: BookingService, database: Database, key: str, day: dt.date, clock_time: str,
+        kind: VisitKind, reason: Refusal) -> None:
+    result = await service.book(PATIENT, await doctor_id(service, key), at(day, clock_time), kind)
+    assert result == Refused(reason)
+    assert await stored(database) == []
+
+
+async def test_a_closure_removes_the_doctors_days(service: BookingService, clock: Clock) -> None:
+    clock.now = at(dt.date(2027, 1, 9), "09:00")
+    karimi = await doctor_id(service, "dr-karimi")
+    assert await service.free_slots(karimi, dt.date(2027, 1, 9)) != []
+    assert await service.free_slots(karimi, dt.date(2027, 1, 10)) == []
+    assert (await service.book(PATIENT, karimi, at(dt.date(2027, 1, 10), "15:00"),
+                               VisitKind.IN_PERSON) == Refused(Refusal.NOT_A_SLOT))
+    assert dt.date(2027, 1, 10) not in await service.next_free_days(karimi, limit=5)
+
+
+async def test_unknown_doctor_and_bad_number_are_refused(service: BookingService) -> None:
+    assert (await service.book(PATIENT, 999, at(SATURDAY, "16:00"), VisitKind.IN_PERSON)
+            == Refused(Refusal.UNKNOWN_DOCTOR))
+    with pytest.raises(InvalidPhone):
+        await service.book("12345", 1, at(SATURDAY, "16:00"), VisitKind.IN_PERSON)
+
+
+async def test_a_phone_visit_gets_a_scheduled_consultation(
+        service: BookingService, database: Database) -> None:
+    ahmadi = await doctor_id(service, "dr-ahmadi")
+    result = await service.book(PATIENT, ahmadi, at(WEDNESDAY, "10:15"), VisitKind.PHONE)
+    assert isinstance(result, Booked)
+    async with database.reading() as session:
+        consultation = await session.scalar(select(Consultation))
+    assert consultation is not None
+    assert (consultation.state, consultation.due_at) == ("scheduled", at(WEDNESDAY, "10:15"))
+
+
+async def test_rescheduling_moves_the_booking_and_frees_the_old_slot(
+        service: BookingService, database: Database) -> None:
+    ahmadi = await doctor_id(service, "dr-ahmadi")
+    booked = await service.book(PATIENT, ahmadi, at(SATURDAY, "16:00"), VisitKind.IN_PERSON)
+    assert isinstance(booked, Booked)
+    moved = await service.reschedule(booked.appointment.id, PATIENT, at(MONDAY, "17:00"))
+    assert isinstance(moved, Booked)
+    assert moved.appointment.code == booked.appointment.code
+    assert await stored(database) == [(booked.appointment.code, at(MONDAY, "17:00"), "booked")]
+    assert at(SATURDAY, "16:00") in [s.start for s in await service.free_slots(ahmadi, SATURDAY)]
+    async with database.reading() as session:
+        actions = (await session.scalars(select(AppointmentEvent.action)
+                                         .order_by(AppointmentEvent.id))).all()
+    assert actions == ["booked", "rescheduled"]
+
+
+async def test_rescheduling_onto_a_taken_slot_keeps_the_old_booking(
+        service: BookingService, database: Database) -> None:
+    ahmadi = await doctor_id(service, "dr-ahmadi")
+    mine = await service.book(PATIENT, ahmadi, at(SATURDAY, "16:00"), VisitKind.IN_PERSON)
+    await service.book(OTHER, ahmadi, at(MONDAY, "17:00"), VisitKind.IN_PERSON)
+    assert isinstance(mine, Booked)
+    result = await service.reschedule(mine.appointment.id, PATIENT, at(MONDAY, "17:00"))
+    assert isinstance(result, SlotTaken)
+    assert (await stored(database))[0][1:] == (at(SATURDAY, "16:00"), "booked")
+
+
+async def test_only_the_owner_may_change_a_booking_and_not_too_late(
+        service: BookingService, database: Database, clock: Clock) -> None:
+    ahmadi = await doctor_id(service, "dr-ahmadi")
+    mine = await service.book(PATIENT, ahmadi, at(SATURDAY, "16:00"), VisitKind.IN_PERSON)
+    assert isinstance(mine, Booked)
+    ident = mine.appointment.id
+    assert (await service.cancel(ident, OTHER)).reason is Refusal.NOT_FOUND  # type: ignore[union-attr]
+    assert isinstance(await service.reschedule(ident, OTHER, at(MONDAY, "17:00")), Refused)
+    clock.now = at(SATURDAY, "14:30")
+    late = await service.cancel(ident, PATIENT)
+    assert late == Refused(Refusal.PAST_CUTOFF, "changes close 2 hours before the appointment")
+    assert (await stored(database))[0][2] == "booked"
+
+
+async def test_cancelling_frees_the_slot_and_the_consultation(
+        service: BookingService, database: Database) -> None:
+    ahmadi = await doctor_id(service, "dr-ahmadi")
+    mine = await service.book(PATIENT, ahmadi, at(WEDNESDAY, "10:00"), VisitKind.PHONE)
+    assert isinstance(mine, Booked)
+    assert isinstance(await service.cancel(mine.appointment.id, PATIENT), Cancelled)
+    assert await service.upcoming(PATIENT) == []
+    again = await service.book(OTHER, ahmadi, at(WEDNESDAY, "10:00"), VisitKind.IN_PERSON)
+    assert isinstance(again, Booked)
+    async with database.reading() as session:
+        assert await session.scalar(select(Consultation.state)) == "cancelled"
+        assert await session.scalar(select(func.count()).select_from(Appointment)) == 2
+
+
+async def test_the_database_itself_refuses_a_second_booking_of_a_slot(
+        service: BookingService, database: Database) -> None:
+    ahmadi = await doctor_id(service, "dr-ahmadi")
+    first = await service.book(PATIENT, ahmadi, at(SATURDAY, "16:00"), VisitKind.IN_PERSON)
+    assert isinstance(first, Booked)
+    with pytest.raises(IntegrityError):
+        async with database.writing() as session:
+            row = await session.get(Appointment, first.appointment.id)
+            assert row is not None
+            session.add(Appointment(
+                doctor_id=ahmadi, patient_id=row.patient_id, start_at=row.start_at,
+                end_at=row.end_at, kind="in_person", status="booked", code="999999",
+                created_via="staff", created_at=row.created_at, updated_at=row.created_at))

@@ -1,0 +1,95 @@
+"""config.toml: one clear line per mistake, exit code 2; secrets from the environment, unlogged."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from clinic.staff_toml import StaffFileError
+from nobat.cli import main
+from nobat.config import load_config
+from nobat.logs import JsonFormatter, MaskingFormatter
+
+SHIPPED = Path(__file__).resolve().parents[1] / "config.toml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_the_shipped_config_loads_with_its_documented_defaults() -> None:
+    config = load_config(SHIPPED, env={})
+    assert config.database.url == f"sqlite+aiosqlite:///{SHIPPED.parent / 'nobat.db'}"
+    assert (config.web.host, config.web.port) == ("127.0.0.1", 8080)
+    assert config.server.clinic_file == SHIPPED.parent / "clinic.toml"
+    assert config.booking.horizon_days == 14
+
+
+def test_an_empty_config_means_all_defaults(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, ""), env={}).web.port == 8080
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[web]\nprot = 8080\n", "config.toml:2: web.prot: unknown key; expected one of host, port, "
+                              "token"),
+    ("[web]\nport = \"80\"\n", "config.toml:2: web.port: expected a whole number, got a string "
+                               "'80'"),
+    ("[web]\nport = 70000\n", "config.toml:2: web.port: expected a whole number from 0 to 65535, "
+                              "got 70000"),
+    ("[server]\nlog_level = \"loud\"\n", "config.toml:2: server.log_level: expected one of "
+                                         "debug, info, warning, error, got 'loud'"),
+    ("[database]\nurl = \"mysql://x/y\"\n", "config.toml:2: database.url: expected the driver "
+                                            "sqlite+aiosqlite or postgresql+asyncpg, got mysql"),
+    ("[database]\nurl = \"not a url\"\n", "config.toml:2: database.url: expected a database URL"),
+    ("[booking]\nhorizon_days = true\n", "config.toml:2: booking.horizon_days: expected a whole "
+                                         "number, got true or false True"),
+    ("[webb]\n", "config.toml:1: webb: unknown key; expected one of server, database, web, "
+                 "booking"),
+    ("[web\n", "config.toml:1: invalid TOML: Expected ']' at the end of a table declaration"),
+])
+def test_each_mistake_names_file_line_key_and_expectation(
+        tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(StaffFileError) as caught:
+        load_config(path, env={})
+    assert str(caught.value).replace(str(path), "config.toml").startswith(message)
+
+
+def test_a_bad_config_exits_2_with_one_line(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "[web]\nport = -1\n")
+    assert main(["-c", str(path), "db", "status"]) == 2
+    assert capsys.readouterr().err == (
+        f"{path}:2: web.port: expected a whole number from 0 to 65535, got -1\n")
+    assert main(["-c", str(tmp_path / "missing.toml"), "serve"]) == 2
+    assert "missing.toml: cannot read: No such file or directory" in capsys.readouterr().err
+
+
+def test_secrets_come_from_the_environment_and_never_show(tmp_path: Path) -> None:
+    path = write(tmp_path, '[web]\ntoken = "from-file"\n[database]\n'
+                           'url = "postgresql+asyncpg://nobat@127.0.0.1/nobat"\n')
+    config = load_config(path, env={"NOBAT_WEB_TOKEN": "s3cret-token",
+                                    "NOBAT_DATABASE_PASSWORD": "pg-pass"})
+    assert config.web.token.reveal() == "s3cret-token"
+    assert "pg-pass" in config.database.url
+    shown = repr(config) + str(config.web.token) + config.database.safe_url
+    assert "s3cret" not in shown and "pg-pass" not in shown and "from-file" not in shown
+    assert config.database.safe_url == "postgresql+asyncpg://nobat:***@127.0.0.1/nobat"
+
+
+def test_a_whole_database_url_may_come_from_the_environment(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, ""), env={
+        "NOBAT_DATABASE_URL": "postgresql+asyncpg://a:b@db.example/nobat"})
+    assert config.database.url == "postgresql+asyncpg://a:b@db.example/nobat"
+
+
+@pytest.mark.parametrize("formatter", [MaskingFormatter("%(message)s"), JsonFormatter()])
+def test_logs_mask_phone_numbers(formatter: logging.Formatter) -> None:
+    record = logging.LogRecord("nobat", logging.INFO, __file__, 1,
+                               "call from %s booked %s", ("+989121234567", "123456"), None)
+    line = formatter.format(record)
+    assert "0912***4567" in line and "9121234567" not in line and "123456" in line

@@ -1,0 +1,101 @@
+"""`nobat serve` as a user starts it: one command, a migrated store, the clinic loaded, /healthz."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from db.booking import BookingService
+from db.engine import Database
+from tests.support.postgres import PostgresServer
+from tests.support.server import ServerProcess
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def demo_copy(tmp_path: Path, port: int = 0, clinic: str | None = None) -> Path:
+    """The shipped config and clinic, copied so the test owns the files beside them."""
+    shutil.copy(ROOT / "clinic.toml", tmp_path / "clinic.toml")
+    if clinic is not None:
+        (tmp_path / "clinic.toml").write_text(clinic, encoding="utf-8")
+    text = (ROOT / "config.toml").read_text().replace("port = 8080", f"port = {port}")
+    (tmp_path / "config.toml").write_text(text)
+    return tmp_path / "config.toml"
+
+
+async def get_health(server: ServerProcess) -> tuple[int, dict[str, str]]:
+    async with aiohttp.ClientSession() as http, http.get(f"{server.base_url}/healthz") as reply:
+        return reply.status, await reply.json()
+
+
+async def test_serve_on_the_embedded_default_creates_the_store_and_loads_the_clinic(
+        tmp_path: Path) -> None:
+    server = await ServerProcess(demo_copy(tmp_path)).start()
+    try:
+        assert await get_health(server) == (200, {"status": "ok", "database": "ok",
+                                                  "schema": "0001"})
+        assert server.base_url.startswith("http://127.0.0.1:")
+    finally:
+        assert await server.stop() == 0
+    assert (tmp_path / "nobat.db").exists()
+    database = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'nobat.db'}")
+    try:
+        assert len(await BookingService(database).doctors()) == 5
+    finally:
+        await database.close()
+    assert any("clinic file" in line and "doctor dr-ahmadi added" in line for line in server.log)
+    assert any("stopping" in line for line in server.log)
+
+
+async def test_a_broken_clinic_file_is_logged_and_serving_goes_on(tmp_path: Path) -> None:
+    server = await ServerProcess(demo_copy(tmp_path, clinic="[clinic]\nphone = 12\n")).start()
+    try:
+        assert (await get_health(server))[0] == 200
+    finally:
+        await server.stop()
+    text = "\n".join(server.log)
+    assert "not loaded; serving what the database holds" in text
+    assert (f"{tmp_path / 'clinic.toml'}:2: clinic.phone: expected the clinic's number, "
+            "shown to patients as caller id, got a whole number 12") in text
+
+
+async def test_serve_on_postgresql_from_the_environment(tmp_path: Path,
+                                                        postgres: PostgresServer) -> None:
+    url = await postgres.create_database()
+    server = await ServerProcess(demo_copy(tmp_path), env={"NOBAT_DATABASE_URL": url}).start()
+    try:
+        assert await get_health(server) == (200, {"status": "ok", "database": "ok",
+                                                  "schema": "0001"})
+    finally:
+        assert await server.stop() == 0
+    assert not (tmp_path / "nobat.db").exists()
+    assert any("postgresql+asyncpg://postgres@127.0.0.1" in line for line in server.log)
+
+
+async def test_a_busy_port_is_a_clear_startup_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = demo_copy(tmp_path, port=taken.getsockname()[1])
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "nobat", "-c", str(config), "serve",
+            stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 1
+    assert "nobat: status page cannot listen on 127.0.0.1:" in err.decode()
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["serve", "--help"], ["clinic", "load", "--help"],
+                                  ["clinic", "check", "--help"], ["db", "status", "--help"]])
+async def test_every_command_explains_itself(argv: list[str]) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "nobat", *argv, stdout=asyncio.subprocess.PIPE)
+    out, _ = await process.communicate()
+    assert process.returncode == 0
+    assert out.decode().startswith("usage: nobat")
