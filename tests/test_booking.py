@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,7 @@ from db.booking import (
 from db.clinic_sync import load_clinic
 from db.engine import Database
 from db.models import Appointment, AppointmentEvent, Consultation
+from db.schema import upgrade
 from tests.test_schedule import at
 
 DEMO = Path(__file__).resolve().parents[1] / "clinic.toml"
@@ -223,3 +226,27 @@ async def test_the_database_itself_refuses_a_second_booking_of_a_slot(
                 doctor_id=ahmadi, patient_id=row.patient_id, start_at=row.start_at,
                 end_at=row.end_at, kind="in_person", status="booked", code="999999",
                 created_via="staff", created_at=row.created_at, updated_at=row.created_at))
+
+
+async def test_a_briefly_locked_sqlite_file_delays_a_booking_but_loses_nothing(
+        tmp_path: Path, clock: Clock) -> None:
+    database = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'locked.db'}")
+    await upgrade(database)
+    try:
+        await load_clinic(database, read_clinic(DEMO), clock=clock)
+        service = BookingService(database, BookingPolicy(), clock)
+        ahmadi = await doctor_id(service, "dr-ahmadi")
+        other_process = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
+        other_process.execute("BEGIN EXCLUSIVE")
+        booking = asyncio.create_task(
+            service.book(PATIENT, ahmadi, at(SATURDAY, "16:00"), VisitKind.IN_PERSON))
+        await asyncio.sleep(1.0)
+        assert not booking.done()
+        other_process.execute("COMMIT")
+        other_process.close()
+        result = await asyncio.wait_for(booking, 30)
+        assert isinstance(result, Booked)
+        assert await stored(database) == [(result.appointment.code, at(SATURDAY, "16:00"),
+                                           "booked")]
+    finally:
+        await database.close()
