@@ -58,6 +58,19 @@ class DoctorView:
 
 
 @dataclass(frozen=True)
+class ClinicProfile:
+    """What the phone line says about the clinic, read from the store (the single truth)."""
+
+    name: str
+    name_en: str
+    phone: str
+    address: str
+    address_en: str
+    tz: ZoneInfo
+    doctors: tuple[DoctorView, ...]
+
+
+@dataclass(frozen=True)
 class AppointmentView:
     """A booking as it is read back to the caller."""
 
@@ -133,6 +146,23 @@ class BookingService:
         self.policy = policy or BookingPolicy()
         self.clock = clock
 
+    async def clinic_profile(self) -> ClinicProfile | None:
+        """The clinic's words and doctors, or None before any clinic file was loaded."""
+        async with self.db.reading() as session:
+            clinic = await session.scalar(select(Clinic).order_by(Clinic.id).limit(1))
+        if clinic is None:
+            return None
+        return ClinicProfile(clinic.name, clinic.name_en, clinic.phone, clinic.address,
+                             clinic.address_en, ZoneInfo(clinic.timezone),
+                             tuple(await self.doctors()))
+
+    async def closed_on(self, day: dt.date) -> bool:
+        """Whether the whole clinic is closed that day (a holiday in the clinic file)."""
+        async with self.db.reading() as session:
+            found = await session.scalar(select(Closure.id).where(
+                Closure.doctor_id.is_(None), Closure.first_day <= day, Closure.last_day >= day))
+        return found is not None
+
     async def doctors(self, specialty: str | None = None) -> list[DoctorView]:
         """Active doctors, optionally of one specialty, in a stable order for menus."""
         query = select(Doctor).where(Doctor.active.is_(True)).order_by(Doctor.id)
@@ -176,6 +206,13 @@ class BookingService:
                 enough_at = distance
         candidates.sort(key=lambda s: (abs(s.start - around), s.start))
         return sorted(candidates[:limit])
+
+    async def is_known(self, phone: str) -> bool:
+        """Whether this number has booked here before (to greet, not to authorise)."""
+        number = phones.normalize(phone)
+        async with self.db.reading() as session:
+            return await session.scalar(select(Patient.id).where(Patient.phone == number)) \
+                is not None
 
     async def upcoming(self, phone: str) -> list[AppointmentView]:
         """The caller's booked appointments that have not started yet."""

@@ -11,10 +11,15 @@ from pathlib import Path
 
 from clinic.clinic_file import read_clinic
 from clinic.staff_toml import StaffFileError
+from db.booking import BookingService
 from db.clinic_sync import LoadRefused, load_clinic
 from db.engine import Database
 from db.schema import current_revision, head_revision
+from ivr.actions.registry import ACTIONS
+from ivr.flow_check import load_flows
+from ivr.prompt_build import PromptBuild
 from nobat.config import DEFAULT_PATH, Config, load_config
+from nobat.ivr_wiring import prompt_library
 from nobat.logs import setup_logging
 from nobat.serve import StartupError, open_database, serve
 
@@ -49,6 +54,20 @@ def build_parser() -> argparse.ArgumentParser:
     db_cmds = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_cmds.add_parser("upgrade", help="migrate the schema to the newest revision")
     db_cmds.add_parser("status", help="show the schema revision, and whether it is current")
+    prompts = commands.add_parser("prompts", help="the audio prompts Asterisk plays")
+    prompts_cmds = prompts.add_subparsers(dest="prompts_command", required=True,
+                                          metavar="ACTION")
+    prompts_cmds.add_parser(
+        "build", help="speak missing or changed prompts with espeak-ng (8 kHz WAV)",
+        description="Write prompts/<lang>/<name>.wav for every prompt of the manifest, the "
+                    "number/date fragments and the clinic's names and address. Files a clinic "
+                    "replaced with recordings are kept.")
+    flows = commands.add_parser("flows", help="the IVR flows staff edit")
+    flows_cmds = flows.add_subparsers(dest="flows_command", required=True, metavar="ACTION")
+    flows_check = flows_cmds.add_parser(
+        "check", help="check every flow file; list every problem with file and line")
+    flows_check.add_argument("dir", type=Path, nargs="?",
+                             help="flows folder (default: ivr.flows in config.toml)")
     return parser
 
 
@@ -90,6 +109,10 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
     try:
         if args.command == "clinic":
             return await _load_clinic(database, args.file)
+        if args.command == "prompts":
+            return await _build_prompts(config, database)
+        if args.command == "flows":
+            return await _check_flows(config, database, args.dir)
         revision = await current_revision(database)
         print(f"schema {revision} (newest {head_revision()}) at {config.database.safe_url}")
         return 0
@@ -107,4 +130,29 @@ async def _load_clinic(database: Database, path: Path) -> int:
         print(f"{path}: {exc}", file=sys.stderr)
         return 1
     print(f"{path}: " + ("; ".join(report.changes) if report.changes else "no changes"))
+    return 0
+
+
+async def _build_prompts(config: Config, database: Database) -> int:
+    library = await prompt_library(config, BookingService(database, config.booking))
+    build = PromptBuild(library, config.ivr.prompts)
+    todo = await asyncio.to_thread(build.plan)
+    await build.speak_all(todo)
+    report = await asyncio.to_thread(build.record, todo)
+    print(f"built {len(report.built)}, unchanged {report.unchanged}, "
+          f"kept {len(report.kept_recordings)} recordings, failed {len(report.failed)}")
+    for failure in report.failed:
+        print(f"  failed: {failure}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+async def _check_flows(config: Config, database: Database, folder: Path | None) -> int:
+    library = await prompt_library(config, BookingService(database, config.booking))
+    try:
+        flows = load_flows(folder or config.ivr.flows, ACTIONS, library)
+    except StaffFileError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    for flow in flows.values():
+        print(f"{flow.source}: ok ({len(flow.nodes)} nodes, version {flow.version})")
     return 0

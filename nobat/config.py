@@ -11,6 +11,8 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from clinic.calendar import Weekday
+from clinic.schedule import parse_clock
 from clinic.staff_toml import KeyPath, StaffToml
 from db.booking import BookingPolicy
 
@@ -72,6 +74,26 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class FastAgiConfig:
+    """Where Asterisk reaches the IVR (AGI(agi://host:port/ivr)) and how many calls at once."""
+
+    host: str
+    port: int
+    max_calls: int
+
+
+@dataclass(frozen=True)
+class IvrConfig:
+    """The flows and prompts the IVR runs, and where the office is."""
+
+    flows: Path
+    prompts: Path
+    asterisk_prompts: str
+    office: str
+    office_hours: dict[Weekday, tuple[int, int]]
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole server configuration."""
 
@@ -80,6 +102,8 @@ class Config:
     database: DatabaseConfig
     web: WebConfig
     booking: BookingPolicy
+    fastagi: FastAgiConfig
+    ivr: IvrConfig
 
 
 def load_config(path: Path | str = DEFAULT_PATH, env: dict[str, str] | None = None) -> Config:
@@ -87,13 +111,15 @@ def load_config(path: Path | str = DEFAULT_PATH, env: dict[str, str] | None = No
     env = dict(os.environ) if env is None else env
     doc = StaffToml.load(path)
     base = Path(path).resolve().parent
-    doc.table((), ("server", "database", "web", "booking"))
+    doc.table((), ("server", "database", "web", "booking", "fastagi", "ivr"))
     server = _server(doc, base)
     database = _database(doc, base, env)
     web = _web(doc, env)
     booking = _booking(doc)
+    fastagi = _fastagi(doc)
+    ivr = _ivr(doc, base)
     doc.raise_problems()
-    return Config(Path(path), server, database, web, booking)
+    return Config(Path(path), server, database, web, booking, fastagi, ivr)
 
 
 def _section(doc: StaffToml, name: str, keys: tuple[str, ...]) -> tuple[dict[str, Any], KeyPath]:
@@ -173,3 +199,44 @@ def _booking(doc: StaffToml) -> BookingPolicy:
         horizon_days=doc.value(table, path, "horizon_days", int, default=14,
                                convert=_in_range(1, 90)),
     )
+
+
+def _fastagi(doc: StaffToml) -> FastAgiConfig:
+    table, path = _section(doc, "fastagi", ("host", "port", "max_calls"))
+    return FastAgiConfig(
+        host=doc.value(table, path, "host", str, default="127.0.0.1"),
+        port=doc.value(table, path, "port", int, default=4573, convert=_in_range(0, 65535)),
+        max_calls=doc.value(table, path, "max_calls", int, default=200,
+                            convert=_in_range(1, 10000)),
+    )
+
+
+def _office_hours(spec: dict[str, Any]) -> dict[Weekday, tuple[int, int]]:
+    hours: dict[Weekday, tuple[int, int]] = {}
+    for name, span in spec.items():
+        if not isinstance(span, str) or span.count("-") != 1:
+            raise ValueError(f"{name}: expected \"HH:MM-HH:MM\" such as \"08:00-20:00\"")
+        start, end = (parse_clock(part) for part in span.split("-"))
+        if start >= end:
+            raise ValueError(f"{name}: {span!r} ends before it starts")
+        hours[Weekday.parse(name)] = (start, end)
+    return hours
+
+
+def _ivr(doc: StaffToml, base: Path) -> IvrConfig:
+    table, path = _section(doc, "ivr", ("flows", "prompts", "asterisk_prompts", "office",
+                                        "office_hours"))
+    prompts = base / doc.value(table, path, "prompts", str, default="prompts")
+    return IvrConfig(
+        flows=base / doc.value(table, path, "flows", str, default="flows"),
+        prompts=prompts,
+        asterisk_prompts=doc.value(table, path, "asterisk_prompts", str, default="")
+        or str(prompts),
+        office=doc.value(table, path, "office", str, default="PJSIP/office"),
+        office_hours=doc.value(table, path, "office_hours", dict, convert=_office_hours,
+                               default=DEFAULT_OFFICE_HOURS,
+                               what="a table of weekday = \"HH:MM-HH:MM\""),
+    )
+
+
+DEFAULT_OFFICE_HOURS = {day: (8 * 60, 20 * 60) for day in Weekday if day is not Weekday.FRIDAY}

@@ -13,7 +13,9 @@ from clinic.staff_toml import StaffFileError
 from db.clinic_sync import LoadRefused, load_clinic
 from db.engine import Database
 from db.schema import upgrade
+from ivr.fastagi import FastAgiServer
 from nobat.config import Config
+from nobat.ivr_wiring import build_line, fastagi_server
 from web.app import make_app
 
 log = logging.getLogger("nobat")
@@ -49,12 +51,31 @@ async def load_configured_clinic(config: Config, database: Database) -> None:
     log.info("clinic file %s: %s", path, "; ".join(report.changes) or "no changes")
 
 
+async def start_ivr(config: Config, database: Database) -> FastAgiServer:
+    """Check the flows and open the FastAGI port; a broken flow stops start-up with its lines."""
+    try:
+        line = await build_line(config, database)
+    except StaffFileError as exc:
+        raise StartupError(f"the flows have problems:\n{exc}") from exc
+    server = fastagi_server(config, line)
+    try:
+        port = await server.start(config.fastagi.host, config.fastagi.port)
+    except OSError as exc:
+        raise StartupError(f"FastAGI cannot listen on {config.fastagi.host}:"
+                           f"{config.fastagi.port}: {exc.strerror}") from exc
+    log.info("FastAGI listening on %s:%s (AGI(agi://%s:%s/ivr))", config.fastagi.host, port,
+             config.fastagi.host, port)
+    return server
+
+
 async def serve(config: Config) -> None:
     """Run until SIGTERM or SIGINT, then close everything in order."""
     database = await open_database(config)
     runner = web.AppRunner(make_app(database), access_log=None)
+    ivr: FastAgiServer | None = None
     try:
         await load_configured_clinic(config, database)
+        ivr = await start_ivr(config, database)
         await runner.setup()
         site = web.TCPSite(runner, config.web.host, config.web.port)
         try:
@@ -72,5 +93,7 @@ async def serve(config: Config) -> None:
         await stop.wait()
         log.info("stopping")
     finally:
+        if ivr is not None:
+            await ivr.close()
         await runner.cleanup()
         await database.close()

@@ -25,6 +25,9 @@ def demo_copy(tmp_path: Path, port: int = 0, clinic: str | None = None) -> Path:
     if clinic is not None:
         (tmp_path / "clinic.toml").write_text(clinic, encoding="utf-8")
     text = (ROOT / "config.toml").read_text().replace("port = 8080", f"port = {port}")
+    text = text.replace("port = 4573", "port = 0")
+    for folder in ("flows", "prompts"):
+        text = text.replace(f'{folder} = "{folder}"', f'{folder} = "{ROOT / folder}"')
     (tmp_path / "config.toml").write_text(text)
     return tmp_path / "config.toml"
 

@@ -1,0 +1,22 @@
+"""Reaching a person: transfer to the office in its hours, otherwise say when it answers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ivr.actions.info import hours_words
+from ivr.call import Call
+
+
+async def office(call: Call, params: Mapping[str, Any]) -> str:
+    """Transfer within office hours (the flow ends); outside them, the hours and back."""
+    services = call.services
+    if services.office.open_at(call.now(), services.clinic.tz):
+        await call.say(["transferring"])
+        await call.session.transfer(services.office.endpoint)
+        call.outcome = "office"
+        return "hangup"
+    spans = [(day, start, end) for day, (start, end) in services.office.hours.items()]
+    await call.say(["office-closed", *hours_words(spans, call.language)])
+    return "done"

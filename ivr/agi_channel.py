@@ -1,0 +1,83 @@
+"""One AGI conversation over a pair of streams: commands out, replies in, hang-ups noticed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ivr.agi_protocol import (
+    NEED_DATA,
+    AgiEnvironment,
+    AgiProtocolError,
+    AgiServerConnection,
+    Command,
+    ConnectionClosed,
+    Hangup,
+    Reply,
+)
+from ivr.session import CallerHungUp
+
+log = logging.getLogger(__name__)
+READ_CHUNK = 4096
+
+
+class AgiChannel:
+    """Drives the sans-I/O codec over asyncio streams; FastAGI and classic AGI both use it."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 *, reply_timeout: float = 900.0, codec: AgiServerConnection | None = None
+                 ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.codec = codec or AgiServerConnection()
+        self.reply_timeout = reply_timeout
+        self.hung_up = False
+
+    async def environment(self) -> AgiEnvironment:
+        """Read the agi_* block Asterisk sends first; a broken one raises AgiProtocolError."""
+        event = await self._next()
+        if isinstance(event, ConnectionClosed):
+            raise AgiProtocolError("connection closed before the AGI environment was complete")
+        assert isinstance(event, AgiEnvironment)
+        return event
+
+    async def run(self, command: Command) -> Reply:
+        """Send one command and return its reply; a dead channel raises CallerHungUp."""
+        if self.hung_up and command.verb not in ("GET VARIABLE", "SET VARIABLE",
+                                                 "GET FULL VARIABLE"):
+            raise CallerHungUp()
+        try:
+            self.writer.write(self.codec.send(command))
+            await self.writer.drain()
+        except (ConnectionError, RuntimeError) as exc:
+            raise CallerHungUp() from exc
+        while True:
+            event = await asyncio.wait_for(self._next(), self.reply_timeout)
+            if isinstance(event, Hangup):
+                self.hung_up = True
+                continue
+            if isinstance(event, ConnectionClosed):
+                self.hung_up = True
+                raise CallerHungUp()
+            assert isinstance(event, Reply)
+            if event.code == 511:
+                self.hung_up = True
+                raise CallerHungUp()
+            return event
+
+    async def _next(self) -> object:
+        while (event := self.codec.next_event()) is NEED_DATA:
+            try:
+                data = await self.reader.read(READ_CHUNK)
+            except ConnectionError:
+                data = b""
+            self.codec.receive_data(data)
+        return event
+
+    async def close(self) -> None:
+        """Close our side; Asterisk answers with a last HANGUP line we need not read."""
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except (ConnectionError, OSError):
+            log.debug("peer was already gone when closing")

@@ -1,0 +1,75 @@
+"""CallSession over AGI: the same code serves FastAGI sockets and classic AGI pipes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from clinic.phones import mask
+from ivr.agi_channel import AgiChannel
+from ivr.agi_protocol import AgiEnvironment, Command, Reply
+from ivr.session import ALL_KEYS, CallerHungUp, CallInfo, CallSession
+
+log = logging.getLogger(__name__)
+TRANSFER_VARIABLE = "NOBAT_TRANSFER"
+"""The dialplan reads it after AGI returns and dials the office (asterisk/extensions.conf)."""
+
+
+def call_info(env: AgiEnvironment) -> CallInfo:
+    """Take what a flow needs from the environment; AGI arguments become options too."""
+    options = dict(env.query)
+    for arg in env.args:
+        key, sep, value = arg.partition("=")
+        if sep:
+            options.setdefault(key.strip(), value.strip())
+    return CallInfo(caller_id=env.callerid, dialled=env.dnid or env.extension or None,
+                    channel=env.channel, unique_id=env.uniqueid, entry=env.script or "",
+                    options=options)
+
+
+class AgiCallSession(CallSession):
+    """Plays with STREAM FILE, reads keys with WAIT FOR DIGIT, hands over through a variable."""
+
+    def __init__(self, channel: AgiChannel, env: AgiEnvironment) -> None:
+        self.channel = channel
+        self.env = env
+        self.info = call_info(env)
+
+    async def play(self, prompts: Sequence[str], keys: str = ALL_KEYS) -> str | None:
+        for prompt in prompts:
+            reply = await self.channel.run(Command.of("STREAM FILE", prompt, keys))
+            code = _result(reply)
+            if code > 0:
+                return chr(code)
+            if code < 0:
+                await self._missing_or_gone(prompt)
+        return None
+
+    async def wait_digit(self, seconds: float) -> str | None:
+        code = _result(await self.channel.run(Command.of("WAIT FOR DIGIT",
+                                                         int(seconds * 1000))))
+        if code < 0:
+            raise CallerHungUp()
+        return chr(code) if code else None
+
+    async def transfer(self, destination: str) -> None:
+        await self.channel.run(Command.of("SET VARIABLE", TRANSFER_VARIABLE, destination))
+
+    async def hang_up(self) -> None:
+        await self.channel.run(Command.of("HANGUP"))
+
+    async def _missing_or_gone(self, prompt: str) -> None:
+        """STREAM FILE says -1 both for a hang-up and for a missing file; ask the channel."""
+        await self.channel.run(Command.of("CHANNEL STATUS"))
+        log.error("prompt %r could not be played on %s (missing file?)", prompt,
+                  mask(self.info.caller_id or ""))
+
+
+def _result(reply: Reply) -> int:
+    if reply.code != 200:
+        raise CallerHungUp() if reply.code == 511 else RuntimeError(
+            f"AGI refused a command: {reply.raw!r}")
+    try:
+        return int(reply.result or "0")
+    except ValueError:
+        raise RuntimeError(f"AGI gave a non-numeric result: {reply.raw!r}") from None

@@ -1,0 +1,78 @@
+"""One inbound call as the flow sees it: its session, language, caller and the clinic's services."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from clinic.calendar import Weekday
+from db.booking import BookingService
+from ivr.prompts import PromptLibrary
+from ivr.session import ALL_KEYS, CallSession, Entry
+
+
+@dataclass(frozen=True)
+class OfficeHours:
+    """When the clinic's office answers transfers, per weekday, in the clinic's zone."""
+
+    endpoint: str
+    hours: dict[Weekday, tuple[int, int]]
+
+    def open_at(self, moment: dt.datetime, tz: ZoneInfo) -> bool:
+        """Whether a transfer now would reach someone."""
+        local = moment.astimezone(tz)
+        span = self.hours.get(Weekday.of(local.date()))
+        minute = local.hour * 60 + local.minute
+        return span is not None and span[0] <= minute < span[1]
+
+
+@dataclass(frozen=True)
+class ClinicFacts:
+    """What the IVR tells callers about the clinic."""
+
+    tz: ZoneInfo
+
+
+@dataclass
+class Services:
+    """Everything a call may use, handed in by the composition root."""
+
+    booking: BookingService
+    prompts: PromptLibrary
+    office: OfficeHours
+    clinic: ClinicFacts
+    clock: Callable[[], dt.datetime]
+
+
+@dataclass
+class Call:
+    """The state of one call as it moves through flows and actions."""
+
+    session: CallSession
+    services: Services
+    language: str = "fa"
+    patient_phone: str | None = None
+    closed_today: bool = False
+    step: str = "start"
+    outcome: str = "unfinished"
+    events: list[str] = field(default_factory=list)
+
+    async def say(self, keys: Sequence[str], interrupt: str = ALL_KEYS) -> str | None:
+        """Play prompts by name in the call's language; return a key that cut them short."""
+        if not keys:
+            return None
+        files = self.services.prompts.files(self.language, keys)
+        return await self.session.play(files, interrupt)
+
+    async def read_digits(self, keys: Sequence[str], *, max_digits: int, digit_wait: float
+                          ) -> Entry:
+        """Play prompts by name, then collect keys ('#' ends, '*' goes back)."""
+        files = self.services.prompts.files(self.language, keys)
+        return await self.session.read_digits(files, max_digits=max_digits,
+                                              digit_wait=digit_wait)
+
+    def now(self) -> dt.datetime:
+        """The clinic's clock (tests move it)."""
+        return self.services.clock()

@@ -1,0 +1,101 @@
+"""Runs a flow on a call: node after node, with back, office and failure handled in one place."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ivr.call import Call
+from ivr.conditions import parse_condition
+from ivr.flow import Action, Branch, Flow, GotoFlow, Hangup, Language, Menu, Node, Play
+from ivr.menu import Escape, ask
+
+log = logging.getLogger(__name__)
+ActionFn = Callable[[Call, Mapping[str, Any]], Awaitable[str]]
+OFFICE_NODE = "office"
+MAX_STEPS = 500
+"""A flow that runs this many nodes in one call is looping; the caller goes to the office."""
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """A named action flows may call, with the parameters it accepts and the outcomes it ends in.
+
+    Every action may also end in "done" (follow `next`), "back", "office" or "hangup".
+    """
+
+    run: ActionFn
+    params: Mapping[str, type] = field(default_factory=dict)
+    outcomes: tuple[str, ...] = ()
+
+
+class FlowEngine:
+    """One engine for every carrier; the flows it runs are handed in per call."""
+
+    def __init__(self, actions: Mapping[str, ActionSpec]) -> None:
+        self.actions = dict(actions)
+
+    async def run(self, call: Call, flows: Mapping[str, Flow], entry: str) -> None:
+        """Run `entry` until a hang-up node, a transfer, or the caller hanging up."""
+        flow = flows[entry]
+        node_id = flow.start
+        menus: list[str] = []
+        for _ in range(MAX_STEPS):
+            node = flow.nodes[node_id]
+            call.step = f"{flow.name}/{node_id}"
+            if isinstance(node, GotoFlow):
+                flow, menus = flows[node.flow], []
+                node_id = flow.start
+                continue
+            target = await self._step(call, node, menus)
+            if target is None:
+                return
+            if target == "back":
+                target = menus.pop() if menus else flow.start
+            node_id = target if target in flow.nodes else OFFICE_NODE
+            if node_id == OFFICE_NODE and OFFICE_NODE not in flow.nodes:
+                await self.actions["office"].run(call, {})
+                return
+        log.error("flow %s looped for %d steps without ending; sending the caller to the office",
+                  flow.name, MAX_STEPS)
+        await self.actions["office"].run(call, {})
+
+    async def _step(self, call: Call, node: Node, menus: list[str]) -> str | None:
+        match node:
+            case Play():
+                await call.say(node.prompts)
+                return node.next
+            case Menu():
+                if node.id in menus:
+                    del menus[menus.index(node.id):]
+                answer = await ask(call, node.prompts, node.reprompts, node.keys, node.retry)
+                if answer is Escape.FAILED:
+                    return node.retry.failure
+                if isinstance(answer, Escape):
+                    return answer.value
+                menus.append(node.id)
+                return node.keys[answer]
+            case Branch():
+                for condition, target in node.cases:
+                    if parse_condition(condition)(call):
+                        return target
+                return node.otherwise
+            case Language():
+                call.language = node.language
+                return node.next
+            case Action():
+                outcome = await self.actions[node.action].run(call, node.params)
+                call.events.append(f"{node.action}:{outcome}")
+                if outcome in node.outcomes:
+                    return node.outcomes[outcome]
+                if outcome == "hangup":
+                    return None
+                return node.next if outcome == "done" else outcome
+            case Hangup():
+                call.outcome = call.outcome if call.outcome != "unfinished" else "completed"
+                await call.say(node.prompts)
+                await call.session.hang_up()
+                return None
+        raise AssertionError(f"unknown node {node!r}")

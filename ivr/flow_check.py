@@ -1,0 +1,145 @@
+"""Read every flow file of a folder and check them together: targets, actions, prompts, reach."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from clinic.staff_toml import KeyPath, Problem, StaffFileError, StaffToml
+from ivr.conditions import parse_condition
+from ivr.engine import ActionSpec
+from ivr.flow import (
+    LANGUAGES,
+    Action,
+    Branch,
+    Flow,
+    GotoFlow,
+    Hangup,
+    Language,
+    Menu,
+    Node,
+    Play,
+    parse_flow,
+)
+from ivr.prompts import PromptLibrary
+
+SHARED_OUTCOMES = ("done", "back", "office", "hangup")
+
+
+def load_flows(directory: Path, actions: Mapping[str, ActionSpec],
+               prompts: PromptLibrary | None = None) -> dict[str, Flow]:
+    """Load `directory/*.toml`; raise StaffFileError with every problem in every file."""
+    docs: dict[str, StaffToml] = {}
+    flows: dict[str, Flow] = {}
+    problems: list[Problem] = []
+    paths = sorted(directory.glob("*.toml"))
+    if not paths:
+        raise StaffFileError([Problem(str(directory), None, "", "no flow files (*.toml)")])
+    for path in paths:
+        try:
+            doc = StaffToml.load(path)
+        except StaffFileError as exc:
+            problems += exc.problems
+            continue
+        flow = parse_flow(doc, path.stem)
+        docs[flow.name] = doc
+        flows[flow.name] = Flow(flow.name, flow.start, flow.nodes, flow.source,
+                                hashlib.sha256(path.read_bytes()).hexdigest()[:12])
+    for name, flow in flows.items():
+        _check(docs[name], flow, flows, actions, prompts)
+        problems += docs[name].problems
+    if problems:
+        raise StaffFileError(sorted(problems, key=lambda p: (p.file, p.line or 0, p.key)))
+    return flows
+
+
+def _targets(node: Node) -> list[tuple[KeyPath, str]]:
+    """Every node id a node may lead to, with the key that names it."""
+    base: KeyPath = ("nodes", node.id)
+    match node:
+        case Play() | Language():
+            return [(base + ("next",), node.next)]
+        case Menu():
+            return [(base + ("keys", k), v) for k, v in node.keys.items()] + [
+                (base + ("failure",), node.retry.failure)]
+        case Branch():
+            return [(base + ("when", c), t) for c, t in node.cases] + [
+                (base + ("otherwise",), node.otherwise)]
+        case Action():
+            return [(base + ("next",), node.next)] + [
+                (base + ("outcomes", k), v) for k, v in node.outcomes.items()]
+    return []
+
+
+def _prompt_names(node: Node) -> Iterable[tuple[KeyPath, str]]:
+    base: KeyPath = ("nodes", node.id)
+    match node:
+        case Play() | Hangup():
+            yield from ((base + ("prompt",), p) for p in node.prompts)
+        case Menu():
+            for key, names in (("prompt", node.prompts), ("reprompt", node.reprompts),
+                               ("invalid", node.retry.invalid),
+                               ("no_input", node.retry.no_input)):
+                yield from ((base + (key,), p) for p in names)
+
+
+def _check(doc: StaffToml, flow: Flow, flows: Mapping[str, Flow],
+           actions: Mapping[str, ActionSpec], prompts: PromptLibrary | None) -> None:
+    for node in flow.nodes.values():
+        base: KeyPath = ("nodes", node.id)
+        for path, target in _targets(node):
+            if target not in flow.nodes and target != "back":
+                doc.error(path, f"no node {target!r} in this flow")
+        match node:
+            case Branch():
+                for condition, _ in node.cases:
+                    try:
+                        parse_condition(condition)
+                    except ValueError as exc:
+                        doc.error(base + ("when", condition), str(exc))
+            case Action():
+                _check_action(doc, base, node, actions)
+            case GotoFlow() if node.flow not in flows:
+                doc.error(base + ("flow",), f"no flow file {node.flow}.toml")
+        if prompts is not None:
+            for path, name in _prompt_names(node):
+                for lang in LANGUAGES:
+                    if prompts.text(lang, name) is None:
+                        doc.error(path, f"prompt {name!r} has no {lang} text in the manifest")
+    for unreachable in sorted(set(flow.nodes) - _reachable(flow)):
+        doc.error(("nodes", unreachable), "no other node leads here (unreachable)")
+
+
+def _check_action(doc: StaffToml, base: KeyPath, node: Action,
+                  actions: Mapping[str, ActionSpec]) -> None:
+    spec = actions.get(node.action)
+    if spec is None:
+        doc.error(base + ("action",),
+                  f"unknown action {node.action!r}; expected one of {', '.join(actions)}")
+        return
+    for key, value in node.params.items():
+        kind = spec.params.get(key)
+        if kind is None:
+            allowed = ", ".join(spec.params) or "none"
+            doc.error(base + ("params", key), f"{node.action} takes no parameter {key!r} "
+                      f"(allowed: {allowed})")
+        elif not isinstance(value, kind):
+            doc.error(base + ("params", key), f"expected {kind.__name__}, got {value!r}")
+    for outcome in node.outcomes:
+        if outcome not in (*spec.outcomes, *SHARED_OUTCOMES):
+            doc.error(base + ("outcomes", outcome),
+                      f"{node.action} never ends in {outcome!r}; it can end in "
+                      f"{', '.join((*spec.outcomes, *SHARED_OUTCOMES))}")
+
+
+def _reachable(flow: Flow) -> set[str]:
+    seen: set[str] = set()
+    todo = [flow.start, "office"] if "office" in flow.nodes else [flow.start]
+    while todo:
+        node_id = todo.pop()
+        if node_id in seen or node_id not in flow.nodes:
+            continue
+        seen.add(node_id)
+        todo += [target for _, target in _targets(flow.nodes[node_id])]
+    return seen

@@ -1,0 +1,56 @@
+"""An inbound call from answer to hang-up: log it, run the flow, and always close the record."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+
+from db.call_log import CallLog
+from ivr.call import Call, Services
+from ivr.conditions import caller_number
+from ivr.engine import FlowEngine
+from ivr.flow import Flow
+from ivr.session import CallerHungUp, CallSession
+
+log = logging.getLogger(__name__)
+ENTRY_FLOW = "main"
+
+
+class InboundLine:
+    """What every carrier hands its calls to; flows are read per call, so reloads take effect."""
+
+    def __init__(self, engine: FlowEngine, services: Services, call_log: CallLog,
+                 flows: Callable[[], Mapping[str, Flow]]) -> None:
+        self.engine = engine
+        self.services = services
+        self.call_log = call_log
+        self.flows = flows
+        self.calls: dict[int, Call] = {}
+
+    async def answer(self, session: CallSession) -> Call:
+        """Run one call to its end; a hang-up at any step ends it cleanly."""
+        flows = self.flows()
+        info = session.info
+        call = Call(session, self.services)
+        today = self.services.clock().astimezone(self.services.clinic.tz).date()
+        call.closed_today = await self.services.booking.closed_on(today)
+        if info.options.get("lang") in ("fa", "en"):
+            call.language = info.options["lang"]
+        entry = info.options.get("flow", ENTRY_FLOW)
+        call_id = await self.call_log.started(self.services.clock(),
+                                              caller_number(info.caller_id), info.dialled)
+        self.calls[call_id] = call
+        try:
+            await self.engine.run(call, flows, entry if entry in flows else ENTRY_FLOW)
+        except CallerHungUp:
+            call.outcome = "hung_up"
+            raise
+        except Exception:
+            call.outcome = "failed"
+            raise
+        finally:
+            del self.calls[call_id]
+            await asyncio.shield(self.call_log.ended(call_id, self.services.clock(),
+                                                     call.language, call.outcome))
+        return call

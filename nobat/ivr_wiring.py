@@ -1,0 +1,59 @@
+"""Builds the IVR from configuration: prompts, flows, services, the line and its listener."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from zoneinfo import ZoneInfo
+
+from db.booking import BookingService, ClinicProfile, utc_now
+from db.call_log import CallLog
+from db.engine import Database
+from ivr.actions.registry import ACTIONS
+from ivr.call import ClinicFacts, OfficeHours, Services
+from ivr.engine import FlowEngine
+from ivr.fastagi import FastAgiServer, Limits
+from ivr.flow_check import load_flows
+from ivr.inbound import InboundLine
+from ivr.prompts import ClinicWords, PromptLibrary
+from nobat.config import Config
+
+MANIFEST = "manifest.toml"
+
+
+def clinic_words(profile: ClinicProfile | None) -> ClinicWords | None:
+    """The clinic's own words that become prompts."""
+    if profile is None:
+        return None
+    return ClinicWords(
+        name={"fa": profile.name, "en": profile.name_en},
+        address={"fa": profile.address, "en": profile.address_en or profile.address},
+        doctors={d.key: {"fa": d.name, "en": d.name_en} for d in profile.doctors})
+
+
+async def prompt_library(config: Config, booking: BookingService) -> PromptLibrary:
+    """Prompts from the manifest, the rules and the clinic as the store holds it."""
+    profile = await booking.clinic_profile()
+    return PromptLibrary.load(config.ivr.prompts / MANIFEST, config.ivr.asterisk_prompts,
+                              clinic_words(profile))
+
+
+async def build_line(config: Config, database: Database,
+                     clock: Callable[[], dt.datetime] = utc_now) -> InboundLine:
+    """The inbound line with flows checked against the prompts; raises StaffFileError."""
+    booking = BookingService(database, config.booking, clock)
+    profile = await booking.clinic_profile()
+    prompts = await prompt_library(config, booking)
+    flows = load_flows(config.ivr.flows, ACTIONS, prompts)
+    services = Services(
+        booking=booking, prompts=prompts,
+        office=OfficeHours(config.ivr.office, config.ivr.office_hours),
+        clinic=ClinicFacts(profile.tz if profile else ZoneInfo("Asia/Tehran")),
+        clock=clock)
+    return InboundLine(FlowEngine(ACTIONS), services, CallLog(database), lambda: flows)
+
+
+def fastagi_server(config: Config, line: InboundLine) -> FastAgiServer:
+    """The FastAGI listener with the IVR at agi://host:port/ivr."""
+    return FastAgiServer({"ivr": line.answer},
+                         Limits(max_calls=config.fastagi.max_calls))

@@ -1,0 +1,90 @@
+"""The IVR on a real FastAGI socket, against a real store, with a clock the test sets."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from clinic.clinic_file import read_clinic
+from db.clinic_sync import load_clinic
+from db.engine import Database
+from ivr.fastagi import FastAgiServer, Limits
+from ivr.inbound import InboundLine
+from ivr.prompts import PromptLibrary
+from nobat.config import Config, load_config
+from nobat.ivr_wiring import build_line, fastagi_server
+from tests.fakepbx.agi_caller import CallTranscript, place_call
+from tests.fakepbx.script import Caller
+
+ROOT = Path(__file__).resolve().parents[2]
+SECONDS_PER_CHARACTER = 0.06
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+@dataclass
+class Heard:
+    """A finished call: the prompt names the caller heard (language/name) and the transcript."""
+
+    prompts: list[str]
+    transcript: CallTranscript
+
+
+class IvrRig:
+    """nobat's inbound line behind a FastAGI listener on 127.0.0.1, as `nobat serve` wires it."""
+
+    def __init__(self, config: Config, line: InboundLine, server: FastAgiServer, port: int
+                 ) -> None:
+        self.config = config
+        self.line = line
+        self.server = server
+        self.port = port
+
+    @property
+    def prompts(self) -> PromptLibrary:
+        """The prompt library the line plays from."""
+        return self.line.services.prompts
+
+    def seconds(self, path: str) -> float | None:
+        """How long a prompt plays: from its text, so tests need no audio; None if unknown."""
+        found = self.prompts.key_of(path)
+        text = found and self.prompts.text(*found)
+        return None if not text else max(0.5, len(text) * SECONDS_PER_CHARACTER)
+
+    async def call(self, caller: Caller, args: tuple[str, ...] = ()) -> Heard:
+        """Place one call and return what the caller heard."""
+        transcript = await place_call("127.0.0.1", self.port, caller, args=args,
+                                      prompt_seconds=self.seconds)
+        names = []
+        for path in transcript.prompts:
+            found = self.prompts.key_of(path)
+            names.append(f"{found[0]}/{found[1]}" if found else path)
+        return Heard(names, transcript)
+
+
+@asynccontextmanager
+async def ivr_rig(database: Database, clock: Clock, limits: Limits | None = None
+                  ) -> AsyncIterator[IvrRig]:
+    """Load the demo clinic and serve the shipped flows and prompts on an ephemeral port."""
+    config = load_config(ROOT / "config.toml", env={})
+    await load_clinic(database, read_clinic(ROOT / "clinic.toml"), clock)
+    line = await build_line(config, database, clock)
+    server = fastagi_server(config, line)
+    if limits is not None:
+        server.limits = limits
+    port = await server.start("127.0.0.1", 0)
+    try:
+        yield IvrRig(config, line, server, port)
+    finally:
+        await server.close()
