@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint bench system-packages
+.PHONY: serve test test-real lint bench system-packages
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,5 +29,11 @@ lint: $(STAMP)
 test: $(STAMP) system-packages lint
 	$(BIN)/pytest
 
+# The real-Asterisk tier: needs an Asterisk 22 built outside this repository
+# (tests/realpbx/README.md); NOBAT_ASTERISK names its binary. Never part of `make test`.
+test-real: $(STAMP)
+	$(BIN)/pytest tests/realpbx
+
 bench: $(STAMP) system-packages
 	$(BIN)/python -m bench.booking_rush
+	$(BIN)/python -m bench.ivr_load
