@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 
 from ivr.agi_protocol import (
     NEED_DATA,
@@ -41,14 +42,20 @@ class AgiChannel:
         assert isinstance(event, AgiEnvironment)
         return event
 
-    async def run(self, command: Command) -> Reply:
-        """Send one command and return its reply; a dead channel raises CallerHungUp."""
+    async def run(self, command: Command, *, written: bool = False) -> Reply:
+        """Send one command and return its reply; a dead channel raises CallerHungUp.
+
+        `written` is for a command already on the wire (classic AGI answers before asyncio
+        is even imported): only its reply is awaited.
+        """
         if self.hung_up and command.verb not in ("GET VARIABLE", "SET VARIABLE",
                                                  "GET FULL VARIABLE"):
             raise CallerHungUp()
         try:
-            self.writer.write(self.codec.send(command))
-            await self.writer.drain()
+            data = self.codec.send(command)
+            if not written:
+                self.writer.write(data)
+                await self.writer.drain()
         except (ConnectionError, RuntimeError) as exc:
             raise CallerHungUp() from exc
         while True:
@@ -81,3 +88,13 @@ class AgiChannel:
             await self.writer.wait_closed()
         except (ConnectionError, OSError):
             log.debug("peer was already gone when closing")
+
+
+async def stdio_streams() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Streams over this process's stdin and stdout, where classic AGI talks."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    transport, protocol = await loop.connect_write_pipe(
+        lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()), sys.stdout)
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)

@@ -13,16 +13,28 @@ from ivr.session import ALL_KEYS, CallerHungUp, CallInfo, CallSession
 log = logging.getLogger(__name__)
 TRANSFER_VARIABLE = "NOBAT_TRANSFER"
 """The dialplan reads it after AGI returns and dials the office (asterisk/extensions.conf)."""
+SESSION_VARIABLE = "NOBAT_SESSION"
+"""Set first: the dialplan tries classic AGI only if nobat never took the call."""
+RESULT_VARIABLE = "NOBAT_RESULT"
+"""Set to "done" last: without it, a caller still on the line goes to the office."""
 
 
 def call_info(env: AgiEnvironment) -> CallInfo:
-    """Take what a flow needs from the environment; AGI arguments become options too."""
+    """Take what a flow needs from the environment.
+
+    AGI arguments "name=value" become options; a bare one is the number the caller dialled
+    (the dialplan passes the DID, since agi_dnid is "unknown" on many channels).
+    """
     options = dict(env.query)
+    numbers = []
     for arg in env.args:
         key, sep, value = arg.partition("=")
         if sep:
             options.setdefault(key.strip(), value.strip())
-    return CallInfo(caller_id=env.callerid, dialled=env.dnid or env.extension or None,
+        elif arg.strip():
+            numbers.append(arg.strip())
+    dialled = numbers[0] if numbers else env.dnid
+    return CallInfo(caller_id=env.callerid, dialled=dialled,
                     channel=env.channel, unique_id=env.uniqueid, entry=env.script or "",
                     options=options)
 
@@ -57,6 +69,12 @@ class AgiCallSession(CallSession):
 
     async def hang_up(self) -> None:
         await self.channel.run(Command.of("HANGUP"))
+
+    async def begin(self, call_id: int) -> None:
+        await self.channel.run(Command.of("SET VARIABLE", SESSION_VARIABLE, str(call_id)))
+
+    async def finish(self) -> None:
+        await self.channel.run(Command.of("SET VARIABLE", RESULT_VARIABLE, "done"))
 
     async def _missing_or_gone(self, prompt: str) -> None:
         """STREAM FILE says -1 both for a hang-up and for a missing file; ask the channel."""

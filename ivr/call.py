@@ -55,6 +55,7 @@ class Call:
     language: str = "fa"
     patient_phone: str | None = None
     closed_today: bool = False
+    failed_menus: int = 0
     step: str = "start"
     outcome: str = "unfinished"
     events: list[str] = field(default_factory=list)

@@ -17,6 +17,9 @@ ActionFn = Callable[[Call, Mapping[str, Any]], Awaitable[str]]
 OFFICE_NODE = "office"
 MAX_STEPS = 500
 """A flow that runs this many nodes in one call is looping; the caller goes to the office."""
+MAX_FAILED_MENUS = 2
+"""Menus that failed to the office in a row before the call ends with a goodbye: a caller who
+cannot or does not answer is not cycled between menu and closed office forever."""
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,17 @@ class FlowEngine:
                 if node.id in menus:
                     del menus[menus.index(node.id):]
                 answer = await ask(call, node.prompts, node.reprompts, node.keys, node.retry)
+                if answer is Escape.FAILED and node.retry.failure == OFFICE_NODE:
+                    call.failed_menus += 1
+                    if call.failed_menus >= MAX_FAILED_MENUS:
+                        call.outcome = "no_input"
+                        await call.say(["goodbye"])
+                        await call.session.hang_up()
+                        return None
+                    return node.retry.failure
                 if answer is Escape.FAILED:
                     return node.retry.failure
+                call.failed_menus = 0
                 if isinstance(answer, Escape):
                     return answer.value
                 menus.append(node.id)
@@ -92,7 +104,7 @@ class FlowEngine:
                     return node.outcomes[outcome]
                 if outcome == "hangup":
                     return None
-                return node.next if outcome == "done" else outcome
+                return outcome if outcome in ("back", OFFICE_NODE) else node.next
             case Hangup():
                 call.outcome = call.outcome if call.outcome != "unfinished" else "completed"
                 await call.say(node.prompts)

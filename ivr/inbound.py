@@ -42,7 +42,10 @@ class InboundLine:
                                               caller_number(info.caller_id), info.dialled)
         self.calls[call_id] = call
         try:
+            await session.begin(call_id)
             await self.engine.run(call, flows, entry if entry in flows else ENTRY_FLOW)
+            if call.outcome != "office":
+                await session.finish()
         except CallerHungUp:
             call.outcome = "hung_up"
             raise

@@ -55,6 +55,14 @@ class CallSession(abc.ABC):
     async def hang_up(self) -> None:
         """End the call from our side."""
 
+    @abc.abstractmethod
+    async def begin(self, call_id: int) -> None:
+        """Tell the carrier nobat has taken the call (the dialplan falls back otherwise)."""
+
+    @abc.abstractmethod
+    async def finish(self) -> None:
+        """Tell the carrier the flow is done with the caller, so nothing else takes over."""
+
     async def read_digits(self, prompts: Sequence[str], *, max_digits: int, digit_wait: float,
                           first_wait: float | None = None) -> Entry:
         """Play prompts, then collect up to `max_digits` keys: '#' ends, '*' means go back."""

@@ -1,59 +1,42 @@
 """`nobat-agi`: classic AGI (one process per call) for setups that run AGI(nobat-agi).
 
-Asterisk starts this process for each call with the agi_* environment on stdin. It answers
-before anything heavy is imported, so the caller is never left waiting on Python's start-up,
-then runs the same flows as the FastAGI server against the same store. The dialplan uses it
-when the nobat server is unreachable.
+Asterisk starts this process for each call with the agi_* environment on stdin. It reads the
+environment and answers with nothing but `os` imported, so the caller hears the line open
+within a few tens of milliseconds; only then does it import asyncio and nobat and run the same
+flows as the FastAGI server against the same store. The dialplan uses it when the nobat
+server is unreachable. The configuration comes from $NOBAT_CONFIG; AGI() arguments
+(lang=en) reach the flow as agi_arg_N.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
-from pathlib import Path
-
-from ivr.agi_channel import AgiChannel
-from ivr.agi_protocol import Command
 
 DEFAULT_CONFIG = "/etc/nobat/config.toml"
+ANSWER = b"ANSWER\n"
+ENVIRONMENT_LIMIT = 64 * 1024
 
 
-async def _stdio() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin,
-                                                        sys.stdout)
-    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
-
-
-async def run_call(config_path: Path) -> int:
-    """Answer, then load nobat and run the call; the exit code tells Asterisk nothing useful."""
-    channel = AgiChannel(*await _stdio())
-    env = await channel.environment()
-    await channel.run(Command.of("ANSWER"))
-    from db.engine import Database
-    from ivr.agi_session import AgiCallSession
-    from ivr.session import CallerHungUp
-    from nobat.config import load_config
-    from nobat.ivr_wiring import build_line
-    from nobat.logs import setup_logging
-
-    config = load_config(config_path)
-    setup_logging(config.server.log_level, config.server.log_format)
-    database = Database.from_url(config.database.url, pool_size=1)
-    try:
-        line = await build_line(config, database)
-        await line.answer(AgiCallSession(channel, env))
-    except CallerHungUp:
-        return 0
-    finally:
-        await database.close()
-        await channel.close()
-    return 0
+def read_environment(fd: int = 0) -> bytes:
+    """Read up to the blank line that ends the environment, straight from the descriptor."""
+    data = b""
+    while not (data.endswith(b"\n\n") or data == b"\n") and len(data) < ENVIRONMENT_LIMIT:
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def main() -> int:
-    """Entry point of `nobat-agi`; AGI() arguments (lang=en) arrive as agi_arg_N, not here."""
-    return asyncio.run(run_call(Path(os.environ.get("NOBAT_CONFIG", DEFAULT_CONFIG))))
+    """Entry point of `nobat-agi`."""
+    environment = read_environment()
+    os.write(sys.stdout.fileno(), ANSWER)
+    import asyncio
+    from pathlib import Path
+
+    from nobat.agi_call import run_call
+
+    config = Path(os.environ.get("NOBAT_CONFIG", DEFAULT_CONFIG))
+    return asyncio.run(run_call(environment, ANSWER, config))

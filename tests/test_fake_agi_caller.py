@@ -276,7 +276,7 @@ def test_typed_ahead_keys_reach_the_next_command_that_listens() -> None:
 def test_keys_outside_the_escape_digits_are_lost() -> None:
     keys = (Wait(1), Press("5"), Wait(1), Press("1"), Wait(0.5), Press("7"))
     channel = call(*keys, Wait(9), HangUp())
-    assert send(channel, 'STREAM FILE menu "12"') == ["200 result=49 endpos=21200"]
+    assert send(channel, 'STREAM FILE menu "12"') == ["200 result=49 endpos=21280"]
     assert send(channel, 'SAY DIGITS 42 ""') == ["200 result=0"]  # the 7 comes while it plays
     assert send(channel, "WAIT FOR DIGIT 1000") == ["200 result=0"]
     assert (channel.transcript.consumed, channel.transcript.dropped) == ("1", "57")

@@ -34,7 +34,8 @@ async def rig(database: Database) -> AsyncIterator[IvrRig]:
 async def normal_call_completes(rig: IvrRig) -> None:
     heard = await rig.call(GOODBYE_CALLER)
     assert heard.prompts[-2:] == ["fa/main-menu", "fa/goodbye"]
-    assert heard.transcript.exchanges[-1].command.verb == "HANGUP"
+    assert [e.command.args[:2] for e in heard.transcript.exchanges[-2:]] == [
+        (), ("NOBAT_RESULT", "done")]
 
 
 async def send(rig: IvrRig, data: bytes, close: bool) -> tuple[asyncio.StreamReader,
@@ -92,7 +93,7 @@ async def test_a_client_that_closes_mid_call_leaves_a_closed_record(
         rig: IvrRig, database: Database) -> None:
     reader, writer = await send(rig, ENV, close=False)
     first = await asyncio.wait_for(reader.readline(), 5)
-    assert first.startswith(b"STREAM FILE ")
+    assert first.startswith(b"SET VARIABLE NOBAT_SESSION ")
     writer.close()
     await normal_call_completes(rig)
     for _ in range(50):

@@ -11,6 +11,7 @@ from ivr.conditions import caller_number
 from ivr.menu import Escape
 
 MOBILE_DIGITS = 11
+"""One more may be keyed, so the '#' the prompt asks for ends the entry instead of spilling."""
 TRIES = 3
 
 
@@ -26,7 +27,7 @@ async def identify(call: Call, params: Mapping[str, Any]) -> str:
 async def ask_mobile(call: Call, digit_wait: float = 6.0) -> str | Escape:
     """Ask for an 11-digit mobile number, checked, with retries; '*' goes back."""
     for attempt in range(TRIES):
-        entry = await call.read_digits(["enter-mobile"], max_digits=MOBILE_DIGITS,
+        entry = await call.read_digits(["enter-mobile"], max_digits=MOBILE_DIGITS + 1,
                                        digit_wait=digit_wait)
         if entry.back:
             return Escape.BACK

@@ -25,7 +25,8 @@ import contextlib
 import itertools
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ivr.agi_protocol import (
@@ -57,6 +58,8 @@ from tests.fakepbx.script import (
 
 SAMPLE_RATE = 8000
 """Prompts are 8 kHz, so STREAM FILE's endpos is played seconds times 8000."""
+FRAME_SAMPLES = 160
+"""Playback stops on a 20 ms frame, so a cut-short endpos is a multiple of 160 (real tier)."""
 SAY_ITEM_SECONDS = 0.85
 """One sound file of SAY *: in capture a1 SAY DIGITS 123 took 2.49 s, SAY DATE's 7 files 6.36 s."""
 DEFAULT_PROMPT_SECONDS = 2.0
@@ -137,7 +140,8 @@ class Timeline:
                                   or prompt.endswith("/" + self.later[0][0])):
             return self
         rest = Timeline.laid_out(self.later[0][1], at)
-        return Timeline(self.keys + rest.keys, rest.hangup_at, rest.later)
+        keys = tuple(sorted(self.keys + rest.keys, key=lambda key: key[0]))
+        return Timeline(keys, min(self.hangup_at, rest.hangup_at), rest.later)
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,7 +425,8 @@ class FakeChannel:
         digit = self._play(name, (total - first) / SAMPLE_RATE, escape)
         if digit is None and not self.dead:
             return None, total
-        return digit, first + round((self.clock - start) * SAMPLE_RATE)
+        played = round((self.clock - start) * SAMPLE_RATE / FRAME_SAMPLES) * FRAME_SAMPLES
+        return digit, min(total, first + played)
 
     def _result(self, digit: str | None) -> int:
         """A key's ASCII code, -1 after a hang-up, else 0: the result of every media command."""
@@ -680,13 +685,19 @@ async def place_call(
     environment: Mapping[str, str] | None = None,
     stall_seconds: float = 10.0,
     strict: bool = True,
+    before: Callable[[Command], Awaitable[None]] | None = None,
+    turnaround: list[float] | None = None,
 ) -> CallTranscript:
-    """Call nobat's FastAGI port as Asterisk would for `caller`; strict fails on any failure."""
+    """Call nobat's FastAGI port as Asterisk would for `caller`; strict fails on any failure.
+
+    `before` runs ahead of each command's reply: the world moving on while the caller
+    listens (another caller takes the slot, staff edit the clinic).
+    """
     env = call_environment(caller, f"agi://{host}:{port}/{script}", args, **(environment or {}))
     channel = FakeChannel(caller, env, prompt_seconds, variables)
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), stall_seconds)
     try:
-        await _converse(channel, reader, writer, stall_seconds)
+        await converse(channel, reader, writer, stall_seconds, before, turnaround)
     finally:
         writer.close()
         with contextlib.suppress(OSError):
@@ -696,15 +707,23 @@ async def place_call(
     return channel.transcript
 
 
-async def _converse(
+async def converse(
     channel: FakeChannel,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
-    stall_seconds: float,
+    stall_seconds: float = 10.0,
+    before: Callable[[Command], Awaitable[None]] | None = None,
+    turnaround: list[float] | None = None,
 ) -> None:
-    """Send the environment, then answer each command until nobat closes or stalls."""
+    """Send the environment, then answer each command until nobat closes or stalls.
+
+    Works on any stream pair: a FastAGI socket, or a classic AGI process's stdout and stdin.
+    `turnaround` collects, per command, the real seconds nobat took to send it after the
+    previous reply (the server's own time, for benchmarks).
+    """
     codec = AgiClientConnection()
     await _send(writer, codec, [channel.transcript.environment])
+    replied_at = time.perf_counter()
     while True:
         try:
             event = codec.next_event()
@@ -721,7 +740,12 @@ async def _converse(
                 data = b""
             codec.receive_data(data)
         elif isinstance(event, Command):
+            if turnaround is not None:
+                turnaround.append(time.perf_counter() - replied_at)
+            if before is not None:
+                await before(event)
             await _send(writer, codec, channel.handle(event))
+            replied_at = time.perf_counter()
         else:
             await _send(writer, codec, channel.close())
             return

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +11,7 @@ from pathlib import Path
 from clinic.clinic_file import read_clinic
 from db.clinic_sync import load_clinic
 from db.engine import Database
+from ivr.agi_protocol import Command
 from ivr.fastagi import FastAgiServer, Limits
 from ivr.inbound import InboundLine
 from ivr.prompts import PromptLibrary
@@ -62,10 +63,11 @@ class IvrRig:
         text = found and self.prompts.text(*found)
         return None if not text else max(0.5, len(text) * SECONDS_PER_CHARACTER)
 
-    async def call(self, caller: Caller, args: tuple[str, ...] = ()) -> Heard:
+    async def call(self, caller: Caller, args: tuple[str, ...] = (),
+                   before: Callable[[Command], Awaitable[None]] | None = None) -> Heard:
         """Place one call and return what the caller heard."""
         transcript = await place_call("127.0.0.1", self.port, caller, args=args,
-                                      prompt_seconds=self.seconds)
+                                      prompt_seconds=self.seconds, before=before)
         names = []
         for path in transcript.prompts:
             found = self.prompts.key_of(path)

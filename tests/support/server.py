@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 LISTENING = re.compile(r"status page listening on http://([\d.]+):(\d+)/")
+FASTAGI = re.compile(r"FastAGI listening on [\d.]+:(\d+)")
 
 
 class ServerProcess:
@@ -20,6 +21,7 @@ class ServerProcess:
         self.env = {**os.environ, **(env or {})}
         self.log: list[str] = []
         self.base_url = ""
+        self.fastagi_port = 0
         self.process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
 
@@ -39,6 +41,8 @@ class ServerProcess:
         async for raw in self.process.stderr:
             line = raw.decode(errors="replace").rstrip("\n")
             self.log.append(line)
+            if fastagi := FASTAGI.search(line):
+                self.fastagi_port = int(fastagi.group(1))
             match = LISTENING.search(line)
             if match and not listening.done():
                 listening.set_result((match.group(1), match.group(2)))

@@ -1,0 +1,34 @@
+"""One classic AGI call, once `nobat-agi` has answered: the same flows and store as FastAGI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from db.engine import Database
+from ivr.agi_channel import AgiChannel, stdio_streams
+from ivr.agi_protocol import Command
+from ivr.agi_session import AgiCallSession
+from ivr.session import CallerHungUp
+from nobat.config import load_config
+from nobat.ivr_wiring import build_line
+from nobat.logs import setup_logging
+
+
+async def run_call(environment: bytes, answer: bytes, config_path: Path) -> int:
+    """Run the flow for a call whose environment was read and answer written already."""
+    channel = AgiChannel(*await stdio_streams())
+    channel.codec.receive_data(environment)
+    env = await channel.environment()
+    await channel.run(Command.parse(answer.decode().strip()), written=True)
+    config = load_config(config_path)
+    setup_logging(config.server.log_level, config.server.log_format)
+    database = Database.from_url(config.database.url, pool_size=1)
+    try:
+        line = await build_line(config, database)
+        await line.answer(AgiCallSession(channel, env))
+    except CallerHungUp:
+        return 0
+    finally:
+        await database.close()
+        await channel.close()
+    return 0

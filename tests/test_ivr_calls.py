@@ -1,0 +1,260 @@
+"""Whole calls through the fake PBX: what the caller heard, in order, and what the store holds."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import select
+
+from clinic.schedule import VisitKind
+from db.booking import Booked, BookingService
+from db.engine import Database
+from db.models import Appointment, InboundCall, Patient
+from ivr.agi_protocol import Command
+from tests.fakepbx.script import Caller, HangUp, Hear, Wait
+from tests.support.ivr import Clock, IvrRig, ivr_rig
+
+TEHRAN = ZoneInfo("Asia/Tehran")
+SATURDAY = dt.date(2026, 11, 28)
+MOBILE = "09121234567"
+
+
+def at(day: dt.date, hour: int, minute: int = 0) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(hour, minute), tzinfo=TEHRAN).astimezone(dt.UTC)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(at(SATURDAY, 9))
+
+
+@pytest.fixture
+async def rig(database: Database, clock: Clock) -> AsyncIterator[IvrRig]:
+    async with ivr_rig(database, clock) as started:
+        yield started
+
+
+def contains(heard: list[str], expected: list[str]) -> bool:
+    """Whether the caller heard `expected` as one unbroken run."""
+    size = len(expected)
+    return any(heard[i:i + size] == expected for i in range(len(heard) - size + 1))
+
+
+def spoken_code(heard: list[str]) -> str:
+    """The booking code as the caller heard it, digit by digit after "your-code"."""
+    start = heard.index(next(p for p in heard if p.endswith("/your-code"))) + 1
+    digits = []
+    for prompt in heard[start:]:
+        if not prompt.split("/")[-1].isdigit():
+            break
+        digits.append(prompt.split("/")[-1])
+    return "".join(digits)
+
+
+async def appointments(database: Database) -> list[tuple[str, dt.datetime, str, str]]:
+    async with database.reading() as session:
+        rows = await session.execute(
+            select(Appointment.code, Appointment.start_at, Appointment.status, Patient.phone)
+            .join(Patient).order_by(Appointment.id))
+        return [tuple(r) for r in rows]
+
+
+BOOK_SATURDAY_1620 = (Hear("main-menu"), "1", Hear("choose-specialty"), "1",
+                      Hear("choose-day"), "1", Hear("choose-time"), "2",
+                      Hear("confirm-keys"), "1", Hear("anything-else"), "9")
+
+
+async def test_a_new_caller_books_and_hears_the_booking_read_back_and_its_code(
+        rig: IvrRig, database: Database) -> None:
+    heard = await rig.call(Caller.dialling(MOBILE, Hear("welcome"), "1", *BOOK_SATURDAY_1620))
+    assert heard.prompts[:5] == ["fa/welcome", "fa/main-menu", "fa/choose-specialty",
+                                 "fa/choose-day", "fa/choose-time"]
+    assert contains(heard.prompts, [
+        "fa/with-doctor", "fa/doctor/dr-ahmadi", "fa/day/saturday", "fa/ord/7", "fa/month/9",
+        "fa/time/hour", "fa/num/16-o", "fa/num/20", "fa/time/minutes", "fa/kind/in_person",
+        "fa/confirm-keys", "fa/your-code"])
+    assert heard.prompts[-3:] == ["fa/repeat-code", "fa/anything-else", "fa/goodbye"]
+    code = spoken_code(heard.prompts)
+    assert await appointments(database) == [(code, at(SATURDAY, 16, 20), "booked",
+                                             "+989121234567")]
+    assert heard.transcript.hung_up_by == "nobat"
+    assert heard.transcript.variables["NOBAT_RESULT"] == "done"
+
+
+async def test_nothing_is_written_without_the_confirming_key(
+        rig: IvrRig, database: Database) -> None:
+    heard = await rig.call(Caller.dialling(
+        MOBILE, Hear("main-menu"), "1", Hear("choose-specialty"), "1", Hear("choose-day"), "1",
+        Hear("choose-time"), "2", Hear("confirm-keys"), "2", Hear("choose-time"), Wait(1),
+        HangUp()))
+    assert heard.prompts.count("fa/choose-time") == 2
+    assert await appointments(database) == []
+
+
+async def test_a_known_caller_is_greeted_and_english_is_one_key_away(
+        rig: IvrRig, database: Database) -> None:
+    await rig.call(Caller.dialling(MOBILE, *BOOK_SATURDAY_1620))
+    heard = await rig.call(Caller.dialling(MOBILE, Hear("welcome"), "2", Hear("main-menu"),
+                                           "3", Hear("anything-else"), "9"))
+    assert heard.prompts == ["fa/welcome", "en/welcome-back", "en/main-menu",
+                             "en/address-intro", "en/clinic/address", "en/anything-else",
+                             "en/goodbye"]
+
+
+async def test_english_by_the_number_dialled(rig: IvrRig) -> None:
+    heard = await rig.call(Caller.dialling(MOBILE, Hear("main-menu"), "9"), args=("lang=en",))
+    assert heard.prompts == ["en/main-menu", "en/goodbye"]
+
+
+@pytest.mark.parametrize("caller_id", [None, "12345", "+15551230001"])
+async def test_a_withheld_or_bad_caller_id_is_asked_for_a_mobile_number(
+        rig: IvrRig, database: Database, caller_id: str | None) -> None:
+    heard = await rig.call(Caller.dialling(
+        caller_id, Hear("main-menu"), "1", Hear("enter-mobile"), "0912#", Hear("enter-mobile"),
+        "09351112233#", *BOOK_SATURDAY_1620[2:]))
+    assert contains(heard.prompts, ["fa/enter-mobile", "fa/mobile-invalid", "fa/enter-mobile",
+                                    "fa/choose-specialty"])
+    assert [row[3] for row in await appointments(database)] == ["+989351112233"]
+
+
+async def test_a_slot_taken_meanwhile_offers_the_nearest_free_ones(
+        rig: IvrRig, database: Database) -> None:
+    async def someone_else_books_first(command: Command) -> None:
+        if command.verb == "STREAM FILE" and command.args[0].endswith("/confirm-keys") \
+                and not await appointments(database):
+            result = await rig.line.services.booking.book(
+                "09350000000", 1, at(SATURDAY, 16, 20), VisitKind.IN_PERSON)
+            assert isinstance(result, Booked)
+
+    heard = await rig.call(Caller.dialling(
+        MOBILE, *BOOK_SATURDAY_1620[:-4], Hear("confirm-keys"), "1", Hear("nearest-slots"), "2",
+        Hear("confirm-keys"), "1", Hear("anything-else"), "9"), before=someone_else_books_first)
+    assert contains(heard.prompts, ["fa/slot-taken", "fa/nearest-slots"])
+    assert [(row[1], row[3]) for row in await appointments(database)] == [
+        (at(SATURDAY, 16, 20), "+989350000000"), (at(SATURDAY, 16, 40), "+989121234567")]
+    assert spoken_code(heard.prompts) == (await appointments(database))[1][0]
+
+
+async def book_for(rig: IvrRig, phone: str, start: dt.datetime, kind: VisitKind
+                   = VisitKind.IN_PERSON) -> str:
+    service: BookingService = rig.line.services.booking
+    result = await service.book(phone, 1, start, kind)
+    assert isinstance(result, Booked)
+    return result.appointment.code
+
+
+async def test_a_caller_moves_their_booking_by_caller_id(
+        rig: IvrRig, database: Database) -> None:
+    code = await book_for(rig, MOBILE, at(SATURDAY, 16))
+    heard = await rig.call(Caller.dialling(
+        MOBILE, Hear("main-menu"), "2", Hear("choose-appointment"), "1", Hear("move-it"), "2",
+        Hear("choose-day"), "2", Hear("choose-time"), "3", Hear("confirm-keys"), "1",
+        Hear("anything-else"), "9"))
+    assert contains(heard.prompts, ["fa/rescheduled", "fa/your-code"])
+    assert await appointments(database) == [(code, at(dt.date(2026, 11, 30), 16, 40), "booked",
+                                              "+989121234567")]
+
+
+async def test_a_caller_cancels_by_caller_id(rig: IvrRig, database: Database) -> None:
+    code = await book_for(rig, MOBILE, at(SATURDAY, 16))
+    heard = await rig.call(Caller.dialling(
+        MOBILE, Hear("main-menu"), "2", Hear("choose-appointment"), "1", Hear("cancel-it"), "1",
+        Hear("confirm-keys"), "1", Hear("anything-else"), "9"))
+    assert contains(heard.prompts, ["fa/confirm-cancel", "fa/confirm-keys", "fa/cancelled"])
+    assert await appointments(database) == [(code, at(SATURDAY, 16), "cancelled",
+                                              "+989121234567")]
+
+
+async def test_another_phone_cancels_with_mobile_number_and_booking_code(
+        rig: IvrRig, database: Database) -> None:
+    code = await book_for(rig, MOBILE, at(SATURDAY, 16))
+    heard = await rig.call(Caller.dialling(
+        "02144556677", Hear("main-menu"), "2", Hear("enter-mobile"), MOBILE + "#",
+        Hear("enter-code"), "999999", Hear("enter-code"), code, Hear("choose-appointment"), "1",
+        Hear("cancel-it"), "1", Hear("confirm-keys"), "1", Hear("anything-else"), "9"))
+    assert contains(heard.prompts, ["fa/no-appointments", "fa/enter-mobile", "fa/enter-code",
+                                    "fa/code-not-found", "fa/enter-code"])
+    assert (await appointments(database))[0][2] == "cancelled"
+
+
+async def test_a_cancellation_past_the_cutoff_is_refused_with_the_reason(
+        rig: IvrRig, database: Database, clock: Clock) -> None:
+    code = await book_for(rig, MOBILE, at(SATURDAY, 16))
+    clock.now = at(SATURDAY, 15)
+    heard = await rig.call(Caller.dialling(
+        MOBILE, Hear("main-menu"), "2", Hear("choose-appointment"), "1", Hear("cancel-it"), "1",
+        Hear("confirm-keys"), "1", Hear("anything-else"), "9"))
+    assert contains(heard.prompts, ["fa/past-cutoff", "fa/anything-else"])
+    assert await appointments(database) == [(code, at(SATURDAY, 16), "booked", "+989121234567")]
+
+
+async def test_the_doctors_hours_are_said_from_the_store(rig: IvrRig) -> None:
+    heard = await rig.call(Caller.dialling(MOBILE, Hear("main-menu"), "4",
+                                           Hear("choose-specialty"), "1", Hear("anything-else"),
+                                           "9"))
+    assert contains(heard.prompts, [
+        "fa/hours-of", "fa/doctor/dr-ahmadi",
+        "fa/day/saturday", "fa/and", "fa/day/monday", "fa/hours/from", "fa/num/16",
+        "fa/hours/to", "fa/num/20",
+        "fa/day/wednesday", "fa/hours/from", "fa/num/10", "fa/hours/to", "fa/num/12"])
+
+
+async def test_the_office_takes_the_call_in_its_hours(rig: IvrRig) -> None:
+    heard = await rig.call(Caller.dialling(MOBILE, Hear("main-menu"), "0"))
+    assert heard.prompts[-1] == "fa/transferring"
+    variables = heard.transcript.variables
+    assert variables["NOBAT_TRANSFER"] == "PJSIP/office"
+    assert variables["NOBAT_SESSION"].isdigit() and "NOBAT_RESULT" not in variables
+    assert heard.transcript.nobat_closed
+
+
+async def test_outside_office_hours_the_caller_hears_them_and_returns_to_the_menu(
+        rig: IvrRig, clock: Clock) -> None:
+    clock.now = at(SATURDAY, 22)
+    heard = await rig.call(Caller.dialling(MOBILE, Hear("main-menu"), "0", Hear("main-menu"),
+                                           "9"))
+    assert contains(heard.prompts, ["fa/office-closed", "fa/day/saturday", "fa/and",
+                                    "fa/day/sunday"])
+    assert heard.prompts[-2:] == ["fa/main-menu", "fa/goodbye"]
+    assert "NOBAT_TRANSFER" not in heard.transcript.variables
+
+
+async def test_wrong_keys_and_silence_reprompt_shorter_then_reach_the_office(
+        rig: IvrRig) -> None:
+    heard = await rig.call(Caller.dialling(MOBILE, Hear("main-menu"), "7",
+                                           Hear("main-menu-short"), Wait(30)))
+    assert heard.prompts == ["fa/welcome", "fa/choose-language", "fa/main-menu", "fa/invalid",
+                             "fa/main-menu-short", "fa/no-input", "fa/main-menu-short",
+                             "fa/transferring"]
+
+
+async def test_star_goes_back_one_step(rig: IvrRig) -> None:
+    heard = await rig.call(Caller.dialling(MOBILE, Hear("main-menu"), "1",
+                                           Hear("choose-specialty"), "*", Hear("main-menu"), "9"))
+    assert heard.prompts[-4:] == ["fa/main-menu", "fa/choose-specialty", "fa/main-menu",
+                                  "fa/goodbye"]
+
+
+async def test_every_call_is_logged_with_how_it_ended(rig: IvrRig, database: Database) -> None:
+    await rig.call(Caller.dialling(MOBILE, Hear("main-menu"), "9"))
+    await rig.call(Caller.dialling(None, Hear("main-menu"), HangUp()))
+    await rig.call(Caller.dialling(MOBILE, Hear("main-menu"), "0"))
+    async with database.reading() as session:
+        rows = (await session.execute(select(InboundCall.caller, InboundCall.outcome)
+                                      .order_by(InboundCall.id))).all()
+    assert [tuple(r) for r in rows] == [("+989121234567", "completed"), (None, "hung_up"),
+                                        ("+989121234567", "office")]
+
+
+async def test_a_silent_caller_outside_office_hours_is_not_cycled_forever(
+        rig: IvrRig, clock: Clock, database: Database) -> None:
+    clock.now = at(SATURDAY, 22)
+    heard = await rig.call(Caller.dialling(MOBILE, Wait(600)))
+    assert heard.prompts.count("fa/office-closed") == 1
+    assert heard.prompts[-1] == "fa/goodbye"
+    assert heard.transcript.hung_up_by == "nobat"
+    async with database.reading() as session:
+        assert (await session.scalars(select(InboundCall.outcome))).all() == ["no_input"]
