@@ -1,12 +1,13 @@
 # nobat: `make serve` runs the server on the demo clinic; `make test` runs every test.
-# Both set up what they need on a fresh Debian machine (a .venv; PostgreSQL for the tests).
+# Both set up what they need on a fresh Debian machine (a .venv; Debian packages as root).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
-.PHONY: serve test test-real lint bench system-packages
+.PHONY: serve test test-real lint bench voice-packages test-packages
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,19 +15,25 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-serve: $(STAMP)
-	$(BIN)/nobat serve
+# espeak-ng and sox speak the prompts (nobat prompts build).
+voice-packages:
+	@command -v espeak-ng >/dev/null && command -v sox >/dev/null || \
+		{ echo "installing espeak-ng and sox (Debian)"; apt-get update -qq && $(APT) espeak-ng sox; }
 
-system-packages:
-	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
-		echo "installing PostgreSQL (Debian) for the tests"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
-	fi
+# PostgreSQL: the tests start their own server from Debian's binaries.
+test-packages: voice-packages
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		{ echo "installing postgresql (Debian)"; apt-get update -qq && $(APT) postgresql; }
+
+serve: $(STAMP) voice-packages
+	-$(BIN)/nobat clinic load clinic.toml
+	$(BIN)/nobat prompts build
+	$(BIN)/nobat serve
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: $(STAMP) system-packages lint
+test: $(STAMP) test-packages lint
 	$(BIN)/pytest
 
 # The real-Asterisk tier: needs an Asterisk 22 built outside this repository
@@ -34,6 +41,6 @@ test: $(STAMP) system-packages lint
 test-real: $(STAMP)
 	$(BIN)/pytest tests/realpbx
 
-bench: $(STAMP) system-packages
+bench: $(STAMP) test-packages
 	$(BIN)/python -m bench.booking_rush
 	$(BIN)/python -m bench.ivr_load

@@ -12,6 +12,8 @@ import enum
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
+from protocol.framing import Frames
+
 MAX_MESSAGE_BYTES = 64 * 1024
 AMI_VERSION = "11.0.0"
 _BANNER_PREFIX = "Asterisk Call Manager/"
@@ -170,33 +172,6 @@ _TRANSITIONS: dict[tuple[AmiState, type], AmiState] = {
 }
 
 
-class _Frames:
-    """Cuts bytes at a terminator and decodes whole frames, never partial reads."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self._buffer = bytearray()
-        self._scanned = 0
-        self._max_bytes = max_bytes
-
-    def __bool__(self) -> bool:
-        return bool(self._buffer)
-
-    def feed(self, data: bytes) -> None:
-        self._buffer += data
-
-    def next_frame(self, terminator: bytes) -> str | None:
-        end = self._buffer.find(terminator, self._scanned)
-        self._scanned = max(len(self._buffer) - len(terminator) + 1, 0) if end < 0 else 0
-        if max(end, self._scanned) > self._max_bytes:
-            raise AmiProtocolError(f"message longer than {self._max_bytes} bytes")
-        if end < 0:
-            return None
-        frame = bytes(self._buffer[:end])
-        del self._buffer[: end + len(terminator)]
-        # One bad byte in a caller name must not cost the whole AMI link: replace it.
-        return frame.decode("utf-8", errors="replace")
-
-
 def _parse_pairs(frame: str) -> list[tuple[str, str]]:
     """Split a message into (key, value) pairs, keeping order and repeats."""
     pairs = []
@@ -240,7 +215,7 @@ class _AmiConnection:
 
     def __init__(self, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
         self.state = AmiState.BANNER
-        self._frames = _Frames(max_message_bytes)
+        self._frames = Frames(max_message_bytes, AmiProtocolError, "message")
         self._eof = False
 
     def receive_data(self, data: bytes) -> None:
@@ -289,6 +264,11 @@ class _AmiConnection:
         raise NotImplementedError
 
 
+def _decoded(frame: bytes | None) -> str | None:
+    """Decode a whole frame; one bad byte in a caller name must not cost the whole AMI link."""
+    return None if frame is None else frame.decode("utf-8", errors="replace")
+
+
 class AmiClientConnection(_AmiConnection):
     """nobat's end: reads the banner, responses and events; sends actions."""
 
@@ -296,13 +276,13 @@ class AmiClientConnection(_AmiConnection):
 
     def _read(self) -> AmiEvent | None:
         if self.state is AmiState.BANNER:
-            line = self._frames.next_frame(b"\r\n")
+            line = _decoded(self._frames.next_frame(b"\r\n"))
             if line is None:
                 return None
             if not line.startswith(_BANNER_PREFIX):
                 raise AmiProtocolError(f"not an Asterisk manager banner: {line[:80]!r}")
             return Banner(line.removeprefix(_BANNER_PREFIX))
-        frame = self._frames.next_frame(b"\r\n\r\n")
+        frame = _decoded(self._frames.next_frame(b"\r\n\r\n"))
         if frame is None:
             return None
         (kind, head), *rest = _parse_pairs(frame)
@@ -319,7 +299,7 @@ class AmiServerConnection(_AmiConnection):
     _sends = (Banner, Response, Event)
 
     def _read(self) -> Action | None:
-        frame = self._frames.next_frame(b"\r\n\r\n")
+        frame = _decoded(self._frames.next_frame(b"\r\n\r\n"))
         if frame is None:
             return None
         pairs = _parse_pairs(frame)

@@ -13,6 +13,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from protocol.framing import Frames
+
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_VARIABLES = 256
 
@@ -305,33 +307,14 @@ _TRANSITIONS: dict[tuple[AgiState, type], AgiState] = {
 }
 
 
-class _Lines:
-    """Frames bytes into "\\n"-ended lines and decodes whole lines, never partial reads."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self._buffer = bytearray()
-        self._scanned = 0
-        self._max_bytes = max_bytes
-
-    def __bool__(self) -> bool:
-        return bool(self._buffer)
-
-    def feed(self, data: bytes) -> None:
-        self._buffer += data
-
-    def next_line(self) -> str | None:
-        end = self._buffer.find(b"\n", self._scanned)
-        self._scanned = len(self._buffer) if end < 0 else 0
-        if max(end, self._scanned) > self._max_bytes:
-            raise AgiProtocolError(f"line longer than {self._max_bytes} bytes")
-        if end < 0:
-            return None
-        line = bytes(self._buffer[:end])
-        del self._buffer[: end + 1]
-        try:
-            return line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise AgiProtocolError(f"line is not UTF-8: {line[:80]!r}") from exc
+def _decode(line: bytes | None) -> str | None:
+    """Decode a whole line; AGI text that is not UTF-8 ends the conversation."""
+    if line is None:
+        return None
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise AgiProtocolError(f"line is not UTF-8: {line[:80]!r}") from exc
 
 
 class _AgiConnection:
@@ -341,7 +324,7 @@ class _AgiConnection:
 
     def __init__(self, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
         self.state = AgiState.ENVIRONMENT
-        self._lines = _Lines(max_message_bytes)
+        self._lines = Frames(max_message_bytes, AgiProtocolError, "line")
         self._eof = False
 
     def receive_data(self, data: bytes) -> None:
@@ -358,7 +341,7 @@ class _AgiConnection:
         if self.state is AgiState.ERROR:
             raise AgiProtocolError("the connection already failed")
         try:
-            while (line := self._lines.next_line()) is not None:
+            while (line := _decode(self._lines.next_frame(b"\n"))) is not None:
                 event = self._take(line)
                 if event is not None:
                     self._advance(event, AgiProtocolError)
