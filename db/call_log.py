@@ -3,32 +3,36 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from db.engine import Database
 from db.models import InboundCall
 
 
+@dataclass(frozen=True)
+class CallRecord:
+    """One finished call: written once, at its end, so a rush of new calls waits on nothing."""
+
+    started: dt.datetime
+    ended: dt.datetime
+    caller: str | None
+    dialled: str | None
+    language: str
+    outcome: str
+
+
 class CallLog:
-    """Writes one row when a call starts and completes it when the call ends."""
+    """Writes one row per finished call."""
 
     def __init__(self, database: Database) -> None:
         self.db = database
 
-    async def started(self, at: dt.datetime, caller: str | None, dialled: str | None) -> int:
-        """Record a new call and return its id."""
-        async def run() -> int:
-            async with self.db.writing() as session:
-                row = InboundCall(started_at=at, caller=caller, dialled=(dialled or "")[:40])
-                session.add(row)
-                await session.flush()
-                return row.id
-        return await self.db.retry_locked(run)
-
-    async def ended(self, call_id: int, at: dt.datetime, language: str, outcome: str) -> None:
-        """Record how and when a call ended."""
+    async def record(self, call: CallRecord) -> None:
+        """Store a finished call."""
         async def run() -> None:
             async with self.db.writing() as session:
-                row = await session.get(InboundCall, call_id)
-                if row is not None:
-                    row.ended_at, row.language, row.outcome = at, language, outcome
+                session.add(InboundCall(
+                    started_at=call.started, ended_at=call.ended, caller=call.caller,
+                    dialled=(call.dialled or "")[:40] or None, language=call.language,
+                    outcome=call.outcome))
         await self.db.retry_locked(run)

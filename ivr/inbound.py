@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable, Mapping
 
-from db.call_log import CallLog
+from db.call_log import CallLog, CallRecord
 from ivr.call import Call, Services
 from ivr.conditions import caller_number
 from ivr.engine import FlowEngine
@@ -27,6 +28,7 @@ class InboundLine:
         self.call_log = call_log
         self.flows = flows
         self.calls: dict[int, Call] = {}
+        self._ids = itertools.count(1)
 
     async def answer(self, session: CallSession) -> Call:
         """Run one call to its end; a hang-up at any step ends it cleanly."""
@@ -38,8 +40,8 @@ class InboundLine:
         if info.options.get("lang") in ("fa", "en"):
             call.language = info.options["lang"]
         entry = info.options.get("flow", ENTRY_FLOW)
-        call_id = await self.call_log.started(self.services.clock(),
-                                              caller_number(info.caller_id), info.dialled)
+        started = self.services.clock()
+        call_id = next(self._ids)
         self.calls[call_id] = call
         try:
             await session.begin(call_id)
@@ -54,6 +56,7 @@ class InboundLine:
             raise
         finally:
             del self.calls[call_id]
-            await asyncio.shield(self.call_log.ended(call_id, self.services.clock(),
-                                                     call.language, call.outcome))
+            record = CallRecord(started, self.services.clock(), caller_number(info.caller_id),
+                                info.dialled, call.language, call.outcome)
+            await asyncio.shield(self.call_log.record(record))
         return call
