@@ -130,6 +130,15 @@ CancelResult = Cancelled | Refused
 
 
 @dataclass(frozen=True)
+class _Checked:
+    """A slot found free, for a doctor, under one revision of the clinic's schedule."""
+
+    slot: Slot
+    doctor: DoctorView
+    revision: int
+
+
+@dataclass(frozen=True)
 class _Lost:
     """The slot was gone inside the transaction; alternatives are looked up after it closes."""
 
@@ -248,9 +257,10 @@ class BookingService:
             return await self._alternatives(early)
 
         async def attempt(session: AsyncSession) -> BookingResult | _Lost:
-            slot = await self._check_slot(session, doctor_id, start, kind)
-            if not isinstance(slot, Slot):
-                return slot
+            checked = await self._recheck(session, early, start, kind)
+            if not isinstance(checked, _Checked):
+                return checked
+            slot = checked.slot
             now = self.clock()
             patient = await _patient(session, number, language, now)
             appointment = Appointment(
@@ -264,9 +274,22 @@ class BookingService:
             if kind is VisitKind.PHONE:
                 session.add(Consultation(appointment_id=appointment.id, due_at=slot.start,
                                          state="scheduled", attempts=0, updated_at=now))
-            return Booked(await _view(session, appointment.id))
+            return Booked(AppointmentView(appointment.id, appointment.code, checked.doctor,
+                                          number, slot.start, slot.end, kind, "booked"))
 
         return await self._write(attempt, doctor_id, start)
+
+    async def _recheck(self, session: AsyncSession, early: _Checked, start: dt.datetime,
+                       kind: VisitKind) -> _Checked | Refused | _Lost:
+        """Inside the write lock: the slot must still be free; the whole check runs again
+        only if a clinic load changed the schedule since the check outside the lock."""
+        revision = await session.scalar(select(Clinic.revision).join(Doctor).where(
+            Doctor.id == early.doctor.id))
+        if revision != early.revision:
+            return await self._check_slot(session, early.doctor.id, start, kind)
+        if await _overlapping(session, early.doctor.id, early.slot.interval):
+            return _Lost(early.doctor.id, start)
+        return early
 
     async def reschedule(self, appointment_id: int, owner_phone: str, new_start: dt.datetime,
                          via: str = "ivr") -> BookingResult:
@@ -277,10 +300,11 @@ class BookingService:
             appointment = await self._owned(session, appointment_id, number)
             if isinstance(appointment, Refused):
                 return appointment
-            slot = await self._check_slot(session, appointment.doctor_id, new_start,
-                                          VisitKind(appointment.kind), moving=appointment.id)
-            if not isinstance(slot, Slot):
-                return slot
+            checked = await self._check_slot(session, appointment.doctor_id, new_start,
+                                             VisitKind(appointment.kind), moving=appointment.id)
+            if not isinstance(checked, _Checked):
+                return checked
+            slot = checked.slot
             now = self.clock()
             session.add(AppointmentEvent(appointment_id=appointment.id, at=now,
                                          action="rescheduled", via=via,
@@ -374,7 +398,8 @@ class BookingService:
         return appointment
 
     async def _check_slot(self, session: AsyncSession, doctor_id: int, start: dt.datetime,
-                          kind: VisitKind, moving: int | None = None) -> Slot | Refused | _Lost:
+                          kind: VisitKind, moving: int | None = None
+                          ) -> _Checked | Refused | _Lost:
         probe = await session.scalar(select(Clinic.timezone).join(Doctor).where(
             Doctor.id == doctor_id))
         day = start.astimezone(ZoneInfo(probe or "Asia/Tehran")).date()
@@ -395,7 +420,7 @@ class BookingService:
             return Refused(Refusal.KIND_NOT_OFFERED)
         if any(slot.interval.overlaps(b) for b in schedule.booked):
             return _Lost(doctor_id, start)
-        return slot
+        return _Checked(slot, _doctor_view(schedule.doctor), schedule.revision)
 
     async def _horizon(self, doctor_id: int) -> tuple[_Schedule | None, list[dt.date]]:
         async with self.db.reading() as session:
@@ -420,12 +445,14 @@ class _Schedule:
     rules: list[HoursRule]
     closures: list[Interval]
     booked: list[Interval]
+    revision: int
 
     @classmethod
     async def read(cls, session: AsyncSession, doctor_id: int, first: dt.date, last: dt.date,
                    ignore: int | None = None) -> _Schedule | None:
         """Read what decides free slots from `first` to `last`; None for an unknown doctor."""
-        row = (await session.execute(select(Doctor, Clinic.timezone).join(Clinic).where(
+        row = (await session.execute(select(Doctor, Clinic.timezone, Clinic.revision).join(
+            Clinic).where(
             Doctor.id == doctor_id, Doctor.active.is_(True)))).first()
         if row is None:
             return None
@@ -443,7 +470,7 @@ class _Schedule:
             Closure.first_day <= last, Closure.last_day >= first))).all()
         return cls(doctor, tz, await _rules(session, doctor_id),
                    [Interval(day_bounds(c.first_day, tz).start, day_bounds(c.last_day, tz).end)
-                    for c in closures], booked)
+                    for c in closures], booked, row[2])
 
 
 def _new_code() -> str:
@@ -493,3 +520,10 @@ def _appointment_view(appointment: Appointment, doctor: Doctor, patient: Patient
     return AppointmentView(appointment.id, appointment.code, _doctor_view(doctor), patient.phone,
                            appointment.start_at, appointment.end_at, VisitKind(appointment.kind),
                            appointment.status)
+
+
+async def _overlapping(session: AsyncSession, doctor_id: int, span: Interval) -> bool:
+    found = await session.scalar(select(Appointment.id).where(
+        Appointment.doctor_id == doctor_id, Appointment.status != "cancelled",
+        Appointment.start_at < span.end, Appointment.end_at > span.start).limit(1))
+    return found is not None

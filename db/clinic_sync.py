@@ -63,6 +63,8 @@ async def load_clinic(database: Database, spec: ClinicSpec, clock: Clock = utc_n
             clinic = await _clinic(session, spec, report)
             doctors = await _doctors(session, clinic, spec, report)
             await _closures(session, clinic, spec, doctors, report)
+            if report.changes:
+                clinic.revision += 1
             await session.flush()
             affected = await _affected(session, clinic, spec, doctors, clock())
             if affected:

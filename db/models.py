@@ -78,6 +78,9 @@ class Clinic(Base):
     address_en: Mapped[str] = mapped_column(Text, default="")
     timezone: Mapped[str] = mapped_column(String(64), default="Asia/Tehran")
     weekend: Mapped[str] = mapped_column(String(20), default="6")
+    revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Bumped by every clinic load that changes anything, so a booking checked against an
+    older schedule is checked again inside its transaction."""
 
 
 class Doctor(Base):

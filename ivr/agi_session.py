@@ -85,8 +85,7 @@ class AgiCallSession(CallSession):
 
 def _result(reply: Reply) -> int:
     if reply.code != 200:
-        raise CallerHungUp() if reply.code == 511 else RuntimeError(
-            f"AGI refused a command: {reply.raw!r}")
+        raise RuntimeError(f"AGI refused a command: {reply.raw!r}")
     try:
         return int(reply.result or "0")
     except ValueError:

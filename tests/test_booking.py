@@ -27,6 +27,7 @@ from db.clinic_sync import load_clinic
 from db.engine import Database
 from db.models import Appointment, AppointmentEvent, Consultation
 from db.schema import upgrade
+from tests.support.clinics import Clock
 from tests.test_schedule import at
 
 DEMO = Path(__file__).resolve().parents[1] / "clinic.toml"
@@ -35,16 +36,6 @@ MONDAY = dt.date(2026, 11, 30)
 WEDNESDAY = dt.date(2026, 12, 2)
 PATIENT = "09121234567"
 OTHER = "09351112233"
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: dt.datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> dt.datetime:
-        return self.now
 
 
 @pytest.fixture

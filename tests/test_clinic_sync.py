@@ -17,7 +17,8 @@ from db.clinic_sync import LoadRefused, load_clinic
 from db.engine import Database
 from db.models import Clinic, Closure, Doctor, WeeklyHours
 from nobat.cli import main
-from tests.test_booking import SATURDAY, Clock
+from tests.support.clinics import Clock
+from tests.test_booking import SATURDAY
 from tests.test_schedule import at
 
 DEMO = Path(__file__).resolve().parents[1] / "clinic.toml"
@@ -57,6 +58,12 @@ async def test_loading_twice_changes_nothing(database: Database, clock: Clock) -
     assert before == {"clinic": 1, "doctor": 5, "weekly_hours": 23, "closure": 2}
     assert (await load_clinic(database, spec, clock)).changes == []
     assert await counts(database) == before
+    assert await revision(database) == 1
+
+
+async def revision(database: Database) -> int:
+    async with database.reading() as session:
+        return await session.scalar(select(Clinic.revision))
 
 
 async def test_a_changed_file_updates_in_place(database: Database, clock: Clock) -> None:
@@ -69,6 +76,7 @@ async def test_a_changed_file_updates_in_place(database: Database, clock: Clock)
     report = await load_clinic(database, changed, clock)
     assert report.changes == ["doctor dr-ahmadi: name_en changed",
                               "doctor dr-ahmadi: weekly hours changed"]
+    assert await revision(database) == 2
     async with database.reading() as session:
         doctor = await session.scalar(select(Doctor).where(Doctor.key == "dr-ahmadi"))
         hours = (await session.scalars(select(WeeklyHours.weekday)

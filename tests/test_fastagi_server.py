@@ -16,7 +16,8 @@ from db.models import InboundCall
 from ivr.agi_protocol import AgiClientConnection, AgiEnvironment
 from ivr.fastagi import Limits
 from tests.fakepbx.script import Caller, HangUp, Wait
-from tests.support.ivr import Clock, IvrRig, ivr_rig
+from tests.support.clinics import Clock
+from tests.support.ivr import IvrRig, ivr_rig
 
 SATURDAY_9 = dt.datetime(2026, 11, 28, 9, 0, tzinfo=ZoneInfo("Asia/Tehran")).astimezone(dt.UTC)
 QUICK = Limits(max_calls=20, environment_seconds=0.5, environment_bytes=8 * 1024)

@@ -15,7 +15,8 @@ from db.engine import Database
 from db.models import Appointment, InboundCall, Patient
 from ivr.agi_protocol import Command
 from tests.fakepbx.script import Caller, HangUp, Hear, Wait
-from tests.support.ivr import Clock, IvrRig, ivr_rig
+from tests.support.clinics import Clock
+from tests.support.ivr import IvrRig, ivr_rig
 
 TEHRAN = ZoneInfo("Asia/Tehran")
 SATURDAY = dt.date(2026, 11, 28)

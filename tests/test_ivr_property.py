@@ -15,7 +15,8 @@ from db.engine import Database
 from db.models import Appointment, InboundCall
 from db.schema import upgrade
 from tests.fakepbx.script import Caller, CallerAction, HangUp, Hear, Press, Wait
-from tests.support.ivr import Clock, ivr_rig
+from tests.support.clinics import Clock
+from tests.support.ivr import ivr_rig
 from tests.test_ivr_calls import SATURDAY, at
 
 PROMPTS_TO_WAIT_FOR = ["main-menu", "choose-specialty", "choose-day", "choose-time",

@@ -29,3 +29,13 @@ def tomorrow_tehran(now: dt.datetime | None = None) -> dt.date:
     """The next local day in Tehran, so every slot on it lies in the future."""
     now = now or dt.datetime.now(dt.UTC)
     return now.astimezone(TEHRAN).date() + dt.timedelta(days=1)
+
+
+class Clock:
+    """A clock the test moves by hand, handed to the services as their `clock`."""
+
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now

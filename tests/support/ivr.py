@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,19 +18,10 @@ from nobat.config import Config, load_config
 from nobat.ivr_wiring import build_line, fastagi_server
 from tests.fakepbx.agi_caller import CallTranscript, place_call
 from tests.fakepbx.script import Caller
+from tests.support.clinics import Clock
 
 ROOT = Path(__file__).resolve().parents[2]
 SECONDS_PER_CHARACTER = 0.06
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: dt.datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> dt.datetime:
-        return self.now
 
 
 @dataclass
