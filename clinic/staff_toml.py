@@ -71,7 +71,8 @@ def key_lines(text: str) -> dict[KeyPath, int]:
                 lines.setdefault(resolved, number)
                 resolved += (index,)
             current = resolved
-            lines.setdefault(current, number)
+            for end in range(1, len(current) + 1):
+                lines.setdefault(current[:end], number)
             continue
         assign = _ASSIGN.match(line)
         if assign:
@@ -130,12 +131,12 @@ class StaffToml:
             raise StaffFileError([Problem(name, line, "", f"invalid TOML: {message}")]) from None
         return cls(name, data, key_lines(text))
 
-    def line_of(self, path: KeyPath) -> int | None:
-        """Return the line of a key, or of the nearest enclosing table that is written down."""
+    def line_of(self, path: KeyPath) -> int:
+        """The line of a key, or of the nearest enclosing table written down, or the first."""
         for end in range(len(path), 0, -1):
             if path[:end] in self.lines:
                 return self.lines[path[:end]]
-        return None
+        return 1
 
     def error(self, path: KeyPath, message: str) -> None:
         """Record a problem at a key."""

@@ -32,6 +32,8 @@ class ActionSpec:
     run: ActionFn
     params: Mapping[str, type] = field(default_factory=dict)
     outcomes: tuple[str, ...] = ()
+    asks: bool = False
+    """Whether it always waits for the caller's keys (a flow loop through it is no busy loop)."""
 
 
 class FlowEngine:

@@ -151,7 +151,8 @@ def _prompts(doc: StaffToml, path: KeyPath, table: dict[str, Any], key: str,
 
 
 def _retry(doc: StaffToml, path: KeyPath, table: dict[str, Any], base: Retry) -> Retry:
-    timeout = doc.value(table, path, "timeout", (int, float), default=base.timeout)
+    timeout = doc.value(table, path, "timeout", (int, float), default=base.timeout,
+                        what="seconds, such as 5")
     tries = doc.value(table, path, "tries", int, default=base.tries)
     if not 0.5 <= timeout <= 60:
         doc.error(path + ("timeout",), f"expected seconds from 0.5 to 60, got {timeout}")

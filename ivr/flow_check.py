@@ -107,8 +107,12 @@ def _check(doc: StaffToml, flow: Flow, flows: Mapping[str, Flow],
                 for lang in LANGUAGES:
                     if prompts.text(lang, name) is None:
                         doc.error(path, f"prompt {name!r} has no {lang} text in the manifest")
-    for unreachable in sorted(set(flow.nodes) - _reachable(flow)):
+    reachable = _reachable(flow) if flow.start in flow.nodes else set(flow.nodes)
+    for unreachable in sorted(set(flow.nodes) - reachable):
         doc.error(("nodes", unreachable), "no other node leads here (unreachable)")
+    for loop in _busy_loops(flow, actions):
+        doc.error(("nodes", loop[0]), "these nodes loop without ever waiting for the caller: "
+                  + " → ".join([*loop, loop[0]]))
 
 
 def _check_action(doc: StaffToml, base: KeyPath, node: Action,
@@ -143,3 +147,34 @@ def _reachable(flow: Flow) -> set[str]:
         seen.add(node_id)
         todo += [target for _, target in _targets(flow.nodes[node_id])]
     return seen
+
+
+def _waits(node: Node, actions: Mapping[str, ActionSpec]) -> bool:
+    """Whether a node always waits for the caller (or ends the call)."""
+    if isinstance(node, Menu | Hangup):
+        return True
+    return isinstance(node, Action) and node.action in actions and actions[node.action].asks
+
+
+def _busy_loops(flow: Flow, actions: Mapping[str, ActionSpec]) -> list[list[str]]:
+    """Cycles made only of nodes that never wait: the call would spin without listening."""
+    busy = {nid for nid, node in flow.nodes.items() if not _waits(node, actions)}
+    edges = {nid: [t for _, t in _targets(flow.nodes[nid]) if t in busy] for nid in busy}
+    loops: list[list[str]] = []
+    finished: set[str] = set()
+
+    def visit(nid: str, path: list[str]) -> None:
+        if nid in path:
+            loop = path[path.index(nid):]
+            if not any(set(loop) == set(seen) for seen in loops):
+                loops.append(loop)
+            return
+        if nid in finished:
+            return
+        for target in edges[nid]:
+            visit(target, [*path, nid])
+        finished.add(nid)
+
+    for start in sorted(busy):
+        visit(start, [])
+    return loops

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
-from collections.abc import Callable, Mapping
 
 from db.call_log import CallLog, CallRecord
 from ivr.call import Call, Services
 from ivr.conditions import caller_number
 from ivr.engine import FlowEngine
-from ivr.flow import Flow
+from ivr.flow_store import FlowStore
 from ivr.session import CallerHungUp, CallSession
 
 log = logging.getLogger(__name__)
@@ -19,10 +19,10 @@ ENTRY_FLOW = "main"
 
 
 class InboundLine:
-    """What every carrier hands its calls to; flows are read per call, so reloads take effect."""
+    """What every carrier hands its calls to; each call runs on the flows current at its start."""
 
     def __init__(self, engine: FlowEngine, services: Services, call_log: CallLog,
-                 flows: Callable[[], Mapping[str, Flow]]) -> None:
+                 flows: FlowStore) -> None:
         self.engine = engine
         self.services = services
         self.call_log = call_log
@@ -32,9 +32,10 @@ class InboundLine:
 
     async def answer(self, session: CallSession) -> Call:
         """Run one call to its end; a hang-up at any step ends it cleanly."""
-        flows = self.flows()
+        snapshot = self.flows.current()
+        flows = snapshot.flows
         info = session.info
-        call = Call(session, self.services)
+        call = Call(session, dataclasses.replace(self.services, prompts=snapshot.prompts))
         today = self.services.clock().astimezone(self.services.clinic.tz).date()
         call.closed_today = await self.services.booking.closed_on(today)
         if info.options.get("lang") in ("fa", "en"):

@@ -91,6 +91,7 @@ class IvrConfig:
     asterisk_prompts: str
     office: str
     office_hours: dict[Weekday, tuple[int, int]]
+    watch_seconds: float
 
 
 @dataclass(frozen=True)
@@ -225,7 +226,7 @@ def _office_hours(spec: dict[str, Any]) -> dict[Weekday, tuple[int, int]]:
 
 def _ivr(doc: StaffToml, base: Path) -> IvrConfig:
     table, path = _section(doc, "ivr", ("flows", "prompts", "asterisk_prompts", "office",
-                                        "office_hours"))
+                                        "office_hours", "watch_seconds"))
     prompts = base / doc.value(table, path, "prompts", str, default="prompts")
     return IvrConfig(
         flows=base / doc.value(table, path, "flows", str, default="flows"),
@@ -236,6 +237,8 @@ def _ivr(doc: StaffToml, base: Path) -> IvrConfig:
         office_hours=doc.value(table, path, "office_hours", dict, convert=_office_hours,
                                default=DEFAULT_OFFICE_HOURS,
                                what="a table of weekday = \"HH:MM-HH:MM\""),
+        watch_seconds=float(doc.value(table, path, "watch_seconds", (int, float), default=2,
+                                      convert=_in_range(0, 3600))),
     )
 
 

@@ -13,7 +13,7 @@ from ivr.actions.registry import ACTIONS
 from ivr.call import ClinicFacts, OfficeHours, Services
 from ivr.engine import FlowEngine
 from ivr.fastagi import FastAgiServer, Limits
-from ivr.flow_check import load_flows
+from ivr.flow_store import FlowStore
 from ivr.inbound import InboundLine
 from ivr.prompts import ClinicWords, PromptLibrary
 from nobat.config import Config
@@ -40,17 +40,18 @@ async def prompt_library(config: Config, booking: BookingService) -> PromptLibra
 
 async def build_line(config: Config, database: Database,
                      clock: Callable[[], dt.datetime] = utc_now) -> InboundLine:
-    """The inbound line with flows checked against the prompts; raises StaffFileError."""
+    """The inbound line, its flows loaded and checked; a broken folder raises StaffFileError."""
     booking = BookingService(database, config.booking, clock)
     profile = await booking.clinic_profile()
-    prompts = await prompt_library(config, booking)
-    flows = load_flows(config.ivr.flows, ACTIONS, prompts)
+    store = FlowStore(config.ivr.flows, ACTIONS, lambda: prompt_library(config, booking),
+                      watched=(config.ivr.prompts / MANIFEST,))
+    snapshot = await store.start()
     services = Services(
-        booking=booking, prompts=prompts,
+        booking=booking, prompts=snapshot.prompts,
         office=OfficeHours(config.ivr.office, config.ivr.office_hours),
         clinic=ClinicFacts(profile.tz if profile else ZoneInfo("Asia/Tehran")),
         clock=clock)
-    return InboundLine(FlowEngine(ACTIONS), services, CallLog(database), lambda: flows)
+    return InboundLine(FlowEngine(ACTIONS), services, CallLog(database), store)
 
 
 def fastagi_server(config: Config, line: InboundLine) -> FastAgiServer:

@@ -14,6 +14,7 @@ from db.clinic_sync import LoadRefused, load_clinic
 from db.engine import Database
 from db.schema import upgrade
 from ivr.fastagi import FastAgiServer
+from ivr.flow_store import FlowStore
 from nobat.config import Config
 from nobat.ivr_wiring import build_line, fastagi_server
 from web.app import make_app
@@ -51,7 +52,7 @@ async def load_configured_clinic(config: Config, database: Database) -> None:
     log.info("clinic file %s: %s", path, "; ".join(report.changes) or "no changes")
 
 
-async def start_ivr(config: Config, database: Database) -> FastAgiServer:
+async def start_ivr(config: Config, database: Database) -> tuple[FastAgiServer, FlowStore]:
     """Check the flows and open the FastAGI port; a broken flow stops start-up with its lines."""
     try:
         line = await build_line(config, database)
@@ -65,7 +66,14 @@ async def start_ivr(config: Config, database: Database) -> FastAgiServer:
                            f"{config.fastagi.port}: {exc.strerror}") from exc
     log.info("FastAGI listening on %s:%s (AGI(agi://%s:%s/ivr))", config.fastagi.host, port,
              config.fastagi.host, port)
-    return server
+    return server, line.flows
+
+
+def reload_on_signal(store: FlowStore, tasks: set[asyncio.Task[bool]]) -> None:
+    """SIGHUP reloads the flows, as daemons do; the task is kept until it finishes."""
+    task = asyncio.create_task(store.reload("SIGHUP"))
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
 
 
 async def serve(config: Config) -> None:
@@ -73,9 +81,10 @@ async def serve(config: Config) -> None:
     database = await open_database(config)
     runner = web.AppRunner(make_app(database), access_log=None)
     ivr: FastAgiServer | None = None
+    background: set[asyncio.Task[object]] = set()
     try:
         await load_configured_clinic(config, database)
-        ivr = await start_ivr(config, database)
+        ivr, flows = await start_ivr(config, database)
         await runner.setup()
         site = web.TCPSite(runner, config.web.host, config.web.port)
         try:
@@ -90,9 +99,15 @@ async def serve(config: Config) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        reloads: set[asyncio.Task[bool]] = set()
+        loop.add_signal_handler(signal.SIGHUP, reload_on_signal, flows, reloads)
+        if config.ivr.watch_seconds > 0:
+            background.add(asyncio.create_task(flows.watch(config.ivr.watch_seconds)))
         await stop.wait()
         log.info("stopping")
     finally:
+        for task in background:
+            task.cancel()
         if ivr is not None:
             await ivr.close()
         await runner.cleanup()

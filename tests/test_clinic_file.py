@@ -122,8 +122,8 @@ to = "13:00"
 
 def test_missing_required_keys_say_what_belongs_there(tmp_path: Path) -> None:
     assert problems(tmp_path, '[[doctors]]\nname = "x"\n') == [
-        "clinic.toml: clinic: missing; the file needs a [clinic] table",
-        "clinic.toml: clinic.phone: missing; expected the clinic's number, shown to patients "
+        "clinic.toml:1: clinic: missing; the file needs a [clinic] table",
+        "clinic.toml:1: clinic.phone: missing; expected the clinic's number, shown to patients "
         "as caller id",
         "clinic.toml:1: doctors[1].key: missing; expected a short unique id such as "
         "\"dr-ahmadi\"",

@@ -11,9 +11,9 @@ from ivr.engine import ActionSpec
 
 ACTIONS: dict[str, ActionSpec] = {
     "identify": ActionSpec(identify, outcomes=("known",)),
-    "book": ActionSpec(book, params={"specialty": str}),
-    "my_appointments": ActionSpec(my_appointments),
+    "book": ActionSpec(book, params={"specialty": str}, asks=True),
+    "my_appointments": ActionSpec(my_appointments, asks=True),
     "address": ActionSpec(address),
-    "hours": ActionSpec(hours, params={"specialty": str}),
+    "hours": ActionSpec(hours, params={"specialty": str}, asks=True),
     "office": ActionSpec(office),
 }

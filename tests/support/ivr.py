@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -66,10 +67,12 @@ class IvrRig:
 
 
 @asynccontextmanager
-async def ivr_rig(database: Database, clock: Clock, limits: Limits | None = None
-                  ) -> AsyncIterator[IvrRig]:
-    """Load the demo clinic and serve the shipped flows and prompts on an ephemeral port."""
+async def ivr_rig(database: Database, clock: Clock, limits: Limits | None = None,
+                  flows: Path | None = None) -> AsyncIterator[IvrRig]:
+    """Load the demo clinic and serve the shipped flows (or `flows`) on an ephemeral port."""
     config = load_config(ROOT / "config.toml", env={})
+    if flows is not None:
+        config = dataclasses.replace(config, ivr=dataclasses.replace(config.ivr, flows=flows))
     await load_clinic(database, read_clinic(ROOT / "clinic.toml"), clock)
     line = await build_line(config, database, clock)
     server = fastagi_server(config, line)

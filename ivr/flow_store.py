@@ -1,0 +1,99 @@
+"""The flows in service, swapped whole on reload, and only for a set that checks out.
+
+A call takes the snapshot current when it starts and keeps it, so an edit never changes a
+call in progress. A broken edit is refused: the previous flows keep serving and the error,
+with its file and line, is kept for the log and the status page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from clinic.staff_toml import StaffFileError
+from ivr.engine import ActionSpec
+from ivr.flow import Flow
+from ivr.flow_check import load_flows
+from ivr.prompts import PromptLibrary
+
+log = logging.getLogger(__name__)
+PromptsLoader = Callable[[], Awaitable[PromptLibrary]]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Flows and the prompts they were checked against, as one version."""
+
+    flows: Mapping[str, Flow]
+    prompts: PromptLibrary
+
+    @property
+    def version(self) -> str:
+        """One label for the whole set, from each file's hash."""
+        return ",".join(f"{name}@{flow.version}" for name, flow in sorted(self.flows.items()))
+
+
+class FlowStore:
+    """Loads, checks and swaps the flow set; knows the last error if an edit was refused."""
+
+    def __init__(self, directory: Path, actions: Mapping[str, ActionSpec],
+                 prompts: PromptsLoader, watched: tuple[Path, ...] = ()) -> None:
+        self.directory = directory
+        self.actions = actions
+        self.prompts = prompts
+        self.watched = watched
+        self.snapshot: Snapshot | None = None
+        self.last_error: str | None = None
+        self.loaded_at: float | None = None
+        self._seen: tuple[tuple[str, float], ...] = ()
+
+    def current(self) -> Snapshot:
+        """The snapshot a new call runs on."""
+        assert self.snapshot is not None, "flows not loaded"
+        return self.snapshot
+
+    async def load(self) -> Snapshot:
+        """Read and check the folder; raises StaffFileError and changes nothing if it fails."""
+        prompts = await self.prompts()
+        flows = await asyncio.to_thread(load_flows, self.directory, self.actions, prompts)
+        return Snapshot(flows, prompts)
+
+    async def start(self) -> Snapshot:
+        """The first load, at start-up; a broken folder raises StaffFileError."""
+        self._seen = await asyncio.to_thread(self._stamp)
+        self.snapshot, self.loaded_at = await self.load(), time.time()
+        log.info("flows loaded: %s", self.snapshot.version)
+        return self.snapshot
+
+    async def reload(self, reason: str) -> bool:
+        """Swap in the edited flows if they check out; True if the version changed."""
+        try:
+            fresh = await self.load()
+        except StaffFileError as exc:
+            self.last_error = str(exc)
+            serving = self.snapshot.version if self.snapshot else "nothing"
+            log.error("flows not reloaded (%s); still serving %s:\n%s", reason, serving, exc)
+            return False
+        self.last_error = None
+        if self.snapshot is not None and fresh.version == self.snapshot.version:
+            return False
+        self.snapshot, self.loaded_at = fresh, time.time()
+        log.info("flows loaded (%s): %s", reason, fresh.version)
+        return True
+
+    def _stamp(self) -> tuple[tuple[str, float], ...]:
+        files = [*self.directory.glob("*.toml"), *(p for p in self.watched if p.exists())]
+        return tuple(sorted((str(p), p.stat().st_mtime) for p in files))
+
+    async def watch(self, every: float) -> None:
+        """Reload when a flow file (or the prompt manifest) is added, removed or saved."""
+        while True:
+            await asyncio.sleep(every)
+            stamp = await asyncio.to_thread(self._stamp)
+            if stamp != self._seen:
+                self._seen = stamp
+                await self.reload("file changed")
