@@ -79,12 +79,14 @@ def reload_on_signal(store: FlowStore, tasks: set[asyncio.Task[bool]]) -> None:
 async def serve(config: Config) -> None:
     """Run until SIGTERM or SIGINT, then close everything in order."""
     database = await open_database(config)
-    runner = web.AppRunner(make_app(database), access_log=None)
     ivr: FastAgiServer | None = None
+    runner: web.AppRunner | None = None
     background: set[asyncio.Task[object]] = set()
     try:
         await load_configured_clinic(config, database)
         ivr, flows = await start_ivr(config, database)
+        runner = web.AppRunner(make_app(database, flows, config.web.token.reveal()),
+                               access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, config.web.host, config.web.port)
         try:
@@ -110,5 +112,6 @@ async def serve(config: Config) -> None:
             task.cancel()
         if ivr is not None:
             await ivr.close()
-        await runner.cleanup()
+        if runner is not None:
+            await runner.cleanup()
         await database.close()
