@@ -22,6 +22,7 @@ from nobat.config import DEFAULT_PATH, Config, load_config
 from nobat.ivr_wiring import prompt_library
 from nobat.logs import setup_logging
 from nobat.serve import StartupError, open_database, serve
+from nobat.try_command import stdin_reader, try_flow
 
 EXIT_USAGE = 2
 
@@ -68,6 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="check every flow file; list every problem with file and line")
     flows_check.add_argument("dir", type=Path, nargs="?",
                              help="flows folder (default: ivr.flows in config.toml)")
+    try_cmd = commands.add_parser(
+        "try", help="run a flow in the terminal against the booking store, without a phone",
+        description="Answer one call here with the flows, prompts and store `nobat serve` "
+                    "uses: prompts print as their words; type keys and Enter (1, 42#), "
+                    "Enter alone for silence, q to hang up. Bookings made here are real.")
+    try_cmd.add_argument("flow", nargs="?", help="the flow to start in (default: main)")
+    try_cmd.add_argument("--caller", metavar="NUMBER",
+                         help="the caller id, e.g. 09121234567 (default: withheld)")
+    try_cmd.add_argument("--lang", choices=("fa", "en"), help="start in this language")
     return parser
 
 
@@ -105,6 +115,9 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
     if args.command == "serve":
         await serve(config)
         return 0
+    if args.command == "try":
+        return await try_flow(config, args.flow, args.caller, args.lang, stdin_reader(),
+                              sys.stdout, echo=not sys.stdin.isatty())
     database = await open_database(config)
     try:
         if args.command == "clinic":

@@ -96,7 +96,9 @@ async def test_a_busy_port_is_a_clear_startup_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["serve", "--help"], ["clinic", "load", "--help"],
-                                  ["clinic", "check", "--help"], ["db", "status", "--help"]])
+                                  ["clinic", "check", "--help"], ["db", "status", "--help"],
+                                  ["prompts", "build", "--help"], ["flows", "check", "--help"],
+                                  ["try", "--help"]])
 async def test_every_command_explains_itself(argv: list[str]) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "nobat", *argv, stdout=asyncio.subprocess.PIPE)
