@@ -56,6 +56,8 @@ class Call:
     patient_phone: str | None = None
     closed_today: bool = False
     failed_menus: int = 0
+    values: dict[str, str] = field(default_factory=dict)
+    """Numbers the caller keyed into collect nodes, by name."""
     step: str = "start"
     outcome: str = "unfinished"
     events: list[str] = field(default_factory=list)

@@ -21,6 +21,13 @@ def _dialled_is(number: str) -> Test:
     return lambda call: (call.session.info.dialled or "").strip() == wanted
 
 
+def _value_is(spec: str) -> Test:
+    key, sep, value = spec.partition("=")
+    if not sep:
+        return lambda call: bool(call.values.get(key.strip()))
+    return lambda call: call.values.get(key.strip()) == value.strip()
+
+
 def _option_is(spec: str) -> Test:
     key, _, value = spec.partition("=")
     return lambda call: call.session.info.options.get(key.strip()) == value.strip()
@@ -37,6 +44,7 @@ COMPARISONS: dict[str, Callable[[str], Test]] = {
     "weekday": _weekday_is,
     "dialled": _dialled_is,
     "option": _option_is,
+    "value": _value_is,
 }
 
 
@@ -54,11 +62,12 @@ def parse_condition(text: str) -> Test:
     name, sep, value = phrase.partition("=")
     head, _, rest = name.strip().partition(" ")
     if head in COMPARISONS and (sep or rest):
-        argument = f"{rest}={value}" if head == "option" else value
-        return COMPARISONS[head](argument)
+        if head in ("option", "value"):
+            return COMPARISONS[head](f"{rest}={value}" if sep else rest)
+        return COMPARISONS[head](value)
     raise ValueError(f"unknown condition {text!r}; expected one of {', '.join(FLAGS)}, "
                      "language = fa|en, weekday = <day>, dialled = <number>, "
-                     "option <name> = <value>, or not <condition>")
+                     "option <name> = <value>, value <name> [= <digits>], or not <condition>")
 
 
 def caller_number(raw: str | None) -> str | None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from ivr.call import Call
 from ivr.conditions import parse_condition
-from ivr.flow import Action, Branch, Flow, GotoFlow, Hangup, Language, Menu, Node, Play
+from ivr.flow import Action, Branch, Collect, Flow, GotoFlow, Hangup, Language, Menu, Node, Play
 from ivr.menu import Escape, ask
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,8 @@ class FlowEngine:
                     return answer.value
                 menus.append(node.id)
                 return node.keys[answer]
+            case Collect():
+                return await self._collect(call, node)
             case Branch():
                 for condition, target in node.cases:
                     if parse_condition(condition)(call):
@@ -113,3 +115,18 @@ class FlowEngine:
                 await call.session.hang_up()
                 return None
         raise AssertionError(f"unknown node {node!r}")
+
+    async def _collect(self, call: Call, node: Collect) -> str:
+        """Take a number with retries: too short or silent re-prompts, '*' goes back."""
+        for attempt in range(node.retry.tries):
+            entry = await call.read_digits(node.prompts if attempt == 0 else node.reprompts,
+                                           max_digits=node.max_digits,
+                                           digit_wait=node.retry.timeout)
+            if entry.back:
+                return "back"
+            if len(entry.digits) >= node.min_digits:
+                call.values[node.into] = entry.digits
+                return node.next
+            if attempt < node.retry.tries - 1:
+                await call.say(node.retry.invalid if entry.digits else node.retry.no_input)
+        return node.retry.failure

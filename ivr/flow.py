@@ -53,6 +53,20 @@ class Branch:
 
 
 @dataclass(frozen=True)
+class Collect:
+    """Ask for a number ('#' ends it) and keep it under a name for conditions and actions."""
+
+    id: str
+    prompts: tuple[str, ...]
+    reprompts: tuple[str, ...]
+    into: str
+    min_digits: int
+    max_digits: int
+    next: str
+    retry: Retry
+
+
+@dataclass(frozen=True)
 class Language:
     """Switch the call's language; every prompt after this is in it."""
 
@@ -88,7 +102,7 @@ class Hangup:
     prompts: tuple[str, ...]
 
 
-Node = Play | Menu | Branch | Language | Action | GotoFlow | Hangup
+Node = Play | Menu | Collect | Branch | Language | Action | GotoFlow | Hangup
 
 
 @dataclass(frozen=True)
@@ -102,7 +116,7 @@ class Flow:
     version: str = field(default="")
 
 
-KINDS = ("play", "menu", "branch", "language", "action", "goto", "hangup")
+KINDS = ("play", "menu", "collect", "branch", "language", "action", "goto", "hangup")
 NODE_KEYS = {
     "play": ("kind", "prompt", "next"),
     "menu": ("kind", "prompt", "reprompt", "keys", "timeout", "tries", "invalid", "no_input",
@@ -112,6 +126,8 @@ NODE_KEYS = {
     "action": ("kind", "action", "params", "next", "outcomes"),
     "goto": ("kind", "flow"),
     "hangup": ("kind", "prompt"),
+    "collect": ("kind", "prompt", "reprompt", "into", "min_digits", "max_digits", "next",
+                "timeout", "tries", "invalid", "no_input", "failure"),
 }
 
 
@@ -198,6 +214,18 @@ def _node(doc: StaffToml, path: KeyPath, node_id: str, table: Any, defaults: Ret
                           doc.value(table, path, "params", dict, default={}),
                           doc.value(table, path, "next", str) or "",
                           doc.value(table, path, "outcomes", dict, default={}))
+        case "collect":
+            prompts = _prompts(doc, path, table, "prompt")
+            low = doc.value(table, path, "min_digits", int, default=1)
+            high = doc.value(table, path, "max_digits", int, what="the most digits to take")
+            if high is not None and not 1 <= (low or 1) <= high <= 20:
+                doc.error(path + ("max_digits",),
+                          f"expected 1 <= min_digits <= max_digits <= 20, got {low} and {high}")
+            return Collect(node_id, prompts, _prompts(doc, path, table, "reprompt", prompts),
+                           doc.value(table, path, "into", str, what="a name for the number")
+                           or "", low or 1, high or 1,
+                           doc.value(table, path, "next", str) or "",
+                           _retry(doc, path, table, defaults))
         case "goto":
             return GotoFlow(node_id, doc.value(table, path, "flow", str) or "")
         case _:

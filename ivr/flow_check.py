@@ -13,6 +13,7 @@ from ivr.flow import (
     LANGUAGES,
     Action,
     Branch,
+    Collect,
     Flow,
     GotoFlow,
     Hangup,
@@ -60,6 +61,8 @@ def _targets(node: Node) -> list[tuple[KeyPath, str]]:
     match node:
         case Play() | Language():
             return [(base + ("next",), node.next)]
+        case Collect():
+            return [(base + ("next",), node.next), (base + ("failure",), node.retry.failure)]
         case Menu():
             return [(base + ("keys", k), v) for k, v in node.keys.items()] + [
                 (base + ("failure",), node.retry.failure)]
@@ -77,7 +80,7 @@ def _prompt_names(node: Node) -> Iterable[tuple[KeyPath, str]]:
     match node:
         case Play() | Hangup():
             yield from ((base + ("prompt",), p) for p in node.prompts)
-        case Menu():
+        case Menu() | Collect():
             for key, names in (("prompt", node.prompts), ("reprompt", node.reprompts),
                                ("invalid", node.retry.invalid),
                                ("no_input", node.retry.no_input)):
@@ -151,7 +154,7 @@ def _reachable(flow: Flow) -> set[str]:
 
 def _waits(node: Node, actions: Mapping[str, ActionSpec]) -> bool:
     """Whether a node always waits for the caller (or ends the call)."""
-    if isinstance(node, Menu | Hangup):
+    if isinstance(node, Menu | Collect | Hangup):
         return True
     return isinstance(node, Action) and node.action in actions and actions[node.action].asks
 

@@ -100,8 +100,8 @@ next = "spin"
         "spin → spin2 → spin",
         "main.toml:33: nodes.spin.when.moon_is_full: unknown condition 'moon_is_full'; "
         "expected one of caller_known, office_open, holiday, caller_id_withheld, language = "
-        "fa|en, weekday = <day>, dialled = <number>, option <name> = <value>, or not "
-        "<condition>",
+        "fa|en, weekday = <day>, dialled = <number>, option <name> = <value>, value <name> "
+        "[= <digits>], or not <condition>",
         "main.toml:36: nodes.spin2: no other node leads here (unreachable)",
         "main.toml:38: nodes.spin2.language: expected fa or en, got 'de'",
     ]
@@ -163,3 +163,19 @@ def test_any_single_edit_of_the_shipped_flow_checks_out_or_names_its_line(seed: 
             assert exc.problems
             for problem in exc.problems:
                 assert problem.line is not None and 1 <= problem.line <= len(lines) + 1, problem
+
+
+def test_a_collect_node_needs_sane_lengths_and_a_name(tmp_path: Path) -> None:
+    text = SHIPPED.replace('''[nodes.goodbye]''', '''[nodes.ask-file]
+kind = "collect"
+prompt = "enter-code"
+max_digits = 30
+next = "goodbye"
+
+[nodes.goodbye]''').replace('"9" = "goodbye" }\n\n[nodes.book]',
+                            '"9" = "goodbye", "8" = "ask-file" }\n\n[nodes.book]')
+    assert problems(tmp_path, text) == [
+        "main.toml:85: nodes.ask-file.into: missing; expected a name for the number",
+        "main.toml:88: nodes.ask-file.max_digits: expected 1 <= min_digits <= max_digits <= "
+        "20, got 1 and 30",
+    ]

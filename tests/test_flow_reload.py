@@ -101,3 +101,46 @@ async def wait_for_log(server: ServerProcess, text: str, seconds: float = 10) ->
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"nobat never logged {text!r}:\n" + "\n".join(server.log))
+
+
+COLLECTING = """[flow]
+start = "ask"
+
+[nodes.ask]
+kind = "collect"
+prompt = "enter-code"
+into = "code"
+min_digits = 6
+max_digits = 6
+next = "check"
+
+[nodes.check]
+kind = "branch"
+when = { "value code = 123456" = "address" }
+otherwise = "goodbye"
+
+[nodes.address]
+kind = "action"
+action = "address"
+next = "goodbye"
+
+[nodes.office]
+kind = "action"
+action = "office"
+next = "goodbye"
+
+[nodes.goodbye]
+kind = "hangup"
+prompt = "goodbye"
+"""
+
+
+async def test_a_collected_number_steers_the_flow(database: Database, tmp_path: Path) -> None:
+    (tmp_path / "main.toml").write_text(COLLECTING, encoding="utf-8")
+    async with ivr_rig(database, Clock(at(SATURDAY, 9)), flows=tmp_path) as rig:
+        right = await rig.call(Caller.dialling("09121234567", Hear("enter-code"), "12",
+                                               Hear("invalid"), Hear("enter-code"), "123456"))
+        wrong = await rig.call(Caller.dialling("09121234567", Hear("enter-code"), "654321"))
+    assert right.prompts == ["fa/enter-code", "fa/invalid", "fa/enter-code", "fa/address-intro",
+                             "fa/clinic/address", "fa/goodbye"]
+    assert wrong.prompts == ["fa/enter-code", "fa/goodbye"]
