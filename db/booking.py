@@ -154,6 +154,7 @@ class BookingService:
         self.db = database
         self.policy = policy or BookingPolicy()
         self.clock = clock
+        self._hours: dict[int, _Hours] = {}
 
     async def clinic_profile(self) -> ClinicProfile | None:
         """The clinic's words and doctors, or None before any clinic file was loaded."""
@@ -189,7 +190,7 @@ class BookingService:
     async def free_slots(self, doctor_id: int, day: dt.date) -> list[Slot]:
         """Slots of a local day that a caller may book now."""
         async with self.db.reading() as session:
-            schedule = await _Schedule.read(session, doctor_id, day, day)
+            schedule = await _Schedule.read(session, doctor_id, day, day, self._hours)
         return [] if schedule is None else self._open(schedule, day)
 
     async def next_free_days(self, doctor_id: int, limit: int = 3) -> list[dt.date]:
@@ -403,7 +404,8 @@ class BookingService:
         probe = await session.scalar(select(Clinic.timezone).join(Doctor).where(
             Doctor.id == doctor_id))
         day = start.astimezone(ZoneInfo(probe or "Asia/Tehran")).date()
-        schedule = await _Schedule.read(session, doctor_id, day, day, ignore=moving)
+        schedule = await _Schedule.read(session, doctor_id, day, day, self._hours,
+                                         ignore=moving)
         if schedule is None:
             return Refused(Refusal.UNKNOWN_DOCTOR)
         now = self.clock()
@@ -428,7 +430,8 @@ class BookingService:
                 Doctor.id == doctor_id))
             today = self.clock().astimezone(ZoneInfo(tz_name or "Asia/Tehran")).date()
             days = [today + dt.timedelta(days=n) for n in range(self.policy.horizon_days + 1)]
-            return await _Schedule.read(session, doctor_id, days[0], days[-1]), days
+            return await _Schedule.read(session, doctor_id, days[0], days[-1],
+                                        self._hours), days
 
     def _open(self, schedule: _Schedule, day: dt.date) -> list[Slot]:
         return free_slots(day, schedule.rules, closures=schedule.closures,
@@ -438,7 +441,7 @@ class BookingService:
 
 @dataclass(frozen=True)
 class _Schedule:
-    """One doctor's hours, closures and bookings over a span of days, read in a few queries."""
+    """One doctor's hours, closures and bookings over a span of days."""
 
     doctor: Doctor
     tz: ZoneInfo
@@ -449,14 +452,20 @@ class _Schedule:
 
     @classmethod
     async def read(cls, session: AsyncSession, doctor_id: int, first: dt.date, last: dt.date,
-                   ignore: int | None = None) -> _Schedule | None:
-        """Read what decides free slots from `first` to `last`; None for an unknown doctor."""
+                   cache: dict[int, _Hours], ignore: int | None = None) -> _Schedule | None:
+        """Read what decides free slots from `first` to `last`; None for an unknown doctor.
+
+        Hours and closures change only with a clinic load, which bumps the clinic's revision;
+        so they come from `cache` while the revision stands, and only bookings are read.
+        """
         row = (await session.execute(select(Doctor, Clinic.timezone, Clinic.revision).join(
-            Clinic).where(
-            Doctor.id == doctor_id, Doctor.active.is_(True)))).first()
+            Clinic).where(Doctor.id == doctor_id, Doctor.active.is_(True)))).first()
         if row is None:
             return None
-        doctor, tz = row[0], ZoneInfo(row[1])
+        doctor, tz, revision = row[0], ZoneInfo(row[1]), row[2]
+        hours = cache.get(doctor_id)
+        if hours is None or hours.revision != revision:
+            hours = cache[doctor_id] = await _Hours.read(session, doctor, revision)
         span = Interval(day_bounds(first, tz).start, day_bounds(last, tz).end)
         query = select(Appointment.start_at, Appointment.end_at).where(
             Appointment.doctor_id == doctor_id, Appointment.status != "cancelled",
@@ -464,13 +473,26 @@ class _Schedule:
         if ignore is not None:
             query = query.where(Appointment.id != ignore)
         booked = [Interval(s, e) for s, e in (await session.execute(query)).all()]
-        closures = (await session.scalars(select(Closure).where(
+        closures = [Interval(day_bounds(a, tz).start, day_bounds(b, tz).end)
+                    for a, b in hours.closed if a <= last and b >= first]
+        return cls(doctor, tz, hours.rules, closures, booked, revision)
+
+
+@dataclass(frozen=True)
+class _Hours:
+    """A doctor's weekly rules and closed days as of one clinic revision."""
+
+    revision: int
+    rules: list[HoursRule]
+    closed: list[tuple[dt.date, dt.date]]
+
+    @classmethod
+    async def read(cls, session: AsyncSession, doctor: Doctor, revision: int) -> _Hours:
+        """Read them from the store."""
+        closures = (await session.execute(select(Closure.first_day, Closure.last_day).where(
             Closure.clinic_id == doctor.clinic_id,
-            (Closure.doctor_id.is_(None)) | (Closure.doctor_id == doctor.id),
-            Closure.first_day <= last, Closure.last_day >= first))).all()
-        return cls(doctor, tz, await _rules(session, doctor_id),
-                   [Interval(day_bounds(c.first_day, tz).start, day_bounds(c.last_day, tz).end)
-                    for c in closures], booked, row[2])
+            (Closure.doctor_id.is_(None)) | (Closure.doctor_id == doctor.id)))).all()
+        return cls(revision, await _rules(session, doctor.id), [(a, b) for a, b in closures])
 
 
 def _new_code() -> str:
