@@ -602,3 +602,29 @@ async def test_variables_redirect_and_listings() -> None:
 
 def test_banner_is_the_captured_one() -> None:
     assert AmiServerConnection().send(Banner()) == b"Asterisk Call Manager/11.0.0\r\n"
+
+
+async def test_nobats_own_holding_context_masks_and_ends_a_bridged_survivor() -> None:
+    phones = [Phone("doctor", "09121000001", Answers(0.2), "Dr Doctor"),
+              Phone("patient", "09351112233", Answers(0.1, talk=1.0), "Patient")]
+    clinic = ("NOBAT_CLINIC_NUMBER=02188776655", "NOBAT_CLINIC_NAME=Clinic",
+              "CONSULTATION=7")
+    async with FakeAsterisk(phones=phones, speed=SPEED) as pbx:
+        client = await Client.login(pbx.port)
+        for leg in ("patient", "doctor"):
+            client.send(originate(leg, f"o-{leg}", f"LEG={leg}", *clinic,
+                                  Context="nobat-consult-hold", ChannelId=f"c7-{leg}"))
+        ready = [await client.event("UserEvent", count=n, UserEvent="NobatLegReady")
+                 for n in (1, 2)]
+        assert {(e.fields["Leg"], e.fields["Consultation"]) for e in ready} == {
+            ("patient", "7"), ("doctor", "7")}
+        chans = {e.fields["Leg"]: e.fields["Chan"] for e in ready}
+        response = await client.ask(Action("Bridge", Fields.of(
+            [("Channel1", chans["doctor"]), ("Channel2", chans["patient"])]), "br"))
+        assert response.message == "Channels have been bridged"
+        done = await client.event("UserEvent", UserEvent="NobatLegDone")
+        assert (done.fields["Leg"], done.fields["Bridged"]) == ("doctor", "yes")
+        await client.event("Hangup", Channel=chans["doctor"])
+        assert pbx.leaks() == []
+        assert {e.fields["CallerIDNum"] for e in ready} == {"02188776655"}
+        await client.close()

@@ -22,6 +22,9 @@ from tests.fakepbx.script import Answers, Busy, Congestion, NoAnswer, Phone, Rej
 UNKNOWN = "<unknown>"
 PHONES_CONTEXT = "fake-phones"
 HOLDING_CONTEXT = "consult-hold"
+NOBAT_HOLDING_CONTEXT = "nobat-consult-hold"
+"""nobat's own holding context (asterisk/extensions.conf), as the real tier ran it."""
+NOBAT_MASK = "nobat-mask-connected-line,s,1"
 DEFAULT_ORIGINATE_TIMEOUT_MS = 30000
 PROTECTING_VARIABLES = frozenset(
     {"CONNECTED_LINE_SEND_SUB", "CONNECTED_LINE_CALLER_SEND_SUB", "CONNECTED_LINE_CALLEE_SEND_SUB"}
@@ -435,6 +438,9 @@ class Switch:
         """Run the holding context on ;1: LegReady, then wait; after the wait, hang up."""
         one = call.one
         self._stop_holding(call)
+        if one.context == NOBAT_HOLDING_CONTEXT:
+            self._hold_as_nobat(call)
+            return
         if one.context != HOLDING_CONTEXT:
             one.application, one.app_data = call.action.fields.get("Application") or "", ""
             return
@@ -446,6 +452,31 @@ class Switch:
         async def hold() -> None:
             await self.sleep(self.hold_seconds)
             self._emit("UserEvent", one, UserEvent="LegAfterBridge", Leg=leg, Chan=one.name)
+            self._near_hangup(call, 16)
+
+        call.hold = self._spawn(hold())
+        self._own(call, call.hold)
+
+    def _hold_as_nobat(self, call: Call) -> None:
+        """[nobat-consult-hold]: mask connected line, show the clinic, NobatLegReady, wait; a
+        leg that was bridged (NOBAT_BRIDGED) skips the wait: NobatLegDone, then hang up."""
+        one = call.one
+        names = one.variables
+        fields = {"Leg": names.get("LEG", ""), "Consultation": names.get("CONSULTATION", ""),
+                  "Chan": one.name}
+        if one.priority == 1:
+            names["CONNECTED_LINE_SEND_SUB"] = NOBAT_MASK
+            one.cid_num = names.get("NOBAT_CLINIC_NUMBER", one.cid_num)
+            one.cid_name = names.get("NOBAT_CLINIC_NAME", one.cid_name)
+            self._emit("UserEvent", one, UserEvent="NobatLegReady", **fields)
+        one.priority, one.application, one.app_data = 8, "Wait", str(int(self.hold_seconds))
+        bridged = bool(names.get("NOBAT_BRIDGED"))
+
+        async def hold() -> None:
+            if not bridged:
+                await self.sleep(self.hold_seconds)
+            self._emit("UserEvent", one, UserEvent="NobatLegDone", **fields,
+                       Bridged="yes" if bridged else "no")
             self._near_hangup(call, 16)
 
         call.hold = self._spawn(hold())
@@ -644,6 +675,8 @@ class Switch:
         """Connected line after a bridge forms: the receiver is shown the other party (capture f)
         unless the receiver intercepts updates or identities from phones are not trusted."""
         protected = PROTECTING_VARIABLES & receiver.variables.keys()
+        if receiver.variables.get("CONNECTED_LINE_SEND_SUB") == NOBAT_MASK:
+            receiver.variables["NOBAT_BRIDGED"] = "1"
         sender = self._calls.get(other.name)
         if protected or not self.trust_id_inbound or sender is None or sender.phone is None:
             return
