@@ -1,0 +1,312 @@
+"""Consultation calls in the store: claimed by one instance at a time, each step written first.
+
+The database is the truth for outbound calls. A consultation is dialled only by the instance
+whose conditional UPDATE moved it to `dialling`; every later step checks that the claim still
+holds, so a double fire, a restart or a second nobat on the same PostgreSQL never dials twice.
+Nothing here knows about AMI: the dialer turns these rows into calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.booking import Clock, utc_now
+from db.engine import Database
+from db.models import Appointment, CallAttempt, Consultation, Doctor, Patient
+
+WAITING = ("scheduled", "retry_wait")
+DOWN_CAUSE = "due while nobat was down"
+ABANDON_CAUSE = "abandoned when nobat stopped"
+
+
+class Leg(enum.StrEnum):
+    """The two parties of a consultation; each is rung on an outbound channel of its own."""
+
+    DOCTOR = "doctor"
+    PATIENT = "patient"
+
+
+def channel_id(consultation_id: int, attempt: int, leg: Leg) -> str:
+    """A leg's ChannelId; derived, not random, so a redial after a fault can look for it first."""
+    return f"nobat-c{consultation_id}-a{attempt}-{leg}"
+
+
+@dataclass(frozen=True)
+class DueConsultation:
+    """What the scheduler and the dialer need to know about one consultation call."""
+
+    id: int
+    appointment_id: int
+    due_at: dt.datetime
+    state: str
+    attempts: int
+    starts_at: dt.datetime
+    ends_at: dt.datetime
+    doctor_name: str
+    doctor_name_en: str
+    doctor_phone: str
+    patient_phone: str
+    patient_language: str
+
+    @property
+    def duration(self) -> dt.timedelta:
+        """The booked length, which bounds the talk time and the retries."""
+        return self.ends_at - self.starts_at
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The right of one instance to dial one attempt, until its lease runs out."""
+
+    consultation: DueConsultation
+    attempt: int
+    instance: str
+    lease: dt.timedelta
+    lease_until: dt.datetime
+
+    @property
+    def consultation_id(self) -> int:
+        """The claimed consultation's id, for logs and lookups."""
+        return self.consultation.id
+
+    def channel_id(self, leg: Leg) -> str:
+        """The ChannelId this attempt gives to `leg`."""
+        return channel_id(self.consultation.id, self.attempt, leg)
+
+
+class ClaimLost(RuntimeError):
+    """A step was refused: another claim took over, or the state no longer allows it."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how late a failed consultation call is tried again (from config)."""
+
+    attempts: int = 3
+    spacing: dt.timedelta = dt.timedelta(minutes=2)
+    window: dt.timedelta | None = None
+    """How long after the booked start a retry may still begin; None means until the booked end."""
+
+    def next_at(self, claim: Claim, failed_at: dt.datetime) -> dt.datetime | None:
+        """When to try again after this attempt failed, or None when no try is left."""
+        if claim.attempt >= self.attempts:
+            return None
+        booked = claim.consultation
+        last = booked.ends_at if self.window is None else booked.starts_at + self.window
+        retry = failed_at + self.spacing
+        return retry if retry < last else None
+
+
+class ConsultationStore:
+    """Reads due consultations and writes each step of their calls, one transaction a step."""
+
+    def __init__(self, database: Database, clock: Clock = utc_now) -> None:
+        self.db = database
+        self.clock = clock
+
+    async def due(self, now: dt.datetime, horizon: dt.timedelta) -> list[DueConsultation]:
+        """Consultations to set timers for: waiting ones due before `now + horizon`, and
+        dialling ones whose lease ran out (their instance died), oldest first."""
+        waiting = and_(Consultation.state.in_(WAITING), Consultation.due_at <= now + horizon)
+        query = _details().where(or_(waiting, _lease_expired(now)))
+        async with self.db.reading() as session:
+            rows = (await session.execute(query.order_by(Consultation.due_at,
+                                                         Consultation.id))).all()
+        return [DueConsultation(*row) for row in rows]
+
+    async def sweep_missed(self, now: dt.datetime, grace: dt.timedelta) -> list[int]:
+        """At start: mark consultations whose time passed more than `grace` ago as missed,
+        and their appointments too, so they are never dialled late; returns their ids."""
+
+        async def run() -> list[int]:
+            async with self.db.writing() as session:
+                rows = (await session.execute(
+                    update(Consultation)
+                    .where(Consultation.state.in_(WAITING), Consultation.due_at < now - grace)
+                    .values(state="missed", outcome="missed", cause=DOWN_CAUSE, claimed_by=None,
+                            lease_until=None, updated_at=now)
+                    .returning(Consultation.id, Consultation.appointment_id)
+                    .execution_options(synchronize_session=False))).all()
+                if rows:
+                    await session.execute(
+                        update(Appointment)
+                        .where(Appointment.id.in_([appointment for _, appointment in rows]),
+                               Appointment.status == "booked")
+                        .values(status="missed", updated_at=now)
+                        .execution_options(synchronize_session=False))
+                return sorted(ident for ident, _ in rows)
+
+        return await self.db.retry_locked(run)
+
+    async def claim(self, consultation_id: int, instance: str, lease: dt.timedelta
+                    ) -> Claim | None:
+        """Take a due consultation for one attempt, or None when it is not due or is held.
+
+        One conditional UPDATE decides (its row count), so racing tasks, processes and hosts
+        need no lock of their own; the attempt row with its ChannelIds is written in the same
+        transaction, before anything is dialled.
+        """
+
+        async def run() -> Claim | None:
+            async with self.db.writing() as session:
+                now = self.clock()
+                won = await session.execute(
+                    update(Consultation)
+                    .where(Consultation.id == consultation_id, _claimable(now))
+                    .values(state="dialling", claimed_by=instance, lease_until=now + lease,
+                            attempts=Consultation.attempts + 1, updated_at=now)
+                    .execution_options(synchronize_session=False))
+                if won.rowcount != 1:
+                    return None
+                details = DueConsultation(*(await session.execute(
+                    _details().where(Consultation.id == consultation_id))).one())
+                claim = Claim(details, details.attempts, instance, lease, now + lease)
+                session.add(CallAttempt(
+                    consultation_id=consultation_id, number=claim.attempt, state="dialling",
+                    doctor_channel_id=claim.channel_id(Leg.DOCTOR),
+                    patient_channel_id=claim.channel_id(Leg.PATIENT), started_at=now))
+                return claim
+
+        return await self.db.retry_locked(run)
+
+    async def claim_next(self, instance: str, lease: dt.timedelta, limit: int) -> list[Claim]:
+        """Claim up to `limit` due consultations, oldest first; the rest wait their turn
+        (the channel cap), and those another instance wins are skipped."""
+        claims: list[Claim] = []
+        tried: set[int] = set()
+        while len(claims) < limit:
+            async with self.db.reading() as session:
+                candidates = (await session.scalars(
+                    select(Consultation.id)
+                    .where(_claimable(self.clock()), Consultation.id.not_in(tried))
+                    .order_by(Consultation.due_at, Consultation.id)
+                    .limit(limit - len(claims)))).all()
+            if not candidates:
+                break
+            for consultation_id in candidates:
+                tried.add(consultation_id)
+                claim = await self.claim(consultation_id, instance, lease)
+                if claim is not None:
+                    claims.append(claim)
+        return claims
+
+    async def renew(self, claim: Claim) -> Claim:
+        """Extend the lease of a call still in progress, so no other instance takes it over."""
+        lease_until = self.clock() + claim.lease
+        await self._step(claim, ("dialling", "bridged"), {"lease_until": lease_until})
+        return dataclasses.replace(claim, lease_until=lease_until)
+
+    async def leg_answered(self, claim: Claim, leg: Leg, at: dt.datetime) -> None:
+        """Record that one party picked up."""
+        await self._step(claim, ("dialling",), {}, {f"{leg}_answered_at": at})
+
+    async def bridged(self, claim: Claim, at: dt.datetime) -> None:
+        """Record that both parties are talking."""
+        await self._step(claim, ("dialling",), {"state": "bridged"},
+                         {"state": "bridged", "bridged_at": at})
+
+    async def attempt_failed(self, claim: Claim, cause: str, doctor_cause: int | None,
+                             patient_cause: int | None, retry_at: dt.datetime | None) -> None:
+        """End this attempt: wait for `retry_at`, or, with no retry left, mark the
+        consultation and its appointment missed with `cause`."""
+        attempt = {"state": "failed", "ended_at": self.clock(), "doctor_cause": doctor_cause,
+                   "patient_cause": patient_cause, "outcome": "failed"}
+        if retry_at is not None:
+            await self._step(claim, ("dialling", "bridged"),
+                             {"state": "retry_wait", "due_at": retry_at, "cause": cause,
+                              "claimed_by": None, "lease_until": None}, attempt)
+        else:
+            await self._step(claim, ("dialling", "bridged"),
+                             {"state": "missed", "outcome": "missed", "cause": cause,
+                              "lease_until": None}, attempt, appointment="missed")
+
+    async def completed(self, claim: Claim, ended_at: dt.datetime, talk_seconds: int) -> None:
+        """Record the end of a bridged call; the appointment is completed with it."""
+        await self._step(claim, ("bridged",),
+                         {"state": "completed", "outcome": "completed", "cause": None,
+                          "lease_until": None},
+                         {"state": "completed", "ended_at": ended_at, "outcome": "completed",
+                          "talk_seconds": talk_seconds}, appointment="completed")
+
+    async def abandon(self, claim: Claim) -> None:
+        """On shutdown, give back a claim not yet bridged; it is due again at once, for this
+        or another instance (the dialer has hung up its legs first)."""
+        await self._step(claim, ("dialling",),
+                         {"state": "retry_wait", "cause": ABANDON_CAUSE, "claimed_by": None,
+                          "lease_until": None},
+                         {"state": "abandoned", "ended_at": self.clock(),
+                          "outcome": "abandoned"})
+
+    async def _step(self, claim: Claim, allowed: tuple[str, ...], consultation: dict[str, Any],
+                    attempt: dict[str, Any] | None = None, appointment: str | None = None
+                    ) -> None:
+        """Write one step in one transaction, only while `claim` holds and the state allows."""
+
+        async def run() -> None:
+            async with self.db.writing() as session:
+                now = self.clock()
+                held = await session.execute(
+                    update(Consultation)
+                    .where(Consultation.id == claim.consultation_id,
+                           Consultation.claimed_by == claim.instance,
+                           Consultation.attempts == claim.attempt,
+                           Consultation.state.in_(allowed))
+                    .values(updated_at=now, **consultation)
+                    .execution_options(synchronize_session=False))
+                if held.rowcount != 1:
+                    raise await _lost(session, claim, allowed)
+                if attempt:
+                    await session.execute(
+                        update(CallAttempt)
+                        .where(CallAttempt.consultation_id == claim.consultation_id,
+                               CallAttempt.number == claim.attempt)
+                        .values(**attempt)
+                        .execution_options(synchronize_session=False))
+                if appointment is not None:
+                    await session.execute(
+                        update(Appointment)
+                        .where(Appointment.id == claim.consultation.appointment_id,
+                               Appointment.status == "booked")
+                        .values(status=appointment, updated_at=now)
+                        .execution_options(synchronize_session=False))
+
+        await self.db.retry_locked(run)
+
+
+def _claimable(now: dt.datetime) -> ColumnElement[bool]:
+    """Due and waiting, or dialling under a lease that ran out."""
+    return or_(and_(Consultation.state.in_(WAITING), Consultation.due_at <= now),
+               _lease_expired(now))
+
+
+def _lease_expired(now: dt.datetime) -> ColumnElement[bool]:
+    """Dialling, but the instance that claimed it stopped renewing (crashed or cut off)."""
+    return and_(Consultation.state == "dialling", Consultation.lease_until < now)
+
+
+def _details() -> Select[Any]:
+    """Columns in the order of DueConsultation's fields."""
+    return (select(Consultation.id, Consultation.appointment_id, Consultation.due_at,
+                   Consultation.state, Consultation.attempts, Appointment.start_at,
+                   Appointment.end_at, Doctor.name, Doctor.name_en, Doctor.phone, Patient.phone,
+                   Patient.language)
+            .join(Appointment, Consultation.appointment_id == Appointment.id)
+            .join(Doctor, Appointment.doctor_id == Doctor.id)
+            .join(Patient, Appointment.patient_id == Patient.id))
+
+
+async def _lost(session: AsyncSession, claim: Claim, allowed: tuple[str, ...]) -> ClaimLost:
+    """Say what the row holds now, so a refused step is easy to understand in the log."""
+    row = (await session.execute(
+        select(Consultation.state, Consultation.claimed_by, Consultation.attempts)
+        .where(Consultation.id == claim.consultation_id))).one_or_none()
+    now = "gone" if row is None else f"{row[0]}, claimed by {row[1]!r} at attempt {row[2]}"
+    return ClaimLost(f"consultation {claim.consultation_id} attempt {claim.attempt} of "
+                     f"{claim.instance!r} may not leave {'/'.join(allowed)}: it is {now}")
