@@ -312,11 +312,11 @@ class BookingService:
                                          old_start=appointment.start_at, new_start=slot.start))
             appointment.start_at, appointment.end_at = slot.start, slot.end
             appointment.updated_at = now
-            consultation = await session.scalar(
-                select(Consultation).where(Consultation.appointment_id == appointment.id))
+            consultation = await _consultation(session, appointment.id)
             if consultation is not None:
                 consultation.due_at, consultation.state = slot.start, "scheduled"
-                consultation.updated_at = now
+                consultation.attempts, consultation.claimed_by = 0, None
+                consultation.lease_until, consultation.updated_at = None, now
             await session.flush()
             return Booked(await _view(session, appointment.id))
 
@@ -337,8 +337,7 @@ class BookingService:
             session.add(AppointmentEvent(appointment_id=appointment.id, at=now,
                                          action="cancelled", via=via,
                                          old_start=appointment.start_at))
-            consultation = await session.scalar(
-                select(Consultation).where(Consultation.appointment_id == appointment.id))
+            consultation = await _consultation(session, appointment.id)
             if consultation is not None:
                 consultation.state, consultation.updated_at = "cancelled", now
             await session.flush()
@@ -396,6 +395,9 @@ class BookingService:
             hours = self.policy.change_cutoff.total_seconds() / 3600
             return Refused(Refusal.PAST_CUTOFF,
                            f"changes close {hours:g} hours before the appointment")
+        consultation = await _consultation(session, appointment.id)
+        if consultation is not None and consultation.state in LIVE_CALL:
+            return Refused(Refusal.PAST_CUTOFF, "the consultation call is under way")
         return appointment
 
     async def _check_slot(self, session: AsyncSession, doctor_id: int, start: dt.datetime,
@@ -493,6 +495,15 @@ class _Hours:
             Closure.clinic_id == doctor.clinic_id,
             (Closure.doctor_id.is_(None)) | (Closure.doctor_id == doctor.id)))).all()
         return cls(revision, await _rules(session, doctor.id), [(a, b) for a, b in closures])
+
+
+LIVE_CALL = ("dialling", "bridged")
+"""Consultation states during which the booking cannot move or go: the phones are ringing."""
+
+
+async def _consultation(session: AsyncSession, appointment_id: int) -> Consultation | None:
+    return await session.scalar(
+        select(Consultation).where(Consultation.appointment_id == appointment_id))
 
 
 def _new_code() -> str:

@@ -241,3 +241,20 @@ async def test_a_briefly_locked_sqlite_file_delays_a_booking_but_loses_nothing(
                                            "booked")]
     finally:
         await database.close()
+
+
+async def test_a_consultation_under_way_cannot_be_moved_or_cancelled(
+        service: BookingService, database: Database) -> None:
+    service.policy = BookingPolicy(change_cutoff=dt.timedelta(0))
+    ahmadi = await doctor_id(service, "dr-ahmadi")
+    booked = await service.book(PATIENT, ahmadi, at(WEDNESDAY, "10:00"), VisitKind.PHONE)
+    assert isinstance(booked, Booked)
+    async with database.writing() as session:
+        consultation = await session.scalar(select(Consultation))
+        assert consultation is not None
+        consultation.state = "dialling"
+    refused = Refused(Refusal.PAST_CUTOFF, "the consultation call is under way")
+    assert await service.cancel(booked.appointment.id, PATIENT) == refused
+    assert await service.reschedule(booked.appointment.id, PATIENT, at(WEDNESDAY, "11:00")) \
+        == refused
+    assert (await stored(database))[0][1:] == (at(WEDNESDAY, "10:00"), "booked")
