@@ -26,7 +26,7 @@ SECONDS_PER_CHARACTER = 0.06
 
 
 @dataclass
-class Heard:
+class HeardCall:
     """A finished call: the prompt names the caller heard (language/name) and the transcript."""
 
     prompts: list[str]
@@ -55,7 +55,7 @@ class IvrRig:
         return None if not text else max(0.5, len(text) * SECONDS_PER_CHARACTER)
 
     async def call(self, caller: Caller, args: tuple[str, ...] = (),
-                   before: Callable[[Command], Awaitable[None]] | None = None) -> Heard:
+                   before: Callable[[Command], Awaitable[None]] | None = None) -> HeardCall:
         """Place one call and return what the caller heard."""
         transcript = await place_call("127.0.0.1", self.port, caller, args=args,
                                       prompt_seconds=self.seconds, before=before)
@@ -63,7 +63,7 @@ class IvrRig:
         for path in transcript.prompts:
             found = self.prompts.key_of(path)
             names.append(f"{found[0]}/{found[1]}" if found else path)
-        return Heard(names, transcript)
+        return HeardCall(names, transcript)
 
 
 @asynccontextmanager
