@@ -1,0 +1,373 @@
+"""One consultation call as a state machine without I/O, after h11: AMI events in, effects out.
+
+`ConsultationCall` decides what happens to one claimed attempt: both legs are originated at
+once into [nobat-consult-hold] (asterisk/extensions.conf), bridged once BOTH raised
+NobatLegReady, and ended by nobat when either party leaves, a leg fails, or the booked time
+is up. It returns effects (`SendAction`, `Record`, `Wake`, `Done`) that the dialer carries
+out in order, so every state change is written before the next action goes to Asterisk.
+Time comes in as an argument, never from a clock, so each step is a plain function call.
+
+    call = ConsultationCall(claim, plan)
+    effects = call.start()                 # two Originates and a Wake for the booked end
+    effects = call.on_event(event, now)    # OriginateResponse, UserEvent, BridgeEnter, Hangup
+    effects = call.on_time(now)            # when a Wake is due
+    effects = call.on_refused(action, message, now)   # Asterisk answered an action with Error
+    effects = call.on_resync(live_channels, now)      # the AMI link came back (or did not)
+    effects = call.release()               # shutdown, or another instance owns the claim
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from bridge.ami_protocol import Action, Event, Fields
+from db.consultations import Claim, Leg
+
+HOLDING_CONTEXT = "nobat-consult-hold"
+READY_EVENT = "NobatLegReady"
+RELEASE_CAUSE = "16"  # Normal Clearing: how nobat ends a leg it no longer needs
+
+FAILURE_BY_REASON: dict[int, str] = {
+    0: "unreachable", 1: "rejected", 3: "no_answer", 5: "busy", 8: "congestion"}
+"""OriginateResponse Reason (Asterisk's control frame) -> why the leg failed (captures b, e)."""
+
+FAILURE_BY_CAUSE: dict[int, str] = {
+    0: "unreachable", 1: "unreachable", 17: "busy", 18: "no_answer", 19: "no_answer",
+    21: "rejected", 34: "congestion"}
+"""Hangup cause -> why the leg failed, adhearsion's table, for a leg whose Hangup comes before
+its OriginateResponse (the order of events is not fixed)."""
+
+
+class RecordKind(enum.StrEnum):
+    """The store step a `Record` asks for; one per ConsultationStore writer."""
+
+    LEG_ANSWERED = "leg_answered"
+    BRIDGED = "bridged"
+    ATTEMPT_FAILED = "attempt_failed"
+    COMPLETED = "completed"
+
+
+@dataclass(frozen=True)
+class SendAction:
+    """Send this action to Asterisk (after every earlier effect was carried out)."""
+
+    action: Action
+
+
+@dataclass(frozen=True)
+class Record:
+    """Write this step to the store before anything that follows it."""
+
+    kind: RecordKind
+    at: dt.datetime
+    leg: Leg | None = None
+    cause: str | None = None
+    doctor_cause: int | None = None
+    patient_cause: int | None = None
+    talk_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class Wake:
+    """Call `on_time` at `at` (the booked end plus grace)."""
+
+    at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Done:
+    """The attempt is over: stop listening; `outcome` is "completed", "failed" or "released"."""
+
+    outcome: str
+
+
+Effect = SendAction | Record | Wake | Done
+
+
+def by_number(number: str) -> Mapping[str, str]:
+    """The default address: the dial-string template takes the phone number as it is."""
+    return {"number": number}
+
+
+@dataclass(frozen=True)
+class CallPlan:
+    """How this clinic's consultations are dialled (from config): trunk, identity, timing."""
+
+    dial_template: str
+    """e.g. "PJSIP/{number}@trunk" or "Local/{exten}@fake-phones"."""
+    clinic_number: str
+    clinic_name: str
+    ring_seconds: float = 45.0
+    grace: dt.timedelta = dt.timedelta(minutes=2)
+    """How long a bridged call may run past its booked end before nobat ends it."""
+    announce: str = ""
+    address: Callable[[str], Mapping[str, str]] = by_number
+    """Maps a party's phone number to the fields `dial_template` names."""
+
+    def dial_string(self, number: str) -> str:
+        """Where to ring `number` through this clinic's trunk."""
+        return self.dial_template.format_map(self.address(number))
+
+
+class Phase(enum.Enum):
+    """Where the attempt stands; events that make no sense in a phase are ignored."""
+
+    DIALLING = "dialling"
+    BRIDGING = "bridging"
+    BRIDGED = "bridged"
+    ENDING = "ending"
+    """Recorded as over; waiting until every leg is gone, hanging up any that shows up."""
+    DONE = "done"
+
+
+@dataclass
+class _LegState:
+    """What nobat knows about one leg: its channel, readiness and hang-up causes."""
+
+    leg: Leg
+    channel_id: str
+    number: str
+    channel: str | None = None
+    ready: bool = False
+    entered: bool = False
+    gone: bool = False
+    """Its ;1 half hung up, or its Originate failed: nothing of it is left to end."""
+    released: bool = False
+    """nobat hung it up already, or Asterisk is ending it anyway (its party left)."""
+    cause: int | None = None
+    far_cause: int | None = None
+
+    @property
+    def recorded_cause(self) -> int | None:
+        """The far (;2) half's cause when known: the ;1 half often just says 0 (capture b)."""
+        return self.far_cause if self.far_cause is not None else self.cause
+
+
+@dataclass
+class ConsultationCall:
+    """The decisions of one attempt, fed by events and time, answered with effects."""
+
+    claim: Claim
+    plan: CallPlan
+    phase: Phase = Phase.DIALLING
+    bridged_at: dt.datetime | None = None
+    outcome: str = ""
+    legs: dict[Leg, _LegState] = field(init=False)
+
+    def __post_init__(self) -> None:
+        booked = self.claim.consultation
+        numbers = {Leg.DOCTOR: booked.doctor_phone, Leg.PATIENT: booked.patient_phone}
+        self.legs = {leg: _LegState(leg, self.claim.channel_id(leg), numbers[leg])
+                     for leg in Leg}
+
+    @property
+    def ends_at(self) -> dt.datetime:
+        """When nobat ends the call: the booked end plus the plan's grace."""
+        return self.claim.consultation.ends_at + self.plan.grace
+
+    @property
+    def over(self) -> bool:
+        """True once the attempt's result is recorded (legs may still be going away)."""
+        return self.phase in (Phase.ENDING, Phase.DONE)
+
+    def start(self) -> list[Effect]:
+        """Both Originates at once (each leg rings on its own), and a Wake for the end."""
+        return [*(SendAction(self._originate(state)) for state in self.legs.values()),
+                Wake(self.ends_at)]
+
+    def on_event(self, evt: Event, now: dt.datetime) -> list[Effect]:
+        """Advance on one AMI event; events of other calls give no effects."""
+        if self.phase is Phase.DONE:
+            return []
+        if evt.name == "OriginateResponse":
+            return self._originated(evt, now)
+        found = self._owner(evt.fields.get("Uniqueid"))
+        if found is None:
+            return []
+        state, far = found
+        if not far and state.channel is None:
+            state.channel = evt.fields.get("Channel")
+        if self.phase is Phase.ENDING:
+            if evt.name == "Hangup" and not far:
+                state.gone = True
+            return self._settle()
+        if evt.name == "UserEvent" and self._is_ready_event(evt, state):
+            return self._ready(state, evt, now)
+        if evt.name == "BridgeEnter" and not far:
+            return self._entered(state, now)
+        if evt.name == "Hangup":
+            return self._hung_up(state, far, int(evt.fields.get("Cause") or 0), now)
+        return []
+
+    def on_time(self, now: dt.datetime) -> list[Effect]:
+        """At the booked end plus grace, end the call whatever its state; while ending, stop
+        waiting for legs that never reported (an Originate whose answer was lost)."""
+        if self.phase is Phase.ENDING:
+            for state in self.legs.values():
+                state.gone = True
+            return self._settle()
+        if self.phase is Phase.DONE or now < self.ends_at:
+            return []
+        if self.phase is Phase.BRIDGED:
+            return self._complete(None, now)
+        return self._fail(None, "time_up", now)
+
+    def on_refused(self, action: Action, message: str, now: dt.datetime) -> list[Effect]:
+        """Asterisk answered an action with Error: a refused Originate or Bridge ends the
+        attempt; a refused Hangup means the channel was already gone."""
+        if self.over or action.name == "Hangup":
+            return []
+        failed = next((s for s in self.legs.values() if s.channel_id == action.action_id), None)
+        if failed is not None:
+            failed.gone = True
+        return self._fail(failed, f"refused ({message})", now)
+
+    def on_resync(self, live: Mapping[str, str] | None, now: dt.datetime) -> list[Effect]:
+        """After the AMI link came back (`live`: Uniqueid -> channel, from CoreShowChannels)
+        or gave up (None): events were lost, so an unbridged attempt is given up, and a
+        bridged call goes on only while both legs still exist."""
+        if self.phase is Phase.DONE:
+            return []
+        for state in self.legs.values():
+            state.gone = live is None or state.channel_id not in live
+            state.channel = (live or {}).get(state.channel_id, state.channel)
+        if self.phase is Phase.ENDING:
+            return self._settle()
+        if self.phase is not Phase.BRIDGED:
+            return self._fail(None, "ami_link_lost", now)
+        if live is not None and any(state.gone for state in self.legs.values()):
+            return self._complete(None, now)
+        return []
+
+    def release(self) -> list[Effect]:
+        """Hang up whatever is still up and stop at once (shutdown, or the claim was lost)."""
+        self.outcome = self.outcome or "released"
+        effects = self._release_legs()
+        for state in self.legs.values():
+            state.gone = True
+        return [*effects, *self._settle()]
+
+    # -- steps -------------------------------------------------------------------------
+
+    def _originate(self, state: _LegState) -> Action:
+        plan = self.plan
+        variables = {"LEG": str(state.leg), "CONSULTATION": str(self.claim.consultation_id),
+                     "NOBAT_CLINIC_NUMBER": plan.clinic_number,
+                     "NOBAT_CLINIC_NAME": plan.clinic_name, "NOBAT_ANNOUNCE": plan.announce}
+        return Action("Originate", Fields.of(
+            [("Channel", plan.dial_string(state.number)), ("Context", HOLDING_CONTEXT),
+             ("Exten", "s"), ("Priority", "1"),
+             ("CallerID", f'"{plan.clinic_name}" <{plan.clinic_number}>'),
+             ("Timeout", str(int(plan.ring_seconds * 1000))),
+             ("ChannelId", state.channel_id), ("OtherChannelId", f"{state.channel_id}-2"),
+             *(("Variable", f"{key}={value}") for key, value in variables.items()),
+             ("Async", "true")]), action_id=state.channel_id)
+
+    def _owner(self, uniqueid: str | None) -> tuple[_LegState, bool] | None:
+        """The leg a channel belongs to, and whether it is the far (;2, phone) half."""
+        for state in self.legs.values():
+            if uniqueid == state.channel_id:
+                return state, False
+            if uniqueid == f"{state.channel_id}-2":
+                return state, True
+        return None
+
+    def _is_ready_event(self, evt: Event, state: _LegState) -> bool:
+        fields = evt.fields
+        return (fields.get("UserEvent") == READY_EVENT and fields.get("Leg") == state.leg
+                and fields.get("Consultation") == str(self.claim.consultation_id))
+
+    def _originated(self, evt: Event, now: dt.datetime) -> list[Effect]:
+        state = next((s for s in self.legs.values() if s.channel_id == evt.action_id), None)
+        if state is None:
+            return []
+        if evt.fields.get("Response") == "Success":
+            state.channel = state.channel or evt.fields.get("Channel")
+            return self._settle() if self.phase is Phase.ENDING else []
+        state.gone = True
+        if self.phase is Phase.ENDING:
+            return self._settle()
+        reason = int(evt.fields.get("Reason") or 0)
+        return self._fail(state, FAILURE_BY_REASON.get(reason, f"reason_{reason}"), now)
+
+    def _ready(self, state: _LegState, evt: Event, now: dt.datetime) -> list[Effect]:
+        if state.ready or self.phase is not Phase.DIALLING:
+            return []
+        state.ready = True
+        state.channel = evt.fields.get("Chan") or state.channel
+        effects: list[Effect] = [Record(RecordKind.LEG_ANSWERED, now, leg=state.leg)]
+        doctor, patient = self.legs[Leg.DOCTOR], self.legs[Leg.PATIENT]
+        if doctor.ready and patient.ready:
+            self.phase = Phase.BRIDGING
+            effects.append(SendAction(Action("Bridge", Fields.of(
+                [("Channel1", doctor.channel or ""), ("Channel2", patient.channel or ""),
+                 ("Tone", "no")]))))
+        return effects
+
+    def _entered(self, state: _LegState, now: dt.datetime) -> list[Effect]:
+        state.entered = True
+        if self.phase is not Phase.BRIDGING or not all(s.entered for s in self.legs.values()):
+            return []
+        self.phase, self.bridged_at = Phase.BRIDGED, now
+        return [Record(RecordKind.BRIDGED, now)]
+
+    def _hung_up(self, state: _LegState, far: bool, cause: int, now: dt.datetime
+                 ) -> list[Effect]:
+        if far:
+            state.far_cause = cause
+        else:
+            state.cause, state.gone = cause, True
+        if self.phase is Phase.BRIDGED:
+            return self._complete(state, now)
+        if state.ready:
+            return self._fail(state, "hung_up", now)
+        if far:
+            return []  # not answered: OriginateResponse or the ;1 Hangup says why
+        return self._fail(state, FAILURE_BY_CAUSE.get(state.recorded_cause or 0, "hung_up"), now)
+
+    def _fail(self, state: _LegState | None, why: str, now: dt.datetime) -> list[Effect]:
+        """End an unbridged attempt: record why, then release every leg still up."""
+        doctor, patient = self.legs[Leg.DOCTOR], self.legs[Leg.PATIENT]
+        record = Record(RecordKind.ATTEMPT_FAILED, now,
+                        cause=why if state is None else f"{state.leg}: {why}",
+                        doctor_cause=doctor.recorded_cause, patient_cause=patient.recorded_cause)
+        return self._end("failed", record, state, now)
+
+    def _complete(self, leaving: _LegState | None, now: dt.datetime) -> list[Effect]:
+        """End a bridged call: record the talk time, then hang up whoever did not leave
+        (Asterisk leaves the survivor up and silent)."""
+        assert self.bridged_at is not None
+        talk = int((now - self.bridged_at).total_seconds())
+        record = Record(RecordKind.COMPLETED, now, talk_seconds=talk)
+        return self._end("completed", record, leaving, now)
+
+    def _end(self, outcome: str, record: Record, leaving: _LegState | None, now: dt.datetime
+             ) -> list[Effect]:
+        """Record the result first, then end every leg but the one already going, and wait
+        (at most one ring time) for the legs to be gone."""
+        self.phase, self.outcome = Phase.ENDING, outcome
+        if leaving is not None:
+            leaving.released = True
+        wake = Wake(now + dt.timedelta(seconds=self.plan.ring_seconds))
+        return [record, *self._release_legs(), wake, *self._settle()]
+
+    def _release_legs(self) -> list[Effect]:
+        """Hang up each leg nobat knows a channel of and has not ended yet."""
+        effects: list[Effect] = []
+        for state in self.legs.values():
+            if state.channel is not None and not (state.gone or state.released):
+                state.released = True
+                effects.append(SendAction(Action("Hangup", Fields.of(
+                    Channel=state.channel, Cause=RELEASE_CAUSE))))
+        return effects
+
+    def _settle(self) -> list[Effect]:
+        """While ending: release legs that just showed up; Done once all are gone."""
+        effects = self._release_legs()
+        if all(state.gone for state in self.legs.values()):
+            self.phase = Phase.DONE
+            effects.append(Done(self.outcome))
+        return effects

@@ -1,0 +1,312 @@
+"""The consultation dialer: due consultations become calls through AMI, exactly once.
+
+The database decides what is due (`ConsultationStore.claim_next`), not a job store: a loop
+asks it every `poll` seconds, up to the cap of simultaneous consultations, oldest first.
+Each claim runs a `ConsultationCall` (bridge/consultation_call.py); the dialer carries out
+its effects in order, writing every `Record` to the store before the next action goes to
+Asterisk. An action is never re-sent: when the AMI link drops, the dialer waits for it,
+looks at the live channels (CoreShowChannels) and lets the call decide from what it sees.
+
+    dialer = Dialer(store, ami, lambda claim: plan, instance="nobat-1", cap=4,
+                    retry=RetryPolicy())
+    task = asyncio.create_task(dialer.run())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from bridge.ami_client import AmiClient, AmiError, LinkState
+from bridge.ami_protocol import Action, Event, Fields
+from bridge.consultation_call import (
+    CallPlan,
+    ConsultationCall,
+    Done,
+    Effect,
+    Record,
+    RecordKind,
+    SendAction,
+    Wake,
+)
+from db.booking import Clock, utc_now
+from db.consultations import Claim, ClaimLost, ConsultationStore, Leg, RetryPolicy, channel_id
+
+log = logging.getLogger(__name__)
+
+PlanFactory = Callable[[Claim], CallPlan]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class Dialer:
+    """Claims due consultations for one nobat instance and runs each as a call."""
+
+    def __init__(
+        self,
+        store: ConsultationStore,
+        ami: AmiClient,
+        plan_for: PlanFactory,
+        instance: str,
+        cap: int,
+        retry: RetryPolicy,
+        clock: Clock = utc_now,
+        *,
+        sleep: Sleep = asyncio.sleep,
+        poll: float = 5.0,
+        lease: dt.timedelta = dt.timedelta(minutes=1),
+        missed_grace: dt.timedelta = dt.timedelta(minutes=5),
+        reconnect_wait: float = 30.0,
+        link_check: float = 1.0,
+    ) -> None:
+        self.store, self.ami, self.plan_for = store, ami, plan_for
+        self.instance, self.cap, self.retry = instance, cap, retry
+        self.clock, self.sleep = clock, sleep
+        self.poll, self.lease, self.missed_grace = poll, lease, missed_grace
+        self.reconnect_wait, self.link_check = reconnect_wait, link_check
+        self.calls: dict[int, asyncio.Task[str]] = {}
+        self._freed = asyncio.Event()
+
+    async def run(self) -> None:
+        """Sweep what was missed while nobat was down, then claim what is due, forever."""
+        missed = await self.store.sweep_missed(self.clock(), self.missed_grace)
+        if missed:
+            log.warning("%d consultations were due while nobat was down: marked missed",
+                        len(missed))
+        while True:
+            self._freed.clear()
+            try:
+                await self.dial_due()
+            except (AmiError, SQLAlchemyError):
+                log.exception("claiming due consultations failed; trying again next round")
+            pause = asyncio.ensure_future(self.sleep(self.poll))
+            freed = asyncio.ensure_future(self._freed.wait())
+            try:
+                await asyncio.wait({pause, freed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                pause.cancel()
+                freed.cancel()
+
+    async def dial_due(self) -> list[Claim]:
+        """Claim as many due consultations as the cap leaves room for and start their calls."""
+        free = self.cap - len(self.calls)
+        if free <= 0 or self.ami.status.state is not LinkState.CONNECTED:
+            return []
+        claims = await self.store.claim_next(self.instance, self.lease, free)
+        for claim in claims:
+            ident = claim.consultation_id
+            task = asyncio.create_task(self._call(claim), name=f"consultation {ident}")
+            self.calls[ident] = task
+            task.add_done_callback(lambda done, ident=ident: self._finished(ident, done))
+        return claims
+
+    async def close(self) -> None:
+        """Stop every call: unbridged ones are hung up and given back for a later try."""
+        tasks = list(self.calls.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _finished(self, consultation_id: int, task: asyncio.Task[str]) -> None:
+        """Free the call's place under the cap, and say why if it crashed."""
+        self.calls.pop(consultation_id, None)
+        self._freed.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("consultation %d: the call crashed", consultation_id,
+                      exc_info=task.exception())
+        elif not task.cancelled():
+            log.info("consultation %d: %s", consultation_id, task.result())
+
+    # -- one call ----------------------------------------------------------------------
+
+    async def _call(self, claim: Claim) -> str:
+        """Run one attempt from Originate to Done; returns its outcome."""
+        call = ConsultationCall(claim, self.plan_for(claim))
+        inbox: asyncio.Queue[Event | dt.datetime] = asyncio.Queue()
+        unsubscribe = self.ami.subscribe(inbox.put_nowait)  # before Originate: see its answer
+        runner = _Runner(self, call, claim, inbox)
+        try:
+            if claim.attempt > 1:
+                await runner.clear_leftovers()
+            return await runner.run()
+        except asyncio.CancelledError:
+            await asyncio.shield(runner.give_back())
+            raise
+        finally:
+            unsubscribe()
+            runner.stop_timers()
+
+
+class _Runner:
+    """Carries out one ConsultationCall's effects and feeds it events, time and link loss."""
+
+    def __init__(self, dialer: Dialer, call: ConsultationCall, claim: Claim,
+                 inbox: asyncio.Queue[Event | dt.datetime]) -> None:
+        self.dialer, self.call, self.claim, self.inbox = dialer, call, claim, inbox
+        self.outcome: str | None = None
+        self.timers: set[asyncio.Task[None]] = set()
+        self.link = dialer.ami.status.connected_since
+
+    async def run(self) -> str:
+        """Start the call, then react until it is over."""
+        dialer = self.dialer
+        loop = asyncio.get_running_loop()
+        await self.apply(self.call.start())
+        watched = loop.time()
+        while self.outcome is None:
+            try:
+                item = await asyncio.wait_for(self.inbox.get(), dialer.link_check)
+            except TimeoutError:
+                item = None
+            now = dialer.clock()
+            if isinstance(item, dt.datetime):
+                await self.apply(self.call.on_time(now))
+            elif item is not None:
+                await self.apply(self.call.on_event(item, now))
+            if self.outcome is None and loop.time() - watched >= dialer.link_check:
+                watched = loop.time()
+                await self.watch()
+        return self.outcome
+
+    async def apply(self, effects: list[Effect]) -> None:
+        """Carry out effects in order; consecutive actions go out together (both legs ring
+        at once), and a Record is written before anything after it."""
+        batch: list[Action] = []
+        for effect in [*effects, None]:
+            if self.outcome is not None:
+                return  # the claim was lost: nothing more is ours to do
+            if isinstance(effect, SendAction):
+                batch.append(effect.action)
+                continue
+            if batch:
+                await self.send_all(batch)
+                batch = []
+            if isinstance(effect, Record):
+                await self.write(effect)
+            elif isinstance(effect, Wake):
+                self.wake_at(effect.at)
+            elif isinstance(effect, Done):
+                self.outcome = effect.outcome
+
+    async def send_all(self, actions: list[Action]) -> None:
+        """Send actions concurrently; a refusal goes back to the call, a lost link is resynced."""
+        results = await asyncio.gather(*(self.dialer.ami.send(a) for a in actions),
+                                       return_exceptions=True)
+        for action, result in zip(actions, results, strict=True):
+            if isinstance(result, AmiError):
+                log.warning("consultation %s: %s not answered (%s)",
+                            self.claim.consultation_id, action.name, result)
+            elif isinstance(result, BaseException):
+                raise result
+            elif result.status.lower() != "success":
+                await self.apply(self.call.on_refused(action, result.message or result.status,
+                                                      self.dialer.clock()))
+        if any(isinstance(r, AmiError) for r in results) and not self.call.over:
+            await self.resync()
+
+    async def write(self, record: Record) -> None:
+        """One store step; a lost claim means another instance owns the call now."""
+        store, claim = self.dialer.store, self.claim
+        try:
+            if record.kind is RecordKind.LEG_ANSWERED:
+                assert record.leg is not None
+                await store.leg_answered(claim, record.leg, record.at)
+            elif record.kind is RecordKind.BRIDGED:
+                await store.bridged(claim, record.at)
+            elif record.kind is RecordKind.COMPLETED:
+                await store.completed(claim, record.at, record.talk_seconds or 0)
+            else:
+                retry_at = self.dialer.retry.next_at(claim, record.at)
+                log.info("consultation %s attempt %d failed (%s); next try %s",
+                         claim.consultation_id, claim.attempt, record.cause, retry_at)
+                await store.attempt_failed(claim, record.cause or "failed", record.doctor_cause,
+                                           record.patient_cause, retry_at)
+        except ClaimLost as lost:
+            await self.let_go(lost)
+
+    def wake_at(self, at: dt.datetime) -> None:
+        """Put `at` in the inbox when it comes, in the dialer's (possibly scaled) time."""
+
+        async def wake() -> None:
+            await self.dialer.sleep(max(0.0, (at - self.dialer.clock()).total_seconds()))
+            self.inbox.put_nowait(at)
+
+        task = asyncio.create_task(wake())
+        self.timers.add(task)
+        task.add_done_callback(self.timers.discard)
+
+    async def watch(self) -> None:
+        """Between events: renew the lease, and resync if the AMI link was replaced."""
+        dialer = self.dialer
+        if not self.call.over and dialer.clock() >= self.claim.lease_until - self.claim.lease / 2:
+            try:
+                self.claim = await dialer.store.renew(self.claim)
+            except ClaimLost as lost:
+                await self.let_go(lost)
+                return
+        if dialer.ami.status.connected_since != self.link:
+            await self.resync()
+
+    async def resync(self) -> None:
+        """Events may have been lost: wait for the link, list live channels, let the call
+        decide; nothing is ever re-sent."""
+        ami = self.dialer.ami
+        live: dict[str, str] | None = None
+        try:
+            await ami.wait_ready(self.dialer.reconnect_wait)
+            _, channels = await ami.send_list(Action("CoreShowChannels"))
+            live = {e.fields.get("Uniqueid") or "": e.fields.get("Channel") or ""
+                    for e in channels}
+        except AmiError as error:
+            log.error("consultation %s: AMI not back (%s)", self.claim.consultation_id, error)
+        self.link = ami.status.connected_since
+        await self.apply(self.call.on_resync(live, self.dialer.clock()))
+
+    async def clear_leftovers(self) -> None:
+        """Before a redial, hang up any channel an earlier attempt of this consultation
+        still has (after an AMI fault, or when the instance that dialled it died)."""
+        ident = self.claim.consultation_id
+        earlier = {channel_id(ident, n, leg) for n in range(1, self.claim.attempt) for leg in Leg}
+        earlier |= {f"{c}-2" for c in earlier}
+        try:
+            _, channels = await self.dialer.ami.send_list(Action("CoreShowChannels"))
+        except AmiError as error:
+            log.warning("consultation %s: could not list channels (%s)", ident, error)
+            return
+        for item in channels:
+            if item.fields.get("Uniqueid") in earlier:
+                with contextlib.suppress(AmiError):
+                    await self.dialer.ami.send(_hangup(item.fields.get("Channel") or ""))
+
+    async def let_go(self, lost: ClaimLost) -> None:
+        """The store refused a step: this instance no longer owns the call, so it hangs up
+        what it dialled and stops."""
+        log.error("consultation %s: %s; releasing its legs", self.claim.consultation_id, lost)
+        await self.hang_up_all()
+        self.outcome = "lost"
+
+    async def hang_up_all(self) -> None:
+        """End every leg of this attempt that is still up."""
+        await self.send_all([e.action for e in self.call.release() if isinstance(e, SendAction)])
+
+    async def give_back(self) -> None:
+        """On shutdown: hang up an unbridged attempt and return it to the queue."""
+        if self.call.over or self.call.bridged_at is not None:
+            return
+        await self.hang_up_all()
+        with contextlib.suppress(ClaimLost):
+            await self.dialer.store.abandon(self.claim)
+
+    def stop_timers(self) -> None:
+        """Cancel pending Wakes: the call is over."""
+        for task in self.timers:
+            task.cancel()
+
+
+def _hangup(channel: str) -> Action:
+    """Release a channel nobat no longer needs."""
+    return Action("Hangup", Fields.of(Channel=channel, Cause="16"))

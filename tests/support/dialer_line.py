@@ -1,0 +1,114 @@
+"""A fake PBX, AMI clients and dialers on one real store, in a time that runs 1/SPEED fast."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from bridge.ami_client import AmiClient
+from bridge.consultation_call import CallPlan
+from bridge.dialer import Dialer
+from clinic.phones import normalize
+from db.consultations import ConsultationStore, RetryPolicy
+from db.engine import Database
+from tests.fakepbx.ami_server import FakeAsterisk
+from tests.fakepbx.script import Phone
+
+SPEED = 0.01
+"""Real seconds per scripted second, for the fake PBX and for the dialer's clock alike."""
+CLINIC_NUMBER = "02188776655"
+CLINIC_NAME = "Clinic"
+RETRY = RetryPolicy(attempts=3, spacing=dt.timedelta(seconds=5))
+
+
+class ScaledClock:
+    """Scripted time: starts at `start` and runs 1/SPEED times as fast as the real clock, so
+    the fake's delays, the dialer's timers and the store's timestamps agree."""
+
+    def __init__(self, start: dt.datetime) -> None:
+        self.start, self.began = start, time.monotonic()
+
+    def __call__(self) -> dt.datetime:
+        return self.start + dt.timedelta(seconds=(time.monotonic() - self.began) / SPEED)
+
+    @staticmethod
+    async def sleep(seconds: float) -> None:
+        """Sleep `seconds` of scripted time."""
+        await asyncio.sleep(seconds * SPEED)
+
+
+@dataclass
+class Line:
+    """What a dialer test looks at: the fake PBX, the dialers and the clock they share."""
+
+    pbx: FakeAsterisk
+    dialers: list[Dialer]
+    clock: ScaledClock
+    running: list[asyncio.Task[None]]
+
+    def originates(self) -> Counter[str]:
+        """How many Originates the PBX received for each ChannelId, over every login."""
+        return Counter(action.fields.get("ChannelId") or "" for session in self.pbx.sessions
+                       for action in session.actions if action.name == "Originate")
+
+    def actions(self, name: str) -> list[dict[str, str]]:
+        """The fields of every action called `name` the PBX received, in order per login."""
+        return [dict(action.fields) for session in self.pbx.sessions
+                for action in session.actions if action.name == name]
+
+    async def quiet(self) -> bool:
+        """A condition for `until`: no channel is up at the PBX."""
+        return not self.pbx.channels
+
+    async def until(self, done: Callable[[], Awaitable[bool]], seconds: float = 5.0) -> None:
+        """Wait while the dialers run until `done()` holds; fail after `seconds` real time or
+        as soon as a dialer crashes."""
+        async with asyncio.timeout(seconds):
+            while not await done():
+                for task in self.running:
+                    if task.done():
+                        task.result()
+                await asyncio.sleep(0.01)
+
+
+def plan_for(phones: Sequence[Phone]) -> CallPlan:
+    """Ring each party's number on the fake phone that owns it, as the clinic's trunk would
+    (/n: no Local optimization, which would hang up the legs nobat tracks mid-call)."""
+    extens = {normalize(phone.number): phone.exten for phone in phones}
+    return CallPlan("Local/{exten}@fake-phones/n", CLINIC_NUMBER, CLINIC_NAME, ring_seconds=3,
+                    grace=dt.timedelta(seconds=5), announce="nobat/please-wait",
+                    address=lambda number: {"exten": extens[number]})
+
+
+@asynccontextmanager
+async def line(database: Database, phones: Sequence[Phone], start: dt.datetime,
+               instances: Sequence[str] = ("nobat-1",), cap: int = 4) -> AsyncIterator[Line]:
+    """Start the fake PBX and one AMI login and dialer per instance on `database`."""
+    plan = plan_for(phones)
+    async with FakeAsterisk(phones=phones, speed=SPEED) as pbx:
+        clients = [AmiClient("127.0.0.1", pbx.port, "ctrl", "ctrlsecret", action_timeout=2.0,
+                             backoff=(0.01, 0.05), ping_interval=None) for _ in instances]
+        for client in clients:
+            await client.start()
+            await client.wait_ready(2.0)
+        clock = ScaledClock(start)  # from here on: logging in takes many scripted seconds
+        dialers = [Dialer(ConsultationStore(database, clock), client, lambda _: plan, name, cap,
+                          RETRY, clock, sleep=clock.sleep, poll=2.0,
+                          lease=dt.timedelta(seconds=30), reconnect_wait=2.0, link_check=0.02)
+                   for client, name in zip(clients, instances, strict=True)]
+        running = [asyncio.create_task(dialer.run()) for dialer in dialers]
+        try:
+            yield Line(pbx, dialers, clock, running)
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            for dialer in dialers:
+                await dialer.close()
+            for client in clients:
+                await client.close()

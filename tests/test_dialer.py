@@ -1,0 +1,316 @@
+"""The consultation dialer against the fake Asterisk, on SQLite and PostgreSQL: both legs at
+once, bridged, ended by nobat, failures retried, and every leg originated exactly once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from collections.abc import Awaitable, Callable
+
+import pytest
+from sqlalchemy import select
+
+from bridge.ami_protocol import Action, Event, Fields
+from bridge.consultation_call import (
+    ConsultationCall,
+    Done,
+    Effect,
+    Record,
+    RecordKind,
+    SendAction,
+)
+from clinic.schedule import VisitKind
+from db.booking import Booked, BookingService
+from db.clinic_sync import load_clinic
+from db.consultations import Claim, DueConsultation, Leg
+from db.engine import Database
+from db.models import Appointment, CallAttempt, Consultation
+from tests.fakepbx.script import (
+    Answers,
+    Busy,
+    Congestion,
+    NoAnswer,
+    Phone,
+    PhoneBehaviour,
+    Rejects,
+    Unreachable,
+)
+from tests.support.clinics import Clock, every_day_clinic
+from tests.support.dialer_line import (
+    CLINIC_NAME,
+    CLINIC_NUMBER,
+    RETRY,
+    Line,
+    line,
+    plan_for,
+)
+from tests.test_schedule import at
+
+DAY = dt.date(2026, 11, 28)
+START = at(DAY, "08:00")
+
+
+DOCTOR_ANSWERS = Answers(0.3)
+PATIENT_ANSWERS = Answers(0.5)
+
+
+def doctor(n: int, behaviour: PhoneBehaviour = DOCTOR_ANSWERS) -> Phone:
+    """Dr n of every_day_clinic, at the number the clinic file gives them."""
+    return Phone(f"doctor{n}", f"+98912100{n:04d}", behaviour, f"Dr {n}")
+
+
+def patient(n: int, behaviour: PhoneBehaviour = PATIENT_ANSWERS) -> Phone:
+    """Patient n, who books with their own mobile number."""
+    return Phone(f"patient{n}", f"0935111{n:04d}", behaviour, f"Patient {n}")
+
+
+async def book(database: Database, count: int) -> list[int]:
+    """Book `count` five-minute phone visits at 08:00, consultation n with doctor n and
+    patient n; returns the consultations' ids."""
+    clock = Clock(at(DAY, "07:00"))
+    await load_clinic(database, every_day_clinic(1, doctors=count),
+                      clock=clock)
+    service = BookingService(database, clock=clock)
+    doctors = sorted(await service.doctors(), key=lambda d: d.key)
+    idents = []
+    for n, dr in enumerate(doctors, start=1):
+        booked = await service.book(patient(n).number, dr.id, START, VisitKind.PHONE)
+        assert isinstance(booked, Booked)
+        async with database.reading() as session:
+            idents.append(await session.scalar(select(Consultation.id).where(
+                Consultation.appointment_id == booked.appointment.id)))
+    return idents
+
+
+async def consultation(database: Database, ident: int) -> Consultation:
+    async with database.reading() as session:
+        found = await session.get(Consultation, ident)
+    assert found is not None
+    return found
+
+
+async def attempts(database: Database, ident: int) -> list[CallAttempt]:
+    async with database.reading() as session:
+        return list((await session.scalars(select(CallAttempt).where(
+            CallAttempt.consultation_id == ident).order_by(CallAttempt.number))).all())
+
+
+def settled(database: Database, idents: list[int], *states: str
+            ) -> Callable[[], Awaitable[bool]]:
+    """A condition for Line.until: every consultation is in one of `states`."""
+
+    async def check() -> bool:
+        return all([(await consultation(database, i)).state in states for i in idents])
+
+    return check
+
+
+def assert_masked(pbx_line: Line, pairs: int) -> None:
+    """Every Originate showed the clinic, and no phone saw another party's number."""
+    originates = pbx_line.actions("Originate")
+    assert {o["CallerID"] for o in originates} == {f'"{CLINIC_NAME}" <{CLINIC_NUMBER}>'}
+    assert pbx_line.pbx.leaks() == []
+    for n in range(1, pairs + 1):
+        assert doctor(n).number not in pbx_line.pbx.seen_by(f"patient{n}")
+        assert patient(n).number not in pbx_line.pbx.seen_by(f"doctor{n}")
+
+
+@pytest.mark.parametrize("leaver", list(Leg))
+async def test_both_answer_are_bridged_and_the_one_left_is_hung_up_by_nobat(
+        database: Database, leaver: Leg) -> None:
+    [ident] = await book(database, 1)
+    talks = {Leg.DOCTOR: Answers(0.3, talk=10 if leaver is Leg.DOCTOR else None),
+             Leg.PATIENT: Answers(0.5, talk=10 if leaver is Leg.PATIENT else None)}
+    phones = [doctor(1, talks[Leg.DOCTOR]), patient(1, talks[Leg.PATIENT])]
+    async with line(database, phones, START) as pbx_line:
+        await pbx_line.until(settled(database, [ident], "bridged"))
+        await pbx_line.until(settled(database, [ident], "completed"))
+
+        stored = await consultation(database, ident)
+        [attempt] = await attempts(database, ident)
+        assert (stored.outcome, attempt.state, attempt.number) == ("completed", "completed", 1)
+        assert attempt.bridged_at is not None
+        assert 5 <= (attempt.talk_seconds or 0) <= 11  # 10 s, less scaled-up latency
+        survivor = Leg.PATIENT if leaver is Leg.DOCTOR else Leg.DOCTOR
+        hangups = pbx_line.actions("Hangup")
+        survivor_id = f"nobat-c{ident}-a1-{survivor}"
+        assert [h["Channel"] for h in hangups] == [
+            e.fields["Channel"] for e in pbx_line.pbx.events
+            if e.name == "Newchannel" and e.fields["Uniqueid"] == survivor_id]
+        assert pbx_line.originates() == {f"nobat-c{ident}-a1-doctor": 1,
+                                         f"nobat-c{ident}-a1-patient": 1}
+        assert_masked(pbx_line, 1)
+        assert pbx_line.pbx.channels == {}
+        pbx_line.pbx.assert_all_implemented()
+
+
+FAILURES = [(Busy(), "busy"), (NoAnswer(), "no_answer"), (Congestion(), "congestion"),
+            (Rejects(0.5), "rejected"), (Unreachable(), "unreachable")]
+
+
+@pytest.mark.parametrize("failing", list(Leg))
+@pytest.mark.parametrize(("behaviour", "cause"), FAILURES, ids=[c for _, c in FAILURES])
+async def test_a_failed_leg_releases_the_other_and_is_retried_until_missed(
+        database: Database, failing: Leg, behaviour: PhoneBehaviour, cause: str) -> None:
+    [ident] = await book(database, 1)
+    phones = [doctor(1, behaviour if failing is Leg.DOCTOR else Answers(0.2)),
+              patient(1, behaviour if failing is Leg.PATIENT else Answers(0.2))]
+    async with line(database, phones, START) as pbx_line:
+        await pbx_line.until(settled(database, [ident], "missed"))
+        await pbx_line.until(pbx_line.quiet)
+
+        stored = await consultation(database, ident)
+        assert (stored.cause, stored.attempts) == (f"{failing}: {cause}", RETRY.attempts)
+        tries = await attempts(database, ident)
+        assert [t.state for t in tries] == ["failed"] * RETRY.attempts
+        for before, after in itertools.pairwise(tries):
+            assert before.ended_at is not None
+            assert after.started_at - before.ended_at >= RETRY.spacing
+        async with database.reading() as session:
+            status = await session.scalar(select(Appointment.status).where(
+                Appointment.id == stored.appointment_id))
+        assert status == "missed"
+        other = Leg.PATIENT if failing is Leg.DOCTOR else Leg.DOCTOR
+        released = {h["Channel"] for h in pbx_line.actions("Hangup")}
+        other_channels = {e.fields["Channel"] for e in pbx_line.pbx.events
+                          if e.name == "Newchannel" and e.fields["Uniqueid"].endswith(other)}
+        assert len(released & other_channels) == RETRY.attempts
+        assert set(pbx_line.originates().values()) == {1}
+        assert len(pbx_line.originates()) == 2 * RETRY.attempts
+        assert pbx_line.pbx.channels == {}
+
+
+async def test_the_booked_time_ends_a_call_nobody_hangs_up(database: Database) -> None:
+    [ident] = await book(database, 1)
+    near_the_end = START + dt.timedelta(minutes=4)
+    async with line(database, [doctor(1), patient(1)], near_the_end) as pbx_line:
+        await pbx_line.until(settled(database, [ident], "completed"))
+
+        [attempt] = await attempts(database, ident)
+        assert attempt.bridged_at is not None and attempt.ended_at is not None
+        assert attempt.ended_at - START >= dt.timedelta(minutes=5, seconds=5)  # booked + grace
+        talk = (attempt.ended_at - attempt.bridged_at).total_seconds()
+        assert attempt.talk_seconds == int(talk) and attempt.talk_seconds > 30
+        ended = [h["Channel"] for h in pbx_line.actions("Hangup")]
+        assert len(ended) == 2
+        assert pbx_line.pbx.channels == {}
+
+
+async def test_two_instances_on_one_database_dial_each_consultation_once(
+        database: Database) -> None:
+    idents = await book(database, 4)
+    phones = [p for n in range(1, 5) for p in (doctor(n), patient(n, Answers(0.5, talk=10)))]
+    async with line(database, phones, START, instances=("nobat-a", "nobat-b"),
+                    cap=1) as pbx_line:
+        await pbx_line.until(settled(database, idents, "completed"), seconds=8.0)
+
+        expected = {f"nobat-c{i}-a1-{leg}" for i in idents for leg in Leg}
+        assert pbx_line.originates() == dict.fromkeys(expected, 1)
+        assert max_live_consultations(pbx_line) <= 2  # a cap of 1 on each instance
+        assert_masked(pbx_line, 4)
+
+
+def max_live_consultations(pbx_line: Line) -> int:
+    """The most consultations that had a channel up at the same moment."""
+    live: dict[str, set[str]] = {}
+    most = 0
+    for evt in pbx_line.pbx.events:
+        uniqueid = evt.fields.get("Uniqueid") or ""
+        owner = uniqueid.split("-a")[0]
+        if evt.name == "Newchannel":
+            live.setdefault(owner, set()).add(uniqueid)
+        elif evt.name == "Hangup" and owner in live:
+            live[owner].discard(uniqueid)
+            if not live[owner]:
+                del live[owner]
+        most = max(most, len(live))
+    return most
+
+
+async def test_an_ami_drop_while_dialling_never_dials_a_leg_twice(database: Database) -> None:
+    [ident] = await book(database, 1)
+    phones = [doctor(1, Answers(1.0)), patient(1, Answers(2.0, talk=2))]
+    async with line(database, phones, START) as pbx_line:
+        async def ringing() -> bool:
+            return len(pbx_line.originates()) == 2
+
+        dialler = pbx_line.dialers[0]
+        await pbx_line.until(ringing)
+        await pbx_line.pbx.drop()
+        await dialler.ami.wait_ready(2.0)
+        await pbx_line.until(settled(database, [ident], "completed"))
+
+        assert set(pbx_line.originates().values()) == {1}
+        first, second = await attempts(database, ident)
+        assert (first.state, second.state) == ("failed", "completed")
+        first_gone = max(i for i, e in enumerate(pbx_line.pbx.events) if e.name == "Hangup"
+                         and e.fields["Uniqueid"].startswith(f"nobat-c{ident}-a1-"))
+        second_born = min(i for i, e in enumerate(pbx_line.pbx.events) if e.name == "Newchannel"
+                          and e.fields["Uniqueid"].startswith(f"nobat-c{ident}-a2-"))
+        assert first_gone < second_born
+        assert pbx_line.pbx.channels == {}
+
+
+# -- the call logic alone, for orders of events the fake PBX does not produce ------------
+
+def claim_of(ident: int = 7) -> Claim:
+    booked = DueConsultation(ident, 70, START, "dialling", 1, START,
+                             START + dt.timedelta(minutes=5), "دکتر", "Dr", "+989121000001",
+                             "+989351110001", "fa")
+    return Claim(booked, 1, "nobat-1", dt.timedelta(seconds=60), START)
+
+
+def happened(name: str, **fields: str) -> Event:
+    return Event(name, Fields.of(fields))
+
+
+def sent(effects: list[Effect], name: str) -> list[Action]:
+    return [e.action for e in effects if isinstance(e, SendAction) and e.action.name == name]
+
+
+def started_call() -> ConsultationCall:
+    """A call whose two legs were originated and have ;1 channels (Newchannel seen)."""
+    call = ConsultationCall(claim_of(), plan_for([doctor(1), patient(1)]))
+    originates = sent(call.start(), "Originate")
+    assert [o.action_id for o in originates] == ["nobat-c7-a1-doctor", "nobat-c7-a1-patient"]
+    for leg in Leg:
+        call.on_event(happened("Newchannel", Channel=f"Local/{leg}-1;1",
+                               Uniqueid=f"nobat-c7-a1-{leg}"), START)
+    return call
+
+
+def test_a_hangup_before_its_originate_response_fails_the_leg_by_its_far_cause() -> None:
+    call = started_call()
+    assert call.on_event(happened("Hangup", Uniqueid="nobat-c7-a1-patient-2", Cause="17"),
+                         START) == []
+    effects = call.on_event(happened("Hangup", Uniqueid="nobat-c7-a1-patient", Cause="0"),
+                            START)
+
+    [record] = [e for e in effects if isinstance(e, Record)]
+    assert (record.kind, record.cause, record.patient_cause) == (
+        RecordKind.ATTEMPT_FAILED, "patient: busy", 17)
+    assert [dict(a.fields)["Channel"] for a in sent(effects, "Hangup")] == ["Local/doctor-1;1"]
+    assert isinstance(effects[0], Record)  # written before the other leg is released
+    late = happened("OriginateResponse", ActionID="nobat-c7-a1-patient", Response="Failure",
+                    Reason="5")
+    assert call.on_event(late, START) == []
+    assert call.on_event(happened("Hangup", Uniqueid="nobat-c7-a1-doctor", Cause="16"),
+                         START) == [Done("failed")]
+
+
+def test_another_consultations_ready_event_is_not_ours() -> None:
+    call = started_call()
+    stranger = happened("UserEvent", UserEvent="NobatLegReady", Leg="doctor",
+                        Consultation="8", Uniqueid="nobat-c7-a1-doctor", Chan="x;1")
+    assert call.on_event(stranger, START) == []
+    assert not call.legs[Leg.DOCTOR].ready
+
+
+def test_a_refused_originate_fails_the_attempt_and_releases_the_other_leg() -> None:
+    call = started_call()
+    refused = Action("Originate", action_id="nobat-c7-a1-doctor")
+    effects = call.on_refused(refused, "Permission denied", START)
+
+    assert [e.cause for e in effects if isinstance(e, Record)] == [
+        "doctor: refused (Permission denied)"]
+    assert [dict(a.fields)["Channel"] for a in sent(effects, "Hangup")] == ["Local/patient-1;1"]
