@@ -95,6 +95,31 @@ class IvrConfig:
 
 
 @dataclass(frozen=True)
+class AmiConfig:
+    """How nobat logs in to Asterisk's manager; no secret means no consultations are dialled."""
+
+    host: str
+    port: int
+    username: str
+    secret: Secret
+    action_timeout: float
+
+
+@dataclass(frozen=True)
+class ConsultationConfig:
+    """How phone consultations are dialled and retried."""
+
+    dial: str
+    ring_seconds: int
+    grace_minutes: int
+    attempts: int
+    retry_minutes: int
+    max_calls: int
+    poll_seconds: float
+    announce: str
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole server configuration."""
 
@@ -105,6 +130,8 @@ class Config:
     booking: BookingPolicy
     fastagi: FastAgiConfig
     ivr: IvrConfig
+    ami: AmiConfig
+    consultations: ConsultationConfig
 
 
 def load_config(path: Path | str = DEFAULT_PATH, env: dict[str, str] | None = None) -> Config:
@@ -112,15 +139,19 @@ def load_config(path: Path | str = DEFAULT_PATH, env: dict[str, str] | None = No
     env = dict(os.environ) if env is None else env
     doc = StaffToml.load(path)
     base = Path(path).resolve().parent
-    doc.table((), ("server", "database", "web", "booking", "fastagi", "ivr"))
+    doc.table((), ("server", "database", "web", "booking", "fastagi", "ivr", "ami",
+                   "consultations"))
     server = _server(doc, base)
     database = _database(doc, base, env)
     web = _web(doc, env)
     booking = _booking(doc)
     fastagi = _fastagi(doc)
     ivr = _ivr(doc, base)
+    ami = _ami(doc, env)
+    consultations = _consultations(doc)
     doc.raise_problems()
-    return Config(Path(path), server, database, web, booking, fastagi, ivr)
+    return Config(Path(path), server, database, web, booking, fastagi, ivr, ami,
+                  consultations)
 
 
 def _section(doc: StaffToml, name: str, keys: tuple[str, ...]) -> tuple[dict[str, Any], KeyPath]:
@@ -243,3 +274,46 @@ def _ivr(doc: StaffToml, base: Path) -> IvrConfig:
 
 
 DEFAULT_OFFICE_HOURS = {day: (8 * 60, 20 * 60) for day in Weekday if day is not Weekday.FRIDAY}
+
+
+def _ami(doc: StaffToml, env: dict[str, str]) -> AmiConfig:
+    table, path = _section(doc, "ami", ("host", "port", "username", "secret",
+                                        "action_timeout"))
+    return AmiConfig(
+        host=doc.value(table, path, "host", str, default="127.0.0.1"),
+        port=doc.value(table, path, "port", int, default=5038, convert=_in_range(1, 65535)),
+        username=doc.value(table, path, "username", str, default="nobat"),
+        secret=Secret(env.get("NOBAT_AMI_SECRET") or doc.value(table, path, "secret", str,
+                                                               default="")),
+        action_timeout=float(doc.value(table, path, "action_timeout", (int, float),
+                                       default=10, convert=_in_range(1, 120))),
+    )
+
+
+def _dial_template(text: str) -> str:
+    if "{number}" not in text and "{national}" not in text:
+        raise ValueError(f"expected a dial string with {{national}} or {{number}}, such as "
+                         f"\"PJSIP/{{national}}@clinic-trunk\", got {text!r}")
+    return text
+
+
+def _consultations(doc: StaffToml) -> ConsultationConfig:
+    table, path = _section(doc, "consultations", (
+        "dial", "ring_seconds", "grace_minutes", "attempts", "retry_minutes", "max_calls",
+        "poll_seconds", "announce"))
+    return ConsultationConfig(
+        dial=doc.value(table, path, "dial", str, default="PJSIP/{national}@clinic-trunk",
+                       convert=_dial_template),
+        ring_seconds=doc.value(table, path, "ring_seconds", int, default=45,
+                               convert=_in_range(5, 300)),
+        grace_minutes=doc.value(table, path, "grace_minutes", int, default=2,
+                                convert=_in_range(0, 60)),
+        attempts=doc.value(table, path, "attempts", int, default=3, convert=_in_range(1, 10)),
+        retry_minutes=doc.value(table, path, "retry_minutes", int, default=2,
+                                convert=_in_range(1, 60)),
+        max_calls=doc.value(table, path, "max_calls", int, default=100,
+                            convert=_in_range(1, 10000)),
+        poll_seconds=float(doc.value(table, path, "poll_seconds", (int, float), default=5,
+                                     convert=_in_range(0, 300))),
+        announce=doc.value(table, path, "announce", str, default=""),
+    )

@@ -8,6 +8,7 @@ import signal
 
 from aiohttp import web
 
+from bridge.dialer import Dialer
 from clinic.clinic_file import read_clinic
 from clinic.staff_toml import StaffFileError
 from db.clinic_sync import LoadRefused, load_clinic
@@ -15,6 +16,7 @@ from db.engine import Database
 from db.schema import upgrade
 from ivr.fastagi import FastAgiServer
 from ivr.flow_store import FlowStore
+from nobat.bridge_wiring import build_dialer
 from nobat.config import Config
 from nobat.ivr_wiring import build_line, fastagi_server
 from web.app import make_app
@@ -80,6 +82,7 @@ async def serve(config: Config) -> None:
     """Run until SIGTERM or SIGINT, then close everything in order."""
     database = await open_database(config)
     ivr: FastAgiServer | None = None
+    dialer: Dialer | None = None
     runner: web.AppRunner | None = None
     background: set[asyncio.Task[object]] = set()
     try:
@@ -101,6 +104,12 @@ async def serve(config: Config) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        dialer = await build_dialer(config, database)
+        if dialer is not None:
+            await dialer.ami.start()
+            background.add(asyncio.create_task(dialer.run()))
+            log.info("dialling consultations through AMI at %s:%s as %s", config.ami.host,
+                     config.ami.port, config.ami.username)
         reloads: set[asyncio.Task[bool]] = set()
         loop.add_signal_handler(signal.SIGHUP, reload_on_signal, flows, reloads)
         if config.ivr.watch_seconds > 0:
@@ -110,6 +119,9 @@ async def serve(config: Config) -> None:
     finally:
         for task in background:
             task.cancel()
+        if dialer is not None:
+            await dialer.close()
+            await dialer.ami.close()
         if ivr is not None:
             await ivr.close()
         if runner is not None:

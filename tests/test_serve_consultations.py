@@ -1,0 +1,81 @@
+"""`nobat serve` dials a due phone consultation through AMI and records how it went."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from pathlib import Path
+
+from sqlalchemy import select
+
+from clinic.clinic_file import read_clinic
+from clinic.schedule import VisitKind
+from db.booking import Booked, BookingService
+from db.clinic_sync import load_clinic
+from db.engine import Database
+from db.models import Appointment, Consultation
+from db.schema import upgrade
+from tests.fakepbx.ami_server import FakeAsterisk
+from tests.fakepbx.script import Answers, Phone
+from tests.support.server import ServerProcess
+from tests.test_serve import demo_copy
+
+SECRET = "ami-test-secret"
+USERS = {"nobat": (SECRET, "call,system,user", "call,originate,reporting")}
+DOCTOR, PATIENT = "09121002001", "09121234567"
+
+
+async def book_a_consultation_due_now(database: Database) -> int:
+    service = BookingService(database)
+    doctor = next(d for d in await service.doctors() if d.key == "dr-ahmadi")
+    for day in await service.next_free_days(doctor.id, limit=10):
+        slot = next((s for s in await service.free_slots(doctor.id, day)
+                     if VisitKind.PHONE in s.kinds), None)
+        if slot is not None:
+            break
+    assert slot is not None, "the demo clinic offers phone visits every week"
+    booked = await service.book(PATIENT, doctor.id, slot.start, VisitKind.PHONE)
+    assert isinstance(booked, Booked)
+    async with database.writing() as session:
+        consultation = await session.scalar(select(Consultation))
+        assert consultation is not None
+        consultation.due_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=10)
+        return booked.appointment.id
+
+
+async def test_a_due_consultation_is_dialled_bridged_and_completed(tmp_path: Path) -> None:
+    config = demo_copy(tmp_path)
+    phones = [Phone(DOCTOR, "+989121002001", Answers(0.5, talk=3.0), "Dr Ahmadi"),
+              Phone(PATIENT, "+989121234567", Answers(0.3), "Patient")]
+    async with FakeAsterisk(users=USERS, phones=phones, speed=0.1) as pbx:
+        text = config.read_text().replace("port = 5038", f"port = {pbx.port}")
+        text = text.replace('dial = "PJSIP/{national}@clinic-trunk"',
+                            'dial = "Local/{national}@fake-phones/n"')
+        config.write_text(text.replace("poll_seconds = 5", "poll_seconds = 0.2"))
+        database = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'nobat.db'}")
+        await upgrade(database)
+        await load_clinic(database, read_clinic(tmp_path / "clinic.toml"))
+        appointment = await book_a_consultation_due_now(database)
+        server = await ServerProcess(config, env={"NOBAT_AMI_SECRET": SECRET}).start()
+        try:
+            state = ""
+            for _ in range(200):
+                async with database.reading() as session:
+                    state = await session.scalar(select(Consultation.state)) or ""
+                if state == "completed":
+                    break
+                await asyncio.sleep(0.1)
+            assert state == "completed", "\n".join(server.log)
+        finally:
+            assert await server.stop() == 0
+        async with database.reading() as session:
+            status = await session.scalar(select(Appointment.status).where(
+                Appointment.id == appointment))
+        await database.close()
+        assert status == "completed"
+        originates = [a for s in pbx.sessions for a in s.actions if a.name == "Originate"]
+        assert len(originates) == 2
+        assert {a.fields.get("CallerID") for a in originates} == {
+            '"Nobat Clinic" <+982188776655>'}
+        assert pbx.leaks() == []
+        assert all(SECRET not in line for line in server.log)
