@@ -50,6 +50,9 @@ def test_an_empty_config_means_all_defaults(tmp_path: Path) -> None:
     ("[webb]\n", "config.toml:1: webb: unknown key; expected one of server, database, web, "
                  "booking"),
     ("[web\n", "config.toml:1: invalid TOML: Expected ']' at the end of a table declaration"),
+    ("[consultations]\ndial = \"PJSIP/doctor\"\n",
+     "config.toml:2: consultations.dial: expected a dial string with {national} or {number}"),
+    ("[ami]\nport = 0\n", "config.toml:2: ami.port: expected a whole number from 1 to 65535"),
 ])
 def test_each_mistake_names_file_line_key_and_expectation(
         tmp_path: Path, text: str, message: str) -> None:
@@ -73,8 +76,10 @@ def test_secrets_come_from_the_environment_and_never_show(tmp_path: Path) -> Non
     path = write(tmp_path, '[web]\ntoken = "from-file"\n[database]\n'
                            'url = "postgresql+asyncpg://nobat@127.0.0.1/nobat"\n')
     config = load_config(path, env={"NOBAT_WEB_TOKEN": "s3cret-token",
-                                    "NOBAT_DATABASE_PASSWORD": "pg-pass"})
+                                    "NOBAT_DATABASE_PASSWORD": "pg-pass",
+                                    "NOBAT_AMI_SECRET": "ami-pass"})
     assert config.web.token.reveal() == "s3cret-token"
+    assert config.ami.secret.reveal() == "ami-pass" and "ami-pass" not in repr(config)
     assert "pg-pass" in config.database.url
     shown = repr(config) + str(config.web.token) + config.database.safe_url
     assert "s3cret" not in shown and "pg-pass" not in shown and "from-file" not in shown
