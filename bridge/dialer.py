@@ -35,7 +35,15 @@ from bridge.consultation_call import (
     Wake,
 )
 from db.booking import Clock, utc_now
-from db.consultations import Claim, ClaimLost, ConsultationStore, Leg, RetryPolicy, channel_id
+from db.consultations import (
+    Claim,
+    ClaimLost,
+    ConsultationStore,
+    Leg,
+    RetryPolicy,
+    channel_id,
+    consultation_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +78,22 @@ class Dialer:
         self.reconnect_wait, self.link_check = reconnect_wait, link_check
         self.calls: dict[int, asyncio.Task[str]] = {}
         self._freed = asyncio.Event()
+        self._inboxes: dict[int, asyncio.Queue[Event | dt.datetime]] = {}
+        self._unsubscribe: Callable[[], None] | None = None
+
+    def _route(self, event: Event) -> None:
+        """Hand an AMI event to the one call it concerns (by its ids), not to every call."""
+        fields = event.fields
+        for key in ("ActionID", "Uniqueid", "Linkedid"):
+            ident = consultation_of(fields.get(key))
+            if ident is not None:
+                break
+        else:
+            consultation = fields.get("Consultation") or ""
+            ident = int(consultation) if consultation.isdigit() else None
+        inbox = self._inboxes.get(ident) if ident is not None else None
+        if inbox is not None:
+            inbox.put_nowait(event)
 
     async def run(self) -> None:
         """Sweep what was missed while nobat was down, then claim what is due, forever."""
@@ -110,6 +134,9 @@ class Dialer:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
 
     def _finished(self, consultation_id: int, task: asyncio.Task[str]) -> None:
         """Free the call's place under the cap, and say why if it crashed."""
@@ -127,7 +154,9 @@ class Dialer:
         """Run one attempt from Originate to Done; returns its outcome."""
         call = ConsultationCall(claim, self.plan_for(claim))
         inbox: asyncio.Queue[Event | dt.datetime] = asyncio.Queue()
-        unsubscribe = self.ami.subscribe(inbox.put_nowait)  # before Originate: see its answer
+        self._inboxes[claim.consultation_id] = inbox  # before Originate: see its answer
+        if self._unsubscribe is None:
+            self._unsubscribe = self.ami.subscribe(self._route)
         runner = _Runner(self, call, claim, inbox)
         try:
             if claim.attempt > 1:
@@ -137,7 +166,7 @@ class Dialer:
             await asyncio.shield(runner.give_back())
             raise
         finally:
-            unsubscribe()
+            self._inboxes.pop(claim.consultation_id, None)
             runner.stop_timers()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,15 @@ class Leg(enum.StrEnum):
 def channel_id(consultation_id: int, attempt: int, leg: Leg) -> str:
     """A leg's ChannelId; derived, not random, so a redial after a fault can look for it first."""
     return f"nobat-c{consultation_id}-a{attempt}-{leg}"
+
+
+_CHANNEL_ID = re.compile(r"nobat-c(\d+)-a\d+-")
+
+
+def consultation_of(channel_or_action_id: str | None) -> int | None:
+    """The consultation a ChannelId (or an ActionID made from one) belongs to, if any."""
+    match = _CHANNEL_ID.match(channel_or_action_id or "")
+    return int(match.group(1)) if match else None
 
 
 @dataclass(frozen=True)
