@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -30,8 +29,8 @@ from db.engine import Database
 from db.schema import upgrade
 from tests.fakepbx.agi_caller import FakeChannel, call_environment, converse, place_call
 from tests.fakepbx.script import Caller, Hear, Wait
-from tests.support.ivr import ROOT, SECONDS_PER_CHARACTER
-from tests.support.server import ServerProcess
+from tests.support.ivr import SECONDS_PER_CHARACTER
+from tests.support.server import ServerProcess, demo_copy
 
 CLASSIC_AT_ONCE = 50
 """Classic AGI runs at most this many processes at once, as a PBX box would tolerate."""
@@ -107,14 +106,7 @@ async def many(count: int, at_once: int, call: Callable[[int], Awaitable[int]]
 
 async def nobat_run(callers: int, folder: Path) -> Run:
     """The real thing: nobat serve, its flows, its store."""
-    shutil.copy(ROOT / "clinic.toml", folder / "clinic.toml")
-    text = (ROOT / "config.toml").read_text().replace("port = 8080", "port = 0")
-    text = text.replace("port = 4573", "port = 0").replace(
-        "max_calls = 200", f"max_calls = {callers + 10}")
-    for name in ("flows", "prompts"):
-        text = text.replace(f'{name} = "{name}"', f'{name} = "{ROOT / name}"')
-    (folder / "config.toml").write_text(text)
-    server = await ServerProcess(folder / "config.toml").start()
+    server = await ServerProcess(demo_copy(folder, max_calls=callers + 10)).start()
     turnaround: list[float] = []
 
     async def call(n: int) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -18,7 +17,8 @@ from db.schema import upgrade
 from ivr.agi_protocol import AgiEnvironment
 from tests.fakepbx.agi_caller import CallTranscript, FakeChannel, call_environment, converse
 from tests.fakepbx.script import Caller, Hear
-from tests.support.ivr import ROOT, SECONDS_PER_CHARACTER
+from tests.support.ivr import SECONDS_PER_CHARACTER
+from tests.support.server import demo_copy
 from tests.test_ivr_calls import BOOK_SATURDAY_1620
 
 
@@ -45,17 +45,13 @@ async def run_classic(caller: Caller, config: Path) -> CallTranscript:
 
 
 async def test_a_classic_agi_call_books_on_the_same_store(tmp_path: Path) -> None:
-    shutil.copy(ROOT / "clinic.toml", tmp_path / "clinic.toml")
-    text = (ROOT / "config.toml").read_text()
-    for folder in ("flows", "prompts"):
-        text = text.replace(f'{folder} = "{folder}"', f'{folder} = "{ROOT / folder}"')
-    (tmp_path / "config.toml").write_text(text)
+    config = demo_copy(tmp_path)
     database = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'nobat.db'}")
     await upgrade(database)
     await load_clinic(database, read_clinic(tmp_path / "clinic.toml"))
     transcript = await run_classic(
         Caller.dialling("09121234567", Hear("welcome"), "1", *BOOK_SATURDAY_1620[:-2],
-                        Hear("anything-else"), "9"), tmp_path / "config.toml")
+                        Hear("anything-else"), "9"), config)
     assert transcript.exchanges[0].command.verb == "ANSWER"
     assert transcript.prompts[0].endswith("/fa/welcome")
     assert transcript.prompts[-1].endswith("/fa/goodbye")

@@ -27,6 +27,7 @@ from db.engine import Database
 from db.models import Appointment, CallAttempt, Consultation
 from tests.support.claim_race import claim_race
 from tests.support.clinics import Clock
+from tests.support.consultations import attempts, consultation
 from tests.test_schedule import at
 
 DEMO = Path(__file__).resolve().parents[1] / "clinic.toml"
@@ -65,19 +66,6 @@ async def book_phone(service: BookingService, start: dt.datetime, phone: str = P
     return ident
 
 
-async def row(database: Database, ident: int) -> Consultation:
-    async with database.reading() as session:
-        found = await session.get(Consultation, ident)
-    assert found is not None
-    return found
-
-
-async def attempts(database: Database, ident: int) -> list[CallAttempt]:
-    async with database.reading() as session:
-        return list((await session.scalars(select(CallAttempt).where(
-            CallAttempt.consultation_id == ident).order_by(CallAttempt.number))).all())
-
-
 async def appointment_status(database: Database, ident: int) -> str | None:
     async with database.reading() as session:
         return await session.scalar(select(Appointment.status).join(
@@ -102,7 +90,7 @@ async def test_a_due_consultation_is_claimed_once_with_its_attempt_written_first
     assert claim.consultation.duration == dt.timedelta(minutes=10)
     assert await store.claim(ident, "nobat-a", LEASE) is None
     assert await store.claim(ident, "nobat-b", LEASE) is None
-    stored = await row(database, ident)
+    stored = await consultation(database, ident)
     assert (stored.state, stored.claimed_by, stored.attempts) == ("dialling", "nobat-a", 1)
     assert [(a.number, a.state, a.doctor_channel_id, a.patient_channel_id)
             for a in await attempts(database, ident)] == [
@@ -130,7 +118,7 @@ async def test_an_expired_lease_is_taken_over_and_the_old_claim_can_write_nothin
                  store.attempt_failed(old, "late", None, None, None)):
         with pytest.raises(ClaimLost, match="claimed by 'nobat-b' at attempt 2"):
             await step
-    stored = await row(database, ident)
+    stored = await consultation(database, ident)
     assert (stored.state, stored.claimed_by, stored.attempts) == ("dialling", "nobat-b", 2)
     assert [a.doctor_answered_at for a in await attempts(database, ident)] == [None, None]
 
@@ -196,7 +184,7 @@ async def test_a_failed_attempt_waits_for_its_retry_and_the_last_one_is_missed(
         retry = policy.next_at(claim, clock.now)
         await store.attempt_failed(claim, f"attempt {number} failed", doctor_cause,
                                    patient_cause, retry)
-        stored = await row(database, ident)
+        stored = await consultation(database, ident)
         if number < 3:
             assert retry == clock.now + 2 * MINUTE
             assert (stored.state, stored.due_at, stored.claimed_by) == ("retry_wait", retry, None)
@@ -233,7 +221,7 @@ async def test_a_bridged_call_completes_the_appointment(
 
     await store.completed(claim, at(SATURDAY, "10:10"), 540)
 
-    stored = await row(database, ident)
+    stored = await consultation(database, ident)
     assert (stored.state, stored.outcome, stored.lease_until) == ("completed", "completed", None)
     assert await appointment_status(database, ident) == "completed"
     [attempt] = await attempts(database, ident)
@@ -282,7 +270,7 @@ async def test_at_start_old_consultations_are_missed_and_recent_ones_still_due(
 
     assert await store.sweep_missed(now, grace=dt.timedelta(minutes=10)) == [old]
 
-    stored = await row(database, old)
+    stored = await consultation(database, old)
     assert (stored.state, stored.outcome, stored.cause) == ("missed", "missed", DOWN_CAUSE)
     assert await appointment_status(database, old) == "missed"
     due = await store.due(now, horizon=dt.timedelta(minutes=30))

@@ -24,7 +24,7 @@ from db.booking import Booked, BookingService
 from db.clinic_sync import load_clinic
 from db.consultations import Claim, DueConsultation, Leg
 from db.engine import Database
-from db.models import Appointment, CallAttempt, Consultation
+from db.models import Appointment, Consultation
 from tests.fakepbx.script import (
     Answers,
     Busy,
@@ -36,6 +36,7 @@ from tests.fakepbx.script import (
     Unreachable,
 )
 from tests.support.clinics import Clock, every_day_clinic
+from tests.support.consultations import attempts, consultation
 from tests.support.dialer_line import (
     CLINIC_NAME,
     CLINIC_NUMBER,
@@ -80,19 +81,6 @@ async def book(database: Database, count: int) -> list[int]:
             idents.append(await session.scalar(select(Consultation.id).where(
                 Consultation.appointment_id == booked.appointment.id)))
     return idents
-
-
-async def consultation(database: Database, ident: int) -> Consultation:
-    async with database.reading() as session:
-        found = await session.get(Consultation, ident)
-    assert found is not None
-    return found
-
-
-async def attempts(database: Database, ident: int) -> list[CallAttempt]:
-    async with database.reading() as session:
-        return list((await session.scalars(select(CallAttempt).where(
-            CallAttempt.consultation_id == ident).order_by(CallAttempt.number))).all())
 
 
 def settled(database: Database, idents: list[int], *states: str

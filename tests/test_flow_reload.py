@@ -16,9 +16,8 @@ from ivr.agi_protocol import Command
 from tests.fakepbx.script import Caller, Hear
 from tests.support.clinics import Clock
 from tests.support.ivr import ROOT, IvrRig, ivr_rig
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, demo_copy
 from tests.test_ivr_calls import SATURDAY, at
-from tests.test_serve import demo_copy
 
 ADDRESS_KEY = '"3" = "address", "4" = "hours"'
 HOURS_KEY = '"3" = "hours", "4" = "address"'

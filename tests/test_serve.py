@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 import sys
 from pathlib import Path
@@ -15,22 +14,9 @@ from db.booking import BookingService
 from db.engine import Database
 from db.schema import head_revision
 from tests.support.postgres import PostgresServer
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, demo_copy
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def demo_copy(tmp_path: Path, port: int = 0, clinic: str | None = None) -> Path:
-    """The shipped config and clinic, copied so the test owns the files beside them."""
-    shutil.copy(ROOT / "clinic.toml", tmp_path / "clinic.toml")
-    if clinic is not None:
-        (tmp_path / "clinic.toml").write_text(clinic, encoding="utf-8")
-    text = (ROOT / "config.toml").read_text().replace("port = 8080", f"port = {port}")
-    text = text.replace("port = 4573", "port = 0")
-    for folder in ("flows", "prompts"):
-        text = text.replace(f'{folder} = "{folder}"', f'{folder} = "{ROOT / folder}"')
-    (tmp_path / "config.toml").write_text(text)
-    return tmp_path / "config.toml"
 
 
 async def get_health(server: ServerProcess) -> tuple[int, dict[str, str]]:

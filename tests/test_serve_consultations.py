@@ -17,8 +17,7 @@ from db.models import Appointment, Consultation
 from db.schema import upgrade
 from tests.fakepbx.ami_server import FakeAsterisk
 from tests.fakepbx.script import Answers, Phone
-from tests.support.server import ServerProcess
-from tests.test_serve import demo_copy
+from tests.support.server import ServerProcess, demo_copy
 
 SECRET = "ami-test-secret"
 USERS = {"nobat": (SECRET, "call,system,user", "call,originate,reporting")}

@@ -20,7 +20,7 @@ import pytest
 from ivr.prompts import PromptLibrary
 from ivr.session import CallerHungUp, CallInfo
 from ivr.terminal_session import TerminalSession
-from tests.test_serve import demo_copy
+from tests.support.server import demo_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 MOBILE = "09121234567"

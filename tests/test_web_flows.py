@@ -8,9 +8,8 @@ from pathlib import Path
 import aiohttp
 
 from tests.support.ivr import ROOT
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, demo_copy
 from tests.test_flow_reload import ADDRESS_KEY, BROKEN_KEY, HOURS_KEY, edit
-from tests.test_serve import demo_copy
 
 TOKEN = "test-token-1234"
 

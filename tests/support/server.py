@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import sys
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[2]
 LISTENING = re.compile(r"status page listening on http://([\d.]+):(\d+)/")
 FASTAGI = re.compile(r"FastAGI listening on [\d.]+:(\d+)")
 
@@ -58,3 +60,20 @@ class ServerProcess:
         if self._reader is not None:
             await self._reader
         return code
+
+
+def demo_copy(folder: Path, port: int = 0, clinic: str | None = None,
+              max_calls: int | None = None) -> Path:
+    """The shipped config and clinic copied into `folder` (free ports, the repo's flows and
+    prompts), so a test or benchmark owns the store and files beside them."""
+    shutil.copy(ROOT / "clinic.toml", folder / "clinic.toml")
+    if clinic is not None:
+        (folder / "clinic.toml").write_text(clinic, encoding="utf-8")
+    text = (ROOT / "config.toml").read_text().replace("port = 8080", f"port = {port}")
+    text = text.replace("port = 4573", "port = 0")
+    if max_calls is not None:
+        text = text.replace("max_calls = 200", f"max_calls = {max_calls}")
+    for name in ("flows", "prompts"):
+        text = text.replace(f'{name} = "{name}"', f'{name} = "{ROOT / name}"')
+    (folder / "config.toml").write_text(text)
+    return folder / "config.toml"
