@@ -1,12 +1,13 @@
 """The consultation dialer under load: a thousand calls due at once, and a big restore at start.
 
 Run: python -m bench.dialer [--calls 1000] [--cap 100] [--restore 100000] [--speed 0.5]
-     [--talk 6] [--sqlite-only] [--give-up 60]
+     [--talk 10] [--sqlite-only] [--give-up 60]
 
 For SQLite (a temporary file) and PostgreSQL (a throwaway server it starts), it bulk-inserts
 `--calls` phone consultations (one doctor and one patient each) all due at the same instant,
 with a Dialer (poll 0.05 s, cap `--cap`) already running against the fake Asterisk (in a
-child process), whose phones answer within 0.25 s and talk 3 s (speed 0.5, 6 s scripted). It
+child process), whose phones answer within 0.25 s, hear the announcement (1 s per prompt
+file: the patient's is three) and talk 5 s from answering (speed 0.5, 10 s scripted). It
 prints the dispatch lag (the first Originate of a consultation reaching the fake PBX, minus its
 due_at) p50/p99 for the first `cap` consultations dialled and for all of them, how many
 completed or failed, and the seconds from due_at until every one has ended (drained; ">N" when
@@ -49,16 +50,16 @@ from tests.fakepbx.script import Answers, Phone
 from tests.support.postgres import PostgresServer
 
 SPEED = 0.5
-"""Real seconds per scripted second at the fake PBX: the 6 s talk lasts 3 s."""
+"""Real seconds per scripted second at the fake PBX: the 10 s talk lasts 5 s."""
 POLL = 0.05
 SLOT = dt.timedelta(minutes=5)
 DOCTORS = 1000
 CHUNK = 5000
-TALK = 6.0
-"""Scripted seconds the patient talks, counted from answering: it must outlast the dialer's
-answer-to-Bridge delay under load, or the Bridge finds the patient gone and the try fails."""
+TALK = 10.0
+"""Scripted seconds the patient talks, counted from answering: it must outlast the
+announcement (3 s) and the dialer's delay to the bridge under load, or the try fails."""
 PLAN = CallPlan("Local/{exten}@fake-phones/n", "02188776655", "Clinic", ring_seconds=30,
-                grace=dt.timedelta(minutes=2), announce="nobat/please-wait",
+                grace=dt.timedelta(minutes=2),
                 address=lambda number: {"exten": "doctor" if number.startswith("+98912")
                                         else "patient"})
 

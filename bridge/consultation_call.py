@@ -1,14 +1,18 @@
 """One consultation call as a state machine without I/O, after h11: AMI events in, effects out.
 
 `ConsultationCall` decides what happens to one claimed attempt: both legs are originated at
-once into [nobat-consult-hold] (asterisk/extensions.conf), bridged once BOTH raised
-NobatLegReady, and ended by nobat when either party leaves, a leg fails, or the booked time
-is up. It returns effects (`SendAction`, `Record`, `Wake`, `Done`) that the dialer carries
-out in order, so every state change is written before the next action goes to Asterisk.
+once into [nobat-consult-hold] (asterisk/extensions.conf), where each hears who is calling;
+once BOTH raised NobatLegReady the doctor leg is redirected into [nobat-consult-bridge],
+whose Bridge() warns both before the booked end and ends the call at the booked end plus
+grace. nobat ends the call when either party leaves, and when a leg fails the waiting party
+is sent to [nobat-consult-end] to hear why before it is released. It returns effects
+(`SendAction`, `Record`, `Wake`, `Done`) that the dialer carries out in order, so every
+state change is written before the next action goes to Asterisk.
 Time comes in as an argument, never from a clock, so each step is a plain function call.
 
-    call = ConsultationCall(claim, plan)
+    call = ConsultationCall(claim, plan, retry)
     effects = call.start()                 # two Originates and a Wake for the booked end
+    effects = call.resume(live, now)       # or: take over a call bridged before a restart
     effects = call.on_event(event, now)    # OriginateResponse, UserEvent, BridgeEnter, Hangup
     effects = call.on_time(now)            # when a Wake is due
     effects = call.on_refused(action, message, now)   # Asterisk answered an action with Error
@@ -24,9 +28,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from bridge.ami_protocol import Action, Event, Fields
-from db.consultations import Claim, Leg
+from db.consultations import UNSEEN_CAUSE, Claim, Leg, RetryPolicy
 
 HOLDING_CONTEXT = "nobat-consult-hold"
+BRIDGE_CONTEXT = "nobat-consult-bridge"
+"""Its extension is the number of milliseconds the bridged call may last."""
+END_CONTEXT = "nobat-consult-end"
+"""Its extension names the prompt (in NOBAT_SOUNDS) that tells a waiting party why it ends."""
+PROMPTS = ("consult/patient-intro", "consult/is-starting", "consult/doctor-intro",
+           "consult/ending-soon", "consult/time-up",
+           *(f"consult/{who}-{what}{last}" for who, what in (
+               ("doctor", "unavailable"), ("patient", "unavailable"), ("call", "failed"))
+             for last in ("", "-final")))
+"""Every prompt a consultation plays (besides the doctor's name), for the manifest's check."""
+BACKSTOP = dt.timedelta(seconds=30)
+"""How long after the booked end plus grace nobat itself ends a call Asterisk did not end."""
 READY_EVENT = "NobatLegReady"
 RELEASE_CAUSE = "16"  # Normal Clearing: how nobat ends a leg it no longer needs
 
@@ -68,6 +84,9 @@ class Record:
     doctor_cause: int | None = None
     patient_cause: int | None = None
     talk_seconds: int | None = None
+    """For a completed call: None when it ended while no nobat watched it."""
+    retry_at: dt.datetime | None = None
+    """For a failed attempt: when to try again, None when no try is left."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +111,11 @@ def by_number(number: str) -> Mapping[str, str]:
     return {"number": number}
 
 
+def asterisk_sounds(lang: str, key: str) -> str:
+    """The default place of a prompt: copied under Asterisk's sounds folder as nobat/."""
+    return f"nobat/{lang}/{key}"
+
+
 @dataclass(frozen=True)
 class CallPlan:
     """How this clinic's consultations are dialled (from config): trunk, identity, timing."""
@@ -102,10 +126,13 @@ class CallPlan:
     clinic_name: str
     ring_seconds: float = 45.0
     grace: dt.timedelta = dt.timedelta(minutes=2)
-    """How long a bridged call may run past its booked end before nobat ends it."""
-    announce: str = ""
+    """How long a bridged call may run past its booked end before it is ended."""
+    warn_before: dt.timedelta = dt.timedelta(minutes=1)
+    """When, before the booked end, both parties hear that time is almost up (0: never)."""
     address: Callable[[str], Mapping[str, str]] = by_number
     """Maps a party's phone number to the fields `dial_template` names."""
+    prompt_file: Callable[[str, str], str] = asterisk_sounds
+    """Where Asterisk finds a prompt, by language and key (PromptLibrary.file)."""
 
     def dial_string(self, number: str) -> str:
         """Where to ring `number` through this clinic's trunk."""
@@ -131,6 +158,7 @@ class _LegState:
     channel_id: str
     number: str
     channel: str | None = None
+    answered: bool = False
     ready: bool = False
     entered: bool = False
     gone: bool = False
@@ -152,6 +180,8 @@ class ConsultationCall:
 
     claim: Claim
     plan: CallPlan
+    retry: RetryPolicy | None = None
+    """Whether a failed attempt is tried again; None: never."""
     phase: Phase = Phase.DIALLING
     bridged_at: dt.datetime | None = None
     outcome: str = ""
@@ -178,6 +208,25 @@ class ConsultationCall:
         return [*(SendAction(self._originate(state)) for state in self.legs.values()),
                 Wake(self.ends_at)]
 
+    def resume(self, live: Mapping[str, str] | None, now: dt.datetime) -> list[Effect]:
+        """Take over a call bridged before this claim (its instance stopped): with both legs
+        still up it goes on (Asterisk ends it at the booked time); with a leg gone it ended
+        unseen, so the rest is released and no talk time is guessed."""
+        assert self.claim.bridged_at is not None
+        self.phase, self.bridged_at = Phase.BRIDGED, self.claim.bridged_at
+        for state in self.legs.values():
+            state.answered = state.ready = state.entered = True
+        effects: list[Effect] = [Wake(self.ends_at)]
+        if live is None:
+            return effects  # not known yet: the Wake and the next resync decide
+        for state in self.legs.values():
+            state.gone = state.channel_id not in live
+            state.channel = live.get(state.channel_id)
+        if any(state.gone for state in self.legs.values()):
+            return self._end("completed", Record(RecordKind.COMPLETED, now, cause=UNSEEN_CAUSE),
+                             None, now)
+        return effects
+
     def on_event(self, evt: Event, now: dt.datetime) -> list[Effect]:
         """Advance on one AMI event; events of other calls give no effects."""
         if self.phase is Phase.DONE:
@@ -203,17 +252,20 @@ class ConsultationCall:
         return []
 
     def on_time(self, now: dt.datetime) -> list[Effect]:
-        """At the booked end plus grace, end the call whatever its state; while ending, stop
-        waiting for legs that never reported (an Originate whose answer was lost)."""
+        """At the booked end plus grace, give up an attempt not yet bridged; a bridged call
+        Asterisk ends itself (Bridge's L()), so nobat ends it only if it is still up a
+        BACKSTOP later. While ending, stop waiting for legs that never reported."""
         if self.phase is Phase.ENDING:
             for state in self.legs.values():
                 state.gone = True
             return self._settle()
         if self.phase is Phase.DONE or now < self.ends_at:
             return []
-        if self.phase is Phase.BRIDGED:
-            return self._complete(None, now)
-        return self._fail(None, "time_up", now)
+        if self.phase is not Phase.BRIDGED:
+            return self._fail(None, "time_up", now)
+        if now < self.ends_at + BACKSTOP:
+            return [Wake(self.ends_at + BACKSTOP)]
+        return self._complete(None, now)
 
     def on_refused(self, action: Action, message: str, now: dt.datetime) -> list[Effect]:
         """Asterisk answered an action with Error: a refused Originate or Bridge ends the
@@ -252,11 +304,23 @@ class ConsultationCall:
 
     # -- steps -------------------------------------------------------------------------
 
+    def _sound(self, key: str) -> str:
+        """A prompt in the patient's language (the doctor hears the same language)."""
+        return self.plan.prompt_file(self.claim.consultation.patient_language, key)
+
     def _originate(self, state: _LegState) -> Action:
-        plan = self.plan
+        plan, booked = self.plan, self.claim.consultation
+        announce = (["consult/patient-intro", f"doctor/{booked.doctor_key}", "consult/is-starting"]
+                    if state.leg is Leg.PATIENT else ["consult/doctor-intro"])
         variables = {"LEG": str(state.leg), "CONSULTATION": str(self.claim.consultation_id),
                      "NOBAT_CLINIC_NUMBER": plan.clinic_number,
-                     "NOBAT_CLINIC_NAME": plan.clinic_name, "NOBAT_ANNOUNCE": plan.announce}
+                     "NOBAT_CLINIC_NAME": plan.clinic_name,
+                     "NOBAT_ANNOUNCE": "&".join(self._sound(key) for key in announce),
+                     "NOBAT_SOUNDS": self._sound("consult")}
+        if state.leg is Leg.DOCTOR:
+            warn = plan.grace + plan.warn_before if plan.warn_before else dt.timedelta(0)
+            variables |= {"NOBAT_PEER": self.claim.channel_id(Leg.PATIENT),
+                          "NOBAT_WARN_MS": str(_ms(warn))}
         return Action("Originate", Fields.of(
             [("Channel", plan.dial_string(state.number)), ("Context", HOLDING_CONTEXT),
              ("Exten", "s"), ("Priority", "1"),
@@ -286,25 +350,35 @@ class ConsultationCall:
             return []
         if evt.fields.get("Response") == "Success":
             state.channel = state.channel or evt.fields.get("Channel")
-            return self._settle() if self.phase is Phase.ENDING else []
+            return self._settle() if self.phase is Phase.ENDING else self._answered(state, now)
         state.gone = True
         if self.phase is Phase.ENDING:
             return self._settle()
         reason = int(evt.fields.get("Reason") or 0)
         return self._fail(state, FAILURE_BY_REASON.get(reason, f"reason_{reason}"), now)
 
+    def _answered(self, state: _LegState, now: dt.datetime) -> list[Effect]:
+        """Record the answer time once, from whichever comes first: OriginateResponse or
+        NobatLegReady (their order is not fixed)."""
+        if state.answered or self.phase is not Phase.DIALLING:
+            return []
+        state.answered = True
+        return [Record(RecordKind.LEG_ANSWERED, now, leg=state.leg)]
+
     def _ready(self, state: _LegState, evt: Event, now: dt.datetime) -> list[Effect]:
+        """A party heard the announcement and waits; with both waiting, the doctor leg runs
+        Bridge() for the time left (asterisk/extensions.conf, [nobat-consult-bridge])."""
         if state.ready or self.phase is not Phase.DIALLING:
             return []
         state.ready = True
         state.channel = evt.fields.get("Chan") or state.channel
-        effects: list[Effect] = [Record(RecordKind.LEG_ANSWERED, now, leg=state.leg)]
+        effects = self._answered(state, now)
         doctor, patient = self.legs[Leg.DOCTOR], self.legs[Leg.PATIENT]
         if doctor.ready and patient.ready:
             self.phase = Phase.BRIDGING
-            effects.append(SendAction(Action("Bridge", Fields.of(
-                [("Channel1", doctor.channel or ""), ("Channel2", patient.channel or ""),
-                 ("Tone", "no")]))))
+            limit = max(_ms(self.ends_at - now), 1000)
+            effects.append(SendAction(_redirect(doctor.channel or "", BRIDGE_CONTEXT,
+                                                str(limit))))
         return effects
 
     def _entered(self, state: _LegState, now: dt.datetime) -> list[Effect]:
@@ -329,12 +403,23 @@ class ConsultationCall:
         return self._fail(state, FAILURE_BY_CAUSE.get(state.recorded_cause or 0, "hung_up"), now)
 
     def _fail(self, state: _LegState | None, why: str, now: dt.datetime) -> list[Effect]:
-        """End an unbridged attempt: record why, then release every leg still up."""
+        """End an unbridged attempt: record why and when to try again, tell a party who
+        waits why it ends (it is then hung up by the dialplan), release the other legs."""
         doctor, patient = self.legs[Leg.DOCTOR], self.legs[Leg.PATIENT]
+        retry_at = None if self.retry is None else self.retry.next_at(self.claim, now)
         record = Record(RecordKind.ATTEMPT_FAILED, now,
                         cause=why if state is None else f"{state.leg}: {why}",
-                        doctor_cause=doctor.recorded_cause, patient_cause=patient.recorded_cause)
-        return self._end("failed", record, state, now)
+                        doctor_cause=doctor.recorded_cause, patient_cause=patient.recorded_cause,
+                        retry_at=retry_at)
+        told: list[Effect] = []
+        reason = ("call-failed" if state is None else f"{state.leg}-unavailable") + (
+            "" if retry_at is not None else "-final")
+        for waiting in self.legs.values():
+            if waiting is not state and waiting.ready and waiting.channel is not None and not (
+                    waiting.gone or waiting.released):
+                waiting.released = True
+                told.append(SendAction(_redirect(waiting.channel, END_CONTEXT, reason)))
+        return self._end("failed", record, state, now, told)
 
     def _complete(self, leaving: _LegState | None, now: dt.datetime) -> list[Effect]:
         """End a bridged call: record the talk time, then hang up whoever did not leave
@@ -344,15 +429,15 @@ class ConsultationCall:
         record = Record(RecordKind.COMPLETED, now, talk_seconds=talk)
         return self._end("completed", record, leaving, now)
 
-    def _end(self, outcome: str, record: Record, leaving: _LegState | None, now: dt.datetime
-             ) -> list[Effect]:
-        """Record the result first, then end every leg but the one already going, and wait
-        (at most one ring time) for the legs to be gone."""
+    def _end(self, outcome: str, record: Record, leaving: _LegState | None, now: dt.datetime,
+             told: list[Effect] | None = None) -> list[Effect]:
+        """Record the result first, then end every leg but the one already going (and those
+        `told` why), and wait (at most one ring time) for the legs to be gone."""
         self.phase, self.outcome = Phase.ENDING, outcome
         if leaving is not None:
             leaving.released = True
         wake = Wake(now + dt.timedelta(seconds=self.plan.ring_seconds))
-        return [record, *self._release_legs(), wake, *self._settle()]
+        return [record, *(told or []), *self._release_legs(), wake, *self._settle()]
 
     def _release_legs(self) -> list[Effect]:
         """Hang up each leg nobat knows a channel of and has not ended yet."""
@@ -371,3 +456,14 @@ class ConsultationCall:
             self.phase = Phase.DONE
             effects.append(Done(self.outcome))
         return effects
+
+
+def _ms(span: dt.timedelta) -> int:
+    """Milliseconds, as Bridge()'s L() takes them."""
+    return int(span.total_seconds() * 1000)
+
+
+def _redirect(channel: str, context: str, exten: str) -> Action:
+    """Send a waiting leg elsewhere in nobat's dialplan (one action: no variable to set first)."""
+    return Action("Redirect", Fields.of(Channel=channel, Context=context, Exten=exten,
+                                        Priority="1"))

@@ -152,7 +152,7 @@ class Dialer:
 
     async def _call(self, claim: Claim) -> str:
         """Run one attempt from Originate to Done; returns its outcome."""
-        call = ConsultationCall(claim, self.plan_for(claim))
+        call = ConsultationCall(claim, self.plan_for(claim), self.retry)
         inbox: asyncio.Queue[Event | dt.datetime] = asyncio.Queue()
         self._inboxes[claim.consultation_id] = inbox  # before Originate: see its answer
         if self._unsubscribe is None:
@@ -184,7 +184,10 @@ class _Runner:
         """Start the call, then react until it is over."""
         dialer = self.dialer
         loop = asyncio.get_running_loop()
-        await self.apply(self.call.start())
+        if self.claim.bridged_at is None:
+            await self.apply(self.call.start())
+        else:
+            await self.apply(self.call.resume(await self.live_channels(), dialer.clock()))
         watched = loop.time()
         while self.outcome is None:
             try:
@@ -247,13 +250,12 @@ class _Runner:
             elif record.kind is RecordKind.BRIDGED:
                 await store.bridged(claim, record.at)
             elif record.kind is RecordKind.COMPLETED:
-                await store.completed(claim, record.at, record.talk_seconds or 0)
+                await store.completed(claim, record.at, record.talk_seconds, record.cause)
             else:
-                retry_at = self.dialer.retry.next_at(claim, record.at)
                 log.info("consultation %s attempt %d failed (%s); next try %s",
-                         claim.consultation_id, claim.attempt, record.cause, retry_at)
+                         claim.consultation_id, claim.attempt, record.cause, record.retry_at)
                 await store.attempt_failed(claim, record.cause or "failed", record.doctor_cause,
-                                           record.patient_cause, retry_at)
+                                           record.patient_cause, record.retry_at)
         except ClaimLost as lost:
             await self.let_go(lost)
 
@@ -280,19 +282,23 @@ class _Runner:
         if dialer.ami.status.connected_since != self.link:
             await self.resync()
 
-    async def resync(self) -> None:
-        """Events may have been lost: wait for the link, list live channels, let the call
-        decide; nothing is ever re-sent."""
+    async def live_channels(self) -> dict[str, str] | None:
+        """Uniqueid -> channel of every channel Asterisk has now; None if it cannot say."""
         ami = self.dialer.ami
-        live: dict[str, str] | None = None
         try:
             await ami.wait_ready(self.dialer.reconnect_wait)
             _, channels = await ami.send_list(Action("CoreShowChannels"))
-            live = {e.fields.get("Uniqueid") or "": e.fields.get("Channel") or ""
-                    for e in channels}
         except AmiError as error:
-            log.error("consultation %s: AMI not back (%s)", self.claim.consultation_id, error)
-        self.link = ami.status.connected_since
+            log.error("consultation %s: cannot list Asterisk's channels (%s)",
+                      self.claim.consultation_id, error)
+            return None
+        return {e.fields.get("Uniqueid") or "": e.fields.get("Channel") or "" for e in channels}
+
+    async def resync(self) -> None:
+        """Events may have been lost: wait for the link, list live channels, let the call
+        decide; nothing is ever re-sent."""
+        live = await self.live_channels()
+        self.link = self.dialer.ami.status.connected_since
         await self.apply(self.call.on_resync(live, self.dialer.clock()))
 
     async def clear_leftovers(self) -> None:
@@ -301,15 +307,10 @@ class _Runner:
         ident = self.claim.consultation_id
         earlier = {channel_id(ident, n, leg) for n in range(1, self.claim.attempt) for leg in Leg}
         earlier |= {f"{c}-2" for c in earlier}
-        try:
-            _, channels = await self.dialer.ami.send_list(Action("CoreShowChannels"))
-        except AmiError as error:
-            log.warning("consultation %s: could not list channels (%s)", ident, error)
-            return
-        for item in channels:
-            if item.fields.get("Uniqueid") in earlier:
+        for uniqueid, channel in (await self.live_channels() or {}).items():
+            if uniqueid in earlier:
                 with contextlib.suppress(AmiError):
-                    await self.dialer.ami.send(_hangup(item.fields.get("Channel") or ""))
+                    await self.dialer.ami.send(_hangup(channel))
 
     async def let_go(self, lost: ClaimLost) -> None:
         """The store refused a step: this instance no longer owns the call, so it hangs up

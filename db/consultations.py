@@ -25,6 +25,7 @@ from db.models import Appointment, CallAttempt, Consultation, Doctor, Patient
 WAITING = ("scheduled", "retry_wait")
 DOWN_CAUSE = "due while nobat was down"
 ABANDON_CAUSE = "abandoned when nobat stopped"
+UNSEEN_CAUSE = "ended while no nobat watched it; talk time unknown"
 
 
 class Leg(enum.StrEnum):
@@ -59,6 +60,7 @@ class DueConsultation:
     attempts: int
     starts_at: dt.datetime
     ends_at: dt.datetime
+    doctor_key: str
     doctor_name: str
     doctor_name_en: str
     doctor_phone: str
@@ -80,6 +82,8 @@ class Claim:
     instance: str
     lease: dt.timedelta
     lease_until: dt.datetime
+    bridged_at: dt.datetime | None = None
+    """Set when this claim took over a call already bridged (its instance stopped)."""
 
     @property
     def consultation_id(self) -> int:
@@ -123,9 +127,9 @@ class ConsultationStore:
 
     async def due(self, now: dt.datetime, horizon: dt.timedelta) -> list[DueConsultation]:
         """Consultations to set timers for: waiting ones due before `now + horizon`, and
-        dialling ones whose lease ran out (their instance died), oldest first."""
+        dialling or bridged ones whose lease ran out (their instance died), oldest first."""
         waiting = and_(Consultation.state.in_(WAITING), Consultation.due_at <= now + horizon)
-        query = _details().where(or_(waiting, _lease_expired(now)))
+        query = _details().where(or_(waiting, _lease_expired(now, "dialling", "bridged")))
         async with self.db.reading() as session:
             rows = (await session.execute(query.order_by(Consultation.due_at,
                                                          Consultation.id))).all()
@@ -161,12 +165,20 @@ class ConsultationStore:
 
         One conditional UPDATE decides (its row count), so racing tasks, processes and hosts
         need no lock of their own; the attempt row with its ChannelIds is written in the same
-        transaction, before anything is dialled.
+        transaction, before anything is dialled. A call left bridged by an instance that
+        stopped is taken over as it is (same attempt, nothing dialled): Asterisk still runs it.
         """
 
         async def run() -> Claim | None:
             async with self.db.writing() as session:
                 now = self.clock()
+                orphan = await session.execute(
+                    update(Consultation)
+                    .where(Consultation.id == consultation_id, _lease_expired(now, "bridged"))
+                    .values(claimed_by=instance, lease_until=now + lease, updated_at=now)
+                    .execution_options(synchronize_session=False))
+                if orphan.rowcount == 1:
+                    return await _taken_over(session, consultation_id, instance, lease, now)
                 won = await session.execute(
                     update(Consultation)
                     .where(Consultation.id == consultation_id, _claimable(now))
@@ -192,10 +204,12 @@ class ConsultationStore:
         claims: list[Claim] = []
         tried: set[int] = set()
         while len(claims) < limit:
+            now = self.clock()
             async with self.db.reading() as session:
                 candidates = (await session.scalars(
                     select(Consultation.id)
-                    .where(_claimable(self.clock()), Consultation.id.not_in(tried))
+                    .where(or_(_claimable(now), _lease_expired(now, "bridged")),
+                           Consultation.id.not_in(tried))
                     .order_by(Consultation.due_at, Consultation.id)
                     .limit(limit - len(claims)))).all()
             if not candidates:
@@ -237,10 +251,12 @@ class ConsultationStore:
                              {"state": "missed", "outcome": "missed", "cause": cause,
                               "lease_until": None}, attempt, appointment="missed")
 
-    async def completed(self, claim: Claim, ended_at: dt.datetime, talk_seconds: int) -> None:
-        """Record the end of a bridged call; the appointment is completed with it."""
+    async def completed(self, claim: Claim, ended_at: dt.datetime, talk_seconds: int | None,
+                        cause: str | None = None) -> None:
+        """Record the end of a bridged call; the appointment is completed with it. A call
+        that ended unseen has no talk time and says so in `cause`."""
         await self._step(claim, ("bridged",),
-                         {"state": "completed", "outcome": "completed", "cause": None,
+                         {"state": "completed", "outcome": "completed", "cause": cause,
                           "lease_until": None},
                          {"state": "completed", "ended_at": ended_at, "outcome": "completed",
                           "talk_seconds": talk_seconds}, appointment="completed")
@@ -291,22 +307,34 @@ class ConsultationStore:
 
 
 def _claimable(now: dt.datetime) -> ColumnElement[bool]:
-    """Due and waiting, or dialling under a lease that ran out."""
+    """Due for a new attempt: waiting and due, or dialling under a lease that ran out."""
     return or_(and_(Consultation.state.in_(WAITING), Consultation.due_at <= now),
-               _lease_expired(now))
+               _lease_expired(now, "dialling"))
 
 
-def _lease_expired(now: dt.datetime) -> ColumnElement[bool]:
-    """Dialling, but the instance that claimed it stopped renewing (crashed or cut off)."""
-    return and_(Consultation.state == "dialling", Consultation.lease_until < now)
+def _lease_expired(now: dt.datetime, *states: str) -> ColumnElement[bool]:
+    """In one of `states`, but the instance that claimed it stopped renewing (crashed or
+    cut off)."""
+    return and_(Consultation.state.in_(states), Consultation.lease_until < now)
+
+
+async def _taken_over(session: AsyncSession, consultation_id: int, instance: str,
+                      lease: dt.timedelta, now: dt.datetime) -> Claim:
+    """The claim on a bridged call whose instance stopped: its attempt, as it was."""
+    details = DueConsultation(*(await session.execute(
+        _details().where(Consultation.id == consultation_id))).one())
+    bridged_at = await session.scalar(
+        select(CallAttempt.bridged_at).where(CallAttempt.consultation_id == consultation_id,
+                                             CallAttempt.number == details.attempts))
+    return Claim(details, details.attempts, instance, lease, now + lease, bridged_at or now)
 
 
 def _details() -> Select[Any]:
     """Columns in the order of DueConsultation's fields."""
     return (select(Consultation.id, Consultation.appointment_id, Consultation.due_at,
                    Consultation.state, Consultation.attempts, Appointment.start_at,
-                   Appointment.end_at, Doctor.name, Doctor.name_en, Doctor.phone, Patient.phone,
-                   Patient.language)
+                   Appointment.end_at, Doctor.key, Doctor.name, Doctor.name_en, Doctor.phone,
+                   Patient.phone, Patient.language)
             .join(Appointment, Consultation.appointment_id == Appointment.id)
             .join(Doctor, Appointment.doctor_id == Doctor.id)
             .join(Patient, Appointment.patient_id == Patient.id))

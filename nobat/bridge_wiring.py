@@ -15,6 +15,7 @@ from clinic.phones import national
 from db.booking import BookingService
 from db.consultations import ConsultationStore, RetryPolicy
 from db.engine import Database
+from ivr.prompts import PromptLibrary
 from nobat.config import Config
 
 log = logging.getLogger("nobat")
@@ -39,8 +40,10 @@ async def build_dialer(config: Config, database: Database) -> Dialer | None:
     calls = config.consultations
     plan = CallPlan(calls.dial, profile.phone, profile.name_en or profile.name,
                     ring_seconds=calls.ring_seconds,
-                    grace=dt.timedelta(minutes=calls.grace_minutes), announce=calls.announce,
-                    address=phone_fields)
+                    grace=dt.timedelta(minutes=calls.grace_minutes),
+                    warn_before=dt.timedelta(minutes=calls.warn_minutes),
+                    address=phone_fields,
+                    prompt_file=PromptLibrary({}, config.ivr.asterisk_prompts).file)
     ami = AmiClient(ami_config.host, ami_config.port, ami_config.username,
                     ami_config.secret.reveal(), action_timeout=ami_config.action_timeout)
     return Dialer(ConsultationStore(database), ami, lambda claim: plan,

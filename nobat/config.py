@@ -116,7 +116,7 @@ class ConsultationConfig:
     retry_minutes: int
     max_calls: int
     poll_seconds: float
-    announce: str
+    warn_minutes: int
 
 
 @dataclass(frozen=True)
@@ -300,7 +300,7 @@ def _dial_template(text: str) -> str:
 def _consultations(doc: StaffToml) -> ConsultationConfig:
     table, path = _section(doc, "consultations", (
         "dial", "ring_seconds", "grace_minutes", "attempts", "retry_minutes", "max_calls",
-        "poll_seconds", "announce"))
+        "poll_seconds", "warn_minutes"))
     return ConsultationConfig(
         dial=doc.value(table, path, "dial", str, default="PJSIP/{national}@clinic-trunk",
                        convert=_dial_template),
@@ -315,5 +315,6 @@ def _consultations(doc: StaffToml) -> ConsultationConfig:
                             convert=_in_range(1, 10000)),
         poll_seconds=float(doc.value(table, path, "poll_seconds", (int, float), default=5,
                                      convert=_in_range(0, 300))),
-        announce=doc.value(table, path, "announce", str, default=""),
+        warn_minutes=doc.value(table, path, "warn_minutes", int, default=1,
+                               convert=_in_range(0, 30)),
     )

@@ -281,7 +281,7 @@ async def test_at_start_old_consultations_are_missed_and_recent_ones_still_due(
 
 def test_retries_stay_inside_the_booked_window() -> None:
     booked = DueConsultation(1, 1, at(SATURDAY, "10:00"), "dialling", 1, at(SATURDAY, "10:00"),
-                             at(SATURDAY, "10:10"), "", "", "", "", "fa")
+                             at(SATURDAY, "10:10"), "", "", "", "", "", "fa")
     claim = Claim(booked, 1, "nobat-a", LEASE, at(SATURDAY, "10:00") + LEASE)
     policy = RetryPolicy(attempts=3, spacing=dt.timedelta(minutes=2))
     assert policy.next_at(claim, at(SATURDAY, "10:01")) == at(SATURDAY, "10:03")

@@ -6,11 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from bridge.ami_protocol import Action, Event, Fields
+from bridge.consultation_call import PROMPTS as CONSULTATION_PROMPTS
 from bridge.consultation_call import (
     ConsultationCall,
     Done,
@@ -22,9 +24,10 @@ from bridge.consultation_call import (
 from clinic.schedule import VisitKind
 from db.booking import Booked, BookingService
 from db.clinic_sync import load_clinic
-from db.consultations import Claim, DueConsultation, Leg
+from db.consultations import DOWN_CAUSE, UNSEEN_CAUSE, Claim, DueConsultation, Leg
 from db.engine import Database
 from db.models import Appointment, Consultation
+from ivr.prompts import LANGUAGES, PromptLibrary
 from tests.fakepbx.script import (
     Answers,
     Busy,
@@ -47,6 +50,7 @@ from tests.support.dialer_line import (
 )
 from tests.test_schedule import at
 
+PROMPTS_FOLDER = Path(__file__).resolve().parents[1] / "prompts"
 DAY = dt.date(2026, 11, 28)
 START = at(DAY, "08:00")
 
@@ -104,7 +108,7 @@ def assert_masked(pbx_line: Line, pairs: int) -> None:
 
 
 @pytest.mark.parametrize("leaver", list(Leg))
-async def test_both_answer_are_bridged_and_the_one_left_is_hung_up_by_nobat(
+async def test_both_answer_are_bridged_and_the_one_left_is_released_at_once(
         database: Database, leaver: Leg) -> None:
     [ident] = await book(database, 1)
     talks = {Leg.DOCTOR: Answers(0.3, talk=10 if leaver is Leg.DOCTOR else None),
@@ -160,34 +164,68 @@ async def test_a_failed_leg_releases_the_other_and_is_retried_until_missed(
         assert status == "missed"
         other = Leg.PATIENT if failing is Leg.DOCTOR else Leg.DOCTOR
         released = {h["Channel"] for h in pbx_line.actions("Hangup")}
+        told = {r["Channel"] for r in pbx_line.actions("Redirect")
+                if r["Context"] == "nobat-consult-end"}
         other_channels = {e.fields["Channel"] for e in pbx_line.pbx.events
                           if e.name == "Newchannel" and e.fields["Uniqueid"].endswith(other)}
-        assert len(released & other_channels) == RETRY.attempts
+        # Each time, the other party was hung up while ringing, or told why once waiting.
+        assert len(other_channels & (released | told)) == RETRY.attempts
         assert set(pbx_line.originates().values()) == {1}
         assert len(pbx_line.originates()) == 2 * RETRY.attempts
         assert pbx_line.pbx.channels == {}
 
 
-async def test_the_booked_time_ends_a_call_nobody_hangs_up(database: Database) -> None:
+async def test_the_waiting_party_hears_why_the_other_could_not_be_reached(
+        database: Database) -> None:
+    [ident] = await book(database, 1)
+    phones = [doctor(1, Answers(0.2)), patient(1, NoAnswer())]
+    async with line(database, phones, START) as pbx_line:
+        await pbx_line.until(settled(database, [ident], "missed"))
+        await pbx_line.until(pbx_line.quiet)
+
+        # Each time: the doctor hears who calls, waits, and hears why it ends; after the
+        # last attempt, that nobody will call again.
+        intro, why = "nobat/fa/consult/doctor-intro", "nobat/fa/consult/patient-unavailable"
+        assert pbx_line.pbx.heard_by("doctor1") == [intro, why, intro, why, intro, why + "-final"]
+        assert pbx_line.pbx.heard_by("patient1") == []
+        assert (await consultation(database, ident)).cause == "patient: no_answer"
+
+
+async def test_the_booked_time_warns_both_and_ends_the_call(database: Database) -> None:
     [ident] = await book(database, 1)
     near_the_end = START + dt.timedelta(minutes=4)
     async with line(database, [doctor(1), patient(1)], near_the_end) as pbx_line:
+        await pbx_line.until(settled(database, [ident], "bridged"))
+        [redirect] = pbx_line.actions("Redirect")
         await pbx_line.until(settled(database, [ident], "completed"))
+        await pbx_line.until(pbx_line.quiet)
 
         [attempt] = await attempts(database, ident)
         assert attempt.bridged_at is not None and attempt.ended_at is not None
-        assert attempt.ended_at - START >= dt.timedelta(minutes=5, seconds=5)  # booked + grace
+        end = START + dt.timedelta(minutes=5, seconds=5)  # booked + grace
+        assert redirect["Context"] == "nobat-consult-bridge"
+        limit = dt.timedelta(milliseconds=int(redirect["Exten"]))
+        assert abs(attempt.bridged_at + limit - end) < dt.timedelta(seconds=2)
+        assert dt.timedelta(0) <= attempt.ended_at - end < dt.timedelta(seconds=5)
         talk = (attempt.ended_at - attempt.bridged_at).total_seconds()
         assert attempt.talk_seconds == int(talk) and attempt.talk_seconds > 30
-        ended = [h["Channel"] for h in pbx_line.actions("Hangup")]
-        assert len(ended) == 2
+        sounds = "nobat/fa/consult"
+        assert pbx_line.pbx.heard_by("patient1") == [
+            f"{sounds}/patient-intro", "nobat/fa/doctor/dr-1", f"{sounds}/is-starting",
+            f"{sounds}/ending-soon", f"{sounds}/time-up"]
+        assert pbx_line.pbx.heard_by("doctor1") == [
+            f"{sounds}/doctor-intro", f"{sounds}/ending-soon", f"{sounds}/time-up"]
+        [doctor_leg] = [a for s in pbx_line.pbx.sessions for a in s.actions
+                        if a.fields.get("ChannelId") == f"nobat-c{ident}-a1-doctor"]
+        # The warning comes 30 s before the booked end (WARN_BEFORE), i.e. 35 s before the limit.
+        assert "NOBAT_WARN_MS=35000" in doctor_leg.fields.getall("Variable")
         assert pbx_line.pbx.channels == {}
 
 
 async def test_two_instances_on_one_database_dial_each_consultation_once(
         database: Database) -> None:
     idents = await book(database, 4)
-    phones = [p for n in range(1, 5) for p in (doctor(n), patient(n, Answers(0.5, talk=10)))]
+    phones = [p for n in range(1, 5) for p in (doctor(n), patient(n, Answers(0.5, talk=20)))]
     async with line(database, phones, START, instances=("nobat-a", "nobat-b"),
                     cap=1) as pbx_line:
         await pbx_line.until(settled(database, idents, "completed"), seconds=8.0)
@@ -217,7 +255,7 @@ def max_live_consultations(pbx_line: Line) -> int:
 
 async def test_an_ami_drop_while_dialling_never_dials_a_leg_twice(database: Database) -> None:
     [ident] = await book(database, 1)
-    phones = [doctor(1, Answers(1.0)), patient(1, Answers(2.0, talk=2))]
+    phones = [doctor(1, Answers(1.0)), patient(1, Answers(2.0, talk=6))]
     async with line(database, phones, START) as pbx_line:
         async def ringing() -> bool:
             return len(pbx_line.originates()) == 2
@@ -239,12 +277,112 @@ async def test_an_ami_drop_while_dialling_never_dials_a_leg_twice(database: Data
         assert pbx_line.pbx.channels == {}
 
 
+# -- restarts: nobat's and Asterisk's ---------------------------------------------------
+
+async def appointment_status(database: Database, ident: int) -> str | None:
+    stored = await consultation(database, ident)
+    async with database.reading() as session:
+        return await session.scalar(select(Appointment.status).where(
+            Appointment.id == stored.appointment_id))
+
+
+async def test_consultations_due_while_nobat_was_down_are_dialled_or_missed(
+        database: Database) -> None:
+    recent, old = await book(database, 2)
+    async with database.writing() as session:
+        for ident, late in ((recent, 2), (old, 10)):
+            row = await session.get(Consultation, ident)
+            assert row is not None
+            row.due_at = START - dt.timedelta(minutes=late)
+    phones = [doctor(1), patient(1, Answers(0.5, talk=8)), doctor(2), patient(2)]
+    async with line(database, phones, START) as pbx_line:
+        await pbx_line.until(settled(database, [recent], "completed"))
+
+        # Two minutes late is inside the grace: dialled at once. Ten is not: never rung.
+        missed = await consultation(database, old)
+        assert (missed.state, missed.cause) == ("missed", DOWN_CAUSE)
+        assert await appointment_status(database, old) == "missed"
+        assert await appointment_status(database, recent) == "completed"
+        assert set(pbx_line.originates()) == {f"nobat-c{recent}-a1-{leg}" for leg in Leg}
+        assert pbx_line.pbx.heard_by("doctor2") == pbx_line.pbx.heard_by("patient2") == []
+
+
+def channel_of(pbx_line: Line, uniqueid: str) -> str:
+    """The name of the live channel with this Uniqueid at the fake PBX."""
+    return next(c.name for c in pbx_line.pbx.channels.values() if c.uniqueid == uniqueid)
+
+
+async def test_a_call_left_bridged_by_a_stopped_nobat_is_taken_over_not_redialled(
+        database: Database) -> None:
+    [ident] = await book(database, 1)
+    near_the_end = START + dt.timedelta(minutes=4)
+    async with line(database, [doctor(1), patient(1)], near_the_end) as pbx_line:
+        first = pbx_line.dialers[0]
+        await pbx_line.until(settled(database, [ident], "bridged"))
+        await pbx_line.stop(first)
+        assert len(pbx_line.pbx.channels) == 4  # the parties still talk
+        pbx_line.start(first.ami, "nobat-2")
+        await pbx_line.until(settled(database, [ident], "completed"))
+        await pbx_line.until(pbx_line.quiet)
+
+        stored = await consultation(database, ident)
+        [attempt] = await attempts(database, ident)
+        assert (stored.claimed_by, stored.cause) == ("nobat-2", None)
+        assert attempt.talk_seconds is not None and attempt.talk_seconds > 30
+        assert pbx_line.originates() == {f"nobat-c{ident}-a1-{leg}": 1 for leg in Leg}
+        assert pbx_line.pbx.heard_by("patient1")[-2:] == ["nobat/fa/consult/ending-soon",
+                                                          "nobat/fa/consult/time-up"]
+
+
+async def test_a_call_that_ended_while_no_nobat_watched_is_completed_without_a_guess(
+        database: Database) -> None:
+    [ident] = await book(database, 1)
+    async with line(database, [doctor(1), patient(1)], START) as pbx_line:
+        first = pbx_line.dialers[0]
+        await pbx_line.until(settled(database, [ident], "bridged"))
+        await pbx_line.stop(first)
+        pbx_line.pbx.hang_up(channel_of(pbx_line, f"nobat-c{ident}-a1-patient-2"), 16)
+        await pbx_line.until(pbx_line.quiet)
+        pbx_line.start(first.ami, "nobat-2")
+        await pbx_line.until(settled(database, [ident], "completed"))
+
+        stored = await consultation(database, ident)
+        [attempt] = await attempts(database, ident)
+        assert (stored.cause, attempt.state, attempt.talk_seconds) == (
+            UNSEEN_CAUSE, "completed", None)
+        assert await appointment_status(database, ident) == "completed"
+        assert len(pbx_line.originates()) == 2
+
+
+async def test_an_asterisk_restart_ends_a_bridged_call_and_redials_one_not_yet_bridged(
+        database: Database) -> None:
+    talking, ringing = await book(database, 2)
+    phones = [doctor(1), patient(1), doctor(2), patient(2, Answers(2.9, talk=8))]
+    async with line(database, phones, START) as pbx_line:
+        await pbx_line.until(settled(database, [talking], "bridged"))
+        await pbx_line.pbx.restart()
+        await pbx_line.until(settled(database, [talking], "completed"))
+        await pbx_line.until(settled(database, [ringing], "completed"), seconds=8.0)
+
+        # The bridged call ended with Asterisk: recorded as talked until then, not redialled.
+        [talked] = await attempts(database, talking)
+        assert talked.talk_seconds is not None and talked.talk_seconds >= 0
+        assert {i for i, n in pbx_line.originates().items() if f"c{talking}-" in i} == {
+            f"nobat-c{talking}-a1-{leg}" for leg in Leg}
+        # The other lost its channels while its patient heard the announcement: that attempt
+        # failed, the next one went through.
+        first, second = await attempts(database, ringing)
+        assert (first.state, second.state) == ("failed", "completed")
+        assert (await consultation(database, ringing)).outcome == "completed"
+        assert set(pbx_line.originates().values()) == {1}
+
+
 # -- the call logic alone, for orders of events the fake PBX does not produce ------------
 
 def claim_of(ident: int = 7) -> Claim:
     booked = DueConsultation(ident, 70, START, "dialling", 1, START,
-                             START + dt.timedelta(minutes=5), "دکتر", "Dr", "+989121000001",
-                             "+989351110001", "fa")
+                             START + dt.timedelta(minutes=5), "rezaei", "دکتر", "Dr",
+                             "+989121000001", "+989351110001", "fa")
     return Claim(booked, 1, "nobat-1", dt.timedelta(seconds=60), START)
 
 
@@ -302,3 +440,9 @@ def test_a_refused_originate_fails_the_attempt_and_releases_the_other_leg() -> N
     assert [e.cause for e in effects if isinstance(e, Record)] == [
         "doctor: refused (Permission denied)"]
     assert [dict(a.fields)["Channel"] for a in sent(effects, "Hangup")] == ["Local/patient-1;1"]
+
+
+def test_every_prompt_a_consultation_plays_has_words_in_both_languages() -> None:
+    library = PromptLibrary.load(PROMPTS_FOLDER / "manifest.toml", "nobat")
+    for lang in LANGUAGES:
+        assert library.missing(lang, CONSULTATION_PROMPTS) == []

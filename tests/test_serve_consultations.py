@@ -44,7 +44,7 @@ async def book_a_consultation_due_now(database: Database) -> int:
 
 async def test_a_due_consultation_is_dialled_bridged_and_completed(tmp_path: Path) -> None:
     config = demo_copy(tmp_path)
-    phones = [Phone(DOCTOR, "+989121002001", Answers(0.5, talk=3.0), "Dr Ahmadi"),
+    phones = [Phone(DOCTOR, "+989121002001", Answers(0.5, talk=6.0), "Dr Ahmadi"),
               Phone(PATIENT, "+989121234567", Answers(0.3), "Patient")]
     async with FakeAsterisk(users=USERS, phones=phones, speed=0.1) as pbx:
         text = config.read_text().replace("port = 5038", f"port = {pbx.port}")
@@ -77,4 +77,11 @@ async def test_a_due_consultation_is_dialled_bridged_and_completed(tmp_path: Pat
         assert {a.fields.get("CallerID") for a in originates} == {
             '"Nobat Clinic" <+982188776655>'}
         assert pbx.leaks() == []
+        # Each heard, from nobat's prompts folder, who calls and why, in the patient's language.
+        def heard(phone: str) -> list[str]:
+            return [path.split("/prompts/", 1)[1] for path in pbx.heard_by(phone)]
+
+        assert heard(PATIENT) == ["fa/consult/patient-intro", "fa/doctor/dr-ahmadi",
+                                  "fa/consult/is-starting"]
+        assert heard(DOCTOR) == ["fa/consult/doctor-intro"]
         assert all(SECRET not in line for line in server.log)

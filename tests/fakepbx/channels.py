@@ -24,6 +24,10 @@ PHONES_CONTEXT = "fake-phones"
 HOLDING_CONTEXT = "consult-hold"
 NOBAT_HOLDING_CONTEXT = "nobat-consult-hold"
 """nobat's own holding context (asterisk/extensions.conf), as the real tier ran it."""
+NOBAT_BRIDGE_CONTEXT = "nobat-consult-bridge"
+NOBAT_END_CONTEXT = "nobat-consult-end"
+PLAY_SECONDS = 1.0
+"""How long every prompt lasts, in scripted seconds."""
 NOBAT_MASK = "nobat-mask-connected-line,s,1"
 DEFAULT_ORIGINATE_TIMEOUT_MS = 30000
 PROTECTING_VARIABLES = frozenset(
@@ -240,6 +244,14 @@ class Seen:
     how: str
 
 
+@dataclass
+class Played:
+    """A prompt a phone heard: the file Asterisk played on its line."""
+
+    exten: str
+    file: str
+
+
 @dataclass(eq=False)
 class Call:
     """One originated Local pair: ;1 runs the dialplan, ;2 rings the scripted phone."""
@@ -254,6 +266,8 @@ class Call:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     hold: asyncio.Task[None] | None = None
     ended: bool = False
+    hangup_after_bridge: bool = False
+    """Pulled into a Bridge() with the x option: hung up when that bridge ends."""
 
 
 _CALLERID = re.compile(r'^\s*(?:"(?P<quoted>[^"]*)"|(?P<bare>[^<]*?))\s*(?:<(?P<num>[^>]*)>)?\s*$')
@@ -296,6 +310,7 @@ class Switch:
         self.channels: dict[str, Channel] = {}
         self.bridges: dict[str, Bridge] = {}
         self.seen: list[Seen] = []
+        self.played: list[Played] = []
         self._calls: dict[str, Call] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._pair_counter = itertools.count()
@@ -330,6 +345,17 @@ class Switch:
     def seen_by(self, exten: str) -> list[str]:
         """Every number shown to a phone: its ring caller id and connected-line updates."""
         return [seen.number for seen in self.seen if seen.exten == exten]
+
+    def heard_by(self, exten: str) -> list[str]:
+        """The prompt files a phone heard, in order."""
+        return [played.file for played in self.played if played.exten == exten]
+
+    async def _play(self, call: Call, files: str) -> None:
+        """Playback(file1&file2...) on a call's line, each file PLAY_SECONDS long."""
+        for name in filter(None, files.split("&")):
+            if call.phone is not None:
+                self.played.append(Played(call.phone.exten, name))
+            await self.sleep(PLAY_SECONDS)
 
     def leaks(self) -> list[Seen]:
         """Identities a phone was shown that are another scripted phone's own number."""
@@ -438,8 +464,10 @@ class Switch:
         """Run the holding context on ;1: LegReady, then wait; after the wait, hang up."""
         one = call.one
         self._stop_holding(call)
-        if one.context == NOBAT_HOLDING_CONTEXT:
-            self._hold_as_nobat(call)
+        nobat = {NOBAT_HOLDING_CONTEXT: self._hold_as_nobat,
+                 NOBAT_BRIDGE_CONTEXT: self._bridge_as_nobat, NOBAT_END_CONTEXT: self._end_as_nobat}
+        if one.context in nobat:
+            nobat[one.context](call)
             return
         if one.context != HOLDING_CONTEXT:
             one.application, one.app_data = call.action.fields.get("Application") or "", ""
@@ -457,30 +485,94 @@ class Switch:
         call.hold = self._spawn(hold())
         self._own(call, call.hold)
 
+    @staticmethod
+    def _leg_fields(one: Channel) -> dict[str, str]:
+        """What nobat's dialplan puts in its NobatLegReady/NobatLegDone UserEvents."""
+        return {"Leg": one.variables.get("LEG", ""),
+                "Consultation": one.variables.get("CONSULTATION", ""), "Chan": one.name}
+
+    def _leg_done(self, call: Call, bridged: bool) -> None:
+        """The end of each nobat context: UserEvent NobatLegDone, then Hangup()."""
+        self._emit("UserEvent", call.one, UserEvent="NobatLegDone",
+                   **self._leg_fields(call.one), Bridged="yes" if bridged else "no")
+        self._near_hangup(call, 16)
+
+    def _run(self, call: Call, steps: Coroutine[object, object, None]) -> None:
+        """Run a context's steps as the ;1 half's dialplan (a Redirect or hang-up stops it)."""
+        call.hold = self._spawn(steps)
+        self._own(call, call.hold)
+
     def _hold_as_nobat(self, call: Call) -> None:
-        """[nobat-consult-hold]: mask connected line, show the clinic, NobatLegReady, wait; a
-        leg that was bridged (NOBAT_BRIDGED) skips the wait: NobatLegDone, then hang up."""
+        """[nobat-consult-hold]: mask connected line, show the clinic, play the announcement,
+        NobatLegReady, wait; a leg that was bridged (NOBAT_BRIDGED) skips every hold step:
+        NobatLegDone, then hang up."""
         one = call.one
         names = one.variables
-        fields = {"Leg": names.get("LEG", ""), "Consultation": names.get("CONSULTATION", ""),
-                  "Chan": one.name}
-        if one.priority == 1:
+        fresh = one.priority == 1
+        if fresh:
             names["CONNECTED_LINE_SEND_SUB"] = NOBAT_MASK
             one.cid_num = names.get("NOBAT_CLINIC_NUMBER", one.cid_num)
             one.cid_name = names.get("NOBAT_CLINIC_NAME", one.cid_name)
-            self._emit("UserEvent", one, UserEvent="NobatLegReady", **fields)
-        one.priority, one.application, one.app_data = 8, "Wait", str(int(self.hold_seconds))
-        bridged = bool(names.get("NOBAT_BRIDGED"))
 
         async def hold() -> None:
+            if fresh:
+                one.priority, one.application = 6, "Playback"
+                await self._play(call, names.get("NOBAT_ANNOUNCE", ""))
+                self._emit("UserEvent", one, UserEvent="NobatLegReady", **self._leg_fields(one))
+            one.priority, one.application, one.app_data = 8, "Wait", str(int(self.hold_seconds))
+            bridged = bool(names.get("NOBAT_BRIDGED"))
             if not bridged:
                 await self.sleep(self.hold_seconds)
-            self._emit("UserEvent", one, UserEvent="NobatLegDone", **fields,
-                       Bridged="yes" if bridged else "no")
-            self._near_hangup(call, 16)
+            self._leg_done(call, bridged)
 
-        call.hold = self._spawn(hold())
-        self._own(call, call.hold)
+        self._run(call, hold())
+
+    def _bridge_as_nobat(self, call: Call) -> None:
+        """[nobat-consult-bridge]: Bridge(${NOBAT_PEER},xL(<exten>:${NOBAT_WARN_MS})) pulls the
+        peer in; the warning and the time-up prompt play to both, then both legs end. When
+        the bridge ends otherwise, Bridge() returns: NobatLegDone, Hangup()."""
+        one = call.one
+        if one.priority != 1:
+            self._leg_done(call, bridged=True)
+            return
+        peer = next((c for c in self.channels.values()
+                     if c.uniqueid == one.variables.get("NOBAT_PEER")), None)
+        peer_call = self._calls.get(peer.name) if peer is not None else None
+        if peer is None or peer_call is None:
+            self._leg_done(call, bridged=False)  # BRIDGERESULT=NONEXISTENT
+            return
+        one.priority, one.application = 6, "Bridge"
+        peer_call.hangup_after_bridge = True
+        self.bridge_channels(peer, one)
+        limit = int(one.exten) / 1000
+        warn = int(one.variables.get("NOBAT_WARN_MS") or 0) / 1000
+        sounds = one.variables.get("NOBAT_SOUNDS", "")
+
+        async def limited() -> None:
+            if 0 < warn < limit:
+                await self.sleep(limit - warn)
+                for party in (call, peer_call):
+                    self._spawn(self._play(party, f"{sounds}/ending-soon"))
+                await self.sleep(warn)
+            else:
+                await self.sleep(limit)
+            for party in (call, peer_call):
+                self._spawn(self._play(party, f"{sounds}/time-up"))
+            await self.sleep(PLAY_SECONDS)
+            self._near_hangup(peer_call, 16)
+
+        self._run(call, limited())
+
+    def _end_as_nobat(self, call: Call) -> None:
+        """[nobat-consult-end]: play the prompt the extension names, NobatLegDone, Hangup()."""
+        one = call.one
+        one.application = "Playback"
+
+        async def end() -> None:
+            await self._play(call, f"{one.variables.get('NOBAT_SOUNDS', '')}/{one.exten}")
+            self._leg_done(call, bridged=False)
+
+        self._run(call, end())
 
     def _new_pair(
         self, action: Action, dial: str, exten: str, result: asyncio.Future[int], report: bool
@@ -666,7 +758,9 @@ class Switch:
         for survivor in list(bridge.channels):
             self._leave(survivor)
             owner = self._calls.get(survivor.name)
-            if owner is not None and survivor is owner.one:
+            if owner is not None and survivor is owner.one and owner.hangup_after_bridge:
+                self._near_hangup(owner, 16)
+            elif owner is not None and survivor is owner.one:
                 self._start_holding(owner)
         self.bridges.pop(bridge.uniqueid, None)
         self._emit("BridgeDestroy", bridge)

@@ -1,8 +1,10 @@
 """AMI against a real Asterisk 22: a consultation bridged as nobat's dialer does it.
 
 Both legs are originated at once into nobat's [nobat-consult-hold] (Async, our own
-ActionIDs, a ChannelId per leg, the clinic's caller id), bridged with Action: Bridge once
-both report NobatLegReady, and one side hangs up. The fake phones assert their own numbers
+ActionIDs, a ChannelId per leg, the clinic's caller id); once both report NobatLegReady the
+doctor leg is redirected into [nobat-consult-bridge], whose Bridge(peer,xL(...)) pulls the
+patient in, warns both and ends the call at its limit, unless one side hangs up first.
+Asterisk's log shows which prompt played on which line. The fake phones assert their own numbers
 when they answer (as a trusting PJSIP trunk does), so a leak would show: no event on a
 party's channels may ever carry the other party's number.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import wave
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +27,16 @@ CLINIC_NUMBER = "15550001000"
 CLINIC_NAME = "Clinic"
 DOCTOR = Phone("doctor", "15559990001", Answers(after=2.0), name="Dr Doctor")
 PATIENT = Phone("patient", "15557770002", Answers(after=1.5, talk=6.0), name="Patient")
+WARN_MS = 2000
+PROMPTS = ("starting-doctor", "starting-patient", "ending-soon", "time-up")
+PLAYING = re.compile(r"<Local/(?P<chan>\w+)@[^>]+> Playing '[^']*/(?P<file>[a-z-]+)\.\w+'")
 IDENTITY_FIELDS = ("ConnectedLineNum", "ConnectedLineName", "CallerIDNum", "CallerIDName")
 
 
-def originate_leg(phone: Phone, consultation: str, leg: str) -> Action:
+def originate_leg(phone: Phone, consultation: str, leg: str, sounds: Path) -> Action:
     """The Originate nobat's dialer sends for one leg."""
     channel_id = f"{consultation}-{leg}"
+    peer = (("Variable", f"NOBAT_PEER={consultation}-patient,NOBAT_WARN_MS={WARN_MS}"),)
     return Action("Originate", Fields((
         ("Channel", dial_string(phone.exten)),
         ("Context", "nobat-consult-hold"),
@@ -41,24 +48,43 @@ def originate_leg(phone: Phone, consultation: str, leg: str) -> Action:
         ("OtherChannelId", f"{channel_id}-2"),
         ("Variable", f"LEG={leg},CONSULTATION={consultation}"),
         ("Variable", f"NOBAT_CLINIC_NUMBER={CLINIC_NUMBER},NOBAT_CLINIC_NAME={CLINIC_NAME}"),
+        ("Variable", f"NOBAT_ANNOUNCE={sounds}/starting-{leg},NOBAT_SOUNDS={sounds}"),
+        *(peer if leg == "doctor" else ()),
         ("Async", "true"),
     )), f"{consultation}-orig-{leg}")
 
 
+def consult_sounds(folder: Path) -> Path:
+    """Short prompt files where NOBAT_SOUNDS points, so Asterisk's log shows what played."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in PROMPTS:
+        with wave.open(str(folder / f"{name}.wav"), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(8000)
+            out.writeframes(b"\x00\x10" * 4000)  # half a second
+    return folder
+
+
 @dataclass
 class Consultation:
-    """What one bridged consultation showed on AMI."""
+    """What one bridged consultation showed on AMI and in Asterisk's log."""
 
     events: list[Event]
     channels: dict[str, str]  # leg -> the ;1 channel name
-    bridge_response: str
+    redirect_response: str
     show_channels: list[Event]
+    played: list[tuple[str, str]]  # (channel, prompt) in the order Asterisk played them
 
 
-async def run_consultation(ami: AmiLink, consultation: str = "c1") -> Consultation:
-    """Both legs at once, Bridge when both are ready, the patient hangs up, all legs end."""
-    ami.send_nowait(originate_leg(DOCTOR, consultation, "doctor"))
-    ami.send_nowait(originate_leg(PATIENT, consultation, "patient"))
+async def run_consultation(pbx: RealAsterisk, limit_ms: int = 60_000,
+                           consultation: str = "c1") -> Consultation:
+    """Both legs at once; when both are ready the doctor leg goes to [nobat-consult-bridge]
+    for `limit_ms`; then wait until both legs are gone."""
+    ami = await pbx.connect()
+    sounds = consult_sounds(pbx.base / "consult-sounds")
+    ami.send_nowait(originate_leg(DOCTOR, consultation, "doctor", sounds))
+    ami.send_nowait(originate_leg(PATIENT, consultation, "patient", sounds))
     for leg in ("doctor", "patient"):
         queued = await ami.response(f"{consultation}-orig-{leg}")
         assert queued.status == "Success" and queued.message == "Originate successfully queued"
@@ -71,16 +97,18 @@ async def run_consultation(ami: AmiLink, consultation: str = "c1") -> Consultati
         channels[leg] = answered.fields["Channel"]
         await ami.wait_event("UserEvent", within=20, UserEvent="NobatLegReady", Leg=leg,
                              Consultation=consultation)
-    bridged = await ami.send(Action("Bridge", Fields.of(
-        Channel1=channels["doctor"], Channel2=channels["patient"], Tone="no")))
+    redirected = await ami.send(Action("Redirect", Fields.of(
+        Channel=channels["doctor"], Context="nobat-consult-bridge", Exten=str(limit_ms),
+        Priority="1")))
     for leg in ("doctor", "patient"):
-        await ami.wait_event("BridgeEnter", Channel=channels[leg])
+        await ami.wait_event("BridgeEnter", Uniqueid=f"{consultation}-{leg}")
     _, shown = await ami.list_action(Action("CoreShowChannels", action_id="c-show"))
-    # The patient's phone hangs up (talk=6 s); the doctor's leg is ended by the dialplan.
     for leg in ("patient", "doctor"):
         await ami.wait_event("Hangup", within=30, Uniqueid=f"{consultation}-{leg}")
     await asyncio.sleep(0.3)
-    return Consultation(ami.events(), channels, f"{bridged.status}: {bridged.message}", shown)
+    played = [(m["chan"], m["file"]) for m in PLAYING.finditer(pbx.read_log(tail=400))]
+    return Consultation(ami.events(), channels, f"{redirected.status}: {redirected.message}",
+                        shown, played)
 
 
 def leaks(events: Iterable[Event]) -> list[str]:
@@ -139,11 +167,10 @@ async def test_consultation_is_bridged_and_both_numbers_stay_masked(
     asterisk_binary: Path,
 ) -> None:
     async with RealAsterisk(phones=phones(), binary=asterisk_binary) as pbx:
-        ami = await pbx.connect()
-        result = await run_consultation(ami)
+        result = await run_consultation(pbx)
     for line in connected_lines(result.events):
         print("NewConnectedLine", line)
-    assert result.bridge_response == "Success: Channels have been bridged"
+    print(result.redirect_response, result.played)
     assert leaks(result.events) == []
     assert leaks(result.show_channels) == []
     # Every connected line a leg's phone is given is the clinic's.
@@ -162,6 +189,30 @@ async def test_consultation_is_bridged_and_both_numbers_stay_masked(
     assert set(shapes) == {"doctor;1", "doctor;2", "patient;1", "patient;2"}
 
 
+async def test_the_bridge_warns_both_parties_and_ends_at_the_booked_time(
+    asterisk_binary: Path,
+) -> None:
+    talking = FakePhones()
+    talking.add_phone(Phone("doctor", DOCTOR.number, Answers(after=1.0), name="Dr Doctor"))
+    talking.add_phone(Phone("patient", PATIENT.number, Answers(after=0.5), name="Patient"))
+    async with RealAsterisk(phones=talking, binary=asterisk_binary) as pbx:
+        result = await run_consultation(pbx, limit_ms=5000)
+    print(result.played)
+    # Each party heard its announcement on answering, then, in the bridge, the warning
+    # 2 s before the limit and the time-up prompt at it; then Asterisk ended both legs.
+    assert sorted(result.played[:2]) == [("doctor", "starting-doctor"),
+                                         ("patient", "starting-patient")]
+    assert sorted(result.played[2:4]) == [("doctor", "ending-soon"), ("patient", "ending-soon")]
+    assert sorted(result.played[4:]) == [("doctor", "time-up"), ("patient", "time-up")]
+    hangups = {e.fields["Uniqueid"]: e.fields["Cause"] for e in result.events
+               if e.name == "Hangup"}
+    assert hangups["c1-doctor"] == hangups["c1-patient"] == "16"
+    done = [e.fields for e in result.events if e.fields.get("UserEvent") == "NobatLegDone"]
+    assert [(d["Leg"], d["Bridged"]) for d in done] == [("doctor", "yes")]
+    entered = [e.fields["Uniqueid"] for e in result.events if e.name == "BridgeEnter"]
+    assert sorted(entered) == ["c1-doctor", "c1-patient"]  # the pulled-in leg keeps its id
+
+
 async def test_identity_asserted_again_in_the_bridge_never_reaches_the_other_phone(
     asterisk_binary: Path,
 ) -> None:
@@ -169,8 +220,7 @@ async def test_identity_asserted_again_in_the_bridge_never_reaches_the_other_pho
     # with P-Asserted-Identity). The bridge forwards that to the other leg, where
     # CONNECTED_LINE_SEND_SUB rewrites it before the phone gets it.
     async with RealAsterisk(phones=phones(reasserts_after=3.0), binary=asterisk_binary) as pbx:
-        ami = await pbx.connect()
-        result = await run_consultation(ami)
+        result = await run_consultation(pbx)
     found = leaks(result.events)
     print("\n".join(found))
     # What reaches a phone: the ;2 half's caller id, and the connected line left on ;1.
@@ -209,8 +259,7 @@ async def test_without_the_masking_the_real_asterisk_leaks_both_numbers(
     # party the other's number, as capture f showed over PJSIP.
     async with RealAsterisk(phones=phones(), binary=asterisk_binary,
                             edit_extensions=without(*MASKING_LINES)) as pbx:
-        ami = await pbx.connect()
-        result = await run_consultation(ami)
+        result = await run_consultation(pbx)
     found = leaks(result.events)
     print("\n".join(found))
     assert any(DOCTOR.number in f and "Local/patient" in f and ";2:" in f for f in found)
@@ -224,8 +273,7 @@ async def test_resetting_the_caller_id_alone_does_not_mask_a_reasserted_identity
     # other phone: the subroutine, not the caller-id reset, is what keeps it out.
     async with RealAsterisk(phones=phones(reasserts_after=3.0), binary=asterisk_binary,
                             edit_extensions=without(MASKING_LINES[0])) as pbx:
-        ami = await pbx.connect()
-        result = await run_consultation(ami)
+        result = await run_consultation(pbx)
     found = leaks(result.events)
     print("\n".join(found))
     assert any(DOCTOR.number in f and "Local/patient" in f and ";2:" in f for f in found)
@@ -238,7 +286,8 @@ async def test_nobat_manager_user_has_what_the_dialer_needs_and_no_more(
     fake.add_phone(Phone("doctor", "15559990001", Answers(after=0.2)))
     async with RealAsterisk(phones=fake, binary=asterisk_binary) as pbx:
         ami = await pbx.connect()
-        ami.send_nowait(originate_leg(fake.phones["doctor"], "p1", "doctor"))
+        sounds = consult_sounds(pbx.base / "consult-sounds")
+        ami.send_nowait(originate_leg(fake.phones["doctor"], "p1", "doctor", sounds))
         up = await ami.wait_event("UserEvent", within=10, UserEvent="NobatLegReady")
         chan = up.fields["Chan"]
         allowed = [

@@ -24,6 +24,8 @@ SPEED = 0.01
 CLINIC_NUMBER = "02188776655"
 CLINIC_NAME = "Clinic"
 RETRY = RetryPolicy(attempts=3, spacing=dt.timedelta(seconds=5))
+WARN_BEFORE = dt.timedelta(seconds=30)
+LEASE = dt.timedelta(seconds=30)
 
 
 class ScaledClock:
@@ -50,6 +52,23 @@ class Line:
     dialers: list[Dialer]
     clock: ScaledClock
     running: list[asyncio.Task[None]]
+    make_dialer: Callable[[AmiClient, str], Dialer]
+
+    def start(self, client: AmiClient, instance: str) -> Dialer:
+        """Start one more dialer (a nobat instance) on an AMI login."""
+        dialer = self.make_dialer(client, instance)
+        self.dialers.append(dialer)
+        self.running.append(asyncio.create_task(dialer.run()))
+        return dialer
+
+    async def stop(self, dialer: Dialer) -> None:
+        """Stop a dialer as `nobat serve` does on SIGTERM: calls not yet bridged are hung
+        up and given back; bridged ones are left to Asterisk."""
+        task = self.running.pop(self.dialers.index(dialer))
+        self.dialers.remove(dialer)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await dialer.close()
 
     def originates(self) -> Counter[str]:
         """How many Originates the PBX received for each ChannelId, over every login."""
@@ -81,7 +100,7 @@ def plan_for(phones: Sequence[Phone]) -> CallPlan:
     (/n: no Local optimization, which would hang up the legs nobat tracks mid-call)."""
     extens = {normalize(phone.number): phone.exten for phone in phones}
     return CallPlan("Local/{exten}@fake-phones/n", CLINIC_NUMBER, CLINIC_NAME, ring_seconds=3,
-                    grace=dt.timedelta(seconds=5), announce="nobat/please-wait",
+                    grace=dt.timedelta(seconds=5), warn_before=WARN_BEFORE,
                     address=lambda number: {"exten": extens[number]})
 
 
@@ -97,13 +116,18 @@ async def line(database: Database, phones: Sequence[Phone], start: dt.datetime,
             await client.start()
             await client.wait_ready(2.0)
         clock = ScaledClock(start)  # from here on: logging in takes many scripted seconds
-        dialers = [Dialer(ConsultationStore(database, clock), client, lambda _: plan, name, cap,
-                          RETRY, clock, sleep=clock.sleep, poll=2.0,
-                          lease=dt.timedelta(seconds=30), reconnect_wait=2.0, link_check=0.02)
-                   for client, name in zip(clients, instances, strict=True)]
-        running = [asyncio.create_task(dialer.run()) for dialer in dialers]
+
+        def make_dialer(client: AmiClient, name: str) -> Dialer:
+            return Dialer(ConsultationStore(database, clock), client, lambda _: plan, name, cap,
+                          RETRY, clock, sleep=clock.sleep, poll=2.0, lease=LEASE,
+                          reconnect_wait=2.0, link_check=0.02)
+
+        pbx_line = Line(pbx, [], clock, [], make_dialer)
+        for client, name in zip(clients, instances, strict=True):
+            pbx_line.start(client, name)
+        dialers, running = pbx_line.dialers, pbx_line.running
         try:
-            yield Line(pbx, dialers, clock, running)
+            yield pbx_line
         finally:
             for task in running:
                 task.cancel()
