@@ -20,10 +20,13 @@ voice-packages:
 	@command -v espeak-ng >/dev/null && command -v sox >/dev/null || \
 		{ echo "installing espeak-ng and sox (Debian)"; apt-get update -qq && $(APT) espeak-ng sox; }
 
-# PostgreSQL: the tests start their own server from Debian's binaries.
+# PostgreSQL: the tests start their own server from Debian's binaries. Chromium: the status
+# page's tests drive Debian's headless browser through Playwright.
 test-packages: voice-packages
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 		{ echo "installing postgresql (Debian)"; apt-get update -qq && $(APT) postgresql; }
+	@command -v chromium >/dev/null || \
+		{ echo "installing chromium (Debian)"; apt-get update -qq && $(APT) chromium; }
 
 serve: $(STAMP) voice-packages
 	-$(BIN)/nobat clinic load clinic.toml
@@ -44,3 +47,4 @@ test-real: $(STAMP)
 bench: $(STAMP) test-packages
 	$(BIN)/python -m bench.booking_rush
 	$(BIN)/python -m bench.ivr_load
+	$(BIN)/python -m bench.dialer

@@ -77,6 +77,8 @@ class Dialer:
         self.poll, self.lease, self.missed_grace = poll, lease, missed_grace
         self.reconnect_wait, self.link_check = reconnect_wait, link_check
         self.calls: dict[int, asyncio.Task[str]] = {}
+        self.on_dispatch: list[Callable[[Claim, dt.timedelta], None]] = []
+        """Told of each attempt as it starts, with how late it is (the metrics' lag histogram)."""
         self._freed = asyncio.Event()
         self._inboxes: dict[int, asyncio.Queue[Event | dt.datetime]] = {}
         self._unsubscribe: Callable[[], None] | None = None
@@ -121,7 +123,10 @@ class Dialer:
         if free <= 0 or self.ami.status.state is not LinkState.CONNECTED:
             return []
         claims = await self.store.claim_next(self.instance, self.lease, free)
+        now = self.clock()
         for claim in claims:
+            for listener in self.on_dispatch:
+                listener(claim, now - claim.consultation.due_at)
             ident = claim.consultation_id
             task = asyncio.create_task(self._call(claim), name=f"consultation {ident}")
             self.calls[ident] = task

@@ -61,6 +61,8 @@ class Call:
     step: str = "start"
     outcome: str = "unfinished"
     events: list[str] = field(default_factory=list)
+    started_at: dt.datetime | None = None
+    """When the line answered it, for the status page's elapsed time."""
 
     async def say(self, keys: Sequence[str], interrupt: str = ALL_KEYS) -> str | None:
         """Play prompts by name in the call's language; return a key that cut them short."""

@@ -54,6 +54,11 @@ class FastAgiServer:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def listening(self) -> bool:
+        """Whether Asterisk can reach the IVR now (the status page's health)."""
+        return self._server is not None and self._server.is_serving()
+
     async def start(self, host: str, port: int) -> int:
         """Listen and return the port (useful when asked for port 0)."""
         self._server = await asyncio.start_server(self._accept, host, port,

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import itertools
 import logging
+from collections.abc import Callable
 
 from db.call_log import CallLog, CallRecord
 from ivr.call import Call, Services
@@ -30,6 +31,8 @@ class InboundLine:
         self.calls: dict[int, Call] = {}
         self.logging_calls = True
         """False for try-outs in the terminal: staff walking a flow are not patients calling."""
+        self.on_call_end: list[Callable[[CallRecord], None]] = []
+        """Told of every logged call once it ended (the metrics' call-duration histogram)."""
         self._ids = itertools.count(1)
 
     async def answer(self, session: CallSession) -> Call:
@@ -43,7 +46,7 @@ class InboundLine:
         if info.options.get("lang") in ("fa", "en"):
             call.language = info.options["lang"]
         entry = info.options.get("flow", ENTRY_FLOW)
-        started = self.services.clock()
+        started = call.started_at = self.services.clock()
         call_id = next(self._ids)
         self.calls[call_id] = call
         try:
@@ -63,5 +66,7 @@ class InboundLine:
                 record = CallRecord(started, self.services.clock(),
                                     caller_number(info.caller_id), info.dialled,
                                     call.language, call.outcome)
+                for listener in self.on_call_end:
+                    listener(record)
                 await asyncio.shield(self.call_log.record(record))
         return call

@@ -16,10 +16,13 @@ from db.engine import Database
 from db.schema import upgrade
 from ivr.fastagi import FastAgiServer
 from ivr.flow_store import FlowStore
+from ivr.inbound import InboundLine
 from nobat.bridge_wiring import build_dialer
 from nobat.config import Config
 from nobat.ivr_wiring import build_line, fastagi_server
 from web.app import make_app
+from web.metrics import Metrics
+from web.status import Sources
 
 log = logging.getLogger("nobat")
 
@@ -54,7 +57,7 @@ async def load_configured_clinic(config: Config, database: Database) -> None:
     log.info("clinic file %s: %s", path, "; ".join(report.changes) or "no changes")
 
 
-async def start_ivr(config: Config, database: Database) -> tuple[FastAgiServer, FlowStore]:
+async def start_ivr(config: Config, database: Database) -> tuple[FastAgiServer, InboundLine]:
     """Check the flows and open the FastAGI port; a broken flow stops start-up with its lines."""
     try:
         line = await build_line(config, database)
@@ -68,7 +71,17 @@ async def start_ivr(config: Config, database: Database) -> tuple[FastAgiServer, 
                            f"{config.fastagi.port}: {exc.strerror}") from exc
     log.info("FastAGI listening on %s:%s (AGI(agi://%s:%s/ivr))", config.fastagi.host, port,
              config.fastagi.host, port)
-    return server, line.flows
+    return server, line
+
+
+def status_sources(database: Database, ivr: FastAgiServer, line: InboundLine,
+                   dialer: Dialer | None, metrics: Metrics) -> Sources:
+    """What the status page reports on; the line and dialer feed the metrics' histograms."""
+    line.on_call_end.append(metrics.call_ended)
+    if dialer is not None:
+        dialer.on_dispatch.append(metrics.dispatched)
+    return Sources(database, line.services.clinic.tz, flows=line.flows, line=line,
+                   listener=ivr, ami=dialer.ami if dialer is not None else None)
 
 
 def reload_on_signal(store: FlowStore, tasks: set[asyncio.Task[bool]]) -> None:
@@ -87,8 +100,12 @@ async def serve(config: Config) -> None:
     background: set[asyncio.Task[object]] = set()
     try:
         await load_configured_clinic(config, database)
-        ivr, flows = await start_ivr(config, database)
-        runner = web.AppRunner(make_app(database, flows, config.web.token.reveal()),
+        ivr, line = await start_ivr(config, database)
+        flows = line.flows
+        dialer = await build_dialer(config, database)
+        metrics = Metrics()
+        runner = web.AppRunner(make_app(status_sources(database, ivr, line, dialer, metrics),
+                                        config.web.token.reveal(), metrics),
                                access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, config.web.host, config.web.port)
@@ -104,7 +121,6 @@ async def serve(config: Config) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        dialer = await build_dialer(config, database)
         if dialer is not None:
             await dialer.ami.start()
             background.add(asyncio.create_task(dialer.run()))

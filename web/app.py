@@ -2,43 +2,32 @@
 
 from __future__ import annotations
 
-import hmac
+import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable
+from urllib.parse import urlencode
 
 from aiohttp import web
 
-from db.engine import Database
+from clinic.calendar import parse_date, to_jalali
+from db.booking import BookingService
+from db.figures import Figures
 from db.schema import current_revision, head_revision
 from ivr.flow_store import FlowStore
+from web.auth import LOGIN_PAGE, TOKEN, csrf_value, login, logout, require_token
+from web.metrics import Metrics
+from web.page import TEXTS, environment, language
+from web.status import Sources, Status, heatmap_range, snapshot
 
 log = logging.getLogger(__name__)
-DATABASE = web.AppKey("database", Database)
-FLOWS = web.AppKey("flows", FlowStore)
-TOKEN = web.AppKey("token", str)
-OPEN_PATHS = frozenset({"/healthz"})
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Everything but /healthz needs the token, in a header (never a query string in logs)."""
-    if request.path in OPEN_PATHS:
-        return await handler(request)
-    token = request.app[TOKEN]
-    if not token:
-        return web.json_response({"error": "set web.token (or NOBAT_WEB_TOKEN) to use this"},
-                                 status=403)
-    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(given.encode(), token.encode()):
-        return web.json_response({"error": "token required"}, status=401,
-                                 headers={"WWW-Authenticate": "Bearer"})
-    return await handler(request)
+SOURCES = web.AppKey("sources", Sources)
+METRICS = web.AppKey("metrics", Metrics)
+REFRESH_SECONDS = 10
+PAGE = environment()
 
 
 async def healthz(request: web.Request) -> web.Response:
     """Answer probes without a token: is the store reachable and its schema current."""
-    database = request.app[DATABASE]
+    database = request.app[SOURCES].database
     try:
         revision = await current_revision(database)
     except Exception as exc:
@@ -57,28 +46,117 @@ def flows_state(store: FlowStore) -> dict[str, object]:
             "last_error": store.last_error}
 
 
+def _flows(request: web.Request) -> FlowStore:
+    store = request.app[SOURCES].flows
+    if store is None:
+        raise web.HTTPNotFound(text="this instance serves no flows")
+    return store
+
+
 async def get_flows(request: web.Request) -> web.Response:
     """Which flows serve calls now, and why the last edit was refused if it was."""
-    return web.json_response(flows_state(request.app[FLOWS]))
+    return web.json_response(flows_state(_flows(request)))
 
 
 async def reload_flows(request: web.Request) -> web.Response:
-    """Reload the flows now (the page's button); a broken edit answers 422 with its lines."""
-    store = request.app[FLOWS]
+    """Reload the flows now; a broken edit answers 422 with its lines."""
+    store = _flows(request)
     changed = await store.reload("status page")
     body = {"changed": changed, **flows_state(store)}
     return web.json_response(body, status=422 if store.last_error else 200)
 
 
-def make_app(database: Database, flows: FlowStore | None = None, token: str = ""
+async def reload_from_page(request: web.Request) -> web.Response:
+    """The page's reload button: reload, then show the page (with the error if refused)."""
+    await _flows(request).reload("status page")
+    raise web.HTTPSeeOther("/?" + urlencode(dict(request.query)))
+
+
+def _range(request: web.Request) -> tuple[dt.date | None, dt.date | None]:
+    """The heatmap's range from ?from=&to= (Jalali 1405/09/01 or ISO dates)."""
+    first, last = (request.query.get(key, "").strip() for key in ("from", "to"))
+    return (parse_date(first) if first else None, parse_date(last) if last else None)
+
+
+async def _status(request: web.Request) -> tuple[Status, str | None]:
+    """The snapshot for this request; a bad range falls back to the default and says why."""
+    sources = request.app[SOURCES]
+    try:
+        first, last = _range(request)
+        today = sources.clock().astimezone(sources.tz).date()
+        heatmap_range(today, first, last)
+    except ValueError as exc:
+        return await snapshot(sources), str(exc)
+    return await snapshot(sources, first, last), None
+
+
+async def api_status(request: web.Request) -> web.Response:
+    """The page's figures as JSON."""
+    status, problem = await _status(request)
+    if problem is not None:
+        return web.json_response({"error": problem}, status=400)
+    return web.json_response(status.as_json())
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format."""
+    status, _ = await _status(request)
+    sources = request.app[SOURCES]
+    states = await Figures(sources.database, sources.tz).consultation_states()
+    body = request.app[METRICS].render(status, states)
+    return web.Response(body=body, content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})
+
+
+def _html(text: str, status: int = 200) -> web.Response:
+    return web.Response(text=text, status=status, content_type="text/html", charset="utf-8",
+                        headers={"X-Frame-Options": "DENY", "Cache-Control": "no-store",
+                                 "Referrer-Policy": "no-referrer"})
+
+
+def login_page(request: web.Request, message: str, status: int) -> web.Response:
+    """The login form (also what a visitor without the token gets, with 401)."""
+    lang = language(request.query.get("lang"))
+    return _html(PAGE.get_template("login.html").render(
+        lang=lang, t=TEXTS[lang], message=message or ("off" if status == 403 else ""),
+        token_set=bool(request.app[TOKEN])), status)
+
+
+async def page(request: web.Request) -> web.Response:
+    """The status page, server-rendered, refreshing itself."""
+    sources = request.app[SOURCES]
+    lang = language(request.query.get("lang"))
+    status, problem = await _status(request)
+    profile = await BookingService(sources.database).clinic_profile()
+    clinic = "" if profile is None else (profile.name if lang == "fa" else profile.name_en)
+    query = {k: v for k, v in request.query.items() if k in ("from", "to", "lang")}
+    other = {**query, "lang": "en" if lang == "fa" else "fa"}
+    heat = status.heatmap
+    shown = ((to_jalali(heat.first).strftime("%Y/%m/%d"),
+              to_jalali(heat.last).strftime("%Y/%m/%d"))
+             if lang == "fa" else (heat.first.isoformat(), heat.last.isoformat()))
+    return _html(PAGE.get_template("status.html").render(
+        lang=lang, t=TEXTS[lang], status=status, tz=sources.tz, clinic=clinic or "nobat",
+        csrf=csrf_value(request.app[TOKEN]), refresh=REFRESH_SECONDS,
+        query=urlencode(query), query_other_lang=urlencode(other),
+        range_text=shown, range_error=problem))
+
+
+def make_app(sources: Sources, token: str = "", metrics_: Metrics | None = None
              ) -> web.Application:
-    """Build the status application around an open database and the IVR's flows."""
+    """Build the status application around what it reports on."""
     app = web.Application(middlewares=[require_token])
-    app[DATABASE] = database
+    app[SOURCES] = sources
     app[TOKEN] = token
+    app[METRICS] = metrics_ or Metrics()
+    app[LOGIN_PAGE] = login_page
     app.router.add_get("/healthz", healthz)
-    if flows is not None:
-        app[FLOWS] = flows
-        app.router.add_get("/api/flows", get_flows)
-        app.router.add_post("/api/flows/reload", reload_flows)
+    app.router.add_route("*", "/login", login)
+    app.router.add_post("/logout", logout)
+    app.router.add_get("/", page)
+    app.router.add_post("/reload", reload_from_page)
+    app.router.add_get("/api/status", api_status)
+    app.router.add_get("/api/flows", get_flows)
+    app.router.add_post("/api/flows/reload", reload_flows)
+    app.router.add_get("/metrics", metrics)
     return app

@@ -1,0 +1,179 @@
+"""What the status page and /metrics count, read from the store: it is the truth for every
+nobat instance sharing it, so the figures agree whichever instance serves the page."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+
+from clinic.calendar import Weekday
+from db.engine import Database
+from db.models import (
+    Appointment,
+    AppointmentEvent,
+    CallAttempt,
+    Consultation,
+    Doctor,
+    InboundCall,
+    Patient,
+)
+
+LIVE_STATES = ("dialling", "bridged")
+WAITING_STATES = ("scheduled", "retry_wait")
+
+
+@dataclass(frozen=True)
+class DayFigures:
+    """One clinic day's totals, from its local midnight to the next."""
+
+    calls: int
+    bookings: int
+    reschedules: int
+    cancellations: int
+    consultation_minutes: float
+    completed_consultations: int
+    failed: list[tuple[str, int]]
+    """Consultations given up that day, counted by cause, most frequent first."""
+
+
+@dataclass(frozen=True)
+class ConsultationRow:
+    """A consultation as the page lists it (the patient's number is masked by the page)."""
+
+    id: int
+    state: str
+    doctor: str
+    doctor_en: str
+    patient_phone: str
+    due_at: dt.datetime
+    starts_at: dt.datetime
+    ends_at: dt.datetime
+    attempt: int
+    attempt_started: dt.datetime | None
+    bridged_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class Heatmap:
+    """Inbound calls by weekday (Saturday first) and local hour over [first, last]."""
+
+    first: dt.date
+    last: dt.date
+    counts: list[list[int]]
+
+    @property
+    def peak(self) -> int:
+        """The busiest cell, which the page's colours scale to."""
+        return max((n for row in self.counts for n in row), default=0)
+
+
+def day_bounds(day: dt.date, tz: ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
+    """A local day as UTC instants [start, end)."""
+    start = dt.datetime.combine(day, dt.time(), tz)
+    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tz)
+    return start.astimezone(dt.UTC), end.astimezone(dt.UTC)
+
+
+class Figures:
+    """Read-only questions the status page asks; one short read transaction each."""
+
+    def __init__(self, database: Database, tz: ZoneInfo) -> None:
+        self.db = database
+        self.tz = tz
+
+    async def day(self, day: dt.date) -> DayFigures:
+        """Calls, booking changes and consultations of one local day."""
+        start, end = day_bounds(day, self.tz)
+        async with self.db.reading() as session:
+            calls = await session.scalar(select(func.count()).select_from(InboundCall).where(
+                InboundCall.started_at >= start, InboundCall.started_at < end)) or 0
+            actions = dict((await session.execute(
+                select(AppointmentEvent.action, func.count())
+                .where(AppointmentEvent.at >= start, AppointmentEvent.at < end)
+                .group_by(AppointmentEvent.action))).tuples().all())
+            talked, completed = (await session.execute(
+                select(func.coalesce(func.sum(CallAttempt.talk_seconds), 0),
+                       func.count(CallAttempt.id))
+                .where(CallAttempt.outcome == "completed", CallAttempt.ended_at >= start,
+                       CallAttempt.ended_at < end))).one()
+            failed = (await session.execute(
+                select(Consultation.cause, func.count())
+                .where(Consultation.state == "missed", Consultation.updated_at >= start,
+                       Consultation.updated_at < end)
+                .group_by(Consultation.cause))).tuples().all()
+        return DayFigures(
+            calls=calls, bookings=actions.get("booked", 0),
+            reschedules=actions.get("rescheduled", 0),
+            cancellations=actions.get("cancelled", 0),
+            consultation_minutes=round(int(talked) / 60, 1), completed_consultations=completed,
+            failed=sorted(((cause or "unknown", n) for cause, n in failed),
+                          key=lambda item: (-item[1], item[0])))
+
+    async def live_consultations(self) -> list[ConsultationRow]:
+        """Consultations ringing or bridged now, on any instance."""
+        return await self._consultations(Consultation.state.in_(LIVE_STATES))
+
+    async def upcoming(self, now: dt.datetime, until: dt.datetime) -> list[ConsultationRow]:
+        """Consultations still to be dialled before `until`, soonest first (a retry included)."""
+        return await self._consultations(Consultation.state.in_(WAITING_STATES),
+                                         Consultation.due_at < until,
+                                         Consultation.due_at >= now - dt.timedelta(hours=1))
+
+    async def _consultations(self, *where: object) -> list[ConsultationRow]:
+        attempt = CallAttempt
+        query = (select(Consultation.id, Consultation.state, Doctor.name, Doctor.name_en,
+                        Patient.phone, Consultation.due_at, Appointment.start_at,
+                        Appointment.end_at, Consultation.attempts, attempt.started_at,
+                        attempt.bridged_at)
+                 .join(Appointment, Consultation.appointment_id == Appointment.id)
+                 .join(Doctor, Appointment.doctor_id == Doctor.id)
+                 .join(Patient, Appointment.patient_id == Patient.id)
+                 .outerjoin(attempt, (attempt.consultation_id == Consultation.id)
+                            & (attempt.number == Consultation.attempts))
+                 .where(*where)  # type: ignore[arg-type]
+                 .order_by(Consultation.due_at, Consultation.id))
+        async with self.db.reading() as session:
+            rows = (await session.execute(query)).tuples().all()
+        return [ConsultationRow(*row) for row in rows]
+
+    async def heatmap(self, first: dt.date, last: dt.date) -> Heatmap:
+        """Count inbound calls per local weekday and hour (bucketed here, the same on every
+        backend and in the clinic's time zone)."""
+        start, _ = day_bounds(first, self.tz)
+        _, end = day_bounds(last, self.tz)
+        counts = [[0] * 24 for _ in Weekday]
+        async with self.db.reading() as session:
+            stream = await session.stream_scalars(select(InboundCall.started_at).where(
+                InboundCall.started_at >= start, InboundCall.started_at < end))
+            async for started in stream:
+                local = started.astimezone(self.tz)
+                counts[Weekday.of(local.date())][local.hour] += 1
+        return Heatmap(first, last, counts)
+
+    async def consultation_minutes(self, first: dt.date, last: dt.date
+                                   ) -> list[tuple[dt.date, float]]:
+        """Minutes talked in consultations per local day over [first, last], zeros included."""
+        start, _ = day_bounds(first, self.tz)
+        _, end = day_bounds(last, self.tz)
+        seconds: Counter[dt.date] = Counter()
+        async with self.db.reading() as session:
+            rows = (await session.execute(
+                select(CallAttempt.ended_at, CallAttempt.talk_seconds)
+                .where(CallAttempt.outcome == "completed", CallAttempt.ended_at >= start,
+                       CallAttempt.ended_at < end))).tuples().all()
+        for ended, talked in rows:
+            if ended is not None:
+                seconds[ended.astimezone(self.tz).date()] += talked or 0
+        days = [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+        return [(day, round(seconds[day] / 60, 1)) for day in days]
+
+    async def consultation_states(self) -> dict[str, int]:
+        """How many consultations are in each state, for /metrics."""
+        async with self.db.reading() as session:
+            rows = (await session.execute(select(Consultation.state, func.count())
+                                          .group_by(Consultation.state))).tuples().all()
+        return dict(rows)

@@ -1,0 +1,214 @@
+"""The status page, /api/status and /metrics after a scripted stretch of a clinic's day, read
+the way admins read them: in headless Chromium (Debian's, driven by Playwright), as JSON, and
+with Prometheus' own parser."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import aiohttp
+import pytest
+from playwright.async_api import Page, async_playwright
+from prometheus_client.parser import text_string_to_metric_families
+
+from clinic.calendar import Weekday
+from ivr.agi_protocol import Command
+from tests.fakepbx.agi_caller import place_call
+from tests.fakepbx.script import Caller, HangUp, Hear
+from tests.support.clinic_day import (
+    HTML_NAME,
+    IVR_CALLERS,
+    LONG_PATIENT,
+    SILENT_PATIENT,
+    TALKING_PATIENT,
+    TOKEN,
+    UPCOMING_PATIENT,
+    Day,
+    scripted_day,
+)
+from tests.support.server import ROOT, ServerProcess, demo_copy
+from web.page import digits
+
+CHROMIUM = os.environ.get("NOBAT_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(os.environ.get("NOBAT_ARTIFACTS", ROOT / "test-artifacts"))
+PHONES = (UPCOMING_PATIENT, TALKING_PATIENT, SILENT_PATIENT, LONG_PATIENT, *IVR_CALLERS)
+
+
+async def figure(page: Page, name: str) -> str:
+    return await page.locator(f'[data-figure="{name}"] .value').inner_text()
+
+
+async def cell(page: Page, weekday: Weekday, hour: int) -> str:
+    return await page.locator(
+        f'#heatmap td[data-weekday="{weekday.name.lower()}"][data-hour="{hour}"]').inner_text()
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    """Where the page's screenshots are kept for people to look at (test-artifacts/)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+async def test_the_page_in_a_browser_after_a_scripted_day(tmp_path: Path, artifacts: Path
+                                                         ) -> None:
+    async with scripted_day(tmp_path) as day, async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM,
+                                                   args=["--no-sandbox"])
+        try:
+            page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+            await check_the_day(page, day, artifacts)
+        finally:
+            await browser.close()
+
+
+async def check_the_day(page: Page, day: Day, artifacts: Path) -> None:
+    # Without the token: the login form, nothing else.
+    reply = await page.goto(day.server.base_url + "/")
+    assert reply is not None and reply.status == 401
+    assert await page.locator("#today").count() == 0
+    await page.fill('input[name="token"]', TOKEN)
+    await page.click('button[type="submit"]')
+    await page.wait_for_selector("#today")
+
+    # Persian first: right to left, Persian digits, Jalali date.
+    assert await page.get_attribute("html", "dir") == "rtl"
+    assert await page.get_attribute("html", "lang") == "fa"
+    assert await figure(page, "calls") == digits(day.calls, "fa")
+    assert await figure(page, "bookings") == digits(day.bookings, "fa")
+    assert await figure(page, "cancellations") == digits(day.cancellations, "fa")
+    assert await figure(page, "completed_consultations") == "۱"
+    assert "patient: no_answer" in await page.locator("#failed").inner_text()
+    for (weekday, hour), count in day.heatmap.items():
+        assert await cell(page, weekday, hour) == digits(count, "fa")
+    busiest = max(day.heatmap, key=day.heatmap.__getitem__)
+    style = await page.locator(f'#heatmap td[data-weekday="{busiest[0].name.lower()}"]'
+                               f'[data-hour="{busiest[1]}"]').get_attribute("style")
+    assert style is not None and "rgba(192, 57, 43, 1.00)" in style
+    quiet = next((w, h) for w in Weekday for h in range(24) if (w, h) not in day.heatmap)
+    assert await cell(page, *quiet) == ""
+    health = await page.locator("#health").inner_text()
+    assert "وصل" in health and "آماده" in health  # AMI connected, FastAGI listening
+
+    # Now: a consultation talking, and a caller who waits at the main menu.
+    talking = await page.locator("#live-consultations").inner_text()
+    assert "دکتر سارا مرادی" in talking and "در گفتگو" in talking and "۰۹۳۵***۰۰۰۳" in talking
+    at_menu, read = asyncio.Event(), asyncio.Event()
+
+    async def listen_to_the_menu(command: Command) -> None:
+        if any(arg.endswith("/main-menu") for arg in command.args):
+            at_menu.set()
+            await read.wait()  # the caller listens while the admin looks
+
+    waiting = asyncio.create_task(place_call(
+        "127.0.0.1", day.server.fastagi_port,
+        Caller.dialling("09127770009", Hear("main-menu"), HangUp()), strict=False,
+        before=listen_to_the_menu))
+    try:
+        await asyncio.wait_for(at_menu.wait(), 10)
+        await page.reload()
+        live = await page.locator("#live-calls").inner_text()
+        assert "۰۹۱۲***۰۰۰۹" in live and "main" in live
+    finally:
+        read.set()
+        await waiting
+
+    # The next consultation: its patient masked; in English its doctor's name (staff data
+    # with markup in it) shows as text.
+    upcoming = page.locator("#upcoming")
+    assert "۰۹۱۲***۲۲۳۳" in await upcoming.inner_text()
+    await page.click("#switch")
+    await page.wait_for_selector('html[dir="ltr"]')
+    assert await page.locator("h2").first.inner_text() == "Health"
+    assert HTML_NAME in await upcoming.inner_text()
+    assert await upcoming.locator("b").count() == 0
+    assert "0912***2233" in await upcoming.inner_text()
+    assert await figure(page, "calls") == str(day.calls + 1)  # with the caller at the menu
+    text = await page.locator("body").inner_text()
+    for number in PHONES:
+        assert number not in text and number[1:] not in text
+    await page.screenshot(path=str(artifacts / "status-page-en.png"), full_page=True)
+    await page.click("#switch")
+    await page.wait_for_selector('html[dir="rtl"]')
+    await page.screenshot(path=str(artifacts / "status-page-fa.png"), full_page=True)
+
+
+async def get(server: ServerProcess, path: str, token: str | None = TOKEN
+              ) -> tuple[int, str]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession() as http, http.get(server.base_url + path,
+                                                         headers=headers) as reply:
+        return reply.status, await reply.text()
+
+
+async def test_api_status_and_metrics_agree_with_the_day(tmp_path: Path) -> None:
+    async with scripted_day(tmp_path) as day:
+        server = day.server
+        status, _ = await get(server, "/api/status", token=None)
+        assert status == 401
+        async with aiohttp.ClientSession() as http, http.get(
+                server.base_url + "/api/status",
+                headers={"Authorization": f"Bearer {TOKEN}"}) as reply:
+            body = await reply.json()
+        figures = body["today_figures"]
+        assert (figures["calls"], figures["bookings"], figures["cancellations"]) == (
+            day.calls, day.bookings, day.cancellations)
+        assert figures["failed"] == [{"cause": "patient: no_answer", "count": 1}]
+        assert body["health"]["ami"] == "connected" and body["health"]["ok"] is True
+        for (weekday, hour), count in day.heatmap.items():
+            assert body["heatmap"]["counts"][weekday][hour] == count
+        [upcoming] = body["upcoming"]
+        assert (upcoming["doctor_en"], upcoming["patient"]) == (HTML_NAME, "0912***2233")
+
+        status, text = await get(server, "/metrics")
+        assert status == 200
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for f in families.values() for s in f.samples}
+        assert samples[("nobat_ami_state", (("state", "connected"),))] == 1
+        assert samples[("nobat_up", ())] == 1
+        assert samples[("nobat_today", (("figure", "calls"),))] == day.calls
+        assert samples[("nobat_consultations", (("state", "missed"),))] == 1
+        assert samples[("nobat_ivr_call_duration_seconds_count", ())] == len(IVR_CALLERS)
+        assert samples[("nobat_consultations", (("state", "bridged"),))] == 1
+        assert samples[("nobat_consultation_dispatch_lag_seconds_count", ())] == 3
+        assert all(number not in text for number in PHONES)
+        status, _ = await get(server, "/metrics", token="wrong")
+        assert status == 401
+
+
+async def test_only_healthz_is_open_and_the_reload_form_needs_its_csrf_value(
+        tmp_path: Path) -> None:
+    server = await ServerProcess(demo_copy(tmp_path), env={"NOBAT_WEB_TOKEN": TOKEN}).start()
+    try:
+        for path in ("/", "/api/status", "/metrics", "/api/flows"):
+            assert (await get(server, path, token=None))[0] == 401, path
+        assert (await get(server, "/healthz", token=None))[0] == 200
+        assert (await get(server, "/api/status?from=1405/13/01"))[0] == 400
+        status, page = await get(server, "/?lang=en&from=2026-12-01&to=2026-11-01")
+        assert status == 200 and "Wrong range" in page and "first day is after its last" in page
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with aiohttp.ClientSession(cookie_jar=jar) as http:
+            async with http.post(server.base_url + "/login", data={"token": "nope"}) as reply:
+                assert reply.status == 401
+            async with http.post(server.base_url + "/login", data={"token": TOKEN},
+                                 allow_redirects=False) as reply:
+                assert reply.status == 303
+                cookie = reply.cookies["nobat_session"]
+                assert cookie.value != TOKEN and cookie["httponly"]
+                assert cookie["samesite"] == "Strict"
+            async with http.get(server.base_url + "/") as reply:
+                assert reply.status == 200
+                page = await reply.text()
+            # A form posted from another site carries the cookie but not the page's value.
+            async with http.post(server.base_url + "/reload", data={}) as reply:
+                assert reply.status == 403
+            csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+            async with http.post(server.base_url + "/reload", data={"csrf": csrf},
+                                 allow_redirects=False) as reply:
+                assert reply.status == 303
+        assert all(TOKEN not in line for line in server.log)
+    finally:
+        assert await server.stop() == 0

@@ -1,0 +1,207 @@
+"""One snapshot of the phone system for the page, /api/status and /metrics alike.
+
+The parts it reports on are handed in by the composition root (`Sources`); live state comes
+from them (calls on this instance's line, the AMI link), everything else from the store.
+Phone numbers are masked here, before anything leaves the process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from bridge.ami_client import AmiClient
+from clinic.phones import mask
+from db.booking import utc_now
+from db.engine import Database
+from db.figures import ConsultationRow, DayFigures, Figures, Heatmap
+from db.schema import current_revision, head_revision
+from ivr.call import Call
+from ivr.conditions import caller_number
+from ivr.fastagi import FastAgiServer
+from ivr.flow_store import FlowStore
+from ivr.inbound import InboundLine
+
+HEATMAP_DAYS = 28
+"""The heatmap's default range: the last four weeks, today included."""
+MAX_RANGE_DAYS = 366
+NEXT_AT_LEAST = dt.timedelta(hours=6)
+""""Next" lists the rest of the day, and at least this far ahead (late at night: the morning)."""
+
+
+@dataclass
+class Sources:
+    """What the page reports on; any part may be missing (no AMI secret: no dialer)."""
+
+    database: Database
+    tz: ZoneInfo
+    flows: FlowStore | None = None
+    line: InboundLine | None = None
+    listener: FastAgiServer | None = None
+    ami: AmiClient | None = None
+    clock: Callable[[], dt.datetime] = utc_now
+
+
+@dataclass(frozen=True)
+class Health:
+    """Is each part working, and if not, why."""
+
+    database: str
+    schema: str | None
+    fastagi: str
+    ami: str
+    ami_error: str | None
+    flows_version: str | None
+    flows_loaded_at: str | None
+    flows_error: str | None
+
+    @property
+    def ok(self) -> bool:
+        """All parts that exist work (a missing AMI secret is a choice, not a fault)."""
+        return (self.database == "ok" and self.fastagi in ("listening", "off")
+                and self.ami in ("connected", "off") and self.flows_error is None)
+
+
+@dataclass(frozen=True)
+class LiveCall:
+    """An IVR call in progress on this instance."""
+
+    caller: str
+    step: str
+    language: str
+    elapsed: int
+
+
+@dataclass(frozen=True)
+class ConsultationView:
+    """A consultation as the page shows it: masked number, seconds counted for the reader."""
+
+    id: int
+    state: str
+    doctor: str
+    doctor_en: str
+    patient: str
+    due_at: dt.datetime
+    starts_at: dt.datetime
+    booked_minutes: int
+    attempt: int
+    elapsed: int | None
+    """Seconds since it started ringing (or since the bridge when bridged)."""
+    countdown: int
+    """Seconds until it is due (negative: overdue, e.g. waiting for the cap)."""
+
+
+@dataclass(frozen=True)
+class Status:
+    """Everything the page shows, at one instant."""
+
+    now: dt.datetime
+    today: dt.date
+    health: Health
+    live_calls: list[LiveCall]
+    live_consultations: list[ConsultationView]
+    upcoming: list[ConsultationView]
+    day: DayFigures
+    heatmap: Heatmap
+    minutes_by_day: list[tuple[dt.date, float]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        """The same figures for /api/status, dates as ISO text."""
+        return {
+            "now": self.now.isoformat(), "today": self.today.isoformat(),
+            "health": {**vars(self.health), "ok": self.health.ok},
+            "live_calls": [vars(call) for call in self.live_calls],
+            "live_consultations": [_view_json(v) for v in self.live_consultations],
+            "upcoming": [_view_json(v) for v in self.upcoming],
+            "today_figures": {**vars(self.day), "failed": [
+                {"cause": cause, "count": n} for cause, n in self.day.failed]},
+            "heatmap": {"first": self.heatmap.first.isoformat(),
+                        "last": self.heatmap.last.isoformat(),
+                        "weekdays_from": "saturday", "counts": self.heatmap.counts},
+            "consultation_minutes": [{"day": day.isoformat(), "minutes": minutes}
+                                     for day, minutes in self.minutes_by_day],
+        }
+
+
+def _view_json(view: ConsultationView) -> dict[str, Any]:
+    return {**vars(view), "due_at": view.due_at.isoformat(),
+            "starts_at": view.starts_at.isoformat()}
+
+
+def heatmap_range(today: dt.date, first: dt.date | None, last: dt.date | None
+                  ) -> tuple[dt.date, dt.date]:
+    """The range asked for, or the last four weeks; refuses a reversed or huge one."""
+    last = last or today
+    first = first or last - dt.timedelta(days=HEATMAP_DAYS - 1)
+    if first > last:
+        raise ValueError("the range's first day is after its last")
+    if (last - first).days >= MAX_RANGE_DAYS:
+        raise ValueError(f"a range may span at most {MAX_RANGE_DAYS} days")
+    return first, last
+
+
+async def health(sources: Sources) -> Health:
+    """Each part's state; a database that does not answer is reported, not raised."""
+    try:
+        schema = await current_revision(sources.database)
+        database = "ok" if schema == head_revision() else "schema behind"
+    except Exception:  # any driver error means the same to the reader: unreachable
+        schema, database = None, "unreachable"
+    listener = sources.listener
+    fastagi = "off" if listener is None else ("listening" if listener.listening else "stopped")
+    link = sources.ami.status if sources.ami is not None else None
+    flows = sources.flows
+    current = flows.current() if flows is not None else None
+    return Health(
+        database=database, schema=schema, fastagi=fastagi,
+        ami="off" if link is None else link.state.value,
+        ami_error=None if link is None else link.last_error,
+        flows_version=None if current is None else current.version,
+        flows_loaded_at=None if flows is None else flows.loaded_at,
+        flows_error=None if flows is None else flows.last_error)
+
+
+def _caller(call: Call) -> str:
+    number = caller_number(call.session.info.caller_id)
+    return mask(number) if number else "unknown"
+
+
+def live_calls(line: InboundLine | None, now: dt.datetime) -> list[LiveCall]:
+    """IVR calls on this instance's line, oldest first, callers masked."""
+    calls: list[Call] = list(line.calls.values()) if line is not None else []
+    return [LiveCall(_caller(c), c.step, c.language,
+                     int((now - (c.started_at or now)).total_seconds()))
+            for c in sorted(calls, key=lambda c: c.started_at or now)]
+
+
+def view(row: ConsultationRow, now: dt.datetime) -> ConsultationView:
+    """A store row as the page shows it."""
+    since = row.bridged_at or row.attempt_started
+    return ConsultationView(
+        id=row.id, state=row.state, doctor=row.doctor, doctor_en=row.doctor_en,
+        patient=mask(row.patient_phone), due_at=row.due_at, starts_at=row.starts_at,
+        booked_minutes=int((row.ends_at - row.starts_at).total_seconds() // 60),
+        attempt=row.attempt,
+        elapsed=None if since is None else int((now - since).total_seconds()),
+        countdown=int((row.due_at - now).total_seconds()))
+
+
+async def snapshot(sources: Sources, first: dt.date | None = None,
+                   last: dt.date | None = None) -> Status:
+    """Gather the whole status; `first`/`last` choose the heatmap's range."""
+    now = sources.clock()
+    today = now.astimezone(sources.tz).date()
+    first, last = heatmap_range(today, first, last)
+    figures = Figures(sources.database, sources.tz)
+    end_of_day = dt.datetime.combine(today + dt.timedelta(days=1), dt.time(), sources.tz)
+    until = max(end_of_day, now + NEXT_AT_LEAST)
+    return Status(
+        now=now, today=today, health=await health(sources),
+        live_calls=live_calls(sources.line, now),
+        live_consultations=[view(r, now) for r in await figures.live_consultations()],
+        upcoming=[view(r, now) for r in await figures.upcoming(now, until)],
+        day=await figures.day(today), heatmap=await figures.heatmap(first, last),
+        minutes_by_day=await figures.consultation_minutes(first, last))
