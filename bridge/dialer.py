@@ -122,7 +122,8 @@ class Dialer:
         free = self.cap - len(self.calls)
         if free <= 0 or self.ami.status.state is not LinkState.CONNECTED:
             return []
-        claims = await self.store.claim_next(self.instance, self.lease, free)
+        claims = await self.store.claim_next(self.instance, self.lease, free,
+                                             running=set(self.calls))
         now = self.clock()
         for claim in claims:
             for listener in self.on_dispatch:

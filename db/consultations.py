@@ -198,11 +198,14 @@ class ConsultationStore:
 
         return await self.db.retry_locked(run)
 
-    async def claim_next(self, instance: str, lease: dt.timedelta, limit: int) -> list[Claim]:
+    async def claim_next(self, instance: str, lease: dt.timedelta, limit: int,
+                         running: set[int] | None = None) -> list[Claim]:
         """Claim up to `limit` due consultations, oldest first; the rest wait their turn
-        (the channel cap), and those another instance wins are skipped."""
+        (the channel cap), and those another instance wins are skipped. `running` are the
+        calls this instance has in hand: never taken again, even if a stalled loop let
+        their lease run out (the call itself renews it or lets go)."""
         claims: list[Claim] = []
-        tried: set[int] = set()
+        tried: set[int] = set(running or ())
         while len(claims) < limit:
             now = self.clock()
             async with self.db.reading() as session:

@@ -123,6 +123,21 @@ async def test_an_expired_lease_is_taken_over_and_the_old_claim_can_write_nothin
     assert [a.doctor_answered_at for a in await attempts(database, ident)] == [None, None]
 
 
+async def test_an_instance_never_takes_back_a_call_it_still_runs(
+        service: BookingService, store: ConsultationStore, clock: Clock) -> None:
+    ident = await book_phone(service, at(SATURDAY, "10:00"))
+    clock.now = at(SATURDAY, "10:00")
+    running = await store.claim(ident, "nobat-a", LEASE)
+    assert running is not None
+    clock.now += LEASE + dt.timedelta(seconds=1)  # its loop stalled past the lease
+
+    assert await store.claim_next("nobat-a", LEASE, 5, running={ident}) == []
+    await store.renew(running)  # the call itself carries on
+    clock.now += LEASE + dt.timedelta(seconds=1)
+    [taken] = await store.claim_next("nobat-b", LEASE, 5)  # another instance may take it
+    assert (taken.consultation_id, taken.attempt) == (ident, 2)
+
+
 async def test_fifty_racing_tasks_get_exactly_one_claim(
         service: BookingService, store: ConsultationStore, clock: Clock) -> None:
     ident = await book_phone(service, at(SATURDAY, "10:00"))

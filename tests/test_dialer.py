@@ -111,8 +111,8 @@ def assert_masked(pbx_line: Line, pairs: int) -> None:
 async def test_both_answer_are_bridged_and_the_one_left_is_released_at_once(
         database: Database, leaver: Leg) -> None:
     [ident] = await book(database, 1)
-    talks = {Leg.DOCTOR: Answers(0.3, talk=10 if leaver is Leg.DOCTOR else None),
-             Leg.PATIENT: Answers(0.5, talk=10 if leaver is Leg.PATIENT else None)}
+    talks = {Leg.DOCTOR: Answers(0.3, talk=20 if leaver is Leg.DOCTOR else None),
+             Leg.PATIENT: Answers(0.5, talk=20 if leaver is Leg.PATIENT else None)}
     phones = [doctor(1, talks[Leg.DOCTOR]), patient(1, talks[Leg.PATIENT])]
     async with line(database, phones, START) as pbx_line:
         await pbx_line.until(settled(database, [ident], "bridged"))
@@ -122,7 +122,8 @@ async def test_both_answer_are_bridged_and_the_one_left_is_released_at_once(
         [attempt] = await attempts(database, ident)
         assert (stored.outcome, attempt.state, attempt.number) == ("completed", "completed", 1)
         assert attempt.bridged_at is not None
-        assert 5 <= (attempt.talk_seconds or 0) <= 11  # 10 s, less scaled-up latency
+        # 20 s from answering, less the announcement (3 s) and scaled-up latency
+        assert 8 <= (attempt.talk_seconds or 0) <= 18
         survivor = Leg.PATIENT if leaver is Leg.DOCTOR else Leg.DOCTOR
         hangups = pbx_line.actions("Hangup")
         survivor_id = f"nobat-c{ident}-a1-{survivor}"
@@ -357,7 +358,7 @@ async def test_a_call_that_ended_while_no_nobat_watched_is_completed_without_a_g
 async def test_an_asterisk_restart_ends_a_bridged_call_and_redials_one_not_yet_bridged(
         database: Database) -> None:
     talking, ringing = await book(database, 2)
-    phones = [doctor(1), patient(1), doctor(2), patient(2, Answers(2.9, talk=8))]
+    phones = [doctor(1), patient(1), doctor(2), patient(2, Answers(9.5, talk=20))]
     async with line(database, phones, START) as pbx_line:
         await pbx_line.until(settled(database, [talking], "bridged"))
         await pbx_line.pbx.restart()

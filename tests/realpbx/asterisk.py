@@ -162,14 +162,15 @@ def set_globals(extensions_conf: str, values: Mapping[str, str]) -> str:
     return head + found + body + next_section + tail
 
 
-def manager_conf(shipped: str, port: int, secret: str) -> str:
-    """nobat's manager.conf with the test's port and a real secret in place of CHANGE-ME."""
-    text, ports = re.subn(r"(?m)^port\s*=.*$", f"port = {port}", shipped)
-    text, secrets_ = re.subn(r"(?m)^secret\s*=\s*CHANGE-ME\s*$", f"secret = {secret}", text)
-    if ports != 1 or secrets_ != 1:
-        raise ValueError("asterisk/manager.conf must have one `port =` and one "
-                         "`secret = CHANGE-ME` line")
-    return text
+def manager_conf(shipped: str, port: int, secret: str | None) -> str:
+    """nobat's manager.conf with the test's port, and the secret an admin adds (none: as
+    shipped)."""
+    text, ports = re.subn(r"(?m)^port=.*$", f"port={port}", shipped)
+    if ports != 1 or re.search(r"(?m)^secret\s*=", text):
+        raise ValueError("asterisk/manager.conf must have one `port=` line and no secret")
+    if secret is None:
+        return text
+    return text.replace("[nobat]\n", f"[nobat]\nsecret={secret}\n", 1)
 
 
 _INDICATIONS = """\
@@ -351,6 +352,8 @@ class RealAsterisk:
     edit_extensions: Callable[[str], str] | None = None
     agi_scripts: Mapping[str, str] = field(default_factory=dict)
     binary: Path = field(default_factory=find_asterisk)
+    secret: str | None = field(default_factory=lambda: secrets.token_hex(16))
+    """The AMI secret put into nobat's manager.conf; None leaves it as shipped (none)."""
 
     def __post_init__(self) -> None:
         self.modules = module_dir(self.binary)
@@ -361,7 +364,6 @@ class RealAsterisk:
                                    "`make install` run?). " + HOW_TO_GET_ASTERISK)
         self.port = free_port()
         self.username = MANAGER_USER
-        self.secret = secrets.token_hex(16)
         self.base = Path(tempfile.mkdtemp(prefix="nobat-asterisk-"))
         self.log = ""
         self.process: asyncio.subprocess.Process | None = None
@@ -460,6 +462,9 @@ class RealAsterisk:
                 raise AsteriskFailed(f"Asterisk exited with {self.process.returncode} while "
                                      f"starting\n{self.read_log()}")
             try:
+                if self.secret is None:  # nobody can log in: the banner is all there is
+                    await (await AmiLink.open(self.port)).close()
+                    return self
                 link = await self.connect()
                 await link.wait_event("FullyBooted", within=max(deadline - time.monotonic(), 1))
                 await link.close()
@@ -476,7 +481,7 @@ class RealAsterisk:
         link = await AmiLink.open(self.port)
         self._links.append(link)
         response = await link.login(username or self.username,
-                                    self.secret if secret is None else secret)
+                                    secret or self.secret or "")
         if response.status != "Success":
             raise AsteriskFailed(f"AMI login failed: {response}")
         return link

@@ -335,9 +335,22 @@ async def test_only_ami_on_loopback_listens(asterisk_binary: Path) -> None:
         assert pbx.listening() == [f"tcp 127.0.0.1:{pbx.port}"]
 
 
-def test_shipped_manager_conf_has_no_usable_secret_and_stays_on_loopback() -> None:
+async def test_as_shipped_no_one_logs_in_as_nobat_until_the_admin_sets_a_secret(
+    asterisk_binary: Path,
+) -> None:
+    async with RealAsterisk(binary=asterisk_binary, secret=None) as pbx:
+        for guess in ("", "CHANGE-ME", "nobat"):
+            link = await AmiLink.open(pbx.port)
+            try:
+                refused = await link.login("nobat", guess)
+                assert (refused.status, refused.message) == ("Error", "Authentication failed")
+            finally:
+                await link.close()
+
+
+def test_shipped_manager_conf_has_no_secret_and_stays_on_loopback() -> None:
     text = (SHIPPED / "manager.conf").read_text()
-    assert re.search(r"(?m)^secret = CHANGE-ME$", text)
-    assert re.search(r"(?m)^bindaddr = 127\.0\.0\.1$", text)
-    assert re.search(r"(?m)^permit = 127\.0\.0\.1/255\.255\.255\.255$", text)
-    assert re.search(r"(?m)^write = call,originate,reporting$", text)
+    assert not re.search(r"(?m)^\s*secret\s*=", text)
+    assert re.search(r"(?m)^bindaddr=127\.0\.0\.1$", text)
+    assert re.search(r"(?m)^permit=127\.0\.0\.1/255\.255\.255\.255$", text)
+    assert re.search(r"(?m)^write=call,originate,reporting$", text)
