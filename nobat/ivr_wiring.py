@@ -19,6 +19,8 @@ from ivr.prompts import ClinicWords, PromptLibrary
 from nobat.config import Config
 
 MANIFEST = "manifest.toml"
+IVR_ROUTE = "ivr"
+"""The FastAGI path the dialplan calls: AGI(agi://host:port/ivr)."""
 
 
 def clinic_words(profile: ClinicProfile | None) -> ClinicWords | None:
@@ -56,5 +58,5 @@ async def build_line(config: Config, database: Database,
 
 def fastagi_server(config: Config, line: InboundLine) -> FastAgiServer:
     """The FastAGI listener with the IVR at agi://host:port/ivr."""
-    return FastAgiServer({"ivr": line.answer},
+    return FastAgiServer({IVR_ROUTE: line.answer},
                          Limits(max_calls=config.fastagi.max_calls))

@@ -28,8 +28,9 @@ class JsonFormatter(MaskingFormatter):
 
 
 def setup_logging(level: str = "info", fmt: str = "text") -> None:
-    """Send masked logs to stderr, replacing any handlers set before."""
-    handler = logging.StreamHandler(sys.stderr)
+    """Send masked logs on, replacing any handlers set before: JSON lines to stdout for
+    journald and collectors, text to stderr for a person at a terminal."""
+    handler = logging.StreamHandler(sys.stdout if fmt == "json" else sys.stderr)
     formatter = JsonFormatter() if fmt == "json" else MaskingFormatter(
         "%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler.setFormatter(formatter)

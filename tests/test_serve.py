@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import sys
 from pathlib import Path
@@ -53,6 +54,23 @@ async def test_a_broken_clinic_file_is_logged_and_serving_goes_on(tmp_path: Path
     assert "not loaded; serving what the database holds" in text
     assert (f"{tmp_path / 'clinic.toml'}:2: clinic.phone: expected the clinic's number, "
             "shown to patients as caller id, got a whole number 12") in text
+
+
+async def test_json_logs_come_on_stdout_one_object_a_line_with_numbers_masked(
+        tmp_path: Path) -> None:
+    config = demo_copy(tmp_path, clinic='[clinic]\nphone = "0912123456789"\n')
+    config.write_text(config.read_text().replace('log_format = "text"', 'log_format = "json"'))
+    server = await ServerProcess(config, json_logs=True).start()
+    try:
+        assert (await get_health(server))[0] == 200
+    finally:
+        assert await server.stop() == 0
+    entries = [json.loads(line) for line in server.log]
+    assert all(set(entry) >= {"time", "level", "logger", "message"} for entry in entries)
+    [refused] = [e for e in entries if "not loaded" in e["message"]]
+    assert refused["level"] == "ERROR" and "0912***6789" in refused["message"]
+    assert "0912123456789" not in "\n".join(server.log)
+    assert any(e["message"].startswith("status page listening") for e in entries)
 
 
 async def test_serve_on_postgresql_from_the_environment(tmp_path: Path,

@@ -18,8 +18,11 @@ FASTAGI = re.compile(r"FastAGI listening on [\d.]+:(\d+)")
 class ServerProcess:
     """Starts `nobat serve`, waits until it listens, and keeps everything it logged."""
 
-    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config: Path, env: dict[str, str] | None = None,
+                 json_logs: bool = False) -> None:
         self.config = config
+        self.json_logs = json_logs
+        """The config logs JSON lines, which come on stdout (text comes on stderr)."""
         self.env = {**os.environ, **(env or {})}
         self.log: list[str] = []
         self.base_url = ""
@@ -31,7 +34,9 @@ class ServerProcess:
         """Start the server and return once the status page listens."""
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "nobat", "-c", str(self.config), "serve",
-            stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, env=self.env)
+            stderr=asyncio.subprocess.DEVNULL if self.json_logs else asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE if self.json_logs else asyncio.subprocess.DEVNULL,
+            env=self.env)
         listening = asyncio.get_running_loop().create_future()
         self._reader = asyncio.create_task(self._read(listening))
         host, port = await asyncio.wait_for(listening, wait_s)
@@ -39,8 +44,10 @@ class ServerProcess:
         return self
 
     async def _read(self, listening: asyncio.Future[tuple[str, str]]) -> None:
-        assert self.process is not None and self.process.stderr is not None
-        async for raw in self.process.stderr:
+        assert self.process is not None
+        stream = self.process.stdout if self.json_logs else self.process.stderr
+        assert stream is not None
+        async for raw in stream:
             line = raw.decode(errors="replace").rstrip("\n")
             self.log.append(line)
             if fastagi := FASTAGI.search(line):

@@ -1,0 +1,239 @@
+"""The shipped Asterisk configuration, checked as an administrator would rely on it:
+asterisklint finds nothing in any file, and the names nobat's code and config.toml use
+(contexts, extensions, channel variables, endpoints, the AMI user) are the ones the files
+define, and the other way round."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from bridge.ami_protocol import Action, Event, Fields
+from bridge.consultation_call import (
+    PROMPTS,
+    CallPlan,
+    ConsultationCall,
+    Effect,
+    SendAction,
+)
+from db.consultations import Claim, DueConsultation, Leg, RetryPolicy
+from ivr.agi_session import RESULT_VARIABLE, SESSION_VARIABLE, TRANSFER_VARIABLE
+from nobat.config import load_config
+from nobat.ivr_wiring import IVR_ROUTE
+
+ROOT = Path(__file__).resolve().parents[1]
+ASTERISK = ROOT / "asterisk"
+ASTERISK_SETS = frozenset({"CHANNEL", "EXTEN", "AGISTATUS", "BRIDGERESULT"})
+"""Variables Asterisk itself provides to the dialplan nobat ships."""
+LINT_CONFIG = """\
+import sys
+from asterisklint import FileConfigParser
+from asterisklint.defines import MessageDefManager
+parser = FileConfigParser()
+parser.include(sys.argv[1])
+for _ in parser:
+    pass
+sys.exit(1 if any(not m[0].muted for m in MessageDefManager.raised.values()) else 0)
+"""
+
+
+@dataclass
+class Dialplan:
+    """Contexts with their extensions, and the variables the dialplan reads and sets."""
+
+    contexts: dict[str, list[str]] = field(default_factory=dict)
+    reads: dict[str, set[str]] = field(default_factory=dict)
+    sets: set[str] = field(default_factory=set)
+    globals: dict[str, str] = field(default_factory=dict)
+    named: set[str] = field(default_factory=set)
+    """Contexts the dialplan itself sends calls to (Goto, Gosub, CONNECTED_LINE_SEND_SUB)."""
+
+
+def sections(path: Path) -> Iterator[tuple[str, list[str]]]:
+    """(section, its lines without comments), in file order."""
+    name, lines = "", []
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.split(";", 1)[0].rstrip()
+        header = re.fullmatch(r"\[([^\]]+)\].*", line)
+        if header:
+            if name:
+                yield name, lines
+            name, lines = header.group(1), []
+        elif line.strip():
+            lines.append(line.strip())
+    if name:
+        yield name, lines
+
+
+def read_dialplan() -> Dialplan:
+    plan = Dialplan()
+    for name, lines in sections(ASTERISK / "extensions.conf"):
+        if name == "globals":
+            plan.globals = dict(line.split("=", 1) for line in lines)
+            continue
+        if name == "general":
+            continue
+        plan.contexts[name] = [m.group(1) for line in lines
+                               if (m := re.match(r"exten\s*=>\s*([^,]+),", line))]
+        body = "\n".join(lines)
+        plan.reads[name] = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)\}", body))
+        plan.sets |= set(re.findall(r"Set\(([A-Z_][A-Z0-9_]*)=", body))
+        plan.named |= set(re.findall(r"CONNECTED_LINE_SEND_SUB=([\w-]+),", body))
+        plan.named |= set(re.findall(r"(?:Goto|Gosub)\(([\w-]+),[^,)]+,[^)]+\)", body))
+    return plan
+
+
+def matches(pattern: str, exten: str) -> bool:
+    """Asterisk's extension matching: literal, or "_" with X Z N [..] . ! as Asterisk reads them."""
+    if not pattern.startswith("_"):
+        return pattern == exten
+    rules = {"X": "[0-9]", "Z": "[1-9]", "N": "[2-9]", ".": ".+", "!": ".*"}
+    regex, rest = "", pattern[1:]
+    while rest:
+        if rest[0] == "[":
+            end = rest.index("]")
+            regex, rest = regex + rest[: end + 1], rest[end + 1:]
+        else:
+            regex, rest = regex + rules.get(rest[0], re.escape(rest[0])), rest[1:]
+    return re.fullmatch(regex, exten) is not None
+
+
+def pjsip_objects() -> dict[str, dict[str, dict[str, str]]]:
+    """pjsip.conf's objects by type, then name: their settings."""
+    objects: dict[str, dict[str, dict[str, str]]] = {}
+    for name, lines in sections(ASTERISK / "pjsip.conf"):
+        settings = dict(line.split("=", 1) for line in lines)
+        objects.setdefault(settings["type"], {})[name] = settings
+    return objects
+
+
+@dataclass
+class DialerUse:
+    """What nobat's dialer sends Asterisk, found by running its call logic."""
+
+    contexts: dict[str, set[str]] = field(default_factory=dict)
+    variables: set[str] = field(default_factory=set)
+
+    def add(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            if not isinstance(effect, SendAction):
+                continue
+            fields = effect.action.fields
+            if "Context" in fields:
+                self.contexts.setdefault(fields.get("Context") or "", set()).add(
+                    fields.get("Exten") or "")
+            for assignment in fields.getall("Variable"):
+                self.variables.add(assignment.split("=", 1)[0])
+
+
+def dialer_use() -> DialerUse:
+    """Run the consultation logic through both answering, and through each failure kind
+    that leaves a party waiting, collecting every context, extension and variable."""
+    start = dt.datetime(2026, 11, 28, 8, tzinfo=dt.UTC)
+    booked = DueConsultation(7, 70, start, "dialling", 1, start,
+                             start + dt.timedelta(minutes=10), "dr-1", "دکتر", "Dr",
+                             "+989121000001", "+989351110001", "fa")
+    use = DialerUse()
+    for attempt, policy in ((1, RetryPolicy(attempts=3)), (3, RetryPolicy(attempts=3))):
+        for waiting in (*Leg, None):
+            claim = Claim(booked, attempt, "nobat-1", dt.timedelta(minutes=1), start)
+            call = ConsultationCall(claim, CallPlan("PJSIP/{number}@clinic-trunk", "021",
+                                                    "Clinic"), policy)
+            use.add(call.start())
+            for leg in Leg:
+                if waiting is None or leg is waiting:
+                    use.add(call.on_event(Event("UserEvent", Fields.of(
+                        UserEvent="NobatLegReady", Leg=str(leg), Consultation="7",
+                        Uniqueid=claim.channel_id(leg), Chan=f"PJSIP/{leg}-1")), start))
+            if waiting is not None:
+                other = Leg.PATIENT if waiting is Leg.DOCTOR else Leg.DOCTOR
+                use.add(call.on_event(Event("OriginateResponse", Fields.of(
+                    ActionID=claim.channel_id(other), Response="Failure", Reason="5")), start))
+            else:
+                use.add(call.on_refused(Action("Bridge"), "gone", start))
+    return use
+
+
+def lint_config(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", LINT_CONFIG, str(path)], capture_output=True,
+                          text=True, cwd=path.parent, check=False)
+
+
+def test_asterisklint_finds_nothing_in_the_dialplan() -> None:
+    lint = Path(sys.executable).with_name("asterisklint")
+    result = subprocess.run([str(lint), "dialplan-check", "extensions.conf"], cwd=ASTERISK,
+                            capture_output=True, text=True, check=False)
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+@pytest.mark.parametrize("name", ["manager.conf", "modules.conf", "pjsip.conf"])
+def test_asterisklint_finds_nothing_in_the_other_files(name: str) -> None:
+    result = lint_config(ASTERISK / name)
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+def test_asterisklint_would_catch_a_mistake(tmp_path: Path) -> None:
+    (tmp_path / "manager.conf").write_text("[general]\nenabled = yes\n")
+    result = lint_config(tmp_path / "manager.conf")
+    assert result.returncode == 1 and "W_WSH_VARSET" in result.stderr
+
+
+def test_every_context_extension_and_variable_the_dialer_uses_is_in_the_dialplan() -> None:
+    plan, use = read_dialplan(), dialer_use()
+    for context, extens in use.contexts.items():
+        assert context in plan.contexts, context
+        for exten in extens:
+            assert any(matches(p, exten) for p in plan.contexts[context]), (context, exten)
+    told = use.contexts["nobat-consult-end"]
+    reasons = {key.removeprefix("consult/") for key in PROMPTS}
+    assert told <= reasons and {"doctor-unavailable", "patient-unavailable-final"} <= told
+    consultation_reads = set().union(*(plan.reads[c] for c in plan.contexts
+                                       if c.startswith("nobat-consult")
+                                       or c == "nobat-mask-connected-line"))
+    # Every variable the dialer sets is read there, and every one read there is set by
+    # the dialer, the dialplan itself, [globals] or Asterisk.
+    assert use.variables <= consultation_reads
+    assert consultation_reads <= use.variables | plan.sets | set(plan.globals) | ASTERISK_SETS
+
+
+def test_the_ivr_entry_uses_what_nobat_sets_and_serves() -> None:
+    plan = read_dialplan()
+    ivr = plan.reads["nobat-ivr"]
+    assert {SESSION_VARIABLE, RESULT_VARIABLE, TRANSFER_VARIABLE} <= ivr
+    assert ivr <= {SESSION_VARIABLE, RESULT_VARIABLE, TRANSFER_VARIABLE} | plan.sets | set(
+        plan.globals) | ASTERISK_SETS
+    text = (ASTERISK / "extensions.conf").read_text()
+    assert f"AGI(agi://${{NOBAT_FASTAGI}}/{IVR_ROUTE}?" in text
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    [classic] = re.findall(r"AGI\(([\w-]+),", text)
+    assert classic in scripts
+
+
+def test_config_toml_and_the_asterisk_files_name_the_same_things() -> None:
+    config = load_config(ROOT / "config.toml", {})
+    plan, pjsip = read_dialplan(), pjsip_objects()
+    endpoints = pjsip["endpoint"]
+    trunk = re.fullmatch(r"PJSIP/\{\w+\}@([\w-]+)", config.consultations.dial)
+    assert trunk is not None and trunk.group(1) in endpoints
+    assert config.ivr.office == plan.globals["NOBAT_OFFICE"] == "PJSIP/office"
+    assert "office" in endpoints
+    assert plan.globals["NOBAT_FASTAGI"] == f"{config.fastagi.host}:{config.fastagi.port}"
+    manager = dict(sections(ASTERISK / "manager.conf"))
+    assert config.ami.username in manager
+    general = dict(line.split("=", 1) for line in manager["general"])
+    assert (general["bindaddr"], int(general["port"])) == (config.ami.host, config.ami.port)
+
+
+def test_every_context_is_entered_from_somewhere() -> None:
+    plan, use = read_dialplan(), dialer_use()
+    entered = set(use.contexts) | plan.named | {
+        settings["context"] for settings in pjsip_objects()["endpoint"].values()}
+    assert set(plan.contexts) == entered
