@@ -94,7 +94,7 @@ class Figures:
             actions = dict((await session.execute(
                 select(AppointmentEvent.action, func.count())
                 .where(AppointmentEvent.at >= start, AppointmentEvent.at < end)
-                .group_by(AppointmentEvent.action))).tuples().all())
+                .group_by(AppointmentEvent.action))).all())
             talked, completed = (await session.execute(
                 select(func.coalesce(func.sum(CallAttempt.talk_seconds), 0),
                        func.count(CallAttempt.id))
@@ -104,7 +104,7 @@ class Figures:
                 select(Consultation.cause, func.count())
                 .where(Consultation.state == "missed", Consultation.updated_at >= start,
                        Consultation.updated_at < end)
-                .group_by(Consultation.cause))).tuples().all()
+                .group_by(Consultation.cause))).all()
         return DayFigures(
             calls=calls, bookings=actions.get("booked", 0),
             reschedules=actions.get("rescheduled", 0),
@@ -137,7 +137,7 @@ class Figures:
                  .where(*where)  # type: ignore[arg-type]
                  .order_by(Consultation.due_at, Consultation.id))
         async with self.db.reading() as session:
-            rows = (await session.execute(query)).tuples().all()
+            rows = (await session.execute(query)).all()
         return [ConsultationRow(*row) for row in rows]
 
     async def heatmap(self, first: dt.date, last: dt.date) -> Heatmap:
@@ -164,7 +164,7 @@ class Figures:
             rows = (await session.execute(
                 select(CallAttempt.ended_at, CallAttempt.talk_seconds)
                 .where(CallAttempt.outcome == "completed", CallAttempt.ended_at >= start,
-                       CallAttempt.ended_at < end))).tuples().all()
+                       CallAttempt.ended_at < end))).all()
         for ended, talked in rows:
             if ended is not None:
                 seconds[ended.astimezone(self.tz).date()] += talked or 0
@@ -175,5 +175,5 @@ class Figures:
         """How many consultations are in each state, for /metrics."""
         async with self.db.reading() as session:
             rows = (await session.execute(select(Consultation.state, func.count())
-                                          .group_by(Consultation.state))).tuples().all()
+                                          .group_by(Consultation.state))).all()
         return dict(rows)

@@ -62,6 +62,11 @@ class PostgresServer:
                   str(self.base / "server.log"), "-w", "-t", "60", "start")
         return self
 
+    def restart(self) -> None:
+        """Restart the server (fast shutdown: sessions are cut), as a failover would."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-l", str(self.base / "server.log"),
+                  "-w", "-t", "60", "restart")
+
     def stop(self) -> None:
         """Stop the server and remove its folder."""
         try:
