@@ -1,7 +1,7 @@
 """The consultation dialer under load: a thousand calls due at once, and a big restore at start.
 
 Run: python -m bench.dialer [--calls 1000] [--cap 100] [--restore 100000] [--speed 0.5]
-     [--talk 10] [--sqlite-only] [--give-up 60]
+     [--talk 10] [--sqlite-only] [--give-up 150]
 
 For SQLite (a temporary file) and PostgreSQL (a throwaway server it starts), it bulk-inserts
 `--calls` phone consultations (one doctor and one patient each) all due at the same instant,
@@ -301,6 +301,6 @@ if __name__ == "__main__":
     parser.add_argument("--talk", type=float, default=TALK,
                         help="scripted seconds the patient talks after answering")
     parser.add_argument("--sqlite-only", action="store_true")
-    parser.add_argument("--give-up", type=float, default=60.0,
+    parser.add_argument("--give-up", type=float, default=150.0,
                         help="stop waiting for the calls to drain after this many seconds")
     asyncio.run(main(parser.parse_args()))
