@@ -99,9 +99,10 @@ async def api_status(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text format."""
-    status, _ = await _status(request)
+    """Prometheus text format (scraped often: the heatmap's range is just today)."""
     sources = request.app[SOURCES]
+    today = sources.clock().astimezone(sources.tz).date()
+    status = await snapshot(sources, today, today)
     states = await Figures(sources.database, sources.tz).consultation_states()
     body = request.app[METRICS].render(status, states)
     return web.Response(body=body, content_type="text/plain", charset="utf-8",
