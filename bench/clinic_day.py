@@ -34,12 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import aiohttp
 from sqlalchemy import func, select
 
 from clinic.clinic_file import read_clinic
 from clinic.phones import national, normalize
 from clinic.schedule import VisitKind
-from db.booking import Booked, BookingService
+from db.booking import BookingService
 from db.clinic_sync import load_clinic
 from db.engine import Database
 from db.models import Appointment, CallAttempt, Consultation, InboundCall
@@ -58,6 +59,7 @@ from tests.fakepbx.script import (
     PhoneBehaviour,
     Wait,
 )
+from tests.support.consultations import book_due
 from tests.support.postgres import PostgresServer
 from tests.support.server import ServerProcess, demo_copy
 
@@ -218,14 +220,9 @@ class Day:
             patient = f"0935{n:07d}"
             pbx.phones[patient] = Phone(patient, "+98" + patient[1:], self._behaviour(),
                                         f"Patient {n}")
-            result = await service.book(patient, doctor.id, start, VisitKind.PHONE, via="staff")
-            assert isinstance(result, Booked)
-            async with database.writing() as session:
-                row = await session.scalar(select(Consultation).where(
-                    Consultation.appointment_id == result.appointment.id))
-                assert row is not None
-                row.due_at = self.real_time(simulated)
-                self.consultation_ids.append(row.id)
+            _, consultation = await book_due(service, database, doctor.id, patient, start,
+                                             self.real_time(simulated))
+            self.consultation_ids.append(consultation)
         for spec in read_clinic(self.folder / "clinic.toml").doctors:
             number = normalize(spec.phone)
             pbx.phones[national(number)] = Phone(national(number), number, Answers(1.0),
@@ -439,8 +436,6 @@ class Day:
         return restart is not None and abs(call.hour - restart) <= 1
 
     async def _live_calls(self) -> int:
-        import aiohttp
-
         assert self.server is not None
         async with aiohttp.ClientSession() as http, http.get(
                 self.server.base_url + "/api/status",

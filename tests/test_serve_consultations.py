@@ -9,14 +9,14 @@ from pathlib import Path
 from sqlalchemy import select
 
 from clinic.clinic_file import read_clinic
-from clinic.schedule import VisitKind
-from db.booking import Booked, BookingService
+from db.booking import BookingService
 from db.clinic_sync import load_clinic
 from db.engine import Database
 from db.models import Appointment, Consultation
 from db.schema import upgrade
 from tests.fakepbx.ami_server import FakeAsterisk
 from tests.fakepbx.script import Answers, Phone
+from tests.support.consultations import book_due, first_phone_slot
 from tests.support.server import ServerProcess, demo_copy
 
 SECRET = "ami-test-secret"
@@ -26,20 +26,10 @@ DOCTOR, PATIENT = "09121002001", "09121234567"
 
 async def book_a_consultation_due_now(database: Database) -> int:
     service = BookingService(database)
-    doctor = next(d for d in await service.doctors() if d.key == "dr-ahmadi")
-    for day in await service.next_free_days(doctor.id, limit=10):
-        slot = next((s for s in await service.free_slots(doctor.id, day)
-                     if VisitKind.PHONE in s.kinds), None)
-        if slot is not None:
-            break
-    assert slot is not None, "the demo clinic offers phone visits every week"
-    booked = await service.book(PATIENT, doctor.id, slot.start, VisitKind.PHONE)
-    assert isinstance(booked, Booked)
-    async with database.writing() as session:
-        consultation = await session.scalar(select(Consultation))
-        assert consultation is not None
-        consultation.due_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=10)
-        return booked.appointment.id
+    doctor_id, start = await first_phone_slot(service, "dr-ahmadi")
+    due = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=10)
+    appointment, _ = await book_due(service, database, doctor_id, PATIENT, start, due)
+    return appointment
 
 
 async def test_a_due_consultation_is_dialled_bridged_and_completed(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ Phone numbers are masked here, before anything leaves the process.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ from ivr.fastagi import FastAgiServer
 from ivr.flow_store import FlowStore
 from ivr.inbound import InboundLine
 
+log = logging.getLogger(__name__)
 HEATMAP_DAYS = 28
 """The heatmap's default range: the last four weeks, today included."""
 MAX_RANGE_DAYS = 366
@@ -143,20 +145,40 @@ def heatmap_range(today: dt.date, first: dt.date | None, last: dt.date | None
     return first, last
 
 
-async def health(sources: Sources) -> Health:
-    """Each part's state; a database that does not answer is reported, not raised."""
+@dataclass(frozen=True)
+class DatabaseHealth:
+    """Whether the store answers, and at which schema."""
+
+    database: str
+    schema: str | None
+
+    @property
+    def ok(self) -> bool:
+        """Reachable and migrated to what this code expects."""
+        return self.database == "ok"
+
+
+async def database_health(database: Database) -> DatabaseHealth:
+    """The store's state for /healthz and the page; a store that does not answer is reported
+    (and logged), not raised."""
     try:
-        schema = await current_revision(sources.database)
-        database = "ok" if schema == head_revision() else "schema behind"
-    except Exception:  # any driver error means the same to the reader: unreachable
-        schema, database = None, "unreachable"
+        schema = await current_revision(database)
+    except Exception as exc:  # any driver error means the same to the reader: unreachable
+        log.warning("health check: database unreachable: %s", type(exc).__name__)
+        return DatabaseHealth("unreachable", None)
+    return DatabaseHealth("ok" if schema == head_revision() else "schema behind", schema)
+
+
+async def health(sources: Sources) -> Health:
+    """Each part's state."""
+    store = await database_health(sources.database)
     listener = sources.listener
     fastagi = "off" if listener is None else ("listening" if listener.listening else "stopped")
     link = sources.ami.status if sources.ami is not None else None
     flows = sources.flows
     current = flows.current() if flows is not None else None
     return Health(
-        database=database, schema=schema, fastagi=fastagi,
+        database=store.database, schema=store.schema, fastagi=fastagi,
         ami="off" if link is None else link.state.value,
         ami_error=None if link is None else link.last_error,
         flows_version=None if current is None else current.version,

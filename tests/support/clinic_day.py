@@ -16,8 +16,7 @@ from sqlalchemy import select
 
 from clinic.calendar import Weekday
 from clinic.clinic_file import read_clinic
-from clinic.schedule import VisitKind
-from db.booking import Booked, BookingService
+from db.booking import BookingService
 from db.clinic_sync import load_clinic
 from db.engine import Database
 from db.models import Consultation, InboundCall
@@ -25,6 +24,7 @@ from db.schema import upgrade
 from tests.fakepbx.agi_caller import place_call
 from tests.fakepbx.ami_server import FakeAsterisk
 from tests.fakepbx.script import Answers, Caller, HangUp, Hear, NoAnswer, Phone, Wait
+from tests.support.consultations import book_due, first_phone_slot
 from tests.support.server import ROOT, ServerProcess, demo_copy
 
 TOKEN = "page-token-5678"
@@ -54,22 +54,10 @@ class Day:
 
 async def _consultation_now(service: BookingService, database: Database, doctor_key: str,
                             patient: str, due: dt.datetime) -> int:
-    """Book a phone visit and make its call due at `due` (the store is the truth); returns
-    the appointment's id."""
-    doctor = next(d for d in await service.doctors() if d.key == doctor_key)
-    for day in await service.next_free_days(doctor.id, limit=14):
-        slot = next((s for s in await service.free_slots(doctor.id, day)
-                     if VisitKind.PHONE in s.kinds), None)
-        if slot is not None:
-            break
-    booked = await service.book(patient, doctor.id, slot.start, VisitKind.PHONE, via="staff")
-    assert isinstance(booked, Booked)
-    async with database.writing() as session:
-        row = await session.scalar(select(Consultation).where(
-            Consultation.appointment_id == booked.appointment.id))
-        assert row is not None
-        row.due_at = due
-    return booked.appointment.id
+    """Book the doctor's first phone slot with its call due at `due`; the appointment's id."""
+    doctor_id, start = await first_phone_slot(service, doctor_key)
+    appointment, _ = await book_due(service, database, doctor_id, patient, start, due)
+    return appointment
 
 
 async def _earlier_calls(database: Database, today: dt.date) -> None:
