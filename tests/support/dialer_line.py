@@ -19,14 +19,14 @@ from db.engine import Database
 from tests.fakepbx.ami_server import FakeAsterisk
 from tests.fakepbx.script import Phone
 
-SPEED = 0.01
+SPEED = 0.02
 """Real seconds per scripted second, for the fake PBX and for the dialer's clock alike."""
 CLINIC_NUMBER = "02188776655"
 CLINIC_NAME = "Clinic"
 RETRY = RetryPolicy(attempts=3, spacing=dt.timedelta(seconds=5))
 WARN_BEFORE = dt.timedelta(seconds=30)
 LEASE = dt.timedelta(seconds=60)
-"""60 scripted seconds are 0.6 real ones: enough for a loaded machine to renew in time."""
+"""60 scripted seconds are 1.2 real ones: enough for a loaded machine to renew in time."""
 
 
 class ScaledClock:
