@@ -180,19 +180,17 @@ async def test_the_waiting_party_hears_why_the_other_could_not_be_reached(
         database: Database) -> None:
     [ident] = await book(database, 1)
     phones = [doctor(1, Answers(0.2)), patient(1, NoAnswer())]
-    async with line(database, phones, START) as pbx_line:
-        await pbx_line.until(settled(database, [ident], "missed"))
+    # The patient rings half a minute (0.6 s real): the doctor is surely waiting by then,
+    # even on a loaded 2-core machine whose event loop stalls for a few hundred ms.
+    async with line(database, phones, START, ring_seconds=30) as pbx_line:
+        await pbx_line.until(settled(database, [ident], "missed"), seconds=15.0)
         await pbx_line.until(pbx_line.quiet)
 
         # Each time the doctor hears who calls and waits; told why it ends, and after the
-        # last attempt that nobody will call again. (A slow machine may end an attempt's
-        # doctor leg before it was ready to be told: then it is hung up instead.)
+        # last attempt that nobody will call again.
         intro, why = "nobat/fa/consult/doctor-intro", "nobat/fa/consult/patient-unavailable"
-        heard = pbx_line.pbx.heard_by("doctor1")
-        assert heard.count(intro) == RETRY.attempts and heard[-1] == why + "-final"
-        assert set(heard) == {intro, why, why + "-final"}
-        assert [h for h in heard if h != intro] in ([why, why, why + "-final"],
-                                                    [why, why + "-final"])
+        assert pbx_line.pbx.heard_by("doctor1") == [intro, why, intro, why,
+                                                    intro, why + "-final"]
         assert pbx_line.pbx.heard_by("patient1") == []
         assert (await consultation(database, ident)).cause == "patient: no_answer"
 

@@ -96,20 +96,22 @@ class Line:
                 await asyncio.sleep(0.01)
 
 
-def plan_for(phones: Sequence[Phone]) -> CallPlan:
+def plan_for(phones: Sequence[Phone], ring_seconds: float = 10) -> CallPlan:
     """Ring each party's number on the fake phone that owns it, as the clinic's trunk would
     (/n: no Local optimization, which would hang up the legs nobat tracks mid-call)."""
     extens = {normalize(phone.number): phone.exten for phone in phones}
-    return CallPlan("Local/{exten}@fake-phones/n", CLINIC_NUMBER, CLINIC_NAME, ring_seconds=10,
+    return CallPlan("Local/{exten}@fake-phones/n", CLINIC_NUMBER, CLINIC_NAME,
+                    ring_seconds=ring_seconds,
                     grace=dt.timedelta(seconds=5), warn_before=WARN_BEFORE,
                     address=lambda number: {"exten": extens[number]})
 
 
 @asynccontextmanager
 async def line(database: Database, phones: Sequence[Phone], start: dt.datetime,
-               instances: Sequence[str] = ("nobat-1",), cap: int = 4) -> AsyncIterator[Line]:
+               instances: Sequence[str] = ("nobat-1",), cap: int = 4,
+               ring_seconds: float = 10) -> AsyncIterator[Line]:
     """Start the fake PBX and one AMI login and dialer per instance on `database`."""
-    plan = plan_for(phones)
+    plan = plan_for(phones, ring_seconds)
     async with FakeAsterisk(phones=phones, speed=SPEED) as pbx:
         clients = [AmiClient("127.0.0.1", pbx.port, "ctrl", "ctrlsecret", action_timeout=2.0,
                              backoff=(0.01, 0.05), ping_interval=None) for _ in instances]
