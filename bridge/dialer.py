@@ -1,8 +1,10 @@
-"""The consultation dialer: due consultations become calls through AMI, exactly once.
+"""The dialer: due consultations and patient calls become calls through AMI, exactly once.
 
-The database decides what is due (`ConsultationStore.claim_next`), not a job store: a loop
-asks it every `poll` seconds, up to the cap of simultaneous consultations, oldest first.
-Each claim runs a `ConsultationCall` (bridge/consultation_call.py); the dialer carries out
+The database decides what is due (`ConsultationStore.claim_next`, then
+`PatientCallStore.claim_next`), not a job store: a loop asks it every `poll` seconds, up to
+the cap of simultaneous calls, consultations first, oldest first. Each claim runs a
+`ConsultationCall` (bridge/consultation_call.py) or a `PatientCall` (bridge/patient_call.py,
+a reminder, absence call or survey whose flow runs over FastAGI); the dialer carries out
 its effects in order, writing every `Record` to the store before the next action goes to
 Asterisk. An action is never re-sent: when the AMI link drops, the dialer waits for it,
 looks at the live channels (CoreShowChannels) and lets the call decide from what it sees.
@@ -18,7 +20,9 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -34,6 +38,7 @@ from bridge.consultation_call import (
     SendAction,
     Wake,
 )
+from bridge.patient_call import PatientCall, RetryRule
 from db.booking import Clock, utc_now
 from db.consultations import (
     Claim,
@@ -44,11 +49,46 @@ from db.consultations import (
     channel_id,
     consultation_of,
 )
+from db.patient_calls import (
+    STOPPED_CAUSE,
+    CallPlanning,
+    PatientCallClaim,
+    PatientCallStore,
+    call_of,
+)
 
 log = logging.getLogger(__name__)
 
 PlanFactory = Callable[[Claim], CallPlan]
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class OutboundCall(Protocol):
+    """What the dialer drives: ConsultationCall and PatientCall alike."""
+
+    @property
+    def over(self) -> bool: ...
+    @property
+    def bridged_at(self) -> dt.datetime | None: ...
+    def start(self) -> list[Effect]: ...
+    def resume(self, live: Mapping[str, str] | None, now: dt.datetime) -> list[Effect]: ...
+    def on_event(self, evt: Event, now: dt.datetime) -> list[Effect]: ...
+    def on_time(self, now: dt.datetime) -> list[Effect]: ...
+    def on_refused(self, action: Action, message: str, now: dt.datetime) -> list[Effect]: ...
+    def on_resync(self, live: Mapping[str, str] | None, now: dt.datetime) -> list[Effect]: ...
+    def release(self) -> list[Effect]: ...
+
+
+@dataclass(frozen=True)
+class PatientCalls:
+    """Reminders, absence calls and surveys: what to plan, how to ring, when to retry."""
+
+    store: PatientCallStore
+    planning: CallPlanning
+    plan: CallPlan
+    retry: RetryRule
+    plan_every: float = 60.0
+    """Seconds between looks for calls to plan (bookings made, closures recorded)."""
 
 
 class Dialer:
@@ -70,30 +110,40 @@ class Dialer:
         missed_grace: dt.timedelta = dt.timedelta(minutes=5),
         reconnect_wait: float = 30.0,
         link_check: float = 1.0,
+        patient_calls: PatientCalls | None = None,
     ) -> None:
         self.store, self.ami, self.plan_for = store, ami, plan_for
         self.instance, self.cap, self.retry = instance, cap, retry
         self.clock, self.sleep = clock, sleep
         self.poll, self.lease, self.missed_grace = poll, lease, missed_grace
         self.reconnect_wait, self.link_check = reconnect_wait, link_check
-        self.calls: dict[int, asyncio.Task[str]] = {}
+        self.patient_calls = patient_calls
+        self.calls: dict[str, asyncio.Task[str]] = {}
+        """Calls in progress by key: "c<id>" a consultation, "p<id>" a patient call."""
         self.on_dispatch: list[Callable[[Claim, dt.timedelta], None]] = []
-        """Told of each attempt as it starts, with how late it is (the metrics' lag histogram)."""
+        """Told of each consultation as it starts, with how late it is (the metrics' lag
+        histogram)."""
         self._freed = asyncio.Event()
-        self._inboxes: dict[int, asyncio.Queue[Event | dt.datetime]] = {}
+        self._inboxes: dict[str, asyncio.Queue[Event | dt.datetime]] = {}
         self._unsubscribe: Callable[[], None] | None = None
+        self._planned_at: float | None = None
 
     def _route(self, event: Event) -> None:
         """Hand an AMI event to the one call it concerns (by its ids), not to every call."""
         fields = event.fields
-        for key in ("ActionID", "Uniqueid", "Linkedid"):
-            ident = consultation_of(fields.get(key))
-            if ident is not None:
+        key: str | None = None
+        for name in ("ActionID", "Uniqueid", "Linkedid"):
+            consultation, patient = consultation_of(fields.get(name)), call_of(fields.get(name))
+            if consultation is not None:
+                key = f"c{consultation}"
+                break
+            if patient is not None:
+                key = f"p{patient[0]}"
                 break
         else:
-            consultation = fields.get("Consultation") or ""
-            ident = int(consultation) if consultation.isdigit() else None
-        inbox = self._inboxes.get(ident) if ident is not None else None
+            consultation_field = fields.get("Consultation") or ""
+            key = f"c{consultation_field}" if consultation_field.isdigit() else None
+        inbox = self._inboxes.get(key) if key is not None else None
         if inbox is not None:
             inbox.put_nowait(event)
 
@@ -106,9 +156,10 @@ class Dialer:
         while True:
             self._freed.clear()
             try:
+                await self.plan_patient_calls()
                 await self.dial_due()
             except (AmiError, SQLAlchemyError):
-                log.exception("claiming due consultations failed; trying again next round")
+                log.exception("claiming due calls failed; trying again next round")
             pause = asyncio.ensure_future(self.sleep(self.poll))
             freed = asyncio.ensure_future(self._freed.wait())
             try:
@@ -117,22 +168,48 @@ class Dialer:
                 pause.cancel()
                 freed.cancel()
 
-    async def dial_due(self) -> list[Claim]:
-        """Claim as many due consultations as the cap leaves room for and start their calls."""
+    async def plan_patient_calls(self) -> None:
+        """Every `plan_every` seconds, add the reminders, absence calls and surveys now due."""
+        desk = self.patient_calls
+        loop = asyncio.get_running_loop()
+        if desk is None or (self._planned_at is not None
+                            and loop.time() - self._planned_at < desk.plan_every):
+            return
+        self._planned_at = loop.time()
+        planned = await desk.store.plan(desk.planning)
+        if planned:
+            log.info("planned patient calls: %s",
+                     ", ".join(f"{n} {purpose}" for purpose, n in planned.items()))
+
+    async def dial_due(self) -> list[Claim | PatientCallClaim]:
+        """Claim as many due calls as the cap leaves room for and start them: consultations
+        first (a doctor is waiting on the clock), then calls to patients."""
         free = self.cap - len(self.calls)
         if free <= 0 or self.ami.status.state is not LinkState.CONNECTED:
             return []
-        claims = await self.store.claim_next(self.instance, self.lease, free,
-                                             running=set(self.calls))
+        running = {int(key[1:]) for key in self.calls if key[0] == "c"}
+        claims = await self.store.claim_next(self.instance, self.lease, free, running=running)
         now = self.clock()
         for claim in claims:
             for listener in self.on_dispatch:
                 listener(claim, now - claim.consultation.due_at)
-            ident = claim.consultation_id
-            task = asyncio.create_task(self._call(claim), name=f"consultation {ident}")
-            self.calls[ident] = task
-            task.add_done_callback(lambda done, ident=ident: self._finished(ident, done))
-        return claims
+            call = ConsultationCall(claim, self.plan_for(claim), self.retry)
+            self._start(f"c{claim.consultation_id}", _Consultation(self.store, claim), call)
+        started: list[Claim | PatientCallClaim] = list(claims)
+        desk = self.patient_calls
+        if desk is not None and len(self.calls) < self.cap:
+            mine = {int(key[1:]) for key in self.calls if key[0] == "p"}
+            for patient in await desk.store.claim_next(self.instance, self.lease,
+                                                       self.cap - len(self.calls), mine):
+                self._start(f"p{patient.call_id}", _Patient(desk.store, patient),
+                            PatientCall(patient, desk.plan, desk.retry))
+                started.append(patient)
+        return started
+
+    def _start(self, key: str, job: _Job, call: OutboundCall) -> None:
+        task = asyncio.create_task(self._call(key, job, call), name=job.name)
+        self.calls[key] = task
+        task.add_done_callback(lambda done: self._finished(key, job.name, done))
 
     async def close(self) -> None:
         """Stop every call: unbridged ones are hung up and given back for a later try."""
@@ -144,44 +221,160 @@ class Dialer:
             self._unsubscribe()
             self._unsubscribe = None
 
-    def _finished(self, consultation_id: int, task: asyncio.Task[str]) -> None:
+    def _finished(self, key: str, name: str, task: asyncio.Task[str]) -> None:
         """Free the call's place under the cap, and say why if it crashed."""
-        self.calls.pop(consultation_id, None)
+        self.calls.pop(key, None)
         self._freed.set()
         if not task.cancelled() and task.exception() is not None:
-            log.error("consultation %d: the call crashed", consultation_id,
-                      exc_info=task.exception())
+            log.error("%s: the call crashed", name, exc_info=task.exception())
         elif not task.cancelled():
-            log.info("consultation %d: %s", consultation_id, task.result())
+            log.info("%s: %s", name, task.result())
 
     # -- one call ----------------------------------------------------------------------
 
-    async def _call(self, claim: Claim) -> str:
+    async def _call(self, key: str, job: _Job, call: OutboundCall) -> str:
         """Run one attempt from Originate to Done; returns its outcome."""
-        call = ConsultationCall(claim, self.plan_for(claim), self.retry)
         inbox: asyncio.Queue[Event | dt.datetime] = asyncio.Queue()
-        self._inboxes[claim.consultation_id] = inbox  # before Originate: see its answer
+        self._inboxes[key] = inbox  # before Originate: see its answer
         if self._unsubscribe is None:
             self._unsubscribe = self.ami.subscribe(self._route)
-        runner = _Runner(self, call, claim, inbox)
+        runner = _Runner(self, call, job, inbox)
         try:
-            if claim.attempt > 1:
+            if job.earlier_channels():
                 await runner.clear_leftovers()
             return await runner.run()
         except asyncio.CancelledError:
             await asyncio.shield(runner.give_back())
             raise
         finally:
-            self._inboxes.pop(claim.consultation_id, None)
+            self._inboxes.pop(key, None)
             runner.stop_timers()
+
+
+class _Job(Protocol):
+    """One claimed attempt as the runner stores it: consultation or patient call."""
+
+    name: str
+
+    @property
+    def lease(self) -> dt.timedelta: ...
+    @property
+    def lease_until(self) -> dt.datetime: ...
+    @property
+    def takes_over(self) -> bool: ...
+    def earlier_channels(self) -> set[str]: ...
+    async def write(self, record: Record) -> None: ...
+    async def renew(self) -> None: ...
+    def gives_back(self, call: OutboundCall) -> bool: ...
+    async def given_back(self, call: OutboundCall) -> None: ...
+
+
+class _Consultation:
+    """A consultation attempt's steps in the ConsultationStore."""
+
+    def __init__(self, store: ConsultationStore, claim: Claim) -> None:
+        self.store, self.claim = store, claim
+        self.name = f"consultation {claim.consultation_id}"
+
+    @property
+    def lease(self) -> dt.timedelta:
+        return self.claim.lease
+
+    @property
+    def lease_until(self) -> dt.datetime:
+        return self.claim.lease_until
+
+    @property
+    def takes_over(self) -> bool:
+        return self.claim.bridged_at is not None
+
+    def earlier_channels(self) -> set[str]:
+        """Channels earlier attempts may have left up (after an AMI fault or a crash)."""
+        ident, attempt = self.claim.consultation_id, self.claim.attempt
+        earlier = {channel_id(ident, n, leg) for n in range(1, attempt) for leg in Leg}
+        return earlier | {f"{c}-2" for c in earlier}
+
+    async def write(self, record: Record) -> None:
+        store, claim = self.store, self.claim
+        if record.kind is RecordKind.LEG_ANSWERED:
+            assert record.leg is not None
+            await store.leg_answered(claim, record.leg, record.at)
+        elif record.kind is RecordKind.BRIDGED:
+            await store.bridged(claim, record.at)
+        elif record.kind is RecordKind.COMPLETED:
+            await store.completed(claim, record.at, record.talk_seconds, record.cause)
+        else:
+            log.info("consultation %s attempt %d failed (%s); next try %s",
+                     claim.consultation_id, claim.attempt, record.cause, record.retry_at)
+            await store.attempt_failed(claim, record.cause or "failed", record.doctor_cause,
+                                       record.patient_cause, record.retry_at)
+
+    async def renew(self) -> None:
+        self.claim = await self.store.renew(self.claim)
+
+    def gives_back(self, call: OutboundCall) -> bool:
+        """On shutdown an unbridged attempt is hung up and given back; a bridged one is left
+        to Asterisk, which ends it at the booked time."""
+        return call.bridged_at is None
+
+    async def given_back(self, call: OutboundCall) -> None:
+        await self.store.abandon(self.claim)
+
+
+class _Patient:
+    """A patient call attempt's steps in the PatientCallStore."""
+
+    def __init__(self, store: PatientCallStore, claim: PatientCallClaim) -> None:
+        self.store, self.claim = store, claim
+        self.name = f"{claim.call.purpose} call {claim.call_id}"
+
+    @property
+    def lease(self) -> dt.timedelta:
+        return self.claim.lease
+
+    @property
+    def lease_until(self) -> dt.datetime:
+        return self.claim.lease_until
+
+    @property
+    def takes_over(self) -> bool:
+        return False
+
+    def earlier_channels(self) -> set[str]:
+        return set()
+
+    async def write(self, record: Record) -> None:
+        store, claim = self.store, self.claim
+        if record.kind is RecordKind.LEG_ANSWERED:
+            await store.answered(claim, record.at)
+        elif record.kind is RecordKind.COMPLETED:
+            await store.finished(claim, record.cause)
+        else:
+            log.info("%s attempt %d not answered (%s); next try %s", self.name,
+                     claim.attempt, record.cause, record.retry_at)
+            await store.attempt_failed(claim, record.cause or "failed", record.retry_at)
+
+    async def renew(self) -> None:
+        self.claim = await self.store.renew(self.claim)
+
+    def gives_back(self, call: OutboundCall) -> bool:
+        """On shutdown the call is hung up: nobody would be left to talk to the patient."""
+        return True
+
+    async def given_back(self, call: OutboundCall) -> None:
+        """Answered: it is over (never rung again); not answered: due again at once."""
+        if isinstance(call, PatientCall) and call.answered:
+            await self.store.finished(self.claim, STOPPED_CAUSE)
+        else:
+            await self.store.abandon(self.claim)
 
 
 class _Runner:
     """Carries out one ConsultationCall's effects and feeds it events, time and link loss."""
 
-    def __init__(self, dialer: Dialer, call: ConsultationCall, claim: Claim,
+    def __init__(self, dialer: Dialer, call: OutboundCall, job: _Job,
                  inbox: asyncio.Queue[Event | dt.datetime]) -> None:
-        self.dialer, self.call, self.claim, self.inbox = dialer, call, claim, inbox
+        self.dialer, self.call, self.job, self.inbox = dialer, call, job, inbox
         self.outcome: str | None = None
         self.timers: set[asyncio.Task[None]] = set()
         self.link = dialer.ami.status.connected_since
@@ -190,7 +383,7 @@ class _Runner:
         """Start the call, then react until it is over."""
         dialer = self.dialer
         loop = asyncio.get_running_loop()
-        if self.claim.bridged_at is None:
+        if not self.job.takes_over:
             await self.apply(self.call.start())
         else:
             await self.apply(self.call.resume(await self.live_channels(), dialer.clock()))
@@ -236,8 +429,7 @@ class _Runner:
                                        return_exceptions=True)
         for action, result in zip(actions, results, strict=True):
             if isinstance(result, AmiError):
-                log.warning("consultation %s: %s not answered (%s)",
-                            self.claim.consultation_id, action.name, result)
+                log.warning("%s: %s not answered (%s)", self.job.name, action.name, result)
             elif isinstance(result, BaseException):
                 raise result
             elif result.status.lower() != "success":
@@ -248,20 +440,8 @@ class _Runner:
 
     async def write(self, record: Record) -> None:
         """One store step; a lost claim means another instance owns the call now."""
-        store, claim = self.dialer.store, self.claim
         try:
-            if record.kind is RecordKind.LEG_ANSWERED:
-                assert record.leg is not None
-                await store.leg_answered(claim, record.leg, record.at)
-            elif record.kind is RecordKind.BRIDGED:
-                await store.bridged(claim, record.at)
-            elif record.kind is RecordKind.COMPLETED:
-                await store.completed(claim, record.at, record.talk_seconds, record.cause)
-            else:
-                log.info("consultation %s attempt %d failed (%s); next try %s",
-                         claim.consultation_id, claim.attempt, record.cause, record.retry_at)
-                await store.attempt_failed(claim, record.cause or "failed", record.doctor_cause,
-                                           record.patient_cause, record.retry_at)
+            await self.job.write(record)
         except ClaimLost as lost:
             await self.let_go(lost)
 
@@ -279,9 +459,10 @@ class _Runner:
     async def watch(self) -> None:
         """Between events: renew the lease, and resync if the AMI link was replaced."""
         dialer = self.dialer
-        if not self.call.over and dialer.clock() >= self.claim.lease_until - self.claim.lease / 2:
+        job = self.job
+        if not self.call.over and dialer.clock() >= job.lease_until - job.lease / 2:
             try:
-                self.claim = await dialer.store.renew(self.claim)
+                await job.renew()
             except ClaimLost as lost:
                 await self.let_go(lost)
                 return
@@ -295,8 +476,7 @@ class _Runner:
             await ami.wait_ready(self.dialer.reconnect_wait)
             _, channels = await ami.send_list(Action("CoreShowChannels"))
         except AmiError as error:
-            log.error("consultation %s: cannot list Asterisk's channels (%s)",
-                      self.claim.consultation_id, error)
+            log.error("%s: cannot list Asterisk's channels (%s)", self.job.name, error)
             return None
         return {e.fields.get("Uniqueid") or "": e.fields.get("Channel") or "" for e in channels}
 
@@ -308,11 +488,9 @@ class _Runner:
         await self.apply(self.call.on_resync(live, self.dialer.clock()))
 
     async def clear_leftovers(self) -> None:
-        """Before a redial, hang up any channel an earlier attempt of this consultation
-        still has (after an AMI fault, or when the instance that dialled it died)."""
-        ident = self.claim.consultation_id
-        earlier = {channel_id(ident, n, leg) for n in range(1, self.claim.attempt) for leg in Leg}
-        earlier |= {f"{c}-2" for c in earlier}
+        """Before a redial, hang up any channel an earlier attempt of this call still has
+        (after an AMI fault, or when the instance that dialled it died)."""
+        earlier = self.job.earlier_channels()
         for uniqueid, channel in (await self.live_channels() or {}).items():
             if uniqueid in earlier:
                 with contextlib.suppress(AmiError):
@@ -321,7 +499,7 @@ class _Runner:
     async def let_go(self, lost: ClaimLost) -> None:
         """The store refused a step: this instance no longer owns the call, so it hangs up
         what it dialled and stops."""
-        log.error("consultation %s: %s; releasing its legs", self.claim.consultation_id, lost)
+        log.error("%s: %s; releasing its legs", self.job.name, lost)
         await self.hang_up_all()
         self.outcome = "lost"
 
@@ -330,12 +508,12 @@ class _Runner:
         await self.send_all([e.action for e in self.call.release() if isinstance(e, SendAction)])
 
     async def give_back(self) -> None:
-        """On shutdown: hang up an unbridged attempt and return it to the queue."""
-        if self.call.over or self.call.bridged_at is not None:
+        """On shutdown: hang up an attempt that cannot go on alone and give it back."""
+        if self.call.over or not self.job.gives_back(self.call):
             return
         await self.hang_up_all()
         with contextlib.suppress(ClaimLost):
-            await self.dialer.store.abandon(self.claim)
+            await self.job.given_back(self.call)
 
     def stop_timers(self) -> None:
         """Cancel pending Wakes: the call is over."""

@@ -242,6 +242,13 @@ class BookingService:
             row = (await session.execute(query)).first()
         return None if row is None else _appointment_view(*row)
 
+    async def appointment(self, appointment_id: int) -> AppointmentView | None:
+        """One appointment as it stands now, whatever its status."""
+        async with self.db.reading() as session:
+            row = (await session.execute(
+                _appointments().where(Appointment.id == appointment_id))).first()
+        return None if row is None else _appointment_view(*row)
+
     async def book(self, phone: str, doctor_id: int, start: dt.datetime, kind: VisitKind,
                    via: str = "ivr", language: str = "fa") -> BookingResult:
         """Book a slot; a lost race answers SlotTaken with alternatives, never an exception.

@@ -1,4 +1,9 @@
-"""Apply the staff's clinic file to the database: idempotent, in place, never losing a booking."""
+"""Apply the staff's clinic file to the database: idempotent, in place, never losing a booking.
+
+A change that would leave a booking outside its doctor's hours is refused. A closure over
+booked appointments (a doctor's absence, a holiday) is accepted: the bookings stay, and
+nobat rings each patient to move or cancel (db/patient_calls.py, flows/absence.toml).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clinic import phones
@@ -15,6 +20,8 @@ from clinic.schedule import HoursRule, VisitKind, day_bounds, day_slots
 from db.booking import Clock, rule_of, utc_now
 from db.engine import Database
 from db.models import Appointment, Clinic, Closure, Doctor, Patient, WeeklyHours
+
+CLOSURE_CONFLICT = "falls on a closure"
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,8 @@ class AffectedBooking:
     start: dt.datetime
     patient: str
     reason: str
+    closed: bool = False
+    """Only a closure covers it: accepted, and the patient is called (an absence call)."""
 
     def describe(self, tz: ZoneInfo) -> str:
         """One line a secretary can act on; the patient's number stays masked."""
@@ -67,8 +76,13 @@ async def load_clinic(database: Database, spec: ClinicSpec, clock: Clock = utc_n
                 clinic.revision += 1
             await session.flush()
             affected = await _affected(session, clinic, spec, doctors, clock())
+            refused = [a for a in affected if not a.closed]
+            if refused:
+                raise LoadRefused(refused, ZoneInfo(spec.timezone))
             if affected:
-                raise LoadRefused(affected, ZoneInfo(spec.timezone))
+                report.changes.append(
+                    f"{len(affected)} booked appointment(s) fall on a closure: their patients "
+                    "will be called to move or cancel")
         return report
 
     return await database.retry_locked(run)
@@ -147,7 +161,8 @@ async def _closures(session: AsyncSession, clinic: Clinic, spec: ClinicSpec,
     ids = {key: d.id for key, d in doctors.items()}
     wanted = sorted((ids[c.doctor] if c.doctor else 0, c.first_day, c.last_day, c.reason)
                     for c in spec.closures)
-    stored = (await session.scalars(select(Closure).where(Closure.clinic_id == clinic.id))).all()
+    stored = (await session.scalars(select(Closure).where(
+        Closure.clinic_id == clinic.id, Closure.source == "file"))).all()
     have = sorted((c.doctor_id or 0, c.first_day, c.last_day, c.reason) for c in stored)
     if wanted == have:
         return
@@ -175,7 +190,7 @@ async def _affected(session: AsyncSession, clinic: Clinic, spec: ClinicSpec,
         reason = _conflict(appointment, specs.get(key), spec, tz)
         if reason:
             affected.append(AffectedBooking(appointment.code, key, appointment.start_at, phone,
-                                            reason))
+                                            reason, reason.startswith(CLOSURE_CONFLICT)))
     return affected
 
 
@@ -195,5 +210,40 @@ def _conflict(appointment: Appointment, doctor: DoctorSpec | None, spec: ClinicS
             continue
         span = day_bounds(closure.first_day, tz).start, day_bounds(closure.last_day, tz).end
         if span[0] < appointment.end_at and appointment.start_at < span[1]:
-            return f"falls on a closure ({closure.reason or 'no reason given'})"
+            return f"{CLOSURE_CONFLICT} ({closure.reason or 'no reason given'})"
     return None
+
+
+async def record_absence(database: Database, doctor_key: str | None, first: dt.date,
+                         last: dt.date, reason: str) -> int:
+    """Close days for one doctor (or the clinic) from the status page; kept across loads of
+    the clinic file. Returns how many booked appointments it covers (their patients are
+    called)."""
+
+    async def run() -> int:
+        async with database.writing() as session:
+            clinic = await session.scalar(select(Clinic).order_by(Clinic.id).limit(1))
+            if clinic is None:
+                raise ValueError("no clinic is loaded yet")
+            doctor = None
+            if doctor_key is not None:
+                doctor = await session.scalar(select(Doctor).where(
+                    Doctor.clinic_id == clinic.id, Doctor.key == doctor_key,
+                    Doctor.active.is_(True)))
+                if doctor is None:
+                    raise ValueError(f"no doctor {doctor_key!r}")
+            session.add(Closure(clinic_id=clinic.id, doctor_id=doctor.id if doctor else None,
+                                first_day=first, last_day=last, reason=reason, source="page"))
+            clinic.revision += 1
+            tz = ZoneInfo(clinic.timezone)
+            query = select(func.count(Appointment.id)).where(
+                Appointment.status == "booked",
+                Appointment.start_at >= day_bounds(first, tz).start,
+                Appointment.start_at < day_bounds(last, tz).end)
+            if doctor is not None:
+                query = query.where(Appointment.doctor_id == doctor.id)
+            return await session.scalar(query) or 0
+
+    if last < first:
+        raise ValueError("the last day comes before the first")
+    return await database.retry_locked(run)

@@ -15,14 +15,14 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, or_, select, update
+from sqlalchemy import Select, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.booking import Clock, utc_now
 from db.engine import Database
+from db.leases import WAITING, ClaimLost, claimable, held_update, lease_expired
 from db.models import Appointment, CallAttempt, Consultation, Doctor, Patient
 
-WAITING = ("scheduled", "retry_wait")
 DOWN_CAUSE = "due while nobat was down"
 ABANDON_CAUSE = "abandoned when nobat stopped"
 UNSEEN_CAUSE = "ended while no nobat watched it; talk time unknown"
@@ -95,10 +95,6 @@ class Claim:
         return channel_id(self.consultation.id, self.attempt, leg)
 
 
-class ClaimLost(RuntimeError):
-    """A step was refused: another claim took over, or the state no longer allows it."""
-
-
 @dataclass(frozen=True)
 class RetryPolicy:
     """How often and how late a failed consultation call is tried again (from config)."""
@@ -129,7 +125,8 @@ class ConsultationStore:
         """Consultations to set timers for: waiting ones due before `now + horizon`, and
         dialling or bridged ones whose lease ran out (their instance died), oldest first."""
         waiting = and_(Consultation.state.in_(WAITING), Consultation.due_at <= now + horizon)
-        query = _details().where(or_(waiting, _lease_expired(now, "dialling", "bridged")))
+        expired = lease_expired(Consultation, now, "dialling", "bridged")
+        query = _details().where(or_(waiting, expired))
         async with self.db.reading() as session:
             rows = (await session.execute(query.order_by(Consultation.due_at,
                                                          Consultation.id))).all()
@@ -174,14 +171,15 @@ class ConsultationStore:
                 now = self.clock()
                 orphan = await session.execute(
                     update(Consultation)
-                    .where(Consultation.id == consultation_id, _lease_expired(now, "bridged"))
+                    .where(Consultation.id == consultation_id,
+                           lease_expired(Consultation, now, "bridged"))
                     .values(claimed_by=instance, lease_until=now + lease, updated_at=now)
                     .execution_options(synchronize_session=False))
                 if orphan.rowcount == 1:
                     return await _taken_over(session, consultation_id, instance, lease, now)
                 won = await session.execute(
                     update(Consultation)
-                    .where(Consultation.id == consultation_id, _claimable(now))
+                    .where(Consultation.id == consultation_id, claimable(Consultation, now))
                     .values(state="dialling", claimed_by=instance, lease_until=now + lease,
                             attempts=Consultation.attempts + 1, updated_at=now)
                     .execution_options(synchronize_session=False))
@@ -211,7 +209,8 @@ class ConsultationStore:
             async with self.db.reading() as session:
                 candidates = (await session.scalars(
                     select(Consultation.id)
-                    .where(or_(_claimable(now), _lease_expired(now, "bridged")),
+                    .where(or_(claimable(Consultation, now),
+                               lease_expired(Consultation, now, "bridged")),
                            Consultation.id.not_in(tried))
                     .order_by(Consultation.due_at, Consultation.id)
                     .limit(limit - len(claims)))).all()
@@ -281,15 +280,9 @@ class ConsultationStore:
         async def run() -> None:
             async with self.db.writing() as session:
                 now = self.clock()
-                held = await session.execute(
-                    update(Consultation)
-                    .where(Consultation.id == claim.consultation_id,
-                           Consultation.claimed_by == claim.instance,
-                           Consultation.attempts == claim.attempt,
-                           Consultation.state.in_(allowed))
-                    .values(updated_at=now, **consultation)
-                    .execution_options(synchronize_session=False))
-                if held.rowcount != 1:
+                if not await held_update(session, Consultation, claim.consultation_id,
+                                         claim.instance, claim.attempt, allowed,
+                                         {"updated_at": now, **consultation}):
                     raise await _lost(session, claim, allowed)
                 if attempt:
                     await session.execute(
@@ -307,18 +300,6 @@ class ConsultationStore:
                         .execution_options(synchronize_session=False))
 
         await self.db.retry_locked(run)
-
-
-def _claimable(now: dt.datetime) -> ColumnElement[bool]:
-    """Due for a new attempt: waiting and due, or dialling under a lease that ran out."""
-    return or_(and_(Consultation.state.in_(WAITING), Consultation.due_at <= now),
-               _lease_expired(now, "dialling"))
-
-
-def _lease_expired(now: dt.datetime, *states: str) -> ColumnElement[bool]:
-    """In one of `states`, but the instance that claimed it stopped renewing (crashed or
-    cut off)."""
-    return and_(Consultation.state.in_(states), Consultation.lease_until < now)
 
 
 async def _taken_over(session: AsyncSession, consultation_id: int, instance: str,

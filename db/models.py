@@ -34,6 +34,9 @@ VISIT_KINDS = ("in_person", "phone")
 BOOKING_CHANNELS = ("ivr", "staff")
 CONSULTATION_STATES = ("scheduled", "dialling", "bridged", "completed", "retry_wait", "missed",
                        "cancelled")
+PATIENT_CALL_PURPOSES = ("reminder", "absence", "survey")
+PATIENT_CALL_STATES = ("scheduled", "dialling", "retry_wait", "done", "missed", "cancelled")
+CLOSURE_SOURCES = ("file", "page")
 
 
 class UtcDateTime(TypeDecorator[dt.datetime]):
@@ -119,9 +122,11 @@ class WeeklyHours(Base):
 
 
 class Closure(Base):
-    """Whole local days closed for the clinic (doctor_id NULL) or one doctor."""
+    """Whole local days closed for the clinic (doctor_id NULL) or one doctor; a load of the
+    clinic file replaces the file's closures and keeps those staff recorded on the page."""
 
     __tablename__ = "closure"
+    __table_args__ = (CheckConstraint(_one_of("source", CLOSURE_SOURCES), name="source"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     clinic_id: Mapped[int] = mapped_column(ForeignKey("clinic.id"))
@@ -129,6 +134,7 @@ class Closure(Base):
     first_day: Mapped[dt.date] = mapped_column(Date)
     last_day: Mapped[dt.date] = mapped_column(Date)
     reason: Mapped[str] = mapped_column(Text, default="")
+    source: Mapped[str] = mapped_column(String(10), default="file", server_default="file")
 
 
 class Patient(Base):
@@ -140,6 +146,8 @@ class Patient(Base):
     phone: Mapped[str] = mapped_column(String(20), unique=True)
     language: Mapped[str] = mapped_column(String(5), default="fa")
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    reminders_off_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    """When the patient keyed "no more reminder calls" (None: they get them)."""
 
 
 class Appointment(Base):
@@ -238,3 +246,51 @@ class InboundCall(Base):
     dialled: Mapped[str | None] = mapped_column(String(40))
     language: Mapped[str] = mapped_column(String(5), default="fa")
     outcome: Mapped[str | None] = mapped_column(String(40))
+
+
+class PatientCall(Base):
+    """A call nobat makes to a patient about one booking (a reminder, a doctor's absence, a
+    survey), claimed by one instance at a time like a consultation; `subject` tells apart two
+    calls of one purpose (an absence call names the slot it is about)."""
+
+    __tablename__ = "patient_call"
+    __table_args__ = (
+        CheckConstraint(_one_of("purpose", PATIENT_CALL_PURPOSES), name="purpose"),
+        CheckConstraint(_one_of("state", PATIENT_CALL_STATES), name="state"),
+        UniqueConstraint("appointment_id", "purpose", "subject"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    appointment_id: Mapped[int] = mapped_column(ForeignKey("appointment.id"))
+    purpose: Mapped[str] = mapped_column(String(20))
+    subject: Mapped[str] = mapped_column(String(40), default="")
+    due_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
+    not_after: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    """No attempt starts later than this (the appointment itself, the survey's shelf life)."""
+    state: Mapped[str] = mapped_column(String(20), default="scheduled")
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    answered_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    outcome: Mapped[str | None] = mapped_column(String(40))
+    """What the patient chose (confirmed, rescheduled, cancelled, opted_out, moved...)."""
+    cause: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class SurveyAnswer(Base):
+    """A patient's ratings after a phone consultation; unanswered questions stay NULL."""
+
+    __tablename__ = "survey_answer"
+    __table_args__ = (
+        CheckConstraint("audio BETWEEN 1 AND 5", name="audio"),
+        CheckConstraint("doctor BETWEEN 1 AND 5", name="doctor"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    appointment_id: Mapped[int] = mapped_column(ForeignKey("appointment.id"), unique=True)
+    doctor_id: Mapped[int] = mapped_column(ForeignKey("doctor.id"), index=True)
+    answered_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
+    audio: Mapped[int | None] = mapped_column(Integer)
+    doctor: Mapped[int | None] = mapped_column(Integer)
+    book_again: Mapped[bool | None] = mapped_column()

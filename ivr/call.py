@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from clinic.calendar import Weekday
-from db.booking import BookingService
+from db.booking import AppointmentView, BookingService
+from db.patient_calls import DuePatientCall, PatientCallStore
+from db.surveys import SurveyStore
 from ivr.prompts import PromptLibrary
 from ivr.session import ALL_KEYS, CallSession, Entry
 
@@ -44,6 +46,16 @@ class Services:
     office: OfficeHours
     clinic: ClinicFacts
     clock: Callable[[], dt.datetime]
+    patient_calls: PatientCallStore | None = None
+    surveys: SurveyStore | None = None
+
+
+@dataclass(frozen=True)
+class CallAbout:
+    """What a call nobat made to a patient is about: the planned call and its booking."""
+
+    call: DuePatientCall
+    booking: AppointmentView
 
 
 @dataclass
@@ -63,6 +75,8 @@ class Call:
     events: list[str] = field(default_factory=list)
     started_at: dt.datetime | None = None
     """When the line answered it, for the status page's elapsed time."""
+    about: CallAbout | None = None
+    """Set on calls nobat made to a patient (reminder, absence, survey); None on inbound."""
 
     async def say(self, keys: Sequence[str], interrupt: str = ALL_KEYS) -> str | None:
         """Play prompts by name in the call's language; return a key that cut them short."""

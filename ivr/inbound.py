@@ -6,13 +6,14 @@ import asyncio
 import dataclasses
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from db.call_log import CallLog, CallRecord
 from ivr.call import Call, Services
 from ivr.conditions import caller_number
 from ivr.engine import FlowEngine
-from ivr.flow_store import FlowStore
+from ivr.flow import Flow
+from ivr.flow_store import FlowStore, Snapshot
 from ivr.session import CallerHungUp, CallSession
 
 log = logging.getLogger(__name__)
@@ -38,20 +39,30 @@ class InboundLine:
     async def answer(self, session: CallSession) -> Call:
         """Run one call to its end; a hang-up at any step ends it cleanly."""
         snapshot = self.flows.current()
-        flows = snapshot.flows
-        info = session.info
+        call = await self.new_call(session, snapshot)
+        entry = session.info.options.get("flow", ENTRY_FLOW)
+        return await self.run(call, snapshot.flows, entry if entry in snapshot.flows
+                              else ENTRY_FLOW, logged=self.logging_calls)
+
+    async def new_call(self, session: CallSession, snapshot: Snapshot) -> Call:
+        """A call on the flows and prompts of `snapshot`, in the language the PBX asked for."""
         call = Call(session, dataclasses.replace(self.services, prompts=snapshot.prompts))
         today = self.services.clock().astimezone(self.services.clinic.tz).date()
         call.closed_today = await self.services.booking.closed_on(today)
-        if info.options.get("lang") in ("fa", "en"):
-            call.language = info.options["lang"]
-        entry = info.options.get("flow", ENTRY_FLOW)
+        if session.info.options.get("lang") in ("fa", "en"):
+            call.language = session.info.options["lang"]
+        return call
+
+    async def run(self, call: Call, flows: Mapping[str, Flow], entry: str, logged: bool
+                  ) -> Call:
+        """Run `entry` on a call; `logged` calls are written to the call log when they end."""
+        session, info = call.session, call.session.info
         started = call.started_at = self.services.clock()
         call_id = next(self._ids)
         self.calls[call_id] = call
         try:
             await session.begin(call_id)
-            await self.engine.run(call, flows, entry if entry in flows else ENTRY_FLOW)
+            await self.engine.run(call, flows, entry)
             if call.outcome != "office":
                 await session.finish()
         except CallerHungUp:
@@ -62,7 +73,7 @@ class InboundLine:
             raise
         finally:
             del self.calls[call_id]
-            if self.logging_calls:
+            if logged:
                 record = CallRecord(started, self.services.clock(),
                                     caller_number(info.caller_id), info.dialled,
                                     call.language, call.outcome)

@@ -1,20 +1,24 @@
-"""Builds the consultation dialer from configuration: AMI client, call plan, store, dialer."""
+"""Builds the dialer from configuration: AMI client, call plans, stores, patient calls."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
 import socket
 from collections.abc import Mapping
+from zoneinfo import ZoneInfo
 
 from bridge.ami_client import AmiClient
 from bridge.consultation_call import CallPlan
-from bridge.dialer import Dialer
+from bridge.dialer import Dialer, PatientCalls
+from clinic.call_times import CallHours, ReminderTimes, retry_time
 from clinic.phones import national
-from db.booking import BookingService
+from db.booking import BookingService, Clock, utc_now
 from db.consultations import ConsultationStore, RetryPolicy
 from db.engine import Database
+from db.patient_calls import CallPlanning, PatientCallClaim, PatientCallStore
 from ivr.prompts import PromptLibrary
 from nobat.config import Config
 
@@ -49,4 +53,27 @@ async def build_dialer(config: Config, database: Database) -> Dialer | None:
     return Dialer(ConsultationStore(database), ami, lambda claim: plan,
                   f"{socket.gethostname()}-{os.getpid()}", calls.max_calls,
                   RetryPolicy(calls.attempts, dt.timedelta(minutes=calls.retry_minutes)),
-                  poll=calls.poll_seconds)
+                  poll=calls.poll_seconds,
+                  patient_calls=patient_calls(config, database, plan, profile.tz))
+
+
+def patient_calls(config: Config, database: Database, consultation: CallPlan, tz: ZoneInfo,
+                  clock: Clock = utc_now, plan_every: float = 60.0) -> PatientCalls:
+    """Reminders, absence calls and surveys as config.toml [patient_calls] has them."""
+    wanted = config.patient_calls
+    hours = CallHours(*wanted.quiet_hours, wanted.no_call_days, tz)
+    reminders = ReminderTimes(wanted.reminder_days_before, wanted.reminder_at, hours,
+                              config.booking.change_cutoff) if wanted.reminders else None
+    planning = CallPlanning(hours, reminders, wanted.absence_calls,
+                            dt.timedelta(minutes=wanted.survey_after_minutes)
+                            if wanted.survey else None)
+    spacing = dt.timedelta(minutes=wanted.retry_minutes)
+
+    def retry(claim: PatientCallClaim, failed_at: dt.datetime) -> dt.datetime | None:
+        if claim.attempt >= wanted.attempts:
+            return None
+        return retry_time(hours, failed_at, spacing, claim.call.not_after)
+
+    return PatientCalls(PatientCallStore(database, clock), planning,
+                        dataclasses.replace(consultation, ring_seconds=wanted.ring_seconds),
+                        retry, plan_every)

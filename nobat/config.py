@@ -120,6 +120,23 @@ class ConsultationConfig:
 
 
 @dataclass(frozen=True)
+class PatientCallConfig:
+    """Reminders, absence calls and surveys: which are made, and when patients may be rung."""
+
+    reminders: bool
+    reminder_days_before: int
+    reminder_at: int
+    absence_calls: bool
+    survey: bool
+    survey_after_minutes: int
+    quiet_hours: tuple[int, int]
+    no_call_days: frozenset[Weekday]
+    ring_seconds: int
+    attempts: int
+    retry_minutes: int
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole server configuration."""
 
@@ -132,6 +149,7 @@ class Config:
     ivr: IvrConfig
     ami: AmiConfig
     consultations: ConsultationConfig
+    patient_calls: PatientCallConfig
 
 
 def load_config(path: Path | str = DEFAULT_PATH, env: dict[str, str] | None = None) -> Config:
@@ -140,7 +158,7 @@ def load_config(path: Path | str = DEFAULT_PATH, env: dict[str, str] | None = No
     doc = StaffToml.load(path)
     base = Path(path).resolve().parent
     doc.table((), ("server", "database", "web", "booking", "fastagi", "ivr", "ami",
-                   "consultations"))
+                   "consultations", "patient_calls"))
     server = _server(doc, base)
     database = _database(doc, base, env)
     web = _web(doc, env)
@@ -149,9 +167,10 @@ def load_config(path: Path | str = DEFAULT_PATH, env: dict[str, str] | None = No
     ivr = _ivr(doc, base)
     ami = _ami(doc, env)
     consultations = _consultations(doc)
+    patient_calls = _patient_calls(doc)
     doc.raise_problems()
     return Config(Path(path), server, database, web, booking, fastagi, ivr, ami,
-                  consultations)
+                  consultations, patient_calls)
 
 
 def _section(doc: StaffToml, name: str, keys: tuple[str, ...]) -> tuple[dict[str, Any], KeyPath]:
@@ -317,4 +336,58 @@ def _consultations(doc: StaffToml) -> ConsultationConfig:
                                      convert=_in_range(0, 300))),
         warn_minutes=doc.value(table, path, "warn_minutes", int, default=1,
                                convert=_in_range(0, 30)),
+    )
+
+
+def _clock_span(text: str) -> tuple[int, int]:
+    if not isinstance(text, str) or text.count("-") != 1:
+        raise ValueError(f"expected \"HH:MM-HH:MM\" such as \"21:00-08:00\", got {text!r}")
+    start, end = (parse_clock(part) for part in text.split("-"))
+    if start == end:
+        raise ValueError(f"{text!r} is empty: it starts where it ends")
+    return start, end
+
+
+def _weekdays(names: list[Any]) -> frozenset[Weekday]:
+    if not all(isinstance(name, str) for name in names):
+        raise ValueError("expected weekday names such as [\"friday\"]")
+    if len({Weekday.parse(name) for name in names}) == len(Weekday):
+        raise ValueError("every day is a no-call day: no patient could ever be called")
+    return frozenset(Weekday.parse(name) for name in names)
+
+
+def _quiet(minute: int, span: tuple[int, int]) -> bool:
+    start, end = span
+    return start <= minute < end if start < end else minute >= start or minute < end
+
+
+def _patient_calls(doc: StaffToml) -> PatientCallConfig:
+    table, path = _section(doc, "patient_calls", (
+        "reminders", "reminder_days_before", "reminder_at", "absence_calls", "survey",
+        "survey_after_minutes", "quiet_hours", "no_call_days", "ring_seconds", "attempts",
+        "retry_minutes"))
+    quiet = doc.value(table, path, "quiet_hours", str, default=(21 * 60, 8 * 60),
+                      convert=_clock_span)
+    reminder_at = doc.value(table, path, "reminder_at", str, default=18 * 60,
+                            convert=parse_clock)
+    if _quiet(reminder_at, quiet):
+        doc.error(path + ("reminder_at",), "falls inside quiet_hours, when nobody is called")
+    return PatientCallConfig(
+        reminders=doc.value(table, path, "reminders", bool, default=True),
+        reminder_days_before=doc.value(table, path, "reminder_days_before", int, default=1,
+                                       convert=_in_range(0, 7)),
+        reminder_at=reminder_at,
+        absence_calls=doc.value(table, path, "absence_calls", bool, default=True),
+        survey=doc.value(table, path, "survey", bool, default=True),
+        survey_after_minutes=doc.value(table, path, "survey_after_minutes", int, default=5,
+                                       convert=_in_range(1, 24 * 60)),
+        quiet_hours=quiet,
+        no_call_days=doc.value(table, path, "no_call_days", list,
+                               default=frozenset({Weekday.FRIDAY}),
+                               convert=_weekdays, what="a list of weekday names"),
+        ring_seconds=doc.value(table, path, "ring_seconds", int, default=30,
+                               convert=_in_range(5, 300)),
+        attempts=doc.value(table, path, "attempts", int, default=3, convert=_in_range(1, 10)),
+        retry_minutes=doc.value(table, path, "retry_minutes", int, default=30,
+                                convert=_in_range(1, 24 * 60)),
     )

@@ -9,18 +9,23 @@ from zoneinfo import ZoneInfo
 from db.booking import BookingService, ClinicProfile, utc_now
 from db.call_log import CallLog
 from db.engine import Database
+from db.patient_calls import PatientCallStore
+from db.surveys import SurveyStore
 from ivr.actions.registry import ACTIONS
 from ivr.call import ClinicFacts, OfficeHours, Services
 from ivr.engine import FlowEngine
 from ivr.fastagi import FastAgiServer, Limits
 from ivr.flow_store import FlowStore
 from ivr.inbound import InboundLine
+from ivr.outbound import PatientCallLine
 from ivr.prompts import ClinicWords, PromptLibrary
 from nobat.config import Config
 
 MANIFEST = "manifest.toml"
 IVR_ROUTE = "ivr"
 """The FastAGI path the dialplan calls: AGI(agi://host:port/ivr)."""
+PATIENT_CALL_ROUTE = "patient-call"
+"""The path [nobat-patient-call] calls when a patient answers a call nobat made."""
 
 
 def clinic_words(profile: ClinicProfile | None) -> ClinicWords | None:
@@ -52,11 +57,15 @@ async def build_line(config: Config, database: Database,
         booking=booking, prompts=snapshot.prompts,
         office=OfficeHours(config.ivr.office, config.ivr.office_hours),
         clinic=ClinicFacts(profile.tz if profile else ZoneInfo("Asia/Tehran")),
-        clock=clock)
+        clock=clock, patient_calls=PatientCallStore(database, clock),
+        surveys=SurveyStore(database, clock))
     return InboundLine(FlowEngine(ACTIONS), services, CallLog(database), store)
 
 
 def fastagi_server(config: Config, line: InboundLine) -> FastAgiServer:
-    """The FastAGI listener with the IVR at agi://host:port/ivr."""
-    return FastAgiServer({IVR_ROUTE: line.answer},
+    """The FastAGI listener: the IVR at agi://host:port/ivr, answered patient calls at
+    agi://host:port/patient-call."""
+    assert line.services.patient_calls is not None
+    patients = PatientCallLine(line, line.services.patient_calls)
+    return FastAgiServer({IVR_ROUTE: line.answer, PATIENT_CALL_ROUTE: patients.answer},
                          Limits(max_calls=config.fastagi.max_calls))

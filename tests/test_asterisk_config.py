@@ -24,10 +24,12 @@ from bridge.consultation_call import (
     Effect,
     SendAction,
 )
+from bridge.patient_call import PatientCall
 from db.consultations import Claim, DueConsultation, Leg, RetryPolicy
+from db.patient_calls import DuePatientCall, PatientCallClaim, Purpose
 from ivr.agi_session import RESULT_VARIABLE, SESSION_VARIABLE, TRANSFER_VARIABLE
 from nobat.config import load_config
-from nobat.ivr_wiring import IVR_ROUTE
+from nobat.ivr_wiring import IVR_ROUTE, PATIENT_CALL_ROUTE
 
 ROOT = Path(__file__).resolve().parents[1]
 ASTERISK = ROOT / "asterisk"
@@ -136,7 +138,8 @@ class DialerUse:
 
 def dialer_use() -> DialerUse:
     """Run the consultation logic through both answering, and through each failure kind
-    that leaves a party waiting, collecting every context, extension and variable."""
+    that leaves a party waiting, and ring a patient for each purpose, collecting every
+    context, extension and variable."""
     start = dt.datetime(2026, 11, 28, 8, tzinfo=dt.UTC)
     booked = DueConsultation(7, 70, start, "dialling", 1, start,
                              start + dt.timedelta(minutes=10), "dr-1", "دکتر", "Dr",
@@ -159,6 +162,12 @@ def dialer_use() -> DialerUse:
                     ActionID=claim.channel_id(other), Response="Failure", Reason="5")), start))
             else:
                 use.add(call.on_refused(Action("Bridge"), "gone", start))
+    for purpose in Purpose:
+        due = DuePatientCall(9, 70, purpose, "", start, start, "dialling", 1, None, start,
+                             "booked", 1, "+989351110001", "fa", False)
+        claim = PatientCallClaim(due, 1, "nobat-1", dt.timedelta(minutes=1), start)
+        use.add(PatientCall(claim, CallPlan("PJSIP/{number}@clinic-trunk", "021",
+                                               "Clinic"), lambda claim, now: None).start())
     return use
 
 
@@ -195,13 +204,14 @@ def test_every_context_extension_and_variable_the_dialer_uses_is_in_the_dialplan
     told = use.contexts["nobat-consult-end"]
     reasons = {key.removeprefix("consult/") for key in PROMPTS}
     assert told <= reasons and {"doctor-unavailable", "patient-unavailable-final"} <= told
-    consultation_reads = set().union(*(plan.reads[c] for c in plan.contexts
-                                       if c.startswith("nobat-consult")
-                                       or c == "nobat-mask-connected-line"))
+    dialer_reads = set().union(*(plan.reads[c] for c in plan.contexts
+                                 if c.startswith("nobat-consult")
+                                 or c in ("nobat-mask-connected-line", "nobat-patient-call")))
     # Every variable the dialer sets is read there, and every one read there is set by
-    # the dialer, the dialplan itself, [globals] or Asterisk.
-    assert use.variables <= consultation_reads
-    assert consultation_reads <= use.variables | plan.sets | set(plan.globals) | ASTERISK_SETS
+    # the dialer, the dialplan itself, [globals], Asterisk or nobat's AGI session.
+    assert use.variables <= dialer_reads
+    assert dialer_reads <= (use.variables | plan.sets | set(plan.globals) | ASTERISK_SETS
+                            | {TRANSFER_VARIABLE})
 
 
 def test_the_ivr_entry_uses_what_nobat_sets_and_serves() -> None:
@@ -212,6 +222,7 @@ def test_the_ivr_entry_uses_what_nobat_sets_and_serves() -> None:
         plan.globals) | ASTERISK_SETS
     text = (ASTERISK / "extensions.conf").read_text()
     assert f"AGI(agi://${{NOBAT_FASTAGI}}/{IVR_ROUTE}?" in text
+    assert f"AGI(agi://${{NOBAT_FASTAGI}}/{PATIENT_CALL_ROUTE}?" in text
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     [classic] = re.findall(r"AGI\(([\w-]+),", text)
     assert classic in scripts

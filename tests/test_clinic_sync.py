@@ -104,9 +104,6 @@ async def test_a_removed_doctor_without_bookings_is_kept_inactive(
     (lambda s: with_doctor(s, "dr-ahmadi", hours=tuple(
         dataclasses.replace(h, kinds=frozenset({VisitKind.PHONE})) for h in s.doctors[0].hours)),
      "the hours no longer offer in person visits"),
-    (lambda s: dataclasses.replace(s, closures=(
-        ClosureSpec("dr-ahmadi", SATURDAY, SATURDAY, "conference"),)),
-     "falls on a closure (conference)"),
 ])
 async def test_a_change_that_hits_a_booking_is_refused_and_changes_nothing(
         database: Database, clock: Clock, edit: object, reason: str) -> None:
@@ -122,6 +119,22 @@ async def test_a_change_that_hits_a_booking_is_refused_and_changes_nothing(
         f"{SATURDAY} 16:00 (0912***4567): {reason}")
     assert await counts(database) == before
     assert (await load_clinic(database, spec, clock)).changes == []
+
+
+async def test_an_absence_over_a_booking_is_accepted_and_the_booking_kept(
+        database: Database, clock: Clock) -> None:
+    spec = read_clinic(DEMO)
+    await load_clinic(database, spec, clock)
+    booked = await book_saturday_16(database, clock)
+    absent = dataclasses.replace(spec, closures=(
+        *spec.closures, ClosureSpec("dr-ahmadi", SATURDAY, SATURDAY, "conference")))
+    report = await load_clinic(database, absent, clock)
+    assert report.changes == [
+        "closures: 3 listed (were 2)",
+        "1 booked appointment(s) fall on a closure: their patients will be called to move "
+        "or cancel"]
+    [kept] = await BookingService(database, clock=clock).upcoming(booked.appointment.patient_phone)
+    assert (kept.id, kept.status) == (booked.appointment.id, "booked")
 
 
 def test_clinic_load_command_reports_changes_then_none(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from clinic.calendar import Weekday
 from clinic.staff_toml import StaffFileError
 from nobat.cli import main
 from nobat.config import load_config
@@ -27,6 +28,10 @@ def test_the_shipped_config_loads_with_its_documented_defaults() -> None:
     assert (config.web.host, config.web.port) == ("127.0.0.1", 8080)
     assert config.server.clinic_file == SHIPPED.parent / "clinic.toml"
     assert config.booking.horizon_days == 14
+    calls = config.patient_calls
+    assert (calls.reminder_days_before, calls.reminder_at, calls.quiet_hours) == (
+        1, 18 * 60, (21 * 60, 8 * 60))
+    assert calls.no_call_days == {Weekday.FRIDAY}
 
 
 def test_an_empty_config_means_all_defaults(tmp_path: Path) -> None:
@@ -53,6 +58,13 @@ def test_an_empty_config_means_all_defaults(tmp_path: Path) -> None:
     ("[consultations]\ndial = \"PJSIP/doctor\"\n",
      "config.toml:2: consultations.dial: expected a dial string with {national} or {number}"),
     ("[ami]\nport = 0\n", "config.toml:2: ami.port: expected a whole number from 1 to 65535"),
+    ("[patient_calls]\nreminder_at = \"22:00\"\n",
+     "config.toml:2: patient_calls.reminder_at: falls inside quiet_hours, when nobody is called"),
+    ("[patient_calls]\nquiet_hours = \"21:00\"\n",
+     "config.toml:2: patient_calls.quiet_hours: expected \"HH:MM-HH:MM\" such as "
+     "\"21:00-08:00\", got '21:00'"),
+    ("[patient_calls]\nno_call_days = [\"friday\", \"someday\"]\n",
+     "config.toml:2: patient_calls.no_call_days: unknown weekday 'someday'"),
 ])
 def test_each_mistake_names_file_line_key_and_expectation(
         tmp_path: Path, text: str, message: str) -> None:

@@ -7,6 +7,17 @@ from ivr.actions.booking import book
 from ivr.actions.identify import identify
 from ivr.actions.info import address, hours
 from ivr.actions.office import office
+from ivr.actions.patient_calls import (
+    cancel_appointment,
+    confirm_appointment,
+    move_to_nearest,
+    opt_out,
+    rate_audio,
+    rate_doctor,
+    read_appointment,
+    reschedule_appointment,
+    would_book_again,
+)
 from ivr.engine import ActionSpec
 
 ACTIONS: dict[str, ActionSpec] = {
@@ -16,4 +27,13 @@ ACTIONS: dict[str, ActionSpec] = {
     "address": ActionSpec(address),
     "hours": ActionSpec(hours, params={"specialty": str}, asks=True),
     "office": ActionSpec(office),
+    "read_appointment": ActionSpec(read_appointment),
+    "confirm_appointment": ActionSpec(confirm_appointment),
+    "reschedule_appointment": ActionSpec(reschedule_appointment, asks=True),
+    "cancel_appointment": ActionSpec(cancel_appointment, asks=True),
+    "opt_out": ActionSpec(opt_out),
+    "move_to_nearest": ActionSpec(move_to_nearest, outcomes=("none",), asks=True),
+    "rate_audio": ActionSpec(rate_audio, asks=True),
+    "rate_doctor": ActionSpec(rate_doctor, asks=True),
+    "would_book_again": ActionSpec(would_book_again, asks=True),
 }

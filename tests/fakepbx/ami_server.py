@@ -132,8 +132,9 @@ class FakeAsterisk(Switch):
         globals_: Mapping[str, str] | None = None,
         hold_seconds: float = 40.0,
         trust_id_inbound: bool = True,
+        fastagi: tuple[str, int] | None = None,
     ) -> None:
-        super().__init__(phones, speed, hold_seconds, trust_id_inbound)
+        super().__init__(phones, speed, hold_seconds, trust_id_inbound, fastagi)
         self.users = dict(users)
         self.globals = dict(globals_ or {})
         self.shutting_down = False

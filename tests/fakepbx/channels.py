@@ -17,7 +17,18 @@ from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from bridge.ami_protocol import Action, Event, Fields
-from tests.fakepbx.script import Answers, Busy, Congestion, NoAnswer, Phone, Rejects, Unreachable
+from tests.fakepbx.agi_caller import CallTranscript, place_call
+from tests.fakepbx.script import (
+    Answers,
+    Busy,
+    Caller,
+    Congestion,
+    HangUp,
+    NoAnswer,
+    Phone,
+    Rejects,
+    Unreachable,
+)
 
 UNKNOWN = "<unknown>"
 PHONES_CONTEXT = "fake-phones"
@@ -26,6 +37,7 @@ NOBAT_HOLDING_CONTEXT = "nobat-consult-hold"
 """nobat's own holding context (asterisk/extensions.conf), as the real tier ran it."""
 NOBAT_BRIDGE_CONTEXT = "nobat-consult-bridge"
 NOBAT_END_CONTEXT = "nobat-consult-end"
+NOBAT_PATIENT_CALL_CONTEXT = "nobat-patient-call"
 PLAY_SECONDS = 1.0
 """How long every prompt lasts, in scripted seconds."""
 NOBAT_MASK = "nobat-mask-connected-line,s,1"
@@ -252,6 +264,14 @@ class Played:
     file: str
 
 
+@dataclass(frozen=True)
+class FlowHeard:
+    """A flow nobat ran over FastAGI on a phone's answered line, as Asterisk saw it."""
+
+    exten: str
+    transcript: CallTranscript
+
+
 @dataclass(eq=False)
 class Call:
     """One originated Local pair: ;1 runs the dialplan, ;2 rings the scripted phone."""
@@ -301,8 +321,12 @@ class Switch:
         speed: float,
         hold_seconds: float,
         trust_id_inbound: bool,
+        fastagi: tuple[str, int] | None = None,
     ) -> None:
         self.phones = {phone.exten: phone for phone in phones}
+        self.fastagi = fastagi
+        """Where nobat's FastAGI server listens, for [nobat-patient-call]'s AGI()."""
+        self.flows: list[FlowHeard] = []
         self.speed = speed
         self.hold_seconds = hold_seconds
         self.trust_id_inbound = trust_id_inbound
@@ -465,7 +489,8 @@ class Switch:
         one = call.one
         self._stop_holding(call)
         nobat = {NOBAT_HOLDING_CONTEXT: self._hold_as_nobat,
-                 NOBAT_BRIDGE_CONTEXT: self._bridge_as_nobat, NOBAT_END_CONTEXT: self._end_as_nobat}
+                 NOBAT_BRIDGE_CONTEXT: self._bridge_as_nobat, NOBAT_END_CONTEXT: self._end_as_nobat,
+                 NOBAT_PATIENT_CALL_CONTEXT: self._patient_call_as_nobat}
         if one.context in nobat:
             nobat[one.context](call)
             return
@@ -573,6 +598,33 @@ class Switch:
             self._leg_done(call, bridged=False)
 
         self._run(call, end())
+
+    def _patient_call_as_nobat(self, call: Call) -> None:
+        """[nobat-patient-call]: AGI(agi://${NOBAT_FASTAGI}/patient-call?lang=...) on ;1, the
+        phone's owner keying as scripted (in the AGI fake's own virtual time), then Hangup().
+        A transfer to the office is not dialled here: the transcript shows it was asked for."""
+        one, phone = call.one, call.phone
+        assert phone is not None and self.fastagi is not None
+        one.application = "AGI"
+        language = one.variables.get("NOBAT_LANGUAGE", "")
+
+        async def run() -> None:
+            transcript = await place_call(
+                *self.fastagi, Caller(one.cid_num, phone.listens),
+                script=f"patient-call?lang={language}", strict=False,
+                environment={"channel": one.name, "uniqueid": one.uniqueid,
+                             "context": one.context, "extension": one.exten})
+            self.flows.append(FlowHeard(phone.exten, transcript))
+            if any(isinstance(step, HangUp) for step in phone.listens):
+                self._far_hangup(call, 16)
+            else:
+                self._near_hangup(call, 16)
+
+        self._run(call, run())
+
+    def flow_heard_by(self, exten: str) -> list[CallTranscript]:
+        """What each flow nobat ran on a phone's line played and took, in order."""
+        return [heard.transcript for heard in self.flows if heard.exten == exten]
 
     def _new_pair(
         self, action: Action, dial: str, exten: str, result: asyncio.Future[int], report: bool

@@ -119,3 +119,6 @@ class Phone:
     number: str
     behaviour: PhoneBehaviour = Answers()
     name: str = ""
+    listens: tuple[CallerAction, ...] = ()
+    """Once answered on a flow nobat runs over FastAGI (a reminder, a survey): the keys its
+    owner presses, as a caller to the IVR would."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from bridge.ami_client import AmiClient
 from bridge.consultation_call import CallPlan
-from bridge.dialer import Dialer
+from bridge.dialer import Dialer, PatientCalls
 from clinic.phones import normalize
 from db.consultations import ConsultationStore, RetryPolicy
 from db.engine import Database
@@ -109,21 +109,29 @@ def plan_for(phones: Sequence[Phone], ring_seconds: float = 10) -> CallPlan:
 @asynccontextmanager
 async def line(database: Database, phones: Sequence[Phone], start: dt.datetime,
                instances: Sequence[str] = ("nobat-1",), cap: int = 4,
-               ring_seconds: float = 10) -> AsyncIterator[Line]:
-    """Start the fake PBX and one AMI login and dialer per instance on `database`."""
+               ring_seconds: float = 10, clock: ScaledClock | None = None,
+               fastagi: tuple[str, int] | None = None,
+               patients: Callable[[CallPlan], PatientCalls] | None = None
+               ) -> AsyncIterator[Line]:
+    """Start the fake PBX and one AMI login and dialer per instance on `database`; with
+    `patients`, the dialers also make patient calls, whose flows run on nobat's FastAGI
+    server at `fastagi` (and whose services already run on `clock`)."""
     plan = plan_for(phones, ring_seconds)
-    async with FakeAsterisk(phones=phones, speed=SPEED) as pbx:
+    async with FakeAsterisk(phones=phones, speed=SPEED, fastagi=fastagi) as pbx:
         clients = [AmiClient("127.0.0.1", pbx.port, "ctrl", "ctrlsecret", action_timeout=2.0,
                              backoff=(0.01, 0.05), ping_interval=None) for _ in instances]
         for client in clients:
             await client.start()
             await client.wait_ready(2.0)
-        clock = ScaledClock(start)  # from here on: logging in takes many scripted seconds
+        if clock is None:
+            clock = ScaledClock(start)  # from here on: logging in takes many scripted seconds
+        scaled = clock
 
         def make_dialer(client: AmiClient, name: str) -> Dialer:
-            return Dialer(ConsultationStore(database, clock), client, lambda _: plan, name, cap,
-                          RETRY, clock, sleep=clock.sleep, poll=2.0, lease=LEASE,
-                          reconnect_wait=2.0, link_check=0.02)
+            return Dialer(ConsultationStore(database, scaled), client, lambda _: plan, name,
+                          cap, RETRY, scaled, sleep=scaled.sleep, poll=2.0, lease=LEASE,
+                          reconnect_wait=2.0, link_check=0.02,
+                          patient_calls=patients(plan) if patients else None)
 
         pbx_line = Line(pbx, [], clock, [], make_dialer)
         for client, name in zip(clients, instances, strict=True):

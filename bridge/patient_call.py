@@ -1,0 +1,176 @@
+"""One call to a patient (a reminder, an absence, a survey) as a state machine without I/O.
+
+The patient's phone is originated into [nobat-patient-call] (asterisk/extensions.conf), whose
+AGI runs the call's flow on nobat's FastAGI server: the flow, not this machine, talks to the
+patient and writes what they chose. This machine only rings, records the answer, retries a
+call nobody answered (by the clinic's call hours) and records the end. It speaks the same
+effects as `ConsultationCall`, so one dialer runs both under one cap.
+
+    call = PatientCall(claim, plan, retry)
+    effects = call.start()                 # the Originate
+    effects = call.on_event(event, now)    # OriginateResponse, Hangup
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from bridge.ami_protocol import Action, Event, Fields
+from bridge.consultation_call import (
+    FAILURE_BY_CAUSE,
+    FAILURE_BY_REASON,
+    RELEASE_CAUSE,
+    CallPlan,
+    Done,
+    Effect,
+    Record,
+    RecordKind,
+    SendAction,
+    Wake,
+)
+from db.consultations import Leg
+from db.patient_calls import PatientCallClaim
+
+PATIENT_CALL_CONTEXT = "nobat-patient-call"
+LONGEST_CALL = dt.timedelta(minutes=15)
+"""An answered call still up this long is hung up: no flow takes that long."""
+TOO_LONG_CAUSE = "still up after 15 minutes; hung up"
+
+RetryRule = Callable[[PatientCallClaim, dt.datetime], dt.datetime | None]
+"""When to ring again after an attempt nobody answered (None: give up)."""
+
+
+@dataclass
+class PatientCall:
+    """The decisions of one attempt to ring a patient."""
+
+    claim: PatientCallClaim
+    plan: CallPlan
+    retry: RetryRule
+    channel: str | None = None
+    answered_at: dt.datetime | None = None
+    gone: bool = False
+    far_cause: int | None = None
+    phase: str = "dialling"
+    """dialling, talking (answered: the flow runs), or over."""
+    bridged_at: None = None
+    """Never bridged: the dialer's shutdown treats it as an unbridged call."""
+
+    @property
+    def answered(self) -> bool:
+        """The patient picked up (the flow ran or runs)."""
+        return self.answered_at is not None
+
+    @property
+    def over(self) -> bool:
+        """True once the result is recorded."""
+        return self.phase == "over"
+
+    def start(self) -> list[Effect]:
+        """Ring the patient; Asterisk runs the flow once they answer."""
+        plan, due = self.plan, self.claim.call
+        variables = {"NOBAT_CALL": str(due.id), "NOBAT_PURPOSE": str(due.purpose),
+                     "NOBAT_LANGUAGE": due.patient_language,
+                     "NOBAT_CLINIC_NUMBER": plan.clinic_number,
+                     "NOBAT_CLINIC_NAME": plan.clinic_name}
+        ident = self.claim.channel_id
+        return [SendAction(Action("Originate", Fields.of(
+            [("Channel", plan.dial_string(due.patient_phone)),
+             ("Context", PATIENT_CALL_CONTEXT), ("Exten", "s"), ("Priority", "1"),
+             ("CallerID", f'"{plan.clinic_name}" <{plan.clinic_number}>'),
+             ("Timeout", str(int(plan.ring_seconds * 1000))),
+             ("ChannelId", ident), ("OtherChannelId", f"{ident}-2"),
+             *(("Variable", f"{key}={value}") for key, value in variables.items()),
+             ("Async", "true")]), action_id=ident))]
+
+    def resume(self, live: Mapping[str, str] | None, now: dt.datetime) -> list[Effect]:
+        """Patient calls are never taken over: one answered when its instance stopped is
+        closed by the store, not resumed."""
+        raise AssertionError("a patient call is never resumed")
+
+    def on_event(self, evt: Event, now: dt.datetime) -> list[Effect]:
+        """Advance on one AMI event of this call."""
+        if self.over:
+            return []
+        ident = self.claim.channel_id
+        if evt.name == "OriginateResponse" and evt.action_id == ident:
+            if evt.fields.get("Response") == "Success":
+                self.channel = self.channel or evt.fields.get("Channel")
+                return self._answered(now)
+            self.gone = True
+            reason = int(evt.fields.get("Reason") or 0)
+            return self._fail(FAILURE_BY_REASON.get(reason, f"reason_{reason}"), now)
+        uniqueid = evt.fields.get("Uniqueid")
+        if uniqueid == ident and self.channel is None:
+            self.channel = evt.fields.get("Channel")
+        if evt.name != "Hangup":
+            return []
+        cause = int(evt.fields.get("Cause") or 0)
+        if uniqueid == f"{ident}-2":
+            self.far_cause = cause
+        elif uniqueid == ident:
+            self.gone = True
+            if self.answered:
+                return self._finish(None, now)
+            if self.far_cause is not None:
+                return self._fail(FAILURE_BY_CAUSE.get(self.far_cause, "hung_up"), now)
+        return []
+
+    def on_time(self, now: dt.datetime) -> list[Effect]:
+        """An answered call still up after LONGEST_CALL is hung up."""
+        if self.answered_at is None or self.over or now < self.answered_at + LONGEST_CALL:
+            return []
+        return [*self._hang_up(), *self._finish(TOO_LONG_CAUSE, now)]
+
+    def on_refused(self, action: Action, message: str, now: dt.datetime) -> list[Effect]:
+        """Asterisk refused the Originate: the attempt failed (a refused Hangup is moot)."""
+        if self.over or action.name != "Originate":
+            return []
+        self.gone = True
+        return self._fail(f"refused ({message})", now)
+
+    def on_resync(self, live: Mapping[str, str] | None, now: dt.datetime) -> list[Effect]:
+        """After the AMI link came back: a channel still up goes on; a gone one ended
+        unseen (answered: finished; not answered: failed and retried)."""
+        if self.over:
+            return []
+        ident = self.claim.channel_id
+        if live is not None and ident in live:
+            self.channel = live[ident]
+            return []
+        self.gone = True
+        if self.answered:
+            return self._finish("ended while the AMI link was down", now)
+        return self._fail("ami_link_lost", now)
+
+    def release(self) -> list[Effect]:
+        """Hang up the call if it is up and stop at once (shutdown, or the claim was lost)."""
+        effects = self._hang_up()
+        self.phase = "over"
+        return [*effects, Done("released")]
+
+    def _answered(self, now: dt.datetime) -> list[Effect]:
+        if self.answered:
+            return []
+        self.answered_at, self.phase = now, "talking"
+        return [Record(RecordKind.LEG_ANSWERED, now, leg=Leg.PATIENT),
+                Wake(now + LONGEST_CALL)]
+
+    def _fail(self, why: str, now: dt.datetime) -> list[Effect]:
+        self.phase = "over"
+        retry_at = self.retry(self.claim, now)
+        return [Record(RecordKind.ATTEMPT_FAILED, now, cause=why, retry_at=retry_at),
+                *self._hang_up(), Done("failed")]
+
+    def _finish(self, cause: str | None, now: dt.datetime) -> list[Effect]:
+        self.phase = "over"
+        return [Record(RecordKind.COMPLETED, now, cause=cause), Done("completed")]
+
+    def _hang_up(self) -> list[Effect]:
+        if self.channel is None or self.gone:
+            return []
+        self.gone = True
+        return [SendAction(Action("Hangup", Fields.of(Channel=self.channel,
+                                                      Cause=RELEASE_CAUSE)))]

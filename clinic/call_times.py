@@ -1,0 +1,87 @@
+"""When nobat may ring a patient: never at night, never on the clinic's no-call days.
+
+Pure rules on instants and the clinic's zone; the store plans and retries calls with them.
+A reminder the day before that would fall on a Friday moves to Thursday, the way Iranian
+clinics remind before the weekend.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from clinic.calendar import Weekday
+from clinic.schedule import local_midnight
+
+DAY_MINUTES = 24 * 60
+
+
+@dataclass(frozen=True)
+class CallHours:
+    """The local times patients may be rung: outside the quiet span and the no-call days."""
+
+    quiet_from: int
+    """Minutes after midnight when calling stops (21:00 is 1260)."""
+    quiet_until: int
+    """Minutes after midnight when calling may start again (08:00 is 480)."""
+    no_call_days: frozenset[Weekday]
+    tz: ZoneInfo
+
+    def allowed(self, moment: dt.datetime) -> bool:
+        """Whether a call may start at `moment`."""
+        local = moment.astimezone(self.tz)
+        if Weekday.of(local.date()) in self.no_call_days:
+            return False
+        minute = local.hour * 60 + local.minute
+        if self.quiet_from <= self.quiet_until:
+            return not self.quiet_from <= minute < self.quiet_until
+        return self.quiet_until <= minute < self.quiet_from
+
+    def next_allowed(self, moment: dt.datetime) -> dt.datetime:
+        """`moment` itself when calling is allowed then, else the first allowed minute after."""
+        if self.allowed(moment):
+            return moment
+        local = moment.astimezone(self.tz)
+        for days in range(8):
+            day = local.date() + dt.timedelta(days=days)
+            start = local_midnight(day, self.tz) + dt.timedelta(minutes=self.quiet_until)
+            if start > moment and self.allowed(start):
+                return start.astimezone(dt.UTC)
+        raise ValueError("no minute of the week is open for calls")
+
+
+@dataclass(frozen=True)
+class ReminderTimes:
+    """When to remind: `days_before` the appointment at local `at` minutes, moved back past
+    no-call days; a booking made later is reminded at once, if still in time."""
+
+    days_before: int
+    at: int
+    hours: CallHours
+    last_call_before: dt.timedelta
+    """A reminder must come this long before the visit, so the patient can still change it."""
+
+    def planned(self, start: dt.datetime) -> dt.datetime:
+        """The reminder's time for an appointment at `start`, had it been booked long ago."""
+        tz = self.hours.tz
+        day = start.astimezone(tz).date() - dt.timedelta(days=self.days_before)
+        while Weekday.of(day) in self.hours.no_call_days:
+            day -= dt.timedelta(days=1)
+        return (local_midnight(day, tz) + dt.timedelta(minutes=self.at)).astimezone(dt.UTC)
+
+    def due(self, start: dt.datetime, now: dt.datetime) -> dt.datetime | None:
+        """When to ring about an appointment at `start`, or None when it is too late."""
+        due = self.hours.next_allowed(max(self.planned(start), now))
+        return due if due <= self.deadline(start) else None
+
+    def deadline(self, start: dt.datetime) -> dt.datetime:
+        """The last moment a reminder (or its retry) for `start` may begin."""
+        return start - self.last_call_before
+
+
+def retry_time(hours: CallHours, failed_at: dt.datetime, spacing: dt.timedelta,
+               not_after: dt.datetime) -> dt.datetime | None:
+    """When to ring again after an unanswered call, or None when that would be too late."""
+    retry = hours.next_allowed(failed_at + spacing)
+    return retry if retry <= not_after else None

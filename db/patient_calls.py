@@ -1,0 +1,456 @@
+"""Calls nobat makes to patients about a booking: planned from the store, claimed like
+consultations, and checked again when claimed, so a stale call is never made.
+
+Reminders are planned for booked appointments, absence calls for booked appointments that a
+closure (a doctor's absence, a holiday) now covers, surveys for consultations that were
+talked through. Each row names the slot it is about (`subject`): a booking moved since is a
+new subject, and the old call is dropped when it comes due.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clinic.call_times import CallHours, ReminderTimes
+from clinic.schedule import day_bounds
+from db.booking import Clock, utc_now
+from db.engine import Database
+from db.leases import WAITING, ClaimLost, claimable, held_update
+from db.models import (
+    Appointment,
+    CallAttempt,
+    Clinic,
+    Closure,
+    Consultation,
+    Patient,
+    PatientCall,
+)
+
+SURVEY_SHELF_LIFE = dt.timedelta(days=1)
+"""A survey not answered within a day of the consultation is not worth a call any more."""
+ABANDON_CAUSE = "abandoned when nobat stopped"
+STOPPED_CAUSE = "nobat stopped during the call"
+LIVE = ("dialling",)
+
+
+class Purpose(enum.StrEnum):
+    """Why nobat calls; each purpose is a flow of the same name in flows/."""
+
+    REMINDER = "reminder"
+    ABSENCE = "absence"
+    SURVEY = "survey"
+
+
+def subject_of(start: dt.datetime) -> str:
+    """The slot a call is about, as stored: a moved booking is a different subject."""
+    return start.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def channel_id(call_id: int, attempt: int) -> str:
+    """The ChannelId of one attempt; derived, so the dialer can route its events."""
+    return f"nobat-p{call_id}-a{attempt}"
+
+
+_CHANNEL_ID = re.compile(r"nobat-p(\d+)-a(\d+)")
+
+
+def call_of(unique_id: str | None) -> tuple[int, int] | None:
+    """(call id, attempt) of a patient call's channel (either half) or its ActionID."""
+    match = _CHANNEL_ID.match(unique_id or "")
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+@dataclass(frozen=True)
+class DuePatientCall:
+    """What the dialer and the flow need to know about one patient call."""
+
+    id: int
+    appointment_id: int
+    purpose: Purpose
+    subject: str
+    due_at: dt.datetime
+    not_after: dt.datetime
+    state: str
+    attempts: int
+    answered_at: dt.datetime | None
+    starts_at: dt.datetime
+    status: str
+    doctor_id: int
+    patient_phone: str
+    patient_language: str
+    reminders_off: bool
+
+
+@dataclass(frozen=True)
+class PatientCallClaim:
+    """The right of one instance to ring one attempt, until its lease runs out."""
+
+    call: DuePatientCall
+    attempt: int
+    instance: str
+    lease: dt.timedelta
+    lease_until: dt.datetime
+
+    @property
+    def call_id(self) -> int:
+        """The claimed call's id, for logs and lookups."""
+        return self.call.id
+
+    @property
+    def channel_id(self) -> str:
+        """The ChannelId this attempt gives the patient's leg."""
+        return channel_id(self.call.id, self.attempt)
+
+
+@dataclass(frozen=True)
+class CallPlanning:
+    """Which calls to plan and when they may ring (from config)."""
+
+    hours: CallHours
+    reminders: ReminderTimes | None
+    absences: bool
+    survey_after: dt.timedelta | None
+
+
+class PatientCallStore:
+    """Plans patient calls and writes each step of them, one transaction a step."""
+
+    def __init__(self, database: Database, clock: Clock = utc_now) -> None:
+        self.db = database
+        self.clock = clock
+
+    # -- planning ----------------------------------------------------------------------
+
+    async def plan(self, planning: CallPlanning) -> dict[Purpose, int]:
+        """Add the calls now needed and not yet planned; returns how many of each."""
+        now = self.clock()
+        rows: list[dict[str, Any]] = []
+        async with self.db.reading() as session:
+            if planning.reminders is not None:
+                rows += await _reminders(session, planning.reminders, now)
+            if planning.absences:
+                rows += await _absences(session, planning.hours, now)
+            if planning.survey_after is not None:
+                rows += await _surveys(session, planning.hours, planning.survey_after, now)
+        if not rows:
+            return {}
+        insert = (sqlite.insert if self.db.is_sqlite else postgresql.insert)(PatientCall)
+
+        async def run() -> None:
+            async with self.db.writing() as session:
+                await session.execute(insert.on_conflict_do_nothing(), rows)
+
+        await self.db.retry_locked(run)
+        counts: dict[Purpose, int] = {}
+        for row in rows:
+            counts[row["purpose"]] = counts.get(row["purpose"], 0) + 1
+        return counts
+
+    # -- claims ------------------------------------------------------------------------
+
+    async def claim_next(self, instance: str, lease: dt.timedelta, limit: int,
+                         running: Iterable[int] = ()) -> list[PatientCallClaim]:
+        """Claim up to `limit` due calls, oldest first, skipping those another instance wins
+        and those no longer needed (marked cancelled with the reason, never rung)."""
+        claims: list[PatientCallClaim] = []
+        tried = set(running)
+        while len(claims) < limit:
+            now = self.clock()
+            async with self.db.reading() as session:
+                candidates = (await session.scalars(
+                    select(PatientCall.id)
+                    .where(claimable(PatientCall, now), PatientCall.id.not_in(tried))
+                    .order_by(PatientCall.due_at, PatientCall.id)
+                    .limit(limit - len(claims)))).all()
+            if not candidates:
+                break
+            for call_id in candidates:
+                tried.add(call_id)
+                claim = await self.claim(call_id, instance, lease)
+                if claim is not None:
+                    claims.append(claim)
+        return claims
+
+    async def claim(self, call_id: int, instance: str, lease: dt.timedelta
+                    ) -> PatientCallClaim | None:
+        """Take one due call for an attempt, in one conditional UPDATE; a call whose reason
+        is gone (booking cancelled or moved, absence lifted, patient opted out, too late) or
+        that was answered when its instance stopped is closed instead."""
+
+        async def run() -> PatientCallClaim | None:
+            async with self.db.writing() as session:
+                now = self.clock()
+                won = await session.execute(
+                    update(PatientCall)
+                    .where(PatientCall.id == call_id, claimable(PatientCall, now))
+                    .values(state="dialling", claimed_by=instance, lease_until=now + lease,
+                            attempts=PatientCall.attempts + 1, updated_at=now)
+                    .execution_options(synchronize_session=False))
+                if won.rowcount != 1:
+                    return None
+                due = await _due(session, call_id)
+                why_not = await _stale(session, due, now)
+                if why_not is not None:
+                    answered = due.answered_at is not None
+                    await session.execute(
+                        update(PatientCall).where(PatientCall.id == call_id)
+                        .values(state="done" if answered else "cancelled", cause=why_not,
+                                outcome=func.coalesce(PatientCall.outcome, "no_choice")
+                                if answered else None,
+                                claimed_by=None, lease_until=None, attempts=due.attempts - 1,
+                                updated_at=now)
+                        .execution_options(synchronize_session=False))
+                    return None
+                return PatientCallClaim(due, due.attempts, instance, lease, now + lease)
+
+        return await self.db.retry_locked(run)
+
+    async def renew(self, claim: PatientCallClaim) -> PatientCallClaim:
+        """Extend the lease of a call in progress."""
+        lease_until = self.clock() + claim.lease
+        await self._step(claim, {"lease_until": lease_until})
+        return dataclasses.replace(claim, lease_until=lease_until)
+
+    async def answered(self, claim: PatientCallClaim, at: dt.datetime) -> None:
+        """The patient picked up: from here on the call is never rung again."""
+        await self._step(claim, {"answered_at": at})
+
+    async def attempt_failed(self, claim: PatientCallClaim, cause: str,
+                             retry_at: dt.datetime | None) -> None:
+        """Not answered: ring again at `retry_at`, or give up (missed) with `cause`."""
+        if retry_at is not None:
+            values = {"state": "retry_wait", "due_at": retry_at, "cause": cause,
+                      "claimed_by": None, "lease_until": None}
+        else:
+            values = {"state": "missed", "outcome": "not_reached", "cause": cause,
+                      "lease_until": None}
+        await self._step(claim, values)
+
+    async def finished(self, claim: PatientCallClaim, cause: str | None = None) -> None:
+        """The answered call ended; the flow wrote what the patient chose, if anything."""
+        await self._step(claim, {"state": "done", "cause": cause, "lease_until": None,
+                                 "outcome": func.coalesce(PatientCall.outcome, "no_choice")})
+
+    async def abandon(self, claim: PatientCallClaim) -> None:
+        """On shutdown, give back an attempt not answered; it is due again at once."""
+        await self._step(claim, {"state": "retry_wait", "cause": ABANDON_CAUSE,
+                                 "claimed_by": None, "lease_until": None,
+                                 "attempts": PatientCall.attempts - 1})
+
+    async def _step(self, claim: PatientCallClaim, values: dict[str, Any]) -> None:
+        async def run() -> None:
+            async with self.db.writing() as session:
+                if not await held_update(session, PatientCall, claim.call_id, claim.instance,
+                                         claim.attempt, LIVE,
+                                         {"updated_at": self.clock(), **values}):
+                    raise ClaimLost(f"patient call {claim.call_id} attempt "
+                                          f"{claim.attempt} is no longer held by "
+                                          f"{claim.instance!r}")
+
+        await self.db.retry_locked(run)
+
+    # -- what the flow reads and writes -------------------------------------------------
+
+    async def live(self, unique_id: str) -> DuePatientCall | None:
+        """The call a channel rings for, only while that very attempt is being dialled: a
+        stray or replayed AGI request finds nothing."""
+        found = call_of(unique_id)
+        if found is None or unique_id != channel_id(*found):
+            return None
+        async with self.db.reading() as session:
+            due = await _maybe_due(session, found[0])
+        if due is None or due.state not in LIVE or due.attempts != found[1]:
+            return None
+        return due
+
+    async def chose(self, call_id: int, outcome: str) -> None:
+        """Record what the patient chose (the latest choice counts)."""
+        async def run() -> None:
+            async with self.db.writing() as session:
+                await session.execute(
+                    update(PatientCall).where(PatientCall.id == call_id)
+                    .values(outcome=outcome, updated_at=self.clock())
+                    .execution_options(synchronize_session=False))
+
+        await self.db.retry_locked(run)
+
+    async def opt_out(self, call_id: int) -> None:
+        """The patient keyed "no more calls": stop reminders and surveys to their number,
+        including those already planned (absence calls still come: the clinic changed)."""
+        async def run() -> None:
+            async with self.db.writing() as session:
+                now = self.clock()
+                patient_id = await session.scalar(
+                    select(Appointment.patient_id).join(PatientCall)
+                    .where(PatientCall.id == call_id))
+                await session.execute(
+                    update(Patient).where(Patient.id == patient_id)
+                    .values(reminders_off_at=now).execution_options(synchronize_session=False))
+                await session.execute(
+                    update(PatientCall)
+                    .where(PatientCall.id == call_id)
+                    .values(outcome="opted_out", updated_at=now)
+                    .execution_options(synchronize_session=False))
+                mine = select(Appointment.id).where(Appointment.patient_id == patient_id)
+                await session.execute(
+                    update(PatientCall)
+                    .where(PatientCall.appointment_id.in_(mine), PatientCall.state.in_(WAITING),
+                           PatientCall.purpose.in_([Purpose.REMINDER, Purpose.SURVEY]))
+                    .values(state="cancelled", cause="the patient opted out", updated_at=now)
+                    .execution_options(synchronize_session=False))
+
+        await self.db.retry_locked(run)
+
+
+async def _stale(session: AsyncSession, due: DuePatientCall, now: dt.datetime) -> str | None:
+    """Why a call about to be rung is no longer needed, or None when it still is."""
+    if due.answered_at is not None:
+        return STOPPED_CAUSE
+    if now > due.not_after:
+        return "its time passed before it could be rung"
+    if due.purpose is Purpose.SURVEY:
+        return "the patient opted out" if due.reminders_off else None
+    if due.status != "booked" or subject_of(due.starts_at) != due.subject:
+        return "the booking was cancelled or moved"
+    if due.purpose is Purpose.REMINDER and due.reminders_off:
+        return "the patient opted out"
+    if due.purpose is Purpose.ABSENCE and not await _covered(session, due):
+        return "the absence was lifted"
+    return None
+
+
+async def _covered(session: AsyncSession, due: DuePatientCall) -> bool:
+    """Whether a closure of the clinic or the booking's doctor covers its start."""
+    tz = ZoneInfo(await session.scalar(select(Clinic.timezone).order_by(Clinic.id).limit(1))
+                  or "Asia/Tehran")
+    day = due.starts_at.astimezone(tz).date()
+    found = await session.scalar(
+        select(Closure.id).where(or_(Closure.doctor_id.is_(None),
+                                     Closure.doctor_id == due.doctor_id),
+                                 Closure.first_day <= day, Closure.last_day >= day).limit(1))
+    return found is not None
+
+
+async def _due(session: AsyncSession, call_id: int) -> DuePatientCall:
+    found = await _maybe_due(session, call_id)
+    assert found is not None
+    return found
+
+
+async def _maybe_due(session: AsyncSession, call_id: int) -> DuePatientCall | None:
+    row = (await session.execute(_details().where(PatientCall.id == call_id))).one_or_none()
+    if row is None:
+        return None
+    values = list(row)
+    values[2], values[-1] = Purpose(values[2]), values[-1] is not None
+    return DuePatientCall(*values)
+
+
+def _details() -> Select[Any]:
+    """Columns in the order of DuePatientCall's fields."""
+    return (select(PatientCall.id, PatientCall.appointment_id, PatientCall.purpose,
+                   PatientCall.subject, PatientCall.due_at, PatientCall.not_after,
+                   PatientCall.state, PatientCall.attempts, PatientCall.answered_at,
+                   Appointment.start_at, Appointment.status, Appointment.doctor_id,
+                   Patient.phone, Patient.language, Patient.reminders_off_at)
+            .join(Appointment, PatientCall.appointment_id == Appointment.id)
+            .join(Patient, Appointment.patient_id == Patient.id))
+
+
+def _row(appointment_id: int, purpose: Purpose, subject: str, due: dt.datetime,
+         not_after: dt.datetime, now: dt.datetime) -> dict[str, Any]:
+    return {"appointment_id": appointment_id, "purpose": purpose, "subject": subject,
+            "due_at": due, "not_after": not_after, "state": "scheduled", "attempts": 0,
+            "updated_at": now}
+
+
+async def _planned(session: AsyncSession, purpose: Purpose, appointment_ids: list[int]
+                   ) -> set[tuple[int, str]]:
+    if not appointment_ids:
+        return set()
+    rows = (await session.execute(
+        select(PatientCall.appointment_id, PatientCall.subject)
+        .where(PatientCall.purpose == purpose,
+               PatientCall.appointment_id.in_(appointment_ids)))).all()
+    return {(a, s) for a, s in rows}
+
+
+async def _reminders(session: AsyncSession, times: ReminderTimes, now: dt.datetime
+                     ) -> list[dict[str, Any]]:
+    """Booked appointments coming within the reminder lead whose slot has no reminder yet."""
+    horizon = now + dt.timedelta(days=times.days_before + 3)
+    rows = (await session.execute(
+        select(Appointment.id, Appointment.start_at)
+        .join(Patient, Appointment.patient_id == Patient.id)
+        .where(Appointment.status == "booked", Appointment.start_at > now,
+               Appointment.start_at <= horizon, Patient.reminders_off_at.is_(None)))).all()
+    planned = await _planned(session, Purpose.REMINDER, [a for a, _ in rows])
+    answered = set((await session.scalars(
+        select(PatientCall.appointment_id)
+        .where(PatientCall.purpose == Purpose.REMINDER, PatientCall.answered_at.is_not(None),
+               PatientCall.appointment_id.in_([a for a, _ in rows])))).all())
+    wanted = []
+    for appointment_id, start in rows:
+        subject = subject_of(start)
+        due = times.due(start, now)
+        if (appointment_id, subject) in planned or due is None:
+            continue
+        if appointment_id in answered and times.planned(start) < now:
+            continue  # moved on a reminder call: no second call at once about the new time
+        if due - now > dt.timedelta(days=1):
+            continue  # planned when it comes within a day: a booking may still move
+        wanted.append(_row(appointment_id, Purpose.REMINDER, subject, due,
+                           times.deadline(start), now))
+    return wanted
+
+
+async def _absences(session: AsyncSession, hours: CallHours, now: dt.datetime
+                    ) -> list[dict[str, Any]]:
+    """Booked appointments a closure now covers, not yet called about."""
+    closures = (await session.execute(
+        select(Closure.doctor_id, Closure.first_day, Closure.last_day))).all()
+    found: dict[int, dt.datetime] = {}
+    for doctor_id, first, last in closures:
+        span = day_bounds(first, hours.tz).start, day_bounds(last, hours.tz).end
+        if span[1] <= now:
+            continue
+        query = (select(Appointment.id, Appointment.start_at)
+                 .where(Appointment.status == "booked", Appointment.start_at > now,
+                        Appointment.start_at >= span[0], Appointment.start_at < span[1]))
+        if doctor_id is not None:
+            query = query.where(Appointment.doctor_id == doctor_id)
+        found.update((a, s) for a, s in (await session.execute(query)).all())
+    planned = await _planned(session, Purpose.ABSENCE, list(found))
+    due = hours.next_allowed(now)
+    return [_row(a, Purpose.ABSENCE, subject_of(start), due, start, now)
+            for a, start in found.items()
+            if (a, subject_of(start)) not in planned and due < start]
+
+
+async def _surveys(session: AsyncSession, hours: CallHours, after: dt.timedelta,
+                   now: dt.datetime) -> list[dict[str, Any]]:
+    """Consultations talked through in the last day whose patient was not surveyed yet."""
+    rows = (await session.execute(
+        select(Consultation.appointment_id, CallAttempt.ended_at)
+        .join(CallAttempt, and_(CallAttempt.consultation_id == Consultation.id,
+                                CallAttempt.number == Consultation.attempts))
+        .join(Appointment, Consultation.appointment_id == Appointment.id)
+        .join(Patient, Appointment.patient_id == Patient.id)
+        .where(Consultation.state == "completed", CallAttempt.talk_seconds > 0,
+               CallAttempt.ended_at > now - SURVEY_SHELF_LIFE,
+               Patient.reminders_off_at.is_(None)))).all()
+    planned = await _planned(session, Purpose.SURVEY, [a for a, _ in rows])
+    return [_row(a, Purpose.SURVEY, "", hours.next_allowed(ended + after),
+                 ended + SURVEY_SHELF_LIFE, now)
+            for a, ended in rows if (a, "") not in planned]

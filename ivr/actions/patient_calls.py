@@ -1,0 +1,150 @@
+"""What reminder, absence and survey flows do with the booking a call is about.
+
+Each writes the patient's choice to the call's row as soon as it is made, so a hang-up a
+second later loses nothing; moving and cancelling go through the IVR's own paths (the
+booking service's rules, read-back and confirming key), never around them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from db.booking import Booked, Refused
+from ivr.actions.appointments import cancel, move
+from ivr.actions.booking import RETRY, confirm, when
+from ivr.call import Call, CallAbout
+from ivr.menu import Escape, ask
+
+log = logging.getLogger(__name__)
+
+
+def _about(call: Call, action: str) -> CallAbout | None:
+    if call.about is None:
+        log.warning("action %s runs only on calls nobat makes to a patient; skipped", action)
+    return call.about
+
+
+async def _chose(call: Call, about: CallAbout, outcome: str) -> None:
+    store = call.services.patient_calls
+    assert store is not None
+    await store.chose(about.call.id, outcome)
+
+
+async def read_appointment(call: Call, params: Mapping[str, Any]) -> str:
+    """Say which booking this call is about: doctor, date and time."""
+    about = _about(call, "read_appointment")
+    if about is not None:
+        booking = about.booking
+        await call.say(["with-doctor", f"doctor/{booking.doctor.key}",
+                        *when(call, booking.start)])
+    return "done"
+
+
+async def confirm_appointment(call: Call, params: Mapping[str, Any]) -> str:
+    """The patient confirms they will come."""
+    about = _about(call, "confirm_appointment")
+    if about is not None:
+        await _chose(call, about, "confirmed")
+        await call.say(["reminder/confirmed"])
+    return "done"
+
+
+async def reschedule_appointment(call: Call, params: Mapping[str, Any]) -> str:
+    """The IVR's reschedule path for this booking (same doctor: day, time, confirm)."""
+    about = _about(call, "reschedule_appointment")
+    if about is None:
+        return "done"
+    outcome = await move(call, about.booking)
+    if "reschedule:Booked" in call.events:
+        await _chose(call, about, "rescheduled")
+    return outcome
+
+
+async def cancel_appointment(call: Call, params: Mapping[str, Any]) -> str:
+    """The IVR's cancel path for this booking (asks for a confirming key)."""
+    about = _about(call, "cancel_appointment")
+    if about is None:
+        return "done"
+    outcome = await cancel(call, about.booking)
+    if "cancel:Cancelled" in call.events:
+        await _chose(call, about, "cancelled")
+    return outcome
+
+
+async def opt_out(call: Call, params: Mapping[str, Any]) -> str:
+    """No more reminder or survey calls to this patient's number."""
+    about = _about(call, "opt_out")
+    if about is not None:
+        store = call.services.patient_calls
+        assert store is not None
+        await store.opt_out(about.call.id)
+        await call.say(["reminder/opted-out"])
+    return "done"
+
+
+async def move_to_nearest(call: Call, params: Mapping[str, Any]) -> str:
+    """Offer the doctor's free slot nearest the lost one; moved only on the confirming key.
+    Outcome "none" when the doctor has no free slot left; "back" when the patient says no."""
+    about = _about(call, "move_to_nearest")
+    if about is None:
+        return "done"
+    booking, service = about.booking, call.services.booking
+    for _ in range(RETRY.tries):
+        slots = [s for s in await service.nearest_free(booking.doctor.id, booking.start)
+                 if booking.kind in s.kinds]
+        if not slots:
+            await call.say(["absence/no-free-time"])
+            return "none"
+        slot = min(slots, key=lambda s: (abs(s.start - booking.start), s.start))
+        answer = await confirm(call, ["absence/nearest", *when(call, slot.start)])
+        if isinstance(answer, Escape):
+            return "office" if answer is not Escape.BACK else "back"
+        if not answer:
+            return "back"
+        assert call.patient_phone is not None
+        result = await service.reschedule(booking.id, call.patient_phone, slot.start)
+        call.events.append(f"reschedule:{type(result).__name__}")
+        if isinstance(result, Booked):
+            await _chose(call, about, "moved")
+            await call.say(["rescheduled"])
+            return "done"
+        if isinstance(result, Refused):
+            await call.say(["past-cutoff"])
+            return "done"
+        await call.say(["slot-taken"])
+    return "office"
+
+
+async def _rate(call: Call, question: str, prompt: str, keys: str) -> str:
+    """Ask one survey question and store the answer at once."""
+    about = _about(call, f"survey {question}")
+    if about is None:
+        return "done"
+    answer = await ask(call, [prompt], [prompt], set(keys), RETRY)
+    if answer is Escape.BACK or answer is Escape.OFFICE:
+        return answer.value
+    if isinstance(answer, Escape):
+        return "done"  # no answer to this one: the next question still counts
+    surveys = call.services.surveys
+    assert surveys is not None
+    value: int | bool = answer == "1" if question == "book_again" else int(answer)
+    await surveys.answer(about.booking.id, question, value)
+    await _chose(call, about, "answered")
+    return "done"
+
+
+async def rate_audio(call: Call, params: Mapping[str, Any]) -> str:
+    """1 to 5 for how the call sounded."""
+    return await _rate(call, "audio", "survey/audio", "12345")
+
+
+async def rate_doctor(call: Call, params: Mapping[str, Any]) -> str:
+    """1 to 5 for the doctor."""
+    return await _rate(call, "doctor", "survey/doctor", "12345")
+
+
+async def would_book_again(call: Call, params: Mapping[str, Any]) -> str:
+    """1 yes, 2 no: would they book a phone consultation again."""
+    return await _rate(call, "book_again", "survey/again", "12")

@@ -1,0 +1,48 @@
+"""Calls nobat made to a patient, once answered: the flow named by the call's purpose.
+
+Asterisk runs AGI(agi://host/patient-call) on the patient's answered leg; the channel's
+Uniqueid is the ChannelId the dialer gave it, so the call is looked up by that alone and only
+while that very attempt is being dialled. A stray or replayed request is hung up unheard.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from db.patient_calls import PatientCallStore
+from ivr.call import Call, CallAbout
+from ivr.inbound import InboundLine
+from ivr.session import CallSession
+
+log = logging.getLogger(__name__)
+
+
+class PatientCallLine:
+    """Runs reminder, absence and survey flows on the inbound line's engine and flows."""
+
+    def __init__(self, line: InboundLine, store: PatientCallStore) -> None:
+        self.line = line
+        self.store = store
+
+    async def answer(self, session: CallSession) -> Call | None:
+        """Run the call's flow in the patient's language; not written to the inbound log
+        (the patient_call row is its record)."""
+        due = await self.store.live(session.info.unique_id)
+        booking = None if due is None else \
+            await self.line.services.booking.appointment(due.appointment_id)
+        if due is None or booking is None:
+            log.warning("AGI patient-call for channel %s: no call of nobat's is ringing it; "
+                        "hung up", session.info.unique_id)
+            await session.hang_up()
+            return None
+        snapshot = self.line.flows.current()
+        if str(due.purpose) not in snapshot.flows:
+            log.error("no flow %s.toml in the flows folder: %s call %d hung up unheard",
+                      due.purpose, due.purpose, due.id)
+            await session.hang_up()
+            return None
+        call = await self.line.new_call(session, snapshot)
+        call.language = due.patient_language
+        call.patient_phone = due.patient_phone
+        call.about = CallAbout(due, booking)
+        return await self.line.run(call, snapshot.flows, str(due.purpose), logged=False)

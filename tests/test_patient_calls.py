@@ -1,0 +1,248 @@
+"""Reminder, absence and survey calls: rung by the dialer, run as flows over FastAGI, heard
+and answered by scripted patients on the fake PBX, and recorded in the store."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from clinic.schedule import TEHRAN, VisitKind
+from db.booking import Booked, BookingService
+from db.clinic_sync import load_clinic, record_absence
+from db.engine import Database
+from db.models import Appointment, Patient, SurveyAnswer
+from db.surveys import SurveyAverage, SurveyStore
+from tests.fakepbx.agi_caller import place_call
+from tests.fakepbx.script import Answers, Caller, HangUp, Hear, NoAnswer, Phone, Press
+from tests.support.clinics import Clock, every_day_clinic
+from tests.support.ivr import ivr_rig
+from tests.support.patient_calls import FAST_RETRIES, calls, patient_line, settled
+from tests.test_schedule import at
+
+SATURDAY = dt.date(2026, 11, 28)
+THURSDAY = SATURDAY - dt.timedelta(days=2)
+PATIENT = "+989351110001"
+DOCTOR = "+989121000001"
+
+
+def patient(*keys: Hear | Press | HangUp) -> Phone:
+    """The patient's phone: answered after half a second, then `keys` on the flow."""
+    return Phone("patient1", PATIENT, Answers(0.5), "Patient", listens=keys)
+
+
+async def book(database: Database, start: dt.datetime, kind: VisitKind = VisitKind.IN_PERSON
+               ) -> int:
+    """Load a clinic open 10:00-14:00 every day in 30-minute slots and book `start`."""
+    clock = Clock(at(THURSDAY, "12:00"))
+    await load_clinic(database, every_day_clinic(8, slot_minutes=30, start_minute=10 * 60),
+                      clock=clock)
+    service = BookingService(database, clock=clock)
+    [doctor] = await service.doctors()
+    booked = await service.book(PATIENT, doctor.id, start, kind)
+    assert isinstance(booked, Booked)
+    return booked.appointment.id
+
+
+async def appointment(database: Database, ident: int) -> Appointment:
+    async with database.reading() as session:
+        found = await session.get(Appointment, ident)
+    assert found is not None
+    return found
+
+
+SATURDAY_10 = ["with-doctor", "doctor/dr-1", "day/saturday", "ord/7", "month/9", "time/hour",
+               "num/10"]
+"""The booking as the patient hears it: with Dr 1 on Saturday 7 Azar at 10."""
+FRIDAY = SATURDAY - dt.timedelta(days=1)
+HALF_MINUTE = dt.timedelta(seconds=30)
+
+
+async def test_a_reminder_comes_on_thursday_evening_and_1_confirms(
+        database: Database, tmp_path: Path) -> None:
+    booked = await book(database, at(SATURDAY, "10:00"))
+    phones = [patient(Hear("reminder/menu"), Press("1"))]
+    async with patient_line(database, tmp_path, phones, at(THURSDAY, "17:59")) as line:
+        await line.pbx_line.until(settled(database, 1, "done"), seconds=10.0)
+        [call] = await calls(database)
+        [heard] = line.heard("patient1")
+    # Friday is a no-call day, so the reminder for Saturday came on Thursday at 18:00.
+    assert call.due_at == at(THURSDAY, "18:00")
+    assert (call.purpose, call.attempts, call.outcome) == ("reminder", 1, "confirmed")
+    assert heard == ["reminder/intro", *SATURDAY_10, "reminder/menu", "reminder/confirmed",
+                     "goodbye"]
+    assert (await appointment(database, booked)).status == "booked"
+
+
+async def test_2_takes_the_reminded_patient_through_the_ivr_reschedule_path(
+        database: Database, tmp_path: Path) -> None:
+    booked = await book(database, at(SATURDAY, "10:00"))
+    phones = [patient(Hear("reminder/menu"), Press("2"), Hear("choose-day"), Press("1"),
+                      Hear("choose-time"), Press("1"), Hear("confirm-keys"), Press("1"))]
+    async with patient_line(database, tmp_path, phones, at(THURSDAY, "17:59")) as line:
+        await line.pbx_line.until(settled(database, 1, "done"), seconds=10.0)
+        [call] = await calls(database)
+        [heard] = line.heard("patient1")
+    # The first free day after Thursday evening is Friday: 10:00 is its first time.
+    moved = await appointment(database, booked)
+    assert (moved.status, moved.start_at) == ("booked", at(FRIDAY, "10:00"))
+    assert call.outcome == "rescheduled"
+    assert ["choose-day", "choose-time", "confirm-keys", "rescheduled"] == [
+        name for name in heard if name in ("choose-day", "choose-time", "confirm-keys",
+                                           "rescheduled")]
+    assert heard[-2:] == ["repeat-code", "goodbye"]  # the IVR's path reads the code out
+
+
+async def test_3_cancels_after_a_confirming_key(database: Database, tmp_path: Path) -> None:
+    booked = await book(database, at(SATURDAY, "10:00"))
+    phones = [patient(Hear("reminder/menu"), Press("3"), Hear("confirm-keys"), Press("1"))]
+    async with patient_line(database, tmp_path, phones, at(THURSDAY, "17:59")) as line:
+        await line.pbx_line.until(settled(database, 1, "done"), seconds=10.0)
+        [call] = await calls(database)
+        [heard] = line.heard("patient1")
+    assert (await appointment(database, booked)).status == "cancelled"
+    assert call.outcome == "cancelled"
+    assert heard[-4:] == ["confirm-cancel", "confirm-keys", "cancelled", "goodbye"]
+
+
+async def test_9_stops_reminder_calls_to_that_number(database: Database, tmp_path: Path) -> None:
+    await book(database, at(SATURDAY, "10:00"))
+    phones = [patient(Hear("reminder/menu"), Press("9"))]
+    async with patient_line(database, tmp_path, phones, at(THURSDAY, "17:59")) as line:
+        await line.pbx_line.until(settled(database, 1, "done"), seconds=10.0)
+        [heard] = line.heard("patient1")
+        # A second booking of the same patient gets no reminder any more.
+        service = BookingService(database, clock=line.pbx_line.clock)
+        [doctor] = await service.doctors()
+        assert isinstance(await service.book(PATIENT, doctor.id, at(SATURDAY, "11:00"),
+                                             VisitKind.IN_PERSON), Booked)
+        await line.pbx_line.clock.sleep(10)
+        [call] = await calls(database)
+    assert call.outcome == "opted_out"
+    assert heard[-2:] == ["reminder/opted-out", "goodbye"]
+    async with database.reading() as session:
+        assert await session.scalar(select(Patient.reminders_off_at)) is not None
+
+
+async def test_a_reminder_not_answered_is_tried_again_but_never_at_night_or_on_friday(
+        database: Database, tmp_path: Path) -> None:
+    await book(database, at(SATURDAY, "10:00"))
+    phones = [Phone("patient1", PATIENT, NoAnswer(), "Patient")]
+    start = at(THURSDAY, "20:58") + HALF_MINUTE
+    async with patient_line(database, tmp_path, phones, start) as line:
+        await line.pbx_line.until(settled(database, 1, "retry_wait"), seconds=10.0)
+
+        async def tried_twice() -> bool:
+            [call] = await calls(database)
+            return call.attempts == 2 and call.state == "retry_wait"
+
+        await line.pbx_line.until(tried_twice, seconds=10.0)
+        [call] = await calls(database)
+        originates = line.pbx_line.originates()
+    # 20:58:30 and 20:59:40 rang unanswered; a minute later is 21:00:50, inside the quiet
+    # hours; Friday is a no-call day: the third try waits for Saturday 08:00, which is still
+    # before the change cut-off (two hours before the visit).
+    assert call.due_at == at(SATURDAY, "08:00")
+    assert call.cause == "no_answer"
+    assert sorted(originates) == ["nobat-p1-a1", "nobat-p1-a2"]
+    assert line.heard("patient1") == []
+
+
+async def test_a_reminder_for_a_booking_cancelled_meanwhile_is_never_rung(
+        database: Database, tmp_path: Path) -> None:
+    booked = await book(database, at(SATURDAY, "10:00"))
+    phones = [patient(Hear("reminder/menu"), Press("1"))]
+    async with patient_line(database, tmp_path, phones, at(THURSDAY, "17:59")) as line:
+        await line.pbx_line.until(settled(database, 1, "scheduled"))
+        service = BookingService(database, clock=line.pbx_line.clock)
+        cancelled = await service.cancel(booked, PATIENT)
+        assert type(cancelled).__name__ == "Cancelled"
+        await line.pbx_line.until(settled(database, 1, "cancelled"), seconds=10.0)
+        [call] = await calls(database)
+        assert line.pbx_line.originates() == {}
+    assert call.cause == "the booking was cancelled or moved"
+
+
+async def test_a_doctors_absence_calls_the_patient_who_moves_to_the_nearest_free_time(
+        database: Database, tmp_path: Path) -> None:
+    booked = await book(database, at(SATURDAY, "10:00"))
+    phones = [patient(Hear("absence/menu"), Press("1"), Hear("confirm-keys"), Press("1"))]
+    async with patient_line(database, tmp_path, phones, at(THURSDAY, "12:00")) as line:
+        assert await record_absence(database, "dr-1", SATURDAY, SATURDAY, "sick") == 1
+        await line.pbx_line.until(settled(database, 1, "done"), seconds=10.0)
+        [call] = [c for c in await calls(database) if c.purpose == "absence"]
+        [heard] = line.heard("patient1")
+    # Friday's last slot, 13:30, is nearer in time than Sunday's first.
+    moved = await appointment(database, booked)
+    assert (moved.status, moved.start_at) == ("booked", at(FRIDAY, "13:30"))
+    assert call.outcome == "moved"
+    assert heard == ["absence/intro", *SATURDAY_10, "absence/menu", "absence/nearest",
+                     "day/friday", "ord/6", "month/9", "time/hour", "num/13-o", "num/30",
+                     "time/minutes",
+                     "confirm-keys", "rescheduled", "goodbye"]
+
+
+async def test_an_absence_changes_nothing_without_the_patients_key(
+        database: Database, tmp_path: Path) -> None:
+    booked = await book(database, at(SATURDAY, "10:00"))
+    phones = [patient()]
+    async with patient_line(database, tmp_path, phones, at(THURSDAY, "12:00")) as line:
+        await record_absence(database, "dr-1", SATURDAY, SATURDAY, "sick")
+        await line.pbx_line.until(settled(database, 1, "done"), seconds=10.0)
+        [call] = [c for c in await calls(database) if c.purpose == "absence"]
+        [heard] = line.heard("patient1")
+    kept = await appointment(database, booked)
+    assert (kept.status, kept.start_at) == ("booked", at(SATURDAY, "10:00"))
+    assert call.outcome == "no_choice"
+    assert heard[-1] == "absence/kept"
+    assert heard.count("absence/menu") == 3 and heard.count("no-input") == 2
+
+
+async def test_after_a_consultation_the_patient_rates_it_and_the_answers_are_kept(
+        database: Database, tmp_path: Path) -> None:
+    booked = await book(database, at(THURSDAY, "12:30"), VisitKind.PHONE)
+    phones = [Phone("doctor1", DOCTOR, Answers(0.3, talk=20), "Dr 1"),
+              patient(Hear("survey/audio"), Press("4"), Hear("survey/doctor"), Press("5"),
+                      Hear("survey/again"), Press("1"))]
+    edits = (*FAST_RETRIES, ("survey_after_minutes = 5", "survey_after_minutes = 1"))
+    async with patient_line(database, tmp_path, phones, at(THURSDAY, "12:29"),
+                            edits) as line:
+        await line.pbx_line.until(settled(database, 1, "done"), seconds=15.0)
+        [call] = await calls(database)
+        [heard] = line.heard("patient1")
+        doctors, weeks = await SurveyStore(database, line.pbx_line.clock).averages(TEHRAN)
+    assert (call.purpose, call.outcome) == ("survey", "answered")
+    assert (await appointment(database, booked)).status == "completed"
+    assert heard == ["survey/intro", "survey/audio", "survey/doctor", "survey/again",
+                     "survey/thanks"]
+    assert doctors == [SurveyAverage("Dr. 1", 1, 4.0, 5.0, 1.0)]
+    assert weeks == [SurveyAverage("2026-11-21", 1, 4.0, 5.0, 1.0)]
+
+
+async def test_a_patient_who_hangs_up_mid_survey_keeps_the_answers_given(
+        database: Database, tmp_path: Path) -> None:
+    await book(database, at(THURSDAY, "12:30"), VisitKind.PHONE)
+    phones = [Phone("doctor1", DOCTOR, Answers(0.3, talk=20), "Dr 1"),
+              patient(Hear("survey/audio"), Press("2"), Hear("survey/doctor"), HangUp())]
+    edits = (*FAST_RETRIES, ("survey_after_minutes = 5", "survey_after_minutes = 1"))
+    async with patient_line(database, tmp_path, phones, at(THURSDAY, "12:29"),
+                            edits) as line:
+        await line.pbx_line.until(settled(database, 1, "done"), seconds=15.0)
+    async with database.reading() as session:
+        [answer] = (await session.scalars(select(SurveyAnswer))).all()
+    assert (answer.audio, answer.doctor, answer.book_again) == (2, None, None)
+
+
+@pytest.mark.parametrize("uniqueid", ["1700000000.5", "nobat-p1-a1", "nobat-p1-a1-2"])
+async def test_an_agi_request_for_a_call_nobat_is_not_making_is_hung_up_unheard(
+        database: Database, uniqueid: str) -> None:
+    await book(database, at(SATURDAY, "10:00"))
+    async with ivr_rig(database, Clock(at(THURSDAY, "18:00"))) as rig:
+        transcript = await place_call("127.0.0.1", rig.port, Caller("+982188776655", ()),
+                                      script="patient-call?lang=fa", strict=False,
+                                      environment={"uniqueid": uniqueid})
+    assert transcript.prompts == []
+    assert [e.command.verb for e in transcript.exchanges] == ["HANGUP"]
+    assert await calls(database) == []
