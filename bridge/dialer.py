@@ -68,8 +68,6 @@ class OutboundCall(Protocol):
 
     @property
     def over(self) -> bool: ...
-    @property
-    def bridged_at(self) -> dt.datetime | None: ...
     def start(self) -> list[Effect]: ...
     def resume(self, live: Mapping[str, str] | None, now: dt.datetime) -> list[Effect]: ...
     def on_event(self, evt: Event, now: dt.datetime) -> list[Effect]: ...
@@ -194,15 +192,16 @@ class Dialer:
             for listener in self.on_dispatch:
                 listener(claim, now - claim.consultation.due_at)
             call = ConsultationCall(claim, self.plan_for(claim), self.retry)
-            self._start(f"c{claim.consultation_id}", _Consultation(self.store, claim), call)
+            self._start(f"c{claim.consultation_id}", _Consultation(self.store, claim, call),
+                        call)
         started: list[Claim | PatientCallClaim] = list(claims)
         desk = self.patient_calls
         if desk is not None and len(self.calls) < self.cap:
             mine = {int(key[1:]) for key in self.calls if key[0] == "p"}
             for patient in await desk.store.claim_next(self.instance, self.lease,
                                                        self.cap - len(self.calls), mine):
-                self._start(f"p{patient.call_id}", _Patient(desk.store, patient),
-                            PatientCall(patient, desk.plan, desk.retry))
+                call = PatientCall(patient, desk.plan, desk.retry)
+                self._start(f"p{patient.call_id}", _Patient(desk.store, patient, call), call)
                 started.append(patient)
         return started
 
@@ -265,15 +264,15 @@ class _Job(Protocol):
     def earlier_channels(self) -> set[str]: ...
     async def write(self, record: Record) -> None: ...
     async def renew(self) -> None: ...
-    def gives_back(self, call: OutboundCall) -> bool: ...
-    async def given_back(self, call: OutboundCall) -> None: ...
+    def gives_back(self) -> bool: ...
+    async def given_back(self) -> None: ...
 
 
 class _Consultation:
     """A consultation attempt's steps in the ConsultationStore."""
 
-    def __init__(self, store: ConsultationStore, claim: Claim) -> None:
-        self.store, self.claim = store, claim
+    def __init__(self, store: ConsultationStore, claim: Claim, call: ConsultationCall) -> None:
+        self.store, self.claim, self.call = store, claim, call
         self.name = f"consultation {claim.consultation_id}"
 
     @property
@@ -312,20 +311,21 @@ class _Consultation:
     async def renew(self) -> None:
         self.claim = await self.store.renew(self.claim)
 
-    def gives_back(self, call: OutboundCall) -> bool:
+    def gives_back(self) -> bool:
         """On shutdown an unbridged attempt is hung up and given back; a bridged one is left
         to Asterisk, which ends it at the booked time."""
-        return call.bridged_at is None
+        return self.call.bridged_at is None
 
-    async def given_back(self, call: OutboundCall) -> None:
+    async def given_back(self) -> None:
         await self.store.abandon(self.claim)
 
 
 class _Patient:
     """A patient call attempt's steps in the PatientCallStore."""
 
-    def __init__(self, store: PatientCallStore, claim: PatientCallClaim) -> None:
-        self.store, self.claim = store, claim
+    def __init__(self, store: PatientCallStore, claim: PatientCallClaim, call: PatientCall
+                 ) -> None:
+        self.store, self.claim, self.call = store, claim, call
         self.name = f"{claim.call.purpose} call {claim.call_id}"
 
     @property
@@ -357,13 +357,13 @@ class _Patient:
     async def renew(self) -> None:
         self.claim = await self.store.renew(self.claim)
 
-    def gives_back(self, call: OutboundCall) -> bool:
+    def gives_back(self) -> bool:
         """On shutdown the call is hung up: nobody would be left to talk to the patient."""
         return True
 
-    async def given_back(self, call: OutboundCall) -> None:
+    async def given_back(self) -> None:
         """Answered: it is over (never rung again); not answered: due again at once."""
-        if isinstance(call, PatientCall) and call.answered:
+        if self.call.answered:
             await self.store.finished(self.claim, STOPPED_CAUSE)
         else:
             await self.store.abandon(self.claim)
@@ -509,11 +509,11 @@ class _Runner:
 
     async def give_back(self) -> None:
         """On shutdown: hang up an attempt that cannot go on alone and give it back."""
-        if self.call.over or not self.job.gives_back(self.call):
+        if self.call.over or not self.job.gives_back():
             return
         await self.hang_up_all()
         with contextlib.suppress(ClaimLost):
-            await self.job.given_back(self.call)
+            await self.job.given_back()
 
     def stop_timers(self) -> None:
         """Cancel pending Wakes: the call is over."""

@@ -55,8 +55,6 @@ class PatientCall:
     far_cause: int | None = None
     phase: str = "dialling"
     """dialling, talking (answered: the flow runs), or over."""
-    bridged_at: None = None
-    """Never bridged: the dialer's shutdown treats it as an unbridged call."""
 
     @property
     def answered(self) -> bool:

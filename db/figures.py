@@ -20,7 +20,9 @@ from db.models import (
     Doctor,
     InboundCall,
     Patient,
+    PatientCall,
 )
+from db.patient_calls import Purpose, covered_bookings, subject_of
 
 LIVE_STATES = ("dialling", "bridged")
 WAITING_STATES = ("scheduled", "retry_wait")
@@ -55,6 +57,20 @@ class ConsultationRow:
     attempt: int
     attempt_started: dt.datetime | None
     bridged_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class AbsenceRow:
+    """A booking a closure covers, and what its patient said when called (the staff decide
+    the rest)."""
+
+    appointment_id: int
+    doctor: str
+    doctor_en: str
+    patient_phone: str
+    starts_at: dt.datetime
+    call_state: str
+    outcome: str | None
 
 
 @dataclass(frozen=True)
@@ -177,3 +193,39 @@ class Figures:
             rows = (await session.execute(select(Consultation.state, func.count())
                                           .group_by(Consultation.state))).all()
         return dict(rows)
+
+    async def patient_calls(self, day: dt.date) -> list[tuple[str, str, int]]:
+        """Reminder, absence and survey calls that ended that day, by purpose and what came
+        of them (the patient's choice, or why nobody was reached)."""
+        start, end = day_bounds(day, self.tz)
+        result = func.coalesce(PatientCall.outcome, PatientCall.state)
+        async with self.db.reading() as session:
+            rows = (await session.execute(
+                select(PatientCall.purpose, result, func.count())
+                .where(PatientCall.state.in_(("done", "missed", "cancelled")),
+                       PatientCall.updated_at >= start, PatientCall.updated_at < end)
+                .group_by(PatientCall.purpose, result)
+                .order_by(PatientCall.purpose, result))).all()
+        return [(purpose, outcome, n) for purpose, outcome, n in rows]
+
+    async def absences(self, now: dt.datetime) -> list[AbsenceRow]:
+        """Bookings still on a closed day, soonest first, with their absence call if it was
+        planned yet (call_state "planned" otherwise)."""
+        async with self.db.reading() as session:
+            covered = await covered_bookings(session, self.tz, now)
+            rows = (await session.execute(
+                select(Appointment.id, Doctor.name, Doctor.name_en, Patient.phone,
+                       Appointment.start_at)
+                .join(Doctor, Appointment.doctor_id == Doctor.id)
+                .join(Patient, Appointment.patient_id == Patient.id)
+                .where(Appointment.id.in_(list(covered)))
+                .order_by(Appointment.start_at, Appointment.id))).all()
+            calls = {(a, subject): (state, outcome) for a, subject, state, outcome in (
+                await session.execute(
+                    select(PatientCall.appointment_id, PatientCall.subject, PatientCall.state,
+                           PatientCall.outcome)
+                    .where(PatientCall.purpose == Purpose.ABSENCE,
+                           PatientCall.appointment_id.in_(list(covered))))).all()}
+        return [AbsenceRow(ident, doctor, doctor_en, phone, start,
+                           *calls.get((ident, subject_of(start)), ("planned", None)))
+                for ident, doctor, doctor_en, phone, start in rows]

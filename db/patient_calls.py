@@ -325,8 +325,11 @@ async def _stale(session: AsyncSession, due: DuePatientCall, now: dt.datetime) -
         return "the booking was cancelled or moved"
     if due.purpose is Purpose.REMINDER and due.reminders_off:
         return "the patient opted out"
-    if due.purpose is Purpose.ABSENCE and not await _covered(session, due):
+    covered = await _covered(session, due)
+    if due.purpose is Purpose.ABSENCE and not covered:
         return "the absence was lifted"
+    if due.purpose is Purpose.REMINDER and covered:
+        return "a closure covers the booking: its absence call says so instead"
     return None
 
 
@@ -388,7 +391,8 @@ async def _planned(session: AsyncSession, purpose: Purpose, appointment_ids: lis
 
 async def _reminders(session: AsyncSession, times: ReminderTimes, now: dt.datetime
                      ) -> list[dict[str, Any]]:
-    """Booked appointments coming within the reminder lead whose slot has no reminder yet."""
+    """Booked appointments coming within the reminder lead whose slot has no reminder yet
+    (none for a booking a closure covers: its patient gets an absence call instead)."""
     horizon = now + dt.timedelta(days=times.days_before + 3)
     rows = (await session.execute(
         select(Appointment.id, Appointment.start_at)
@@ -400,11 +404,12 @@ async def _reminders(session: AsyncSession, times: ReminderTimes, now: dt.dateti
         select(PatientCall.appointment_id)
         .where(PatientCall.purpose == Purpose.REMINDER, PatientCall.answered_at.is_not(None),
                PatientCall.appointment_id.in_([a for a, _ in rows])))).all())
+    closed = await covered_bookings(session, times.hours.tz, now)
     wanted = []
     for appointment_id, start in rows:
         subject = subject_of(start)
         due = times.due(start, now)
-        if (appointment_id, subject) in planned or due is None:
+        if (appointment_id, subject) in planned or due is None or appointment_id in closed:
             continue
         if appointment_id in answered and times.planned(start) < now:
             continue  # moved on a reminder call: no second call at once about the new time
@@ -415,14 +420,14 @@ async def _reminders(session: AsyncSession, times: ReminderTimes, now: dt.dateti
     return wanted
 
 
-async def _absences(session: AsyncSession, hours: CallHours, now: dt.datetime
-                    ) -> list[dict[str, Any]]:
-    """Booked appointments a closure now covers, not yet called about."""
+async def covered_bookings(session: AsyncSession, tz: ZoneInfo, now: dt.datetime
+                           ) -> dict[int, dt.datetime]:
+    """Booked appointments still to come that a closure covers: id -> start."""
     closures = (await session.execute(
         select(Closure.doctor_id, Closure.first_day, Closure.last_day))).all()
     found: dict[int, dt.datetime] = {}
     for doctor_id, first, last in closures:
-        span = day_bounds(first, hours.tz).start, day_bounds(last, hours.tz).end
+        span = day_bounds(first, tz).start, day_bounds(last, tz).end
         if span[1] <= now:
             continue
         query = (select(Appointment.id, Appointment.start_at)
@@ -431,6 +436,13 @@ async def _absences(session: AsyncSession, hours: CallHours, now: dt.datetime
         if doctor_id is not None:
             query = query.where(Appointment.doctor_id == doctor_id)
         found.update((a, s) for a, s in (await session.execute(query)).all())
+    return found
+
+
+async def _absences(session: AsyncSession, hours: CallHours, now: dt.datetime
+                    ) -> list[dict[str, Any]]:
+    """Booked appointments a closure now covers, not yet called about."""
+    found = await covered_bookings(session, hours.tz, now)
     planned = await _planned(session, Purpose.ABSENCE, list(found))
     due = hours.next_allowed(now)
     return [_row(a, Purpose.ABSENCE, subject_of(start), due, start, now)

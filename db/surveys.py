@@ -23,11 +23,14 @@ class SurveyAverage:
     """Averages over one group of answers (a doctor, or a week); None where nobody answered."""
 
     label: str
+    """The doctor's name in English, or the ISO date of the week's Saturday."""
     answers: int
     audio: float | None
     doctor: float | None
     book_again: float | None
     """The share who would book again, 0 to 1."""
+    label_fa: str = ""
+    """The doctor's name in Persian (weeks: empty)."""
 
 
 class SurveyStore:
@@ -72,13 +75,15 @@ class SurveyStore:
                        SurveyAnswer.audio, SurveyAnswer.doctor, SurveyAnswer.book_again)
                 .join(Doctor, SurveyAnswer.doctor_id == Doctor.id)
                 .where(SurveyAnswer.answered_at >= since))).all()
-        by_doctor: dict[str, list[tuple[int | None, int | None, bool | None]]] = defaultdict(list)
+        by_doctor: dict[tuple[str, str], list[tuple[int | None, int | None, bool | None]]] = \
+            defaultdict(list)
         by_week: dict[dt.date, list[tuple[int | None, int | None, bool | None]]] = \
             defaultdict(list)
         for name, name_en, at, audio, doctor, again in rows:
-            by_doctor[name_en or name].append((audio, doctor, again))
+            by_doctor[(name_en or name, name)].append((audio, doctor, again))
             by_week[week_start(at.astimezone(tz).date())].append((audio, doctor, again))
-        doctors = [_average(label, answers) for label, answers in sorted(by_doctor.items())]
+        doctors = [_average(label, answers, label_fa)
+                   for (label, label_fa), answers in sorted(by_doctor.items())]
         weeks_ = [_average(start.isoformat(), by_week[start])
                   for start in sorted(by_week, reverse=True)]
         return doctors, weeks_
@@ -93,10 +98,10 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _average(label: str, answers: list[tuple[int | None, int | None, bool | None]]
-             ) -> SurveyAverage:
+def _average(label: str, answers: list[tuple[int | None, int | None, bool | None]],
+             label_fa: str = "") -> SurveyAverage:
     return SurveyAverage(
         label, len(answers),
         _mean([a for a, _, _ in answers if a is not None]),
         _mean([d for _, d, _ in answers if d is not None]),
-        _mean([1.0 if g else 0.0 for _, _, g in answers if g is not None]))
+        _mean([1.0 if g else 0.0 for _, _, g in answers if g is not None]), label_fa)

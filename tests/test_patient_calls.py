@@ -19,7 +19,13 @@ from tests.fakepbx.agi_caller import place_call
 from tests.fakepbx.script import Answers, Caller, HangUp, Hear, NoAnswer, Phone, Press
 from tests.support.clinics import Clock, every_day_clinic
 from tests.support.ivr import ivr_rig
-from tests.support.patient_calls import FAST_RETRIES, calls, patient_line, settled
+from tests.support.patient_calls import (
+    FAST_RETRIES,
+    PatientLine,
+    calls,
+    patient_line,
+    settled,
+)
 from tests.test_schedule import at
 
 SATURDAY = dt.date(2026, 11, 28)
@@ -196,6 +202,8 @@ async def test_an_absence_changes_nothing_without_the_patients_key(
     kept = await appointment(database, booked)
     assert (kept.status, kept.start_at) == ("booked", at(SATURDAY, "10:00"))
     assert call.outcome == "no_choice"
+    # No reminder is planned for a booking on a closed day: the absence call said it all.
+    assert [c.purpose for c in await calls(database)] == ["absence"]
     assert heard[-1] == "absence/kept"
     assert heard.count("absence/menu") == 3 and heard.count("no-input") == 2
 
@@ -217,7 +225,7 @@ async def test_after_a_consultation_the_patient_rates_it_and_the_answers_are_kep
     assert (await appointment(database, booked)).status == "completed"
     assert heard == ["survey/intro", "survey/audio", "survey/doctor", "survey/again",
                      "survey/thanks"]
-    assert doctors == [SurveyAverage("Dr. 1", 1, 4.0, 5.0, 1.0)]
+    assert doctors == [SurveyAverage("Dr. 1", 1, 4.0, 5.0, 1.0, "دکتر 1")]
     assert weeks == [SurveyAverage("2026-11-21", 1, 4.0, 5.0, 1.0)]
 
 
@@ -246,3 +254,20 @@ async def test_an_agi_request_for_a_call_nobat_is_not_making_is_hung_up_unheard(
     assert transcript.prompts == []
     assert [e.command.verb for e in transcript.exchanges] == ["HANGUP"]
     assert await calls(database) == []
+
+
+async def test_a_reminder_ringing_when_nobat_stops_is_hung_up_and_given_back(
+        database: Database, tmp_path: Path) -> None:
+    await book(database, at(SATURDAY, "10:00"))
+    phones = [Phone("patient1", PATIENT, NoAnswer(), "Patient")]
+    async with patient_line(database, tmp_path, phones, at(THURSDAY, "18:00")) as line:
+        await line.pbx_line.until(lambda: _ringing(line))
+        await line.pbx_line.stop(line.pbx_line.dialers[0])
+        [call] = await calls(database)
+        assert line.pbx_line.pbx.channels == {}
+    assert (call.state, call.attempts, call.cause) == (
+        "retry_wait", 0, "abandoned when nobat stopped")
+
+
+async def _ringing(line: PatientLine) -> bool:
+    return bool(line.pbx_line.pbx.channels)

@@ -5,15 +5,26 @@ with Prometheus' own parser."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
 from playwright.async_api import Page, async_playwright
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
 
-from clinic.calendar import Weekday
+from clinic.calendar import Weekday, to_jalali
+from clinic.clinic_file import read_clinic
+from clinic.schedule import VisitKind
+from db.booking import Booked, BookingService
+from db.clinic_sync import load_clinic
+from db.engine import Database
+from db.models import Closure, PatientCall
+from db.schema import upgrade
+from db.surveys import SurveyStore
 from ivr.agi_protocol import Command
 from tests.fakepbx.agi_caller import place_call
 from tests.fakepbx.script import Caller, HangUp, Hear
@@ -28,11 +39,13 @@ from tests.support.clinic_day import (
     Day,
     scripted_day,
 )
+from tests.support.consultations import first_phone_slot
 from tests.support.server import ROOT, ServerProcess, demo_copy
 from web.page import digits
 
 CHROMIUM = os.environ.get("NOBAT_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("NOBAT_ARTIFACTS", ROOT / "test-artifacts"))
+TEHRAN_ZONE = ZoneInfo("Asia/Tehran")
 PHONES = (UPCOMING_PATIENT, TALKING_PATIENT, SILENT_PATIENT, LONG_PATIENT, *IVR_CALLERS)
 
 
@@ -212,3 +225,79 @@ async def test_only_healthz_is_open_and_the_reload_form_needs_its_csrf_value(
         assert all(TOKEN not in line for line in server.log)
     finally:
         assert await server.stop() == 0
+
+
+async def test_staff_record_an_absence_decide_on_its_booking_and_read_the_survey(
+        tmp_path: Path, artifacts: Path) -> None:
+    config = demo_copy(tmp_path)
+    database = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'nobat.db'}")
+    await upgrade(database)
+    await load_clinic(database, read_clinic(tmp_path / "clinic.toml"))
+    service = BookingService(database)
+    doctor_id, start = await first_phone_slot(service, "dr-ahmadi")
+    booked = await service.book("09121234567", doctor_id, start, VisitKind.PHONE)
+    other = await service.book("09121234568", doctor_id, start + dt.timedelta(minutes=30),
+                               VisitKind.PHONE)
+    assert isinstance(booked, Booked) and isinstance(other, Booked)
+    surveys = SurveyStore(database)
+    for appointment, (audio, rating, again) in ((booked, (3, 5, True)), (other, (4, 4, False))):
+        for question, value in (("audio", audio), ("doctor", rating), ("book_again", again)):
+            await surveys.answer(appointment.appointment.id, question, value)
+    async with database.writing() as session:
+        now = dt.datetime.now(dt.UTC)
+        session.add(PatientCall(appointment_id=other.appointment.id, purpose="reminder",
+                                subject="", due_at=now, not_after=now, state="done",
+                                attempts=1, outcome="confirmed", updated_at=now))
+    day = start.astimezone(TEHRAN_ZONE).date()
+    server = await ServerProcess(config, env={"NOBAT_WEB_TOKEN": TOKEN}).start()
+    try:
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=CHROMIUM,
+                                                       args=["--no-sandbox"])
+            page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+            await page.goto(server.base_url + "/")
+            await page.fill('input[name="token"]', TOKEN)
+            await page.click('button[type="submit"]')
+            await page.wait_for_selector("#today")
+
+            # The survey: averages per doctor and per week, in Persian digits.
+            ahmadi = await page.locator("#survey-doctors tr[data-label]").inner_text()
+            assert "۲" in ahmadi and "۳٫۵" in ahmadi and "۴٫۵" in ahmadi and "۵۰%" in ahmadi
+            assert await page.locator("#survey-weeks tr[data-label]").count() == 1
+            assert "تأیید کرد" in await page.locator("#patient-calls").inner_text()
+
+            # A wrong date is refused with its reason; nothing is recorded.
+            await page.fill('#record-absence input[name="first"]', "1405/13/40")
+            await page.click('#record-absence button[type="submit"]')
+            assert "ثبت نشد" in await page.locator("#notice").inner_text()
+
+            # The doctor's absence on the booked day: both bookings listed, not called yet.
+            await page.select_option('#record-absence select[name="doctor"]', "dr-ahmadi")
+            await page.fill('#record-absence input[name="first"]',
+                            to_jalali(day).strftime("%Y/%m/%d"))
+            await page.fill('#record-absence input[name="reason"]', "<b>conference</b>")
+            await page.click('#record-absence button[type="submit"]')
+            assert "۲" in await page.locator("#notice").inner_text()
+            listed = await page.locator("#absences").inner_text()
+            assert "۰۹۱۲***۴۵۶۷" in listed and "هنوز تماس گرفته نشده" in listed
+            assert "09121234567" not in await page.content()
+            await page.screenshot(path=str(artifacts / "status-absences.png"), full_page=True)
+
+            # The office decides: cancel the first booking.
+            await page.locator(f'#absences tr[data-appointment="{booked.appointment.id}"] '
+                               'button').click()
+            notice = await page.locator("#notice").inner_text()
+            assert digits(booked.appointment.code, "fa") in notice
+            assert await page.locator("#absences tr[data-appointment]").count() == 1
+            await browser.close()
+        kept = await service.appointment(other.appointment.id)
+        gone = await service.appointment(booked.appointment.id)
+        assert kept is not None and kept.status == "booked"
+        assert gone is not None and gone.status == "cancelled"
+        async with database.reading() as session:
+            [closure] = (await session.scalars(
+                select(Closure).where(Closure.source == "page"))).all()
+        assert (closure.first_day, closure.reason) == (day, "<b>conference</b>")
+    finally:
+        assert await server.stop() == 0
+        await database.close()

@@ -32,7 +32,7 @@ async def test_reload_needs_the_token_and_reports_a_broken_edit(tmp_path: Path) 
         assert (await request(server, "GET", "/api/flows"))[0] == 401
         assert (await request(server, "POST", "/api/flows/reload", "wrong"))[0] == 401
         status, state = await request(server, "GET", "/api/flows", TOKEN)
-        assert status == 200 and str(state["version"]).startswith("main@")
+        assert status == 200 and "main@" in str(state["version"])
         edit(tmp_path / "flows", ADDRESS_KEY, BROKEN_KEY)
         status, state = await request(server, "POST", "/api/flows/reload", TOKEN)
         assert status == 422 and state["changed"] is False

@@ -8,7 +8,8 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from clinic.calendar import parse_date, to_jalali
-from db.booking import BookingService
+from db.booking import BookingService, Cancelled
+from db.clinic_sync import record_absence
 from db.figures import Figures
 from ivr.flow_store import FlowStore
 from web.auth import LOGIN_PAGE, TOKEN, csrf_value, login, logout, require_token
@@ -118,6 +119,7 @@ async def page(request: web.Request) -> web.Response:
     lang = language(request.query.get("lang"))
     status, problem = await _status(request)
     profile = await BookingService(sources.database).clinic_profile()
+    notice = request.query.get("notice")
     clinic = "" if profile is None else (profile.name if lang == "fa" else profile.name_en)
     query = {k: v for k, v in request.query.items() if k in ("from", "to", "lang")}
     other = {**query, "lang": "en" if lang == "fa" else "fa"}
@@ -129,7 +131,50 @@ async def page(request: web.Request) -> web.Response:
         lang=lang, t=TEXTS[lang], status=status, tz=sources.tz, clinic=clinic or "nobat",
         csrf=csrf_value(request.app[TOKEN]), refresh=REFRESH_SECONDS,
         query=urlencode(query), query_other_lang=urlencode(other),
-        range_text=shown, range_error=problem))
+        range_text=shown, range_error=problem,
+        doctors=profile.doctors if profile is not None else (),
+        notice=notice if notice in NOTICES else None,
+        detail=request.query.get("detail", "")[:300]))
+
+
+NOTICES = ("absence_recorded", "absence_error", "cancelled", "cancel_refused")
+"""What a form on the page reports back through the redirect (?notice=...&detail=...)."""
+
+
+def _back(request: web.Request, notice: str, detail: object) -> web.HTTPSeeOther:
+    """Back to the page (keeping its language and range), saying what the form did."""
+    query = {k: v for k, v in request.query.items() if k in ("from", "to", "lang")}
+    return web.HTTPSeeOther("/?" + urlencode({**query, "notice": notice, "detail": detail}))
+
+
+async def absence_from_page(request: web.Request) -> web.Response:
+    """Record a doctor's absence (or a clinic closure): days closed from now on, and every
+    patient booked on them is called (flows/absence.toml); nothing is cancelled here."""
+    form = await request.post()
+    doctor = str(form.get("doctor", "")).strip() or None
+    reason = str(form.get("reason", "")).strip()[:200]
+    try:
+        first = parse_date(str(form.get("first", "")))
+        last = parse_date(str(form.get("last", "")).strip() or str(form.get("first", "")))
+        covered = await record_absence(request.app[SOURCES].database, doctor, first, last,
+                                       reason)
+    except ValueError as exc:
+        raise _back(request, "absence_error", str(exc)) from None
+    raise _back(request, "absence_recorded", covered)
+
+
+async def cancel_from_page(request: web.Request) -> web.Response:
+    """The staff's decision on a booking left on a closed day: cancel it."""
+    form = await request.post()
+    service = BookingService(request.app[SOURCES].database)
+    ident = str(form.get("appointment", ""))
+    booking = await service.appointment(int(ident)) if ident.isdigit() else None
+    if booking is None:
+        raise _back(request, "cancel_refused", "no such booking")
+    result = await service.cancel(booking.id, booking.patient_phone, via="staff")
+    if isinstance(result, Cancelled):
+        raise _back(request, "cancelled", booking.code)
+    raise _back(request, "cancel_refused", result.detail or result.reason.value)
 
 
 def make_app(sources: Sources, token: str = "", metrics_: Metrics | None = None
@@ -145,6 +190,8 @@ def make_app(sources: Sources, token: str = "", metrics_: Metrics | None = None
     app.router.add_post("/logout", logout)
     app.router.add_get("/", page)
     app.router.add_post("/reload", reload_from_page)
+    app.router.add_post("/absences", absence_from_page)
+    app.router.add_post("/absences/cancel", cancel_from_page)
     app.router.add_get("/api/status", api_status)
     app.router.add_get("/api/flows", get_flows)
     app.router.add_post("/api/flows/reload", reload_flows)

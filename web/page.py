@@ -36,6 +36,18 @@ TEXTS: dict[str, dict[str, str]] = {
         "login_off": "رمز دسترسی در config.toml تنظیم نشده است (web.token).",
         "hour": "ساعت", "weekday": "روز", "total": "جمع", "minute_unit": "دقیقه",
         "ok": "سالم", "problem": "مشکل", "bad_range": "بازهٔ نادرست",
+        "patient_calls": "تماس‌های امروز با بیماران", "purpose": "موضوع", "outcome": "نتیجه",
+        "count": "تعداد", "absences": "نوبت‌ها در روزهای تعطیل و غیبت پزشک",
+        "when": "زمان نوبت", "call": "تماس", "decision": "تصمیم دفتر", "cancel": "لغو نوبت",
+        "record_absence": "ثبت غیبت پزشک یا تعطیلی", "whole_clinic": "کل درمانگاه",
+        "first_day": "از روز", "last_day": "تا روز", "reason": "علت", "record": "ثبت",
+        "survey": "نظرسنجی پس از مشاوره (میانگین)", "by_doctor": "به تفکیک پزشک",
+        "by_week": "به تفکیک هفته", "week_of": "هفتهٔ", "answers": "پاسخ‌ها",
+        "audio": "کیفیت صدا", "doctor_rating": "پزشک", "book_again": "دوباره نوبت می‌گیرد",
+        "absence_recorded": "ثبت شد. نوبت‌های این روزها:",
+        "absence_recorded_after": "— با بیمارانشان تماس گرفته می‌شود.",
+        "absence_error": "ثبت نشد:", "cancelled": "لغو شد: نوبت",
+        "cancel_refused": "لغو نشد:",
     },
     "en": {
         "title": "Phone line status", "health": "Health", "now": "Now", "next": "Next",
@@ -56,6 +68,19 @@ TEXTS: dict[str, dict[str, str]] = {
         "login_off": "No access token is set in config.toml (web.token).",
         "hour": "Hour", "weekday": "Day", "total": "Total", "minute_unit": "min",
         "ok": "OK", "problem": "Problem", "bad_range": "Wrong range",
+        "patient_calls": "Calls to patients today", "purpose": "About", "outcome": "Outcome",
+        "count": "Count", "absences": "Bookings on closed days and doctors' absences",
+        "when": "Booked for", "call": "Call", "decision": "Office's decision",
+        "cancel": "Cancel the booking", "record_absence": "Record a doctor's absence or a closure",
+        "whole_clinic": "The whole clinic", "first_day": "From", "last_day": "To",
+        "reason": "Reason", "record": "Record",
+        "survey": "Survey after consultations (averages)", "by_doctor": "By doctor",
+        "by_week": "By week", "week_of": "Week of", "answers": "Answers",
+        "audio": "Sound quality", "doctor_rating": "Doctor", "book_again": "Would book again",
+        "absence_recorded": "Recorded. Bookings on those days:",
+        "absence_recorded_after": "— their patients will be called.",
+        "absence_error": "Not recorded:", "cancelled": "Cancelled: booking",
+        "cancel_refused": "Not cancelled:",
     },
 }
 
@@ -64,9 +89,18 @@ STATES: dict[str, dict[str, str]] = {
            "retry_wait": "منتظر تلاش دوباره", "ok": "سالم", "listening": "آماده",
            "connected": "وصل", "connecting": "در حال اتصال", "auth_failed": "رمز AMI نادرست",
            "stopped": "متوقف", "off": "خاموش (بدون تنظیم)", "unreachable": "در دسترس نیست",
-           "schema behind": "نسخهٔ پایگاه داده قدیمی است"},
+           "schema behind": "نسخهٔ پایگاه داده قدیمی است",
+           "reminder": "یادآوری", "absence": "غیبت پزشک", "survey": "نظرسنجی",
+           "confirmed": "تأیید کرد", "rescheduled": "زمان را تغییر داد", "cancelled": "لغو شد",
+           "opted_out": "تماس نمی‌خواهد", "no_choice": "پاسخ داد، انتخابی نکرد",
+           "not_reached": "در دسترس نبود", "moved": "به نزدیک‌ترین زمان رفت",
+           "answered": "پاسخ داد", "done": "انجام شد", "missed": "انجام نشد",
+           "planned": "هنوز تماس گرفته نشده"},
     "en": {"retry_wait": "waiting to retry", "auth_failed": "wrong AMI secret",
-           "off": "off (not configured)", "schema behind": "schema behind"},
+           "off": "off (not configured)", "schema behind": "schema behind",
+           "no_choice": "answered, chose nothing", "not_reached": "not reached",
+           "moved": "moved to the nearest time", "opted_out": "wants no calls",
+           "planned": "not called yet"},
 }
 
 
@@ -106,6 +140,13 @@ def state_name(state: str, lang: str) -> str:
     return STATES[lang].get(state, state.replace("_", " "))
 
 
+def rating(value: float | None, lang: str, share: bool = False) -> str:
+    """An average for the reader: 4.3 out of 5, or a share as a percentage."""
+    if value is None:
+        return "–"
+    return digits(f"{value * 100:.0f}%" if share else f"{value:.1f}", lang)
+
+
 def heat(count: int, peak: int) -> str:
     """A cell's colour: the busier, the deeper (people read colour faster than numbers)."""
     share = 0.0 if peak == 0 else count / peak
@@ -120,5 +161,6 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True)
     env.globals.update(digits=digits, clock=clock, span=span, jalali=format_jalali,
                        weekday_name=weekday_name, state_name=state_name, heat=heat,
+                       rating=rating, date=dt.date.fromisoformat,
                        weekdays=list(Weekday), TEXTS=TEXTS)
     return env

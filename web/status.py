@@ -18,8 +18,9 @@ from bridge.ami_client import AmiClient
 from clinic.phones import mask
 from db.booking import utc_now
 from db.engine import Database
-from db.figures import ConsultationRow, DayFigures, Figures, Heatmap
+from db.figures import AbsenceRow, ConsultationRow, DayFigures, Figures, Heatmap
 from db.schema import current_revision, head_revision
+from db.surveys import SurveyAverage, SurveyStore
 from ivr.call import Call
 from ivr.conditions import caller_number
 from ivr.fastagi import FastAgiServer
@@ -97,6 +98,19 @@ class ConsultationView:
 
 
 @dataclass(frozen=True)
+class AbsenceView:
+    """A booking on a closed day as the page lists it, its patient's number masked."""
+
+    appointment_id: int
+    doctor: str
+    doctor_en: str
+    patient: str
+    starts_at: dt.datetime
+    call_state: str
+    outcome: str | None
+
+
+@dataclass(frozen=True)
 class Status:
     """Everything the page shows, at one instant."""
 
@@ -109,6 +123,11 @@ class Status:
     day: DayFigures
     heatmap: Heatmap
     minutes_by_day: list[tuple[dt.date, float]] = field(default_factory=list)
+    patient_calls: list[tuple[str, str, int]] = field(default_factory=list)
+    """Today's reminder, absence and survey calls: (purpose, outcome, count)."""
+    absences: list[AbsenceView] = field(default_factory=list)
+    survey_doctors: list[SurveyAverage] = field(default_factory=list)
+    survey_weeks: list[SurveyAverage] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         """The same figures for /api/status, dates as ISO text."""
@@ -125,6 +144,12 @@ class Status:
                         "weekdays_from": "saturday", "counts": self.heatmap.counts},
             "consultation_minutes": [{"day": day.isoformat(), "minutes": minutes}
                                      for day, minutes in self.minutes_by_day],
+            "patient_calls": [{"purpose": purpose, "outcome": outcome, "count": n}
+                              for purpose, outcome, n in self.patient_calls],
+            "absences": [{**vars(a), "starts_at": a.starts_at.isoformat()}
+                         for a in self.absences],
+            "survey": {"by_doctor": [vars(a) for a in self.survey_doctors],
+                       "by_week": [vars(a) for a in self.survey_weeks]},
         }
 
 
@@ -220,10 +245,20 @@ async def snapshot(sources: Sources, first: dt.date | None = None,
     figures = Figures(sources.database, sources.tz)
     end_of_day = dt.datetime.combine(today + dt.timedelta(days=1), dt.time(), sources.tz)
     until = max(end_of_day, now + NEXT_AT_LEAST)
+    doctors, weeks = await SurveyStore(sources.database, sources.clock).averages(sources.tz)
     return Status(
         now=now, today=today, health=await health(sources),
         live_calls=live_calls(sources.line, now),
         live_consultations=[view(r, now) for r in await figures.live_consultations()],
         upcoming=[view(r, now) for r in await figures.upcoming(now, until)],
         day=await figures.day(today), heatmap=await figures.heatmap(first, last),
-        minutes_by_day=await figures.consultation_minutes(first, last))
+        minutes_by_day=await figures.consultation_minutes(first, last),
+        patient_calls=await figures.patient_calls(today),
+        absences=[absence_view(row) for row in await figures.absences(now)],
+        survey_doctors=doctors, survey_weeks=weeks)
+
+
+def absence_view(row: AbsenceRow) -> AbsenceView:
+    """A store row as the page shows it."""
+    return AbsenceView(row.appointment_id, row.doctor, row.doctor_en, mask(row.patient_phone),
+                       row.starts_at, row.call_state, row.outcome)
