@@ -87,6 +87,8 @@ class PatientCalls:
     retry: RetryRule
     plan_every: float = 60.0
     """Seconds between looks for calls to plan (bookings made, closures recorded)."""
+    max_calls: int = 20
+    """Patient calls at once, within the dialer's cap: the rest stays for consultations."""
 
 
 class Dialer:
@@ -196,10 +198,10 @@ class Dialer:
                         call)
         started: list[Claim | PatientCallClaim] = list(claims)
         desk = self.patient_calls
-        if desk is not None and len(self.calls) < self.cap:
-            mine = {int(key[1:]) for key in self.calls if key[0] == "p"}
-            for patient in await desk.store.claim_next(self.instance, self.lease,
-                                                       self.cap - len(self.calls), mine):
+        mine = {int(key[1:]) for key in self.calls if key[0] == "p"}
+        room = min(self.cap - len(self.calls), desk.max_calls - len(mine)) if desk else 0
+        if desk is not None and room > 0:
+            for patient in await desk.store.claim_next(self.instance, self.lease, room, mine):
                 call = PatientCall(patient, desk.plan, desk.retry)
                 self._start(f"p{patient.call_id}", _Patient(desk.store, patient, call), call)
                 started.append(patient)

@@ -76,4 +76,4 @@ def patient_calls(config: Config, database: Database, consultation: CallPlan, tz
 
     return PatientCalls(PatientCallStore(database, clock), planning,
                         dataclasses.replace(consultation, ring_seconds=wanted.ring_seconds),
-                        retry, plan_every)
+                        retry, plan_every, wanted.max_calls)

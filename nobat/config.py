@@ -134,6 +134,7 @@ class PatientCallConfig:
     ring_seconds: int
     attempts: int
     retry_minutes: int
+    max_calls: int
 
 
 @dataclass(frozen=True)
@@ -365,7 +366,7 @@ def _patient_calls(doc: StaffToml) -> PatientCallConfig:
     table, path = _section(doc, "patient_calls", (
         "reminders", "reminder_days_before", "reminder_at", "absence_calls", "survey",
         "survey_after_minutes", "quiet_hours", "no_call_days", "ring_seconds", "attempts",
-        "retry_minutes"))
+        "retry_minutes", "max_calls"))
     quiet = doc.value(table, path, "quiet_hours", str, default=(21 * 60, 8 * 60),
                       convert=_clock_span)
     reminder_at = doc.value(table, path, "reminder_at", str, default=18 * 60,
@@ -390,4 +391,6 @@ def _patient_calls(doc: StaffToml) -> PatientCallConfig:
         attempts=doc.value(table, path, "attempts", int, default=3, convert=_in_range(1, 10)),
         retry_minutes=doc.value(table, path, "retry_minutes", int, default=30,
                                 convert=_in_range(1, 24 * 60)),
+        max_calls=doc.value(table, path, "max_calls", int, default=20,
+                            convert=_in_range(1, 10000)),
     )

@@ -4,6 +4,7 @@ and answered by scripted patients on the fake PBX, and recorded in the store."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from pathlib import Path
 
 import pytest
@@ -260,7 +261,9 @@ async def test_a_reminder_ringing_when_nobat_stops_is_hung_up_and_given_back(
         database: Database, tmp_path: Path) -> None:
     await book(database, at(SATURDAY, "10:00"))
     phones = [Phone("patient1", PATIENT, NoAnswer(), "Patient")]
-    async with patient_line(database, tmp_path, phones, at(THURSDAY, "18:00")) as line:
+    ringing_long = (("ring_seconds = 30", "ring_seconds = 300"),)  # 6 s real: still ringing
+    async with patient_line(database, tmp_path, phones, at(THURSDAY, "18:00"),
+                            ringing_long) as line:
         await line.pbx_line.until(lambda: _ringing(line))
         await line.pbx_line.stop(line.pbx_line.dialers[0])
         [call] = await calls(database)
@@ -271,3 +274,31 @@ async def test_a_reminder_ringing_when_nobat_stops_is_hung_up_and_given_back(
 
 async def _ringing(line: PatientLine) -> bool:
     return bool(line.pbx_line.pbx.channels)
+
+
+async def test_patient_calls_take_no_more_places_than_their_own_cap(
+        database: Database, tmp_path: Path) -> None:
+    await book(database, at(SATURDAY, "10:00"))
+    service = BookingService(database, clock=Clock(at(THURSDAY, "12:00")))
+    [doctor] = await service.doctors()
+    phones = [patient(Hear("reminder/menu"), Press("1"))]
+    for n, start in ((2, "10:30"), (3, "11:00")):
+        number = f"+98935111000{n}"
+        assert isinstance(await service.book(number, doctor.id, at(SATURDAY, start),
+                                             VisitKind.IN_PERSON), Booked)
+        phones.append(Phone(f"patient{n}", number, Answers(0.5), "Patient",
+                            listens=(Hear("reminder/menu"), Press("1"))))
+    edits = (*FAST_RETRIES, ("max_calls = 20\n", "max_calls = 1\n"))
+    async with patient_line(database, tmp_path, phones, at(THURSDAY, "17:59"),
+                            edits) as line:
+        await line.pbx_line.until(settled(database, 3, "done"), seconds=15.0)
+        events = line.pbx_line.pbx.events
+    # One at a time: each call's first event comes after the previous call hung up.
+    spans = []
+    for ident in (1, 2, 3):
+        mine = [i for i, e in enumerate(events)
+                if e.fields.get("Uniqueid") == f"nobat-p{ident}-a1"]
+        spans.append((mine[0], mine[-1]))
+    spans.sort()
+    assert all(done < begun for (_, done), (begun, _) in itertools.pairwise(spans))
+    assert {c.outcome for c in await calls(database)} == {"confirmed"}

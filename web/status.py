@@ -212,7 +212,9 @@ async def health(sources: Sources) -> Health:
 
 
 def _caller(call: Call) -> str:
-    number = caller_number(call.session.info.caller_id)
+    """The patient's number, masked: the caller id, or whom nobat called."""
+    number = call.patient_phone if call.about is not None else caller_number(
+        call.session.info.caller_id)
     return mask(number) if number else "unknown"
 
 
