@@ -133,6 +133,9 @@ class CallPlan:
     """Maps a party's phone number to the fields `dial_template` names."""
     prompt_file: Callable[[str, str], str] = asterisk_sounds
     """Where Asterisk finds a prompt, by language and key (PromptLibrary.file)."""
+    survey_in_call: bool = False
+    """When the doctor hangs up or the time is up, the patient stays on the line for the
+    survey ([nobat-consult-survey]) instead of being hung up."""
 
     def dial_string(self, number: str) -> str:
         """Where to ring `number` through this clinic's trunk."""
@@ -320,7 +323,8 @@ class ConsultationCall:
         if state.leg is Leg.DOCTOR:
             warn = plan.grace + plan.warn_before if plan.warn_before else dt.timedelta(0)
             variables |= {"NOBAT_PEER": self.claim.channel_id(Leg.PATIENT),
-                          "NOBAT_WARN_MS": str(_ms(warn))}
+                          "NOBAT_WARN_MS": str(_ms(warn)),
+                          "NOBAT_SURVEY": "in-call" if plan.survey_in_call else "off"}
         return Action("Originate", Fields.of(
             [("Channel", plan.dial_string(state.number)), ("Context", HOLDING_CONTEXT),
              ("Exten", "s"), ("Priority", "1"),
@@ -423,10 +427,14 @@ class ConsultationCall:
 
     def _complete(self, leaving: _LegState | None, now: dt.datetime) -> list[Effect]:
         """End a bridged call: record the talk time, then hang up whoever did not leave
-        (Asterisk leaves the survivor up and silent)."""
+        (Asterisk leaves the survivor up and silent), except a patient whom the doctor left
+        when the survey is in-call: Asterisk takes them to it (Bridge's F option)."""
         assert self.bridged_at is not None
         talk = int((now - self.bridged_at).total_seconds())
         record = Record(RecordKind.COMPLETED, now, talk_seconds=talk)
+        doctor, patient = self.legs[Leg.DOCTOR], self.legs[Leg.PATIENT]
+        if self.plan.survey_in_call and leaving is doctor and not patient.gone:
+            patient.released = patient.gone = True  # in the survey: no longer this call's
         return self._end("completed", record, leaving, now)
 
     def _end(self, outcome: str, record: Record, leaving: _LegState | None, now: dt.datetime,

@@ -391,8 +391,9 @@ class _Runner:
             await self.apply(self.call.resume(await self.live_channels(), dialer.clock()))
         watched = loop.time()
         while self.outcome is None:
-            try:
-                item = await asyncio.wait_for(self.inbox.get(), dialer.link_check)
+            try:  # not wait_for: on 3.11 it can swallow a cancel that meets its timeout
+                async with asyncio.timeout(dialer.link_check):
+                    item = await self.inbox.get()
             except TimeoutError:
                 item = None
             now = dialer.clock()

@@ -25,6 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from clinic.call_times import CallHours, ReminderTimes
 from clinic.schedule import day_bounds
 from db.booking import Clock, utc_now
+from db.consultations import Leg, consultation_of
+from db.consultations import channel_id as consultation_channel
 from db.engine import Database
 from db.leases import WAITING, ClaimLost, claimable, held_update
 from db.models import (
@@ -145,17 +147,20 @@ class PatientCallStore:
                 rows += await _surveys(session, planning.hours, planning.survey_after, now)
         if not rows:
             return {}
-        insert = (sqlite.insert if self.db.is_sqlite else postgresql.insert)(PatientCall)
-
         async def run() -> None:
             async with self.db.writing() as session:
-                await session.execute(insert.on_conflict_do_nothing(), rows)
+                await session.execute(self._insert_new(), rows)
 
         await self.db.retry_locked(run)
         counts: dict[Purpose, int] = {}
         for row in rows:
             counts[row["purpose"]] = counts.get(row["purpose"], 0) + 1
         return counts
+
+    def _insert_new(self) -> sqlite.Insert | postgresql.Insert:
+        """An INSERT that skips a call already planned (another instance was first)."""
+        dialect = sqlite if self.db.is_sqlite else postgresql
+        return dialect.insert(PatientCall).on_conflict_do_nothing()
 
     # -- claims ------------------------------------------------------------------------
 
@@ -263,16 +268,44 @@ class PatientCallStore:
     # -- what the flow reads and writes -------------------------------------------------
 
     async def live(self, unique_id: str) -> DuePatientCall | None:
-        """The call a channel rings for, only while that very attempt is being dialled: a
+        """The call a channel rings for, only while that very attempt is being dialled; or,
+        on a consultation's patient leg that the bridge handed over, its in-call survey. A
         stray or replayed AGI request finds nothing."""
         found = call_of(unique_id)
         if found is None or unique_id != channel_id(*found):
-            return None
+            return await self._in_call_survey(unique_id)
         async with self.db.reading() as session:
             due = await _maybe_due(session, found[0])
         if due is None or due.state not in LIVE or due.attempts != found[1]:
             return None
         return due
+
+    async def _in_call_survey(self, unique_id: str) -> DuePatientCall | None:
+        """The survey of the consultation whose patient leg this is (written as a call that
+        was answered at once), unless the patient opted out or it was taken already."""
+        ident = consultation_of(unique_id)
+        if ident is None:
+            return None
+
+        async def run() -> DuePatientCall | None:
+            async with self.db.writing() as session:
+                now = self.clock()
+                row = (await session.execute(
+                    select(Consultation.appointment_id, Consultation.attempts)
+                    .where(Consultation.id == ident,
+                           Consultation.state.in_(("bridged", "completed"))))).one_or_none()
+                if row is None or unique_id != consultation_channel(ident, row[1], Leg.PATIENT):
+                    return None
+                added = await session.execute(self._insert_new().values(
+                    **_row(row[0], Purpose.SURVEY, "", now, now + SURVEY_SHELF_LIFE, now)
+                    | {"state": "done", "attempts": 1, "answered_at": now,
+                       "outcome": "no_choice", "cause": "in-call survey"}
+                ).returning(PatientCall.id))
+                call_id = added.scalar()
+                due = None if call_id is None else await _due(session, call_id)
+                return None if due is None or due.reminders_off else due
+
+        return await self.db.retry_locked(run)
 
     async def chose(self, call_id: int, outcome: str) -> None:
         """Record what the patient chose (the latest choice counts)."""

@@ -59,7 +59,8 @@ class AgiChannel:
         except (ConnectionError, RuntimeError) as exc:
             raise CallerHungUp() from exc
         while True:
-            event = await asyncio.wait_for(self._next(), self.reply_timeout)
+            async with asyncio.timeout(self.reply_timeout):
+                event = await self._next()
             if isinstance(event, Hangup):
                 self.hung_up = True
                 continue

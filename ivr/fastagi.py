@@ -95,7 +95,8 @@ class FastAgiServer:
             await channel.close()
             return
         try:
-            env = await asyncio.wait_for(channel.environment(), self.limits.environment_seconds)
+            async with asyncio.timeout(self.limits.environment_seconds):
+                env = await channel.environment()
         except (AgiProtocolError, TimeoutError, CallerHungUp) as exc:
             self.rejected += 1
             log.warning("FastAGI: dropped client %s: %s", peer, _why(exc))

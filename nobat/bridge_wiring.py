@@ -44,6 +44,7 @@ async def build_dialer(config: Config, database: Database) -> Dialer | None:
     calls = config.consultations
     plan = CallPlan(calls.dial, profile.phone, profile.name_en or profile.name,
                     ring_seconds=calls.ring_seconds,
+                    survey_in_call=config.patient_calls.survey == "in-call",
                     grace=dt.timedelta(minutes=calls.grace_minutes),
                     warn_before=dt.timedelta(minutes=calls.warn_minutes),
                     address=phone_fields,
@@ -66,7 +67,7 @@ def patient_calls(config: Config, database: Database, consultation: CallPlan, tz
                               config.booking.change_cutoff) if wanted.reminders else None
     planning = CallPlanning(hours, reminders, wanted.absence_calls,
                             dt.timedelta(minutes=wanted.survey_after_minutes)
-                            if wanted.survey else None)
+                            if wanted.survey == "call-back" else None)
     spacing = dt.timedelta(minutes=wanted.retry_minutes)
 
     def retry(claim: PatientCallClaim, failed_at: dt.datetime) -> dt.datetime | None:

@@ -19,6 +19,7 @@ from db.booking import BookingPolicy
 DEFAULT_PATH = Path("config.toml")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+SURVEY_MODES = ("in-call", "call-back", "off")
 
 
 class Secret:
@@ -127,7 +128,9 @@ class PatientCallConfig:
     reminder_days_before: int
     reminder_at: int
     absence_calls: bool
-    survey: bool
+    survey: str
+    """"in-call" (the patient stays on the line after the consultation), "call-back"
+    (rung `survey_after_minutes` later) or "off"."""
     survey_after_minutes: int
     quiet_hours: tuple[int, int]
     no_call_days: frozenset[Weekday]
@@ -379,7 +382,8 @@ def _patient_calls(doc: StaffToml) -> PatientCallConfig:
                                        convert=_in_range(0, 7)),
         reminder_at=reminder_at,
         absence_calls=doc.value(table, path, "absence_calls", bool, default=True),
-        survey=doc.value(table, path, "survey", bool, default=True),
+        survey=doc.value(table, path, "survey", str, default="in-call",
+                         convert=_choice(SURVEY_MODES)),
         survey_after_minutes=doc.value(table, path, "survey_after_minutes", int, default=5,
                                        convert=_in_range(1, 24 * 60)),
         quiet_hours=quiet,

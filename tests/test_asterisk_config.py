@@ -90,6 +90,7 @@ def read_dialplan() -> Dialplan:
         plan.sets |= set(re.findall(r"Set\(([A-Z_][A-Z0-9_]*)=", body))
         plan.named |= set(re.findall(r"CONNECTED_LINE_SEND_SUB=([\w-]+),", body))
         plan.named |= set(re.findall(r"(?:Goto|Gosub)\(([\w-]+),[^,)]+,[^)]+\)", body))
+        plan.named |= set(re.findall(r"Bridge\([^,]+,F\(([\w-]+)\^", body))
     return plan
 
 

@@ -65,6 +65,9 @@ SATURDAY_10 = ["with-doctor", "doctor/dr-1", "day/saturday", "ord/7", "month/9",
 """The booking as the patient hears it: with Dr 1 on Saturday 7 Azar at 10."""
 FRIDAY = SATURDAY - dt.timedelta(days=1)
 HALF_MINUTE = dt.timedelta(seconds=30)
+CALL_BACK = (("survey = \"in-call\"", "survey = \"call-back\""),
+             ("survey_after_minutes = 5", "survey_after_minutes = 1"))
+"""The survey as a call a minute after the consultation, instead of on the same call."""
 
 
 async def test_a_reminder_comes_on_thursday_evening_and_1_confirms(
@@ -209,13 +212,59 @@ async def test_an_absence_changes_nothing_without_the_patients_key(
     assert heard.count("absence/menu") == 3 and heard.count("no-input") == 2
 
 
-async def test_after_a_consultation_the_patient_rates_it_and_the_answers_are_kept(
+async def test_when_the_doctor_hangs_up_the_patient_answers_the_survey_on_the_same_call(
+        database: Database, tmp_path: Path) -> None:
+    booked = await book(database, at(THURSDAY, "12:30"), VisitKind.PHONE)
+    phones = [Phone("doctor1", DOCTOR, Answers(0.3, talk=20), "Dr 1"),
+              patient(Hear("survey/audio"), Press("5"), Hear("survey/doctor"), Press("4"),
+                      Hear("survey/again"), Press("2"))]
+    async with patient_line(database, tmp_path, phones, at(THURSDAY, "12:29")) as line:
+        await line.pbx_line.until(settled(database, 1, "done"), seconds=10.0)
+        await line.pbx_line.until(line.pbx_line.quiet)
+        [call] = await calls(database)
+        [heard] = line.heard("patient1")
+        originated = sorted(line.pbx_line.originates())
+    assert (call.purpose, call.outcome, call.attempts) == ("survey", "answered", 1)
+    assert heard == ["survey/intro", "survey/audio", "survey/doctor", "survey/again",
+                     "survey/thanks"]
+    assert originated == ["nobat-c1-a1-doctor", "nobat-c1-a1-patient"]  # no second call
+    assert (await appointment(database, booked)).status == "completed"
+    async with database.reading() as session:
+        [answer] = (await session.scalars(select(SurveyAnswer))).all()
+    assert (answer.audio, answer.doctor, answer.book_again) == (5, 4, False)
+
+
+async def test_when_the_time_is_up_the_patient_stays_for_the_survey(
+        database: Database, tmp_path: Path) -> None:
+    clock = Clock(at(THURSDAY, "12:00"))
+    await load_clinic(database, every_day_clinic(8, slot_minutes=5, start_minute=12 * 60),
+                      clock=clock)
+    service = BookingService(database, clock=clock)
+    [doctor] = await service.doctors()
+    assert isinstance(await service.book(PATIENT, doctor.id, at(THURSDAY, "12:35"),
+                                         VisitKind.PHONE), Booked)
+    phones = [Phone("doctor1", DOCTOR, Answers(0.3), "Dr 1"),
+              patient(Hear("survey/audio"), Press("3"), HangUp())]
+    async with patient_line(database, tmp_path, phones,
+                            at(THURSDAY, "12:34") + HALF_MINUTE) as line:
+        await line.pbx_line.until(settled(database, 1, "done"), seconds=15.0)
+        await line.pbx_line.until(line.pbx_line.quiet)
+        [heard] = line.heard("patient1")
+        consult = [played for played in line.pbx_line.pbx.heard_by("patient1")]
+    assert consult[-2:] == ["nobat/fa/consult/ending-soon", "nobat/fa/consult/time-up"]
+    assert heard[:2] == ["survey/intro", "survey/audio"]
+    async with database.reading() as session:
+        [answer] = (await session.scalars(select(SurveyAnswer))).all()
+    assert (answer.audio, answer.doctor) == (3, None)
+
+
+async def test_a_call_back_survey_comes_a_minute_later_and_the_answers_are_kept(
         database: Database, tmp_path: Path) -> None:
     booked = await book(database, at(THURSDAY, "12:30"), VisitKind.PHONE)
     phones = [Phone("doctor1", DOCTOR, Answers(0.3, talk=20), "Dr 1"),
               patient(Hear("survey/audio"), Press("4"), Hear("survey/doctor"), Press("5"),
                       Hear("survey/again"), Press("1"))]
-    edits = (*FAST_RETRIES, ("survey_after_minutes = 5", "survey_after_minutes = 1"))
+    edits = (*FAST_RETRIES, *CALL_BACK)
     async with patient_line(database, tmp_path, phones, at(THURSDAY, "12:29"),
                             edits) as line:
         await line.pbx_line.until(settled(database, 1, "done"), seconds=15.0)
@@ -235,7 +284,7 @@ async def test_a_patient_who_hangs_up_mid_survey_keeps_the_answers_given(
     await book(database, at(THURSDAY, "12:30"), VisitKind.PHONE)
     phones = [Phone("doctor1", DOCTOR, Answers(0.3, talk=20), "Dr 1"),
               patient(Hear("survey/audio"), Press("2"), Hear("survey/doctor"), HangUp())]
-    edits = (*FAST_RETRIES, ("survey_after_minutes = 5", "survey_after_minutes = 1"))
+    edits = (*FAST_RETRIES, *CALL_BACK)
     async with patient_line(database, tmp_path, phones, at(THURSDAY, "12:29"),
                             edits) as line:
         await line.pbx_line.until(settled(database, 1, "done"), seconds=15.0)

@@ -38,6 +38,7 @@ NOBAT_HOLDING_CONTEXT = "nobat-consult-hold"
 NOBAT_BRIDGE_CONTEXT = "nobat-consult-bridge"
 NOBAT_END_CONTEXT = "nobat-consult-end"
 NOBAT_PATIENT_CALL_CONTEXT = "nobat-patient-call"
+NOBAT_SURVEY_CONTEXT = "nobat-consult-survey"
 PLAY_SECONDS = 1.0
 """How long every prompt lasts, in scripted seconds."""
 NOBAT_MASK = "nobat-mask-connected-line,s,1"
@@ -286,8 +287,9 @@ class Call:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     hold: asyncio.Task[None] | None = None
     ended: bool = False
-    hangup_after_bridge: bool = False
-    """Pulled into a Bridge() with the x option: hung up when that bridge ends."""
+    after_bridge: str = ""
+    """Pulled into a Bridge(): "" back to its dialplan when that bridge ends, "hangup" with
+    the x option, or the context the F option names."""
 
 
 _CALLERID = re.compile(r'^\s*(?:"(?P<quoted>[^"]*)"|(?P<bare>[^<]*?))\s*(?:<(?P<num>[^>]*)>)?\s*$')
@@ -490,7 +492,8 @@ class Switch:
         self._stop_holding(call)
         nobat = {NOBAT_HOLDING_CONTEXT: self._hold_as_nobat,
                  NOBAT_BRIDGE_CONTEXT: self._bridge_as_nobat, NOBAT_END_CONTEXT: self._end_as_nobat,
-                 NOBAT_PATIENT_CALL_CONTEXT: self._patient_call_as_nobat}
+                 NOBAT_PATIENT_CALL_CONTEXT: self._patient_call_as_nobat,
+                 NOBAT_SURVEY_CONTEXT: self._patient_call_as_nobat}
         if one.context in nobat:
             nobat[one.context](call)
             return
@@ -567,7 +570,8 @@ class Switch:
             self._leg_done(call, bridged=False)  # BRIDGERESULT=NONEXISTENT
             return
         one.priority, one.application = 6, "Bridge"
-        peer_call.hangup_after_bridge = True
+        in_call = one.variables.get("NOBAT_SURVEY") == "in-call"
+        peer_call.after_bridge = NOBAT_SURVEY_CONTEXT if in_call else "hangup"
         self.bridge_channels(peer, one)
         limit = int(one.exten) / 1000
         warn = int(one.variables.get("NOBAT_WARN_MS") or 0) / 1000
@@ -584,7 +588,10 @@ class Switch:
             for party in (call, peer_call):
                 self._spawn(self._play(party, f"{sounds}/time-up"))
             await self.sleep(PLAY_SECONDS)
-            self._near_hangup(peer_call, 16)
+            if in_call:  # the bridge ends: Bridge() returns, the patient goes to F()
+                self._leg_done(call, bridged=True)
+            else:
+                self._near_hangup(peer_call, 16)
 
         self._run(call, limited())
 
@@ -600,18 +607,20 @@ class Switch:
         self._run(call, end())
 
     def _patient_call_as_nobat(self, call: Call) -> None:
-        """[nobat-patient-call]: AGI(agi://${NOBAT_FASTAGI}/patient-call?lang=...) on ;1, the
-        phone's owner keying as scripted (in the AGI fake's own virtual time), then Hangup().
-        A transfer to the office is not dialled here: the transcript shows it was asked for."""
+        """[nobat-patient-call] (AGI(agi://${NOBAT_FASTAGI}/patient-call?lang=...)) and
+        [nobat-consult-survey] (the same path, ?survey=in-call) on ;1: the phone's owner keys
+        as scripted (in the AGI fake's own virtual time), then Hangup(). A transfer to the
+        office is not dialled here: the transcript shows it was asked for."""
         one, phone = call.one, call.phone
         assert phone is not None and self.fastagi is not None
         one.application = "AGI"
-        language = one.variables.get("NOBAT_LANGUAGE", "")
+        query = ("survey=in-call" if one.context == NOBAT_SURVEY_CONTEXT
+                 else f"lang={one.variables.get('NOBAT_LANGUAGE', '')}")
 
         async def run() -> None:
             transcript = await place_call(
                 *self.fastagi, Caller(one.cid_num, phone.listens),
-                script=f"patient-call?lang={language}", strict=False,
+                script=f"patient-call?{query}", strict=False,
                 environment={"channel": one.name, "uniqueid": one.uniqueid,
                              "context": one.context, "extension": one.exten})
             self.flows.append(FlowHeard(phone.exten, transcript))
@@ -810,8 +819,11 @@ class Switch:
         for survivor in list(bridge.channels):
             self._leave(survivor)
             owner = self._calls.get(survivor.name)
-            if owner is not None and survivor is owner.one and owner.hangup_after_bridge:
+            if owner is not None and survivor is owner.one and owner.after_bridge == "hangup":
                 self._near_hangup(owner, 16)
+            elif owner is not None and survivor is owner.one and owner.after_bridge:
+                survivor.context, survivor.exten, survivor.priority = owner.after_bridge, "s", 1
+                self._start_holding(owner)
             elif owner is not None and survivor is owner.one:
                 self._start_holding(owner)
         self.bridges.pop(bridge.uniqueid, None)

@@ -22,6 +22,7 @@ from bridge.ami_protocol import Action, Event, Fields
 from tests.fakepbx.script import Answers, Phone
 from tests.realpbx.asterisk import SHIPPED, AmiLink, RealAsterisk
 from tests.realpbx.dialplan import FakePhones, caller_id, dial_string
+from tests.realpbx.test_real_agi import AgiRun, FastAgiServer, send
 
 CLINIC_NUMBER = "15550001000"
 CLINIC_NAME = "Clinic"
@@ -33,10 +34,12 @@ PLAYING = re.compile(r"<Local/(?P<chan>\w+)@[^>]+> Playing '[^']*/(?P<file>[a-z-
 IDENTITY_FIELDS = ("ConnectedLineNum", "ConnectedLineName", "CallerIDNum", "CallerIDName")
 
 
-def originate_leg(phone: Phone, consultation: str, leg: str, sounds: Path) -> Action:
+def originate_leg(phone: Phone, consultation: str, leg: str, sounds: Path,
+                  survey: str = "off") -> Action:
     """The Originate nobat's dialer sends for one leg."""
     channel_id = f"{consultation}-{leg}"
-    peer = (("Variable", f"NOBAT_PEER={consultation}-patient,NOBAT_WARN_MS={WARN_MS}"),)
+    peer = (("Variable", f"NOBAT_PEER={consultation}-patient,NOBAT_WARN_MS={WARN_MS}"),
+            ("Variable", f"NOBAT_SURVEY={survey}"))
     return Action("Originate", Fields((
         ("Channel", dial_string(phone.exten)),
         ("Context", "nobat-consult-hold"),
@@ -78,13 +81,13 @@ class Consultation:
 
 
 async def run_consultation(pbx: RealAsterisk, limit_ms: int = 60_000,
-                           consultation: str = "c1") -> Consultation:
+                           consultation: str = "c1", survey: str = "off") -> Consultation:
     """Both legs at once; when both are ready the doctor leg goes to [nobat-consult-bridge]
     for `limit_ms`; then wait until both legs are gone."""
     ami = await pbx.connect()
     sounds = consult_sounds(pbx.base / "consult-sounds")
-    ami.send_nowait(originate_leg(DOCTOR, consultation, "doctor", sounds))
-    ami.send_nowait(originate_leg(PATIENT, consultation, "patient", sounds))
+    ami.send_nowait(originate_leg(DOCTOR, consultation, "doctor", sounds, survey))
+    ami.send_nowait(originate_leg(PATIENT, consultation, "patient", sounds, survey))
     for leg in ("doctor", "patient"):
         queued = await ami.response(f"{consultation}-orig-{leg}")
         assert queued.status == "Success" and queued.message == "Originate successfully queued"
@@ -211,6 +214,53 @@ async def test_the_bridge_warns_both_parties_and_ends_at_the_booked_time(
     assert [(d["Leg"], d["Bridged"]) for d in done] == [("doctor", "yes")]
     entered = [e.fields["Uniqueid"] for e in result.events if e.name == "BridgeEnter"]
     assert sorted(entered) == ["c1-doctor", "c1-patient"]  # the pulled-in leg keeps its id
+
+
+async def test_with_the_in_call_survey_the_patient_stays_for_it_when_the_doctor_leaves(
+    asterisk_binary: Path,
+) -> None:
+    leaving = FakePhones()
+    leaving.add_phone(Phone("doctor", DOCTOR.number, Answers(after=1.0, talk=4.0), "Dr Doctor"))
+    leaving.add_phone(Phone("patient", PATIENT.number, Answers(after=0.5), name="Patient"))
+    async with FastAgiServer([send("STREAM FILE", "beep", "")]) as server:
+        pbx = RealAsterisk(phones=leaving, binary=asterisk_binary,
+                           globals={"NOBAT_FASTAGI": f"127.0.0.1:{server.port}"})
+        async with pbx:
+            result = await run_consultation(pbx, survey="in-call")
+        run = await server.session()
+    check_survey(run, result, doctor_done=False)  # the doctor's line is gone: no dialplan
+
+
+async def test_with_the_in_call_survey_the_patient_stays_for_it_when_the_time_is_up(
+    asterisk_binary: Path,
+) -> None:
+    talking = FakePhones()
+    talking.add_phone(Phone("doctor", DOCTOR.number, Answers(after=1.0), name="Dr Doctor"))
+    talking.add_phone(Phone("patient", PATIENT.number, Answers(after=0.5), name="Patient"))
+    async with FastAgiServer([send("STREAM FILE", "beep", "")]) as server:
+        pbx = RealAsterisk(phones=talking, binary=asterisk_binary,
+                           globals={"NOBAT_FASTAGI": f"127.0.0.1:{server.port}"})
+        async with pbx:
+            result = await run_consultation(pbx, limit_ms=5000, survey="in-call")
+        run = await server.session()
+    assert sorted(result.played[4:6]) == [("doctor", "time-up"), ("patient", "time-up")]
+    check_survey(run, result, doctor_done=True)  # Bridge() returned on the doctor leg
+
+
+def check_survey(run: AgiRun, result: Consultation, doctor_done: bool) -> None:
+    """The patient leg, out of the bridge, reached nobat's FastAGI from [nobat-consult-survey]
+    under its own ChannelId; the doctor leg ran on in its dialplan if it was still up."""
+    env = run.environment
+    assert env is not None
+    assert (env.script, env.query) == ("patient-call", {"survey": "in-call"})
+    assert (env.uniqueid, env.context) == ("c1-patient", "nobat-consult-survey")
+    assert [raw.split(" endpos")[0] for _, raw in run.replies()] == ["200 result=0"]
+    done = [e.fields for e in result.events if e.fields.get("UserEvent") == "NobatLegDone"]
+    assert [(d["Leg"], d["Bridged"]) for d in done] == ([("doctor", "yes")] if doctor_done
+                                                         else [])
+    hangups = [e.fields["Uniqueid"] for e in result.events if e.name == "Hangup"
+               and e.fields["Uniqueid"] in ("c1-doctor", "c1-patient")]
+    assert hangups == ["c1-doctor", "c1-patient"]  # the patient outlives the doctor
 
 
 async def test_identity_asserted_again_in_the_bridge_never_reaches_the_other_phone(

@@ -96,14 +96,16 @@ class Line:
                 await asyncio.sleep(0.01)
 
 
-def plan_for(phones: Sequence[Phone], ring_seconds: float = 10) -> CallPlan:
+def plan_for(phones: Sequence[Phone], ring_seconds: float = 10, survey_in_call: bool = False
+             ) -> CallPlan:
     """Ring each party's number on the fake phone that owns it, as the clinic's trunk would
     (/n: no Local optimization, which would hang up the legs nobat tracks mid-call)."""
     extens = {normalize(phone.number): phone.exten for phone in phones}
     return CallPlan("Local/{exten}@fake-phones/n", CLINIC_NUMBER, CLINIC_NAME,
                     ring_seconds=ring_seconds,
                     grace=dt.timedelta(seconds=5), warn_before=WARN_BEFORE,
-                    address=lambda number: {"exten": extens[number]})
+                    address=lambda number: {"exten": extens[number]},
+                    survey_in_call=survey_in_call)
 
 
 @asynccontextmanager
@@ -111,12 +113,13 @@ async def line(database: Database, phones: Sequence[Phone], start: dt.datetime,
                instances: Sequence[str] = ("nobat-1",), cap: int = 4,
                ring_seconds: float = 10, clock: ScaledClock | None = None,
                fastagi: tuple[str, int] | None = None,
-               patients: Callable[[CallPlan], PatientCalls] | None = None
-               ) -> AsyncIterator[Line]:
+               patients: Callable[[CallPlan], PatientCalls] | None = None,
+               survey_in_call: bool = False) -> AsyncIterator[Line]:
     """Start the fake PBX and one AMI login and dialer per instance on `database`; with
     `patients`, the dialers also make patient calls, whose flows run on nobat's FastAGI
-    server at `fastagi` (and whose services already run on `clock`)."""
-    plan = plan_for(phones, ring_seconds)
+    server at `fastagi` (and whose services already run on `clock`); `survey_in_call`
+    keeps the patient on the line for the survey after a consultation."""
+    plan = plan_for(phones, ring_seconds, survey_in_call)
     async with FakeAsterisk(phones=phones, speed=SPEED, fastagi=fastagi) as pbx:
         clients = [AmiClient("127.0.0.1", pbx.port, "ctrl", "ctrlsecret", action_timeout=2.0,
                              backoff=(0.01, 0.05), ping_interval=None) for _ in instances]

@@ -66,7 +66,8 @@ async def patient_line(database: Database, folder: Path, phones: Sequence[Phone]
     try:
         async with line(database, phones, start, clock=clock, fastagi=("127.0.0.1", port),
                         patients=lambda plan: patient_calls(config, database, plan, TEHRAN,
-                                                            clock, plan_every=0.0)) as pbx_line:
+                                                            clock, plan_every=0.0),
+                        survey_in_call=config.patient_calls.survey == "in-call") as pbx_line:
             yield PatientLine(pbx_line, ivr.services.prompts)
     finally:
         await server.close()
