@@ -182,6 +182,7 @@ class Day:
         self.started = 0.0
         self.booked: list[str] = []
         self.server: ServerProcess | None = None
+        self.pbx: FakeAsterisk | None = None
         self.config = folder / "config.toml"
         self.consultation_ids: list[int] = []
 
@@ -203,6 +204,10 @@ class Day:
         text = text.replace("attempts = 3", "attempts = 2").replace("retry_minutes = 2",
                                                                     "retry_minutes = 1")
         text = text.replace("poll_seconds = 5", "poll_seconds = 0.2")
+        # The day is about the line and the consultations (with their in-call survey); the
+        # reminder and absence calls the real clock would plan are left out.
+        text = text.replace("reminders = true", "reminders = false")
+        text = text.replace("absence_calls = true", "absence_calls = false")
         text = text.replace('url = "sqlite+aiosqlite:///nobat.db"', f'url = "{self.url}"')
         self.config.write_text(text.replace("watch_seconds = 2", "watch_seconds = 0"))
         await upgrade(database)
@@ -326,8 +331,12 @@ class Day:
         return "nobat killed with SIGKILL and started again"
 
     async def _start_server(self) -> ServerProcess:
-        return await ServerProcess(self.config, env={"NOBAT_AMI_SECRET": AMI_SECRET,
-                                                     "NOBAT_WEB_TOKEN": "day"}).start()
+        """Start nobat; the PBX's in-call surveys reach its new FastAGI port."""
+        server = await ServerProcess(self.config, env={"NOBAT_AMI_SECRET": AMI_SECRET,
+                                                       "NOBAT_WEB_TOKEN": "day"}).start()
+        if self.pbx is not None:
+            self.pbx.fastagi = ("127.0.0.1", server.fastagi_port)
+        return server
 
     async def sample_memory(self) -> None:
         """nobat's RSS every simulated hour (none while it is being restarted)."""
@@ -351,6 +360,7 @@ class Day:
         users = {"nobat": (AMI_SECRET, "call,system,user", "call,originate,reporting")}
         database = Database.from_url(self.url)
         async with FakeAsterisk(users=users, phones=[], speed=PBX_SPEED) as pbx:
+            self.pbx = pbx
             self.started = time.monotonic() + 5.0  # the day starts once everything is up
             await self.prepare(database, pbx)
             self.server = await self._start_server()

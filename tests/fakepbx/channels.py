@@ -610,16 +610,21 @@ class Switch:
         """[nobat-patient-call] (AGI(agi://${NOBAT_FASTAGI}/patient-call?lang=...)) and
         [nobat-consult-survey] (the same path, ?survey=in-call) on ;1: the phone's owner keys
         as scripted (in the AGI fake's own virtual time), then Hangup(). A transfer to the
-        office is not dialled here: the transcript shows it was asked for."""
+        office is not dialled here: the transcript shows it was asked for. With no FastAGI
+        server known the AGI fails and the line is hung up, as Asterisk does."""
         one, phone = call.one, call.phone
-        assert phone is not None and self.fastagi is not None
+        assert phone is not None
+        if self.fastagi is None:  # AGI cannot connect: AGISTATUS=FAILURE, then Hangup()
+            self._near_hangup(call, 16)
+            return
+        fastagi = self.fastagi
         one.application = "AGI"
         query = ("survey=in-call" if one.context == NOBAT_SURVEY_CONTEXT
                  else f"lang={one.variables.get('NOBAT_LANGUAGE', '')}")
 
         async def run() -> None:
             transcript = await place_call(
-                *self.fastagi, Caller(one.cid_num, phone.listens),
+                *fastagi, Caller(one.cid_num, phone.listens),
                 script=f"patient-call?{query}", strict=False,
                 environment={"channel": one.name, "uniqueid": one.uniqueid,
                              "context": one.context, "extension": one.exten})
