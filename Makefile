@@ -48,3 +48,4 @@ bench: $(STAMP) test-packages
 	$(BIN)/python -m bench.booking_rush
 	$(BIN)/python -m bench.ivr_load
 	$(BIN)/python -m bench.dialer
+	$(BIN)/python -m bench.patient_calls

@@ -12,7 +12,8 @@ Saturday it times:
   same bookings once (one SELECT of the week's booked appointments);
 - claims: claiming every due call, `--cap` at a time (claims per second);
 - end to end: `--calls` reminders due at once, dialled by the real dialer (cap `--cap`)
-  through the fake PBX in this process (speed 1: real time), each patient answering after
+  through the fake PBX in this process (speed 1: real time; patient calls may take the whole
+  cap, as no consultation is due), each patient answering after
   0.5 s and pressing 1 on the reminder menu over FastAGI. It prints the seconds until all
   are recorded, calls per second, and the ratio to the floor: ceil(calls / cap) rounds of
   the 0.5 s ring (the flow itself runs in the fake's virtual time).
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
 import math
 import tempfile
@@ -141,6 +143,8 @@ async def end_to_end(url: str, calls: int, cap: int, folder: Path) -> str:
     database = Database.from_url(url)
     await populate(database, calls)
     config = load_config(demo_copy(folder), env={})
+    config = dataclasses.replace(config, patient_calls=dataclasses.replace(
+        config.patient_calls, max_calls=cap))  # the whole cap: no consultation is due
     line = await build_line(config, database, clock)
     server = fastagi_server(config, line)
     port = await server.start("127.0.0.1", 0)

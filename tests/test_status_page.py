@@ -290,6 +290,14 @@ async def test_staff_record_an_absence_decide_on_its_booking_and_read_the_survey
             assert digits(booked.appointment.code, "fa") in notice
             assert await page.locator("#absences tr[data-appointment]").count() == 1
             await browser.close()
+        _, metrics = await get(server, "/metrics")
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for family in text_string_to_metric_families(metrics)
+                   for s in family.samples}
+        assert samples[("nobat_patient_calls_today",
+                        (("outcome", "confirmed"), ("purpose", "reminder")))] == 1
+        status, api = await get(server, "/api/status")
+        assert status == 200 and '"book_again": 0.5' in api and '"patient": "0912***4568"' in api
         kept = await service.appointment(other.appointment.id)
         gone = await service.appointment(booked.appointment.id)
         assert kept is not None and kept.status == "booked"

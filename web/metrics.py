@@ -77,6 +77,12 @@ class _SnapshotCollector(Collector):
             today.add_metric([name], float(getattr(day, name)))
         today.add_metric(["failed_consultations"], float(sum(n for _, n in day.failed)))
         yield today
+        patients = GaugeMetricFamily("nobat_patient_calls_today", "Reminder, absence and "
+                                     "survey calls that ended today, by what came of them.",
+                                     labels=["purpose", "outcome"])
+        for purpose, outcome, count in status.patient_calls:
+            patients.add_metric([purpose, outcome], count)
+        yield patients
 
 
 def _gauge(name: str, text: str, value: float | bool) -> GaugeMetricFamily:
