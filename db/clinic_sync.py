@@ -247,3 +247,45 @@ async def record_absence(database: Database, doctor_key: str | None, first: dt.d
     if last < first:
         raise ValueError("the last day comes before the first")
     return await database.retry_locked(run)
+
+
+@dataclass(frozen=True)
+class RecordedAbsence:
+    """A closure staff recorded on the status page (those from the file are edited there)."""
+
+    id: int
+    doctor: str | None
+    """The doctor's English name; None for the whole clinic."""
+    first_day: dt.date
+    last_day: dt.date
+    reason: str
+
+
+async def recorded_absences(database: Database, since: dt.date) -> list[RecordedAbsence]:
+    """Page-recorded closures not over before `since`, soonest first."""
+    async with database.reading() as session:
+        rows = (await session.execute(
+            select(Closure.id, Doctor.name_en, Closure.first_day, Closure.last_day,
+                   Closure.reason)
+            .outerjoin(Doctor, Closure.doctor_id == Doctor.id)
+            .where(Closure.source == "page", Closure.last_day >= since)
+            .order_by(Closure.first_day, Closure.id))).all()
+    return [RecordedAbsence(*row) for row in rows]
+
+
+async def lift_absence(database: Database, closure_id: int) -> bool:
+    """Remove a closure recorded on the page (a mistake, or the doctor comes after all);
+    absence calls not yet made are then dropped when they come due. False if none."""
+
+    async def run() -> bool:
+        async with database.writing() as session:
+            closure = await session.get(Closure, closure_id)
+            if closure is None or closure.source != "page":
+                return False
+            clinic = await session.get(Clinic, closure.clinic_id)
+            await session.delete(closure)
+            if clinic is not None:
+                clinic.revision += 1
+            return True
+
+    return await database.retry_locked(run)

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from clinic.calendar import parse_date, to_jalali
 from db.booking import BookingService, Cancelled
-from db.clinic_sync import record_absence
+from db.clinic_sync import lift_absence, record_absence
 from db.figures import Figures
 from ivr.flow_store import FlowStore
 from web.auth import LOGIN_PAGE, TOKEN, csrf_value, login, logout, require_token
@@ -137,7 +137,8 @@ async def page(request: web.Request) -> web.Response:
         detail=request.query.get("detail", "")[:300]))
 
 
-NOTICES = ("absence_recorded", "absence_error", "cancelled", "cancel_refused")
+NOTICES = ("absence_recorded", "absence_error", "absence_lifted", "cancelled",
+           "cancel_refused")
 """What a form on the page reports back through the redirect (?notice=...&detail=...)."""
 
 
@@ -161,6 +162,14 @@ async def absence_from_page(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise _back(request, "absence_error", str(exc)) from None
     raise _back(request, "absence_recorded", covered)
+
+
+async def lift_from_page(request: web.Request) -> web.Response:
+    """Lift an absence recorded on the page; bookings it covered are no longer called about."""
+    ident = str((await request.post()).get("closure", ""))
+    lifted = ident.isdigit() and await lift_absence(request.app[SOURCES].database, int(ident))
+    raise _back(request, "absence_lifted" if lifted else "absence_error",
+                "" if lifted else "no such absence")
 
 
 async def cancel_from_page(request: web.Request) -> web.Response:
@@ -192,6 +201,7 @@ def make_app(sources: Sources, token: str = "", metrics_: Metrics | None = None
     app.router.add_post("/reload", reload_from_page)
     app.router.add_post("/absences", absence_from_page)
     app.router.add_post("/absences/cancel", cancel_from_page)
+    app.router.add_post("/absences/lift", lift_from_page)
     app.router.add_get("/api/status", api_status)
     app.router.add_get("/api/flows", get_flows)
     app.router.add_post("/api/flows/reload", reload_flows)

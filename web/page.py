@@ -47,7 +47,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "absence_recorded": "ثبت شد. نوبت‌های این روزها:",
         "absence_recorded_after": "— با بیمارانشان تماس گرفته می‌شود.",
         "absence_error": "ثبت نشد:", "cancelled": "لغو شد: نوبت",
-        "cancel_refused": "لغو نشد:",
+        "cancel_refused": "لغو نشد:", "absence_lifted": "غیبت برداشته شد.",
+        "recorded_absences": "غیبت‌ها و تعطیلی‌های ثبت‌شده در این صفحه", "lift": "برداشتن",
     },
     "en": {
         "title": "Phone line status", "health": "Health", "now": "Now", "next": "Next",
@@ -80,7 +81,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "absence_recorded": "Recorded. Bookings on those days:",
         "absence_recorded_after": "— their patients will be called.",
         "absence_error": "Not recorded:", "cancelled": "Cancelled: booking",
-        "cancel_refused": "Not cancelled:",
+        "cancel_refused": "Not cancelled:", "absence_lifted": "Absence lifted.",
+        "recorded_absences": "Absences and closures recorded on this page", "lift": "Lift",
     },
 }
 

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from bridge.ami_client import AmiClient
 from clinic.phones import mask
 from db.booking import utc_now
+from db.clinic_sync import RecordedAbsence, recorded_absences
 from db.engine import Database
 from db.figures import AbsenceRow, ConsultationRow, DayFigures, Figures, Heatmap
 from db.schema import current_revision, head_revision
@@ -128,6 +129,8 @@ class Status:
     absences: list[AbsenceView] = field(default_factory=list)
     survey_doctors: list[SurveyAverage] = field(default_factory=list)
     survey_weeks: list[SurveyAverage] = field(default_factory=list)
+    recorded_absences: list[RecordedAbsence] = field(default_factory=list)
+    """Closures recorded on the page, still to come or going on (they can be lifted)."""
 
     def as_json(self) -> dict[str, Any]:
         """The same figures for /api/status, dates as ISO text."""
@@ -150,6 +153,9 @@ class Status:
                          for a in self.absences],
             "survey": {"by_doctor": [vars(a) for a in self.survey_doctors],
                        "by_week": [vars(a) for a in self.survey_weeks]},
+            "recorded_absences": [{**vars(a), "first_day": a.first_day.isoformat(),
+                                   "last_day": a.last_day.isoformat()}
+                                  for a in self.recorded_absences],
         }
 
 
@@ -257,7 +263,8 @@ async def snapshot(sources: Sources, first: dt.date | None = None,
         minutes_by_day=await figures.consultation_minutes(first, last),
         patient_calls=await figures.patient_calls(today),
         absences=[absence_view(row) for row in await figures.absences(now)],
-        survey_doctors=doctors, survey_weeks=weeks)
+        survey_doctors=doctors, survey_weeks=weeks,
+        recorded_absences=await recorded_absences(sources.database, today))
 
 
 def absence_view(row: AbsenceRow) -> AbsenceView:
