@@ -252,15 +252,22 @@ class Dialer:
             runner.stop_timers()
 
 
+class _Lease(Protocol):
+    """What both kinds of claim say about their lease."""
+
+    @property
+    def lease(self) -> dt.timedelta: ...
+    @property
+    def lease_until(self) -> dt.datetime: ...
+
+
 class _Job(Protocol):
     """One claimed attempt as the runner stores it: consultation or patient call."""
 
     name: str
 
     @property
-    def lease(self) -> dt.timedelta: ...
-    @property
-    def lease_until(self) -> dt.datetime: ...
+    def claim(self) -> _Lease: ...
     @property
     def takes_over(self) -> bool: ...
     def earlier_channels(self) -> set[str]: ...
@@ -276,14 +283,6 @@ class _Consultation:
     def __init__(self, store: ConsultationStore, claim: Claim, call: ConsultationCall) -> None:
         self.store, self.claim, self.call = store, claim, call
         self.name = f"consultation {claim.consultation_id}"
-
-    @property
-    def lease(self) -> dt.timedelta:
-        return self.claim.lease
-
-    @property
-    def lease_until(self) -> dt.datetime:
-        return self.claim.lease_until
 
     @property
     def takes_over(self) -> bool:
@@ -329,14 +328,6 @@ class _Patient:
                  ) -> None:
         self.store, self.claim, self.call = store, claim, call
         self.name = f"{claim.call.purpose} call {claim.call_id}"
-
-    @property
-    def lease(self) -> dt.timedelta:
-        return self.claim.lease
-
-    @property
-    def lease_until(self) -> dt.datetime:
-        return self.claim.lease_until
 
     @property
     def takes_over(self) -> bool:
@@ -463,7 +454,7 @@ class _Runner:
         """Between events: renew the lease, and resync if the AMI link was replaced."""
         dialer = self.dialer
         job = self.job
-        if not self.call.over and dialer.clock() >= job.lease_until - job.lease / 2:
+        if not self.call.over and dialer.clock() >= job.claim.lease_until - job.claim.lease / 2:
             try:
                 await job.renew()
             except ClaimLost as lost:

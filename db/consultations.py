@@ -20,7 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.booking import Clock, utc_now
 from db.engine import Database
-from db.leases import WAITING, ClaimLost, claimable, held_update, lease_expired
+from db.leases import (
+    WAITING,
+    ClaimLost,
+    claim_oldest,
+    claimable,
+    held_update,
+    lease_expired,
+)
 from db.models import Appointment, CallAttempt, Consultation, Doctor, Patient
 
 DOWN_CAUSE = "due while nobat was down"
@@ -202,26 +209,11 @@ class ConsultationStore:
         (the channel cap), and those another instance wins are skipped. `running` are the
         calls this instance has in hand: never taken again, even if a stalled loop let
         their lease run out (the call itself renews it or lets go)."""
-        claims: list[Claim] = []
-        tried: set[int] = set(running or ())
-        while len(claims) < limit:
-            now = self.clock()
-            async with self.db.reading() as session:
-                candidates = (await session.scalars(
-                    select(Consultation.id)
-                    .where(or_(claimable(Consultation, now),
-                               lease_expired(Consultation, now, "bridged")),
-                           Consultation.id.not_in(tried))
-                    .order_by(Consultation.due_at, Consultation.id)
-                    .limit(limit - len(claims)))).all()
-            if not candidates:
-                break
-            for consultation_id in candidates:
-                tried.add(consultation_id)
-                claim = await self.claim(consultation_id, instance, lease)
-                if claim is not None:
-                    claims.append(claim)
-        return claims
+        return await claim_oldest(
+            self.db, Consultation,
+            lambda now: or_(claimable(Consultation, now),
+                            lease_expired(Consultation, now, "bridged")),
+            lambda ident: self.claim(ident, instance, lease), limit, running or (), self.clock)
 
     async def renew(self, claim: Claim) -> Claim:
         """Extend the lease of a call still in progress, so no other instance takes it over."""

@@ -7,14 +7,17 @@ UPDATE won it; each later step is written only while that claim still holds.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, and_, or_, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.engine import Database
 from db.models import Consultation, PatientCall
 
 WAITING = ("scheduled", "retry_wait")
+C = TypeVar("C")
 
 
 class ClaimLost(RuntimeError):
@@ -45,3 +48,29 @@ async def held_update(session: AsyncSession, model: Leased, ident: int, instance
         .values(**values)
         .execution_options(synchronize_session=False))
     return held.rowcount == 1
+
+
+async def claim_oldest(database: Database, model: Leased,
+                       due: Callable[[dt.datetime], ColumnElement[bool]],
+                       claim: Callable[[int], Awaitable[C | None]], limit: int,
+                       running: Iterable[int], clock: Callable[[], dt.datetime]) -> list[C]:
+    """Claim up to `limit` rows that are `due`, oldest first, each by `claim` (its own
+    conditional UPDATE): rows another instance wins are skipped, and `running` (what this
+    instance has in hand) are never tried."""
+    claims: list[C] = []
+    tried = set(running)
+    while len(claims) < limit:
+        async with database.reading() as session:
+            candidates = (await session.scalars(
+                select(model.id)
+                .where(due(clock()), model.id.not_in(tried))
+                .order_by(model.due_at, model.id)
+                .limit(limit - len(claims)))).all()
+        if not candidates:
+            break
+        for ident in candidates:
+            tried.add(ident)
+            found = await claim(ident)
+            if found is not None:
+                claims.append(found)
+    return claims

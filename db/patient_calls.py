@@ -28,7 +28,7 @@ from db.booking import Clock, utc_now
 from db.consultations import Leg, consultation_of
 from db.consultations import channel_id as consultation_channel
 from db.engine import Database
-from db.leases import WAITING, ClaimLost, claimable, held_update
+from db.leases import WAITING, ClaimLost, claim_oldest, claimable, held_update
 from db.models import (
     Appointment,
     CallAttempt,
@@ -168,24 +168,9 @@ class PatientCallStore:
                          running: Iterable[int] = ()) -> list[PatientCallClaim]:
         """Claim up to `limit` due calls, oldest first, skipping those another instance wins
         and those no longer needed (marked cancelled with the reason, never rung)."""
-        claims: list[PatientCallClaim] = []
-        tried = set(running)
-        while len(claims) < limit:
-            now = self.clock()
-            async with self.db.reading() as session:
-                candidates = (await session.scalars(
-                    select(PatientCall.id)
-                    .where(claimable(PatientCall, now), PatientCall.id.not_in(tried))
-                    .order_by(PatientCall.due_at, PatientCall.id)
-                    .limit(limit - len(claims)))).all()
-            if not candidates:
-                break
-            for call_id in candidates:
-                tried.add(call_id)
-                claim = await self.claim(call_id, instance, lease)
-                if claim is not None:
-                    claims.append(claim)
-        return claims
+        return await claim_oldest(
+            self.db, PatientCall, lambda now: claimable(PatientCall, now),
+            lambda ident: self.claim(ident, instance, lease), limit, running, self.clock)
 
     async def claim(self, call_id: int, instance: str, lease: dt.timedelta
                     ) -> PatientCallClaim | None:

@@ -8,10 +8,10 @@ booking service's rules, read-back and confirming key), never around them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from db.booking import Booked, Refused
+from db.booking import AppointmentView, Booked, Refused
 from ivr.actions.appointments import cancel, move
 from ivr.actions.booking import RETRY, confirm, when
 from ivr.call import Call, CallAbout
@@ -53,24 +53,27 @@ async def confirm_appointment(call: Call, params: Mapping[str, Any]) -> str:
 
 async def reschedule_appointment(call: Call, params: Mapping[str, Any]) -> str:
     """The IVR's reschedule path for this booking (same doctor: day, time, confirm)."""
-    about = _about(call, "reschedule_appointment")
-    if about is None:
-        return "done"
-    outcome = await move(call, about.booking)
-    if "reschedule:Booked" in call.events:
-        await _chose(call, about, "rescheduled")
-    return outcome
+    return await _through_ivr(call, "reschedule_appointment", move, "reschedule:Booked",
+                              "rescheduled")
 
 
 async def cancel_appointment(call: Call, params: Mapping[str, Any]) -> str:
     """The IVR's cancel path for this booking (asks for a confirming key)."""
-    about = _about(call, "cancel_appointment")
+    return await _through_ivr(call, "cancel_appointment", cancel, "cancel:Cancelled",
+                              "cancelled")
+
+
+async def _through_ivr(call: Call, action: str,
+                       path: Callable[[Call, AppointmentView], Awaitable[str]], done: str,
+                       outcome: str) -> str:
+    """Run one of the IVR's own paths on the booking; record `outcome` if it got `done`."""
+    about = _about(call, action)
     if about is None:
         return "done"
-    outcome = await cancel(call, about.booking)
-    if "cancel:Cancelled" in call.events:
-        await _chose(call, about, "cancelled")
-    return outcome
+    result = await path(call, about.booking)
+    if done in call.events:
+        await _chose(call, about, outcome)
+    return result
 
 
 async def opt_out(call: Call, params: Mapping[str, Any]) -> str:
