@@ -31,15 +31,17 @@ def phone_fields(number: str) -> Mapping[str, str]:
 
 
 async def build_dialer(config: Config, database: Database) -> Dialer | None:
-    """The dialer, or None when no AMI secret is set (consultations are then not dialled)."""
+    """The dialer, or None when no AMI secret is set (no consultation or patient call is
+    then dialled)."""
     ami_config = config.ami
     if not ami_config.secret:
         log.warning("no AMI secret set (ami.secret or NOBAT_AMI_SECRET): phone consultations "
-                    "will not be dialled")
+                    "and calls to patients will not be dialled")
         return None
     profile = await BookingService(database, config.booking).clinic_profile()
     if profile is None:
-        log.warning("no clinic loaded: phone consultations will not be dialled")
+        log.warning("no clinic loaded: phone consultations and calls to patients will not "
+                    "be dialled")
         return None
     calls = config.consultations
     plan = CallPlan(calls.dial, profile.phone, profile.name_en or profile.name,
