@@ -17,7 +17,7 @@ Time comes in as an argument, never from a clock, so each step is a plain functi
     effects = call.on_time(now)            # when a Wake is due
     effects = call.on_refused(action, message, now)   # Asterisk answered an action with Error
     effects = call.on_resync(live_channels, now)      # the AMI link came back (or did not)
-    effects = call.release()               # shutdown, or another instance owns the claim
+    effects = call.release(live_channels)  # shutdown, or another instance owns the claim
 """
 
 from __future__ import annotations
@@ -297,9 +297,12 @@ class ConsultationCall:
             return self._complete(None, now)
         return []
 
-    def release(self) -> list[Effect]:
-        """Hang up whatever is still up and stop at once (shutdown, or the claim was lost)."""
+    def release(self, live: Mapping[str, str] | None = None) -> list[Effect]:
+        """Hang up whatever is still up and stop at once (shutdown, or the claim was lost);
+        `live` (Uniqueid -> channel) names legs whose events have not come yet."""
         self.outcome = self.outcome or "released"
+        for state in self.legs.values():
+            state.channel = state.channel or (live or {}).get(state.channel_id)
         effects = self._release_legs()
         for state in self.legs.values():
             state.gone = True

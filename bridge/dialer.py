@@ -74,7 +74,7 @@ class OutboundCall(Protocol):
     def on_time(self, now: dt.datetime) -> list[Effect]: ...
     def on_refused(self, action: Action, message: str, now: dt.datetime) -> list[Effect]: ...
     def on_resync(self, live: Mapping[str, str] | None, now: dt.datetime) -> list[Effect]: ...
-    def release(self) -> list[Effect]: ...
+    def release(self, live: Mapping[str, str] | None = None) -> list[Effect]: ...
 
 
 @dataclass(frozen=True)
@@ -498,8 +498,12 @@ class _Runner:
         self.outcome = "lost"
 
     async def hang_up_all(self) -> None:
-        """End every leg of this attempt that is still up."""
-        await self.send_all([e.action for e in self.call.release() if isinstance(e, SendAction)])
+        """End every leg of this attempt that is still up, by name: those whose events have
+        not come yet are looked up among the live channels (while the link is up)."""
+        connected = self.dialer.ami.status.state is LinkState.CONNECTED
+        live = await self.live_channels() if connected else None
+        await self.send_all([e.action for e in self.call.release(live)
+                             if isinstance(e, SendAction)])
 
     async def give_back(self) -> None:
         """On shutdown: hang up an attempt that cannot go on alone and give it back."""

@@ -112,8 +112,11 @@ class PatientCall:
             self.gone = True
             if self.answered:
                 return self._finish(None, now)
-            if self.far_cause is not None:
-                return self._fail(FAILURE_BY_CAUSE.get(self.far_cause, "hung_up"), now)
+            # Not answered as far as nobat saw (an OriginateResponse can be lost with the
+            # AMI link): failed by the phone's cause; the store knows better if the flow
+            # ran, and then records the call as done instead (PatientCallStore).
+            known = self.far_cause if self.far_cause is not None else cause
+            return self._fail(FAILURE_BY_CAUSE.get(known, "hung_up"), now)
         return []
 
     def on_time(self, now: dt.datetime) -> list[Effect]:
@@ -143,8 +146,10 @@ class PatientCall:
             return self._finish("ended while the AMI link was down", now)
         return self._fail("ami_link_lost", now)
 
-    def release(self) -> list[Effect]:
-        """Hang up the call if it is up and stop at once (shutdown, or the claim was lost)."""
+    def release(self, live: Mapping[str, str] | None = None) -> list[Effect]:
+        """Hang up the call if it is up and stop at once (shutdown, or the claim was lost);
+        `live` (Uniqueid -> channel) names it if its events have not come yet."""
+        self.channel = self.channel or (live or {}).get(self.claim.channel_id)
         effects = self._hang_up()
         self.phase = "over"
         return [*effects, Done("released")]

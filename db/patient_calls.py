@@ -218,14 +218,19 @@ class PatientCallStore:
 
     async def attempt_failed(self, claim: PatientCallClaim, cause: str,
                              retry_at: dt.datetime | None) -> None:
-        """Not answered: ring again at `retry_at`, or give up (missed) with `cause`."""
-        if retry_at is not None:
-            values = {"state": "retry_wait", "due_at": retry_at, "cause": cause,
-                      "claimed_by": None, "lease_until": None}
+        """Not answered: ring again at `retry_at`, or give up (missed) with `cause`. If its
+        flow ran after all (the answer's event was lost with the AMI link), it is done."""
+        async with self.db.reading() as session:
+            ran = await session.scalar(select(PatientCall.answered_at).where(
+                PatientCall.id == claim.call_id))
+        if ran is not None:
+            await self.finished(claim, f"{cause}, after its flow ran")
+        elif retry_at is not None:
+            await self._step(claim, {"state": "retry_wait", "due_at": retry_at,
+                                     "cause": cause, "claimed_by": None, "lease_until": None})
         else:
-            values = {"state": "missed", "outcome": "not_reached", "cause": cause,
-                      "lease_until": None}
-        await self._step(claim, values)
+            await self._step(claim, {"state": "missed", "outcome": "not_reached",
+                                     "cause": cause, "lease_until": None})
 
     async def finished(self, claim: PatientCallClaim, cause: str | None = None) -> None:
         """The answered call ended; the flow wrote what the patient chose, if anything."""
@@ -291,6 +296,19 @@ class PatientCallStore:
                 return None if due is None or due.reminders_off else due
 
         return await self.db.retry_locked(run)
+
+    async def flow_started(self, call_id: int) -> None:
+        """The patient's line reached the flow: answered, whatever AMI reported (or lost)."""
+        async def run() -> None:
+            async with self.db.writing() as session:
+                now = self.clock()
+                await session.execute(
+                    update(PatientCall)
+                    .where(PatientCall.id == call_id, PatientCall.answered_at.is_(None))
+                    .values(answered_at=now, updated_at=now)
+                    .execution_options(synchronize_session=False))
+
+        await self.db.retry_locked(run)
 
     async def chose(self, call_id: int, outcome: str) -> None:
         """Record what the patient chose (the latest choice counts)."""

@@ -351,3 +351,19 @@ async def test_patient_calls_take_no_more_places_than_their_own_cap(
     spans.sort()
     assert all(done < begun for (_, done), (begun, _) in itertools.pairwise(spans))
     assert {c.outcome for c in await calls(database)} == {"confirmed"}
+
+
+async def test_an_ami_drop_while_a_reminder_rings_never_rings_it_twice(
+        database: Database, tmp_path: Path) -> None:
+    await book(database, at(SATURDAY, "10:00"))
+    phones = [patient(Hear("reminder/menu"), Press("1"))]
+    slow = (("ring_seconds = 30", "ring_seconds = 10"), ("retry_minutes = 30", "retry_minutes = 1"))
+    async with patient_line(database, tmp_path, phones, at(THURSDAY, "18:00"), slow) as line:
+        await line.pbx_line.until(lambda: _ringing(line))
+        await line.pbx_line.pbx.drop()
+        await line.pbx_line.until(settled(database, 1, "done"), seconds=10.0)
+        [call] = await calls(database)
+        originated = line.pbx_line.originates()
+    # The link came back, the call was still up (CoreShowChannels), so nothing was re-sent.
+    assert originated == {"nobat-p1-a1": 1}
+    assert (call.attempts, call.outcome) == (1, "confirmed")
