@@ -7,7 +7,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
@@ -63,7 +63,11 @@ async def one_call(caller: Caller, folder: Path) -> None:
             booked = await session.scalar(select(func.count()).select_from(Appointment))
             open_calls = await session.scalar(select(func.count()).where(
                 InboundCall.ended_at.is_(None)))
-        assert booked == heard.prompts.count("fa/your-code")
+        # One code per booking, however often the caller had it repeated (1 after it).
+        prompts = heard.prompts
+        announced = sum(1 for i, name in enumerate(prompts) if name == "fa/your-code"
+                        and (i == 0 or prompts[i - 1] != "fa/repeat-code"))
+        assert booked == announced
         assert open_calls == 0
     finally:
         logging.getLogger("ivr").removeHandler(failures)
@@ -72,6 +76,7 @@ async def one_call(caller: Caller, folder: Path) -> None:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(callers)
+@example(Caller("09121234567", (*map(Press, "111111"), Press("0"), Press("1"), HangUp())))
 def test_any_keys_and_a_hang_up_anywhere_leave_no_half_done_booking(caller: Caller) -> None:
     with tempfile.TemporaryDirectory() as folder:
         asyncio.run(one_call(caller, Path(folder)))
