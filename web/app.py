@@ -92,7 +92,7 @@ async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format (scraped often: the heatmap's range is just today)."""
     sources = request.app[SOURCES]
     today = sources.clock().astimezone(sources.tz).date()
-    status = await snapshot(sources, today, today)
+    status = await snapshot(sources, today, today, staff=False)
     states = await Figures(sources.database, sources.tz).consultation_states()
     body = request.app[METRICS].render(status, states)
     return web.Response(body=body, content_type="text/plain", charset="utf-8",

@@ -7,6 +7,7 @@ Phone numbers are masked here, before anything leaves the process.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable
@@ -245,24 +246,29 @@ def view(row: ConsultationRow, now: dt.datetime) -> ConsultationView:
 
 
 async def snapshot(sources: Sources, first: dt.date | None = None,
-                   last: dt.date | None = None) -> Status:
-    """Gather the whole status; `first`/`last` choose the heatmap's range."""
+                   last: dt.date | None = None, staff: bool = True) -> Status:
+    """Gather the whole status; `first`/`last` choose the heatmap's range. Without `staff`
+    (a /metrics scrape, every few seconds) the lists only people read are left empty:
+    bookings on closed days, recorded absences, eight weeks of survey averages."""
     now = sources.clock()
     today = now.astimezone(sources.tz).date()
     first, last = heatmap_range(today, first, last)
     figures = Figures(sources.database, sources.tz)
     end_of_day = dt.datetime.combine(today + dt.timedelta(days=1), dt.time(), sources.tz)
     until = max(end_of_day, now + NEXT_AT_LEAST)
-    doctors, weeks = await SurveyStore(sources.database, sources.clock).averages(sources.tz)
-    return Status(
+    status = Status(
         now=now, today=today, health=await health(sources),
         live_calls=live_calls(sources.line, now),
         live_consultations=[view(r, now) for r in await figures.live_consultations()],
         upcoming=[view(r, now) for r in await figures.upcoming(now, until)],
         day=await figures.day(today), heatmap=await figures.heatmap(first, last),
         minutes_by_day=await figures.consultation_minutes(first, last),
-        patient_calls=await figures.patient_calls(today),
-        absences=[absence_view(row) for row in await figures.absences(now)],
+        patient_calls=await figures.patient_calls(today))
+    if not staff:
+        return status
+    doctors, weeks = await SurveyStore(sources.database, sources.clock).averages(sources.tz)
+    return dataclasses.replace(
+        status, absences=[absence_view(row) for row in await figures.absences(now)],
         survey_doctors=doctors, survey_weeks=weeks,
         recorded_absences=await recorded_absences(sources.database, today))
 

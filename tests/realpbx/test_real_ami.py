@@ -219,32 +219,32 @@ async def test_the_bridge_warns_both_parties_and_ends_at_the_booked_time(
 async def test_with_the_in_call_survey_the_patient_stays_for_it_when_the_doctor_leaves(
     asterisk_binary: Path,
 ) -> None:
-    leaving = FakePhones()
-    leaving.add_phone(Phone("doctor", DOCTOR.number, Answers(after=1.0, talk=4.0), "Dr Doctor"))
-    leaving.add_phone(Phone("patient", PATIENT.number, Answers(after=0.5), name="Patient"))
-    async with FastAgiServer([send("STREAM FILE", "beep", "")]) as server:
-        pbx = RealAsterisk(phones=leaving, binary=asterisk_binary,
-                           globals={"NOBAT_FASTAGI": f"127.0.0.1:{server.port}"})
-        async with pbx:
-            result = await run_consultation(pbx, survey="in-call")
-        run = await server.session()
+    run, result = await surveyed_consultation(asterisk_binary, doctor_talks=4.0)
     check_survey(run, result, doctor_done=False)  # the doctor's line is gone: no dialplan
 
 
 async def test_with_the_in_call_survey_the_patient_stays_for_it_when_the_time_is_up(
     asterisk_binary: Path,
 ) -> None:
-    talking = FakePhones()
-    talking.add_phone(Phone("doctor", DOCTOR.number, Answers(after=1.0), name="Dr Doctor"))
-    talking.add_phone(Phone("patient", PATIENT.number, Answers(after=0.5), name="Patient"))
-    async with FastAgiServer([send("STREAM FILE", "beep", "")]) as server:
-        pbx = RealAsterisk(phones=talking, binary=asterisk_binary,
-                           globals={"NOBAT_FASTAGI": f"127.0.0.1:{server.port}"})
-        async with pbx:
-            result = await run_consultation(pbx, limit_ms=5000, survey="in-call")
-        run = await server.session()
+    run, result = await surveyed_consultation(asterisk_binary, limit_ms=5000)
     assert sorted(result.played[4:6]) == [("doctor", "time-up"), ("patient", "time-up")]
     check_survey(run, result, doctor_done=True)  # Bridge() returned on the doctor leg
+
+
+async def surveyed_consultation(binary: Path, doctor_talks: float | None = None,
+                                limit_ms: int = 60_000) -> tuple[AgiRun, Consultation]:
+    """A consultation with the in-call survey, the doctor hanging up after `doctor_talks`
+    (or staying to the limit); a FastAGI server in the test takes the patient's survey."""
+    fake = FakePhones()
+    fake.add_phone(Phone("doctor", DOCTOR.number, Answers(after=1.0, talk=doctor_talks),
+                         "Dr Doctor"))
+    fake.add_phone(Phone("patient", PATIENT.number, Answers(after=0.5), name="Patient"))
+    async with FastAgiServer([send("STREAM FILE", "beep", "")]) as server:
+        pbx = RealAsterisk(phones=fake, binary=binary,
+                           globals={"NOBAT_FASTAGI": f"127.0.0.1:{server.port}"})
+        async with pbx:
+            result = await run_consultation(pbx, limit_ms=limit_ms, survey="in-call")
+        return await server.session(), result
 
 
 def check_survey(run: AgiRun, result: Consultation, doctor_done: bool) -> None:
