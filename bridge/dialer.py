@@ -307,7 +307,7 @@ class _Consultation:
             log.info("consultation %s attempt %d failed (%s); next try %s",
                      claim.consultation_id, claim.attempt, record.cause, record.retry_at)
             await store.attempt_failed(claim, record.cause or "failed", record.doctor_cause,
-                                       record.patient_cause, record.retry_at)
+                                       record.patient_cause, record.retry_at, record.at)
 
     async def renew(self) -> None:
         self.claim = await self.store.renew(self.claim)

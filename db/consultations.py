@@ -231,10 +231,13 @@ class ConsultationStore:
                          {"state": "bridged", "bridged_at": at})
 
     async def attempt_failed(self, claim: Claim, cause: str, doctor_cause: int | None,
-                             patient_cause: int | None, retry_at: dt.datetime | None) -> None:
-        """End this attempt: wait for `retry_at`, or, with no retry left, mark the
-        consultation and its appointment missed with `cause`."""
-        attempt = {"state": "failed", "ended_at": self.clock(), "doctor_cause": doctor_cause,
+                             patient_cause: int | None, retry_at: dt.datetime | None,
+                             ended_at: dt.datetime | None = None) -> None:
+        """End this attempt (at `ended_at`, when it failed; by default now): wait for
+        `retry_at`, or, with no retry left, mark the consultation and its appointment missed
+        with `cause`."""
+        attempt = {"state": "failed", "ended_at": ended_at or self.clock(),
+                   "doctor_cause": doctor_cause,
                    "patient_cause": patient_cause, "outcome": "failed"}
         if retry_at is not None:
             await self._step(claim, ("dialling", "bridged"),
