@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from db.engine import Database
@@ -21,7 +22,8 @@ async def run_call(environment: bytes, answer: bytes, config_path: Path) -> int:
     env = await channel.environment()
     await channel.run(Command.parse(answer.decode().strip()), written=True)
     config = load_config(config_path)
-    setup_logging(config.server.log_level, config.server.log_format)
+    # stdout carries AGI commands: a log line there would be a 510 and shift every reply.
+    setup_logging(config.server.log_level, config.server.log_format, stream=sys.stderr)
     database = Database.from_url(config.database.url, pool_size=1)
     try:
         line = await build_line(config, database)

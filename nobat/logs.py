@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from typing import TextIO
 
 from clinic.phones import mask_in_text
 
@@ -27,10 +28,13 @@ class JsonFormatter(MaskingFormatter):
         return mask_in_text(json.dumps(entry, ensure_ascii=False))
 
 
-def setup_logging(level: str = "info", fmt: str = "text") -> None:
+def setup_logging(level: str = "info", fmt: str = "text", stream: TextIO | None = None) -> None:
     """Send masked logs on, replacing any handlers set before: JSON lines to stdout for
-    journald and collectors, text to stderr for a person at a terminal."""
-    handler = logging.StreamHandler(sys.stdout if fmt == "json" else sys.stderr)
+    journald and collectors, text to stderr for a person at a terminal, unless `stream`
+    says where (classic AGI's stdout is its channel to Asterisk, so it passes stderr)."""
+    if stream is None:
+        stream = sys.stdout if fmt == "json" else sys.stderr
+    handler = logging.StreamHandler(stream)
     formatter = JsonFormatter() if fmt == "json" else MaskingFormatter(
         "%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler.setFormatter(formatter)
@@ -39,3 +43,4 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # a line per timer otherwise

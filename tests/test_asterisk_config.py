@@ -25,6 +25,7 @@ from bridge.consultation_call import (
     SendAction,
 )
 from bridge.patient_call import PatientCall
+from clinic.phones import national
 from db.consultations import Claim, DueConsultation, Leg, RetryPolicy
 from db.patient_calls import DuePatientCall, PatientCallClaim, Purpose
 from ivr.agi_session import RESULT_VARIABLE, SESSION_VARIABLE, TRANSFER_VARIABLE
@@ -35,6 +36,14 @@ ROOT = Path(__file__).resolve().parents[1]
 ASTERISK = ROOT / "asterisk"
 ASTERISK_SETS = frozenset({"CHANNEL", "EXTEN", "AGISTATUS", "BRIDGERESULT"})
 """Variables Asterisk itself provides to the dialplan nobat ships."""
+CLINIC_IDENTITY = frozenset({"NOBAT_CLINIC_NUMBER", "NOBAT_CLINIC_NAME"})
+"""The identity the dialer sends with every leg, and [globals] holds for the office's calls."""
+JUMPS = (r"CONNECTED_LINE_SEND_SUB=([\w-]+),([^,)]+),",
+         r"(?:Goto|Gosub)\(([\w-]+),([^,)]+),[^)]+\)",
+         r"Bridge\([^,]+,F\(([\w-]+)\^([^^]+)\^")
+"""(context, extension) targets in the dialplan: a subroutine, a jump, a bridge's F()."""
+LOCAL_GOTO = r"Goto\(([^,()]+),[^,()]+\)"
+"""Goto(extension,priority): a jump within the same context."""
 LINT_CONFIG = """\
 import sys
 from asterisklint import FileConfigParser
@@ -56,7 +65,9 @@ class Dialplan:
     sets: set[str] = field(default_factory=set)
     globals: dict[str, str] = field(default_factory=dict)
     named: set[str] = field(default_factory=set)
-    """Contexts the dialplan itself sends calls to (Goto, Gosub, CONNECTED_LINE_SEND_SUB)."""
+    """Contexts the dialplan itself sends calls to (Goto, Gosub, CONNECTED_LINE_SEND_SUB, F())."""
+    jumps: dict[str, set[str]] = field(default_factory=dict)
+    """Extensions, by context, the dialplan itself sends calls to (also within a context)."""
 
 
 def sections(path: Path) -> Iterator[tuple[str, list[str]]]:
@@ -88,9 +99,13 @@ def read_dialplan() -> Dialplan:
         body = "\n".join(lines)
         plan.reads[name] = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)\}", body))
         plan.sets |= set(re.findall(r"Set\(([A-Z_][A-Z0-9_]*)=", body))
-        plan.named |= set(re.findall(r"CONNECTED_LINE_SEND_SUB=([\w-]+),", body))
-        plan.named |= set(re.findall(r"(?:Goto|Gosub)\(([\w-]+),[^,)]+,[^)]+\)", body))
-        plan.named |= set(re.findall(r"Bridge\([^,]+,F\(([\w-]+)\^", body))
+        targets = [(name, exten) for exten in re.findall(LOCAL_GOTO, body)]
+        for pattern in JUMPS:
+            found = re.findall(pattern, body)
+            plan.named |= {context for context, _ in found}
+            targets += found
+        for context, exten in targets:
+            plan.jumps.setdefault(context, set()).add(exten)
     return plan
 
 
@@ -249,3 +264,57 @@ def test_every_context_is_entered_from_somewhere() -> None:
     entered = set(use.contexts) | plan.named | {
         settings["context"] for settings in pjsip_objects()["endpoint"].values()}
     assert set(plan.contexts) == entered
+
+
+def dialled_in() -> dict[str, set[str]]:
+    """The number each registered trunk's calls arrive on (its DID), by the endpoint's context."""
+    pjsip = pjsip_objects()
+    return {pjsip["endpoint"][name]["context"]: {registration["contact_user"]}
+            for name, registration in pjsip["registration"].items()}
+
+
+def reached(plan: Dialplan, use: DialerUse) -> dict[str, set[str]]:
+    """Extensions calls are sent to, by context: by the dialer (Originate, Redirect), by the
+    dialplan's own jumps, and by the carrier (the DID)."""
+    found: dict[str, set[str]] = {}
+    for source in (use.contexts, plan.jumps, dialled_in()):
+        for context, extens in source.items():
+            found.setdefault(context, set()).update(extens)
+    return found
+
+
+def test_every_extension_nobat_drives_is_reached_and_every_jump_lands() -> None:
+    # The other way round from the dialer's test: no extension in nobat's contexts is dead.
+    # [clinic-office] is left out: its extension is whatever number the office phone dials.
+    plan = read_dialplan()
+    entries = reached(plan, dialer_use())
+    for context, patterns in plan.contexts.items():
+        if context.startswith("nobat-"):
+            for pattern in patterns:
+                assert any(matches(pattern, exten) for exten in entries.get(context, ())), (
+                    context, pattern)
+    for context, extens in plan.jumps.items():
+        for exten in extens:
+            assert any(matches(p, exten) for p in plan.contexts[context]), (context, exten)
+
+
+def test_the_office_context_reads_only_the_clinic_identity_nobat_sends() -> None:
+    # An office phone's own call carries no Originate variable and runs no AGI: what
+    # [clinic-office] reads comes from [globals] or Asterisk, and the identity it shows
+    # is under the same names the dialer sends, so one setting serves both.
+    plan, use = read_dialplan(), dialer_use()
+    office = plan.reads["clinic-office"]
+    assert office <= set(plan.globals) | ASTERISK_SETS
+    assert office - ASTERISK_SETS == CLINIC_IDENTITY
+    assert CLINIC_IDENTITY <= use.variables
+    config = load_config(ROOT / "config.toml", {})
+    trunk = re.fullmatch(r"PJSIP/\{\w+\}@([\w-]+)", config.consultations.dial)
+    body = "\n".join(dict(sections(ASTERISK / "extensions.conf"))["clinic-office"])
+    assert trunk is not None and f"@{trunk.group(1)}," in body
+    [pattern] = plan.contexts["clinic-office"]
+    assert all(matches(pattern, national(number)) for number in ("+989121234567", "+982188776655"))
+
+
+def test_every_global_is_read_somewhere() -> None:
+    plan = read_dialplan()
+    assert set(plan.globals) <= set().union(*plan.reads.values())

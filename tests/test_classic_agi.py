@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import select
@@ -14,7 +16,7 @@ from db.clinic_sync import load_clinic
 from db.engine import Database
 from db.models import Appointment, InboundCall
 from db.schema import upgrade
-from ivr.agi_protocol import AgiEnvironment
+from ivr.agi_protocol import AGI_VERBS, AgiEnvironment, Command
 from tests.fakepbx.agi_caller import CallTranscript, FakeChannel, call_environment, converse
 from tests.fakepbx.script import Caller, Hear
 from tests.support.ivr import SECONDS_PER_CHARACTER
@@ -29,31 +31,84 @@ def classic_environment(caller: Caller) -> AgiEnvironment:
                            if not k.startswith("agi_network")} | {"agi_request": "nobat-agi"})
 
 
-async def run_classic(caller: Caller, config: Path) -> CallTranscript:
+@dataclass
+class Wire:
+    """Every byte nobat-agi wrote: stdout is its AGI channel to Asterisk, stderr its log."""
+
+    stdout: bytearray = field(default_factory=bytearray)
+    stderr: bytes = b""
+
+
+async def relay(source: asyncio.StreamReader, sink: asyncio.StreamReader, kept: bytearray) -> None:
+    """Pass what nobat-agi writes on to the fake PBX, keeping a copy to check byte by byte."""
+    while data := await source.read(65536):
+        kept += data
+        sink.feed_data(data)
+    sink.feed_eof()
+
+
+async def run_classic(caller: Caller, config: Path, wire: Wire | None = None) -> CallTranscript:
+    wire = wire if wire is not None else Wire()
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-c", "from nobat.agi_entry import main; raise SystemExit(main())",
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        env={**os.environ, "NOBAT_CONFIG": str(config)})
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, "NOBAT_CONFIG": str(config)})
     assert process.stdin is not None and process.stdout is not None
+    assert process.stderr is not None
+    commands = asyncio.StreamReader()
+    relaying = asyncio.create_task(relay(process.stdout, commands, wire.stdout))
+    logged = asyncio.create_task(process.stderr.read())
     channel = FakeChannel(caller, classic_environment(caller),
                           lambda path: max(0.5, len(path) * SECONDS_PER_CHARACTER))
-    await converse(channel, process.stdout, process.stdin, stall_seconds=30)
+    await converse(channel, commands, process.stdin, stall_seconds=30)
     process.stdin.close()
     assert await asyncio.wait_for(process.wait(), 30) == 0
+    await relaying
+    wire.stderr = await logged
     channel.transcript.assert_clean()
     return channel.transcript
 
 
+def book_saturday() -> Caller:
+    """A caller who books the demo's Saturday 16:20 and says goodbye."""
+    return Caller.dialling("09121234567", Hear("welcome"), "1", *BOOK_SATURDAY_1620[:-2],
+                           Hear("anything-else"), "9")
+
+
+async def ready_store(folder: Path) -> Database:
+    """The demo clinic's store beside the copied config, migrated and loaded."""
+    database = Database.from_url(f"sqlite+aiosqlite:///{folder / 'nobat.db'}")
+    await upgrade(database)
+    await load_clinic(database, read_clinic(folder / "clinic.toml"))
+    return database
+
+
 async def test_a_classic_agi_call_books_on_the_same_store(tmp_path: Path) -> None:
     config = demo_copy(tmp_path)
-    database = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'nobat.db'}")
-    await upgrade(database)
-    await load_clinic(database, read_clinic(tmp_path / "clinic.toml"))
-    transcript = await run_classic(
-        Caller.dialling("09121234567", Hear("welcome"), "1", *BOOK_SATURDAY_1620[:-2],
-                        Hear("anything-else"), "9"), config)
+    database = await ready_store(tmp_path)
+    transcript = await run_classic(book_saturday(), config)
     assert transcript.exchanges[0].command.verb == "ANSWER"
     assert transcript.prompts[0].endswith("/fa/welcome")
+    assert transcript.prompts[-1].endswith("/fa/goodbye")
+    async with database.reading() as session:
+        assert len((await session.scalars(select(Appointment))).all()) == 1
+        assert (await session.scalars(select(InboundCall.outcome))).all() == ["completed"]
+    await database.close()
+
+
+async def test_json_logs_never_reach_the_agi_channel(tmp_path: Path) -> None:
+    config = demo_copy(tmp_path)
+    text = config.read_text()
+    assert 'log_format = "text"' in text
+    config.write_text(text.replace('log_format = "text"', 'log_format = "json"'))
+    database = await ready_store(tmp_path)
+    wire = Wire()
+    transcript = await run_classic(book_saturday(), config, wire)
+    lines = wire.stdout.decode().splitlines()
+    assert lines and all(Command.parse(line).verb in AGI_VERBS for line in lines), lines
+    assert len(lines) == len(transcript.exchanges) and not transcript.unknown_commands
+    logs = [json.loads(line) for line in wire.stderr.decode().splitlines()]
+    assert any(entry["logger"] == "ivr.flow_store" for entry in logs), logs
     assert transcript.prompts[-1].endswith("/fa/goodbye")
     async with database.reading() as session:
         assert len((await session.scalars(select(Appointment))).all()) == 1
