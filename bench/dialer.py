@@ -4,18 +4,21 @@ Run: python -m bench.dialer [--calls 1000] [--cap 100] [--restore 100000] [--spe
      [--talk 10] [--sqlite-only] [--give-up 150]
 
 For SQLite (a temporary file) and PostgreSQL (a throwaway server it starts), it bulk-inserts
-`--calls` phone consultations (one doctor and one patient each) all due at the same instant,
-with a Dialer (poll 0.05 s, cap `--cap`) already running against the fake Asterisk (in a
+`--calls` phone consultations (one doctor and one patient each) all due 3 s ahead, then
+starts a Dialer as nobat serve does (poll 5 s, so the timer it sets at start is what rings
+them on time; cap `--cap` channels, two per consultation) against the fake Asterisk (in a
 child process), whose phones answer within 0.25 s, hear the announcement (1 s per prompt
 file: the patient's is three) and talk 5 s from answering (speed 0.5, 10 s scripted). It
 prints the dispatch lag (the first Originate of a consultation reaching the fake PBX, minus its
-due_at) p50/p99 for the first `cap` consultations dialled and for all of them, how many
+due_at) p50/p99 for the consultations the cap lets start at once and for all of them, how many
 completed or failed, and the seconds from due_at until every one has ended (drained; ">N" when
 `--give-up` N ran out first; a failed try waits the default 2 min retry spacing, so no retry
-falls in the run). Then, on a fresh store, it bulk-inserts `--restore` future consultations,
-all within the next day, and times what the dialer does at start, `sweep_missed(now, grace)`
-then `due(now, horizon=1 day)`, with the growth of the process's resident memory (VmRSS)
-while the result is held.
+falls in the run). Then, on a fresh store, it bulk-inserts `--restore` future consultations
+and times what a dialer does at start, `sweep_missed` then setting its timers from the store
+(one per distinct due time within the next day), with the growth of the process's resident
+memory (VmRSS): once with the consultations on 5-minute slots of 1,000 doctors (they share
+due times), once with each due at a moment of its own, half a second apart (a timer each:
+APScheduler's worst case); all fall within the day.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import statistics
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -51,8 +55,10 @@ from tests.support.postgres import PostgresServer
 
 SPEED = 0.5
 """Real seconds per scripted second at the fake PBX: the 10 s talk lasts 5 s."""
-POLL = 0.05
+POLL = 5.0
+"""nobat serve's default: the timers, not the poll, dispatch on time."""
 SLOT = dt.timedelta(minutes=5)
+HALF_SECOND = dt.timedelta(seconds=0.5)
 DOCTORS = 1000
 CHUNK = 5000
 TALK = 10.0
@@ -97,10 +103,10 @@ def serve_pbx(speed: float, talk: float, pipe: Connection) -> None:
 
 
 async def populate(database: Database, count: int, first_start: dt.datetime,
-                   due_at: dt.datetime | None) -> None:
+                   due_at: Callable[[int, dt.datetime], dt.datetime]) -> None:
     """Bulk-insert a clinic, DOCTORS doctors and `count` phone appointments, each with its
     own patient and consultation; appointment n is with doctor n % DOCTORS at the (n //
-    DOCTORS)-th slot from `first_start`, due at `due_at` (or at its start when None)."""
+    DOCTORS)-th slot from `first_start`, due at `due_at(n, its start)`."""
     now = utc_now()
     async with database.writing() as session:
         await session.execute(insert(Clinic), [dict(
@@ -120,7 +126,7 @@ async def populate(database: Database, count: int, first_start: dt.datetime,
                 end_at=starts[n] + SLOT, kind="phone", status="booked", code=f"{n:08d}",
                 created_via="ivr", created_at=now, updated_at=now) for n in numbers])
             await session.execute(insert(Consultation), [dict(
-                id=n + 1, appointment_id=n + 1, due_at=due_at or starts[n], state="scheduled",
+                id=n + 1, appointment_id=n + 1, due_at=due_at(n, starts[n]), state="scheduled",
                 attempts=0, updated_at=now) for n in numbers])
 
 
@@ -170,8 +176,8 @@ async def rush(url: str, calls: int, cap: int, speed: float, talk: float, give_u
                         backoff=(0.01, 0.05), ping_interval=None)
         await ami.start()
         await ami.wait_ready(5.0)
-        due = utc_now() + dt.timedelta(seconds=3)  # the dialer is polling when they fall due
-        await populate(database, calls, due, due)
+        due = utc_now() + dt.timedelta(seconds=3)  # the dialer's timer is set when they fall due
+        await populate(database, calls, due, lambda n, start: due)
         dialer = Dialer(ConsultationStore(database), ami, lambda _: PLAN, "bench", cap,
                         RetryPolicy(), poll=POLL)
         running = asyncio.create_task(dialer.run())
@@ -206,7 +212,7 @@ async def rush(url: str, calls: int, cap: int, speed: float, talk: float, give_u
     await database.close()
     order = sorted(first_originate.values())
     lags = [(at - due).total_seconds() for at in order]
-    return RushResult(percentiles(lags[:cap]), percentiles(lags), drained,
+    return RushResult(percentiles(lags[:cap // 2]), percentiles(lags), drained,
                       counts.get("completed", 0), len(lags), originates // 2,
                       counts.get("retry_wait", 0) + counts.get("missed", 0), causes)
 
@@ -224,69 +230,81 @@ class RestoreResult:
     """What restoring the future consultations at start cost."""
 
     sweep: float
-    due: float
-    found: int
+    timers: float
+    set: int
     rss: float
 
 
-async def restore(url: str, count: int) -> RestoreResult:
-    """Insert `count` future consultations, then sweep and list them as the dialer starts."""
+async def restore(url: str, count: int, own_moment: bool) -> RestoreResult:
+    """Insert `count` future consultations, then sweep and set the timers as a dialer does
+    at start; with `own_moment`, each falls due half a second after the one before."""
     database = Database.from_url(url)
     await upgrade(database)
     now = utc_now()
-    await populate(database, count, now + dt.timedelta(minutes=10), None)
-    store = ConsultationStore(database)
+    first = now + dt.timedelta(minutes=10)
+    await populate(database, count, first, (lambda n, start: first + n * HALF_SECOND)
+                   if own_moment else (lambda n, start: start))
+    ami = AmiClient("127.0.0.1", 1, "bench", "unused")  # never started: no call is made
+    dialer = Dialer(ConsultationStore(database), ami, lambda _: PLAN, "bench", 200,
+                    RetryPolicy())
     async with database.reading() as session:  # a warm pool, as a running dialer would have
         await session.execute(select(1))
     gc.collect()
     before = rss_mb()
     began = time.perf_counter()
-    missed = await store.sweep_missed(utc_now(), dt.timedelta(minutes=5))
+    missed = await dialer.store.sweep_missed(utc_now(), dt.timedelta(minutes=5))
     swept = time.perf_counter()
-    found = await store.due(utc_now(), dt.timedelta(days=1))
-    listed = time.perf_counter()
+    dialer.timers.start()
+    timers = await dialer.set_timers()
+    done = time.perf_counter()
     grown = rss_mb() - before
     assert not missed
+    dialer.timers.close()
     await database.close()
-    return RestoreResult(swept - began, listed - swept, len(found), grown)
+    return RestoreResult(swept - began, done - swept, timers, grown)
 
 
-async def one_backend(name: str, url: str, restore_url: str, options: argparse.Namespace
-                      ) -> str:
-    """Both measurements on one backend, as one row of the table."""
-    run = await rush(url, options.calls, options.cap, options.speed, options.talk,
+async def one_backend(name: str, fresh: Callable[[], Awaitable[str]],
+                      options: argparse.Namespace) -> str:
+    """Both measurements on one backend, each on a fresh database, as rows of the table."""
+    run = await rush(await fresh(), options.calls, options.cap, options.speed, options.talk,
                      options.give_up)
-    back = await restore(restore_url, options.restore)
     causes = "; ".join(f"{n} x {cause}" for cause, n in run.causes.most_common(3))
     drain = f"{run.drained:.1f}" if run.completed + run.failed >= options.calls else (
         f">{options.give_up:.0f}")
-    return (f"{name:<10} {run.dialled:>6} {run.attempts:>6} {run.completed:>6} {run.failed:>6} "
+    rows = [f"{name:<10} {run.dialled:>6} {run.attempts:>6} {run.completed:>6} {run.failed:>6} "
             f"{run.first[0]:>8.0f} {run.first[1]:>8.0f} {run.every[0]:>8.0f} "
-            f"{run.every[1]:>8.0f} {drain:>8} {back.found:>7} {back.sweep:>8.3f} "
-            f"{back.due:>8.3f} {back.rss:>7.1f}" + (f"\n{'':<10} failures: {causes}"
-                                                    if causes else ""))
+            f"{run.every[1]:>8.0f} {drain:>8}"]
+    if causes:
+        rows.append(f"{'':<10} failures: {causes}")
+    for spread, own_moment in (("on slots", False), ("own times", True)):
+        back = await restore(await fresh(), options.restore, own_moment)
+        rows.append(f"{'':<10} restore {options.restore} {spread}: sweep {back.sweep:.3f} s, "
+                    f"{back.set} timers set in {back.timers:.3f} s, +{back.rss:.1f} MB RSS")
+    return "\n".join(rows)
 
 
 async def main(options: argparse.Namespace) -> None:
     """Run on SQLite, then PostgreSQL, and print one table."""
-    print(f"dialer: {options.calls} consultations due at once, cap {options.cap}, poll {POLL} s,"
-          f" PBX speed {options.speed}, talk {options.talk} s; restore of {options.restore} future"
-          " consultations")
+    print(f"dialer: {options.calls} consultations due at once, cap {options.cap} channels "
+          f"({options.cap // 2} consultations), poll {POLL} s, PBX speed {options.speed}, talk "
+          f"{options.talk} s; then restoring {options.restore} future consultations at start")
     print(f"{'backend':<10} {'dialed':>6} {'tries':>6} {'done':>6} {'failed':>6} "
-          f"{'p50 cap':>8} {'p99 cap':>8} {'p50 all':>8} {'p99 all':>8} {'drain s':>8} "
-          f"{'due()':>7} {'sweep s':>8} {'due() s':>8} {'RSS MB':>7}")
+          f"{'p50 cap':>8} {'p99 cap':>8} {'p50 all':>8} {'p99 all':>8} {'drain s':>8}")
     print(f"{'':<10} {'':>6} {'':>6} {'':>6} {'':>6} {'lag ms':>8} {'lag ms':>8} "
           f"{'lag ms':>8} {'lag ms':>8}")
     with tempfile.TemporaryDirectory() as tmp:
-        print(await one_backend("sqlite", f"sqlite+aiosqlite:///{Path(tmp) / 'rush.db'}",
-                                f"sqlite+aiosqlite:///{Path(tmp) / 'restore.db'}", options),
-              flush=True)
+        files = iter(range(10))
+
+        async def sqlite_file() -> str:
+            return f"sqlite+aiosqlite:///{Path(tmp) / f'bench{next(files)}.db'}"
+
+        print(await one_backend("sqlite", sqlite_file, options), flush=True)
     if options.sqlite_only:
         return
     server = PostgresServer().start()
     try:
-        print(await one_backend("postgresql", await server.create_database(),
-                                await server.create_database(), options))
+        print(await one_backend("postgresql", server.create_database, options))
     finally:
         server.stop()
 

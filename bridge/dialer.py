@@ -1,15 +1,17 @@
 """The dialer: due consultations and patient calls become calls through AMI, exactly once.
 
 The database decides what is due (`ConsultationStore.claim_next`, then
-`PatientCallStore.claim_next`), not a job store: a loop asks it every `poll` seconds, up to
-the cap of simultaneous calls, consultations first, oldest first. Each claim runs a
+`PatientCallStore.claim_next`), not a job store: a loop asks it when a timer set for a due
+time fires (bridge/due_timers.py; rebuilt from the store at start and refreshed each round),
+when a call frees its place, and every `poll` seconds, up to the cap of simultaneous
+channels, consultations first, oldest first. Each claim runs a
 `ConsultationCall` (bridge/consultation_call.py) or a `PatientCall` (bridge/patient_call.py,
 a reminder, absence call or survey whose flow runs over FastAGI); the dialer carries out
 its effects in order, writing every `Record` to the store before the next action goes to
 Asterisk. An action is never re-sent: when the AMI link drops, the dialer waits for it,
 looks at the live channels (CoreShowChannels) and lets the call decide from what it sees.
 
-    dialer = Dialer(store, ami, lambda claim: plan, instance="nobat-1", cap=4,
+    dialer = Dialer(store, ami, lambda claim: plan, instance="nobat-1", cap=8,
                     retry=RetryPolicy())
     task = asyncio.create_task(dialer.run())
 """
@@ -38,6 +40,7 @@ from bridge.consultation_call import (
     SendAction,
     Wake,
 )
+from bridge.due_timers import DueTimers
 from bridge.patient_call import PatientCall, RetryRule
 from db.booking import Clock, utc_now
 from db.consultations import (
@@ -60,6 +63,8 @@ from db.patient_calls import (
 log = logging.getLogger(__name__)
 
 PlanFactory = Callable[[Claim], CallPlan]
+CHANNELS = {"c": 2, "p": 1}
+"""Channels a call holds, by the first letter of its key: a consultation rings two legs."""
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -92,7 +97,8 @@ class PatientCalls:
 
 
 class Dialer:
-    """Claims due consultations for one nobat instance and runs each as a call."""
+    """Claims due consultations for one nobat instance and runs each as a call; `cap` bounds
+    the outbound channels its calls hold at once (so also the Originates in flight)."""
 
     def __init__(
         self,
@@ -111,19 +117,21 @@ class Dialer:
         reconnect_wait: float = 30.0,
         link_check: float = 1.0,
         patient_calls: PatientCalls | None = None,
+        timer_horizon: dt.timedelta = dt.timedelta(days=1),
     ) -> None:
         self.store, self.ami, self.plan_for = store, ami, plan_for
         self.instance, self.cap, self.retry = instance, cap, retry
         self.clock, self.sleep = clock, sleep
         self.poll, self.lease, self.missed_grace = poll, lease, missed_grace
         self.reconnect_wait, self.link_check = reconnect_wait, link_check
-        self.patient_calls = patient_calls
+        self.patient_calls, self.timer_horizon = patient_calls, timer_horizon
         self.calls: dict[str, asyncio.Task[str]] = {}
         """Calls in progress by key: "c<id>" a consultation, "p<id>" a patient call."""
         self.on_dispatch: list[Callable[[Claim, dt.timedelta], None]] = []
         """Told of each consultation as it starts, with how late it is (the metrics' lag
         histogram)."""
-        self._freed = asyncio.Event()
+        self._wake = asyncio.Event()
+        self.timers = DueTimers(self._wake.set, clock)
         self._inboxes: dict[str, asyncio.Queue[Event | dt.datetime]] = {}
         self._unsubscribe: Callable[[], None] | None = None
         self._planned_at: float | None = None
@@ -148,25 +156,39 @@ class Dialer:
             inbox.put_nowait(event)
 
     async def run(self) -> None:
-        """Sweep what was missed while nobat was down, then claim what is due, forever."""
+        """Sweep what was missed while nobat was down, set the timers, then claim what is
+        due, forever."""
         missed = await self.store.sweep_missed(self.clock(), self.missed_grace)
         if missed:
             log.warning("%d consultations were due while nobat was down: marked missed",
                         len(missed))
+        self.timers.start()
+        log.info("timers set for %d due times", await self.set_timers())
         while True:
-            self._freed.clear()
+            self._wake.clear()
             try:
                 await self.plan_patient_calls()
                 await self.dial_due()
+                await self.set_timers()
             except (AmiError, SQLAlchemyError):
                 log.exception("claiming due calls failed; trying again next round")
             pause = asyncio.ensure_future(self.sleep(self.poll))
-            freed = asyncio.ensure_future(self._freed.wait())
+            woken = asyncio.ensure_future(self._wake.wait())
             try:
-                await asyncio.wait({pause, freed}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({pause, woken}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 pause.cancel()
-                freed.cancel()
+                woken.cancel()
+
+    async def set_timers(self) -> int:
+        """A timer for each time a call falls due within the horizon, so it is claimed on the
+        dot; a booking made by any instance is seen within one round."""
+        now = self.clock()
+        until = now + self.timer_horizon
+        times = await self.store.due_times(now, until)
+        if self.patient_calls is not None:
+            times += await self.patient_calls.store.due_times(now, until)
+        return self.timers.set(times)
 
     async def plan_patient_calls(self) -> None:
         """Every `plan_every` seconds, add the reminders, absence calls and surveys now due."""
@@ -181,13 +203,18 @@ class Dialer:
             log.info("planned patient calls: %s",
                      ", ".join(f"{n} {purpose}" for purpose, n in planned.items()))
 
+    def channels(self) -> int:
+        """Outbound channels this instance's calls hold or ring: what the cap counts (two per
+        consultation, one per patient call)."""
+        return sum(CHANNELS[key[0]] for key in self.calls)
+
     async def dial_due(self) -> list[Claim | PatientCallClaim]:
-        """Claim as many due calls as the cap leaves room for and start them: consultations
-        first (a doctor is waiting on the clock), then calls to patients."""
-        free = self.cap - len(self.calls)
-        if free <= 0 or self.ami.status.state is not LinkState.CONNECTED:
+        """Claim as many due calls as the channel cap leaves room for and start them:
+        consultations first (a doctor is waiting on the clock), then calls to patients."""
+        if self.cap - self.channels() <= 0 or self.ami.status.state is not LinkState.CONNECTED:
             return []
         running = {int(key[1:]) for key in self.calls if key[0] == "c"}
+        free = (self.cap - self.channels()) // CHANNELS["c"]
         claims = await self.store.claim_next(self.instance, self.lease, free, running=running)
         now = self.clock()
         for claim in claims:
@@ -199,7 +226,7 @@ class Dialer:
         started: list[Claim | PatientCallClaim] = list(claims)
         desk = self.patient_calls
         mine = {int(key[1:]) for key in self.calls if key[0] == "p"}
-        room = min(self.cap - len(self.calls), desk.max_calls - len(mine)) if desk else 0
+        room = min(self.cap - self.channels(), desk.max_calls - len(mine)) if desk else 0
         if desk is not None and room > 0:
             for patient in await desk.store.claim_next(self.instance, self.lease, room, mine):
                 call = PatientCall(patient, desk.plan, desk.retry)
@@ -214,6 +241,7 @@ class Dialer:
 
     async def close(self) -> None:
         """Stop every call: unbridged ones are hung up and given back for a later try."""
+        self.timers.close()
         tasks = list(self.calls.values())
         for task in tasks:
             task.cancel()
@@ -225,7 +253,7 @@ class Dialer:
     def _finished(self, key: str, name: str, task: asyncio.Task[str]) -> None:
         """Free the call's place under the cap, and say why if it crashed."""
         self.calls.pop(key, None)
-        self._freed.set()
+        self._wake.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("%s: the call crashed", name, exc_info=task.exception())
         elif not task.cancelled():
@@ -241,8 +269,10 @@ class Dialer:
             self._unsubscribe = self.ami.subscribe(self._route)
         runner = _Runner(self, call, job, inbox)
         try:
-            if job.earlier_channels():
-                await runner.clear_leftovers()
+            if job.earlier_channels() and not await runner.clear_leftovers():
+                with contextlib.suppress(ClaimLost):
+                    await job.given_back()
+                return "given back: Asterisk could not list its channels before a redial"
             return await runner.run()
         except asyncio.CancelledError:
             await asyncio.shield(runner.give_back())
@@ -481,14 +511,19 @@ class _Runner:
         self.link = self.dialer.ami.status.connected_since
         await self.apply(self.call.on_resync(live, self.dialer.clock()))
 
-    async def clear_leftovers(self) -> None:
+    async def clear_leftovers(self) -> bool:
         """Before a redial, hang up any channel an earlier attempt of this call still has
-        (after an AMI fault, or when the instance that dialled it died)."""
+        (after an AMI fault, or when the instance that dialled it died); False when Asterisk
+        cannot say, and then nothing may be dialled."""
         earlier = self.job.earlier_channels()
-        for uniqueid, channel in (await self.live_channels() or {}).items():
+        live = await self.live_channels()
+        if live is None:
+            return False
+        for uniqueid, channel in live.items():
             if uniqueid in earlier:
                 with contextlib.suppress(AmiError):
                     await self.dialer.ami.send(_hangup(channel))
+        return True
 
     async def let_go(self, lost: ClaimLost) -> None:
         """The store refused a step: this instance no longer owns the call, so it hangs up

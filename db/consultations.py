@@ -12,19 +12,20 @@ import dataclasses
 import datetime as dt
 import enum
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, and_, or_, select, update
+from sqlalchemy import Row, Select, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.booking import Clock, utc_now
 from db.engine import Database
 from db.leases import (
-    WAITING,
     ClaimLost,
     claim_oldest,
     claimable,
+    due_times,
     held_update,
     lease_expired,
 )
@@ -33,6 +34,7 @@ from db.models import Appointment, CallAttempt, Consultation, Doctor, Patient
 DOWN_CAUSE = "due while nobat was down"
 ABANDON_CAUSE = "abandoned when nobat stopped"
 UNSEEN_CAUSE = "ended while no nobat watched it; talk time unknown"
+LATE_CAUSE = "the booked time was over before it could be dialled"
 
 
 class Leg(enum.StrEnum):
@@ -128,16 +130,9 @@ class ConsultationStore:
         self.db = database
         self.clock = clock
 
-    async def due(self, now: dt.datetime, horizon: dt.timedelta) -> list[DueConsultation]:
-        """Consultations to set timers for: waiting ones due before `now + horizon`, and
-        dialling or bridged ones whose lease ran out (their instance died), oldest first."""
-        waiting = and_(Consultation.state.in_(WAITING), Consultation.due_at <= now + horizon)
-        expired = lease_expired(Consultation, now, "dialling", "bridged")
-        query = _details().where(or_(waiting, expired))
-        async with self.db.reading() as session:
-            rows = (await session.execute(query.order_by(Consultation.due_at,
-                                                         Consultation.id))).all()
-        return [DueConsultation(*row) for row in rows]
+    async def due_times(self, after: dt.datetime, until: dt.datetime) -> list[dt.datetime]:
+        """When waiting consultations fall due in (after, until]: the dialer's timers."""
+        return await due_times(self.db, Consultation, after, until)
 
     async def sweep_missed(self, now: dt.datetime, grace: dt.timedelta) -> list[int]:
         """At start: mark consultations whose time passed more than `grace` ago as missed,
@@ -147,18 +142,12 @@ class ConsultationStore:
             async with self.db.writing() as session:
                 rows = (await session.execute(
                     update(Consultation)
-                    .where(Consultation.state.in_(WAITING), Consultation.due_at < now - grace)
+                    .where(claimable(Consultation, now), Consultation.due_at < now - grace)
                     .values(state="missed", outcome="missed", cause=DOWN_CAUSE, claimed_by=None,
                             lease_until=None, updated_at=now)
                     .returning(Consultation.id, Consultation.appointment_id)
                     .execution_options(synchronize_session=False))).all()
-                if rows:
-                    await session.execute(
-                        update(Appointment)
-                        .where(Appointment.id.in_([appointment for _, appointment in rows]),
-                               Appointment.status == "booked")
-                        .values(status="missed", updated_at=now)
-                        .execution_options(synchronize_session=False))
+                await _missed(session, rows, now)
                 return sorted(ident for ident, _ in rows)
 
         return await self.db.retry_locked(run)
@@ -184,6 +173,18 @@ class ConsultationStore:
                     .execution_options(synchronize_session=False))
                 if orphan.rowcount == 1:
                     return await _taken_over(session, consultation_id, instance, lease, now)
+                late = (await session.execute(
+                    update(Consultation)
+                    .where(Consultation.id == consultation_id, claimable(Consultation, now),
+                           Consultation.appointment_id.in_(
+                               select(Appointment.id).where(Appointment.end_at <= now)))
+                    .values(state="missed", outcome="missed", cause=LATE_CAUSE,
+                            claimed_by=None, lease_until=None, updated_at=now)
+                    .returning(Consultation.id, Consultation.appointment_id)
+                    .execution_options(synchronize_session=False))).all()
+                if late:
+                    await _missed(session, late, now)
+                    return None
                 won = await session.execute(
                     update(Consultation)
                     .where(Consultation.id == consultation_id, claimable(Consultation, now))
@@ -195,6 +196,7 @@ class ConsultationStore:
                 details = DueConsultation(*(await session.execute(
                     _details().where(Consultation.id == consultation_id))).one())
                 claim = Claim(details, details.attempts, instance, lease, now + lease)
+                await _close_stranded(session, [consultation_id], now)
                 session.add(CallAttempt(
                     consultation_id=consultation_id, number=claim.attempt, state="dialling",
                     doctor_channel_id=claim.channel_id(Leg.DOCTOR),
@@ -295,6 +297,33 @@ class ConsultationStore:
                         .execution_options(synchronize_session=False))
 
         await self.db.retry_locked(run)
+
+
+async def _missed(session: AsyncSession, rows: Sequence[Row[tuple[int, int]]],
+                  now: dt.datetime) -> None:
+    """The appointments of consultations just marked missed are missed too, and an attempt
+    a stopped instance left dialling is closed."""
+    if not rows:
+        return
+    await session.execute(
+        update(Appointment)
+        .where(Appointment.id.in_([appointment for _, appointment in rows]),
+               Appointment.status == "booked")
+        .values(status="missed", updated_at=now)
+        .execution_options(synchronize_session=False))
+    await _close_stranded(session, [ident for ident, _ in rows], now)
+
+
+async def _close_stranded(session: AsyncSession, consultation_ids: list[int],
+                          now: dt.datetime) -> None:
+    """An attempt still `dialling` when its consultation is claimed again or missed was left
+    by an instance that stopped: it is over, abandoned."""
+    await session.execute(
+        update(CallAttempt)
+        .where(CallAttempt.consultation_id.in_(consultation_ids),
+               CallAttempt.state == "dialling")
+        .values(state="abandoned", outcome="abandoned", ended_at=now)
+        .execution_options(synchronize_session=False))
 
 
 async def _taken_over(session: AsyncSession, consultation_id: int, instance: str,

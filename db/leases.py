@@ -50,6 +50,17 @@ async def held_update(session: AsyncSession, model: Leased, ident: int, instance
     return held.rowcount == 1
 
 
+async def due_times(database: Database, model: Leased, after: dt.datetime,
+                    until: dt.datetime) -> list[dt.datetime]:
+    """The distinct moments waiting rows fall due in (after, until]: when to look again."""
+    async with database.reading() as session:
+        return list((await session.scalars(
+            select(model.due_at)
+            .where(model.state.in_(WAITING), model.due_at > after, model.due_at <= until)
+            .distinct()
+            .order_by(model.due_at))).all())
+
+
 async def claim_oldest(database: Database, model: Leased,
                        due: Callable[[dt.datetime], ColumnElement[bool]],
                        claim: Callable[[int], Awaitable[C | None]], limit: int,

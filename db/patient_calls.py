@@ -28,7 +28,7 @@ from db.booking import Clock, utc_now
 from db.consultations import Leg, consultation_of
 from db.consultations import channel_id as consultation_channel
 from db.engine import Database
-from db.leases import WAITING, ClaimLost, claim_oldest, claimable, held_update
+from db.leases import WAITING, ClaimLost, claim_oldest, claimable, due_times, held_update
 from db.models import (
     Appointment,
     CallAttempt,
@@ -163,6 +163,10 @@ class PatientCallStore:
         return dialect.insert(PatientCall).on_conflict_do_nothing()
 
     # -- claims ------------------------------------------------------------------------
+
+    async def due_times(self, after: dt.datetime, until: dt.datetime) -> list[dt.datetime]:
+        """When waiting calls fall due in (after, until]: the dialer's timers."""
+        return await due_times(self.db, PatientCall, after, until)
 
     async def claim_next(self, instance: str, lease: dt.timedelta, limit: int,
                          running: Iterable[int] = ()) -> list[PatientCallClaim]:

@@ -54,9 +54,10 @@ async def build_dialer(config: Config, database: Database) -> Dialer | None:
     ami = AmiClient(ami_config.host, ami_config.port, ami_config.username,
                     ami_config.secret.reveal(), action_timeout=ami_config.action_timeout)
     return Dialer(ConsultationStore(database), ami, lambda claim: plan,
-                  f"{socket.gethostname()}-{os.getpid()}", calls.max_calls,
+                  f"{socket.gethostname()}-{os.getpid()}", calls.max_channels,
                   RetryPolicy(calls.attempts, dt.timedelta(minutes=calls.retry_minutes)),
                   poll=calls.poll_seconds,
+                  missed_grace=dt.timedelta(minutes=calls.missed_grace_minutes),
                   patient_calls=patient_calls(config, database, plan, profile.tz))
 
 

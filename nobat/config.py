@@ -115,9 +115,12 @@ class ConsultationConfig:
     grace_minutes: int
     attempts: int
     retry_minutes: int
-    max_calls: int
+    max_channels: int
+    """Outbound channels at once, for consultations (two each) and patient calls (one)."""
     poll_seconds: float
     warn_minutes: int
+    missed_grace_minutes: int
+    """How late after its time a consultation due while nobat was down is still dialled."""
 
 
 @dataclass(frozen=True)
@@ -322,8 +325,8 @@ def _dial_template(text: str) -> str:
 
 def _consultations(doc: StaffToml) -> ConsultationConfig:
     table, path = _section(doc, "consultations", (
-        "dial", "ring_seconds", "grace_minutes", "attempts", "retry_minutes", "max_calls",
-        "poll_seconds", "warn_minutes"))
+        "dial", "ring_seconds", "grace_minutes", "attempts", "retry_minutes", "max_channels",
+        "poll_seconds", "warn_minutes", "missed_grace_minutes"))
     return ConsultationConfig(
         dial=doc.value(table, path, "dial", str, default="PJSIP/{national}@clinic-trunk",
                        convert=_dial_template),
@@ -334,12 +337,14 @@ def _consultations(doc: StaffToml) -> ConsultationConfig:
         attempts=doc.value(table, path, "attempts", int, default=3, convert=_in_range(1, 10)),
         retry_minutes=doc.value(table, path, "retry_minutes", int, default=2,
                                 convert=_in_range(1, 60)),
-        max_calls=doc.value(table, path, "max_calls", int, default=100,
-                            convert=_in_range(1, 10000)),
+        max_channels=doc.value(table, path, "max_channels", int, default=200,
+                               convert=_in_range(2, 20000)),
         poll_seconds=float(doc.value(table, path, "poll_seconds", (int, float), default=5,
                                      convert=_in_range(0, 300))),
         warn_minutes=doc.value(table, path, "warn_minutes", int, default=1,
                                convert=_in_range(0, 30)),
+        missed_grace_minutes=doc.value(table, path, "missed_grace_minutes", int, default=5,
+                                       convert=_in_range(0, 120)),
     )
 
 

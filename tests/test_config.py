@@ -58,6 +58,12 @@ def test_an_empty_config_means_all_defaults(tmp_path: Path) -> None:
     ("[consultations]\ndial = \"PJSIP/doctor\"\n",
      "config.toml:2: consultations.dial: expected a dial string with {national} or {number}"),
     ("[ami]\nport = 0\n", "config.toml:2: ami.port: expected a whole number from 1 to 65535"),
+    ("[consultations]\nmax_calls = 100\n", "config.toml:2: consultations.max_calls: unknown "
+                                           "key; expected one of dial, ring_seconds"),
+    ("[consultations]\nmax_channels = 1\n", "config.toml:2: consultations.max_channels: "
+                                            "expected a whole number from 2 to 20000, got 1"),
+    ("[consultations]\nmissed_grace_minutes = -5\n",
+     "config.toml:2: consultations.missed_grace_minutes: expected a whole number from 0 to 120"),
     ("[patient_calls]\nreminder_at = \"22:00\"\n",
      "config.toml:2: patient_calls.reminder_at: falls inside quiet_hours, when nobody is called"),
     ("[patient_calls]\nquiet_hours = \"21:00\"\n",

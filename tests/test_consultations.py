@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from clinic.clinic_file import read_clinic
 from clinic.schedule import VisitKind
@@ -16,6 +16,7 @@ from db.booking import Booked, BookingPolicy, BookingService
 from db.clinic_sync import load_clinic
 from db.consultations import (
     DOWN_CAUSE,
+    LATE_CAUSE,
     Claim,
     ClaimLost,
     ConsultationStore,
@@ -54,9 +55,10 @@ def store(database: Database, clock: Clock) -> ConsultationStore:
     return ConsultationStore(database, clock)
 
 
-async def book_phone(service: BookingService, start: dt.datetime, phone: str = PATIENT) -> int:
-    """Book a phone visit with dr-hosseini and return its consultation's id."""
-    doctor = next(d.id for d in await service.doctors() if d.key == "dr-hosseini")
+async def book_phone(service: BookingService, start: dt.datetime, phone: str = PATIENT,
+                     doctor_key: str = "dr-hosseini") -> int:
+    """Book a phone visit (with dr-hosseini unless told) and return its consultation's id."""
+    doctor = next(d.id for d in await service.doctors() if d.key == doctor_key)
     booked = await service.book(phone, doctor, start, VisitKind.PHONE)
     assert isinstance(booked, Booked)
     async with service.db.reading() as session:
@@ -120,7 +122,8 @@ async def test_an_expired_lease_is_taken_over_and_the_old_claim_can_write_nothin
             await step
     stored = await consultation(database, ident)
     assert (stored.state, stored.claimed_by, stored.attempts) == ("dialling", "nobat-b", 2)
-    assert [a.doctor_answered_at for a in await attempts(database, ident)] == [None, None]
+    assert [(a.state, a.doctor_answered_at) for a in await attempts(database, ident)] == [
+        ("abandoned", None), ("dialling", None)]
 
 
 async def test_an_instance_never_takes_back_a_call_it_still_runs(
@@ -157,8 +160,10 @@ async def test_instances_in_separate_processes_claim_each_consultation_exactly_o
               if VisitKind.PHONE in s.kinds][:100]
     assert len(starts) == 100
     idents = [await book_phone(service, start, f"0912{n:07d}") for n, start in enumerate(starts)]
+    async with database.writing() as session:  # all due at one instant, none yet over
+        await session.execute(update(Consultation).values(due_at=starts[0]))
 
-    won = await claim_race(database_url, starts[-1], processes=3, limit=5)
+    won = await claim_race(database_url, starts[0], processes=3, limit=5)
 
     assert sorted(i for share in won for i in share) == sorted(idents)
     async with database.reading() as session:
@@ -171,16 +176,17 @@ async def test_instances_in_separate_processes_claim_each_consultation_exactly_o
 
 async def test_claim_next_takes_the_oldest_due_first_and_respects_the_limit(
         service: BookingService, store: ConsultationStore, clock: Clock) -> None:
-    later = await book_phone(service, at(SATURDAY, "10:20"))
-    first = await book_phone(service, at(SATURDAY, "10:00"), "09350000001")
-    future = await book_phone(service, at(SATURDAY, "11:00"), "09350000002")
-    clock.now = at(SATURDAY, "10:30")
+    wednesday = SATURDAY + dt.timedelta(days=4)  # two doctors take phone visits at 10:15
+    later = await book_phone(service, at(wednesday, "10:20"))
+    first = await book_phone(service, at(wednesday, "10:15"), "09350000001", "dr-ahmadi")
+    future = await book_phone(service, at(wednesday, "11:00"), "09350000002")
+    clock.now = at(wednesday, "10:25")
     hour = dt.timedelta(hours=1)
 
     assert [c.consultation_id for c in await store.claim_next("nobat-a", hour, 1)] == [first]
     assert [c.consultation_id for c in await store.claim_next("nobat-b", hour, 5)] == [later]
     assert await store.claim_next("nobat-b", hour, 5) == []
-    clock.now = at(SATURDAY, "11:00")
+    clock.now = at(wednesday, "11:00")
     assert [c.consultation_id for c in await store.claim_next("nobat-b", hour, 5)] == [future]
 
 
@@ -268,7 +274,7 @@ async def test_a_cancelled_consultation_is_never_claimed(
     await service.cancel(appointment.id, PATIENT)
     clock.now = at(SATURDAY, "12:00")
     assert await store.claim(ident, "nobat-a", LEASE) is None
-    assert await store.due(clock.now, dt.timedelta(hours=1)) == []
+    assert await store.due_times(at(SATURDAY, "09:00"), at(SATURDAY, "13:00")) == []
 
 
 async def test_at_start_old_consultations_are_missed_and_recent_ones_still_due(
@@ -276,22 +282,43 @@ async def test_at_start_old_consultations_are_missed_and_recent_ones_still_due(
         clock: Clock) -> None:
     old = await book_phone(service, at(SATURDAY, "10:00"))
     recent = await book_phone(service, at(SATURDAY, "10:30"), "09350000001")
-    soon = await book_phone(service, at(SATURDAY, "11:00"), "09350000002")
+    await book_phone(service, at(SATURDAY, "11:00"), "09350000002")
     await book_phone(service, at(SATURDAY, "12:00"), "09350000003")
-    crashed = await book_phone(service, at(SATURDAY, "10:20"), "09350000004")
-    clock.now = at(SATURDAY, "10:20")
+    crashed = await book_phone(service, at(SATURDAY, "10:10"), "09350000004")
+    clock.now = at(SATURDAY, "10:10")
     assert await store.claim(crashed, "nobat-a", LEASE) is not None
-    now = at(SATURDAY, "10:35")  # nobat was down from 09:55 to 10:35
+    now = at(SATURDAY, "10:35")  # nobat was down from 10:11 to 10:35
 
-    assert await store.sweep_missed(now, grace=dt.timedelta(minutes=10)) == [old]
+    assert await store.sweep_missed(now, grace=dt.timedelta(minutes=10)) == [old, crashed]
 
-    stored = await consultation(database, old)
-    assert (stored.state, stored.outcome, stored.cause) == ("missed", "missed", DOWN_CAUSE)
-    assert await appointment_status(database, old) == "missed"
-    due = await store.due(now, horizon=dt.timedelta(minutes=30))
-    assert [(d.id, d.state, d.attempts) for d in due] == [
-        (crashed, "dialling", 1), (recent, "scheduled", 0), (soon, "scheduled", 0)]
+    for ident in (old, crashed):
+        stored = await consultation(database, ident)
+        assert (stored.state, stored.outcome, stored.cause) == ("missed", "missed", DOWN_CAUSE)
+        assert await appointment_status(database, ident) == "missed"
+    assert [a.state for a in await attempts(database, crashed)] == ["abandoned"]
+    assert await store.due_times(now, now + dt.timedelta(minutes=30)) == [at(SATURDAY, "11:00")]
+    clock.now = now
+    assert [c.consultation_id for c in await store.claim_next("nobat-b", LEASE, 5)] == [recent]
     assert await store.sweep_missed(now, grace=dt.timedelta(minutes=10)) == []
+
+
+async def test_a_consultation_whose_booked_time_is_over_is_never_dialled(
+        service: BookingService, store: ConsultationStore, database: Database,
+        clock: Clock) -> None:
+    crashed = await book_phone(service, at(SATURDAY, "10:00"))
+    waited = await book_phone(service, at(SATURDAY, "10:10"), "09350000001")
+    clock.now = at(SATURDAY, "10:00")
+    assert await store.claim(crashed, "nobat-a", LEASE) is not None  # then nobat-a stops
+    clock.now = at(SATURDAY, "10:20")  # both booked ten-minute times are over
+
+    assert await store.claim_next("nobat-b", LEASE, 5) == []
+
+    for ident in (crashed, waited):
+        stored = await consultation(database, ident)
+        assert (stored.state, stored.cause) == ("missed", LATE_CAUSE)
+        assert await appointment_status(database, ident) == "missed"
+    assert [a.state for a in await attempts(database, crashed)] == ["abandoned"]
+    assert await attempts(database, waited) == []
 
 
 def test_retries_stay_inside_the_booked_window() -> None:

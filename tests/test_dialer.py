@@ -232,12 +232,12 @@ async def test_two_instances_on_one_database_dial_each_consultation_once(
     # Each patient talks a minute (1.2 s real): a loaded machine still bridges them first.
     phones = [p for n in range(1, 5) for p in (doctor(n), patient(n, Answers(0.5, talk=60)))]
     async with line(database, phones, START, instances=("nobat-a", "nobat-b"),
-                    cap=1) as pbx_line:
+                    cap=2) as pbx_line:
         await pbx_line.until(settled(database, idents, "completed"), seconds=8.0)
 
         expected = {f"nobat-c{i}-a1-{leg}" for i in idents for leg in Leg}
         assert pbx_line.originates() == dict.fromkeys(expected, 1)
-        assert max_live_consultations(pbx_line) <= 2  # a cap of 1 on each instance
+        assert max_live_consultations(pbx_line) <= 2  # a cap of 2 channels on each instance
         assert_masked(pbx_line, 4)
 
 
@@ -279,6 +279,28 @@ async def test_an_ami_drop_while_dialling_never_dials_a_leg_twice(database: Data
         second_born = min(i for i, e in enumerate(pbx_line.pbx.events) if e.name == "Newchannel"
                           and e.fields["Uniqueid"].startswith(f"nobat-c{ident}-a2-"))
         assert first_gone < second_born
+        assert pbx_line.pbx.channels == {}
+
+
+async def test_an_ami_drop_while_bridged_keeps_the_call_and_still_sees_its_end(
+        database: Database) -> None:
+    [ident] = await book(database, 1)
+    phones = [doctor(1, Answers(0.3)), patient(1, Answers(0.5, talk=40))]
+    async with line(database, phones, START) as pbx_line:
+        await pbx_line.until(settled(database, [ident], "bridged"))
+        dialler = pbx_line.dialers[0]
+        await pbx_line.pbx.drop()
+        await dialler.ami.wait_ready(2.0)
+        await pbx_line.until(settled(database, [ident], "completed"))
+
+        [attempt] = await attempts(database, ident)
+        assert (attempt.state, attempt.number) == ("completed", 1)
+        assert 28 <= (attempt.talk_seconds or 0) <= 38  # the patient's hang-up, seen after
+        assert pbx_line.originates() == {f"nobat-c{ident}-a1-doctor": 1,
+                                         f"nobat-c{ident}-a1-patient": 1}
+        assert [h["Channel"] for h in pbx_line.actions("Hangup")] == [
+            e.fields["Channel"] for e in pbx_line.pbx.events
+            if e.name == "Newchannel" and e.fields["Uniqueid"] == f"nobat-c{ident}-a1-doctor"]
         assert pbx_line.pbx.channels == {}
 
 

@@ -16,7 +16,7 @@ from db.models import Appointment, Consultation
 from db.schema import upgrade
 from tests.fakepbx.ami_server import FakeAsterisk
 from tests.fakepbx.script import Answers, Phone
-from tests.support.consultations import book_due, first_phone_slot
+from tests.support.consultations import attempts, book_due, first_phone_slot
 from tests.support.server import ServerProcess, demo_copy
 
 SECRET = "ami-test-secret"
@@ -24,12 +24,24 @@ USERS = {"nobat": (SECRET, "call,system,user", "call,originate,reporting")}
 DOCTOR, PATIENT = "09121002001", "09121234567"
 
 
-async def book_a_consultation_due_now(database: Database) -> int:
+async def book_a_consultation_due(database: Database, due: dt.datetime) -> int:
     service = BookingService(database)
     doctor_id, start = await first_phone_slot(service, "dr-ahmadi")
-    due = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=10)
     appointment, _ = await book_due(service, database, doctor_id, PATIENT, start, due)
     return appointment
+
+
+async def ready_store(tmp_path: Path, pbx: FakeAsterisk, poll_seconds: float) -> Database:
+    """The demo config dialling through the fake PBX, and its migrated store."""
+    config = tmp_path / "config.toml"
+    text = config.read_text().replace("port = 5038", f"port = {pbx.port}")
+    text = text.replace('dial = "PJSIP/{national}@clinic-trunk"',
+                        'dial = "Local/{national}@fake-phones/n"')
+    config.write_text(text.replace("poll_seconds = 5", f"poll_seconds = {poll_seconds}"))
+    database = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'nobat.db'}")
+    await upgrade(database)
+    await load_clinic(database, read_clinic(tmp_path / "clinic.toml"))
+    return database
 
 
 async def test_a_due_consultation_is_dialled_bridged_and_completed(tmp_path: Path) -> None:
@@ -37,14 +49,9 @@ async def test_a_due_consultation_is_dialled_bridged_and_completed(tmp_path: Pat
     phones = [Phone(DOCTOR, "+989121002001", Answers(0.5, talk=6.0), "Dr Ahmadi"),
               Phone(PATIENT, "+989121234567", Answers(0.3), "Patient")]
     async with FakeAsterisk(users=USERS, phones=phones, speed=0.1) as pbx:
-        text = config.read_text().replace("port = 5038", f"port = {pbx.port}")
-        text = text.replace('dial = "PJSIP/{national}@clinic-trunk"',
-                            'dial = "Local/{national}@fake-phones/n"')
-        config.write_text(text.replace("poll_seconds = 5", "poll_seconds = 0.2"))
-        database = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'nobat.db'}")
-        await upgrade(database)
-        await load_clinic(database, read_clinic(tmp_path / "clinic.toml"))
-        appointment = await book_a_consultation_due_now(database)
+        database = await ready_store(tmp_path, pbx, poll_seconds=0.2)
+        appointment = await book_a_consultation_due(
+            database, dt.datetime.now(dt.UTC) - dt.timedelta(seconds=10))
         server = await ServerProcess(config, env={"NOBAT_AMI_SECRET": SECRET}).start()
         try:
             state = ""
@@ -75,3 +82,28 @@ async def test_a_due_consultation_is_dialled_bridged_and_completed(tmp_path: Pat
                                   "fa/consult/is-starting"]
         assert heard(DOCTOR) == ["fa/consult/doctor-intro"]
         assert all(SECRET not in line for line in server.log)
+
+
+async def test_a_consultation_is_rung_at_its_time_by_a_timer_set_at_start(
+        tmp_path: Path) -> None:
+    """The store is read every 300 s here: only the timer nobat sets from it at start can
+    ring the consultation within seconds of its time."""
+    config = demo_copy(tmp_path)
+    phones = [Phone(DOCTOR, "+989121002001", Answers(0.2, talk=1.0), "Dr Ahmadi"),
+              Phone(PATIENT, "+989121234567", Answers(0.2), "Patient")]
+    async with FakeAsterisk(users=USERS, phones=phones, speed=0.1) as pbx:
+        database = await ready_store(tmp_path, pbx, poll_seconds=300)
+        due = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=6)
+        await book_a_consultation_due(database, due)
+        server = await ServerProcess(config, env={"NOBAT_AMI_SECRET": SECRET}).start()
+        try:
+            assert dt.datetime.now(dt.UTC) < due, "nobat took too long to start for this test"
+            for _ in range(300):
+                if await attempts(database, 1):
+                    break
+                await asyncio.sleep(0.1)
+            [attempt] = await attempts(database, 1)
+        finally:
+            assert await server.stop() == 0
+        await database.close()
+    assert due <= attempt.started_at < due + dt.timedelta(seconds=20), "\n".join(server.log)

@@ -110,7 +110,7 @@ def plan_for(phones: Sequence[Phone], ring_seconds: float = 10, survey_in_call: 
 
 @asynccontextmanager
 async def line(database: Database, phones: Sequence[Phone], start: dt.datetime,
-               instances: Sequence[str] = ("nobat-1",), cap: int = 4,
+               instances: Sequence[str] = ("nobat-1",), cap: int = 8,
                ring_seconds: float = 10, clock: ScaledClock | None = None,
                fastagi: tuple[str, int] | None = None,
                patients: Callable[[CallPlan], PatientCalls] | None = None,
