@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from db.engine import Database
@@ -15,9 +18,14 @@ from nobat.ivr_wiring import build_line
 from nobat.logs import setup_logging
 
 
-async def run_call(environment: bytes, answer: bytes, config_path: Path) -> int:
-    """Run the flow for a call whose environment was read and answer written already."""
+async def run_call(environment: bytes, answer: bytes, config_path: Path,
+                   hung_up_already: Callable[[], bool] = lambda: False) -> int:
+    """Run the flow for a call whose environment was read and answer written already; a
+    SIGHUP (Asterisk's word that the caller hung up) ends it as a hang-up does."""
     channel = AgiChannel(*await stdio_streams())
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, channel.caller_hung_up)
+    if hung_up_already():
+        channel.caller_hung_up()
     channel.codec.receive_data(environment)
     env = await channel.environment()
     await channel.run(Command.parse(answer.decode().strip()), written=True)

@@ -11,11 +11,14 @@ server is unreachable. The configuration comes from $NOBAT_CONFIG; AGI() argumen
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 DEFAULT_CONFIG = "/etc/nobat/config.toml"
 ANSWER = b"ANSWER\n"
 ENVIRONMENT_LIMIT = 64 * 1024
+_hangups: list[int] = []
+"""SIGHUPs that came before the call's event loop took the signal over."""
 
 
 def read_environment(fd: int = 0) -> bytes:
@@ -31,6 +34,9 @@ def read_environment(fd: int = 0) -> bytes:
 
 def main() -> int:
     """Entry point of `nobat-agi`."""
+    # Asterisk tells a classic AGI process of a hang-up by SIGHUP, whose default kills it:
+    # the flow must see the hang-up instead, and finish what it was doing.
+    signal.signal(signal.SIGHUP, lambda signum, _frame: _hangups.append(signum))
     environment = read_environment()
     os.write(sys.stdout.fileno(), ANSWER)
     import asyncio
@@ -39,4 +45,4 @@ def main() -> int:
     from nobat.agi_call import run_call
 
     config = Path(os.environ.get("NOBAT_CONFIG", DEFAULT_CONFIG))
-    return asyncio.run(run_call(environment, ANSWER, config))
+    return asyncio.run(run_call(environment, ANSWER, config, lambda: bool(_hangups)))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,7 @@ from db.models import Appointment, InboundCall
 from db.schema import upgrade
 from ivr.agi_protocol import AGI_VERBS, AgiEnvironment, Command
 from tests.fakepbx.agi_caller import CallTranscript, FakeChannel, call_environment, converse
-from tests.fakepbx.script import Caller, Hear
+from tests.fakepbx.script import Caller, HangUp, Hear
 from tests.support.ivr import SECONDS_PER_CHARACTER
 from tests.support.server import demo_copy
 from tests.test_ivr_calls import BOOK_SATURDAY_1620
@@ -58,8 +60,13 @@ async def run_classic(caller: Caller, config: Path, wire: Wire | None = None) ->
     commands = asyncio.StreamReader()
     relaying = asyncio.create_task(relay(process.stdout, commands, wire.stdout))
     logged = asyncio.create_task(process.stderr.read())
+    def sighup() -> None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGHUP)
+
     channel = FakeChannel(caller, classic_environment(caller),
-                          lambda path: max(0.5, len(path) * SECONDS_PER_CHARACTER))
+                          lambda path: max(0.5, len(path) * SECONDS_PER_CHARACTER),
+                          sighup=sighup)
     await converse(channel, commands, process.stdin, stall_seconds=30)
     process.stdin.close()
     assert await asyncio.wait_for(process.wait(), 30) == 0
@@ -113,4 +120,21 @@ async def test_json_logs_never_reach_the_agi_channel(tmp_path: Path) -> None:
     async with database.reading() as session:
         assert len((await session.scalars(select(Appointment))).all()) == 1
         assert (await session.scalars(select(InboundCall.outcome))).all() == ["completed"]
+    await database.close()
+
+
+async def test_a_classic_caller_who_hangs_up_mid_booking_is_logged_and_books_nothing(
+        tmp_path: Path) -> None:
+    """Asterisk tells a classic AGI process of the hang-up by SIGHUP alone: nobat-agi must
+    not die of it, but end the flow as a hang-up and log the call."""
+    config = demo_copy(tmp_path)
+    database = await ready_store(tmp_path)
+    caller = Caller.dialling("09121234567", Hear("welcome"), "1", *BOOK_SATURDAY_1620[:-4],
+                             HangUp())
+    transcript = await run_classic(caller, config)
+    assert transcript.hung_up_by == "caller"  # and the process exited 0 (run_classic)
+    assert any(p.endswith("/fa/with-doctor") for p in transcript.prompts)  # the read-back
+    async with database.reading() as session:
+        assert (await session.scalars(select(Appointment))).all() == []
+        assert (await session.scalars(select(InboundCall.outcome))).all() == ["hung_up"]
     await database.close()

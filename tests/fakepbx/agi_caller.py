@@ -252,8 +252,12 @@ class FakeChannel:
         environment: AgiEnvironment,
         prompt_seconds: PromptSeconds = uniform_prompts,
         variables: Mapping[str, str] | None = None,
+        sighup: Callable[[], None] | None = None,
     ) -> None:
+        """`sighup` makes this a classic AGI call: res_agi tells a process of the hang-up by
+        SIGHUP (run_agi: kill(pid, SIGHUP)), never by a HANGUP line, which is FastAGI's."""
         self.timeline = Timeline.of(caller)
+        self._sighup = sighup
         self.clock = 0.0
         self.dead = False
         self._prompt_seconds = prompt_seconds
@@ -311,9 +315,10 @@ class FakeChannel:
         return [*before, reply, *self._announce()]
 
     def close(self) -> list[Hangup]:
-        """nobat closed its socket; res_agi still writes HANGUP (unless AGISIGHUP=no)."""
+        """nobat closed its socket; res_agi still writes HANGUP (unless AGISIGHUP=no); a
+        classic process that closed its end is no longer signalled (its pid is dropped)."""
         self.transcript.nobat_closed = True
-        return [Hangup()]
+        return [] if self._sighup is not None else [Hangup()]
 
     def stall(self, seconds: float) -> list[Hangup]:
         """nobat sent no command for `seconds` of real time: hang up so no test hangs forever."""
@@ -359,10 +364,14 @@ class FakeChannel:
         self.transcript.hung_up_by = by
 
     def _announce(self) -> list[Hangup]:
-        """The one unsolicited HANGUP line res_agi writes once the channel is gone."""
+        """The one unsolicited HANGUP line res_agi writes once the channel is gone (or, for
+        a classic process, the SIGHUP it sends instead)."""
         if not self.dead or self._announced:
             return []
         self._announced = True
+        if self._sighup is not None:
+            self._sighup()
+            return []
         return [Hangup()]
 
     def _key_before(self, deadline: float) -> str | None:
