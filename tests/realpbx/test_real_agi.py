@@ -384,3 +384,28 @@ async def _closed_port() -> int:
     return port
 
 
+
+
+async def test_a_classic_agi_process_hears_of_a_hang_up_by_sighup_not_a_line(
+    asterisk_binary: Path, tmp_path: Path
+) -> None:
+    """What the fake PBX models for nobat-agi: res_agi signals a classic process (SIGHUP)
+    and never writes it the HANGUP line FastAGI gets; commands after that are 511."""
+    seen = tmp_path / "classic-hangup.txt"
+    script = f"""#!/bin/sh
+trap 'echo SIGHUP >> {seen}' HUP
+while read line && [ -n "$line" ]; do :; done
+echo 'SET VARIABLE NOBAT_SESSION classic'; read reply
+echo 'EXEC Wait 10'; read reply; echo "reply: $reply" >> {seen}
+echo 'STREAM FILE beep ""'; read reply; echo "reply: $reply" >> {seen}
+"""
+    caller = Caller.dialling("15551230006", Wait(2), HangUp())
+    closed = await _closed_port()
+    await call_through_real_asterisk(asterisk_binary, caller, f"127.0.0.1:{closed}",
+                                     agi_scripts={"nobat-agi": script})
+    lines = seen.read_text().splitlines()
+    assert "SIGHUP" in lines, lines
+    replies = [line for line in lines if line.startswith("reply: ")]
+    assert replies[0] == "reply: 200 result=-1", lines
+    assert replies[1].startswith("reply: 511"), lines
+    assert not any("HANGUP" in line for line in lines), lines
