@@ -208,6 +208,12 @@ class Figures:
                 .order_by(PatientCall.purpose, result))).all()
         return [(purpose, outcome, n) for purpose, outcome, n in rows]
 
+    async def on_closed_day(self, appointment_id: int, now: dt.datetime) -> bool:
+        """Whether a booking is still to come on a closed day: the only ones the page's
+        cancel button may cancel."""
+        async with self.db.reading() as session:
+            return appointment_id in await covered_bookings(session, self.tz, now)
+
     async def absences(self, now: dt.datetime) -> list[AbsenceRow]:
         """Bookings still on a closed day, soonest first, with their absence call if it was
         planned yet (call_state "planned" otherwise)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
+from collections.abc import Callable
 
 from ivr.agi_protocol import (
     NEED_DATA,
@@ -26,13 +28,22 @@ class AgiChannel:
     """Drives the sans-I/O codec over asyncio streams; FastAGI and classic AGI both use it."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 *, reply_timeout: float = 900.0, codec: AgiServerConnection | None = None
-                 ) -> None:
+                 *, reply_timeout: float = 900.0, codec: AgiServerConnection | None = None,
+                 on_turnaround: Callable[[float], None] | None = None) -> None:
         self.reader = reader
         self.writer = writer
         self.codec = codec or AgiServerConnection()
         self.reply_timeout = reply_timeout
         self.hung_up = False
+        self.on_turnaround = on_turnaround
+        """Told the seconds from each reply to the next command: nobat's own share of a
+        caller's wait (flow logic, store reads and writes)."""
+        self._replied: float | None = None
+
+    def caller_hung_up(self) -> None:
+        """Asterisk said the caller is gone (classic AGI's SIGHUP): the next command that
+        needs a live channel raises CallerHungUp instead of being sent."""
+        self.hung_up = True
 
     async def environment(self) -> AgiEnvironment:
         """Read the agi_* block Asterisk sends first; a broken one raises AgiProtocolError."""
@@ -53,6 +64,8 @@ class AgiChannel:
             raise CallerHungUp()
         try:
             data = self.codec.send(command)
+            if self._replied is not None and self.on_turnaround is not None:
+                self.on_turnaround(time.perf_counter() - self._replied)
             if not written:
                 self.writer.write(data)
                 await self.writer.drain()
@@ -71,6 +84,7 @@ class AgiChannel:
             if event.code == 511:
                 self.hung_up = True
                 raise CallerHungUp()
+            self._replied = time.perf_counter()
             return event
 
     async def _next(self) -> object:

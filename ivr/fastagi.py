@@ -53,6 +53,12 @@ class FastAgiServer:
         self._ids = itertools.count(1)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.on_turnaround: list[Callable[[float], None]] = []
+        """Told nobat's seconds from each AGI reply to its next command (the metrics)."""
+
+    def _turnaround(self, seconds: float) -> None:
+        for listener in self.on_turnaround:
+            listener(seconds)
 
     @property
     def listening(self) -> bool:
@@ -88,7 +94,7 @@ class FastAgiServer:
         codec = AgiServerConnection(self.limits.environment_bytes,
                                     self.limits.environment_variables)
         channel = AgiChannel(reader, writer, reply_timeout=self.limits.reply_seconds,
-                             codec=codec)
+                             codec=codec, on_turnaround=self._turnaround)
         if len(self.calls) >= self.limits.max_calls:
             self.rejected += 1
             log.warning("FastAGI: %d calls in progress; refusing %s", len(self.calls), peer)

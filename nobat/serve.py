@@ -78,6 +78,7 @@ def status_sources(database: Database, ivr: FastAgiServer, line: InboundLine,
                    dialer: Dialer | None, metrics: Metrics) -> Sources:
     """What the status page reports on; the line and dialer feed the metrics' histograms."""
     line.on_call_end.append(metrics.call_ended)
+    ivr.on_turnaround.append(metrics.turnaround)
     if dialer is not None:
         dialer.on_dispatch.append(metrics.dispatched)
     return Sources(database, line.services.clinic.tz, flows=line.flows, line=line,

@@ -6,29 +6,35 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import os
+import shutil
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
-from playwright.async_api import Page, async_playwright
+from playwright.async_api import Dialog, Page, async_playwright
+from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
-from clinic.calendar import Weekday, to_jalali
+from clinic.calendar import MONTH_FA, Weekday, to_jalali
 from clinic.clinic_file import read_clinic
 from clinic.schedule import VisitKind
 from db.booking import Booked, BookingService
-from db.clinic_sync import load_clinic
+from db.clinic_sync import load_clinic, record_absence, recorded_absences
 from db.engine import Database
 from db.models import Closure, PatientCall
 from db.schema import upgrade
 from db.surveys import SurveyStore
 from ivr.agi_protocol import Command
 from tests.fakepbx.agi_caller import place_call
+from tests.fakepbx.ami_server import FakeAsterisk
 from tests.fakepbx.script import Caller, HangUp, Hear
 from tests.support.clinic_day import (
+    EARLIER_CALLS,
+    EARLIER_PATIENT,
     HTML_NAME,
     IVR_CALLERS,
     LONG_PATIENT,
@@ -41,12 +47,15 @@ from tests.support.clinic_day import (
 )
 from tests.support.consultations import first_phone_slot
 from tests.support.server import ROOT, ServerProcess, demo_copy
+from tests.test_flow_reload import ADDRESS_KEY, BROKEN_KEY, edit
 from web.page import digits
 
 CHROMIUM = os.environ.get("NOBAT_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("NOBAT_ARTIFACTS", ROOT / "test-artifacts"))
 TEHRAN_ZONE = ZoneInfo("Asia/Tehran")
-PHONES = (UPCOMING_PATIENT, TALKING_PATIENT, SILENT_PATIENT, LONG_PATIENT, *IVR_CALLERS)
+PHONES = (UPCOMING_PATIENT, TALKING_PATIENT, SILENT_PATIENT, LONG_PATIENT, EARLIER_PATIENT,
+          *IVR_CALLERS)
+PERSIAN_DIGITS = frozenset("۰۱۲۳۴۵۶۷۸۹")
 
 
 async def figure(page: Page, name: str) -> str:
@@ -78,6 +87,13 @@ async def test_the_page_in_a_browser_after_a_scripted_day(tmp_path: Path, artifa
 
 
 async def check_the_day(page: Page, day: Day, artifacts: Path) -> None:
+    dialogs: list[str] = []
+
+    async def dismiss(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)  # only markup from the data could open one
+        await dialog.dismiss()
+
+    page.on("dialog", dismiss)
     # Without the token: the login form, nothing else.
     reply = await page.goto(day.server.base_url + "/")
     assert reply is not None and reply.status == 401
@@ -104,6 +120,8 @@ async def check_the_day(page: Page, day: Day, artifacts: Path) -> None:
     assert await cell(page, *quiet) == ""
     health = await page.locator("#health").inner_text()
     assert "وصل" in health and "آماده" in health  # AMI connected, FastAGI listening
+    await check_the_date(page)
+    await check_the_minutes(page, day)
 
     # Now: a consultation talking, and a caller who waits at the main menu.
     talking = await page.locator("#live-consultations").inner_text()
@@ -129,14 +147,15 @@ async def check_the_day(page: Page, day: Day, artifacts: Path) -> None:
         await waiting
 
     # The next consultation: its patient masked; in English its doctor's name (staff data
-    # with markup in it) shows as text.
+    # with an <img onerror> in it) shows as text, and no element of it reaches the page.
     upcoming = page.locator("#upcoming")
     assert "۰۹۱۲***۲۲۳۳" in await upcoming.inner_text()
     await page.click("#switch")
     await page.wait_for_selector('html[dir="ltr"]')
     assert await page.locator("h2").first.inner_text() == "Health"
     assert HTML_NAME in await upcoming.inner_text()
-    assert await upcoming.locator("b").count() == 0
+    assert await page.locator("img").count() == 0
+    assert dialogs == []
     assert "0912***2233" in await upcoming.inner_text()
     assert await figure(page, "calls") == str(day.calls + 1)  # with the caller at the menu
     text = await page.locator("body").inner_text()
@@ -146,6 +165,53 @@ async def check_the_day(page: Page, day: Day, artifacts: Path) -> None:
     await page.click("#switch")
     await page.wait_for_selector('html[dir="rtl"]')
     await page.screenshot(path=str(artifacts / "status-page-fa.png"), full_page=True)
+    await check_a_range(page, day)
+    assert dialogs == []
+
+
+async def check_the_date(page: Page) -> None:
+    """The header's date is today's in the Jalali calendar, in Persian digits."""
+    today = to_jalali(dt.datetime.now(TEHRAN_ZONE).date())
+    shown = await page.locator("#today-date").inner_text()
+    date, _, time = shown.partition(" · ")
+    assert date.endswith(f' {digits(today.day, "fa")} {MONTH_FA[today.month - 1]} '
+                         f'{digits(today.year, "fa")}'), shown
+    assert not any(c.isascii() and c.isdigit() for c in shown), shown
+    assert len(time) == 5 and set(time) - {":"} <= PERSIAN_DIGITS, shown
+
+
+async def check_the_minutes(page: Page, day: Day) -> None:
+    """Minutes by day: the earlier day's consultation with its talk time, in Persian."""
+    for talked_on, minutes in day.minutes.items():
+        row = await page.locator(f'#minutes tr[data-day="{talked_on.isoformat()}"]'
+                                 ).inner_text()
+        assert row.split()[-1] == digits(minutes, "fa"), row
+        assert digits(to_jalali(talked_on).day, "fa") in row
+    rows = await page.locator("#minutes tr").count()
+    assert rows == 28  # the default range: four weeks, today included
+
+
+async def check_a_range(page: Page, day: Day) -> None:
+    """Choosing a range of one earlier day shows that day's calls and minutes only."""
+    saturday = day.earlier[Weekday.SATURDAY]
+    shown = to_jalali(saturday).strftime("%Y/%m/%d")
+    await page.fill('#range input[name="from"]', shown)
+    await page.fill('#range input[name="to"]', shown)
+    async with page.expect_navigation():
+        await page.click('#range button[type="submit"]')
+    saturday_calls = {cell_: n for cell_, n in EARLIER_CALLS.items() if cell_[0] is
+                      Weekday.SATURDAY}
+    for (weekday, hour), count in saturday_calls.items():
+        assert await cell(page, weekday, hour) == digits(count, "fa")
+    if day.here not in saturday_calls:  # today's calls are out of the range
+        assert await cell(page, *day.here) == ""
+    assert await cell(page, Weekday.SUNDAY, 0) == ""  # the other earlier day's calls too
+    assert await page.locator("#heatmap td[data-count]:not([data-count='0'])").count() == len(
+        saturday_calls)
+    rows = page.locator("#minutes tr")
+    assert await rows.count() == 1
+    assert (await rows.inner_text()).split()[-1] == digits(day.minutes[saturday], "fa")
+    assert await page.input_value('#range input[name="from"]') == shown
 
 
 async def get(server: ServerProcess, path: str, token: str | None = TOKEN
@@ -174,9 +240,16 @@ async def test_api_status_and_metrics_agree_with_the_day(tmp_path: Path) -> None
             assert body["heatmap"]["counts"][weekday][hour] == count
         [upcoming] = body["upcoming"]
         assert (upcoming["doctor_en"], upcoming["patient"]) == (HTML_NAME, "0912***2233")
+        for talked_on, minutes in day.minutes.items():
+            assert {"day": talked_on.isoformat(), "minutes": minutes} in body[
+                "consultation_minutes"]
 
         status, text = await get(server, "/metrics")
         assert status == 200
+        async with aiohttp.ClientSession() as http, http.get(
+                server.base_url + "/metrics",
+                headers={"Authorization": f"Bearer {TOKEN}"}) as reply:
+            assert reply.headers["Content-Type"] == CONTENT_TYPE_LATEST
         families = {f.name: f for f in text_string_to_metric_families(text)}
         samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                    for f in families.values() for s in f.samples}
@@ -187,6 +260,8 @@ async def test_api_status_and_metrics_agree_with_the_day(tmp_path: Path) -> None
         assert samples[("nobat_ivr_call_duration_seconds_count", ())] == len(IVR_CALLERS)
         assert samples[("nobat_consultations", (("state", "bridged"),))] == 1
         assert samples[("nobat_consultation_dispatch_lag_seconds_count", ())] == 3
+        # The IVR callers' waits, and the in-call surveys' too (also FastAGI).
+        assert samples[("nobat_agi_turnaround_seconds_count", ())] >= day.ivr_turnarounds > 10
         assert all(number not in text for number in PHONES)
         status, _ = await get(server, "/metrics", token="wrong")
         assert status == 401
@@ -227,6 +302,150 @@ async def test_only_healthz_is_open_and_the_reload_form_needs_its_csrf_value(
         assert await server.stop() == 0
 
 
+async def a_booking_on_a_closed_day(folder: Path) -> tuple[int, int, dt.date]:
+    """The store beside `folder`'s config: one booking and its doctor's absence that day,
+    recorded as the page records it; the booking's id, the absence's id and the day."""
+    database = Database.from_url(f"sqlite+aiosqlite:///{folder / 'nobat.db'}")
+    try:
+        await upgrade(database)
+        await load_clinic(database, read_clinic(folder / "clinic.toml"))
+        service = BookingService(database)
+        doctor_id, start = await first_phone_slot(service, "dr-ahmadi")
+        booked = await service.book("09121234567", doctor_id, start, VisitKind.PHONE)
+        assert isinstance(booked, Booked)
+        day = start.astimezone(TEHRAN_ZONE).date()
+        assert await record_absence(database, "dr-ahmadi", day, day, "conference") == 1
+        [absence] = await recorded_absences(database, day)
+        return booked.appointment.id, absence.id, day
+    finally:
+        await database.close()
+
+
+async def listed(server: ServerProcess) -> tuple[list[int], list[int]]:
+    """What the page lists: bookings on closed days, and absences recorded on the page."""
+    status, text = await get(server, "/api/status")
+    assert status == 200
+    body = json.loads(text)
+    return ([a["appointment_id"] for a in body["absences"]],
+            [a["id"] for a in body["recorded_absences"]])
+
+
+@pytest.mark.parametrize("path", ["/absences", "/absences/cancel", "/absences/lift",
+                                  "/logout"])
+async def test_a_write_needs_the_token_and_with_the_cookie_the_pages_csrf_value(
+        tmp_path: Path, path: str) -> None:
+    config = demo_copy(tmp_path)
+    appointment, closure, day = await a_booking_on_a_closed_day(tmp_path)
+    form = {"/absences": {"doctor": "", "first": (day + dt.timedelta(days=1)).isoformat(),
+                          "reason": "closed"},
+            "/absences/cancel": {"appointment": str(appointment)},
+            "/absences/lift": {"closure": str(closure)}, "/logout": {}}[path]
+    server = await ServerProcess(config, env={"NOBAT_WEB_TOKEN": TOKEN}).start()
+    url = server.base_url + path
+    try:
+        before = await listed(server)
+        assert before == ([appointment], [closure])
+        async with aiohttp.ClientSession() as http, http.post(
+                url, data=form, allow_redirects=False) as reply:
+            assert reply.status == 401  # neither the cookie nor the token
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with aiohttp.ClientSession(cookie_jar=jar) as http:
+            async with http.post(server.base_url + "/login", data={"token": TOKEN}) as reply:
+                assert reply.status == 200
+                page = await reply.text()
+            csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+            # Another site's form carries the cookie, but not the page's value.
+            for forged in ({}, {"csrf": "0" * len(csrf)}):
+                async with http.post(url, data={**form, **forged},
+                                     allow_redirects=False) as reply:
+                    assert reply.status == 403, forged
+            assert await listed(server) == before
+            async with http.get(server.base_url + "/") as reply:
+                assert reply.status == 200  # still logged in
+            # The page's own form does what it says: the refusals were the guard's.
+            async with http.post(url, data={**form, "csrf": csrf},
+                                 allow_redirects=False) as reply:
+                assert reply.status == 303
+            if path == "/logout":
+                async with http.get(server.base_url + "/") as reply:
+                    assert reply.status == 401
+            else:
+                assert await listed(server) != before
+    finally:
+        assert await server.stop() == 0
+
+
+async def test_the_page_shows_a_wrong_ami_secret_and_a_refused_flows_edit(
+        tmp_path: Path, artifacts: Path) -> None:
+    config = demo_copy(tmp_path)
+    shutil.copytree(ROOT / "flows", tmp_path / "flows")
+    users = {"nobat": ("the-right-secret", "call,system,user", "call,originate,reporting")}
+    async with FakeAsterisk(users=users, speed=0.1) as pbx:
+        text = config.read_text().replace(f'flows = "{ROOT / "flows"}"', 'flows = "flows"')
+        text = text.replace("watch_seconds = 2", "watch_seconds = 0")
+        config.write_text(text.replace("port = 5038", f"port = {pbx.port}"))
+        server = await ServerProcess(config, env={"NOBAT_WEB_TOKEN": TOKEN,
+                                                  "NOBAT_AMI_SECRET": "a-wrong-secret"}).start()
+        try:
+            health = await settled_health(server)
+            assert (health["ami"], health["ami_error"], health["ok"]) == (
+                "auth_failed", "Authentication failed", False)
+            async with async_playwright() as playwright:
+                browser = await playwright.chromium.launch(executable_path=CHROMIUM,
+                                                           args=["--no-sandbox"])
+                try:
+                    page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+                    await check_health_errors(page, server, tmp_path / "flows")
+                    await page.screenshot(path=str(artifacts / "status-health-errors.png"),
+                                          full_page=True)
+                finally:
+                    await browser.close()
+            _, metrics = await get(server, "/metrics")
+            samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                       for family in text_string_to_metric_families(metrics)
+                       for s in family.samples}
+            assert samples[("nobat_ami_state", (("state", "auth_failed"),))] == 1
+            assert samples[("nobat_up", ())] == 0
+            assert all("a-wrong-secret" not in line for line in server.log)
+        finally:
+            assert await server.stop() == 0
+
+
+async def settled_health(server: ServerProcess) -> dict[str, object]:
+    """The health part of /api/status once the first AMI login has been answered."""
+    async with asyncio.timeout(15):
+        while True:
+            status, text = await get(server, "/api/status")
+            health: dict[str, object] = json.loads(text)["health"]
+            if status == 200 and health["ami"] not in ("connecting", "stopped"):
+                return health
+            await asyncio.sleep(0.1)
+
+
+async def check_health_errors(page: Page, server: ServerProcess, flows: Path) -> None:
+    """The health table as an admin reads it: the AMI refusal, then a broken flows edit."""
+    await page.goto(server.base_url + "/")
+    await page.fill('input[name="token"]', TOKEN)
+    await page.click('button[type="submit"]')
+    await page.wait_for_selector("#today")
+    ami = page.locator('#health tr[data-part="ami"] td')
+    assert "رمز AMI نادرست" in await ami.inner_text()  # "wrong AMI secret"
+    assert await ami.get_attribute("class") == "bad"
+    assert await page.locator("#ami-error").inner_text() == "Authentication failed"
+    assert "a-wrong-secret" not in await page.content()
+    version = await page.locator('#health tr[data-part="flows"] td').inner_text()
+    assert "main@" in version
+    assert await page.locator('#health tr[data-part="flows-error"]').count() == 0
+
+    edit(flows, ADDRESS_KEY, BROKEN_KEY)  # staff break the main menu and press reload
+    await page.click("#reload")
+    error = page.locator('#health tr[data-part="flows-error"] td')
+    shown = await error.inner_text()
+    assert f"{flows / 'main.toml'}:" in shown and "no node 'adress' in this flow" in shown
+    assert await error.get_attribute("class") == "bad error"
+    assert await page.locator('#health tr[data-part="flows"] td').inner_text() == version
+
+
 async def test_staff_record_an_absence_decide_on_its_booking_and_read_the_survey(
         tmp_path: Path, artifacts: Path) -> None:
     config = demo_copy(tmp_path)
@@ -254,7 +473,8 @@ async def test_staff_record_an_absence_decide_on_its_booking_and_read_the_survey
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=CHROMIUM,
                                                        args=["--no-sandbox"])
-            page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+            context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+            page = await context.new_page()
             await page.goto(server.base_url + "/")
             await page.fill('input[name="token"]', TOKEN)
             await page.click('button[type="submit"]')
@@ -297,11 +517,22 @@ async def test_staff_record_an_absence_decide_on_its_booking_and_read_the_survey
             assert "<b>conference</b>" in recorded  # staff text shows as text
 
             # The doctor comes after all: the absence is lifted, no booking is listed.
+            stale = await context.new_page()  # another tab, loaded before the lift
+            await stale.goto(server.base_url + "/")
             await page.locator(f'#recorded-absences tr[data-closure="{closure.id}"] '
                                'button').click()
             assert "برداشته شد" in await page.locator("#notice").inner_text()
             assert await page.locator("#absences").inner_text() == "هیچ"
             assert await page.locator("#recorded-absences").count() == 0
+
+            # That tab still offers to cancel the other booking: refused, it is no longer on
+            # a closed day (the booking is checked below: still booked).
+            await stale.locator(f'#absences tr[data-appointment="{other.appointment.id}"] '
+                                'button').click()
+            refused = stale.locator("#notice")
+            assert "در روز تعطیل یا غیبت پزشک نیست" in await refused.inner_text()
+            assert digits(other.appointment.code, "fa") in await refused.inner_text()
+            assert await refused.get_attribute("class") == "bad"
             await browser.close()
         _, metrics = await get(server, "/metrics")
         samples = {(s.name, tuple(sorted(s.labels.items()))): s.value

@@ -6,6 +6,7 @@ import datetime as dt
 from urllib.parse import urlencode
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from clinic.calendar import parse_date, to_jalali
 from db.booking import BookingService, Cancelled
@@ -95,8 +96,8 @@ async def metrics(request: web.Request) -> web.Response:
     status = await snapshot(sources, today, today, staff=False)
     states = await Figures(sources.database, sources.tz).consultation_states()
     body = request.app[METRICS].render(status, states)
-    return web.Response(body=body, content_type="text/plain", charset="utf-8",
-                        headers={"X-Content-Type-Options": "nosniff"})
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST,
+                                            "X-Content-Type-Options": "nosniff"})
 
 
 def _html(text: str, status: int = 200) -> web.Response:
@@ -138,7 +139,7 @@ async def page(request: web.Request) -> web.Response:
 
 
 NOTICES = ("absence_recorded", "absence_error", "absence_lifted", "cancelled",
-           "cancel_refused")
+           "cancel_refused", "cancel_not_closed")
 """What a form on the page reports back through the redirect (?notice=...&detail=...)."""
 
 
@@ -173,13 +174,17 @@ async def lift_from_page(request: web.Request) -> web.Response:
 
 
 async def cancel_from_page(request: web.Request) -> web.Response:
-    """The staff's decision on a booking left on a closed day: cancel it."""
-    form = await request.post()
-    service = BookingService(request.app[SOURCES].database)
-    ident = str(form.get("appointment", ""))
+    """The staff's decision on a booking left on a closed day: cancel it. Only such a
+    booking: a stale page (the absence lifted since) or a forged id cancels nothing else."""
+    sources = request.app[SOURCES]
+    service = BookingService(sources.database)
+    ident = str((await request.post()).get("appointment", ""))
     booking = await service.appointment(int(ident)) if ident.isdigit() else None
     if booking is None:
         raise _back(request, "cancel_refused", "no such booking")
+    figures = Figures(sources.database, sources.tz)
+    if not await figures.on_closed_day(booking.id, sources.clock()):
+        raise _back(request, "cancel_not_closed", booking.code)
     result = await service.cancel(booking.id, booking.patient_phone, via="staff")
     if isinstance(result, Cancelled):
         raise _back(request, "cancelled", booking.code)

@@ -1,9 +1,10 @@
 """Who may see the page: the token from config.toml, in a header or through the login form.
 
 The form sets a session cookie derived from the token (HttpOnly, SameSite=Strict), never the
-token itself and never a query string that would land in access logs. The only write, the
-flow reload, needs the page's CSRF value too when it comes with the cookie; a Bearer header
-cannot be sent by another site's form, so API clients need nothing more.
+token itself and never a query string that would land in access logs. Every write (the flow
+reload, the absence forms, logging out) needs the page's CSRF value too when it comes with
+the cookie; a Bearer header cannot be sent by another site's form, so API clients need
+nothing more.
 """
 
 from __future__ import annotations

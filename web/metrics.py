@@ -29,10 +29,20 @@ class Metrics:
             "nobat_consultation_dispatch_lag_seconds",
             "How late each consultation attempt started after it came due.",
             buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300), registry=self.registry)
+        self.agi_turnaround = Histogram(
+            "nobat_agi_turnaround_seconds",
+            "nobat's time from each AGI reply to its next command on a call (flow logic, store "
+            "reads and writes): what a caller waits on nobat, prompts aside.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry)
 
     def call_ended(self, record: CallRecord) -> None:
         """InboundLine.on_call_end listener."""
         self.call_seconds.observe(max(0.0, (record.ended - record.started).total_seconds()))
+
+    def turnaround(self, seconds: float) -> None:
+        """FastAgiServer.on_turnaround listener."""
+        self.agi_turnaround.observe(seconds)
 
     def dispatched(self, _claim: Claim, lag: dt.timedelta) -> None:
         """Dialer.on_dispatch listener."""

@@ -48,6 +48,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "absence_recorded_after": "— با بیمارانشان تماس گرفته می‌شود.",
         "absence_error": "ثبت نشد:", "cancelled": "لغو شد: نوبت",
         "cancel_refused": "لغو نشد:", "absence_lifted": "غیبت برداشته شد.",
+        "cancel_not_closed": "لغو نشد؛ این نوبت در روز تعطیل یا غیبت پزشک نیست و در این صفحه "
+                             "فقط چنین نوبت‌هایی لغو می‌شوند: نوبت",
         "recorded_absences": "غیبت‌ها و تعطیلی‌های ثبت‌شده در این صفحه", "lift": "برداشتن",
     },
     "en": {
@@ -82,6 +84,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "absence_recorded_after": "— their patients will be called.",
         "absence_error": "Not recorded:", "cancelled": "Cancelled: booking",
         "cancel_refused": "Not cancelled:", "absence_lifted": "Absence lifted.",
+        "cancel_not_closed": "Not cancelled: it is not on a closed day, and only bookings on "
+                             "a closed day are cancelled here. Booking",
         "recorded_absences": "Absences and closures recorded on this page", "lift": "Lift",
     },
 }
