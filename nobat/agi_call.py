@@ -33,12 +33,15 @@ async def run_call(environment: bytes, answer: bytes, config_path: Path,
     # stdout carries AGI commands: a log line there would be a 510 and shift every reply.
     setup_logging(config.server.log_level, config.server.log_format, stream=sys.stderr)
     database = Database.from_url(config.database.url, pool_size=1)
+    line = None
     try:
         line = await build_line(config, database)
         await line.answer(AgiCallSession(channel, env))
     except CallerHungUp:
         return 0
     finally:
+        if line is not None:
+            await line.call_log.close()
         await database.close()
         await channel.close()
     return 0

@@ -96,6 +96,7 @@ async def serve(config: Config) -> None:
     """Run until SIGTERM or SIGINT, then close everything in order."""
     database = await open_database(config)
     ivr: FastAgiServer | None = None
+    line: InboundLine | None = None
     dialer: Dialer | None = None
     runner: web.AppRunner | None = None
     background: set[asyncio.Task[object]] = set()
@@ -141,6 +142,8 @@ async def serve(config: Config) -> None:
             await dialer.ami.close()
         if ivr is not None:
             await ivr.close()
+        if line is not None:
+            await line.call_log.close()
         if runner is not None:
             await runner.cleanup()
         await database.close()

@@ -55,12 +55,20 @@ class PostgresServer:
             shutil.chown(self.base, "postgres", "postgres")
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres",
                   "--no-sync", "-E", "UTF8", "--locale=C")
+        self.resume()
+        return self
+
+    def resume(self) -> None:
+        """Start the server on its cluster, listening on 127.0.0.1 only."""
         options = (f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 "
                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
                    "-c max_connections=300")
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l",
                   str(self.base / "server.log"), "-w", "-t", "60", "start")
-        return self
+
+    def pause(self) -> None:
+        """Stop the server but keep its data: an outage, ended by resume()."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop")
 
     def restart(self) -> None:
         """Restart the server (fast shutdown: sessions are cut), as a failover would."""

@@ -1,0 +1,66 @@
+"""The call log keeps what the daily figures count even when the database is away."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from pathlib import Path
+
+from sqlalchemy import select
+
+from db.call_log import CallLog, CallRecord
+from db.engine import Database
+from db.models import InboundCall
+from db.schema import upgrade
+from tests.support.postgres import PostgresServer
+
+START = dt.datetime(2026, 11, 28, 7, 0, tzinfo=dt.UTC)
+
+
+def finished(n: int) -> CallRecord:
+    """Caller n's call, a minute long, n minutes after START."""
+    began = START + dt.timedelta(minutes=n)
+    return CallRecord(began, began + dt.timedelta(minutes=1), f"+98912000000{n}", "02188776655",
+                      "fa", "completed")
+
+
+async def logged(database: Database) -> list[str | None]:
+    async with database.reading() as session:
+        return list((await session.scalars(
+            select(InboundCall.caller).order_by(InboundCall.started_at))).all())
+
+
+async def test_calls_that_end_while_postgresql_is_down_are_written_when_it_is_back() -> None:
+    server = PostgresServer().start()
+    database = Database.from_url(await server.create_database())
+    try:
+        await upgrade(database)
+        call_log = CallLog(database, retry_seconds=0.1)
+        await call_log.record(finished(1))
+        server.pause()
+        # The caller's line is never held up by the outage: the call waits in memory.
+        await asyncio.wait_for(call_log.record(finished(2)), 30)
+        await asyncio.wait_for(call_log.record(finished(3)), 30)
+        assert list(call_log.waiting) == [finished(2), finished(3)]
+        server.resume()
+        for _ in range(300):
+            if not call_log.waiting:
+                break
+            await asyncio.sleep(0.1)
+        assert await logged(database) == [f"+98912000000{n}" for n in (1, 2, 3)]
+        await call_log.record(finished(4))
+        assert len(await logged(database)) == 4
+    finally:
+        await database.close()
+        server.stop()
+
+
+async def test_calls_still_waiting_at_shutdown_get_a_last_try(tmp_path: Path) -> None:
+    database = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'nobat.db'}")
+    await upgrade(database)
+    call_log = CallLog(database, retry_seconds=3600)
+    call_log.waiting.append(finished(1))  # as if the store had refused it a moment ago
+    await call_log.close()
+    assert await logged(database) == ["+989120000001"]
+    assert not call_log.waiting
+    await database.close()
