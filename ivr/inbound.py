@@ -39,16 +39,14 @@ class InboundLine:
     async def answer(self, session: CallSession) -> Call:
         """Run one call to its end; a hang-up at any step ends it cleanly."""
         snapshot = self.flows.current()
-        call = await self.new_call(session, snapshot)
+        call = self.new_call(session, snapshot)
         entry = session.info.options.get("flow", ENTRY_FLOW)
         return await self.run(call, snapshot.flows, entry if entry in snapshot.flows
                               else ENTRY_FLOW, logged=self.logging_calls)
 
-    async def new_call(self, session: CallSession, snapshot: Snapshot) -> Call:
+    def new_call(self, session: CallSession, snapshot: Snapshot) -> Call:
         """A call on the flows and prompts of `snapshot`, in the language the PBX asked for."""
         call = Call(session, dataclasses.replace(self.services, prompts=snapshot.prompts))
-        today = self.services.clock().astimezone(self.services.clinic.tz).date()
-        call.closed_today = await self.services.booking.closed_on(today)
         if session.info.options.get("lang") in ("fa", "en"):
             call.language = session.info.options["lang"]
         return call
@@ -62,6 +60,8 @@ class InboundLine:
         self.calls[call_id] = call
         try:
             await session.begin(call_id)
+            today = started.astimezone(self.services.clinic.tz).date()
+            call.closed_today = await self.services.booking.closed_on(today)
             await self.engine.run(call, flows, entry)
             if call.outcome != "office":
                 await session.finish()

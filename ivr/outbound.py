@@ -42,7 +42,7 @@ class PatientCallLine:
             await session.hang_up()
             return None
         await self.store.flow_started(due.id)
-        call = await self.line.new_call(session, snapshot)
+        call = self.line.new_call(session, snapshot)
         call.language = due.patient_language
         call.patient_phone = due.patient_phone
         call.about = CallAbout(due, booking)

@@ -12,6 +12,10 @@ from db.call_log import CallLog, CallRecord
 from db.engine import Database
 from db.models import InboundCall
 from db.schema import upgrade
+from tests.fakepbx.agi_caller import place_call
+from tests.fakepbx.script import Caller, HangUp, Wait
+from tests.support.clinics import Clock
+from tests.support.ivr import ivr_rig
 from tests.support.postgres import PostgresServer
 
 START = dt.datetime(2026, 11, 28, 7, 0, tzinfo=dt.UTC)
@@ -64,3 +68,31 @@ async def test_calls_still_waiting_at_shutdown_get_a_last_try(tmp_path: Path) ->
     assert await logged(database) == ["+989120000001"]
     assert not call_log.waiting
     await database.close()
+
+
+async def test_a_call_answered_while_postgresql_is_down_goes_to_the_office_and_is_logged(
+        ) -> None:
+    """nobat took the call (its session is set) but cannot read the store: the dialplan
+    hands the caller to the office, and the call reaches the log once the store is back."""
+    server = PostgresServer().start()
+    database = Database.from_url(await server.create_database())
+    try:
+        await upgrade(database)
+        async with ivr_rig(database, Clock(START)) as rig:
+            server.pause()
+            transcript = await place_call("127.0.0.1", rig.port, Caller.dialling(
+                "09121234567", Wait(5), HangUp()), strict=False)
+            assert transcript.variables.get("NOBAT_SESSION")
+            assert "NOBAT_RESULT" not in transcript.variables
+            assert transcript.nobat_closed
+            server.resume()
+            for _ in range(300):
+                if not rig.line.call_log.waiting:
+                    break
+                await asyncio.sleep(0.1)
+        async with database.reading() as session:
+            rows = (await session.execute(select(InboundCall.caller, InboundCall.outcome))).all()
+        assert rows == [("+989121234567", "failed")]
+    finally:
+        await database.close()
+        server.stop()

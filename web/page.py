@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 
 from clinic.calendar import WEEKDAY_FA, Weekday, format_jalali
+from db.consultations import ABANDON_CAUSE, DOWN_CAUSE, LATE_CAUSE
 
 LANGUAGES = ("fa", "en")
 _PERSIAN_DIGITS = str.maketrans("0123456789.", "۰۱۲۳۴۵۶۷۸۹٫")
@@ -110,6 +111,31 @@ STATES: dict[str, dict[str, str]] = {
 }
 
 
+CAUSES: dict[str, dict[str, str]] = {
+    "fa": {"doctor": "پزشک", "patient": "بیمار", "busy": "مشغول بود",
+           "no_answer": "پاسخ نداد", "unreachable": "در دسترس نبود", "rejected": "رد کرد",
+           "congestion": "شبکه شلوغ بود", "hung_up": "قطع کرد",
+           "time_up": "وقت نوبت تمام شد", "ami_link_lost": "ارتباط با Asterisk قطع شد",
+           DOWN_CAUSE: "وقتش رسید وقتی nobat خاموش بود",
+           LATE_CAUSE: "وقت نوبت پیش از تماس تمام شد",
+           ABANDON_CAUSE: "nobat هنگام توقف رهایش کرد"},
+    "en": {"ami_link_lost": "AMI link lost"},
+}
+"""Why a consultation failed, in the reader's words: a leg and a reason ("patient: busy"),
+or a whole sentence from the store."""
+
+
+def cause_name(cause: str, lang: str) -> str:
+    """A failure cause for the reader; one nobat has no words for is shown as stored."""
+    words = CAUSES[lang]
+    if cause in words:
+        return words[cause]
+    leg, _, why = cause.partition(": ")
+    if why:
+        return f"{words.get(leg, leg)}: {words.get(why, why.replace('_', ' '))}"
+    return words.get(cause, cause.replace("_", " "))
+
+
 def language(requested: str | None) -> str:
     """Persian unless English was asked for."""
     return requested if requested in LANGUAGES else "fa"
@@ -166,7 +192,8 @@ def environment() -> jinja2.Environment:
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
         lstrip_blocks=True)
     env.globals.update(digits=digits, clock=clock, span=span, jalali=format_jalali,
-                       weekday_name=weekday_name, state_name=state_name, heat=heat,
+                       weekday_name=weekday_name, state_name=state_name, cause_name=cause_name,
+                       heat=heat,
                        rating=rating, date=dt.date.fromisoformat,
                        weekdays=list(Weekday), TEXTS=TEXTS)
     return env
