@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.clinic_day import FAULTS, DayPlan, print_run, report, run_day
+from bench.clinic_day.day import FAULTS, run_day
+from bench.clinic_day.records import DayPlan
+from bench.clinic_day.report import print_run, report
 
 INVARIANTS = (
     "double bookings",

@@ -1,0 +1,114 @@
+"""Who calls when, and what they do: the day's shape and each caller's keys."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from tests.fakepbx.agi_caller import CallTranscript, Exchange
+from tests.fakepbx.script import (
+    CallerAction,
+    HangUp,
+    Hear,
+    Wait,
+)
+
+CALL_WEIGHTS = (9, 2, 0.5, 0.3, 0.3, 0.3, 0.5, 2, 5, 8, 10, 10, 9, 7, 5, 5, 5, 5, 4, 3, 2, 1.5,
+                1.2, 1)
+"""Inbound calls per hour of the day, relative: the midnight rush, then the 10-12 peak."""
+
+
+MIDNIGHT_RUSH_SECONDS = 600.0
+"""Hour 0's callers arrive at a rate decaying from 00:00 with this time constant: the next
+day's slots open at midnight and the race for them is over within minutes."""
+
+
+CONSULTATION_WEIGHTS = (0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 2, 2, 1, 2, 3, 4, 6, 6, 5, 3, 2, 1, 0, 0)
+"""Consultations due per hour, relative: through the afternoon, peaking 16-18."""
+
+
+CONFIRM_KEY = str(ord("1"))
+"""The result Asterisk gives a prompt that the confirming key "1" interrupted."""
+
+
+def arrivals(rng: random.Random, count: int, weights: Sequence[float],
+             rush: float | None = None) -> list[float]:
+    """`count` simulated seconds spread over the day by hourly `weights`, sorted; with `rush`,
+    hour 0's decay from midnight with that time constant instead of spreading evenly."""
+    hours = rng.choices(range(24), weights=weights, k=count)
+    return sorted(hour * 3600 + _within_hour(rng, rush if hour == 0 else None)
+                  for hour in hours)
+
+
+def _within_hour(rng: random.Random, rush: float | None) -> float:
+    """A second within the hour: even, or exponential from its start (redrawn past its end)."""
+    if rush is None:
+        return rng.random() * 3600
+    while (second := rng.expovariate(1 / rush)) >= 3600:
+        pass
+    return second
+
+
+Steps = tuple[CallerAction | str, ...]
+
+
+BOOK: Steps = (
+    Hear("main-menu"), "1", Hear("choose-specialty"), "1", Hear("choose-day"), "1",
+    Hear("choose-time"), "1", Hear("confirm-keys"), "1", Hear("anything-else"), "9")
+
+
+class Script(NamedTuple):
+    """One caller: their kind of call, number and keys."""
+
+    kind: str
+    number: str
+    steps: Steps
+
+
+def script(rng: random.Random, booked: list[str]) -> Script:
+    """A caller's number and what they do, by the day's mix; a cancelled booking is not
+    cancelled or moved again."""
+    roll = rng.random()
+    if booked and roll < 0.10:
+        number = booked.pop(rng.randrange(len(booked)))
+        return Script("cancel", number, (
+            Hear("main-menu"), "2", Hear("choose-appointment"), "1", Hear("cancel-it"), "1",
+            Hear("confirm-keys"), "1", Hear("anything-else"), "9"))
+    if booked and roll < 0.18:
+        return Script("move", rng.choice(booked), (
+            Hear("main-menu"), "2", Hear("choose-appointment"), "1", Hear("move-it"), "2",
+            Hear("choose-day"), "1", Hear("choose-time"), "1", Hear("confirm-keys"), "1",
+            Hear("anything-else"), "9"))
+    number = f"0912{rng.randrange(10_000_000):07d}"
+    if roll < 0.55:
+        return Script("book", number, BOOK)
+    if roll < 0.68:
+        return Script("hours", number, (Hear("main-menu"), "4", Hear("choose-specialty"), "1",
+                                        Hear("anything-else"), "9"))
+    if roll < 0.78:
+        return Script("address", number, (Hear("main-menu"), "3", Hear("anything-else"), "9"))
+    if roll < 0.92:
+        cut = rng.randrange(1, len(BOOK) - 2)
+        return Script("hang_up", number, (*BOOK[:cut], Wait(rng.random() * 3), HangUp()))
+    return Script("wrong_keys", number, (Hear("main-menu"), "7", Hear("main-menu-short"), "8",
+                                         Hear("main-menu-short"), "9"))
+
+
+def _plays(exchange: Exchange, prompt: str) -> bool:
+    """Whether a command played the prompt `prompt` (its first argument is the file)."""
+    return bool(exchange.command.args) and exchange.command.args[0].endswith("/" + prompt)
+
+
+def action_seconds(transcript: CallTranscript, turnaround: list[float]) -> float | None:
+    """nobat's time from the reply carrying the confirming key to its next command: the
+    action itself (a booking written, then the code or "slot taken" sent), on the server."""
+    exchanges = transcript.exchanges
+    asked = next((i for i, e in enumerate(exchanges) if _plays(e, "confirm-keys")), None)
+    if asked is None:
+        return None
+    key = next((i for i in range(asked, len(exchanges))
+                if exchanges[i].reply.result == CONFIRM_KEY), None)
+    if key is None or key + 1 >= min(len(exchanges), len(turnaround)):
+        return None
+    return turnaround[key + 1]
