@@ -63,6 +63,8 @@ from db.patient_calls import (
 log = logging.getLogger(__name__)
 
 PlanFactory = Callable[[Claim], CallPlan]
+TIMER_BATCH = 500
+"""Timers set between two turns of the event loop."""
 CHANNELS = {"c": 2, "p": 1}
 """Channels a call holds, by the first letter of its key: a consultation rings two legs."""
 Sleep = Callable[[float], Awaitable[None]]
@@ -188,7 +190,11 @@ class Dialer:
         times = await self.store.due_times(now, until)
         if self.patient_calls is not None:
             times += await self.patient_calls.store.due_times(now, until)
-        return self.timers.set(times)
+        added = 0
+        for first in range(0, len(times), TIMER_BATCH):
+            added += self.timers.set(times[first:first + TIMER_BATCH])
+            await asyncio.sleep(0)  # calls in progress go on while thousands are set
+        return added
 
     async def plan_patient_calls(self) -> None:
         """Every `plan_every` seconds, add the reminders, absence calls and surveys now due."""
