@@ -136,7 +136,7 @@ class Dialer:
         self.timers = DueTimers(self._wake.set, clock)
         self._inboxes: dict[str, asyncio.Queue[Event | dt.datetime]] = {}
         self._unsubscribe: Callable[[], None] | None = None
-        self._planned_at: float | None = None
+        self._last_done: dict[str, float] = {}
 
     def _route(self, event: Event) -> None:
         """Hand an AMI event to the one call it concerns (by its ids), not to every call."""
@@ -165,13 +165,13 @@ class Dialer:
             log.warning("%d consultations were due while nobat was down: marked missed",
                         len(missed))
         self.timers.start()
-        log.info("timers set for %d due times", await self.set_timers())
         while True:
             self._wake.clear()
             try:
                 await self.plan_patient_calls()
                 await self.dial_due()
-                await self.set_timers()
+                if self._time_for("timers", self.poll) and (added := await self.set_timers()):
+                    log.info("timers set for %d more due times", added)
             except (AmiError, SQLAlchemyError):
                 log.exception("claiming due calls failed; trying again next round")
             pause = asyncio.ensure_future(self.sleep(self.poll))
@@ -199,15 +199,22 @@ class Dialer:
     async def plan_patient_calls(self) -> None:
         """Every `plan_every` seconds, add the reminders, absence calls and surveys now due."""
         desk = self.patient_calls
-        loop = asyncio.get_running_loop()
-        if desk is None or (self._planned_at is not None
-                            and loop.time() - self._planned_at < desk.plan_every):
+        if desk is None or not self._time_for("plan", desk.plan_every):
             return
-        self._planned_at = loop.time()
         planned = await desk.store.plan(desk.planning)
         if planned:
             log.info("planned patient calls: %s",
                      ", ".join(f"{n} {purpose}" for purpose, n in planned.items()))
+
+    def _time_for(self, work: str, every: float) -> bool:
+        """Whether `every` seconds have passed since `work` was last done (then it is due
+        now): the loop also turns whenever a call ends, which needs neither."""
+        now = asyncio.get_running_loop().time()
+        last = self._last_done.get(work)
+        if last is not None and now - last < every:
+            return False
+        self._last_done[work] = now
+        return True
 
     def channels(self) -> int:
         """Outbound channels this instance's calls hold or ring: what the cap counts (two per
