@@ -13,16 +13,12 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from clinic.clinic_file import read_clinic
-from db.clinic_sync import load_clinic
-from db.engine import Database
 from db.models import Appointment, InboundCall
-from db.schema import upgrade
 from ivr.agi_protocol import AGI_VERBS, AgiEnvironment, Command
 from tests.fakepbx.agi_caller import CallTranscript, FakeChannel, call_environment, converse
 from tests.fakepbx.script import Caller, HangUp, Hear
 from tests.support.ivr import SECONDS_PER_CHARACTER
-from tests.support.server import demo_copy
+from tests.support.server import demo_copy, demo_store
 from tests.test_ivr_calls import BOOK_SATURDAY_1620
 
 
@@ -82,17 +78,9 @@ def book_saturday() -> Caller:
                            Hear("anything-else"), "9")
 
 
-async def ready_store(folder: Path) -> Database:
-    """The demo clinic's store beside the copied config, migrated and loaded."""
-    database = Database.from_url(f"sqlite+aiosqlite:///{folder / 'nobat.db'}")
-    await upgrade(database)
-    await load_clinic(database, read_clinic(folder / "clinic.toml"))
-    return database
-
-
 async def test_a_classic_agi_call_books_on_the_same_store(tmp_path: Path) -> None:
     config = demo_copy(tmp_path)
-    database = await ready_store(tmp_path)
+    database = await demo_store(tmp_path)
     transcript = await run_classic(book_saturday(), config)
     assert transcript.exchanges[0].command.verb == "ANSWER"
     assert transcript.prompts[0].endswith("/fa/welcome")
@@ -108,7 +96,7 @@ async def test_json_logs_never_reach_the_agi_channel(tmp_path: Path) -> None:
     text = config.read_text()
     assert 'log_format = "text"' in text
     config.write_text(text.replace('log_format = "text"', 'log_format = "json"'))
-    database = await ready_store(tmp_path)
+    database = await demo_store(tmp_path)
     wire = Wire()
     transcript = await run_classic(book_saturday(), config, wire)
     lines = wire.stdout.decode().splitlines()
@@ -128,7 +116,7 @@ async def test_a_classic_caller_who_hangs_up_mid_booking_is_logged_and_books_not
     """Asterisk tells a classic AGI process of the hang-up by SIGHUP alone: nobat-agi must
     not die of it, but end the flow as a hang-up and log the call."""
     config = demo_copy(tmp_path)
-    database = await ready_store(tmp_path)
+    database = await demo_store(tmp_path)
     caller = Caller.dialling("09121234567", Hear("welcome"), "1", *BOOK_SATURDAY_1620[:-4],
                              HangUp())
     transcript = await run_classic(caller, config)

@@ -8,16 +8,13 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from clinic.clinic_file import read_clinic
 from db.booking import BookingService
-from db.clinic_sync import load_clinic
 from db.engine import Database
 from db.models import Appointment, Consultation
-from db.schema import upgrade
 from tests.fakepbx.ami_server import FakeAsterisk
 from tests.fakepbx.script import Answers, Phone
 from tests.support.consultations import attempts, book_due, first_phone_slot
-from tests.support.server import ServerProcess, demo_copy
+from tests.support.server import ServerProcess, demo_copy, demo_store, dial_fake_pbx
 
 SECRET = "ami-test-secret"
 USERS = {"nobat": (SECRET, "call,system,user", "call,originate,reporting")}
@@ -33,15 +30,9 @@ async def book_a_consultation_due(database: Database, due: dt.datetime) -> int:
 
 async def ready_store(tmp_path: Path, pbx: FakeAsterisk, poll_seconds: float) -> Database:
     """The demo config dialling through the fake PBX, and its migrated store."""
-    config = tmp_path / "config.toml"
-    text = config.read_text().replace("port = 5038", f"port = {pbx.port}")
-    text = text.replace('dial = "PJSIP/{national}@clinic-trunk"',
-                        'dial = "Local/{national}@fake-phones/n"')
-    config.write_text(text.replace("poll_seconds = 5", f"poll_seconds = {poll_seconds}"))
-    database = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'nobat.db'}")
-    await upgrade(database)
-    await load_clinic(database, read_clinic(tmp_path / "clinic.toml"))
-    return database
+    dial_fake_pbx(tmp_path / "config.toml", pbx.port,
+                  ("poll_seconds = 5", f"poll_seconds = {poll_seconds}"))
+    return await demo_store(tmp_path)
 
 
 async def test_a_due_consultation_is_dialled_bridged_and_completed(tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ from tests.support.clinic_day import (
     scripted_day,
 )
 from tests.support.consultations import first_phone_slot
-from tests.support.server import ROOT, ServerProcess, demo_copy
+from tests.support.server import ROOT, ServerProcess, demo_copy, edit_config
 from tests.test_flow_reload import ADDRESS_KEY, BROKEN_KEY, edit
 from web.page import digits
 
@@ -382,9 +382,9 @@ async def test_the_page_shows_a_wrong_ami_secret_and_a_refused_flows_edit(
     shutil.copytree(ROOT / "flows", tmp_path / "flows")
     users = {"nobat": ("the-right-secret", "call,system,user", "call,originate,reporting")}
     async with FakeAsterisk(users=users, speed=0.1) as pbx:
-        text = config.read_text().replace(f'flows = "{ROOT / "flows"}"', 'flows = "flows"')
-        text = text.replace("watch_seconds = 2", "watch_seconds = 0")
-        config.write_text(text.replace("port = 5038", f"port = {pbx.port}"))
+        edit_config(config, (f'flows = "{ROOT / "flows"}"', 'flows = "flows"'),
+                    ("watch_seconds = 2", "watch_seconds = 0"),
+                    ("port = 5038", f"port = {pbx.port}"))
         server = await ServerProcess(config, env={"NOBAT_WEB_TOKEN": TOKEN,
                                                   "NOBAT_AMI_SECRET": "a-wrong-secret"}).start()
         try:

@@ -64,7 +64,7 @@ from tests.fakepbx.script import (
 )
 from tests.support.consultations import book_due
 from tests.support.postgres import PostgresServer
-from tests.support.server import ServerProcess, demo_copy
+from tests.support.server import ServerProcess, demo_copy, dial_fake_pbx
 
 TEHRAN = ZoneInfo("Asia/Tehran")
 
@@ -112,20 +112,15 @@ class Day:
 
     async def prepare(self, database: Database, pbx: FakeAsterisk) -> None:
         """The store, the clinic, and the day's consultations booked with their due times."""
-        text = self.config.read_text()
-        text = text.replace("port = 5038", f"port = {pbx.port}")
-        text = text.replace('dial = "PJSIP/{national}@clinic-trunk"',
-                            'dial = "Local/{national}@fake-phones/n"')
-        text = text.replace("ring_seconds = 45", "ring_seconds = 5")
-        text = text.replace("attempts = 3", "attempts = 2").replace("retry_minutes = 2",
-                                                                    "retry_minutes = 1")
-        text = text.replace("poll_seconds = 5", "poll_seconds = 0.2")
         # The day is about the line and the consultations (with their in-call survey); the
         # reminder and absence calls the real clock would plan are left out.
-        text = text.replace("reminders = true", "reminders = false")
-        text = text.replace("absence_calls = true", "absence_calls = false")
-        text = text.replace('url = "sqlite+aiosqlite:///nobat.db"', f'url = "{self.url}"')
-        self.config.write_text(text.replace("watch_seconds = 2", "watch_seconds = 0"))
+        dial_fake_pbx(self.config, pbx.port, ("ring_seconds = 45", "ring_seconds = 5"),
+                      ("attempts = 3", "attempts = 2"), ("retry_minutes = 2", "retry_minutes = 1"),
+                      ("poll_seconds = 5", "poll_seconds = 0.2"),
+                      ("reminders = true", "reminders = false"),
+                      ("absence_calls = true", "absence_calls = false"),
+                      ('url = "sqlite+aiosqlite:///nobat.db"', f'url = "{self.url}"'),
+                      ("watch_seconds = 2", "watch_seconds = 0"))
         await upgrade(database)
         await load_clinic(database, read_clinic(self.folder / "clinic.toml"))
         service = BookingService(database)

@@ -17,18 +17,15 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 
 from clinic.calendar import Weekday
-from clinic.clinic_file import read_clinic
 from db.booking import BookingService
-from db.clinic_sync import load_clinic
 from db.consultations import ConsultationStore
 from db.engine import Database
 from db.models import Consultation, InboundCall
-from db.schema import upgrade
 from tests.fakepbx.agi_caller import place_call
 from tests.fakepbx.ami_server import FakeAsterisk
 from tests.fakepbx.script import Answers, Caller, HangUp, Hear, NoAnswer, Phone, Wait
 from tests.support.consultations import book_due, first_phone_slot
-from tests.support.server import ROOT, ServerProcess, demo_copy
+from tests.support.server import ROOT, ServerProcess, demo_copy, demo_store, dial_fake_pbx
 
 TOKEN = "page-token-5678"
 AMI_SECRET = "ami-page-secret"
@@ -140,15 +137,10 @@ async def scripted_day(folder: Path) -> AsyncIterator[Day]:
               Phone(LONG_PATIENT, "+989351110003", Answers(0.3, talk=600), "Patient C")]
     users = {"nobat": (AMI_SECRET, "call,system,user", "call,originate,reporting")}
     async with FakeAsterisk(users=users, phones=phones, speed=0.1) as pbx:
-        text = config.read_text().replace("port = 5038", f"port = {pbx.port}")
-        text = text.replace('dial = "PJSIP/{national}@clinic-trunk"',
-                            'dial = "Local/{national}@fake-phones/n"')
-        text = text.replace("attempts = 3", "attempts = 1").replace("ring_seconds = 45",
-                                                                   "ring_seconds = 5")
-        config.write_text(text.replace("poll_seconds = 5", "poll_seconds = 0.2"))
-        database = Database.from_url(f"sqlite+aiosqlite:///{folder / 'nobat.db'}")
-        await upgrade(database)
-        await load_clinic(database, read_clinic(folder / "clinic.toml"))
+        dial_fake_pbx(config, pbx.port, ("attempts = 3", "attempts = 1"),
+                      ("ring_seconds = 45", "ring_seconds = 5"),
+                      ("poll_seconds = 5", "poll_seconds = 0.2"))
+        database = await demo_store(folder)
         service = BookingService(database)
         now = dt.datetime.now(dt.UTC)
         today = now.astimezone(TEHRAN).date()

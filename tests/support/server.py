@@ -10,6 +10,11 @@ import signal
 import sys
 from pathlib import Path
 
+from clinic.clinic_file import read_clinic
+from db.clinic_sync import load_clinic
+from db.engine import Database
+from db.schema import upgrade
+
 ROOT = Path(__file__).resolve().parents[2]
 LISTENING = re.compile(r"status page listening on http://([\d.]+):(\d+)/")
 FASTAGI = re.compile(r"FastAGI listening on [\d.]+:(\d+)")
@@ -84,3 +89,30 @@ def demo_copy(folder: Path, port: int = 0, clinic: str | None = None,
         text = text.replace(f'{name} = "{name}"', f'{name} = "{ROOT / name}"')
     (folder / "config.toml").write_text(text)
     return folder / "config.toml"
+
+
+def edit_config(config: Path, *edits: tuple[str, str]) -> None:
+    """Change a copied config.toml by exact text: each `(old, new)` must match, so a key
+    renamed in the shipped file fails here instead of being left as shipped."""
+    text = config.read_text()
+    for old, new in edits:
+        if old not in text:
+            raise AssertionError(f"{config}: no {old!r} to change")
+        text = text.replace(old, new)
+    config.write_text(text)
+
+
+def dial_fake_pbx(config: Path, ami_port: int, *edits: tuple[str, str]) -> None:
+    """Point a demo copy's AMI at the fake PBX and ring its phones by extension."""
+    edit_config(config, ("port = 5038", f"port = {ami_port}"),
+                ('dial = "PJSIP/{national}@clinic-trunk"',
+                 'dial = "Local/{national}@fake-phones/n"'),
+                *edits)
+
+
+async def demo_store(folder: Path) -> Database:
+    """The SQLite store beside a demo copy, migrated, with its clinic loaded."""
+    database = Database.from_url(f"sqlite+aiosqlite:///{folder / 'nobat.db'}")
+    await upgrade(database)
+    await load_clinic(database, read_clinic(folder / "clinic.toml"))
+    return database
