@@ -15,9 +15,11 @@ from ivr.session import CallerHungUp
 
 
 async def handle(channel: AgiChannel, commands: int) -> None:
-    """Read the environment, then send `commands` STREAM FILEs and read their replies."""
+    """Read the environment, answer, then send `commands` STREAM FILEs and read their
+    replies: the least any IVR must do, since prompts reach no one before the answer."""
     await channel.environment()
     try:
+        await channel.run(Command.of("ANSWER"))
         for _ in range(commands):
             await channel.run(Command.of("STREAM FILE", "/bench/prompt", "0123456789*#"))
     except CallerHungUp:

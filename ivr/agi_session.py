@@ -17,6 +17,8 @@ SESSION_VARIABLE = "NOBAT_SESSION"
 """Set first: the dialplan tries classic AGI only if nobat never took the call."""
 RESULT_VARIABLE = "NOBAT_RESULT"
 """Set to "done" last: without it, a caller still on the line goes to the office."""
+CHANNEL_UP = 6
+"""CHANNEL STATUS of an answered channel (AST_STATE_UP); 4 is an inbound call still ringing."""
 
 
 def call_info(env: AgiEnvironment) -> CallInfo:
@@ -42,10 +44,13 @@ def call_info(env: AgiEnvironment) -> CallInfo:
 class AgiCallSession(CallSession):
     """Plays with STREAM FILE, reads keys with WAIT FOR DIGIT, hands over through a variable."""
 
-    def __init__(self, channel: AgiChannel, env: AgiEnvironment) -> None:
+    def __init__(self, channel: AgiChannel, env: AgiEnvironment, *,
+                 answered: bool = False) -> None:
+        """`answered` when this AGI has answered already (nobat-agi sends ANSWER first)."""
         self.channel = channel
         self.env = env
         self.info = call_info(env)
+        self.answered = answered
 
     async def play(self, prompts: Sequence[str], keys: str = ALL_KEYS) -> str | None:
         for prompt in prompts:
@@ -71,7 +76,21 @@ class AgiCallSession(CallSession):
         await self.channel.run(Command.of("HANGUP"))
 
     async def begin(self, call_id: int) -> None:
+        await self._answer()
         await self.channel.run(Command.of("SET VARIABLE", SESSION_VARIABLE, str(call_id)))
+
+    async def _answer(self) -> None:
+        """Answer a channel the dialplan handed over ringing: until then a SIP caller gets
+        no 200 OK, hears no prompt and can send no key (STREAM FILE does not answer)."""
+        if self.answered:
+            return
+        state = _result(await self.channel.run(Command.of("CHANNEL STATUS")))
+        if state != CHANNEL_UP:
+            if _result(await self.channel.run(Command.of("ANSWER"))) < 0:
+                raise CallerHungUp()
+            log.debug("answered %s: the dialplan handed it over in state %d",
+                      mask(self.info.caller_id or ""), state)
+        self.answered = True
 
     async def finish(self) -> None:
         await self.channel.run(Command.of("SET VARIABLE", RESULT_VARIABLE, "done"))

@@ -57,7 +57,8 @@ class CallSession(abc.ABC):
 
     @abc.abstractmethod
     async def begin(self, call_id: int) -> None:
-        """Tell the carrier nobat has taken the call (the dialplan falls back otherwise)."""
+        """Take the call: answer it if the PBX has not, and tell the carrier nobat has it
+        (the dialplan falls back otherwise)."""
 
     @abc.abstractmethod
     async def finish(self) -> None:

@@ -36,7 +36,7 @@ async def run_call(environment: bytes, answer: bytes, config_path: Path,
     line = None
     try:
         line = await build_line(config, database)
-        await line.answer(AgiCallSession(channel, env))
+        await line.answer(AgiCallSession(channel, env, answered=True))
     except CallerHungUp:
         return 0
     finally:

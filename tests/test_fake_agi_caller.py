@@ -154,7 +154,7 @@ def call(*actions: CallerAction, variables: dict[str, str] | None = None) -> Fak
     """A fake channel for a caller who does `actions`, with the test prompts."""
     caller = Caller("15550000001", actions)
     env = call_environment(caller, "agi://127.0.0.1:4573/ivr")
-    return FakeChannel(caller, env, PROMPTS, variables)
+    return FakeChannel(caller, env, PROMPTS, variables, answered=True)
 
 
 def send(channel: FakeChannel, line: str) -> list[str]:
@@ -254,7 +254,7 @@ def test_keys_arrive_when_senddtmf_ends_each_tone() -> None:
 def test_a_caller_who_waits_to_hear_a_prompt_acts_from_its_start() -> None:
     caller = Caller(None, (Hear("menu"), Wait(0.5), Press("5"), Hear("goodbye"), HangUp()))
     channel = FakeChannel(caller, call_environment(caller, "agi://127.0.0.1/ivr"),
-                          uniform_prompts)
+                          uniform_prompts, answered=True)
     assert send(channel, 'STREAM FILE welcome "0123456789"') == ["200 result=0 endpos=16000"]
     assert send(channel, 'STREAM FILE other/menu-long "0123456789"') == [
         "200 result=0 endpos=16000"]

@@ -259,3 +259,31 @@ async def test_a_silent_caller_outside_office_hours_is_not_cycled_forever(
     assert heard.transcript.hung_up_by == "nobat"
     async with database.reading() as session:
         assert (await session.scalars(select(InboundCall.outcome))).all() == ["no_input"]
+
+
+async def test_the_ivr_answers_a_call_the_dialplan_left_ringing(rig: IvrRig) -> None:
+    heard = await rig.call(Caller.dialling(MOBILE, Hear("main-menu"), "3",
+                                           Hear("anything-else"), "9"))
+    verbs = [exchange.command.verb for exchange in heard.transcript.exchanges]
+    assert verbs[:2] == ["CHANNEL STATUS", "ANSWER"]
+    assert heard.transcript.answered_at == 0.0
+    assert heard.transcript.unheard == []
+    assert heard.prompts[:5] == ["fa/welcome", "fa/choose-language", "fa/main-menu",
+                                 "fa/address-intro", "fa/clinic/address"]
+
+
+async def test_a_call_the_dialplan_answered_is_not_answered_again(rig: IvrRig) -> None:
+    heard = await rig.call(Caller.dialling(MOBILE, Hear("main-menu"), "3",
+                                           Hear("anything-else"), "9"), answered=True)
+    verbs = [exchange.command.verb for exchange in heard.transcript.exchanges]
+    assert verbs[0] == "CHANNEL STATUS"
+    assert "ANSWER" not in verbs
+    assert "fa/clinic/address" in heard.prompts
+
+
+async def test_a_caller_who_hangs_up_while_it_rings_leaves_a_hung_up_record(
+        rig: IvrRig, database: Database) -> None:
+    heard = await rig.call(Caller.dialling(MOBILE, gives_up_after=0.0))
+    assert heard.prompts == []
+    async with database.reading() as session:
+        assert (await session.scalars(select(InboundCall.outcome))).all() == ["hung_up"]

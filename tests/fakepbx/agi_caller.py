@@ -13,6 +13,12 @@ What is modelled, as read in Asterisk 22.10.1's sources:
 - main/app.c: GET DATA's timeouts (ast_app_getdata_full), CONTROL STREAM FILE's endpos in
   milliseconds and -1 at the end (control_streamfile), SendDTMF's 100 ms of silence before the
   first tone (dtmf_stream); main/channel.c ast_readstring_full: '#' ends entry.
+- Channel state (res_agi.c handle_channelstatus, handle_answer; app_playback.c): an inbound
+  call reaches AGI ringing (CHANNEL STATUS 4) unless the dialplan answered it; ANSWER, EXEC
+  Answer and EXEC Playback/Background (without their no-answer options) answer it (6). Until
+  then the caller hears nothing that plays and no key of theirs arrives: a PJSIP caller has
+  had only 100 Trying, no SDP. The caller's script starts when the call is answered; a
+  caller nobody answers gives up after `Caller.gives_up_after` seconds of ringing.
 - Between commands no virtual time passes. A real Asterisk reads and drops any key that arrives
   while it waits for the next command (run_agi), so keys only ever reach the command during
   which they arrive; keys the caller types ahead reach the next command that listens.
@@ -64,6 +70,8 @@ SAY_ITEM_SECONDS = 0.85
 """One sound file of SAY *: in capture a1 SAY DIGITS 123 took 2.49 s, SAY DATE's 7 files 6.36 s."""
 DEFAULT_PROMPT_SECONDS = 2.0
 ANY_DIGIT = "0123456789*#ABCD"
+STATE_RING, STATE_UP = 4, 6
+"""CHANNEL STATUS of an inbound call not yet answered, and of an answered one."""
 FAKE_EPOCH = 1_700_000_000
 """Uniqueids are "<epoch>.<seq>"; a fixed epoch keeps transcripts deterministic."""
 
@@ -199,6 +207,9 @@ class CallTranscript:
     hung_up_by: str | None = None
     nobat_closed: bool = False
     stalled: bool = False
+    answered_at: float | None = None
+    unheard: list[str] = field(default_factory=list)
+    """Prompts played while the call was not answered: time passed, the caller heard none."""
 
     @property
     def consumed(self) -> str:
@@ -244,7 +255,7 @@ def call_environment(
 
 
 class FakeChannel:
-    """Asterisk's end of one answered call, without I/O: a command in, the events to send out."""
+    """Asterisk's end of one call in AGI, without I/O: a command in, the events to send out."""
 
     def __init__(
         self,
@@ -253,10 +264,14 @@ class FakeChannel:
         prompt_seconds: PromptSeconds = uniform_prompts,
         variables: Mapping[str, str] | None = None,
         sighup: Callable[[], None] | None = None,
+        answered: bool = False,
     ) -> None:
         """`sighup` makes this a classic AGI call: res_agi tells a process of the hang-up by
-        SIGHUP (run_agi: kill(pid, SIGHUP)), never by a HANGUP line, which is FastAGI's."""
-        self.timeline = Timeline.of(caller)
+        SIGHUP (run_agi: kill(pid, SIGHUP)), never by a HANGUP line, which is FastAGI's.
+        `answered`: the channel is up before AGI() (the dialplan answered, or it is an
+        originated leg that was answered); otherwise the caller is still hearing it ring."""
+        self._caller = caller
+        self.timeline = Timeline((), caller.gives_up_after)
         self._sighup = sighup
         self.clock = 0.0
         self.dead = False
@@ -268,7 +283,7 @@ class FakeChannel:
         channel_variables = {
             "CHANNEL": environment.channel,
             "CHANNEL(name)": environment.channel,
-            "CHANNEL(state)": "Up",
+            "CHANNEL(state)": "Ring",
             "UNIQUEID": environment.uniqueid,
             "CONTEXT": environment.context,
             "EXTEN": environment.extension,
@@ -278,8 +293,10 @@ class FakeChannel:
             **(variables or {}),
         }
         self.transcript = CallTranscript(environment, channel_variables)
+        if answered:
+            self._answer()
         self._handlers: dict[str, Callable[[list[str]], Reply]] = {
-            "ANSWER": lambda argv: Reply.success(0),
+            "ANSWER": self._answer_command,
             "NOOP": lambda argv: Reply.success(0),
             "VERBOSE": self._verbose,
             "CHANNEL STATUS": self._channel_status,
@@ -352,6 +369,25 @@ class FakeChannel:
             self.fail(f"{line!r}: arguments Asterisk refuses (520)")
             return usage_reply(GET_DATA_USAGE) if command.verb == "GET DATA" else NO_USAGE
 
+    # Answering.
+
+    @property
+    def answered(self) -> bool:
+        """Whether the channel is up: only then does audio reach the caller and keys come."""
+        return self.transcript.answered_at is not None
+
+    def _answer(self) -> None:
+        """Bring the channel up; the caller, who heard it ring, starts to act from now."""
+        if self.answered:
+            return
+        self.transcript.answered_at = self.clock
+        self.transcript.variables["CHANNEL(state)"] = "Up"
+        self.timeline = Timeline.laid_out(self._caller.actions, self.clock)
+
+    def _answer_command(self, argv: list[str]) -> Reply:
+        self._answer()
+        return Reply.success(0)
+
     # Time, keys and hang-ups.
 
     def _hangup_due(self) -> tuple[float, str]:
@@ -420,6 +456,11 @@ class FakeChannel:
         return digit
 
     def _heard(self, prompt: str, start: float, digit: str | None) -> None:
+        if not self.answered:
+            self.transcript.unheard.append(prompt)
+            self.fail(f"{self._verb} {prompt!r} played into a call nobody answered: the "
+                      "caller heard nothing")
+            return
         outcome = "interrupted" if digit else "hung up" if self.dead else "played"
         self.transcript.heard.append(Heard(prompt, start, self.clock - start, outcome, digit))
 
@@ -453,7 +494,7 @@ class FakeChannel:
             raise _ShowUsage
         if len(argv) == 3 and argv[2] != self.transcript.environment.channel:
             return Reply.success(-1)
-        return Reply.success(6)
+        return Reply.success(STATE_UP if self.answered else STATE_RING)
 
     def _hangup(self, argv: list[str]) -> Reply:
         if len(argv) > 2:
@@ -630,10 +671,18 @@ class FakeChannel:
         name, data = argv[1], argv[2] if len(argv) > 2 else ""
         self.transcript.applications.append(Application(name, data, self.clock))
         kind = name.lower()
+        if kind == "answer" and not self.dead:
+            self._answer()
         if kind not in ("playback", "background"):
             return Reply.success(0)
         if self.dead or not data:
             return Reply.success(-1)
+        options = data.split(",")[1] if "," in data else ""
+        skip, no_answer = ("skip", "noanswer") if kind == "playback" else ("s", "n")
+        if not self.answered and skip in options:
+            return Reply.success(0)  # not up: Playback(skip) and Background(s) do nothing
+        if no_answer not in options:
+            self._answer()
         escape = ANY_DIGIT if kind == "background" else ""
         for file in (name.strip() for name in data.partition(",")[0].split("&")):
             seconds = self._prompt(file)
@@ -696,14 +745,17 @@ async def place_call(
     strict: bool = True,
     before: Callable[[Command], Awaitable[None]] | None = None,
     turnaround: list[float] | None = None,
+    answered: bool = False,
 ) -> CallTranscript:
     """Call nobat's FastAGI port as Asterisk would for `caller`; strict fails on any failure.
 
     `before` runs ahead of each command's reply: the world moving on while the caller
-    listens (another caller takes the slot, staff edit the clinic).
+    listens (another caller takes the slot, staff edit the clinic). `answered` says the
+    dialplan answered before AGI(); by default the call still rings, as a dialplan without
+    Answer() hands it over.
     """
     env = call_environment(caller, f"agi://{host}:{port}/{script}", args, **(environment or {}))
-    channel = FakeChannel(caller, env, prompt_seconds, variables)
+    channel = FakeChannel(caller, env, prompt_seconds, variables, answered=answered)
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), stall_seconds)
     try:
         await converse(channel, reader, writer, stall_seconds, before, turnaround)

@@ -625,7 +625,7 @@ class Switch:
         async def run() -> None:
             transcript = await place_call(
                 *fastagi, Caller(one.cid_num, phone.listens),
-                script=f"patient-call?{query}", strict=False,
+                script=f"patient-call?{query}", strict=False, answered=True,
                 environment={"channel": one.name, "uniqueid": one.uniqueid,
                              "context": one.context, "extension": one.exten})
             self.flows.append(FlowHeard(phone.exten, transcript))

@@ -58,19 +58,23 @@ CallerAction = Wait | Press | HangUp | Hear
 
 @dataclass(frozen=True)
 class Caller:
-    """Someone who calls the clinic and reaches the IVR over FastAGI."""
+    """Someone who calls the clinic and reaches the IVR over FastAGI; their actions start
+    once the call is answered."""
 
     number: str | None
     actions: tuple[CallerAction, ...]
     name: str | None = None
     dialled: str | None = None
+    gives_up_after: float = 120.0
+    """Seconds the caller lets an unanswered call ring before hanging up."""
 
     @classmethod
     def dialling(cls, number: str | None, *actions: CallerAction | str,
-                 dialled: str | None = None, name: str | None = None) -> Caller:
+                 dialled: str | None = None, name: str | None = None,
+                 gives_up_after: float = 120.0) -> Caller:
         """Build a caller; a plain string is shorthand for Press(string)."""
         steps = tuple(Press(a) if isinstance(a, str) else a for a in actions)
-        return cls(number, steps, name=name, dialled=dialled)
+        return cls(number, steps, name=name, dialled=dialled, gives_up_after=gives_up_after)
 
 
 @dataclass(frozen=True)

@@ -55,10 +55,13 @@ class IvrRig:
         return None if not text else max(0.5, len(text) * SECONDS_PER_CHARACTER)
 
     async def call(self, caller: Caller, args: tuple[str, ...] = (),
-                   before: Callable[[Command], Awaitable[None]] | None = None) -> HeardCall:
-        """Place one call and return what the caller heard."""
+                   before: Callable[[Command], Awaitable[None]] | None = None,
+                   answered: bool = False) -> HeardCall:
+        """Place one call and return what the caller heard; `answered` if the dialplan
+        answered before AGI() (by default it rings, as without Answer())."""
         transcript = await place_call("127.0.0.1", self.port, caller, args=args,
-                                      prompt_seconds=self.seconds, before=before)
+                                      prompt_seconds=self.seconds, before=before,
+                                      answered=answered)
         names = []
         for path in transcript.prompts:
             found = self.prompts.key_of(path)
