@@ -1,4 +1,8 @@
-"""Real Asterisk 22 bytes for protocol tests, so codecs and fakes are checked against the PBX."""
+"""Real Asterisk 22 bytes for protocol tests, so codecs and fakes are checked against the PBX.
+
+The project's own recordings live in tests/captures/ (tests/captures/README.md says how each
+was made; tests/realpbx/record.py makes them again), so a plain clone tests itself.
+"""
 
 from __future__ import annotations
 
@@ -20,8 +24,9 @@ Chunker = Callable[[list[bytes]], list[bytes]]
 
 
 def captures_dir() -> Path:
-    """Find the captures; their absence is an error, since skipping would hide regressions."""
-    default = Path(__file__).resolve().parents[2] / "shared" / "asterisk-captures"
+    """tests/captures/, or $NOBAT_CAPTURES; their absence is an error, since skipping would
+    hide regressions."""
+    default = Path(__file__).resolve().parent / "captures"
     path = Path(os.environ.get(CAPTURES_ENV) or default)
     if not path.is_dir() or not any(path.glob("*.jsonl")):
         raise FileNotFoundError(

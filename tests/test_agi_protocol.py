@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from functools import cache
 
 import pytest
@@ -42,6 +43,8 @@ from tests.captures import (
 
 A1 = connection("a_ivr_agi", "agi", 1)
 A2 = connection("a_ivr_agi", "agi", 2)
+# Run-dependent values (Local channel counter, Uniqueid epoch, thread) come from the capture.
+A1_ENV = dict(re.findall(r"(?m)^(agi_\w+): (.*)$", A1.chunks(FROM_ASTERISK)[0].decode()))
 ENV = AgiEnvironment.for_request("agi://127.0.0.1:4573/ivr?clinic=1", channel="Local/x@y-1;1")
 each_connection = pytest.mark.parametrize("conn", connections("agi"), ids=lambda c: c.name)
 
@@ -122,8 +125,10 @@ def test_a1_environment_as_asterisk_sent_it() -> None:
     assert env.args == ["first arg", "15551230001", "x=y"]
     assert (env.callerid, env.calleridname) == ("15551230001", "Pat Test")
     assert (env.dnid, env.rdnis, env.accountcode) == (None, None, "")
-    assert env.channel == "Local/caller@fake-phones-00000003;1"
-    assert (env.context, env.extension, env.uniqueid) == ("ivr-entry", "s", "1795648414.6")
+    assert re.fullmatch(r"Local/caller@fake-phones-[0-9a-f]{8};1", env.channel or "")
+    assert f"|{env.channel}|".encode() in A1.stream(FROM_ASTERISK)  # as ${CHANNEL} said it
+    assert (env.context, env.extension) == ("ivr-entry", "s")
+    assert re.fullmatch(r"\d{10}\.\d+", env.uniqueid or "")
 
 
 def test_environment_without_extra_arguments_has_no_agi_arg_lines() -> None:
@@ -136,13 +141,13 @@ def test_fake_environment_is_byte_identical_to_asterisk() -> None:
     env = AgiEnvironment.for_request(
         "agi://127.0.0.1:4573/ivr?clinic=1",
         ["first arg", "15551230001", "x=y"],
-        channel="Local/caller@fake-phones-00000003;1",
-        uniqueid="1795648414.6",
+        channel=A1_ENV["agi_channel"],
+        uniqueid=A1_ENV["agi_uniqueid"],
         callerid="15551230001",
         calleridname="Pat Test",
         context="ivr-entry",
         priority="2",
-        threadid="140595517937344",
+        threadid=A1_ENV["agi_threadid"],
     )
     assert AgiClientConnection().send(env) == A1.chunks(FROM_ASTERISK)[0]
 
@@ -187,8 +192,8 @@ def test_520_usage_arrives_in_two_reads_and_is_rebuilt_exactly() -> None:
         ("200 result= (timeout)", (200, "", "timeout", None)),
         ("200 result=1 (Up)", (200, "1", "Up", None)),
         (
-            "200 result=1 (15551230001|Local/caller@fake-phones-00000003;1|s)",
-            (200, "1", "15551230001|Local/caller@fake-phones-00000003;1|s", None),
+            f"200 result=1 (15551230001|{A1_ENV['agi_channel']}|s)",
+            (200, "1", f"15551230001|{A1_ENV['agi_channel']}|s", None),
         ),
         ("510 Invalid or unknown command", (510, None, "Invalid or unknown command", None)),
     ],

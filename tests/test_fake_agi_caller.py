@@ -83,9 +83,14 @@ SCENARIOS = [
         connection("a_ivr_agi", "agi", 3),
         Caller("15551230003", (Wait(20), HangUp()), name="Pat Three"),
     ),
+    Scenario(  # a SIP caller reaching FastAGI before anything answered the call (capture g)
+        connection("g_sip_ivr_agi", "agi", 1),
+        Caller("15551230009", (Wait(20), HangUp()), name="Pat Sip", dialled="02188776655"),
+    ),
 ]
 # What the fake is told about the channel; the rest of the environment is its own.
-CHANNEL_FACTS = ("request", "channel", "uniqueid", "context", "extension", "priority", "threadid")
+CHANNEL_FACTS = ("request", "channel", "type", "uniqueid", "context", "extension", "priority",
+                 "threadid")
 
 
 def captured(conn: CapturedConnection) -> tuple[list[Command], list[object]]:
@@ -216,6 +221,19 @@ async def test_a1_transcript_tells_the_story() -> None:
     assert transcript.variables["AFTER_HANGUP"] == "yes"
     with pytest.raises(AssertionError, match="NO SUCH COMMAND"):
         transcript.assert_clean()
+
+
+async def test_g1_prompt_before_answer_reaches_nobody_as_on_a_sip_line() -> None:
+    scenario = SCENARIOS[3]
+    commands, asterisk = captured(scenario.conn)
+    env = asterisk[0]
+    assert isinstance(env, AgiEnvironment)
+    _, transcript = await run_commands(commands, scenario.caller,
+                                       script=env.variables["agi_network_script"],
+                                       environment=channel_facts(env))
+    assert transcript.unheard == ["beep"]  # the SIP phone had only 100 Trying then
+    assert [h.prompt for h in transcript.heard] == ["beep"]  # after ANSWER
+    assert "played into a call nobody answered" in transcript.failures[0]
 
 
 def test_environment_is_byte_identical_to_asterisk() -> None:

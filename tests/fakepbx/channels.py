@@ -2,7 +2,7 @@
 
 Every channel event is built from one template per event name: the Privilege line, the
 snapshots it carries (a channel with a prefix such as "Dest" or "LocalOne", or a bridge) and
-its own keys, in the order the captures in ../shared/asterisk-captures show.
+its own keys, in the order the captures in tests/captures/ show.
 """
 
 from __future__ import annotations
