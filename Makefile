@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
-.PHONY: serve test test-real lint bench voice-packages test-packages
+.PHONY: serve test test-real test-sip lint bench voice-packages test-packages sip-packages
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,10 +39,20 @@ lint: $(STAMP)
 test: $(STAMP) test-packages lint
 	$(BIN)/pytest
 
-# The real-Asterisk tier: needs an Asterisk 22 built outside this repository
+# SIPp (Debian's sip-tester) plays the SIP tier's phones.
+sip-packages:
+	@command -v sipp >/dev/null || \
+		{ echo "installing sip-tester (Debian)"; apt-get update -qq && $(APT) sip-tester; }
+
+# The real-Asterisk tiers: need an Asterisk 22 with PJSIP built outside this repository
 # (tests/realpbx/README.md); NOBAT_ASTERISK names its binary. Never part of `make test`.
-test-real: $(STAMP)
-	$(BIN)/pytest tests/realpbx
+# test-real runs the Local-channel tier and the SIP tier; test-sip the SIP tier alone
+# (tests/sippbx/README.md).
+test-real: $(STAMP) voice-packages sip-packages
+	$(BIN)/pytest tests/realpbx tests/sippbx
+
+test-sip: $(STAMP) voice-packages sip-packages
+	$(BIN)/pytest tests/sippbx
 
 bench: $(STAMP) test-packages
 	$(BIN)/python -m bench.booking_rush

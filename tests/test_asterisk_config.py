@@ -318,3 +318,52 @@ def test_the_office_context_reads_only_the_clinic_identity_nobat_sends() -> None
 def test_every_global_is_read_somewhere() -> None:
     plan = read_dialplan()
     assert set(plan.globals) <= set().union(*plan.reads.values())
+
+
+def required_modules() -> set[str]:
+    """The modules asterisk/modules.conf makes Asterisk refuse to start without."""
+    [(_, lines)] = list(sections(ASTERISK / "modules.conf"))
+    return {line.split("=", 1)[1].strip() for line in lines if line.startswith("require")}
+
+
+PJSIP_MODULES: dict[tuple[str, str | None], set[str]] = {
+    ("transport", None): {"res_pjsip.so", "res_pjproject.so", "res_sorcery_config.so",
+                          "res_sorcery_memory.so", "res_sorcery_astdb.so"},
+    ("endpoint", None): {"chan_pjsip.so", "res_pjsip_session.so", "res_pjsip_pubsub.so",
+                         "res_pjsip_sdp_rtp.so", "res_rtp_asterisk.so"},
+    ("endpoint", "trust_id_inbound"): {"res_pjsip_caller_id.so"},
+    ("endpoint", "send_pai"): {"res_pjsip_caller_id.so"},
+    ("endpoint", "auth"): {"res_pjsip_authenticator_digest.so",
+                           "res_pjsip_endpoint_identifier_user.so"},
+    ("endpoint", "outbound_auth"): {"res_pjsip_outbound_authenticator_digest.so"},
+    ("identify", None): {"res_pjsip_endpoint_identifier_ip.so"},
+    ("registration", None): {"res_pjsip_outbound_registration.so"},
+    ("aor", "max_contacts"): {"res_pjsip_registrar.so"},
+}
+"""What a pjsip.conf object (or one of its settings) needs loaded to work at all."""
+
+
+def test_modules_conf_requires_every_module_the_shipped_pjsip_conf_relies_on() -> None:
+    # Autoload would load them too, but a module that fails to load would leave the trunk
+    # dead (no caller id by P-Asserted-Identity, no digest auth) while Asterisk starts happily.
+    needed: set[str] = set()
+    for kind, objects in pjsip_objects().items():
+        for settings in objects.values():
+            for (wanted_kind, setting), modules in PJSIP_MODULES.items():
+                if wanted_kind == kind and (setting is None or setting in settings):
+                    needed |= modules
+    assert "res_pjsip_caller_id.so" in needed
+    assert needed <= required_modules(), needed - required_modules()
+
+
+def test_the_trunk_takes_no_connected_line_updates_and_sends_none() -> None:
+    pjsip = pjsip_objects()
+    config = load_config(ROOT / "config.toml", {})
+    trunk_name = re.fullmatch(r"PJSIP/\{\w+\}@([\w-]+)", config.consultations.dial)
+    assert trunk_name is not None
+    trunk = pjsip["endpoint"][trunk_name.group(1)]
+    # The caller's number still comes in by P-Asserted-Identity, the clinic's goes out so;
+    # answering phones' identities neither cross to the other party nor go out as updates.
+    assert (trunk["trust_id_inbound"], trunk["send_pai"]) == ("yes", "yes")
+    assert (trunk["trust_connected_line"], trunk["send_connected_line"]) == ("no", "no")
+    assert {auth["auth_type"] for auth in pjsip["auth"].values()} == {"digest"}

@@ -344,13 +344,15 @@ class RealAsterisk:
     `globals` changes [globals] entries of nobat's extensions.conf (NOBAT_FASTAGI points at
     the test's FastAGI server, NOBAT_OFFICE at a fake phone). `edit_extensions` may rewrite
     the dialplan text (a control test removes the masking to show the leak is real).
-    `agi_scripts` are classic AGI programs put in the agi-bin folder.
+    `agi_scripts` are classic AGI programs put in the agi-bin folder. `configs` adds or
+    replaces configuration files by name (the SIP tier's pjsip.conf and rtp.conf).
     """
 
     phones: FakePhones = field(default_factory=FakePhones)
     globals: Mapping[str, str] = field(default_factory=dict)
     edit_extensions: Callable[[str], str] | None = None
     agi_scripts: Mapping[str, str] = field(default_factory=dict)
+    configs: Mapping[str, str] = field(default_factory=dict)
     binary: Path = field(default_factory=find_asterisk)
     secret: str | None = field(default_factory=lambda: secrets.token_hex(16))
     """The AMI secret put into nobat's manager.conf; None leaves it as shipped (none)."""
@@ -381,6 +383,8 @@ class RealAsterisk:
             text = set_globals(text, self.globals)
         if self.edit_extensions is not None:
             text = self.edit_extensions(text)
+        if not (self.phones.callers or self.phones.phones):
+            return text  # no fake phones (the SIP tier's phones are SIP phones)
         return text + "\n\n" + self.phones.render()
 
     def modules_conf(self) -> str:
@@ -440,6 +444,7 @@ class RealAsterisk:
             "indications.conf": _INDICATIONS,
             **{name: "" for name in ("features.conf", "acl.conf", "udptl.conf", "ccss.conf",
                                      "stasis.conf")},
+            **self.configs,
         }
         for name, text in files.items():
             (etc / name).write_text(text, encoding="utf-8")

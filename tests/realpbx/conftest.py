@@ -14,20 +14,21 @@ import pytest
 HERE = Path(__file__).resolve().parent
 
 
-def _named_explicitly(config: pytest.Config) -> bool:
-    """Whether the command line points inside this folder (not merely at tests/ or the repo)."""
+def named_explicitly(config: pytest.Config, folder: Path = HERE) -> bool:
+    """Whether the command line points inside `folder` (not merely at tests/ or the repo);
+    the SIP tier (tests/sippbx/) asks it about its own folder."""
     root = config.invocation_params.dir
     for arg in config.invocation_params.args:
         if arg.startswith("-"):
             continue
         path = (root / arg.split("::", 1)[0]).resolve()
-        if path == HERE or HERE in path.parents:
+        if path == folder or folder in path.parents:
             return True
     return False
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    if collection_path.name.startswith("test_") and not _named_explicitly(config):
+    if collection_path.name.startswith("test_") and not named_explicitly(config):
         return True
     return None
 

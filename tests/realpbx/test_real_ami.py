@@ -381,8 +381,23 @@ async def test_nobat_manager_user_has_what_the_dialer_needs_and_no_more(
 
 
 async def test_only_ami_on_loopback_listens(asterisk_binary: Path) -> None:
+    """modules.conf loads PJSIP, but with no pjsip.conf (this tier has none) it opens no SIP
+    transport: the one listener is AMI on loopback. The only other sockets are the UDP ones
+    pjproject's DNS resolver binds to ask the system's nameservers: one per address family,
+    on the wildcard address and an ephemeral port, as any DNS client's."""
     async with RealAsterisk(binary=asterisk_binary) as pbx:
-        assert pbx.listening() == [f"tcp 127.0.0.1:{pbx.port}"]
+        sockets = pbx.listening()
+    assert [s for s in sockets if not s.startswith("udp ")] == [f"tcp 127.0.0.1:{pbx.port}"]
+    low, high = ephemeral_ports()
+    resolver = [s.removeprefix("udp ").rsplit(":", 1) for s in sockets if s.startswith("udp ")]
+    assert sorted(host for host, _ in resolver) in ([], ["0.0.0.0", "[::]"]), sockets
+    assert all(low <= int(port) <= high for _, port in resolver), sockets
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The range the kernel picks a socket's port from when it binds to port 0."""
+    low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    return int(low), int(high)
 
 
 async def test_as_shipped_no_one_logs_in_as_nobat_until_the_admin_sets_a_secret(

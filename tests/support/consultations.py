@@ -10,7 +10,7 @@ from sqlalchemy import select
 from clinic.schedule import VisitKind
 from db.booking import Booked, BookingService
 from db.engine import Database
-from db.models import CallAttempt, Consultation
+from db.models import Appointment, CallAttempt, Consultation
 
 
 async def first_phone_slot(service: BookingService, doctor_key: str) -> tuple[int, dt.datetime]:
@@ -24,9 +24,11 @@ async def first_phone_slot(service: BookingService, doctor_key: str) -> tuple[in
 
 
 async def book_due(service: BookingService, database: Database, doctor_id: int, patient: str,
-                   start: dt.datetime, due: dt.datetime) -> tuple[int, int]:
+                   start: dt.datetime, due: dt.datetime, ends_at: dt.datetime | None = None
+                   ) -> tuple[int, int]:
     """Book a phone visit at `start` and make its call due at `due` (the store is the
-    truth); returns the appointment's and the consultation's ids."""
+    truth); with `ends_at`, the visit itself is moved to run from `due` to then (a real-time
+    test's short consultation). Returns the appointment's and the consultation's ids."""
     booked = await service.book(patient, doctor_id, start, VisitKind.PHONE, via="staff")
     assert isinstance(booked, Booked)
     async with database.writing() as session:
@@ -34,6 +36,10 @@ async def book_due(service: BookingService, database: Database, doctor_id: int, 
             Consultation.appointment_id == booked.appointment.id))
         assert row is not None
         row.due_at = due
+        if ends_at is not None:
+            appointment = await session.get(Appointment, booked.appointment.id)
+            assert appointment is not None
+            appointment.start_at, appointment.end_at = due, ends_at
         return booked.appointment.id, row.id
 
 
