@@ -217,13 +217,6 @@ class BookingService:
         candidates.sort(key=lambda s: (abs(s.start - around), s.start))
         return sorted(candidates[:limit])
 
-    async def is_known(self, phone: str) -> bool:
-        """Whether this number has booked here before (to greet, not to authorise)."""
-        number = phones.normalize(phone)
-        async with self.db.reading() as session:
-            return await session.scalar(select(Patient.id).where(Patient.phone == number)) \
-                is not None
-
     async def upcoming(self, phone: str) -> list[AppointmentView]:
         """The caller's booked appointments that have not started yet."""
         number = phones.normalize(phone)

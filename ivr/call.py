@@ -68,6 +68,9 @@ class Call:
     patient_phone: str | None = None
     closed_today: bool = False
     failed_menus: int = 0
+    code_tries: int = 0
+    """Booking codes keyed wrong (or not at all) on this call: after three, none is taken, so
+    going back to the menu never buys more guesses."""
     values: dict[str, str] = field(default_factory=dict)
     """Numbers the caller keyed into collect nodes, by name."""
     step: str = "start"

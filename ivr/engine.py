@@ -23,6 +23,25 @@ cannot or does not answer is not cycled between menu and closed office forever."
 
 
 @dataclass(frozen=True)
+class Choice:
+    """A parameter that must be one of a few words, so a typo in a policy is caught by
+    `nobat flows check`, not taken for the default; `refused` words say why they are not."""
+
+    words: tuple[str, ...]
+    default: str
+    refused: Mapping[str, str] = field(default_factory=dict)
+
+    def problem(self, value: object) -> str | None:
+        """What is wrong with `value`, or None if it is one of the words."""
+        expected = f"expected one of {', '.join(self.words)}"
+        if isinstance(value, str) and value in self.words:
+            return None
+        if isinstance(value, str) and value in self.refused:
+            return f"{value!r} is not offered: {self.refused[value]}; {expected}"
+        return f"{expected}, got {value!r}"
+
+
+@dataclass(frozen=True)
 class ActionSpec:
     """A named action flows may call, with the parameters it accepts and the outcomes it ends in.
 
@@ -30,7 +49,7 @@ class ActionSpec:
     """
 
     run: ActionFn
-    params: Mapping[str, type] = field(default_factory=dict)
+    params: Mapping[str, type | Choice] = field(default_factory=dict)
     outcomes: tuple[str, ...] = ()
     asks: bool = False
     """Whether it always waits for the caller's keys (a flow loop through it is no busy loop)."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from clinic.staff_toml import KeyPath, Problem, StaffFileError, StaffToml
 from ivr.conditions import parse_condition
-from ivr.engine import ActionSpec
+from ivr.engine import ActionSpec, Choice
 from ivr.flow import (
     LANGUAGES,
     Action,
@@ -131,6 +131,10 @@ def _check_action(doc: StaffToml, base: KeyPath, node: Action,
             allowed = ", ".join(spec.params) or "none"
             doc.error(base + ("params", key), f"{node.action} takes no parameter {key!r} "
                       f"(allowed: {allowed})")
+        elif isinstance(kind, Choice):
+            problem = kind.problem(value)
+            if problem is not None:
+                doc.error(base + ("params", key), problem)
         elif not isinstance(value, kind):
             doc.error(base + ("params", key), f"expected {kind.__name__}, got {value!r}")
     for outcome in node.outcomes:

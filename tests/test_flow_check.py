@@ -177,7 +177,45 @@ next = "goodbye"
 [nodes.goodbye]''').replace('"9" = "goodbye" }\n\n[nodes.book]',
                             '"9" = "goodbye", "8" = "ask-file" }\n\n[nodes.book]')
     assert problems(tmp_path, text) == [
-        "main.toml:85: nodes.ask-file.into: missing; expected a name for the number",
-        "main.toml:88: nodes.ask-file.max_digits: expected 1 <= min_digits <= max_digits <= "
+        "main.toml:90: nodes.ask-file.into: missing; expected a name for the number",
+        "main.toml:93: nodes.ask-file.max_digits: expected 1 <= min_digits <= max_digits <= "
         "20, got 1 and 30",
     ]
+
+
+def test_a_bad_booking_code_policy_is_named_with_its_line(tmp_path: Path) -> None:
+    text = SHIPPED.replace('params = { listing = "off" }',
+                           'params = { listing = "full", code_digits = 4 }').replace(
+        'action = "identify"\n', 'action = "identify"\noutcomes = { "known" = "book" }\n')
+    assert problems(tmp_path, text) == [
+        "main.toml:46: nodes.identify.outcomes.known: identify never ends in 'known'; it can "
+        "end in done, back, office, hangup",
+        "main.toml:67: nodes.my-appointments.params.code_digits: my_appointments takes no "
+        "parameter 'code_digits' (allowed: listing)",
+        "main.toml:67: nodes.my-appointments.params.listing: 'full' is not offered: a caller "
+        "id proves nothing, so reading a number's bookings before the code would read them "
+        "to whoever forges that number; expected one of off, count",
+    ]
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ('"all"', "expected one of off, count, got 'all'"),
+    ("0", "expected one of off, count, got 0"),
+    ('"Count"', "expected one of off, count, got 'Count'"),
+])
+def test_flows_check_refuses_a_listing_that_is_not_off_or_count(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str, expected: str) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f'[database]\nurl = "sqlite+aiosqlite:///{tmp_path}/c.db"\n'
+                      f'[ivr]\nprompts = "{ROOT / "prompts"}"\n')
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "main.toml").write_text(
+        SHIPPED.replace('params = { listing = "off" }', f"params = {{ listing = {value} }}"))
+    assert main(["-c", str(config), "flows", "check", str(tmp_path / "flows")]) == 2
+    assert f"main.toml:66: nodes.my-appointments.params.listing: {expected}" \
+        in capsys.readouterr().err
+
+
+def test_listing_may_be_left_out(tmp_path: Path) -> None:
+    (tmp_path / "main.toml").write_text(SHIPPED.replace('params = { listing = "off" }\n', ""))
+    assert "my-appointments" in load_flows(tmp_path, ACTIONS, PROMPTS)["main"].nodes

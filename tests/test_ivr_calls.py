@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -16,7 +18,7 @@ from db.models import Appointment, InboundCall, Patient
 from ivr.agi_protocol import Command
 from tests.fakepbx.script import Caller, HangUp, Hear, Wait
 from tests.support.clinics import Clock
-from tests.support.ivr import IvrRig, ivr_rig
+from tests.support.ivr import ROOT, HeardCall, IvrRig, ivr_rig
 
 TEHRAN = ZoneInfo("Asia/Tehran")
 SATURDAY = dt.date(2026, 11, 28)
@@ -95,14 +97,30 @@ async def test_nothing_is_written_without_the_confirming_key(
     assert await appointments(database) == []
 
 
-async def test_a_known_caller_is_greeted_and_english_is_one_key_away(
+async def test_english_is_one_key_away_for_a_patient_too(
         rig: IvrRig, database: Database) -> None:
     await rig.call(Caller.dialling(MOBILE, *BOOK_SATURDAY_1620))
     heard = await rig.call(Caller.dialling(MOBILE, Hear("welcome"), "2", Hear("main-menu"),
                                            "3", Hear("anything-else"), "9"))
-    assert heard.prompts == ["fa/welcome", "en/welcome-back", "en/main-menu",
-                             "en/address-intro", "en/clinic/address", "en/anything-else",
-                             "en/goodbye"]
+    assert heard.prompts == ["fa/welcome", "en/main-menu", "en/address-intro",
+                             "en/clinic/address", "en/anything-else", "en/goodbye"]
+
+
+def commands(heard: HeardCall) -> list[tuple[str, tuple[str, ...]]]:
+    """What nobat sent, but for the call's own session number."""
+    return [(e.command.verb, tuple(e.command.args)) for e in heard.transcript.exchanges
+            if not (e.command.verb == "SET VARIABLE" and e.command.args[0] == "NOBAT_SESSION")]
+
+
+async def test_every_caller_is_greeted_the_same_way_patient_or_not(
+        rig: IvrRig, database: Database) -> None:
+    await book_for(rig, MOBILE, at(SATURDAY, 16))
+    keys = (Hear("main-menu"), "3", Hear("anything-else"), "9")
+    patient = await rig.call(Caller.dialling(MOBILE, *keys))
+    stranger = await rig.call(Caller.dialling("09350000001", *keys))
+    assert patient.prompts[:3] == ["fa/welcome", "fa/choose-language", "fa/main-menu"]
+    assert patient.prompts == stranger.prompts
+    assert commands(patient) == commands(stranger)
 
 
 async def test_english_by_the_number_dialled(rig: IvrRig) -> None:
@@ -147,38 +165,144 @@ async def book_for(rig: IvrRig, phone: str, start: dt.datetime, kind: VisitKind
     return result.appointment.code
 
 
-async def test_a_caller_moves_their_booking_by_caller_id(
+def not_the_code(code: str) -> str:
+    """A six-digit code that is not `code`."""
+    return "100000" if code != "100000" else "100001"
+
+
+def says_nothing_of_bookings(heard: list[str]) -> bool:
+    """Whether the caller heard no booking: no doctor, no time, no code, no count."""
+    return not any(p.split("/", 1)[1] in ("with-doctor", "your-code", "appointments-count",
+                                          "no-appointments") or "/doctor/" in p
+                   or "/time/" in p for p in heard)
+
+
+async def test_a_caller_moves_their_booking_with_its_code(
         rig: IvrRig, database: Database) -> None:
     code = await book_for(rig, MOBILE, at(SATURDAY, 16))
     heard = await rig.call(Caller.dialling(
-        MOBILE, Hear("main-menu"), "2", Hear("choose-appointment"), "1", Hear("move-it"), "2",
+        MOBILE, Hear("main-menu"), "2", Hear("enter-code"), code, Hear("move-it"), "2",
         Hear("choose-day"), "2", Hear("choose-time"), "3", Hear("confirm-keys"), "1",
         Hear("anything-else"), "9"))
+    assert contains(heard.prompts, ["fa/main-menu", "fa/enter-code", "fa/with-doctor",
+                                    "fa/doctor/dr-ahmadi", "fa/day/saturday"])
     assert contains(heard.prompts, ["fa/rescheduled", "fa/your-code"])
+    assert spoken_code(heard.prompts) == code
     assert await appointments(database) == [(code, at(dt.date(2026, 11, 30), 16, 40), "booked",
                                               "+989121234567")]
 
 
-async def test_a_caller_cancels_by_caller_id(rig: IvrRig, database: Database) -> None:
+async def test_a_caller_cancels_their_booking_with_its_code(
+        rig: IvrRig, database: Database) -> None:
+    await book_for(rig, MOBILE, at(SATURDAY, 17))
     code = await book_for(rig, MOBILE, at(SATURDAY, 16))
     heard = await rig.call(Caller.dialling(
-        MOBILE, Hear("main-menu"), "2", Hear("choose-appointment"), "1", Hear("cancel-it"), "1",
+        MOBILE, Hear("main-menu"), "2", Hear("enter-code"), code, Hear("cancel-it"), "1",
         Hear("confirm-keys"), "1", Hear("anything-else"), "9"))
+    assert contains(heard.prompts, [
+        "fa/enter-code", "fa/with-doctor", "fa/doctor/dr-ahmadi", "fa/day/saturday", "fa/ord/7",
+        "fa/month/9", "fa/time/hour", "fa/num/16", "fa/kind/in_person", "fa/menu/for",
+        "fa/cancel-it"])
     assert contains(heard.prompts, ["fa/confirm-cancel", "fa/confirm-keys", "fa/cancelled"])
+    assert [row[1:3] for row in await appointments(database)] == [
+        (at(SATURDAY, 17), "booked"), (at(SATURDAY, 16), "cancelled")]
+
+
+async def test_a_wrong_code_then_the_right_one(rig: IvrRig, database: Database) -> None:
+    code = await book_for(rig, MOBILE, at(SATURDAY, 16))
+    heard = await rig.call(Caller.dialling(
+        MOBILE, Hear("main-menu"), "2", Hear("enter-code"), not_the_code(code),
+        Hear("code-other-mobile"), MOBILE + "#", Hear("code-not-found"), Hear("enter-code"),
+        code, Hear("cancel-it"), "1", Hear("confirm-keys"), "1", Hear("anything-else"), "9"))
+    assert heard.prompts[2:7] == ["fa/main-menu", "fa/enter-code", "fa/code-other-mobile",
+                                  "fa/code-not-found", "fa/enter-code"]
+    assert says_nothing_of_bookings(heard.prompts[:7])
+    assert "fa/cancelled" in heard.prompts
     assert await appointments(database) == [(code, at(SATURDAY, 16), "cancelled",
                                               "+989121234567")]
+
+
+def three_wrong_codes(*codes: str) -> tuple[Hear | str, ...]:
+    """Change or cancel, then three codes none of `codes` is; the caller id's own number is
+    keyed when the first one does not match it."""
+    first, second, third = [c for c in (d * 6 for d in "123456789") if c not in codes][:3]
+    return ("2", Hear("enter-code"), first, Hear("code-other-mobile"), MOBILE + "#",
+            Hear("code-not-found"), Hear("enter-code"), second, Hear("code-not-found"),
+            Hear("enter-code"), third)
+
+
+async def test_three_wrong_codes_end_at_the_office_with_nothing_changed(
+        rig: IvrRig, database: Database, caplog: pytest.LogCaptureFixture) -> None:
+    code = await book_for(rig, MOBILE, at(SATURDAY, 16))
+    with caplog.at_level(logging.WARNING, "ivr.actions.appointments"):
+        heard = await rig.call(Caller.dialling(MOBILE, Hear("main-menu"),
+                                               *three_wrong_codes(code)))
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "ivr.actions.appointments"]
+    assert "3 wrong booking codes" in warning and "4567" in warning
+    assert "1234567" not in warning
+    assert heard.prompts[2:] == [
+        "fa/main-menu", "fa/enter-code", "fa/code-other-mobile", "fa/code-not-found",
+        "fa/enter-code", "fa/code-not-found", "fa/enter-code", "fa/code-not-found",
+        "fa/transferring"]
+    assert heard.transcript.variables["NOBAT_TRANSFER"] == "PJSIP/office"
+    assert await appointments(database) == [(code, at(SATURDAY, 16), "booked",
+                                              "+989121234567")]
+
+
+async def test_after_three_wrong_codes_no_more_are_taken_on_the_call(
+        rig: IvrRig, database: Database, clock: Clock) -> None:
+    """With the office closed the caller is back at the menu, but gets no more guesses."""
+    code = await book_for(rig, MOBILE, at(dt.date(2026, 11, 30), 16))
+    clock.now = at(SATURDAY, 22)
+    heard = await rig.call(Caller.dialling(
+        MOBILE, Hear("main-menu"), *three_wrong_codes(code), Hear("office-closed"),
+        Hear("main-menu"), "2", Hear("code-tries-used"), Hear("main-menu"), "9"))
+    assert heard.prompts.count("fa/enter-code") == 3
+    assert contains(heard.prompts, ["fa/main-menu", "fa/code-tries-used", "fa/office-closed"])
+    assert heard.prompts[-2:] == ["fa/main-menu", "fa/goodbye"]
+    assert await appointments(database) == [(code, at(dt.date(2026, 11, 30), 16), "booked",
+                                              "+989121234567")]
+
+
+async def test_a_forged_caller_id_changes_nothing_and_hears_nothing_of_the_bookings(
+        rig: IvrRig, database: Database) -> None:
+    """Someone calls with a patient's number: they hear exactly what a stranger hears."""
+    first = await book_for(rig, MOBILE, at(SATURDAY, 16))
+    second = await book_for(rig, MOBILE, at(dt.date(2026, 12, 2), 10), VisitKind.PHONE)
+    before = await appointments(database)
+    keys = three_wrong_codes(first, second)
+    forged = await rig.call(Caller.dialling(MOBILE, Hear("main-menu"), *keys))
+    stranger = await rig.call(Caller.dialling("09350000001", Hear("main-menu"), *keys))
+    assert forged.prompts == stranger.prompts
+    assert says_nothing_of_bookings(forged.prompts)
+    assert not any(p.startswith("fa/num/") for p in forged.prompts)
+    assert forged.prompts[-1] == "fa/transferring"
+    assert await appointments(database) == before
 
 
 async def test_another_phone_cancels_with_mobile_number_and_booking_code(
         rig: IvrRig, database: Database) -> None:
     code = await book_for(rig, MOBILE, at(SATURDAY, 16))
     heard = await rig.call(Caller.dialling(
-        "02144556677", Hear("main-menu"), "2", Hear("enter-mobile"), MOBILE + "#",
-        Hear("enter-code"), "999999", Hear("enter-code"), code, Hear("choose-appointment"), "1",
-        Hear("cancel-it"), "1", Hear("confirm-keys"), "1", Hear("anything-else"), "9"))
-    assert contains(heard.prompts, ["fa/no-appointments", "fa/enter-mobile", "fa/enter-code",
-                                    "fa/code-not-found", "fa/enter-code"])
+        "02144556677", Hear("main-menu"), "2", Hear("enter-code"), code,
+        Hear("code-other-mobile"), MOBILE + "#", Hear("cancel-it"), "1", Hear("confirm-keys"),
+        "1", Hear("anything-else"), "9"))
+    assert contains(heard.prompts, ["fa/main-menu", "fa/enter-code", "fa/code-other-mobile",
+                                    "fa/with-doctor"])
     assert (await appointments(database))[0][2] == "cancelled"
+
+
+async def test_a_withheld_number_keys_the_mobile_then_the_code(
+        rig: IvrRig, database: Database) -> None:
+    code = await book_for(rig, MOBILE, at(SATURDAY, 16))
+    heard = await rig.call(Caller.dialling(
+        None, Hear("main-menu"), "2", Hear("enter-mobile"), MOBILE + "#", Hear("enter-code"),
+        not_the_code(code), Hear("code-not-found"), Hear("enter-code"), code,
+        Hear("move-it"), "1", Hear("confirm-keys"), "2", Hear("anything-else"), "9"))
+    assert heard.prompts[2:8] == ["fa/main-menu", "fa/enter-mobile", "fa/enter-code",
+                                  "fa/code-not-found", "fa/enter-code", "fa/with-doctor"]
+    assert contains(heard.prompts, ["fa/confirm-cancel", "fa/confirm-keys", "fa/not-changed"])
+    assert (await appointments(database))[0][2] == "booked"
 
 
 async def test_a_cancellation_past_the_cutoff_is_refused_with_the_reason(
@@ -186,10 +310,44 @@ async def test_a_cancellation_past_the_cutoff_is_refused_with_the_reason(
     code = await book_for(rig, MOBILE, at(SATURDAY, 16))
     clock.now = at(SATURDAY, 15)
     heard = await rig.call(Caller.dialling(
-        MOBILE, Hear("main-menu"), "2", Hear("choose-appointment"), "1", Hear("cancel-it"), "1",
+        MOBILE, Hear("main-menu"), "2", Hear("enter-code"), code, Hear("cancel-it"), "1",
         Hear("confirm-keys"), "1", Hear("anything-else"), "9"))
     assert contains(heard.prompts, ["fa/past-cutoff", "fa/anything-else"])
     assert await appointments(database) == [(code, at(SATURDAY, 16), "booked", "+989121234567")]
+
+
+def flows_listing(folder: Path, listing: str) -> Path:
+    """The shipped flows with `listing` chosen for "change or cancel"."""
+    folder.mkdir()
+    for source in (ROOT / "flows").glob("*.toml"):
+        (folder / source.name).write_text(source.read_text(encoding="utf-8").replace(
+            'params = { listing = "off" }', f'params = {{ listing = "{listing}" }}'),
+            encoding="utf-8")
+    return folder
+
+
+async def test_listing_off_says_nothing_before_the_code(rig: IvrRig) -> None:
+    await book_for(rig, MOBILE, at(SATURDAY, 16))
+    heard = await rig.call(Caller.dialling(MOBILE, Hear("main-menu"), "2", Hear("enter-code"),
+                                           Wait(1), HangUp()))
+    assert heard.prompts == ["fa/welcome", "fa/choose-language", "fa/main-menu",
+                             "fa/enter-code"]
+
+
+async def test_listing_count_says_how_many_for_the_caller_ids_number_only(
+        database: Database, clock: Clock, tmp_path: Path) -> None:
+    async with ivr_rig(database, clock, flows=flows_listing(tmp_path / "flows", "count")) as rig:
+        await book_for(rig, MOBILE, at(SATURDAY, 16))
+        await book_for(rig, MOBILE, at(dt.date(2026, 11, 30), 16))
+        to_the_code = (Hear("main-menu"), "2", Hear("enter-code"), Wait(1), HangUp())
+        patient = await rig.call(Caller.dialling(MOBILE, *to_the_code))
+        stranger = await rig.call(Caller.dialling("09350000001", *to_the_code))
+        keyed = await rig.call(Caller.dialling(None, Hear("main-menu"), "2", Hear("enter-mobile"),
+                                               MOBILE + "#", *to_the_code[2:]))
+    assert patient.prompts[2:] == ["fa/main-menu", "fa/appointments-count", "fa/num/2",
+                                   "fa/enter-code"]
+    assert stranger.prompts[2:] == ["fa/main-menu", "fa/no-appointments", "fa/enter-code"]
+    assert keyed.prompts[2:] == ["fa/main-menu", "fa/enter-mobile", "fa/enter-code"]
 
 
 async def test_the_doctors_hours_are_said_from_the_store(rig: IvrRig) -> None:

@@ -20,7 +20,8 @@ from tests.support.ivr import ivr_rig
 from tests.test_ivr_calls import SATURDAY, at
 
 PROMPTS_TO_WAIT_FOR = ["main-menu", "choose-specialty", "choose-day", "choose-time",
-                       "confirm-keys", "enter-mobile", "choose-appointment", "anything-else"]
+                       "confirm-keys", "enter-mobile", "enter-code", "code-other-mobile",
+                       "anything-else"]
 actions = st.one_of(
     st.text("0123456789*#", min_size=1, max_size=3).map(Press),
     st.floats(0, 8).map(Wait),

@@ -66,18 +66,20 @@ class Script(NamedTuple):
     steps: Steps
 
 
-def script(rng: random.Random, booked: list[str]) -> Script:
-    """A caller's number and what they do, by the day's mix; a cancelled booking is not
-    cancelled or moved again."""
+def script(rng: random.Random, booked: list[tuple[str, str]]) -> Script:
+    """A caller's number and what they do, by the day's mix; `booked` holds the number and
+    code of each booking callers heard confirmed. A cancelled booking is not cancelled or
+    moved again; changing one takes its code, as it takes a real caller."""
     roll = rng.random()
     if booked and roll < 0.10:
-        number = booked.pop(rng.randrange(len(booked)))
+        number, code = booked.pop(rng.randrange(len(booked)))
         return Script("cancel", number, (
-            Hear("main-menu"), "2", Hear("choose-appointment"), "1", Hear("cancel-it"), "1",
+            Hear("main-menu"), "2", Hear("enter-code"), code, Hear("cancel-it"), "1",
             Hear("confirm-keys"), "1", Hear("anything-else"), "9"))
     if booked and roll < 0.18:
-        return Script("move", rng.choice(booked), (
-            Hear("main-menu"), "2", Hear("choose-appointment"), "1", Hear("move-it"), "2",
+        number, code = rng.choice(booked)
+        return Script("move", number, (
+            Hear("main-menu"), "2", Hear("enter-code"), code, Hear("move-it"), "2",
             Hear("choose-day"), "1", Hear("choose-time"), "1", Hear("confirm-keys"), "1",
             Hear("anything-else"), "9"))
     number = f"0912{rng.randrange(10_000_000):07d}"

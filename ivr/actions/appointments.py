@@ -1,11 +1,18 @@
-"""Moving and cancelling: the caller's own bookings, found by caller id or number plus code."""
+"""Moving and cancelling: a booking the caller proves with its code, never by caller id alone.
+
+A caller id can be forged, on the phone network as on the FastAGI port, so it only says
+which number to check a code against; nothing about a booking is said before its code.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
+from clinic.phones import mask
 from db.booking import AppointmentView, Booked, Cancelled, Refusal, Refused
+from ivr import speech
 from ivr.actions.booking import (
     RETRY,
     Draft,
@@ -16,66 +23,107 @@ from ivr.actions.booking import (
     read_back,
     run_steps,
     settle,
-    when,
 )
-from ivr.actions.identify import ask_mobile
+from ivr.actions.identify import ask_mobile, caller_phone
 from ivr.call import Call
+from ivr.conditions import caller_number
+from ivr.engine import Choice
 from ivr.menu import Escape, Option, choose
 
+log = logging.getLogger(__name__)
 CODE_DIGITS = 6
+"""The whole booking code, as the caller heard it when booking: its last four digits alone
+would let three guesses a call find one booking in about 3,300 calls, the whole code in
+about 300,000."""
+LISTING = Choice(("off", "count"), default="off", refused={
+    "full": "a caller id proves nothing, so reading a number's bookings before the code "
+            "would read them to whoever forges that number"})
+"""What a caller hears of their number's bookings before keying a code."""
 
 
-async def find_bookings(call: Call) -> list[AppointmentView] | Escape:
-    """Bookings of the caller id's number; otherwise ask for mobile number and booking code."""
-    if call.patient_phone is not None:
-        found = await call.services.booking.upcoming(call.patient_phone)
-        if found:
-            return found
-        await call.say(["no-appointments"])
-    phone = await ask_mobile(call)
-    if isinstance(phone, Escape):
-        return phone
-    for attempt in range(RETRY.tries):
-        entry = await call.read_digits(["enter-code"], max_digits=CODE_DIGITS, digit_wait=6.0)
-        if entry.back:
-            return Escape.BACK
-        booking = await call.services.booking.find_by_code(phone, entry.digits)
-        if booking is not None:
-            call.patient_phone = phone
-            return [booking]
-        if attempt < RETRY.tries - 1:
-            await call.say(["code-not-found"])
-    return Escape.FAILED
+def _way_out(escape: Escape) -> str:
+    """The action's outcome for a menu escape: '*' goes back, anything else to the office."""
+    return "back" if escape is Escape.BACK else "office"
 
 
 async def my_appointments(call: Call, params: Mapping[str, Any]) -> str:
-    """List the caller's bookings; for the one chosen: 1 cancels, 2 moves it."""
-    bookings = await find_bookings(call)
-    if isinstance(bookings, Escape):
-        return "back" if bookings is Escape.BACK else "office"
-    options = [Option(("with-doctor", f"doctor/{b.doctor.key}", *when(call, b.start)), b)
-               for b in bookings[:6]]
-    chosen = await choose(call, ["choose-appointment"], options, RETRY)
-    if isinstance(chosen, Escape):
-        return "back" if chosen is Escape.BACK else "office"
-    assert isinstance(chosen, AppointmentView)
-    what = await choose(call, read_back(call, chosen.doctor, chosen.start, chosen.kind),
+    """Take a booking's code, read that booking back; 1 cancels it, 2 moves it.
+
+    `listing` = "count" first says how many bookings the caller id's number has (never for
+    a number keyed in, which anyone can type); "off" says nothing.
+    """
+    if call.code_tries >= RETRY.tries:
+        await call.say(["code-tries-used"])
+        return "office"
+    if params.get("listing", LISTING.default) == "count":
+        await say_count(call)
+    booking = await prove_booking(call)
+    if isinstance(booking, Escape):
+        return _way_out(booking)
+    what = await choose(call, read_back(call, booking.doctor, booking.start, booking.kind),
                         [Option(("cancel-it",), "cancel"), Option(("move-it",), "move")], RETRY)
     if what == "cancel":
-        return await cancel(call, chosen)
+        return await cancel(call, booking)
     if what == "move":
-        return await move(call, chosen)
-    return "back" if what is Escape.BACK else "office"
+        return await move(call, booking)
+    assert isinstance(what, Escape)
+    return _way_out(what)
+
+
+async def say_count(call: Call) -> None:
+    """How many upcoming bookings the caller id's number has: no doctor, time or code."""
+    number = caller_number(call.session.info.caller_id)
+    if number is None:
+        return
+    count = len(await call.services.booking.upcoming(number))
+    await call.say(["appointments-count", *speech.number(count, call.language)] if count
+                   else ["no-appointments"])
+
+
+async def prove_booking(call: Call) -> AppointmentView | Escape:
+    """The booking whose code the caller keys in, if it was booked with the caller's number.
+
+    The number is the caller id's, or keyed in when there is none. A code that does not
+    match the caller id's number asks once for the mobile number it was booked with (the
+    caller may be on another phone); every caller hears that, so it tells nothing. Three
+    wrong or empty entries in one call end at the office.
+    """
+    number = await caller_phone(call)
+    if isinstance(number, Escape):
+        return number
+    may_ask_number = number == caller_number(call.session.info.caller_id)
+    while call.code_tries < RETRY.tries:
+        entry = await call.read_digits(["enter-code"], max_digits=CODE_DIGITS, digit_wait=6.0)
+        if entry.back:
+            return Escape.BACK
+        booking = None
+        if entry.digits:
+            booking = await call.services.booking.find_by_code(number, entry.digits)
+        if booking is None and entry.digits and may_ask_number:
+            may_ask_number = False
+            other = await ask_mobile(call, first="code-other-mobile")
+            if isinstance(other, Escape):
+                return other
+            number = other
+            booking = await call.services.booking.find_by_code(number, entry.digits)
+        if booking is not None:
+            return booking
+        call.code_tries += 1
+        await call.say(["code-not-found"] if entry.digits else ["no-input"])
+    log.warning("%d wrong booking codes for %s on one call; no more are taken on it",
+                call.code_tries, mask(number))
+    return Escape.FAILED
 
 
 async def cancel(call: Call, booking: AppointmentView) -> str:
-    """Cancel after a confirming key; a refusal (too late) is explained."""
-    assert call.patient_phone is not None
+    """Cancel after a confirming key; a refusal (too late) is explained.
+
+    The booking was proven by its code, or is the one nobat rang its number about."""
     answer = await confirm(call, ["confirm-cancel"])
     if isinstance(answer, Escape) or not answer:
         await call.say(["not-changed"])
         return "done"
-    result = await call.services.booking.cancel(booking.id, call.patient_phone)
+    result = await call.services.booking.cancel(booking.id, booking.patient_phone)
     call.events.append(f"cancel:{type(result).__name__}")
     if isinstance(result, Cancelled):
         await call.say(["cancelled"])
@@ -86,8 +134,7 @@ async def cancel(call: Call, booking: AppointmentView) -> str:
 
 async def move(call: Call, booking: AppointmentView) -> str:
     """Choose a new day and time with the same doctor; the old slot is kept until then."""
-    phone = call.patient_phone
-    assert phone is not None
+    phone = booking.patient_phone
     if booking.start - call.now() < call.services.booking.policy.change_cutoff:
         await call.say(["past-cutoff"])
         return "done"

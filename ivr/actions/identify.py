@@ -16,19 +16,19 @@ TRIES = 3
 
 
 async def identify(call: Call, params: Mapping[str, Any]) -> str:
-    """Take the number from the caller id; greet a caller the clinic already knows."""
+    """Take the number from the caller id, without a word and without asking the store: a
+    greeting that differed for patients would tell anyone who forges a number who they are."""
     call.patient_phone = caller_number(call.session.info.caller_id)
-    if call.patient_phone and await call.services.booking.is_known(call.patient_phone):
-        await call.say(["welcome-back"])
-        return "known"
     return "done"
 
 
-async def ask_mobile(call: Call, digit_wait: float = 6.0) -> str | Escape:
-    """Ask for an 11-digit mobile number, checked, with retries; '*' goes back."""
+async def ask_mobile(call: Call, digit_wait: float = 6.0, first: str = "enter-mobile"
+                     ) -> str | Escape:
+    """Ask for an 11-digit mobile number (`first` prompt, then "enter-mobile"), checked, with
+    retries; '*' goes back."""
     for attempt in range(TRIES):
-        entry = await call.read_digits(["enter-mobile"], max_digits=MOBILE_DIGITS + 1,
-                                       digit_wait=digit_wait)
+        entry = await call.read_digits([first if attempt == 0 else "enter-mobile"],
+                                       max_digits=MOBILE_DIGITS + 1, digit_wait=digit_wait)
         if entry.back:
             return Escape.BACK
         try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ivr.actions.appointments import my_appointments
+from ivr.actions.appointments import LISTING, my_appointments
 from ivr.actions.booking import book
 from ivr.actions.identify import identify
 from ivr.actions.info import address, hours
@@ -21,9 +21,9 @@ from ivr.actions.patient_calls import (
 from ivr.engine import ActionSpec
 
 ACTIONS: dict[str, ActionSpec] = {
-    "identify": ActionSpec(identify, outcomes=("known",)),
+    "identify": ActionSpec(identify),
     "book": ActionSpec(book, params={"specialty": str}, asks=True),
-    "my_appointments": ActionSpec(my_appointments, asks=True),
+    "my_appointments": ActionSpec(my_appointments, params={"listing": LISTING}, asks=True),
     "address": ActionSpec(address),
     "hours": ActionSpec(hours, params={"specialty": str}, asks=True),
     "office": ActionSpec(office),
