@@ -44,16 +44,16 @@ def national(e164: str) -> str:
     return e164
 
 
+MASK_STARS = "*" * 7
+"""Always seven stars, whatever the number's length, so a mask does not tell the length."""
+
+
 def mask(number: str) -> str:
-    """Hide the middle of a number, since phone numbers here are health data (0912***4567)."""
+    """Show at most the last four digits (*******4567): phone numbers here are health data,
+    and an Iranian mobile's first four digits only name the operator, so showing them
+    would leave a guesser only three digits to find."""
     digits = re.sub(r"\D", "", number)
-    if digits.startswith("0098"):
-        digits = "0" + digits[4:]
-    elif number.lstrip().startswith("+98"):
-        digits = "0" + digits[2:]
-    if len(digits) < 8:
-        return "***"
-    return f"{digits[:4]}***{digits[-4:]}"
+    return MASK_STARS + (digits[-4:] if len(digits) >= 8 else "")
 
 
 def mask_in_text(text: str) -> str:

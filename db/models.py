@@ -294,3 +294,17 @@ class SurveyAnswer(Base):
     audio: Mapped[int | None] = mapped_column(Integer)
     doctor: Mapped[int | None] = mapped_column(Integer)
     book_again: Mapped[bool | None] = mapped_column()
+
+
+class WebSession(Base):
+    """A status page login, shared by every instance on the store. Only a hash of the id the
+    browser holds is kept, so a copy of the store logs nobody in; the CSRF value the page's
+    forms carry belongs to this session alone."""
+
+    __tablename__ = "web_session"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    id_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)

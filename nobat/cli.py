@@ -91,6 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StaffFileError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
+    if args.command == "serve" and config.web.token_problem:  # a guessable page: not served
+        print(config.web.token_problem, file=sys.stderr)
+        return EXIT_USAGE
     setup_logging(config.server.log_level, config.server.log_format)
     try:
         return asyncio.run(_run(args, config))

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from clinic.calendar import Weekday
 from clinic.schedule import parse_clock
-from clinic.staff_toml import KeyPath, StaffToml
+from clinic.staff_toml import KeyPath, Problem, StaffToml, dotted
 from db.booking import BookingPolicy
+from web.settings import LOOPBACK_NAMES
+from web.token_strength import requirement, weakness
 
 DEFAULT_PATH = Path("config.toml")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -67,11 +71,20 @@ class DatabaseConfig:
 
 @dataclass(frozen=True)
 class WebConfig:
-    """The status page's address and token."""
+    """The status page's address, token, the names it answers to and its sessions."""
 
     host: str
     port: int
     token: Secret
+    token_problem: str | None
+    """Why `nobat serve` refuses the token (one line naming the key), or None."""
+    public_url: str
+    """Where browsers reach the page ("" = this host and port, plain HTTP); https:// turns
+    on the Secure, __Host- cookie."""
+    allowed_hosts: tuple[str, ...]
+    session_idle_minutes: int
+    session_max_hours: int
+    login_lock_max_seconds: int
 
 
 @dataclass(frozen=True)
@@ -236,13 +249,68 @@ def _database(doc: StaffToml, base: Path, env: dict[str, str]) -> DatabaseConfig
 
 
 def _web(doc: StaffToml, env: dict[str, str]) -> WebConfig:
-    table, path = _section(doc, "web", ("host", "port", "token"))
+    table, path = _section(doc, "web", (
+        "host", "port", "token", "public_url", "allowed_hosts", "session_idle_minutes",
+        "session_max_hours", "login_lock_max_seconds"))
+    token = env.get("NOBAT_WEB_TOKEN") or doc.value(table, path, "token", str, default="")
     return WebConfig(
         host=doc.value(table, path, "host", str, default="127.0.0.1"),
         port=doc.value(table, path, "port", int, default=8080, convert=_in_range(0, 65535)),
-        token=Secret(env.get("NOBAT_WEB_TOKEN") or doc.value(table, path, "token", str,
-                                                             default="")),
+        token=Secret(token),
+        token_problem=_token_problem(doc, token, from_env=bool(env.get("NOBAT_WEB_TOKEN"))),
+        public_url=doc.value(table, path, "public_url", str, default="", convert=_public_url),
+        allowed_hosts=doc.value(table, path, "allowed_hosts", list, default=LOOPBACK_NAMES,
+                                convert=_host_names, what="a list of host names"),
+        session_idle_minutes=doc.value(table, path, "session_idle_minutes", int, default=30,
+                                       convert=_in_range(1, 24 * 60)),
+        session_max_hours=doc.value(table, path, "session_max_hours", int, default=12,
+                                    convert=_in_range(1, 30 * 24)),
+        login_lock_max_seconds=doc.value(table, path, "login_lock_max_seconds", int,
+                                         default=300, convert=_in_range(1, 24 * 3600)),
     )
+
+
+_HOST_NAME = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9.-]*[a-z0-9])?)(:[0-9]{1,5})?")
+
+
+def _token_problem(doc: StaffToml, token: str, from_env: bool) -> str | None:
+    """An empty token keeps the page shut; a weak one stops `nobat serve`."""
+    reason = weakness(token) if token else None
+    if reason is None:
+        return None
+    key = ("web", "token")
+    file, line = ("NOBAT_WEB_TOKEN", None) if from_env else (doc.file, doc.line_of(key))
+    return str(Problem(file, line, dotted(key), requirement(reason)))
+
+
+def _public_url(text: str) -> str:
+    """The page's origin as browsers send it (scheme://host[:port], no default port)."""
+    if not text:
+        return ""
+    parts = urlsplit(text)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if (parts.scheme not in ("http", "https") or not parts.hostname or parts.username
+            or parts.password or parts.path not in ("", "/") or parts.query or parts.fragment
+            or port == -1):
+        raise ValueError(f"expected the page's address with no path, such as "
+                         f"\"https://status.clinic.example\", got {text!r}")
+    netloc = parts.netloc.lower()
+    if (parts.scheme, port) in (("http", 80), ("https", 443)):
+        netloc = netloc.rsplit(":", 1)[0]
+    return f"{parts.scheme}://{netloc}"
+
+
+def _host_names(names: list[Any]) -> tuple[str, ...]:
+    if not names:
+        raise ValueError("expected at least one host name (the page would answer nobody)")
+    for name in names:
+        if not isinstance(name, str) or not _HOST_NAME.fullmatch(name.lower()):
+            raise ValueError(f"expected host names such as \"127.0.0.1\", \"[::1]\" or "
+                             f"\"nobat.clinic.lan:8080\", got {name!r}")
+    return tuple(name.lower() for name in names)
 
 
 def _booking(doc: StaffToml) -> BookingPolicy:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import signal
 
@@ -22,6 +23,7 @@ from nobat.config import Config
 from nobat.ivr_wiring import build_line, fastagi_server
 from web.app import make_app
 from web.metrics import Metrics
+from web.settings import PageSettings
 from web.status import Sources
 
 log = logging.getLogger("nobat")
@@ -85,6 +87,17 @@ def status_sources(database: Database, ivr: FastAgiServer, line: InboundLine,
                    listener=ivr, ami=dialer.ami if dialer is not None else None)
 
 
+def page_settings(config: Config) -> PageSettings:
+    """The status page's part of config.toml, in the page's own terms."""
+    web_ = config.web
+    return PageSettings(
+        token=web_.token.reveal(), allowed_hosts=web_.allowed_hosts,
+        public_url=web_.public_url,
+        session_idle=dt.timedelta(minutes=web_.session_idle_minutes),
+        session_max=dt.timedelta(hours=web_.session_max_hours),
+        login_lock_max=dt.timedelta(seconds=web_.login_lock_max_seconds))
+
+
 def reload_on_signal(store: FlowStore, tasks: set[asyncio.Task[bool]]) -> None:
     """SIGHUP reloads the flows, as daemons do; the task is kept until it finishes."""
     task = asyncio.create_task(store.reload("SIGHUP"))
@@ -107,7 +120,7 @@ async def serve(config: Config) -> None:
         dialer = await build_dialer(config, database)
         metrics = Metrics()
         runner = web.AppRunner(make_app(status_sources(database, ivr, line, dialer, metrics),
-                                        config.web.token.reveal(), metrics),
+                                        page_settings(config), metrics),
                                access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, config.web.host, config.web.port)

@@ -115,4 +115,96 @@ def test_logs_mask_phone_numbers(formatter: logging.Formatter) -> None:
     record = logging.LogRecord("nobat", logging.INFO, __file__, 1,
                                "call from %s booked %s", ("+989121234567", "123456"), None)
     line = formatter.format(record)
-    assert "0912***4567" in line and "9121234567" not in line and "123456" in line
+    assert "*******4567" in line and "9121234567" not in line and "123456" in line
+
+
+def test_the_status_page_keys_default_to_loopback_and_plain_http() -> None:
+    web = load_config(SHIPPED, env={}).web
+    assert web.allowed_hosts == ("127.0.0.1", "localhost", "[::1]")
+    assert (web.public_url, web.session_idle_minutes, web.session_max_hours,
+            web.login_lock_max_seconds) == ("", 30, 12, 300)
+    assert web.token_problem is None  # no token: the page stays shut, serve starts
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[web]\nallowed_hosts = []\n", "config.toml:2: web.allowed_hosts: expected at least one "
+                                    "host name"),
+    ("[web]\nallowed_hosts = [\"*\"]\n", "config.toml:2: web.allowed_hosts: expected host "
+                                         "names such as \"127.0.0.1\""),
+    ("[web]\nallowed_hosts = \"localhost\"\n", "config.toml:2: web.allowed_hosts: expected a "
+                                               "list of host names, got a string"),
+    ("[web]\npublic_url = \"status.clinic.example\"\n",
+     "config.toml:2: web.public_url: expected the page's address with no path"),
+    ("[web]\npublic_url = \"https://clinic.example/status\"\n",
+     "config.toml:2: web.public_url: expected the page's address with no path"),
+    ("[web]\npublic_url = \"https://clinic.example:99999\"\n",
+     "config.toml:2: web.public_url: expected the page's address with no path"),
+    ("[web]\nsession_idle_minutes = 0\n", "config.toml:2: web.session_idle_minutes: expected a "
+                                          "whole number from 1 to 1440, got 0"),
+    ("[web]\nsession_max_hours = 1000\n", "config.toml:2: web.session_max_hours: expected a "
+                                          "whole number from 1 to 720, got 1000"),
+    ("[web]\nlogin_lock_max_seconds = 0\n", "config.toml:2: web.login_lock_max_seconds: "
+                                            "expected a whole number from 1 to 86400, got 0"),
+])
+def test_each_status_page_mistake_is_named(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(StaffFileError) as caught:
+        load_config(path, env={})
+    assert str(caught.value).replace(str(path), "config.toml").startswith(message)
+
+
+def test_names_and_the_public_url_are_read_as_written(tmp_path: Path) -> None:
+    web = load_config(write(tmp_path, '[web]\nallowed_hosts = ["Nobat.Clinic.LAN:8443", '
+                                      '"10.0.0.5"]\npublic_url = "HTTPS://Status.Example/"\n'),
+                      env={}).web
+    assert web.allowed_hosts == ("nobat.clinic.lan:8443", "10.0.0.5")
+    assert web.public_url == "https://status.example"
+    for written, origin in (("https://status.example:443", "https://status.example"),
+                            ("https://status.example:8443/", "https://status.example:8443"),
+                            ("http://[::1]:80", "http://[::1]")):
+        path = write(tmp_path, f'[web]\npublic_url = "{written}"\n')
+        assert load_config(path, env={}).web.public_url == origin  # as browsers send Origin
+
+
+WEAK_TOKENS = [
+    ("page-token-5678", "it has 15 characters"),
+    ("a" * 24, "it has only 1 different characters"),
+    ("passwordpassword", "it has only 7 different characters"),
+    ("abcdefghijklmnopqrst", "runs along the alphabet or the keyboard"),
+    ("0123456789abcdef", "runs along the alphabet or the keyboard"),
+    ("qwertyuiopasdfghjkl", "runs along the alphabet or the keyboard"),
+    ("aabbccddeeffgghhiijj", "runs along the alphabet or the keyboard"),
+    ("my clinic token 2026", "printable ASCII characters other than a space"),
+]
+
+
+@pytest.mark.parametrize(("token", "reason"), WEAK_TOKENS)
+def test_serve_refuses_a_weak_token_in_the_file_with_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        token: str, reason: str) -> None:
+    monkeypatch.delenv("NOBAT_WEB_TOKEN", raising=False)
+    path = write(tmp_path, f'[server]\nclinic_file = ""\n[web]\nport = 0\ntoken = "{token}"\n')
+    assert main(["-c", str(path), "serve"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{path}:5: web.token: expected at least 16 random-looking "
+                          "characters, e.g. from `openssl rand -hex 16`, but ")
+    assert reason in err and token not in err and err.count("\n") == 1
+
+
+def test_serve_refuses_a_weak_token_from_the_environment(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOBAT_WEB_TOKEN", "s3cret")
+    path = write(tmp_path, '[web]\ntoken = "ignored-when-the-environment-has-one"\n')
+    assert main(["-c", str(path), "serve"]) == 2
+    assert capsys.readouterr().err == (
+        "NOBAT_WEB_TOKEN: web.token: expected at least 16 random-looking characters, e.g. from "
+        "`openssl rand -hex 16`, but it has 6 characters\n")
+    assert main(["-c", str(path), "db", "status"]) == 0  # only serving needs a strong token
+
+
+@pytest.mark.parametrize("token", ["page-token-5678-Qx7v", "3f9c1b7e0a5d2c8e4b6a9f1d3c7e5b20",
+                                   "Zk4_rT9-qLm2VxN8pW3s"])
+def test_a_random_looking_token_passes(tmp_path: Path, token: str) -> None:
+    path = write(tmp_path, f'[web]\ntoken = "{token}"\n')
+    assert load_config(path, env={}).web.token_problem is None

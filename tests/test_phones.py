@@ -31,17 +31,28 @@ def test_bad_numbers_are_rejected_with_a_reason(raw: str, message: str) -> None:
         normalize(raw)
 
 
-def test_masking_keeps_only_the_ends() -> None:
-    assert mask("+989121234567") == "0912***4567"
+def test_masking_keeps_only_the_last_four_digits() -> None:
+    assert mask("+989121234567") == "*******4567"
     assert national("+989121234567") == "09121234567"
     line = "2026-11-26 00:23:17,010 call from +989121234567 (0912 123 4567), code 123456"
     assert mask_in_text(line) == (
-        "2026-11-26 00:23:17,010 call from 0912***4567 (0912***4567), code 123456")
+        "2026-11-26 00:23:17,010 call from *******4567 (*******4567), code 123456")
+
+
+@pytest.mark.parametrize("number", ["+989121234567", "00989121234567", "02188776655",
+                                    "+982188776655", "0912123456789", "12345678"])
+def test_a_mask_has_the_same_length_whatever_the_number(number: str) -> None:
+    """Neither the operator prefix nor the number's length shows."""
+    assert mask(number) == "*******" + number[-4:]
+
+
+def test_a_short_number_shows_no_digit_at_all() -> None:
+    assert mask("1234567") == mask("") == "*******"
 
 
 @given(st.from_regex(r"9[0-9]{9}", fullmatch=True))
 def test_normalised_numbers_never_appear_in_masked_text(digits: str) -> None:
     text = f"caller 0{digits} and +98{digits} and 0098{digits}"
     masked = mask_in_text(text)
-    assert digits not in masked
-    assert masked.count("***") == 3
+    shown = f"*******{digits[-4:]}"
+    assert masked == f"caller {shown} and {shown} and {shown}"

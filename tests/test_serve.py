@@ -68,7 +68,7 @@ async def test_json_logs_come_on_stdout_one_object_a_line_with_numbers_masked(
     entries = [json.loads(line) for line in server.log]
     assert all(set(entry) >= {"time", "level", "logger", "message"} for entry in entries)
     [refused] = [e for e in entries if "not loaded" in e["message"]]
-    assert refused["level"] == "ERROR" and "0912***6789" in refused["message"]
+    assert refused["level"] == "ERROR" and "*******6789" in refused["message"]
     assert "0912123456789" not in "\n".join(server.log)
     assert any(e["message"].startswith("status page listening") for e in entries)
 

@@ -11,7 +11,7 @@ from tests.support.ivr import ROOT
 from tests.support.server import ServerProcess, demo_copy
 from tests.test_flow_reload import ADDRESS_KEY, BROKEN_KEY, HOURS_KEY, edit
 
-TOKEN = "test-token-1234"
+TOKEN = "test-token-1234-Wz9k"
 
 
 async def request(server: ServerProcess, method: str, path: str, token: str | None = None

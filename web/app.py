@@ -2,35 +2,51 @@
 
 from __future__ import annotations
 
-import datetime as dt
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import urlencode
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from clinic.calendar import parse_date, to_jalali
-from db.booking import BookingService, Cancelled
+from clinic.calendar import to_jalali
+from db.booking import BookingService, Cancelled, Refusal
 from db.clinic_sync import lift_absence, record_absence
 from db.figures import Figures
+from db.web_sessions import SessionLifetime, WebSessionStore
 from ivr.flow_store import FlowStore
-from web.auth import LOGIN_PAGE, TOKEN, csrf_value, login, logout, require_token
+from web.auth import SESSION, SESSIONS, THROTTLE, login, logout, require_token
+from web.guards import HEALTHZ, STATIC, guard, html, protect
+from web.inputs import ID, absence_days, kept_query, page_range, read_form, record_id
 from web.metrics import Metrics
-from web.page import TEXTS, environment, language
+from web.page import TEMPLATES, TEXTS, language
+from web.problems import BadInput, explain
+from web.settings import SETTINGS, PageSettings
 from web.status import Sources, Status, database_health, snapshot
+from web.throttle import LoginThrottle
 
+log = logging.getLogger(__name__)
 SOURCES = web.AppKey("sources", Sources)
 METRICS = web.AppKey("metrics", Metrics)
 REFRESH_SECONDS = 10
-PAGE = environment()
+PURGE_EVERY_S = 600.0
+"""How often each instance deletes ended sessions from the store."""
+MAX_BODY = 64 * 1024
+"""The page's forms are a few hundred bytes; anything far larger is refused (413)."""
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Answer probes without a token: is the store reachable and its schema current."""
+    """Answer probes without a token: is the store reachable and its schema current. A
+    probe by another Host name (a load balancer's, by address) learns only ok or not."""
     state = await database_health(request.app[SOURCES].database)
-    body: dict[str, object] = {"status": "ok" if state.ok else "error",
-                               "database": state.database}
-    if state.schema is not None:
-        body["schema"] = state.schema
+    body: dict[str, object] = {"status": "ok" if state.ok else "error"}
+    if request.app[SETTINGS].allows_host(request.headers.get("Host")):
+        body["database"] = state.database
+        if state.schema is not None:
+            body["schema"] = state.schema
     return web.json_response(body, status=200 if state.ok else 503)
 
 
@@ -63,30 +79,22 @@ async def reload_flows(request: web.Request) -> web.Response:
 async def reload_from_page(request: web.Request) -> web.Response:
     """The page's reload button: reload, then show the page (with the error if refused)."""
     await _flows(request).reload("status page")
-    raise web.HTTPSeeOther("/?" + urlencode(dict(request.query)))
+    raise web.HTTPSeeOther("/?" + urlencode(kept_query(request.query)))
 
 
-def _range(request: web.Request) -> tuple[dt.date | None, dt.date | None]:
-    """The heatmap's range from ?from=&to= (Jalali 1405/09/01 or ISO dates)."""
-    first, last = (request.query.get(key, "").strip() for key in ("from", "to"))
-    return (parse_date(first) if first else None, parse_date(last) if last else None)
-
-
-async def _status(request: web.Request) -> tuple[Status, str | None]:
+async def _status(request: web.Request) -> tuple[Status, BadInput | None]:
     """The snapshot for this request; a bad range falls back to the default and says why."""
     sources = request.app[SOURCES]
     try:
-        return await snapshot(sources, *_range(request)), None
-    except ValueError as exc:  # the range is checked before anything is read
-        return await snapshot(sources), str(exc)
+        return await snapshot(sources, *page_range(request.query)), None
+    except BadInput as problem:  # the range is checked before anything is read
+        return await snapshot(sources), problem
 
 
 async def api_status(request: web.Request) -> web.Response:
-    """The page's figures as JSON."""
-    status, problem = await _status(request)
-    if problem is not None:
-        return web.json_response({"error": problem}, status=400)
-    return web.json_response(status.as_json())
+    """The page's figures as JSON (a bad range is a 400, answered by the guard)."""
+    return web.json_response(
+        (await snapshot(request.app[SOURCES], *page_range(request.query))).as_json())
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -96,81 +104,78 @@ async def metrics(request: web.Request) -> web.Response:
     status = await snapshot(sources, today, today, staff=False)
     states = await Figures(sources.database, sources.tz).consultation_states()
     body = request.app[METRICS].render(status, states)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST,
-                                            "X-Content-Type-Options": "nosniff"})
-
-
-def _html(text: str, status: int = 200) -> web.Response:
-    return web.Response(text=text, status=status, content_type="text/html", charset="utf-8",
-                        headers={"X-Frame-Options": "DENY", "Cache-Control": "no-store",
-                                 "Referrer-Policy": "no-referrer"})
-
-
-def login_page(request: web.Request, message: str, status: int) -> web.Response:
-    """The login form (also what a visitor without the token gets, with 401)."""
-    lang = language(request.query.get("lang"))
-    return _html(PAGE.get_template("login.html").render(
-        lang=lang, t=TEXTS[lang], message=message or ("off" if status == 403 else ""),
-        token_set=bool(request.app[TOKEN])), status)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def page(request: web.Request) -> web.Response:
-    """The status page, server-rendered, refreshing itself."""
+    """The status page, server-rendered, refreshing itself (400 with the reason, and the
+    default range, when the range asked for is not one)."""
     sources = request.app[SOURCES]
     lang = language(request.query.get("lang"))
     status, problem = await _status(request)
     profile = await BookingService(sources.database).clinic_profile()
     notice = request.query.get("notice")
+    number = request.query.get("n", "")
     clinic = "" if profile is None else (profile.name if lang == "fa" else profile.name_en)
-    query = {k: v for k, v in request.query.items() if k in ("from", "to", "lang")}
+    query = kept_query(request.query)
     other = {**query, "lang": "en" if lang == "fa" else "fa"}
     heat = status.heatmap
     shown = ((to_jalali(heat.first).strftime("%Y/%m/%d"),
               to_jalali(heat.last).strftime("%Y/%m/%d"))
              if lang == "fa" else (heat.first.isoformat(), heat.last.isoformat()))
-    return _html(PAGE.get_template("status.html").render(
+    session = request.get(SESSION)
+    return html(TEMPLATES.get_template("status.html").render(
         lang=lang, t=TEXTS[lang], status=status, tz=sources.tz, clinic=clinic or "nobat",
-        csrf=csrf_value(request.app[TOKEN]), refresh=REFRESH_SECONDS,
+        csrf=session.csrf if session is not None else "", refresh=REFRESH_SECONDS,
         query=urlencode(query), query_other_lang=urlencode(other),
-        range_text=shown, range_error=problem,
+        range_text=shown, range_error=None if problem is None else explain(problem, lang),
         doctors=profile.doctors if profile is not None else (),
         notice=notice if notice in NOTICES else None,
-        detail=request.query.get("detail", "")[:300]))
+        number=number if ID.fullmatch(number) else ""), 200 if problem is None else 400)
 
 
-NOTICES = ("absence_recorded", "absence_error", "absence_lifted", "cancelled",
-           "cancel_refused", "cancel_not_closed")
-"""What a form on the page reports back through the redirect (?notice=...&detail=...)."""
+NOTICES = ("absence_recorded", "absence_lifted", "lift_missing", "cancelled",
+           "cancel_missing", "cancel_too_late", "cancel_not_closed")
+"""What a form on the page reports back through the redirect: ?notice=<one of these> and
+?n=<a count, or the code of a booking just cancelled; digits only>. Codes, never text: a
+link someone sends cannot make the page say anything it would not say itself. A booking
+still live is not named by its code, which now proves a caller (it would stay in the
+browser's history)."""
 
 
-def _back(request: web.Request, notice: str, detail: object) -> web.HTTPSeeOther:
+def _back(request: web.Request, notice: str, number: object = "") -> web.HTTPSeeOther:
     """Back to the page (keeping its language and range), saying what the form did."""
-    query = {k: v for k, v in request.query.items() if k in ("from", "to", "lang")}
-    return web.HTTPSeeOther("/?" + urlencode({**query, "notice": notice, "detail": detail}))
+    told = {"notice": notice, **({"n": str(number)} if number != "" else {})}
+    return web.HTTPSeeOther("/?" + urlencode({**kept_query(request.query), **told}))
 
 
 async def absence_from_page(request: web.Request) -> web.Response:
-    """Record a doctor's absence (or a clinic closure): days closed from now on, and every
-    patient booked on them is called (flows/absence.toml); nothing is cancelled here."""
-    form = await request.post()
-    doctor = str(form.get("doctor", "")).strip() or None
-    reason = str(form.get("reason", "")).strip()[:200]
+    """Record a doctor's absence (or a clinic closure): days closed from today on, at most a
+    year, and every patient booked on them is called (flows/absence.toml); nothing is
+    cancelled here."""
+    sources = request.app[SOURCES]
+    form = await read_form(request)
+    doctor = form.get("doctor", "").strip() or None
+    today = sources.clock().astimezone(sources.tz).date()
+    first, last = absence_days(form.get("first", ""), form.get("last", ""), today)
+    profile = await BookingService(sources.database).clinic_profile()
+    if profile is None:
+        raise BadInput("no_clinic")
+    if doctor is not None and doctor not in {d.key for d in profile.doctors}:
+        raise BadInput("no_doctor", doctor)
     try:
-        first = parse_date(str(form.get("first", "")))
-        last = parse_date(str(form.get("last", "")).strip() or str(form.get("first", "")))
-        covered = await record_absence(request.app[SOURCES].database, doctor, first, last,
-                                       reason)
-    except ValueError as exc:
-        raise _back(request, "absence_error", str(exc)) from None
+        covered = await record_absence(sources.database, doctor, first, last,
+                                       form.get("reason", "").strip()[:200])
+    except ValueError:  # the doctor left the clinic file between the check and the write
+        raise BadInput("no_doctor", doctor or "") from None
     raise _back(request, "absence_recorded", covered)
 
 
 async def lift_from_page(request: web.Request) -> web.Response:
     """Lift an absence recorded on the page; bookings it covered are no longer called about."""
-    ident = str((await request.post()).get("closure", ""))
-    lifted = ident.isdigit() and await lift_absence(request.app[SOURCES].database, int(ident))
-    raise _back(request, "absence_lifted" if lifted else "absence_error",
-                "" if lifted else "no such absence")
+    ident = record_id((await read_form(request)).get("closure", ""))
+    lifted = await lift_absence(request.app[SOURCES].database, ident)
+    raise _back(request, "absence_lifted" if lifted else "lift_missing")
 
 
 async def cancel_from_page(request: web.Request) -> web.Response:
@@ -178,28 +183,53 @@ async def cancel_from_page(request: web.Request) -> web.Response:
     booking: a stale page (the absence lifted since) or a forged id cancels nothing else."""
     sources = request.app[SOURCES]
     service = BookingService(sources.database)
-    ident = str((await request.post()).get("appointment", ""))
-    booking = await service.appointment(int(ident)) if ident.isdigit() else None
+    booking = await service.appointment(
+        record_id((await read_form(request)).get("appointment", "")))
     if booking is None:
-        raise _back(request, "cancel_refused", "no such booking")
+        raise _back(request, "cancel_missing")
     figures = Figures(sources.database, sources.tz)
     if not await figures.on_closed_day(booking.id, sources.clock()):
-        raise _back(request, "cancel_not_closed", booking.code)
+        raise _back(request, "cancel_not_closed")
     result = await service.cancel(booking.id, booking.patient_phone, via="staff")
     if isinstance(result, Cancelled):
         raise _back(request, "cancelled", booking.code)
-    raise _back(request, "cancel_refused", result.detail or result.reason.value)
+    raise _back(request, "cancel_missing" if result.reason is Refusal.NOT_FOUND
+                else "cancel_too_late")
 
 
-def make_app(sources: Sources, token: str = "", metrics_: Metrics | None = None
-             ) -> web.Application:
-    """Build the status application around what it reports on."""
-    app = web.Application(middlewares=[require_token])
+async def _purge_sessions(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: delete ended sessions now and every PURGE_EVERY_S while serving."""
+
+    async def purge_forever() -> None:
+        while True:
+            try:
+                await app[SESSIONS].purge()
+            except Exception as exc:  # the store is away: try again next time
+                log.warning("status page: ended sessions not purged: %s", type(exc).__name__)
+            await asyncio.sleep(PURGE_EVERY_S)
+
+    task = asyncio.create_task(purge_forever())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def make_app(sources: Sources, settings: PageSettings | None = None,
+             metrics_: Metrics | None = None) -> web.Application:
+    """Build the status application around what it reports on and its settings."""
+    settings = settings or PageSettings()
+    app = web.Application(middlewares=[guard, require_token], client_max_size=MAX_BODY)
     app[SOURCES] = sources
-    app[TOKEN] = token
+    app[SETTINGS] = settings
+    app[SESSIONS] = WebSessionStore(sources.database,
+                                    SessionLifetime(settings.session_idle, settings.session_max))
+    app[THROTTLE] = LoginThrottle(settings.login_lock_max.total_seconds())
     app[METRICS] = metrics_ or Metrics()
-    app[LOGIN_PAGE] = login_page
-    app.router.add_get("/healthz", healthz)
+    app.on_response_prepare.append(protect)
+    app.cleanup_ctx.append(_purge_sessions)
+    app.router.add_static(STATIC, Path(__file__).with_name("static"))
+    app.router.add_get(HEALTHZ, healthz)
     app.router.add_route("*", "/login", login)
     app.router.add_post("/logout", logout)
     app.router.add_get("/", page)

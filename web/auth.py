@@ -1,111 +1,196 @@
-"""Who may see the page: the token from config.toml, in a header or through the login form.
+"""Who may see the page: the token from config.toml, in an `Authorization: Bearer` header
+(scripts, Prometheus) or through the login form, which opens a session in the store.
 
-The form sets a session cookie derived from the token (HttpOnly, SameSite=Strict), never the
-token itself and never a query string that would land in access logs. Every write (the flow
-reload, the absence forms, logging out) needs the page's CSRF value too when it comes with
-the cookie; a Bearer header cannot be sent by another site's form, so API clients need
-nothing more.
+The session cookie holds a random id (HttpOnly, SameSite=Strict; Secure and `__Host-`
+behind TLS), never the token or anything derived from it; the store keeps only the id's
+hash (db/web_sessions.py), so a logout anywhere ends the session everywhere and a copied
+cookie opens nothing after it. Every write made with the cookie needs the session's own
+CSRF value too; a Bearer header cannot be sent by another site's form, so API clients need
+nothing more. Wrong tokens, by form or header, slow their sender down (web/throttle.py).
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-from collections.abc import Awaitable, Callable
+import logging
+import re
+from urllib.parse import urlencode
 
 from aiohttp import web
 
-TOKEN = web.AppKey("token", str)
-SESSION_COOKIE = "nobat_session"
+from db.web_sessions import LiveSession, WebSessionStore
+from web.guards import SAFE_METHODS, STATIC, Handler, html, reply_language, wants_html
+from web.inputs import read_form
+from web.page import LANGUAGES, TEMPLATES, TEXTS, digits, language
+from web.problems import BadInput
+from web.settings import SETTINGS
+from web.throttle import FREE_TRIES, LoginThrottle, client_of
+
+log = logging.getLogger(__name__)
+SESSIONS = web.AppKey("sessions", WebSessionStore)
+THROTTLE = web.AppKey("throttle", LoginThrottle)
+SESSION = web.RequestKey("session", LiveSession)
 OPEN_PATHS = frozenset({"/healthz", "/login"})
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Render = Callable[[web.Request, str, int], web.StreamResponse]
-LOGIN_PAGE = web.AppKey("login_page", Render)
-"""Shows the login form with a message and a status (401 when the visitor is not let in)."""
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{43}")
+"""What db/web_sessions.py hands out; anything else in the cookie is not looked up."""
+LOGIN_CODES = ("wrong", "locked", "expired", "logged_out", "off")
+"""What the login page may say (?e=...): codes, so a link cannot make it say anything else."""
+JSON_ERRORS = {"off": "set web.token (or NOBAT_WEB_TOKEN) to use this",
+               "wrong": "wrong token", "": "token required"}
 
 
-def _derived(token: str, purpose: str) -> str:
-    return hmac.new(token.encode(), purpose.encode(), hashlib.sha256).hexdigest()
+def same(given: str, expected: str) -> bool:
+    """Compare secrets in constant time, whatever characters the client sent."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
+                               expected.encode("utf-8", "surrogateescape"))
 
 
-def session_value(token: str) -> str:
-    """The cookie's value: proves the token was given without being the token."""
-    return _derived(token, "nobat-session")
+def bearer(request: web.Request) -> str | None:
+    """The token of `Authorization: Bearer <token>` ("Bearer" in any case, as RFC 9110 has
+    it); "" for a header in another form (a bare token is refused, not tried); None when
+    there is no such header."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    scheme, _, given = header.strip().partition(" ")
+    return given.strip() if scheme.lower() == "bearer" else ""
 
 
-def csrf_value(token: str) -> str:
-    """What the page's forms carry back with a POST made with the session cookie."""
-    return _derived(token, "nobat-csrf")
+def _home(request: web.Request, path: str = "/", **query: str) -> str:
+    lang = request.query.get("lang")
+    kept = {**query, **({"lang": lang} if lang in LANGUAGES else {})}
+    return path + ("?" + urlencode(kept) if kept else "")
 
 
-def _matches(given: str, expected: str) -> bool:
-    return hmac.compare_digest(given.encode(), expected.encode())
+def login_page(request: web.Request, code: str, status: int, wait: int = 0) -> web.Response:
+    """The login form, saying what happened (a wrong token, a lock, an ended session)."""
+    lang = language(request.query.get("lang"))
+    token_set = bool(request.app[SETTINGS].token)
+    code = code or ("" if token_set else "off")
+    t = TEXTS[lang]
+    message = t[f"login_{code}"].format(seconds=digits(wait, lang)) if code else ""
+    response = html(TEMPLATES.get_template("login.html").render(
+        lang=lang, t=t, code=code, message=message, token_set=token_set), status)
+    if wait:
+        response.headers["Retry-After"] = str(wait)
+    return response
 
 
-def by_bearer(request: web.Request) -> bool:
-    """Whether the request carries the token in an Authorization: Bearer header."""
-    token = request.app[TOKEN]
-    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    return bool(given) and _matches(given, token)
+def _refuse(request: web.Request, code: str, status: int, wait: int = 0) -> web.Response:
+    """Not let in: the login form for a browser, a JSON error for a script."""
+    if wants_html(request):
+        return login_page(request, code, status, wait)
+    lang = reply_language(request)
+    message = (TEXTS[lang]["login_locked"].format(seconds=digits(wait, lang)) if wait
+               else JSON_ERRORS.get(code, code))
+    response = web.json_response({"error": message, "code": code or "token_required"},
+                                 status=status)
+    if wait:
+        response.headers["Retry-After"] = str(wait)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
 
 
-def by_cookie(request: web.Request) -> bool:
-    """Whether the request carries the session cookie the login form set."""
-    given = request.cookies.get(SESSION_COOKIE, "")
-    return bool(given) and _matches(given, session_value(request.app[TOKEN]))
+async def _with_bearer(request: web.Request, handler: Handler, given: str
+                       ) -> web.StreamResponse:
+    client, throttle = client_of(request.remote), request.app[THROTTLE]
+    wait = throttle.wait(client)
+    if wait:
+        return _refuse(request, "locked", 429, wait)
+    if given and same(given, request.app[SETTINGS].token):
+        return await handler(request)
+    _count_wrong(throttle, client, "Authorization header")
+    return _refuse(request, "wrong", 401)
 
 
-def wants_html(request: web.Request) -> bool:
-    """A browser asking for a page gets the login form; API clients get JSON."""
-    return not request.path.startswith(("/api/", "/metrics"))
+def _count_wrong(throttle: LoginThrottle, client: str, how: str) -> None:
+    """Count a wrong token; the log says when a client is first locked out, and then every
+    tenth wrong token (a guesser fills no disk)."""
+    failures = throttle.failed(client)
+    if failures > FREE_TRIES and (failures - FREE_TRIES) % 10 == 1:
+        log.warning("status page: %d wrong tokens (%s) from %s; locked out for %d s",
+                    failures, how, client, throttle.wait(client))
+
+
+async def _session(request: web.Request) -> LiveSession | None:
+    cookie = request.cookies.get(request.app[SETTINGS].cookie)
+    if cookie is None or not SESSION_ID.fullmatch(cookie):
+        return None
+    return await request.app[SESSIONS].find(cookie)
+
+
+async def _check_csrf(request: web.Request, live: LiveSession) -> None:
+    given = request.headers.get("X-CSRF-Token") or (await read_form(request)).get("csrf", "")
+    if not given or not same(given, live.csrf):
+        raise BadInput("csrf", status=403)
 
 
 @web.middleware
 async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Everything but /healthz and /login needs the token (header or session cookie)."""
-    if request.path in OPEN_PATHS:
+    """Everything but /healthz, /login and the stylesheet needs the token (header or
+    session); a write with the session needs its CSRF value too."""
+    if request.path in OPEN_PATHS or request.path.startswith(STATIC):
         return await handler(request)
-    if not request.app[TOKEN]:
-        message = "set web.token (or NOBAT_WEB_TOKEN) to use this"
-        if wants_html(request):
-            return request.app[LOGIN_PAGE](request, message, 403)
-        return web.json_response({"error": message}, status=403)
-    if by_bearer(request):
+    settings = request.app[SETTINGS]
+    if not settings.token:
+        return _refuse(request, "off", 403)
+    given = bearer(request)
+    if given is not None:
+        return await _with_bearer(request, handler, given)
+    live = await _session(request)
+    if live is not None:
+        request[SESSION] = live
+        if request.method not in SAFE_METHODS:
+            await _check_csrf(request, live)
         return await handler(request)
-    if by_cookie(request):
-        if request.method == "POST" and not await _csrf_ok(request):
-            return web.json_response({"error": "missing or wrong CSRF value"}, status=403)
-        return await handler(request)
-    if wants_html(request):
-        return request.app[LOGIN_PAGE](request, "", 401)
-    return web.json_response({"error": "token required"}, status=401,
-                             headers={"WWW-Authenticate": "Bearer"})
-
-
-async def _csrf_ok(request: web.Request) -> bool:
-    given = request.headers.get("X-CSRF-Token", "")
-    if not given and request.content_type == "application/x-www-form-urlencoded":
-        given = str((await request.post()).get("csrf", ""))
-    return bool(given) and _matches(given, csrf_value(request.app[TOKEN]))
+    if settings.cookie in request.cookies and wants_html(request):
+        ended = web.HTTPSeeOther(_home(request, "/login", e="expired"))
+        ended.del_cookie(settings.cookie, path="/", secure=settings.secure)
+        raise ended
+    return _refuse(request, "", 401)
 
 
 async def login(request: web.Request) -> web.StreamResponse:
-    """The form posts the token; a right one sets the session cookie and opens the page."""
-    if request.method == "GET":
-        return request.app[LOGIN_PAGE](request, "", 200)
-    token = request.app[TOKEN]
-    given = str((await request.post()).get("token", ""))
-    if not token or not given or not _matches(given, token):
-        return request.app[LOGIN_PAGE](request, "wrong", 401)
-    lang = request.query.get("lang", "")
-    response = web.HTTPSeeOther("/" + (f"?lang={lang}" if lang in ("fa", "en") else ""))
-    response.set_cookie(SESSION_COOKIE, session_value(token), httponly=True,
-                        samesite="Strict", path="/")
-    return response
+    """GET: the form. POST: a right token opens a session and the page; a wrong one counts
+    against the client, which past a few waits longer each time (429 and Retry-After)."""
+    settings = request.app[SETTINGS]
+    if request.method in ("GET", "HEAD"):
+        code = request.query.get("e", "")
+        return login_page(request, code if code in LOGIN_CODES else "", 200)
+    if request.method != "POST":
+        raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD", "POST"])
+    if not settings.token:
+        return login_page(request, "off", 403)
+    given = (await read_form(request)).get("token", "")
+    client, throttle = client_of(request.remote), request.app[THROTTLE]
+    wait = throttle.wait(client)  # after the body is read: no await between this and failed()
+    if wait:
+        return login_page(request, "locked", 429, wait)
+    if not given or not same(given, settings.token):
+        _count_wrong(throttle, client, "login form")
+        return login_page(request, "wrong", 401)
+    throttle.succeeded(client)
+    log.info("status page: login from %s", client)
+    store = request.app[SESSIONS]
+    old = request.cookies.get(settings.cookie)
+    if old is not None and SESSION_ID.fullmatch(old):
+        await store.end(old)
+    session_id, _ = await store.open()
+    opened = web.HTTPSeeOther(_home(request))
+    opened.set_cookie(settings.cookie, session_id, httponly=True, samesite="Strict", path="/",
+                      secure=settings.secure,
+                      max_age=int(settings.session_max.total_seconds()))
+    raise opened
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
-    """Forget the session cookie."""
-    response = web.HTTPSeeOther("/login")
-    response.del_cookie(SESSION_COOKIE, path="/")
-    return response
+    """End the session in the store (every copy of its cookie with it) and forget the
+    cookie."""
+    settings = request.app[SETTINGS]
+    cookie = request.cookies.get(settings.cookie)
+    if cookie is not None and SESSION_ID.fullmatch(cookie):
+        await request.app[SESSIONS].end(cookie)
+    ended = web.HTTPSeeOther(_home(request, "/login", e="logged_out"))
+    ended.del_cookie(settings.cookie, path="/", secure=settings.secure)
+    raise ended

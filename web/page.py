@@ -7,6 +7,7 @@ data (a doctor's name, a flow error) reaches the browser as text, never as marku
 from __future__ import annotations
 
 import datetime as dt
+import math
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -16,6 +17,8 @@ from clinic.calendar import WEEKDAY_FA, Weekday, format_jalali
 from db.consultations import ABANDON_CAUSE, DOWN_CAUSE, LATE_CAUSE
 
 LANGUAGES = ("fa", "en")
+HEAT_STEPS = 20
+BAR_STEPS = 24
 _PERSIAN_DIGITS = str.maketrans("0123456789.", "۰۱۲۳۴۵۶۷۸۹٫")
 
 TEXTS: dict[str, dict[str, str]] = {
@@ -35,6 +38,11 @@ TEXTS: dict[str, dict[str, str]] = {
         "reload": "بارگذاری دوبارهٔ منوها", "logout": "خروج", "switch": "English",
         "login": "ورود", "token": "رمز دسترسی", "login_wrong": "رمز درست نیست.",
         "login_off": "رمز دسترسی در config.toml تنظیم نشده است (web.token).",
+        "login_locked": "از این رایانه رمز نادرست زیاد آمده است: {seconds} ثانیهٔ دیگر "
+                        "دوباره بکوشید.",
+        "login_expired": "نشست شما به پایان رسیده است؛ دوباره وارد شوید.",
+        "login_logged_out": "خارج شدید.", "refused": "درخواست پذیرفته نشد",
+        "back": "بازگشت به صفحهٔ وضعیت",
         "hour": "ساعت", "weekday": "روز", "total": "جمع", "minute_unit": "دقیقه",
         "ok": "سالم", "problem": "مشکل", "bad_range": "بازهٔ نادرست",
         "patient_calls": "تماس‌های امروز با بیماران", "purpose": "موضوع", "outcome": "نتیجه",
@@ -47,10 +55,13 @@ TEXTS: dict[str, dict[str, str]] = {
         "audio": "کیفیت صدا", "doctor_rating": "پزشک", "book_again": "دوباره نوبت می‌گیرد",
         "absence_recorded": "ثبت شد. نوبت‌های این روزها:",
         "absence_recorded_after": "— با بیمارانشان تماس گرفته می‌شود.",
-        "absence_error": "ثبت نشد:", "cancelled": "لغو شد: نوبت",
-        "cancel_refused": "لغو نشد:", "absence_lifted": "غیبت برداشته شد.",
+        "cancelled": "لغو شد: نوبت", "absence_lifted": "غیبت برداشته شد.",
+        "lift_missing": "برداشته نشد: چنین غیبتی در این صفحه ثبت نشده است.",
+        "cancel_missing": "لغو نشد: چنین نوبتی نیست یا دیگر رزرو نیست.",
+        "cancel_too_late": "لغو نشد: زمان تغییر این نوبت گذشته یا تماس مشاوره‌اش در جریان "
+                           "است.",
         "cancel_not_closed": "لغو نشد؛ این نوبت در روز تعطیل یا غیبت پزشک نیست و در این صفحه "
-                             "فقط چنین نوبت‌هایی لغو می‌شوند: نوبت",
+                             "فقط چنین نوبت‌هایی لغو می‌شوند.",
         "recorded_absences": "غیبت‌ها و تعطیلی‌های ثبت‌شده در این صفحه", "lift": "برداشتن",
     },
     "en": {
@@ -70,6 +81,10 @@ TEXTS: dict[str, dict[str, str]] = {
         "reload": "Reload the flows", "logout": "Log out", "switch": "فارسی",
         "login": "Log in", "token": "Access token", "login_wrong": "That token is not right.",
         "login_off": "No access token is set in config.toml (web.token).",
+        "login_locked": "Too many wrong tokens from this computer: try again in {seconds} s.",
+        "login_expired": "Your session has ended; log in again.",
+        "login_logged_out": "You have logged out.", "refused": "Request refused",
+        "back": "Back to the status page",
         "hour": "Hour", "weekday": "Day", "total": "Total", "minute_unit": "min",
         "ok": "OK", "problem": "Problem", "bad_range": "Wrong range",
         "patient_calls": "Calls to patients today", "purpose": "About", "outcome": "Outcome",
@@ -83,10 +98,13 @@ TEXTS: dict[str, dict[str, str]] = {
         "audio": "Sound quality", "doctor_rating": "Doctor", "book_again": "Would book again",
         "absence_recorded": "Recorded. Bookings on those days:",
         "absence_recorded_after": "— their patients will be called.",
-        "absence_error": "Not recorded:", "cancelled": "Cancelled: booking",
-        "cancel_refused": "Not cancelled:", "absence_lifted": "Absence lifted.",
+        "cancelled": "Cancelled: booking", "absence_lifted": "Absence lifted.",
+        "lift_missing": "Not lifted: no such absence was recorded on this page.",
+        "cancel_missing": "Not cancelled: there is no such booking, or it is no longer booked.",
+        "cancel_too_late": "Not cancelled: changes to it have closed, or its consultation call "
+                           "is under way.",
         "cancel_not_closed": "Not cancelled: it is not on a closed day, and only bookings on "
-                             "a closed day are cancelled here. Booking",
+                             "a closed day are cancelled here.",
         "recorded_absences": "Absences and closures recorded on this page", "lift": "Lift",
     },
 }
@@ -179,10 +197,16 @@ def rating(value: float | None, lang: str, share: bool = False) -> str:
     return digits(f"{value * 100:.0f}%" if share else f"{value:.1f}", lang)
 
 
-def heat(count: int, peak: int) -> str:
-    """A cell's colour: the busier, the deeper (people read colour faster than numbers)."""
-    share = 0.0 if peak == 0 else count / peak
-    return f"rgba(192, 57, 43, {0.08 + 0.92 * share:.2f})" if count else "transparent"
+def heat(count: int, peak: int) -> int:
+    """A cell's colour step, 0 (no calls) to HEAT_STEPS (the busiest): the busier, the deeper
+    (people read colour faster than numbers). The colours are classes in static/page.css,
+    since the page's Content-Security-Policy allows no inline style."""
+    return 0 if count <= 0 or peak <= 0 else max(1, math.ceil(HEAT_STEPS * count / peak))
+
+
+def bar(value: float, top: float) -> int:
+    """A bar's length in BAR_STEPS steps of the longest (classes in static/page.css)."""
+    return 0 if value <= 0 or top <= 0 else max(1, round(BAR_STEPS * value / top))
 
 
 def environment() -> jinja2.Environment:
@@ -193,7 +217,10 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True)
     env.globals.update(digits=digits, clock=clock, span=span, jalali=format_jalali,
                        weekday_name=weekday_name, state_name=state_name, cause_name=cause_name,
-                       heat=heat,
+                       heat=heat, bar=bar,
                        rating=rating, date=dt.date.fromisoformat,
                        weekdays=list(Weekday), TEXTS=TEXTS)
     return env
+
+
+TEMPLATES = environment()

@@ -28,6 +28,7 @@ from ivr.conditions import caller_number
 from ivr.fastagi import FastAgiServer
 from ivr.flow_store import FlowStore
 from ivr.inbound import InboundLine
+from web.problems import BadInput
 
 log = logging.getLogger(__name__)
 HEATMAP_DAYS = 28
@@ -167,13 +168,14 @@ def _view_json(view: ConsultationView) -> dict[str, Any]:
 
 def heatmap_range(today: dt.date, first: dt.date | None, last: dt.date | None
                   ) -> tuple[dt.date, dt.date]:
-    """The range asked for, or the last four weeks; refuses a reversed or huge one."""
+    """The range asked for, or the last four weeks; refuses (BadInput) a reversed or huge
+    one."""
     last = last or today
     first = first or last - dt.timedelta(days=HEATMAP_DAYS - 1)
     if first > last:
-        raise ValueError("the range's first day is after its last")
+        raise BadInput("range_reversed")
     if (last - first).days >= MAX_RANGE_DAYS:
-        raise ValueError(f"a range may span at most {MAX_RANGE_DAYS} days")
+        raise BadInput("range_too_long")
     return first, last
 
 

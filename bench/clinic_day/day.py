@@ -75,6 +75,8 @@ FAULTS = (("ami_drop", 9.5), ("malformed_burst", 11.0), ("database", 13.0),
 
 
 AMI_SECRET = "day-ami-secret"
+WEB_TOKEN = "clinic-day-bench-R4t8"
+"""A status page token `nobat serve` accepts (web/token_strength.py)."""
 
 
 PBX_SPEED = 0.05
@@ -94,7 +96,8 @@ class Day:
         self.run = DayRun(plan)
         self.scale = DAY_SECONDS / (plan.wall_minutes * 60)
         self.started = 0.0
-        self.booked: list[str] = []
+        self.booked: list[tuple[str, str]] = []
+        """(number, code) of each booking a caller heard confirmed."""
         self.server: ServerProcess | None = None
         self.process = 0
         """How many nobat processes have been started: the current one's number."""
@@ -177,7 +180,7 @@ class Day:
         result.ended = time.monotonic()
         result.seconds = result.ended - result.began
         if kind == "book" and result.codes():
-            self.booked.append(number)
+            self.booked.append((number, result.codes()[0]))
         self.run.calls.append(result)
 
     async def fault(self, name: str, hour: float, pbx: FakeAsterisk) -> None:
@@ -253,7 +256,7 @@ class Day:
     async def _start_server(self) -> ServerProcess:
         """Start nobat; the PBX's in-call surveys reach its new FastAGI port."""
         server = await ServerProcess(self.config, env={"NOBAT_AMI_SECRET": AMI_SECRET,
-                                                       "NOBAT_WEB_TOKEN": "day"}).start()
+                                                       "NOBAT_WEB_TOKEN": WEB_TOKEN}).start()
         self.process += 1
         if self.pbx is not None:
             self.pbx.fastagi = ("127.0.0.1", server.fastagi_port)
@@ -379,7 +382,7 @@ class Day:
         assert self.server is not None
         async with aiohttp.ClientSession() as http, http.get(
                 self.server.base_url + "/api/status",
-                headers={"Authorization": "Bearer day"}) as reply:
+                headers={"Authorization": f"Bearer {WEB_TOKEN}"}) as reply:
             body = await reply.json()
         return len(body["live_calls"])
 

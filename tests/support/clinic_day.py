@@ -27,7 +27,7 @@ from tests.fakepbx.script import Answers, Caller, HangUp, Hear, NoAnswer, Phone,
 from tests.support.consultations import book_due, first_phone_slot
 from tests.support.server import ROOT, ServerProcess, demo_copy, demo_store, dial_fake_pbx
 
-TOKEN = "page-token-5678"
+TOKEN = "page-token-5678-Qx7v"
 AMI_SECRET = "ami-page-secret"
 TEHRAN = ZoneInfo("Asia/Tehran")
 HTML_NAME = "<img src=x onerror=alert(1)>Dr. Ali Karimi"
