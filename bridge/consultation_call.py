@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from bridge.ami_protocol import Action, Event, Fields
 from db.consultations import UNSEEN_CAUSE, Claim, Leg, RetryPolicy
+from protocol.call_token import TOKEN_VARIABLE
 
 HOLDING_CONTEXT = "nobat-consult-hold"
 BRIDGE_CONTEXT = "nobat-consult-bridge"
@@ -136,6 +137,8 @@ class CallPlan:
     survey_in_call: bool = False
     """When the doctor hangs up or the time is up, the patient stays on the line for the
     survey ([nobat-consult-survey]) instead of being hung up."""
+    call_token: Callable[[str], str] = lambda channel_id: ""
+    """The token a leg's AGI request must bring back (protocol/call_token.py), by ChannelId."""
 
     def dial_string(self, number: str) -> str:
         """Where to ring `number` through this clinic's trunk."""
@@ -323,6 +326,8 @@ class ConsultationCall:
                      "NOBAT_CLINIC_NAME": plan.clinic_name,
                      "NOBAT_ANNOUNCE": "&".join(self._sound(key) for key in announce),
                      "NOBAT_SOUNDS": self._sound("consult")}
+        if state.leg is Leg.PATIENT:  # its in-call survey runs over FastAGI
+            variables[TOKEN_VARIABLE] = plan.call_token(state.channel_id)
         if state.leg is Leg.DOCTOR:
             warn = plan.grace + plan.warn_before if plan.warn_before else dt.timedelta(0)
             variables |= {"NOBAT_PEER": self.claim.channel_id(Leg.PATIENT),

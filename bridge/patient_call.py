@@ -32,6 +32,7 @@ from bridge.consultation_call import (
 )
 from db.consultations import Leg
 from db.patient_calls import PatientCallClaim
+from protocol.call_token import TOKEN_VARIABLE
 
 PATIENT_CALL_CONTEXT = "nobat-patient-call"
 LONGEST_CALL = dt.timedelta(minutes=15)
@@ -72,7 +73,8 @@ class PatientCall:
         variables = {"NOBAT_CALL": str(due.id), "NOBAT_PURPOSE": str(due.purpose),
                      "NOBAT_LANGUAGE": due.patient_language,
                      "NOBAT_CLINIC_NUMBER": plan.clinic_number,
-                     "NOBAT_CLINIC_NAME": plan.clinic_name}
+                     "NOBAT_CLINIC_NAME": plan.clinic_name,
+                     TOKEN_VARIABLE: plan.call_token(self.claim.channel_id)}
         ident = self.claim.channel_id
         return [SendAction(Action("Originate", Fields.of(
             [("Channel", plan.dial_string(due.patient_phone)),
