@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from bridge.ami_protocol import Action, Event, Fields
 from bridge.consultation_call import (
     FAILURE_BY_CAUSE,
-    FAILURE_BY_REASON,
     RELEASE_CAUSE,
     CallPlan,
     Done,
@@ -29,6 +28,7 @@ from bridge.consultation_call import (
     RecordKind,
     SendAction,
     Wake,
+    originate_failure,
 )
 from db.consultations import Leg
 from db.patient_calls import PatientCallClaim
@@ -54,6 +54,8 @@ class PatientCall:
     answered_at: dt.datetime | None = None
     gone: bool = False
     far_cause: int | None = None
+    requested_cause: int | None = None
+    """A HangupRequest's cause: on a SIP trunk the only early word of why it failed."""
     phase: str = "dialling"
     """dialling, talking (answered: the flow runs), or over."""
 
@@ -101,10 +103,13 @@ class PatientCall:
                 return self._answered(now)
             self.gone = True
             reason = int(evt.fields.get("Reason") or 0)
-            return self._fail(FAILURE_BY_REASON.get(reason, f"reason_{reason}"), now)
+            known = self.far_cause if self.far_cause is not None else self.requested_cause
+            return self._fail(originate_failure(reason, known), now)
         uniqueid = evt.fields.get("Uniqueid")
         if uniqueid == ident and self.channel is None:
             self.channel = evt.fields.get("Channel")
+        if evt.name == "HangupRequest" and uniqueid == ident and int(evt.fields.get("Cause") or 0):
+            self.requested_cause = int(evt.fields.get("Cause") or 0)
         if evt.name != "Hangup":
             return []
         cause = int(evt.fields.get("Cause") or 0)

@@ -22,6 +22,7 @@ from tests.fakepbx.agi_caller import CallTranscript, place_call
 from tests.fakepbx.script import (
     Answers,
     Busy,
+    BusyOnTrunk,
     Caller,
     Congestion,
     HangUp,
@@ -430,6 +431,18 @@ class Switch:
         self._emit("LocalBridge", one, two, Context=PHONES_CONTEXT, Exten=exten,
                    LocalOptimization="Yes")
         self._emit("DialBegin", None, one, DialString=f"{exten}@{PHONES_CONTEXT}")
+        if isinstance(behaviour, BusyOnTrunk):
+            if behaviour.after:
+                self._set_state(one, State.Ringing)
+                self._emit("DialState", None, one, DialStatus="RINGING")
+                await self.sleep(behaviour.after)
+            self._set_state(two, State.Busy)
+            self._emit("HangupRequest", one, Cause="17")
+            self._finish(call, REASON_FAILED)
+            self._emit("DialEnd", None, one, DialStatus="BUSY")
+            self._hangup_event(two, 17)
+            self._hangup_event(one, 17)
+            return
         if isinstance(behaviour, Busy | Congestion):
             busy = isinstance(behaviour, Busy)
             self._set_state(two, State.Busy)
