@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import dataclasses
 import datetime as dt
+import functools
 import math
 import tempfile
 import time
@@ -46,6 +47,8 @@ from db.schema import upgrade
 from nobat.bridge_wiring import patient_calls
 from nobat.config import load_config
 from nobat.ivr_wiring import build_line, fastagi_server
+from protocol.call_token import call_token
+from tests.fakepbx.agi_caller import DIALPLAN_SECRET
 from tests.fakepbx.ami_server import FakeAsterisk
 from tests.fakepbx.script import Answers, Hear, Phone, Press
 from tests.support.clinics import every_day_clinic
@@ -151,7 +154,8 @@ async def end_to_end(url: str, calls: int, cap: int, folder: Path) -> str:
     phone = Phone("patient", "+989350000000", Answers(RING), "Patient",
                   listens=(Hear("reminder/menu"), Press("1")))
     plan = CallPlan("Local/{exten}@fake-phones/n", "+982188776655", "Clinic",
-                    address=lambda number: {"exten": "patient"})
+                    address=lambda number: {"exten": "patient"},
+                    call_token=functools.partial(call_token, DIALPLAN_SECRET))
     async with FakeAsterisk(phones=[phone], fastagi=("127.0.0.1", port)) as pbx:
         ami = AmiClient("127.0.0.1", pbx.port, "ctrl", "ctrlsecret", ping_interval=None)
         await ami.start()

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from bridge.ami_protocol import Action, Event, Fields
 from db.consultations import UNSEEN_CAUSE, Claim, Leg, RetryPolicy
+from protocol.call_token import TOKEN_VARIABLE
 
 HOLDING_CONTEXT = "nobat-consult-hold"
 BRIDGE_CONTEXT = "nobat-consult-bridge"
@@ -53,6 +54,15 @@ FAILURE_BY_REASON: dict[int, str] = {
 FAILURE_BY_CAUSE: dict[int, str] = {
     0: "unreachable", 1: "unreachable", 17: "busy", 18: "no_answer", 19: "no_answer",
     21: "rejected", 34: "congestion"}
+
+
+def originate_failure(reason: int, cause: int | None) -> str:
+    """Why an Originate failed. On a SIP trunk Asterisk 22 answers a busy or rejecting
+    phone with Reason 0, the generic failure, and names the cause only in the channel's
+    HangupRequest and Hangup (SIP tier): a cause seen by then says more than Reason 0."""
+    if reason == 0 and cause:
+        return FAILURE_BY_CAUSE.get(cause, f"cause_{cause}")
+    return FAILURE_BY_REASON.get(reason, f"reason_{reason}")
 """Hangup cause -> why the leg failed, adhearsion's table, for a leg whose Hangup comes before
 its OriginateResponse (the order of events is not fixed)."""
 
@@ -136,6 +146,8 @@ class CallPlan:
     survey_in_call: bool = False
     """When the doctor hangs up or the time is up, the patient stays on the line for the
     survey ([nobat-consult-survey]) instead of being hung up."""
+    call_token: Callable[[str], str] = lambda channel_id: ""
+    """The token a leg's AGI request must bring back (protocol/call_token.py), by ChannelId."""
 
     def dial_string(self, number: str) -> str:
         """Where to ring `number` through this clinic's trunk."""
@@ -170,11 +182,17 @@ class _LegState:
     """nobat hung it up already, or Asterisk is ending it anyway (its party left)."""
     cause: int | None = None
     far_cause: int | None = None
+    requested_cause: int | None = None
+    """The cause of a HangupRequest for the leg: on a SIP trunk, the only early word of why."""
 
     @property
     def recorded_cause(self) -> int | None:
-        """The far (;2) half's cause when known: the ;1 half often just says 0 (capture b)."""
-        return self.far_cause if self.far_cause is not None else self.cause
+        """The far (;2) half's cause when known: the ;1 half often just says 0 (capture b);
+        else what the leg's own Hangup or HangupRequest said."""
+        for cause in (self.far_cause, self.cause, self.requested_cause):
+            if cause is not None:
+                return cause
+        return None
 
 
 @dataclass
@@ -242,6 +260,8 @@ class ConsultationCall:
         state, far = found
         if not far and state.channel is None:
             state.channel = evt.fields.get("Channel")
+        if evt.name == "HangupRequest" and not far and int(evt.fields.get("Cause") or 0):
+            state.requested_cause = int(evt.fields.get("Cause") or 0)
         if self.phase is Phase.ENDING:
             if evt.name == "Hangup" and not far:
                 state.gone = True
@@ -323,6 +343,8 @@ class ConsultationCall:
                      "NOBAT_CLINIC_NAME": plan.clinic_name,
                      "NOBAT_ANNOUNCE": "&".join(self._sound(key) for key in announce),
                      "NOBAT_SOUNDS": self._sound("consult")}
+        if state.leg is Leg.PATIENT:  # its in-call survey runs over FastAGI
+            variables[TOKEN_VARIABLE] = plan.call_token(state.channel_id)
         if state.leg is Leg.DOCTOR:
             warn = plan.grace + plan.warn_before if plan.warn_before else dt.timedelta(0)
             variables |= {"NOBAT_PEER": self.claim.channel_id(Leg.PATIENT),
@@ -362,7 +384,7 @@ class ConsultationCall:
         if self.phase is Phase.ENDING:
             return self._settle()
         reason = int(evt.fields.get("Reason") or 0)
-        return self._fail(state, FAILURE_BY_REASON.get(reason, f"reason_{reason}"), now)
+        return self._fail(state, originate_failure(reason, state.recorded_cause), now)
 
     def _answered(self, state: _LegState, now: dt.datetime) -> list[Effect]:
         """Record the answer time once, from whichever comes first: OriginateResponse or
@@ -411,7 +433,8 @@ class ConsultationCall:
 
     def _fail(self, state: _LegState | None, why: str, now: dt.datetime) -> list[Effect]:
         """End an unbridged attempt: record why and when to try again, tell a party who
-        waits why it ends (it is then hung up by the dialplan), release the other legs."""
+        answered why it ends (waiting, or still hearing who calls; the dialplan then hangs
+        up), release the other legs."""
         doctor, patient = self.legs[Leg.DOCTOR], self.legs[Leg.PATIENT]
         retry_at = None if self.retry is None else self.retry.next_at(self.claim, now)
         record = Record(RecordKind.ATTEMPT_FAILED, now,
@@ -421,9 +444,9 @@ class ConsultationCall:
         told: list[Effect] = []
         reason = ("call-failed" if state is None else f"{state.leg}-unavailable") + (
             "" if retry_at is not None else "-final")
-        for waiting in self.legs.values():
-            if waiting is not state and waiting.ready and waiting.channel is not None and not (
-                    waiting.gone or waiting.released):
+        for waiting in self.legs.values():  # answered: waiting, or still hearing who calls
+            if waiting is not state and (waiting.ready or waiting.answered) and \
+                    waiting.channel is not None and not (waiting.gone or waiting.released):
                 waiting.released = True
                 told.append(SendAction(_redirect(waiting.channel, END_CONTEXT, reason)))
         return self._end("failed", record, state, now, told)

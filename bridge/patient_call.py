@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from bridge.ami_protocol import Action, Event, Fields
 from bridge.consultation_call import (
     FAILURE_BY_CAUSE,
-    FAILURE_BY_REASON,
     RELEASE_CAUSE,
     CallPlan,
     Done,
@@ -29,9 +28,11 @@ from bridge.consultation_call import (
     RecordKind,
     SendAction,
     Wake,
+    originate_failure,
 )
 from db.consultations import Leg
 from db.patient_calls import PatientCallClaim
+from protocol.call_token import TOKEN_VARIABLE
 
 PATIENT_CALL_CONTEXT = "nobat-patient-call"
 LONGEST_CALL = dt.timedelta(minutes=15)
@@ -53,6 +54,8 @@ class PatientCall:
     answered_at: dt.datetime | None = None
     gone: bool = False
     far_cause: int | None = None
+    requested_cause: int | None = None
+    """A HangupRequest's cause: on a SIP trunk the only early word of why it failed."""
     phase: str = "dialling"
     """dialling, talking (answered: the flow runs), or over."""
 
@@ -72,7 +75,8 @@ class PatientCall:
         variables = {"NOBAT_CALL": str(due.id), "NOBAT_PURPOSE": str(due.purpose),
                      "NOBAT_LANGUAGE": due.patient_language,
                      "NOBAT_CLINIC_NUMBER": plan.clinic_number,
-                     "NOBAT_CLINIC_NAME": plan.clinic_name}
+                     "NOBAT_CLINIC_NAME": plan.clinic_name,
+                     TOKEN_VARIABLE: plan.call_token(self.claim.channel_id)}
         ident = self.claim.channel_id
         return [SendAction(Action("Originate", Fields.of(
             [("Channel", plan.dial_string(due.patient_phone)),
@@ -99,10 +103,13 @@ class PatientCall:
                 return self._answered(now)
             self.gone = True
             reason = int(evt.fields.get("Reason") or 0)
-            return self._fail(FAILURE_BY_REASON.get(reason, f"reason_{reason}"), now)
+            known = self.far_cause if self.far_cause is not None else self.requested_cause
+            return self._fail(originate_failure(reason, known), now)
         uniqueid = evt.fields.get("Uniqueid")
         if uniqueid == ident and self.channel is None:
             self.channel = evt.fields.get("Channel")
+        if evt.name == "HangupRequest" and uniqueid == ident and int(evt.fields.get("Cause") or 0):
+            self.requested_cause = int(evt.fields.get("Cause") or 0)
         if evt.name != "Hangup":
             return []
         cause = int(evt.fields.get("Cause") or 0)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from clinic.phones import mask
 from ivr.agi_channel import AgiChannel
 from ivr.agi_protocol import AgiEnvironment, Command, Reply
+from ivr.fastagi_gate import SECRET_ARGUMENT
 from ivr.session import ALL_KEYS, CallerHungUp, CallInfo, CallSession
 
 log = logging.getLogger(__name__)
@@ -24,13 +25,16 @@ CHANNEL_UP = 6
 def call_info(env: AgiEnvironment) -> CallInfo:
     """Take what a flow needs from the environment.
 
-    AGI arguments "name=value" become options; a bare one is the number the caller dialled
-    (the dialplan passes the DID, since agi_dnid is "unknown" on many channels).
+    AGI arguments "name=value" become options, except the FastAGI secret, which stops at
+    the gate; a bare one is the number the caller dialled (the dialplan passes the DID,
+    since agi_dnid is "unknown" on many channels).
     """
     options = dict(env.query)
     numbers = []
     for arg in env.args:
         key, sep, value = arg.partition("=")
+        if sep and key.strip() == SECRET_ARGUMENT:
+            continue
         if sep:
             options.setdefault(key.strip(), value.strip())
         elif arg.strip():

@@ -1,8 +1,10 @@
 """Calls nobat made to a patient, once answered: the flow named by the call's purpose.
 
 Asterisk runs AGI(agi://host/patient-call) on the patient's answered leg; the channel's
-Uniqueid is the ChannelId the dialer gave it, so the call is looked up by that alone and only
-while that very attempt is being dialled. A stray or replayed request is hung up unheard.
+Uniqueid is the ChannelId the dialer gave it, and the request brings back the call token the
+dialer put on the channel (protocol/call_token.py), since a ChannelId alone is guessable. The
+call is looked up only while that very attempt is being dialled. A stray, forged or replayed
+request is hung up unheard.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from db.patient_calls import PatientCallStore
 from ivr.call import Call, CallAbout
 from ivr.inbound import InboundLine
 from ivr.session import CallSession
+from protocol.call_token import TOKEN_ARGUMENT, token_matches
 
 log = logging.getLogger(__name__)
 
@@ -20,19 +23,28 @@ log = logging.getLogger(__name__)
 class PatientCallLine:
     """Runs reminder, absence and survey flows on the inbound line's engine and flows."""
 
-    def __init__(self, line: InboundLine, store: PatientCallStore) -> None:
+    def __init__(self, line: InboundLine, store: PatientCallStore, secret: str) -> None:
+        """`secret` signs the call tokens (the FastAGI secret)."""
         self.line = line
         self.store = store
+        self.secret = secret
 
     async def answer(self, session: CallSession) -> Call | None:
         """Run the call's flow in the patient's language; not written to the inbound log
         (the patient_call row is its record)."""
-        due = await self.store.live(session.info.unique_id)
+        channel_id = session.info.unique_id
+        if not token_matches(self.secret, channel_id,
+                             session.info.options.get(TOKEN_ARGUMENT, "")):
+            log.warning("AGI patient-call for channel %r without its call token: hung up "
+                        "unheard", channel_id)
+            await session.hang_up()
+            return None
+        due = await self.store.live(channel_id)
         booking = None if due is None else \
             await self.line.services.booking.appointment(due.appointment_id)
         if due is None or booking is None:
             log.warning("AGI patient-call for channel %s: no call of nobat's is ringing it; "
-                        "hung up", session.info.unique_id)
+                        "hung up", channel_id)
             await session.hang_up()
             return None
         snapshot = self.line.flows.current()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import os
 import socket
@@ -21,6 +22,7 @@ from db.engine import Database
 from db.patient_calls import CallPlanning, PatientCallClaim, PatientCallStore
 from ivr.prompts import PromptLibrary
 from nobat.config import Config
+from protocol.call_token import call_token
 
 log = logging.getLogger("nobat")
 
@@ -50,7 +52,8 @@ async def build_dialer(config: Config, database: Database) -> Dialer | None:
                     grace=dt.timedelta(minutes=calls.grace_minutes),
                     warn_before=dt.timedelta(minutes=calls.warn_minutes),
                     address=phone_fields,
-                    prompt_file=PromptLibrary({}, config.ivr.asterisk_prompts).file)
+                    prompt_file=PromptLibrary({}, config.ivr.asterisk_prompts).file,
+                    call_token=functools.partial(call_token, config.fastagi.secret.reveal()))
     ami = AmiClient(ami_config.host, ami_config.port, ami_config.username,
                     ami_config.secret.reveal(), action_timeout=ami_config.action_timeout)
     return Dialer(ConsultationStore(database), ami, lambda claim: plan,

@@ -17,6 +17,7 @@ from clinic.calendar import Weekday
 from clinic.schedule import parse_clock
 from clinic.staff_toml import KeyPath, Problem, StaffToml, dotted
 from db.booking import BookingPolicy
+from ivr.fastagi_gate import LOOPBACK, Network, networks
 from web.settings import LOOPBACK_NAMES
 from web.token_strength import requirement, weakness
 
@@ -24,6 +25,7 @@ DEFAULT_PATH = Path("config.toml")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 SURVEY_MODES = ("in-call", "call-back", "off")
+FASTAGI_SECRET = re.compile(r"[A-Za-z0-9_-]{16,128}")
 
 
 class Secret:
@@ -89,11 +91,14 @@ class WebConfig:
 
 @dataclass(frozen=True)
 class FastAgiConfig:
-    """Where Asterisk reaches the IVR (AGI(agi://host:port/ivr)) and how many calls at once."""
+    """Where Asterisk reaches the IVR (AGI(agi://host:port/ivr)), the secret and peers it
+    must come with, and how many connections at once."""
 
     host: str
     port: int
     max_calls: int
+    secret: Secret
+    allow: tuple[Network, ...]
 
 
 @dataclass(frozen=True)
@@ -183,7 +188,7 @@ def load_config(path: Path | str = DEFAULT_PATH, env: dict[str, str] | None = No
     database = _database(doc, base, env)
     web = _web(doc, env)
     booking = _booking(doc)
-    fastagi = _fastagi(doc)
+    fastagi = _fastagi(doc, env)
     ivr = _ivr(doc, base)
     ami = _ami(doc, env)
     consultations = _consultations(doc)
@@ -327,14 +332,34 @@ def _booking(doc: StaffToml) -> BookingPolicy:
     )
 
 
-def _fastagi(doc: StaffToml) -> FastAgiConfig:
-    table, path = _section(doc, "fastagi", ("host", "port", "max_calls"))
+def _fastagi(doc: StaffToml, env: dict[str, str]) -> FastAgiConfig:
+    table, path = _section(doc, "fastagi", ("host", "port", "max_calls", "secret", "allow"))
+    secret = env.get("NOBAT_FASTAGI_SECRET") or doc.value(table, path, "secret", str,
+                                                          default="")
+    if secret and not FASTAGI_SECRET.fullmatch(secret):
+        doc.error(path + ("secret",), "expected 16 to 128 letters, digits, '-' or '_' (for "
+                  "example from `openssl rand -hex 24`): the dialplan passes it as an AGI "
+                  "argument, where a comma or a quote would cut it")
+        secret = ""
     return FastAgiConfig(
         host=doc.value(table, path, "host", str, default="127.0.0.1"),
         port=doc.value(table, path, "port", int, default=4573, convert=_in_range(0, 65535)),
         max_calls=doc.value(table, path, "max_calls", int, default=200,
                             convert=_in_range(1, 10000)),
+        secret=Secret(secret),
+        allow=doc.value(table, path, "allow", list, default=networks(LOOPBACK),
+                        convert=_networks, what="a list of addresses or networks"),
     )
+
+
+def _networks(entries: list[Any]) -> tuple[Network, ...]:
+    if not all(isinstance(entry, str) for entry in entries):
+        raise ValueError(f"expected addresses or networks as strings, got {entries!r}")
+    try:
+        return networks(entries)
+    except ValueError as exc:
+        raise ValueError(f"expected addresses or networks such as 127.0.0.1 or "
+                         f"10.0.0.0/24: {exc}") from None
 
 
 def _office_hours(spec: dict[str, Any]) -> dict[Weekday, tuple[int, int]]:

@@ -14,7 +14,7 @@ from db.surveys import SurveyStore
 from ivr.actions.registry import ACTIONS
 from ivr.call import ClinicFacts, OfficeHours, Services
 from ivr.engine import FlowEngine
-from ivr.fastagi import FastAgiServer, Limits
+from ivr.fastagi import Access, FastAgiServer, Limits
 from ivr.flow_store import FlowStore
 from ivr.inbound import InboundLine
 from ivr.outbound import PatientCallLine
@@ -66,6 +66,7 @@ def fastagi_server(config: Config, line: InboundLine) -> FastAgiServer:
     """The FastAGI listener: the IVR at agi://host:port/ivr, answered patient calls at
     agi://host:port/patient-call."""
     assert line.services.patient_calls is not None
-    patients = PatientCallLine(line, line.services.patient_calls)
+    access = Access(config.fastagi.secret.reveal(), config.fastagi.allow)
+    patients = PatientCallLine(line, line.services.patient_calls, access.secret)
     return FastAgiServer({IVR_ROUTE: line.answer, PATIENT_CALL_ROUTE: patients.answer},
-                         Limits(max_calls=config.fastagi.max_calls))
+                         access, Limits(max_connections=config.fastagi.max_calls))

@@ -1,19 +1,41 @@
-"""Logging that masks phone numbers wherever they appear, as text or as JSON lines."""
+"""Logging that masks phone numbers wherever they appear, as text or as JSON lines, and
+keeps values from outside (AGI requests, HTTP headers) from forging lines of their own."""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from typing import TextIO
 
 from clinic.phones import mask_in_text
 
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match[0]
+    return _NAMED.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100
+                                else f"\\u{ord(char):04x}")
+
+
+def escape_controls(text: str) -> str:
+    """Write control characters (a newline, a carriage return, an escape) as \\n, \\r,
+    \\x1b: a value someone sent can then never start a line of its own."""
+    return _CONTROLS.sub(_escaped, text)
+
 
 class MaskingFormatter(logging.Formatter):
-    """Format, then mask: numbers hide inside arguments, exceptions and free text alike."""
+    """Format, then mask: numbers hide inside arguments, exceptions and free text alike.
+    The arguments, where values from callers and clients arrive, have their control
+    characters escaped; the message's own line breaks (a list of problems) stay."""
 
     def format(self, record: logging.LogRecord) -> str:
+        if isinstance(record.args, tuple) and record.args:
+            record = logging.makeLogRecord({**record.__dict__, "args": tuple(
+                escape_controls(arg) if isinstance(arg, str) else arg for arg in record.args)})
         return mask_in_text(super().format(record))
 
 

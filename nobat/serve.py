@@ -73,6 +73,10 @@ async def start_ivr(config: Config, database: Database) -> tuple[FastAgiServer, 
                            f"{config.fastagi.port}: {exc.strerror}") from exc
     log.info("FastAGI listening on %s:%s (AGI(agi://%s:%s/ivr))", config.fastagi.host, port,
              config.fastagi.host, port)
+    if not config.fastagi.secret:
+        log.warning("fastagi.secret (or NOBAT_FASTAGI_SECRET) is not set: every FastAGI "
+                    "request is refused until it is, and as NOBAT_FASTAGI_SECRET in the "
+                    "dialplan (asterisk/README.md)")
     return server, line
 
 

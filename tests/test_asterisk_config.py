@@ -29,8 +29,10 @@ from clinic.phones import national
 from db.consultations import Claim, DueConsultation, Leg, RetryPolicy
 from db.patient_calls import DuePatientCall, PatientCallClaim, Purpose
 from ivr.agi_session import RESULT_VARIABLE, SESSION_VARIABLE, TRANSFER_VARIABLE
+from ivr.fastagi_gate import SECRET_ARGUMENT
 from nobat.config import load_config
 from nobat.ivr_wiring import IVR_ROUTE, PATIENT_CALL_ROUTE
+from protocol.call_token import TOKEN_ARGUMENT, TOKEN_VARIABLE
 
 ROOT = Path(__file__).resolve().parents[1]
 ASTERISK = ROOT / "asterisk"
@@ -242,6 +244,18 @@ def test_the_ivr_entry_uses_what_nobat_sets_and_serves() -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     [classic] = re.findall(r"AGI\(([\w-]+),", text)
     assert classic in scripts
+
+
+def test_every_request_to_nobat_carries_the_secret_and_calls_it_dialled_their_token() -> None:
+    plan = read_dialplan()
+    text = (ASTERISK / "extensions.conf").read_text()
+    requests = re.findall(r"AGI\((agi://\$\{NOBAT_FASTAGI\}/[^)]*)\)", text)
+    assert len(requests) == 3
+    for request in requests:
+        assert request.endswith(f",{SECRET_ARGUMENT}=${{NOBAT_FASTAGI_SECRET}}"), request
+        if f"/{PATIENT_CALL_ROUTE}?" in request:
+            assert f",{TOKEN_ARGUMENT}=${{{TOKEN_VARIABLE}}}," in request, request
+    assert plan.globals["NOBAT_FASTAGI_SECRET"] == ""  # shipped without, like the AMI one
 
 
 def test_config_toml_and_the_asterisk_files_name_the_same_things() -> None:

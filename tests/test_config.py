@@ -208,3 +208,31 @@ def test_serve_refuses_a_weak_token_from_the_environment(
 def test_a_random_looking_token_passes(tmp_path: Path, token: str) -> None:
     path = write(tmp_path, f'[web]\ntoken = "{token}"\n')
     assert load_config(path, env={}).web.token_problem is None
+
+
+@pytest.mark.parametrize(("text", "env", "message"), [
+    ('[fastagi]\nsecret = "short"\n', {}, "config.toml:2: fastagi.secret: expected 16 to 128 "
+                                          "letters, digits, '-' or '_'"),
+    ("", {"NOBAT_FASTAGI_SECRET": "has,a,comma-in-it-000"},
+     "fastagi.secret: expected 16 to 128 letters"),
+    ('[fastagi]\nallow = ["10.0.0.0/33"]\n', {}, "config.toml:2: fastagi.allow: expected "
+                                                  "addresses or networks such as 127.0.0.1"),
+    ('[fastagi]\nallow = "127.0.0.1"\n', {}, "config.toml:2: fastagi.allow: expected a list "
+                                             "of addresses or networks"),
+])
+def test_a_bad_fastagi_secret_or_peer_list_is_refused(tmp_path: Path, text: str,
+                                                      env: dict[str, str], message: str) -> None:
+    with pytest.raises(StaffFileError) as refused:
+        load_config(write(tmp_path, text), env=env)
+    assert message in str(refused.value)
+    assert "has,a,comma" not in str(refused.value)  # a secret is never repeated back
+
+
+def test_the_fastagi_secret_comes_from_the_environment_and_is_never_shown(
+        tmp_path: Path) -> None:
+    secret = "0123456789abcdef-secret"
+    config = load_config(write(tmp_path, '[fastagi]\nallow = ["10.1.2.3", "::1"]\n'),
+                         env={"NOBAT_FASTAGI_SECRET": secret})
+    assert config.fastagi.secret.reveal() == secret
+    assert secret not in repr(config)
+    assert [str(net) for net in config.fastagi.allow] == ["10.1.2.3/32", "::1/128"]

@@ -31,6 +31,7 @@ from ivr.prompts import LANGUAGES, PromptLibrary
 from tests.fakepbx.script import (
     Answers,
     Busy,
+    BusyOnTrunk,
     Congestion,
     NoAnswer,
     Phone,
@@ -193,6 +194,33 @@ async def test_the_waiting_party_hears_why_the_other_could_not_be_reached(
                                                     intro, why + "-final"]
         assert pbx_line.pbx.heard_by("patient1") == []
         assert (await consultation(database, ident)).cause == "patient: no_answer"
+
+
+async def test_a_busy_phone_on_a_sip_trunk_is_recorded_busy(database: Database) -> None:
+    [ident] = await book(database, 1)
+    phones = [doctor(1, Answers(0.2)), patient(1, BusyOnTrunk())]
+    async with line(database, phones, START) as pbx_line:
+        await pbx_line.until(settled(database, [ident], "missed"), seconds=15.0)
+        await pbx_line.until(pbx_line.quiet)
+    # OriginateResponse said Reason 0 (the generic failure): the cause came with HangupRequest
+    assert (await consultation(database, ident)).cause == "patient: busy"
+    assert {attempt.patient_cause for attempt in await attempts(database, ident)} == {17}
+
+
+async def test_a_doctor_still_hearing_who_calls_is_told_why_the_patient_is_not_coming(
+        database: Database) -> None:
+    [ident] = await book(database, 1)
+    # The patient declines (486) while the doctor, who answered, still hears the intro.
+    phones = [doctor(1, Answers(0.05)), patient(1, BusyOnTrunk(after=0.5))]
+    async with line(database, phones, START) as pbx_line:
+        await pbx_line.until(settled(database, [ident], "missed"), seconds=15.0)
+        await pbx_line.until(pbx_line.quiet)
+        intro, why = "nobat/fa/consult/doctor-intro", "nobat/fa/consult/patient-unavailable"
+        assert pbx_line.pbx.heard_by("doctor1") == [intro, why, intro, why,
+                                                    intro, why + "-final"]
+        ready = [e for e in pbx_line.pbx.events if e.name == "UserEvent"
+                 and e.fields.get("UserEvent") == "NobatLegReady"]
+        assert ready == []  # told each time before it ever waited
 
 
 async def test_the_booked_time_warns_both_and_ends_the_call(database: Database) -> None:

@@ -147,7 +147,7 @@ async def run_commands(
     server = await asyncio.start_server(session, "127.0.0.1", 0)
     async with server:
         port = server.sockets[0].getsockname()[1]
-        options = {"prompt_seconds": PROMPTS, "strict": False, **options}
+        options = {"prompt_seconds": PROMPTS, "strict": False, "secret": None, **options}
         try:
             transcript = await place_call("127.0.0.1", port, caller, **options)
         finally:

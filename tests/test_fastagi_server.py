@@ -15,14 +15,16 @@ from db.engine import Database
 from db.models import InboundCall
 from ivr.agi_protocol import AgiClientConnection, AgiEnvironment
 from ivr.fastagi import Limits
+from tests.fakepbx.agi_caller import DIALPLAN_SECRET
 from tests.fakepbx.script import Caller, HangUp, Wait
 from tests.support.clinics import Clock
 from tests.support.ivr import IvrRig, ivr_rig
 
 SATURDAY_9 = dt.datetime(2026, 11, 28, 9, 0, tzinfo=ZoneInfo("Asia/Tehran")).astimezone(dt.UTC)
-QUICK = Limits(max_calls=20, environment_seconds=0.5, environment_bytes=8 * 1024)
+QUICK = Limits(max_connections=20, environment_seconds=0.5, environment_bytes=8 * 1024)
 ENV = AgiClientConnection().send(AgiEnvironment.for_request(
-    "agi://127.0.0.1:4573/ivr", channel="Local/bad@fake-phones-00000001;1"))
+    "agi://127.0.0.1:4573/ivr", (f"key={DIALPLAN_SECRET}",),
+    channel="Local/bad@fake-phones-00000001;1"))
 GOODBYE_CALLER = Caller.dialling("09121234567", "19", Wait(30), HangUp())
 
 
@@ -71,13 +73,13 @@ BAD_CLIENTS: dict[str, tuple[BadClient, str]] = {
 @pytest.mark.parametrize("name", BAD_CLIENTS)
 async def test_a_bad_client_is_dropped_and_a_normal_call_completes(
         rig: IvrRig, name: str, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, "ivr.fastagi")
+    caplog.set_level(logging.WARNING, "ivr.fastagi_gate")
     connect, reason = BAD_CLIENTS[name]
     reader, writer = await connect(rig)
     await normal_call_completes(rig)
     assert await asyncio.wait_for(reader.read(), 5) == b""
     writer.close()
-    assert any("dropped client" in r.message and reason in r.message for r in caplog.records)
+    assert any("refused" in r.message and reason in r.message for r in caplog.records)
 
 
 async def test_a_flood_of_idle_connections_does_not_stop_calls(rig: IvrRig) -> None:
@@ -109,10 +111,11 @@ async def test_a_client_that_closes_mid_call_leaves_a_closed_record(
 
 async def test_an_unknown_script_is_hung_up_with_a_clear_log(
         rig: IvrRig, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.ERROR, "ivr.fastagi")
-    env = AgiClientConnection().send(AgiEnvironment.for_request("agi://127.0.0.1/nothing-here"))
+    caplog.set_level(logging.WARNING, "ivr.fastagi_gate")
+    env = AgiClientConnection().send(AgiEnvironment.for_request(
+        "agi://127.0.0.1/nothing-here", (f"key={DIALPLAN_SECRET}",)))
     reader, writer = await send(rig, env, close=False)
     assert await asyncio.wait_for(reader.readline(), 5) == b"HANGUP\n"
     writer.write(b"200 result=1\n")
     assert await asyncio.wait_for(reader.read(), 5) == b""
-    assert "no flow for AGI script 'nothing-here'" in caplog.text
+    assert "unknown AGI script: 'nothing-here'; known: ivr, patient-call" in caplog.text

@@ -17,7 +17,16 @@ from db.engine import Database
 from db.models import Appointment, Patient, SurveyAnswer
 from db.surveys import SurveyAverage, SurveyStore
 from tests.fakepbx.agi_caller import place_call
-from tests.fakepbx.script import Answers, Caller, HangUp, Hear, NoAnswer, Phone, Press
+from tests.fakepbx.script import (
+    Answers,
+    BusyOnTrunk,
+    Caller,
+    HangUp,
+    Hear,
+    NoAnswer,
+    Phone,
+    Press,
+)
 from tests.support.clinics import Clock, every_day_clinic
 from tests.support.ivr import ivr_rig
 from tests.support.patient_calls import (
@@ -134,6 +143,16 @@ async def test_9_stops_reminder_calls_to_that_number(database: Database, tmp_pat
     assert heard[-2:] == ["reminder/opted-out", "goodbye"]
     async with database.reading() as session:
         assert await session.scalar(select(Patient.reminders_off_at)) is not None
+
+
+async def test_a_reminder_to_a_busy_phone_on_a_sip_trunk_is_recorded_busy(
+        database: Database, tmp_path: Path) -> None:
+    await book(database, at(SATURDAY, "10:00"))
+    phones = [Phone("patient1", PATIENT, BusyOnTrunk(), "Patient")]
+    async with patient_line(database, tmp_path, phones, at(THURSDAY, "17:59")) as line:
+        await line.pbx_line.until(settled(database, 1, "retry_wait"), seconds=10.0)
+        [call] = await calls(database)
+    assert (call.attempts, call.cause) == (1, "busy")  # not "unreachable" (Reason 0)
 
 
 async def test_a_reminder_not_answered_is_tried_again_but_never_at_night_or_on_friday(

@@ -207,7 +207,8 @@ async def health(sources: Sources) -> Health:
     """Each part's state."""
     store = await database_health(sources.database)
     listener = sources.listener
-    fastagi = "off" if listener is None else ("listening" if listener.listening else "stopped")
+    fastagi = ("off" if listener is None else "stopped" if not listener.listening
+               else "no_secret" if not listener.access.secret else "listening")
     link = sources.ami.status if sources.ami is not None else None
     flows = sources.flows
     current = flows.current() if flows is not None else None

@@ -71,6 +71,9 @@ SAY_ITEM_SECONDS = 0.85
 DEFAULT_PROMPT_SECONDS = 2.0
 ANY_DIGIT = "0123456789*#ABCD"
 STATE_RING, STATE_UP = 4, 6
+DIALPLAN_SECRET = "fake-pbx-fastagi-secret-0001"
+"""What the fake's dialplan holds in NOBAT_FASTAGI_SECRET and passes as `key=` with every
+AGI(), as nobat's shipped extensions.conf does; test rigs give nobat the same secret."""
 """CHANNEL STATUS of an inbound call not yet answered, and of an answered one."""
 FAKE_EPOCH = 1_700_000_000
 """Uniqueids are "<epoch>.<seq>"; a fixed epoch keeps transcripts deterministic."""
@@ -746,14 +749,17 @@ async def place_call(
     before: Callable[[Command], Awaitable[None]] | None = None,
     turnaround: list[float] | None = None,
     answered: bool = False,
+    secret: str | None = DIALPLAN_SECRET,
 ) -> CallTranscript:
     """Call nobat's FastAGI port as Asterisk would for `caller`; strict fails on any failure.
 
     `before` runs ahead of each command's reply: the world moving on while the caller
     listens (another caller takes the slot, staff edit the clinic). `answered` says the
     dialplan answered before AGI(); by default the call still rings, as a dialplan without
-    Answer() hands it over.
+    Answer() hands it over. `secret` is the dialplan's `key=` argument (None: none is sent,
+    as a forged request would).
     """
+    args = (*args, f"key={secret}") if secret is not None else tuple(args)
     env = call_environment(caller, f"agi://{host}:{port}/{script}", args, **(environment or {}))
     channel = FakeChannel(caller, env, prompt_seconds, variables, answered=answered)
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), stall_seconds)

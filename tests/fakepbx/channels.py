@@ -17,10 +17,12 @@ from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from bridge.ami_protocol import Action, Event, Fields
+from protocol.call_token import TOKEN_VARIABLE
 from tests.fakepbx.agi_caller import CallTranscript, place_call
 from tests.fakepbx.script import (
     Answers,
     Busy,
+    BusyOnTrunk,
     Caller,
     Congestion,
     HangUp,
@@ -429,6 +431,18 @@ class Switch:
         self._emit("LocalBridge", one, two, Context=PHONES_CONTEXT, Exten=exten,
                    LocalOptimization="Yes")
         self._emit("DialBegin", None, one, DialString=f"{exten}@{PHONES_CONTEXT}")
+        if isinstance(behaviour, BusyOnTrunk):
+            if behaviour.after:
+                self._set_state(one, State.Ringing)
+                self._emit("DialState", None, one, DialStatus="RINGING")
+                await self.sleep(behaviour.after)
+            self._set_state(two, State.Busy)
+            self._emit("HangupRequest", one, Cause="17")
+            self._finish(call, REASON_FAILED)
+            self._emit("DialEnd", None, one, DialStatus="BUSY")
+            self._hangup_event(two, 17)
+            self._hangup_event(one, 17)
+            return
         if isinstance(behaviour, Busy | Congestion):
             busy = isinstance(behaviour, Busy)
             self._set_state(two, State.Busy)
@@ -607,8 +621,9 @@ class Switch:
         self._run(call, end())
 
     def _patient_call_as_nobat(self, call: Call) -> None:
-        """[nobat-patient-call] (AGI(agi://${NOBAT_FASTAGI}/patient-call?lang=...)) and
-        [nobat-consult-survey] (the same path, ?survey=in-call) on ;1: the phone's owner keys
+        """[nobat-patient-call] (AGI(agi://${NOBAT_FASTAGI}/patient-call?lang=...,
+        call=${NOBAT_CALL_TOKEN},key=${NOBAT_FASTAGI_SECRET})) and [nobat-consult-survey] (the
+        same path, ?survey=in-call) on ;1: the phone's owner keys
         as scripted (in the AGI fake's own virtual time), then Hangup(). A transfer to the
         office is not dialled here: the transcript shows it was asked for. With no FastAGI
         server known the AGI fails and the line is hung up, as Asterisk does."""
@@ -622,9 +637,11 @@ class Switch:
         query = ("survey=in-call" if one.context == NOBAT_SURVEY_CONTEXT
                  else f"lang={one.variables.get('NOBAT_LANGUAGE', '')}")
 
+        token = f"call={one.variables.get(TOKEN_VARIABLE, '')}"
+
         async def run() -> None:
             transcript = await place_call(
-                *fastagi, Caller(one.cid_num, phone.listens),
+                *fastagi, Caller(one.cid_num, phone.listens), args=(token,),
                 script=f"patient-call?{query}", strict=False, answered=True,
                 environment={"channel": one.name, "uniqueid": one.uniqueid,
                              "context": one.context, "extension": one.exten})

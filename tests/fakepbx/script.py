@@ -91,6 +91,16 @@ class Busy:
 
 
 @dataclass(frozen=True)
+class BusyOnTrunk:
+    """The phone answers 486 Busy Here through a SIP trunk: Asterisk 22 reports the
+    Originate with Reason 0, the generic failure, and the busy cause (17) only in the
+    channel's HangupRequest, before, and its Hangup, after (seen on the SIP tier). It may
+    ring for `after` seconds first, as a callee who declines does."""
+
+    after: float = 0.0
+
+
+@dataclass(frozen=True)
 class NoAnswer:
     """It rings until the dialler gives up."""
 
@@ -112,7 +122,7 @@ class Unreachable:
     """The number does not exist (no such extension: OriginateResponse Reason 0)."""
 
 
-PhoneBehaviour = Answers | Busy | NoAnswer | Congestion | Rejects | Unreachable
+PhoneBehaviour = Answers | Busy | BusyOnTrunk | NoAnswer | Congestion | Rejects | Unreachable
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -16,6 +17,8 @@ from bridge.dialer import Dialer, PatientCalls
 from clinic.phones import normalize
 from db.consultations import ConsultationStore, RetryPolicy
 from db.engine import Database
+from protocol.call_token import call_token
+from tests.fakepbx.agi_caller import DIALPLAN_SECRET
 from tests.fakepbx.ami_server import FakeAsterisk
 from tests.fakepbx.script import Phone
 
@@ -105,7 +108,8 @@ def plan_for(phones: Sequence[Phone], ring_seconds: float = 10, survey_in_call: 
                     ring_seconds=ring_seconds,
                     grace=dt.timedelta(seconds=5), warn_before=WARN_BEFORE,
                     address=lambda number: {"exten": extens[number]},
-                    survey_in_call=survey_in_call)
+                    survey_in_call=survey_in_call,
+                    call_token=functools.partial(call_token, DIALPLAN_SECRET))
 
 
 @asynccontextmanager

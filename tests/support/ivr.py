@@ -17,7 +17,7 @@ from ivr.inbound import InboundLine
 from ivr.prompts import PromptLibrary
 from nobat.config import Config, load_config
 from nobat.ivr_wiring import build_line, fastagi_server
-from tests.fakepbx.agi_caller import CallTranscript, place_call
+from tests.fakepbx.agi_caller import DIALPLAN_SECRET, CallTranscript, place_call
 from tests.fakepbx.script import Caller
 from tests.support.clinics import Clock
 
@@ -73,7 +73,7 @@ class IvrRig:
 async def ivr_rig(database: Database, clock: Clock, limits: Limits | None = None,
                   flows: Path | None = None) -> AsyncIterator[IvrRig]:
     """Load the demo clinic and serve the shipped flows (or `flows`) on an ephemeral port."""
-    config = load_config(ROOT / "config.toml", env={})
+    config = load_config(ROOT / "config.toml", env={"NOBAT_FASTAGI_SECRET": DIALPLAN_SECRET})
     if flows is not None:
         config = dataclasses.replace(config, ivr=dataclasses.replace(config.ivr, flows=flows))
     await load_clinic(database, read_clinic(ROOT / "clinic.toml"), clock)

@@ -14,6 +14,7 @@ from clinic.clinic_file import read_clinic
 from db.clinic_sync import load_clinic
 from db.engine import Database
 from db.schema import upgrade
+from tests.fakepbx.agi_caller import DIALPLAN_SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
 LISTENING = re.compile(r"status page listening on http://([\d.]+):(\d+)/")
@@ -83,6 +84,9 @@ def demo_copy(folder: Path, port: int = 0, clinic: str | None = None,
         (folder / "clinic.toml").write_text(clinic, encoding="utf-8")
     text = (ROOT / "config.toml").read_text().replace("port = 8080", f"port = {port}")
     text = text.replace("port = 4573", "port = 0")
+    fastagi_secret = 'secret = ""\n# Peers'  # [fastagi]'s, not [ami]'s
+    assert fastagi_secret in text, "config.toml: no empty [fastagi] secret to set"
+    text = text.replace(fastagi_secret, f'secret = "{DIALPLAN_SECRET}"\n# Peers')
     if max_calls is not None:
         text = text.replace("max_calls = 200", f"max_calls = {max_calls}")
     for name in ("flows", "prompts"):
