@@ -323,7 +323,7 @@ async def test_an_ami_drop_while_bridged_keeps_the_call_and_still_sees_its_end(
 
         [attempt] = await attempts(database, ident)
         assert (attempt.state, attempt.number) == ("completed", 1)
-        assert 28 <= (attempt.talk_seconds or 0) <= 38  # the patient's hang-up, seen after
+        assert 28 <= (attempt.talk_seconds or 0) <= 40  # at most the patient's 40 s on the line
         assert pbx_line.originates() == {f"nobat-c{ident}-a1-doctor": 1,
                                          f"nobat-c{ident}-a1-patient": 1}
         assert [h["Channel"] for h in pbx_line.actions("Hangup")] == [

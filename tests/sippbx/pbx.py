@@ -34,6 +34,7 @@ from bridge.ami_protocol import Event
 from clinic.schedule import Slot
 from db.booking import BookingService
 from db.engine import Database
+from tests.fakepbx.agi_caller import DIALPLAN_SECRET
 from tests.realpbx.asterisk import SHIPPED, AmiLink, RealAsterisk, free_port
 from tests.sippbx.rtp import key_steps
 from tests.sippbx.sipp import HERE, WAIT_SECONDS, SipMessage, Sipp, free_udp_port
@@ -273,11 +274,13 @@ class ClinicLine:
 
 
 def nobat_config(folder: Path, prompts: Path, ami_port: int, fastagi_port: int,
-                 edits: Sequence[tuple[str, str]]) -> Path:
-    """The shipped config.toml for this tier's clinic: its ports, the built prompts, `edits`."""
+                 fastagi_secret: str, edits: Sequence[tuple[str, str]]) -> Path:
+    """The shipped config.toml for this tier's clinic: its ports, the FastAGI secret the
+    dialplan passes, the built prompts, `edits`."""
     config = demo_copy(folder, port=free_port(), clinic=CLINIC.read_text(encoding="utf-8"))
     edit_config(config, ("port = 5038", f"port = {ami_port}"),
                 ("port = 0\n", f"port = {fastagi_port}\n"),
+                (f'secret = "{DIALPLAN_SECRET}"', f'secret = "{fastagi_secret}"'),
                 (f'prompts = "{ROOT / "prompts"}"', f'prompts = "{prompts}"'),
                 *edits)
     return config
@@ -312,13 +315,15 @@ async def clinic_line(folder: Path, prompts: Path, *, edits: Sequence[tuple[str,
                   keys=key_steps(folder, "office", [], secrets.randbits(32), PHONE_SILENCE_S,
                                  PHONE_SLOTS))
     sip_port, fastagi_port = free_udp_port(ASTERISK_IP), free_port()
+    fastagi_secret = secrets.token_hex(20)
     asterisk = RealAsterisk(
         globals={"NOBAT_FASTAGI": f"127.0.0.1:{fastagi_port}",
+                 "NOBAT_FASTAGI_SECRET": fastagi_secret,
                  "NOBAT_CLINIC_NUMBER": CLINIC_NUMBER, "NOBAT_CLINIC_NAME": CLINIC_NAME},
         configs={"pjsip.conf": pjsip_conf(folder, sip_port, carrier.uri_host,
                                           trunk_password, office_password),
                  "rtp.conf": rtp_conf(), "pjproject.conf": ""})
-    config = nobat_config(folder, prompts, asterisk.port, fastagi_port, edits)
+    config = nobat_config(folder, prompts, asterisk.port, fastagi_port, fastagi_secret, edits)
     async with _migrating():
         store = await demo_store(folder)
     line: ClinicLine | None = None
