@@ -47,6 +47,12 @@ BACKSTOP = dt.timedelta(seconds=30)
 READY_EVENT = "NobatLegReady"
 RELEASE_CAUSE = "16"  # Normal Clearing: how nobat ends a leg it no longer needs
 
+UP_STATE = "6"
+"""ChannelState of an answered channel in Newstate events (AST_STATE_UP)."""
+TELL_GRACE = dt.timedelta(seconds=2)
+"""How long a leg still ringing when its attempt fails may yet turn out answered, and then be
+told why, before it is hung up: AMI reports an answer well after the phone's 200 OK (on the
+SIP tier a doctor's answer came after the patient's 486 was reported, 3 ms after it in SIP)."""
 FAILURE_BY_REASON: dict[int, str] = {
     0: "unreachable", 1: "rejected", 3: "no_answer", 5: "busy", 8: "congestion"}
 """OriginateResponse Reason (Asterisk's control frame) -> why the leg failed (captures b, e)."""
@@ -184,6 +190,9 @@ class _LegState:
     far_cause: int | None = None
     requested_cause: int | None = None
     """The cause of a HangupRequest for the leg: on a SIP trunk, the only early word of why."""
+    tell: str | None = None
+    """Why the attempt failed, for a leg that was still ringing then: if it shows up
+    answered within TELL_GRACE it hears this ([nobat-consult-end]); else it is hung up."""
 
     @property
     def recorded_cause(self) -> int | None:
@@ -265,7 +274,11 @@ class ConsultationCall:
         if self.phase is Phase.ENDING:
             if evt.name == "Hangup" and not far:
                 state.gone = True
-            return self._settle()
+            answered = evt.name == "Newstate" and not far and \
+                evt.fields.get("ChannelState") == UP_STATE
+            return [*(self._tell_late(state) if answered else []), *self._settle()]
+        if evt.name == "Newstate" and not far and evt.fields.get("ChannelState") == UP_STATE:
+            return self._answered(state, now)  # the earliest word: before OriginateResponse
         if evt.name == "UserEvent" and self._is_ready_event(evt, state):
             return self._ready(state, evt, now)
         if evt.name == "BridgeEnter" and not far:
@@ -279,6 +292,10 @@ class ConsultationCall:
         Asterisk ends itself (Bridge's L()), so nobat ends it only if it is still up a
         BACKSTOP later. While ending, stop waiting for legs that never reported."""
         if self.phase is Phase.ENDING:
+            if any(state.tell for state in self.legs.values()):
+                for state in self.legs.values():  # the grace is over: hang them up
+                    state.tell = None
+                return self._settle()
             for state in self.legs.values():
                 state.gone = True
             return self._settle()
@@ -323,6 +340,7 @@ class ConsultationCall:
         self.outcome = self.outcome or "released"
         for state in self.legs.values():
             state.channel = state.channel or (live or {}).get(state.channel_id)
+            state.tell = None
         effects = self._release_legs()
         for state in self.legs.values():
             state.gone = True
@@ -379,7 +397,9 @@ class ConsultationCall:
             return []
         if evt.fields.get("Response") == "Success":
             state.channel = state.channel or evt.fields.get("Channel")
-            return self._settle() if self.phase is Phase.ENDING else self._answered(state, now)
+            if self.phase is Phase.ENDING:
+                return [*self._tell_late(state), *self._settle()]
+            return self._answered(state, now)
         state.gone = True
         if self.phase is Phase.ENDING:
             return self._settle()
@@ -387,8 +407,9 @@ class ConsultationCall:
         return self._fail(state, originate_failure(reason, state.recorded_cause), now)
 
     def _answered(self, state: _LegState, now: dt.datetime) -> list[Effect]:
-        """Record the answer time once, from whichever comes first: OriginateResponse or
-        NobatLegReady (their order is not fixed)."""
+        """Record the answer time once, from whichever comes first: the leg's Newstate Up,
+        OriginateResponse or NobatLegReady (their order is not fixed). A party who answered
+        is told why if the attempt fails, never just cut off."""
         if state.answered or self.phase is not Phase.DIALLING:
             return []
         state.answered = True
@@ -444,12 +465,20 @@ class ConsultationCall:
         told: list[Effect] = []
         reason = ("call-failed" if state is None else f"{state.leg}-unavailable") + (
             "" if retry_at is not None else "-final")
-        for waiting in self.legs.values():  # answered: waiting, or still hearing who calls
-            if waiting is not state and (waiting.ready or waiting.answered) and \
-                    waiting.channel is not None and not (waiting.gone or waiting.released):
-                waiting.released = True
-                told.append(SendAction(_redirect(waiting.channel, END_CONTEXT, reason)))
-        return self._end("failed", record, state, now, told)
+        for waiting in self.legs.values():
+            if waiting is state or waiting.gone or waiting.released:
+                continue
+            waiting.tell = reason  # answered (waiting, or still hearing who calls): told now
+            told += self._tell_late(waiting) if waiting.ready or waiting.answered else []
+        grace = [Wake(now + TELL_GRACE)] if any(s.tell for s in self.legs.values()) else []
+        return [*self._end("failed", record, state, now, told), *grace]
+
+    def _tell_late(self, state: _LegState) -> list[Effect]:
+        """Send a leg that answered after its attempt failed to hear why, then be hung up."""
+        if state.tell is None or state.channel is None or state.gone or state.released:
+            return []
+        reason, state.tell, state.released = state.tell, None, True
+        return [SendAction(_redirect(state.channel, END_CONTEXT, reason))]
 
     def _complete(self, leaving: _LegState | None, now: dt.datetime) -> list[Effect]:
         """End a bridged call: record the talk time, then hang up whoever did not leave
@@ -474,10 +503,11 @@ class ConsultationCall:
         return [record, *(told or []), *self._release_legs(), wake, *self._settle()]
 
     def _release_legs(self) -> list[Effect]:
-        """Hang up each leg nobat knows a channel of and has not ended yet."""
+        """Hang up each leg nobat knows a channel of and has not ended yet (but one that may
+        still turn out answered within TELL_GRACE, and then hear why)."""
         effects: list[Effect] = []
         for state in self.legs.values():
-            if state.channel is not None and not (state.gone or state.released):
+            if state.channel is not None and not (state.gone or state.released or state.tell):
                 state.released = True
                 effects.append(SendAction(Action("Hangup", Fields.of(
                     Channel=state.channel, Cause=RELEASE_CAUSE))))

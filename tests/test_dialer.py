@@ -14,12 +14,14 @@ from sqlalchemy import select
 from bridge.ami_protocol import Action, Event, Fields
 from bridge.consultation_call import PROMPTS as CONSULTATION_PROMPTS
 from bridge.consultation_call import (
+    TELL_GRACE,
     ConsultationCall,
     Done,
     Effect,
     Record,
     RecordKind,
     SendAction,
+    Wake,
 )
 from clinic.schedule import VisitKind
 from db.booking import Booked, BookingService
@@ -473,13 +475,34 @@ def test_a_hangup_before_its_originate_response_fails_the_leg_by_its_far_cause()
     [record] = [e for e in effects if isinstance(e, Record)]
     assert (record.kind, record.cause, record.patient_cause) == (
         RecordKind.ATTEMPT_FAILED, "patient: busy", 17)
-    assert [dict(a.fields)["Channel"] for a in sent(effects, "Hangup")] == ["Local/doctor-1;1"]
     assert isinstance(effects[0], Record)  # written before the other leg is released
+    # The ringing doctor may have answered unreported: hung up once TELL_GRACE is over.
+    assert Wake(START + TELL_GRACE) in effects and sent(effects, "Hangup") == []
+    released = call.on_time(START + TELL_GRACE)
+    assert [dict(a.fields)["Channel"] for a in sent(released, "Hangup")] == ["Local/doctor-1;1"]
     late = happened("OriginateResponse", ActionID="nobat-c7-a1-patient", Response="Failure",
                     Reason="5")
     assert call.on_event(late, START) == []
     assert call.on_event(happened("Hangup", Uniqueid="nobat-c7-a1-doctor", Cause="16"),
                          START) == [Done("failed")]
+
+
+def test_a_party_who_just_answered_is_told_why_when_the_other_fails_at_once() -> None:
+    # As on the SIP tier: the doctor's 200 OK, then within milliseconds the patient's 486;
+    # the doctor's OriginateResponse has not come yet, only its channel's Newstate Up.
+    call = started_call()
+    call.on_event(happened("Newstate", Channel="Local/doctor-1;1", ChannelState="6",
+                           Uniqueid="nobat-c7-a1-doctor"), START)
+    call.on_event(happened("HangupRequest", Uniqueid="nobat-c7-a1-patient", Cause="17"), START)
+    effects = call.on_event(happened("OriginateResponse", ActionID="nobat-c7-a1-patient",
+                                     Response="Failure", Reason="0"), START)
+    [record] = [e for e in effects if isinstance(e, Record)]
+    assert (record.cause, record.patient_cause) == ("patient: busy", 17)
+    [told] = sent(effects, "Redirect")
+    assert (dict(told.fields)["Channel"], dict(told.fields)["Context"]) == (
+        "Local/doctor-1;1", "nobat-consult-end")
+    assert dict(told.fields)["Exten"].startswith("patient-unavailable")
+    assert sent(effects, "Hangup") == []  # not cut off: the end context says why, then ends
 
 
 def test_another_consultations_ready_event_is_not_ours() -> None:
@@ -497,7 +520,21 @@ def test_a_refused_originate_fails_the_attempt_and_releases_the_other_leg() -> N
 
     assert [e.cause for e in effects if isinstance(e, Record)] == [
         "doctor: refused (Permission denied)"]
-    assert [dict(a.fields)["Channel"] for a in sent(effects, "Hangup")] == ["Local/patient-1;1"]
+    released = call.on_time(START + TELL_GRACE)
+    assert [dict(a.fields)["Channel"] for a in sent(released, "Hangup")] == ["Local/patient-1;1"]
+
+
+def test_a_leg_answering_just_after_its_attempt_failed_hears_why_instead_of_silence() -> None:
+    call = started_call()
+    failed = call.on_event(happened("OriginateResponse", ActionID="nobat-c7-a1-patient",
+                                    Response="Failure", Reason="5"), START)
+    assert sent(failed, "Hangup") == [] and sent(failed, "Redirect") == []
+    late = call.on_event(happened("OriginateResponse", ActionID="nobat-c7-a1-doctor",
+                                  Response="Success", Channel="Local/doctor-1;1"), START)
+    [told] = sent(late, "Redirect")
+    assert (dict(told.fields)["Context"], dict(told.fields)["Exten"]) == (
+        "nobat-consult-end", "patient-unavailable-final")
+    assert sent(call.on_time(START + TELL_GRACE), "Hangup") == []  # the dialplan ends it
 
 
 def test_every_prompt_a_consultation_plays_has_words_in_both_languages() -> None:
