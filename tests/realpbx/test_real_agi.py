@@ -29,7 +29,7 @@ from ivr.agi_protocol import (
     Hangup,
     Reply,
 )
-from tests.fakepbx.agi_caller import place_call
+from tests.fakepbx.agi_caller import DIALPLAN_SECRET, place_call
 from tests.fakepbx.script import Answers, Caller, HangUp, Phone, Wait
 from tests.realpbx.asterisk import AmiLink, RealAsterisk, find_asterisk, sounds_dir
 from tests.realpbx.dialplan import FakePhones, dial_string, originate_caller
@@ -159,6 +159,7 @@ async def call_through_real_asterisk(
     phones.add_phone(OFFICE)
     pbx = RealAsterisk(phones=phones, binary=binary, agi_scripts=agi_scripts or {},
                        globals={"NOBAT_FASTAGI": fastagi,
+                                "NOBAT_FASTAGI_SECRET": DIALPLAN_SECRET,
                                 "NOBAT_OFFICE": dial_string(OFFICE.exten)})
     async with pbx:
         ami: AmiLink = await pbx.connect()
@@ -240,7 +241,7 @@ def check_ivr_run(run: AgiRun) -> None:
     assert env is not None
     assert env.script == "ivr" and env.query == {"lang": "fa"}
     assert env.variables["agi_network_script"] == "ivr?lang=fa"
-    assert env.args == ["02188776655"], env.args
+    assert env.args == ["02188776655", f"key={DIALPLAN_SECRET}"], env.args
     assert env.callerid == "15551230001"
     assert env.extension == "s" and env.context == "nobat-ivr"
     assert env.variables["agi_version"].startswith("22.")
