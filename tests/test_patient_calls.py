@@ -16,7 +16,8 @@ from db.clinic_sync import load_clinic, record_absence
 from db.engine import Database
 from db.models import Appointment, Patient, SurveyAnswer
 from db.surveys import SurveyAverage, SurveyStore
-from tests.fakepbx.agi_caller import place_call
+from protocol.call_token import call_token
+from tests.fakepbx.agi_caller import DIALPLAN_SECRET, place_call
 from tests.fakepbx.script import (
     Answers,
     BusyOnTrunk,
@@ -26,6 +27,7 @@ from tests.fakepbx.script import (
     NoAnswer,
     Phone,
     Press,
+    Wait,
 )
 from tests.support.clinics import Clock, every_day_clinic
 from tests.support.ivr import ivr_rig
@@ -323,6 +325,34 @@ async def test_an_agi_request_for_a_call_nobat_is_not_making_is_hung_up_unheard(
     assert transcript.prompts == []
     assert [e.command.verb for e in transcript.exchanges] == ["HANGUP"]
     assert await calls(database) == []
+
+
+async def test_a_forged_request_for_a_ringing_reminder_needs_its_call_token(
+        database: Database, tmp_path: Path) -> None:
+    await book(database, at(SATURDAY, "10:00"))
+    phones = [Phone("patient1", PATIENT, NoAnswer(), "Patient")]
+    async with patient_line(database, tmp_path, phones, at(THURSDAY, "17:59")) as line:
+        await line.pbx_line.until(lambda: _ringing(line), seconds=10.0)
+        fastagi = line.pbx_line.pbx.fastagi
+        assert fastagi is not None
+
+        async def request(token: str) -> list[str]:
+            """A request as if from the ringing channel: its ChannelId, this token."""
+            heard = await place_call(*fastagi, Caller(PATIENT, (Wait(5), HangUp())),
+                                     script="patient-call?lang=fa", strict=False,
+                                     args=(f"call={token}",), answered=True,
+                                     environment={"uniqueid": "nobat-p1-a1"})
+            return [e.command.verb for e in heard.exchanges]
+
+        # The ChannelId is easy to guess; without the token nothing is said or stored.
+        assert await request("0" * 32) == ["HANGUP"]
+        assert await request("") == ["HANGUP"]
+        # The same request with the token the dialer put on the channel runs the flow.
+        assert "STREAM FILE" in await request(call_token(DIALPLAN_SECRET, "nobat-p1-a1"))
+
+
+async def _ringing(line: PatientLine) -> bool:
+    return "nobat-p1-a1" in line.pbx_line.originates()
 
 
 async def test_a_reminder_ringing_when_nobat_stops_is_hung_up_and_given_back(

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from sqlalchemy import func, select
 
-from db.models import Appointment, SurveyAnswer
+from db.models import Appointment
 from ivr.agi_protocol import AgiClientConnection, AgiEnvironment
 from protocol.call_token import call_token
 from tests.fakepbx.agi_caller import DIALPLAN_SECRET, place_call
@@ -93,24 +93,6 @@ async def test_a_flood_of_forged_requests_is_logged_once(served: ServerProcess) 
     assert len(refusals) == 1
     assert "no or wrong secret" in refusals[0]
     assert DIALPLAN_SECRET not in "\n".join(served.log)
-
-
-async def test_a_patient_call_request_without_its_call_token_is_hung_up_unheard(
-        served: ServerProcess, tmp_path: Path) -> None:
-    for channel_id in ("nobat-p1-a1", "nobat-c1-a1-patient"):
-        heard = await place_call("127.0.0.1", served.fastagi_port,
-                                 Caller.dialling(PATIENT, Wait(1), "5", "5", "1"),
-                                 script="patient-call?survey=in-call", strict=False,
-                                 args=("call=0123456789abcdef0123456789abcdef",),
-                                 environment={"uniqueid": channel_id}, answered=True)
-        assert [e.command.verb for e in heard.exchanges] == ["HANGUP"]
-        assert heard.prompts == []
-    database = await demo_store(tmp_path)
-    try:
-        async with database.reading() as session:
-            assert (await session.scalars(select(SurveyAnswer))).all() == []
-    finally:
-        await database.close()
 
 
 async def test_a_peer_outside_the_allow_list_is_cut_off_unread(tmp_path: Path) -> None:
