@@ -190,6 +190,9 @@ class _LegState:
     far_cause: int | None = None
     requested_cause: int | None = None
     """The cause of a HangupRequest for the leg: on a SIP trunk, the only early word of why."""
+    unexplained: bool = False
+    """Its Originate failed with Reason 0 and no cause yet: the Hangup that names the cause
+    (17 for a busy phone on a SIP trunk) is on its way; failed "unreachable" without it."""
     tell: str | None = None
     """Why the attempt failed, for a leg that was still ringing then: if it shows up
     answered within TELL_GRACE it hears this ([nobat-consult-end]); else it is hung up."""
@@ -215,6 +218,8 @@ class ConsultationCall:
     phase: Phase = Phase.DIALLING
     bridged_at: dt.datetime | None = None
     outcome: str = ""
+    give_up_at: dt.datetime | None = None
+    """While ending: when to stop waiting for legs that never reported."""
     legs: dict[Leg, _LegState] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -296,9 +301,14 @@ class ConsultationCall:
                 for state in self.legs.values():  # the grace is over: hang them up
                     state.tell = None
                 return self._settle()
+            if self.give_up_at is not None and now < self.give_up_at:
+                return []
             for state in self.legs.values():
                 state.gone = True
             return self._settle()
+        unexplained = next((s for s in self.legs.values() if s.unexplained), None)
+        if unexplained is not None and self.phase is not Phase.DONE:
+            return self._fail(unexplained, FAILURE_BY_REASON[0], now)
         if self.phase is Phase.DONE or now < self.ends_at:
             return []
         if self.phase is not Phase.BRIDGED:
@@ -404,6 +414,9 @@ class ConsultationCall:
         if self.phase is Phase.ENDING:
             return self._settle()
         reason = int(evt.fields.get("Reason") or 0)
+        if reason == 0 and state.recorded_cause is None and state.channel is not None:
+            state.unexplained = True  # its Hangup says why, within TELL_GRACE
+            return [Wake(now + TELL_GRACE)]
         return self._fail(state, originate_failure(reason, state.recorded_cause), now)
 
     def _answered(self, state: _LegState, now: dt.datetime) -> list[Effect]:
@@ -497,9 +510,12 @@ class ConsultationCall:
         """Record the result first, then end every leg but the one already going (and those
         `told` why), and wait (at most one ring time) for the legs to be gone."""
         self.phase, self.outcome = Phase.ENDING, outcome
+        for state in self.legs.values():
+            state.unexplained = False
         if leaving is not None:
             leaving.released = True
-        wake = Wake(now + dt.timedelta(seconds=self.plan.ring_seconds))
+        self.give_up_at = now + dt.timedelta(seconds=self.plan.ring_seconds)
+        wake = Wake(self.give_up_at)
         return [record, *(told or []), *self._release_legs(), wake, *self._settle()]
 
     def _release_legs(self) -> list[Effect]:

@@ -524,6 +524,23 @@ def test_a_refused_originate_fails_the_attempt_and_releases_the_other_leg() -> N
     assert [dict(a.fields)["Channel"] for a in sent(released, "Hangup")] == ["Local/patient-1;1"]
 
 
+@pytest.mark.parametrize(("then", "why"), [
+    (happened("Hangup", Uniqueid="nobat-c7-a1-patient", Cause="17"), "patient: busy"),
+    (None, "patient: unreachable"),  # no Hangup came within the grace: Reason 0 stands
+])
+def test_reason_0_waits_briefly_for_the_hangup_that_names_the_cause(
+        then: Event | None, why: str) -> None:
+    # The SIP tier saw both orders: a 486's cause 17 before Asterisk's OriginateResponse
+    # (Reason 0), and after it.
+    call = started_call()
+    first = call.on_event(happened("OriginateResponse", ActionID="nobat-c7-a1-patient",
+                                   Response="Failure", Reason="0"), START)
+    assert first == [Wake(START + TELL_GRACE)]
+    effects = (call.on_event(then, START) if then is not None
+               else call.on_time(START + TELL_GRACE))
+    assert [e.cause for e in effects if isinstance(e, Record)] == [why]
+
+
 def test_a_leg_answering_just_after_its_attempt_failed_hears_why_instead_of_silence() -> None:
     call = started_call()
     failed = call.on_event(happened("OriginateResponse", ActionID="nobat-c7-a1-patient",
