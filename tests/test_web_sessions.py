@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from sqlalchemy import func, select
 
 from db.engine import Database
@@ -27,14 +28,25 @@ class Clock:
         self.now += dt.timedelta(**delta)
 
 
+@pytest.fixture
+def clock() -> Clock:
+    """The test's clock, at the same morning each time."""
+    return Clock()
+
+
+@pytest.fixture
+def store(database: Database, clock: Clock) -> WebSessionStore:
+    """The session store on the test's backend and clock, as one nobat instance holds it."""
+    return WebSessionStore(database, LIFETIME, clock)
+
+
 async def stored(database: Database) -> list[WebSession]:
     async with database.reading() as session:
         return list((await session.scalars(select(WebSession))).all())
 
 
-async def test_a_session_is_random_and_the_store_keeps_only_its_hash(database: Database
-                                                                     ) -> None:
-    store = WebSessionStore(database, LIFETIME, Clock())
+async def test_a_session_is_random_and_the_store_keeps_only_its_hash(
+        database: Database, store: WebSessionStore) -> None:
     first_id, first = await store.open()
     second_id, second = await store.open()
     assert first_id != second_id and first.csrf != second.csrf
@@ -47,9 +59,8 @@ async def test_a_session_is_random_and_the_store_keeps_only_its_hash(database: D
     assert await store.find(id_hash(first_id)) is None  # what the store holds opens nothing
 
 
-async def test_an_idle_session_ends_and_use_keeps_one_open(database: Database) -> None:
-    clock = Clock()
-    store = WebSessionStore(database, LIFETIME, clock)
+async def test_an_idle_session_ends_and_use_keeps_one_open(store: WebSessionStore,
+                                                           clock: Clock) -> None:
     used_id, _ = await store.open()
     idle_id, _ = await store.open()
     for _ in range(5):  # two hours of use, 25 minutes apart (idle ends a session at 30)
@@ -60,9 +71,7 @@ async def test_an_idle_session_ends_and_use_keeps_one_open(database: Database) -
     assert await store.find(used_id) is None
 
 
-async def test_a_session_in_use_still_ends_at_its_age(database: Database) -> None:
-    clock = Clock()
-    store = WebSessionStore(database, LIFETIME, clock)
+async def test_a_session_in_use_still_ends_at_its_age(store: WebSessionStore, clock: Clock) -> None:
     session_id, _ = await store.open()
     for _ in range(12 * 4 - 1):  # every quarter of an hour, just short of twelve hours
         clock.forward(minutes=15)
@@ -71,9 +80,8 @@ async def test_a_session_in_use_still_ends_at_its_age(database: Database) -> Non
     assert await store.find(session_id) is None
 
 
-async def test_the_last_seen_time_is_written_at_most_once_a_minute(database: Database) -> None:
-    clock = Clock()
-    store = WebSessionStore(database, LIFETIME, clock)
+async def test_the_last_seen_time_is_written_at_most_once_a_minute(
+        database: Database, store: WebSessionStore, clock: Clock) -> None:
     session_id, opened = await store.open()
     clock.forward(seconds=30)
     await store.find(session_id)
@@ -83,8 +91,8 @@ async def test_the_last_seen_time_is_written_at_most_once_a_minute(database: Dat
     assert [row.last_seen_at for row in await stored(database)] == [clock.now]
 
 
-async def test_logout_ends_a_session_for_every_copy_of_its_id(database: Database) -> None:
-    store = WebSessionStore(database, LIFETIME, Clock())
+async def test_logout_ends_a_session_for_every_copy_of_its_id(
+        database: Database, store: WebSessionStore) -> None:
     session_id, _ = await store.open()
     other_id, _ = await store.open()
     other_instance = WebSessionStore(database, LIFETIME, Clock())  # same store, other nobat
@@ -94,9 +102,8 @@ async def test_logout_ends_a_session_for_every_copy_of_its_id(database: Database
     assert await store.find(other_id) is not None
 
 
-async def test_ended_sessions_are_purged_and_open_ones_kept(database: Database) -> None:
-    clock = Clock()
-    store = WebSessionStore(database, LIFETIME, clock)
+async def test_ended_sessions_are_purged_and_open_ones_kept(
+        database: Database, store: WebSessionStore, clock: Clock) -> None:
     idle_id, _ = await store.open()
     old_id, _ = await store.open()
     for _ in range(12 * 4):  # keep one in use for twelve hours: it ends by age

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.realpbx.loopback import LoopbackServer
+
 TO_ASTERISK = ">>>"
 FROM_ASTERISK = "<<<"
 NOTE = "---"
@@ -109,7 +111,7 @@ def transcript(records: Iterable[dict[str, Any]]) -> Iterable[str]:
 
 
 @dataclass
-class LoggingProxy:
+class LoggingProxy(LoopbackServer):
     """A TCP proxy on 127.0.0.1 that logs each read of each direction before passing it on.
 
     `asterisk_dials` says who connects: False for AMI (the controller dials the proxy, the
@@ -122,18 +124,10 @@ class LoggingProxy:
     target_port: int
     asterisk_dials: bool
     port: int = 0
-    _server: asyncio.Server | None = None
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
-    async def __aenter__(self) -> LoggingProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
     async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
+        await super().__aexit__(*exc)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
 
@@ -142,7 +136,7 @@ class LoggingProxy:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=within)
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)

@@ -11,7 +11,8 @@ the scratch dialplan names) -> the scripted FastAGI server here. tests/captures/
 describes the files and each case; the conformance tests (tests/test_agi_protocol.py,
 test_ami_protocol.py, test_fake_agi_caller.py, test_fake_ami.py) read them through
 tests/captures.py. Scenarios f and g need PJSIP in the build and SIPp (Debian's sip-tester)
-for the phones. Nothing here runs in `make test`.
+for the phones, run by the SIP tier's tests/sippbx/sipp.py with the scenarios beside this
+file (record_phone.xml, record_caller.xml). Nothing here runs in `make test`.
 """
 
 from __future__ import annotations
@@ -31,22 +32,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bridge.ami_protocol import Action, Event, Fields
-from ivr.agi_protocol import (
-    NEED_DATA,
-    AgiEnvironment,
-    AgiServerConnection,
-    Command,
-    ConnectionClosed,
-    Hangup,
-    Reply,
-)
+from ivr.agi_protocol import Command, ConnectionClosed, Reply
 from tests.fakepbx.script import Caller, HangUp, Press, Wait
 from tests.realpbx.asterisk import ENV_KEEP, AmiLink, RealAsterisk, find_asterisk
 from tests.realpbx.capture import CaptureLog, LoggingProxy
 from tests.realpbx.dialplan import caller_id, caller_steps, dial_string, extension
-from tests.realpbx.sipp_phone import SipMessage, SippCaller, SippPhone, free_udp_port
+from tests.realpbx.fastagi import AgiLink
+from tests.realpbx.loopback import LoopbackServer
+from tests.sippbx.sipp import Sipp, free_udp_port
 
-OUT_DIR = Path(__file__).resolve().parents[1] / "captures"
+HERE = Path(__file__).resolve().parent
+OUT_DIR = HERE.parent / "captures"
 CTRL_USER, CTRL_SECRET = "ctrl", "ctrlsecret"
 """A scratch manager user of the recorder's Asterisk only (read=all, as the captures need)."""
 AGI_PORT = 4573
@@ -212,7 +208,7 @@ class RecordingAsterisk(RealAsterisk):
     PJSIP endpoints; its layout survives a restart (cases c6, c7)."""
 
     sip_endpoints: tuple[SipEndpoint, ...] = ()
-    sip_port: int = field(default_factory=free_udp_port)
+    sip_port: int = field(default_factory=lambda: free_udp_port("127.0.0.1"))
 
     def extensions_conf(self) -> str:
         """Only the scratch dialplan: a recording should not change with nobat's own."""
@@ -362,56 +358,32 @@ FASTAGI_SCRIPTS: dict[str, list[Step]] = {
 }
 
 
-class ScriptedFastAgi:
+class ScriptedFastAgi(LoopbackServer):
     """The controller's end of FastAGI: the script named by the AGI path, step by step."""
 
     def __init__(self, scripts: dict[str, list[Step]]) -> None:
         self.scripts = scripts
         self.finished: asyncio.Queue[str] = asyncio.Queue()
-        self.port = 0
-        self._server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> ScriptedFastAgi:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
 
     async def session(self, within: float = CASE_SECONDS) -> str:
         """The script name of the next session that ended."""
         return await asyncio.wait_for(self.finished.get(), within)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        codec = AgiServerConnection()
-        hung_up = False
-
-        async def next_event() -> object:
-            nonlocal hung_up
-            while (event := codec.next_event()) is NEED_DATA:
-                codec.receive_data(await asyncio.wait_for(reader.read(65536), CASE_SECONDS))
-            hung_up = hung_up or isinstance(event, Hangup)
-            return event
-
-        env = await next_event()
-        assert isinstance(env, AgiEnvironment), env
+        agi = AgiLink(reader, writer, CASE_SECONDS)
+        env = await agi.environment()
         for step in self.scripts[env.script]:
             if isinstance(step, Pause):
                 await asyncio.sleep(step.seconds)
             elif isinstance(step, AwaitHangup):
-                while not hung_up:
-                    await next_event()
+                while not agi.hung_up:
+                    await agi.next_event()
             else:
-                writer.write(codec.send(step))
-                while not isinstance(event := await next_event(), Reply):
+                await agi.send(step)
+                while not isinstance(event := await agi.next_event(), Reply):
                     if isinstance(event, ConnectionClosed):
                         raise RuntimeError(f"Asterisk closed FastAGI during {step}")
-        writer.write_eof()  # the controller is done; Asterisk says HANGUP and closes
-        while not isinstance(await next_event(), ConnectionClosed):
-            pass
+        await agi.finish()  # the controller is done; Asterisk says HANGUP and closes
         writer.close()
         self.finished.put_nowait(env.script)
 
@@ -619,22 +591,24 @@ async def record_e(rec: Recording, pbx: RecordingAsterisk) -> None:
         await ctrl.link.list_action(Action("CoreShowChannels", action_id="e1-csc"))
         await ctrl.settle()
 
-        log.mark("e2: patient busy; doctor answered and waits; controller hangs the doctor leg up")
-        await both("e2", "doctor", "patient-busy")
-        doctor = await ready("doctor", 2)
-        await ctrl.originated("e2-orig-patient")
-        await ctrl.link.send(Action("Hangup", Fields.of(Channel=doctor, Cause="16"),
-                                    "e2-hangup-survivor"))
-        await ctrl.settle()
+        async def one_fails(case: str, note: str, doctor: str, patient: str,
+                            survivor: str) -> None:
+            """The other leg fails; `survivor` answered and waits until the controller hangs
+            it up."""
+            log.mark(note)
+            await both(case, doctor, patient)
+            channel = await ready(survivor, 2)
+            failed = "patient" if survivor == "doctor" else "doctor"
+            await ctrl.originated(f"{case}-orig-{failed}")
+            await ctrl.link.send(Action("Hangup", Fields.of(Channel=channel, Cause="16"),
+                                        f"{case}-hangup-survivor"))
+            await ctrl.settle()
 
-        log.mark("e3: doctor leg congestion; patient answered and waits; controller hangs the "
-                 "patient leg up")
-        await both("e3", "doctor-congestion", "patient")
-        patient = await ready("patient", 2)
-        await ctrl.originated("e3-orig-doctor")
-        await ctrl.link.send(Action("Hangup", Fields.of(Channel=patient, Cause="16"),
-                                    "e3-hangup-survivor"))
-        await ctrl.settle()
+        await one_fails("e2", "e2: patient busy; doctor answered and waits; controller hangs "
+                        "the doctor leg up", "doctor", "patient-busy", "doctor")
+        await one_fails("e3", "e3: doctor leg congestion; patient answered and waits; "
+                        "controller hangs the patient leg up", "doctor-congestion", "patient",
+                        "patient")
         await ctrl.logoff("e-logoff")
     log.write(rec.out, "e_simultaneous")
 
@@ -809,53 +783,70 @@ async def _start_and_probe(log: CaptureLog, pbx: RecordingAsterisk) -> None:
 SIP_DOCTOR = ("doctor", "15559990001", "Dr Doctor")
 SIP_PATIENT = ("patient", "15557770002", "Patient")
 SIP_CALLER = ("caller", "15551230009", "Pat Sip")
+SUMMARY_HEADERS = ("From", "To", "P-Asserted-Identity", "Remote-Party-ID")
 
 
-def sip_summary(phones: dict[str, list[SipMessage]]) -> dict[str, list[dict[str, object]]]:
+def sipp(scenario: str, scratch: Path, who: tuple[str, str, str], *options: str,
+         remote: str | None = None) -> Sipp:
+    """One call of a recorder's SIPp scenario (beside this file), as `who` (name, number,
+    display name); a SIPp left waiting gives up after two minutes."""
+    name, number, display = who
+    return Sipp(HERE / scenario, "127.0.0.1", scratch, name, remote,
+                {"number": number, "display": display, "user": name},
+                ("-m", "1", "-timeout", "120s", *options))
+
+
+def sip_summary(phones: dict[str, Sipp]) -> dict[str, list[dict[str, str]]]:
     """What each SIP phone received: each message's first line and identity headers (the
     dialog tags, random in each run, left out)."""
-    return {name: [{"received": m.name, **{k: re.sub(r";tag=[^;]*", "", v)
-                                           for k, v in m.headers.items()}}
-                   for m in messages]
-            for name, messages in phones.items()}
+    summary: dict[str, list[dict[str, str]]] = {}
+    for name, phone in phones.items():
+        summary[name] = []
+        for message in phone.messages():
+            if message.received:
+                fields = {"received": message.method or message.start_line.split(" ", 1)[1]}
+                for key, value in message.headers:
+                    if key in SUMMARY_HEADERS:
+                        fields[key] = re.sub(r";tag=[^;]*", "", value)
+                summary[name].append(fields)
+    return summary
 
 
 async def record_f_and_g(rec: Recording, scratch: Path) -> None:
     """f: two SIPp phones dialled over PJSIP and bridged; g: a SIPp caller reaching FastAGI."""
-    doctor = SippPhone(scratch, "doctor", {})
-    patient = SippPhone(scratch, "patient", {})
-    caller = SippCaller(scratch, "caller", {})
+    doctor, patient = (sipp("record_phone.xml", scratch, who, "-d", "1000")  # rings 1 s
+                       for who in (SIP_DOCTOR, SIP_PATIENT))
     endpoints = (
-        SipEndpoint("doctor", "from-sip", f'"{SIP_DOCTOR[2]}" <{SIP_DOCTOR[1]}>', doctor.port),
-        SipEndpoint("patient", "from-sip", f'"{SIP_PATIENT[2]}" <{SIP_PATIENT[1]}>',
-                    patient.port),
+        *(SipEndpoint(name, "from-sip", f'"{display}" <{number}>', phone.port)
+          for phone, (name, number, display) in ((doctor, SIP_DOCTOR), (patient, SIP_PATIENT))),
         SipEndpoint("caller", "sip-ivr"),
     )
+    pbx = rec.asterisk(sip_endpoints=endpoints)
+    caller = sipp("record_caller.xml", scratch, SIP_CALLER, "-s", "02188776655",
+                  remote=f"127.0.0.1:{pbx.sip_port}")
     try:
-        async with rec.asterisk(sip_endpoints=endpoints) as pbx, \
-                ScriptedFastAgi(FASTAGI_SCRIPTS) as agi:
-            for phone, (_, number, display) in ((doctor, SIP_DOCTOR), (patient, SIP_PATIENT)):
-                await phone.start(number, display, answer_seconds=1.0)
+        async with pbx, ScriptedFastAgi(FASTAGI_SCRIPTS) as agi:
+            for phone in (doctor, patient):
+                await phone.start()
             await asyncio.sleep(0.5)
             flog = rec.log("f_sip_connected_line")
             async with LoggingProxy(flog, "ami", pbx.port, asterisk_dials=False) as ami:
                 await _record_f(flog, ami.port, pbx)
             for phone in (doctor, patient):
-                await phone.finished()
+                await phone.wait_ended(CASE_SECONDS)
             glog = rec.log("g_sip_ivr")
             async with LoggingProxy(glog, "agi", agi.port, asterisk_dials=True, port=AGI_PORT), \
                     LoggingProxy(glog, "ami", pbx.port, asterisk_dials=False) as ami:
-                await _record_g(glog, ami.port, agi, caller, pbx.sip_port)
+                await _record_g(glog, ami.port, agi, caller)
     finally:
-        for sipp in (doctor, patient, caller):
-            await sipp.stop()
+        for phone in (doctor, patient, caller):
+            await phone.stop()
     flog.write(rec.out, "f_sip_connected_line")
-    _write_json(rec.out / "f_sip_connected_line_summary.json", {"f1": sip_summary(
-        {"doctor": doctor.received(), "patient": patient.received()})})
+    _write_json(rec.out / "f_sip_connected_line_summary.json",
+                {"f1": sip_summary({"doctor": doctor, "patient": patient})})
     glog.write(rec.out, "g_sip_ivr_agi", "agi")
     glog.write(rec.out, "g_sip_ivr_ami", "ami")
-    _write_json(rec.out / "g_sip_ivr_summary.json",
-                {"g1": sip_summary({"caller": caller.received()})})
+    _write_json(rec.out / "g_sip_ivr_summary.json", {"g1": sip_summary({"caller": caller})})
 
 
 async def _record_f(log: CaptureLog, port: int, pbx: RecordingAsterisk) -> None:
@@ -886,16 +877,15 @@ async def _record_f(log: CaptureLog, port: int, pbx: RecordingAsterisk) -> None:
     await direct.close()
 
 
-async def _record_g(log: CaptureLog, port: int, agi: ScriptedFastAgi, caller: SippCaller,
-                    sip_port: int) -> None:
+async def _record_g(log: CaptureLog, port: int, agi: ScriptedFastAgi, caller: Sipp) -> None:
     """g1: a SIP caller whose call reaches FastAGI unanswered; the script answers it."""
     ctrl = await Controller.login(port, "g-login")
     log.mark("g1: SIPp caller INVITEs 02188776655 through endpoint caller (trust_id_inbound=yes, "
              "P-Asserted-Identity 15551230009) into [sip-ivr], whose AGI() reaches the script "
              "sip-ivr before anything answered the call")
-    await caller.call(sip_port, "02188776655", SIP_CALLER[0], SIP_CALLER[1], SIP_CALLER[2])
+    await caller.start()
     assert await agi.session() == "sip-ivr"
-    await caller.finished()
+    await caller.wait_ended(CASE_SECONDS)
     await ctrl.settle()
     log.mark("logoff", "ami")
     await ctrl.logoff("g-logoff")

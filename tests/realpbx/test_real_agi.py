@@ -21,11 +21,8 @@ from ivr.agi_protocol import (
     DEAD_CHANNEL,
     GET_DATA_USAGE,
     INVALID_COMMAND,
-    NEED_DATA,
     AgiEnvironment,
-    AgiServerConnection,
     Command,
-    ConnectionClosed,
     Hangup,
     Reply,
 )
@@ -33,6 +30,8 @@ from tests.fakepbx.agi_caller import DIALPLAN_SECRET, place_call
 from tests.fakepbx.script import Answers, Caller, HangUp, Phone, Wait
 from tests.realpbx.asterisk import AmiLink, RealAsterisk, find_asterisk, sounds_dir
 from tests.realpbx.dialplan import FakePhones, dial_string, originate_caller
+from tests.realpbx.fastagi import AgiLink
+from tests.realpbx.loopback import LoopbackServer
 
 REPLY_SECONDS = 30.0
 OFFICE = Phone("office", "15550009999", Answers(after=0.5, talk=1.0), name="Office")
@@ -75,7 +74,7 @@ class AgiRun:
                 for s in self.steps]
 
 
-class FastAgiServer:
+class FastAgiServer(LoopbackServer):
     """nobat's end of FastAGI, reduced to a script: send each command, record each reply."""
 
     def __init__(self, script: Sequence[Send], *, abort_after: int | None = None) -> None:
@@ -83,18 +82,6 @@ class FastAgiServer:
         self.abort_after = abort_after
         self.sessions: list[AgiRun] = []
         self._done: asyncio.Queue[AgiRun] = asyncio.Queue()
-        self._server: asyncio.Server | None = None
-        self.port = 0
-
-    async def __aenter__(self) -> FastAgiServer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
 
     async def session(self, within: float = 60.0) -> AgiRun:
         return await asyncio.wait_for(self._done.get(), within)
@@ -102,27 +89,18 @@ class FastAgiServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         run = AgiRun()
         self.sessions.append(run)
-        conn = AgiServerConnection()
-
-        async def next_event() -> object:
-            while (event := conn.next_event()) is NEED_DATA:
-                conn.receive_data(await asyncio.wait_for(reader.read(65536), REPLY_SECONDS))
-            return event
-
+        agi = AgiLink(reader, writer, REPLY_SECONDS)
         try:
-            environment = await next_event()
-            assert isinstance(environment, AgiEnvironment)
-            run.environment = environment
+            run.environment = await agi.environment()
             for index, item in enumerate(self.script):
                 if self.abort_after is not None and index >= self.abort_after:
                     writer.transport.abort()  # nobat's process dies: no FIN handshake
                     return
-                writer.write(conn.send(item.command))
-                await writer.drain()
+                await agi.send(item.command)
                 step = Step(item.command, None)
                 run.steps.append(step)
                 while True:
-                    event = await next_event()
+                    event = await agi.next_event()
                     if isinstance(event, Hangup):
                         step.hangup_before_reply = True
                     elif isinstance(event, Reply):
@@ -132,12 +110,11 @@ class FastAgiServer:
                         run.closed_by_asterisk = True
                         return
                 if item.then_hangup and not step.hangup_before_reply:
-                    event = await next_event()
+                    event = await agi.next_event()
                     step.hangup_after_reply = isinstance(event, Hangup)
             # nobat is done: it closes its side; Asterisk says HANGUP and closes too.
-            writer.write_eof()
-            while not isinstance(event := await next_event(), ConnectionClosed):
-                run.after_close.append("HANGUP" if isinstance(event, Hangup) else repr(event))
+            run.after_close = ["HANGUP" if isinstance(event, Hangup) else repr(event)
+                               for event in await agi.finish()]
         finally:
             writer.close()
             with contextlib.suppress(OSError):

@@ -1,12 +1,13 @@
-"""SIPp phones for the SIP tier: processes, the SIP messages they saw, and their key presses.
+"""SIPp phones for the SIP tier and the capture recorder: processes, the SIP messages they saw,
+and their key presses.
 
-Each `Sipp` runs one of the scenarios beside this file (phones.xml, caller.xml,
-register.xml) on its own loopback address, with `-trace_msg` writing every message it
-sent or received to a file the test reads (`messages()`). A test presses a phone's keys by
-sending the call an INFO (`press`), which starts the next pcap of key presses the phone was
-given (tests/sippbx/rtp.py); a NOTIFY (`notify`) makes a caller hang up, or a phone refresh
-the call with a re-INVITE. Those requests come from the test's own socket, never from
-Asterisk.
+Each `Sipp` runs a scenario (the SIP tier's beside this file: phones.xml, caller.xml,
+register.xml; the recorder's beside tests/realpbx/record.py) on its own loopback address,
+with `-trace_msg` writing every message it sent or received to a file the test reads
+(`messages()`). A test presses a phone's keys by sending the call an INFO (`press`), which
+starts the next pcap of key presses the phone was given (tests/sippbx/rtp.py); a NOTIFY
+(`notify`) makes a caller hang up, or a phone refresh the call with a re-INVITE. Those
+requests come from the test's own socket, never from Asterisk.
 
 SIPp is Debian's sip-tester (`/usr/bin/sipp`), or $NOBAT_SIPP.
 """
@@ -146,9 +147,10 @@ def parse_trace(text: str) -> list[SipMessage]:
 
 @dataclass
 class Sipp:
-    """One SIPp process playing `scenario` (a file beside this module) on `address`."""
+    """One SIPp process playing `scenario` (a file beside this module, or a path) on
+    `address`."""
 
-    scenario: str
+    scenario: str | Path
     address: str
     folder: Path
     name: str

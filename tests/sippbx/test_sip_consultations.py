@@ -312,22 +312,35 @@ def others_of(result: Result, leg: Leg) -> list[str]:
             if n != result.legs[leg].number]
 
 
+def assert_only_the_clinic_shown(result: Result) -> None:
+    """Neither phone of the consultation was shown anyone but the clinic."""
+    for leg in Leg:
+        assert_shows_only_the_clinic(result.legs[leg], others_of(result, leg))
+
+
+def assert_completed_at_the_booked_end(result: Result, doctor: str) -> None:
+    """Completed in the store; the patient heard who calls and with which doctor, and both
+    heard the warning and the time-up prompt."""
+    assert (result.consultation.state, result.appointment.status) == ("completed",
+                                                                      "completed")
+    heard = {leg: result.legs[leg].heard for leg in Leg}
+    assert in_order(heard[Leg.PATIENT], ["fa/consult/patient-intro", f"fa/doctor/{doctor}",
+                                         "fa/consult/is-starting", "fa/consult/ending-soon",
+                                         "fa/consult/time-up"]), heard[Leg.PATIENT]
+    assert in_order(heard[Leg.DOCTOR], ["fa/consult/doctor-intro", "fa/consult/ending-soon",
+                                        "fa/consult/time-up"]), heard[Leg.DOCTOR]
+
+
 async def test_both_phones_ring_at_once_are_announced_bridged_warned_and_ended(
         results: dict[str, Result]) -> None:
     result = results["answers"]
     doctor, patient = result.legs[Leg.DOCTOR], result.legs[Leg.PATIENT]
     [attempt] = result.attempts
-    assert (result.consultation.state, result.appointment.status) == ("completed",
-                                                                      "completed")
+    assert_completed_at_the_booked_end(result, "dr-ahmadi")
     assert attempt.bridged_at is not None and attempt.talk_seconds
     [to_doctor], [to_patient] = invites(doctor), invites(patient)
     assert abs((to_doctor.at - to_patient.at).total_seconds()) < 1.0
     assert final_answer(doctor) == final_answer(patient) == 200
-    assert in_order(patient.heard, ["fa/consult/patient-intro", "fa/doctor/dr-ahmadi",
-                                    "fa/consult/is-starting", "fa/consult/ending-soon",
-                                    "fa/consult/time-up"]), patient.heard
-    assert in_order(doctor.heard, ["fa/consult/doctor-intro", "fa/consult/ending-soon",
-                                   "fa/consult/time-up"]), doctor.heard
     for leg in (doctor, patient):  # ended by Asterisk at the booked time
         assert [m.method for m in from_asterisk(leg)][-1] == "BYE"
     # The carrier's re-INVITE on the doctor's side, asserting the doctor's number, was
@@ -336,8 +349,7 @@ async def test_both_phones_ring_at_once_are_announced_bridged_warned_and_ended(
     assert refresh and any(m.status == 200 and m.header("CSeq") == "101 INVITE"
                            for m in from_asterisk(doctor)), doctor.messages
     assert [m.method for m in from_asterisk(patient)] == ["INVITE", "ACK", "BYE"]
-    for leg in Leg:
-        assert_shows_only_the_clinic(result.legs[leg], others_of(result, leg))
+    assert_only_the_clinic_shown(result)
 
 
 async def test_a_doctor_answering_late_is_bridged_with_the_waiting_patient(
@@ -345,21 +357,14 @@ async def test_a_doctor_answering_late_is_bridged_with_the_waiting_patient(
     result = results["doctor late"]
     doctor, patient = result.legs[Leg.DOCTOR], result.legs[Leg.PATIENT]
     [attempt] = result.attempts
-    assert (result.consultation.state, result.appointment.status) == ("completed",
-                                                                      "completed")
+    assert_completed_at_the_booked_end(result, "dr-karimi")
     assert attempt.doctor_answered_at and attempt.patient_answered_at
     waited = attempt.doctor_answered_at - attempt.patient_answered_at
     assert waited >= dt.timedelta(milliseconds=LATE_MS - 1500), waited
     # Rung once each: the patient waited on the line, nobody was rung again.
     assert len(invites(doctor)) == len(invites(patient)) == 1
     assert any(not m.received and m.status == 180 for m in doctor.messages)
-    assert in_order(patient.heard, ["fa/consult/patient-intro", "fa/doctor/dr-karimi",
-                                    "fa/consult/is-starting", "fa/consult/ending-soon",
-                                    "fa/consult/time-up"]), patient.heard
-    assert in_order(doctor.heard, ["fa/consult/doctor-intro", "fa/consult/ending-soon",
-                                   "fa/consult/time-up"]), doctor.heard
-    for leg in Leg:
-        assert_shows_only_the_clinic(result.legs[leg], others_of(result, leg))
+    assert_only_the_clinic_shown(result)
 
 
 async def test_a_busy_patient_ends_the_attempt_and_is_recorded_as_busy(
@@ -375,8 +380,7 @@ async def test_a_busy_patient_ends_the_attempt_and_is_recorded_as_busy(
     assert (result.consultation.state, result.consultation.cause) == ("missed",
                                                                       "patient: busy")
     assert [m.method for m in from_asterisk(doctor)][-1] == "BYE"
-    for leg in Leg:
-        assert_shows_only_the_clinic(result.legs[leg], others_of(result, leg))
+    assert_only_the_clinic_shown(result)
 
 
 async def test_the_doctor_who_answered_hears_why_the_busy_patient_is_not_joining(
