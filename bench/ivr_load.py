@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -27,12 +29,25 @@ from clinic.clinic_file import read_clinic
 from db.clinic_sync import load_clinic
 from db.engine import Database
 from db.schema import upgrade
+from ivr.agi_protocol import Command
 from tests.fakepbx.agi_caller import FakeChannel, call_environment, converse, place_call
 from tests.fakepbx.script import Caller, Hear, Wait
 from tests.support.ivr import SECONDS_PER_CHARACTER
 from tests.support.server import ServerProcess, demo_copy
 
 CLASSIC_AT_ONCE = 50
+"""Classic AGI runs at most this many processes at once, as a PBX box would tolerate."""
+
+PLAYING = frozenset({"STREAM FILE", "GET DATA", "WAIT FOR DIGIT", "CONTROL STREAM FILE",
+                     "GET OPTION"})
+"""Commands that take the caller's time on a real line: a prompt plays, a key is awaited."""
+
+RAMP_S = 10.0
+"""The paced run's callers arrive over this long (100 a second for 1,000: three times the
+midnight rush's busiest ten minutes in bench/clinic_day), then all are on the line at once."""
+
+STALL_S = 1.0
+"""A command the server took longer than this to send is a stall: a caller hears silence."""
 """Classic AGI runs at most this many processes at once, as a PBX box would tolerate."""
 
 
@@ -46,6 +61,8 @@ class Run:
     commands: int
     turnaround: list[float]
     rss_mb: float | None
+    cpu_s: float | None = None
+    """The server process's CPU time (user + system) over the calls; None for classic AGI."""
 
     @property
     def rate(self) -> float:
@@ -56,8 +73,16 @@ class Run:
         """One row of the table."""
         p50, p99 = percentiles(self.turnaround)
         rss = f"{self.rss_mb:8.1f}" if self.rss_mb is not None else "       -"
+        cpu = f"{self.cpu_ms_per_call:9.2f}" if self.cpu_ms_per_call is not None else "        -"
+        stalls = sum(1 for t in self.turnaround if t > STALL_S)
         return (f"{self.name:<30} {self.calls:>6} {self.rate:>9.1f} "
-                f"{self.commands / max(self.calls, 1):>9.1f} {p50:>8.2f} {p99:>8.2f} {rss}")
+                f"{self.commands / max(self.calls, 1):>9.1f} {p50:>8.2f} {p99:>8.2f} "
+                f"{stalls:>6} {cpu} {rss}")
+
+    @property
+    def cpu_ms_per_call(self) -> float | None:
+        """The server's CPU milliseconds per call."""
+        return None if self.cpu_s is None else self.cpu_s * 1000 / max(self.calls, 1)
 
 
 def percentiles(values: list[float]) -> tuple[float, float]:
@@ -82,6 +107,12 @@ def seconds_of(path: str) -> float:
     return max(0.5, len(path) * SECONDS_PER_CHARACTER)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     """Resident memory of a process, from /proc."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -90,12 +121,14 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def many(count: int, at_once: int, call: Callable[[int], Awaitable[int]]
-               ) -> tuple[float, int]:
-    """Run `count` calls, `at_once` at a time; the wall time and the commands they saw."""
+async def many(count: int, at_once: int, call: Callable[[int], Awaitable[int]],
+               ramp: float = 0.0) -> tuple[float, int]:
+    """Run `count` calls, `at_once` at a time, the n-th arriving n/count of `ramp` seconds
+    after the first; the wall time and the commands they saw."""
     gate = asyncio.Semaphore(at_once)
 
     async def one(n: int) -> int:
+        await asyncio.sleep(ramp * n / count)
         async with gate:
             return await call(n)
 
@@ -104,26 +137,54 @@ async def many(count: int, at_once: int, call: Callable[[int], Awaitable[int]]
     return time.perf_counter() - began, sum(commands)
 
 
-async def nobat_run(callers: int, folder: Path) -> Run:
-    """The real thing: nobat serve, its flows, its store."""
+def paced(seconds: float) -> Callable[[Command], Awaitable[None]] | None:
+    """A prompt or a wait for a key takes about `seconds` of real time (half to one and a half
+    times, as prompts differ) before its reply, so that N callers are N people listening at
+    once rather than N scripts in lockstep (None: every call runs in virtual time)."""
+    if not seconds:
+        return None
+    lengths = random.Random(17)
+
+    async def listen(command: Command) -> None:
+        if command.verb in PLAYING:
+            await asyncio.sleep(seconds * lengths.uniform(0.5, 1.5))
+
+    return listen
+
+
+async def nobat_run(callers: int, folder: Path, profile: Path | None = None,
+                    pace: float = 0.0, ramp: float = 0.0) -> Run:
+    """The real thing: nobat serve, its flows, its store; py-spy records it into `profile`."""
     server = await ServerProcess(demo_copy(folder, max_calls=callers + 10)).start()
+    assert server.process is not None
+    pid = server.process.pid
     turnaround: list[float] = []
 
     async def call(n: int) -> int:
         transcript = await place_call("127.0.0.1", server.fastagi_port, booking_caller(n),
                                       prompt_seconds=seconds_of, turnaround=turnaround,
+                                      before=paced(pace),
                                       stall_seconds=120, strict=False)
         return len(transcript.exchanges)
 
+    spy = None if profile is None else await asyncio.create_subprocess_exec(
+        "py-spy", "record", "--pid", str(pid), "--format", "raw", "--output", str(profile),
+        "--rate", "200", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     try:
-        seconds, commands = await many(callers, callers, call)
-        memory = rss_mb(server.process.pid) if server.process else None
+        cpu_before = cpu_seconds(pid)
+        seconds, commands = await many(callers, callers, call, ramp)
+        cpu, memory = cpu_seconds(pid) - cpu_before, rss_mb(pid)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            await spy.wait()
     finally:
         await server.stop()
-    return Run("nobat FastAGI (booking calls)", callers, seconds, commands, turnaround, memory)
+    return Run("nobat FastAGI (booking calls)", callers, seconds, commands, turnaround, memory,
+               cpu)
 
 
-async def bare_fastagi_run(callers: int, per_call: int) -> Run:
+async def bare_fastagi_run(callers: int, per_call: int, pace: float = 0.0, ramp: float = 0.0
+                           ) -> Run:
     """The floor: a FastAGI handler sending as many commands, no flow, no store."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.bare_agi", "fastagi", str(per_call),
@@ -135,16 +196,18 @@ async def bare_fastagi_run(callers: int, per_call: int) -> Run:
 
     async def call(n: int) -> int:
         transcript = await place_call("127.0.0.1", port, silent, turnaround=turnaround,
+                                      before=paced(pace),
                                       prompt_seconds=lambda _: 1.0, strict=False)
         return len(transcript.exchanges)
 
     try:
-        seconds, commands = await many(callers, callers, call)
-        memory = rss_mb(process.pid)
+        cpu_before = cpu_seconds(process.pid)
+        seconds, commands = await many(callers, callers, call, ramp)
+        cpu, memory = cpu_seconds(process.pid) - cpu_before, rss_mb(process.pid)
     finally:
         process.terminate()
         await process.wait()
-    return Run("bare FastAGI floor", callers, seconds, commands, turnaround, memory)
+    return Run("bare FastAGI floor", callers, seconds, commands, turnaround, memory, cpu)
 
 
 async def classic_call(command: list[str], caller: Caller, turnaround: list[float],
@@ -198,33 +261,62 @@ async def nobat_agi_first_command(folder: Path, samples: int) -> list[float]:
     return firsts
 
 
-async def main(sizes: list[int]) -> None:
-    """Run every size and print one table each."""
-    header = (f"{'':<30} {'calls':>6} {'calls/s':>9} {'cmds/call':>9} {'p50 ms':>8} "
-              f"{'p99 ms':>8} {'RSS MB':>8}")
+HEADER = (f"{'':<30} {'calls':>6} {'calls/s':>9} {'cmds/call':>9} {'p50 ms':>8} "
+          f"{'p99 ms':>8} {'stalls':>6} {'CPU ms/call':>9} {'RSS MB':>8}")
+
+
+async def main(sizes: list[int], paced_callers: int, pace: float, profile: Path | None
+               ) -> None:
+    """Run every size and print one table each, then the paced run."""
     for size in sizes:
         with tempfile.TemporaryDirectory() as tmp:
-            nobat = await nobat_run(size, Path(tmp))
+            spied = None if profile is None else profile.with_suffix(f".{size}.txt")
+            nobat = await nobat_run(size, Path(tmp), spied)
             per_call = max(1, round(nobat.commands / nobat.calls))
             bare = await bare_fastagi_run(size, per_call)
             classic = await classic_run(size, per_call)
-            print(f"\n{size} callers at once (turnaround = server time per command)")
-            print(header)
+            print(f"\n{size} callers at once, prompts in virtual time "
+                  "(turnaround = server time per command)")
+            print(HEADER)
             for run in (nobat, bare, classic):
                 print(run.line())
             n50, _ = percentiles(nobat.turnaround)
             b50, _ = percentiles(bare.turnaround)
             print(f"ratios: nobat/bare turnaround p50 {n50 / max(b50, 1e-9):.1f}x; "
                   f"calls/s nobat/bare {nobat.rate / bare.rate:.2f}x, "
-                  f"nobat/classic {nobat.rate / classic.rate:.1f}x")
+                  f"nobat/classic {nobat.rate / classic.rate:.1f}x; CPU per call nobat/bare "
+                  f"{(nobat.cpu_s or 0) / max(bare.cpu_s or 0, 1e-9):.1f}x")
+            if spied is not None:
+                print(f"py-spy profile of nobat serve (raw stacks): {spied}")
             if size == sizes[0]:
                 firsts = await nobat_agi_first_command(Path(tmp), 20)
                 f50, f99 = percentiles(firsts)
                 print(f"nobat-agi: first command {f50:.0f} ms after process start (p50), "
                       f"{f99:.0f} ms (p99), 20 starts")
+    if paced_callers:
+        with tempfile.TemporaryDirectory() as tmp:
+            nobat = await nobat_run(paced_callers, Path(tmp), pace=pace, ramp=RAMP_S)
+            bare = await bare_fastagi_run(paced_callers, round(nobat.commands / nobat.calls),
+                                          pace=pace, ramp=RAMP_S)
+        print(f"\n{paced_callers} callers arriving over {RAMP_S:g} s and then at once, each "
+              f"prompt and key wait about {pace:g} s of real time")
+        print(HEADER)
+        for run in (nobat, bare):
+            print(run.line())
+        _, n99 = percentiles(nobat.turnaround)
+        _, b99 = percentiles(bare.turnaround)
+        print(f"ratios: nobat/bare turnaround p99 {n99 / max(b99, 1e-9):.1f}x; CPU per call "
+              f"nobat/bare {(nobat.cpu_s or 0) / max(bare.cpu_s or 0, 1e-9):.1f}x")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--callers", type=int, nargs="+", default=[1, 100, 1000])
-    asyncio.run(main(parser.parse_args().callers))
+    parser.add_argument("--callers", type=int, nargs="*", default=[1, 100, 1000])
+    parser.add_argument("--paced", type=int, default=1000, metavar="N",
+                        help="callers of the paced run (0: none)")
+    parser.add_argument("--pace", type=float, default=1.0, metavar="SECONDS",
+                        help="real time each prompt or key wait takes in the paced run")
+    parser.add_argument("--profile", type=Path, metavar="FILE",
+                        help="record nobat serve with py-spy (on PATH) into FILE.<callers>.txt")
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.callers, arguments.paced, arguments.pace, arguments.profile))
