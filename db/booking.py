@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import enum
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -14,19 +16,19 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clinic import phones
-from clinic.calendar import Weekday
 from clinic.schedule import HoursRule, Interval, Slot, VisitKind, day_bounds, free_slots
+from db.availability import Availability, Catalog, ClinicProfile, DoctorView, Grid
 from db.engine import Database
 from db.models import (
     Appointment,
     AppointmentEvent,
-    Clinic,
-    Closure,
     Consultation,
     Doctor,
     Patient,
-    WeeklyHours,
 )
+from db.reads import Rows, within
+
+__all__ = ["ClinicProfile", "DoctorView"]
 
 Clock = Callable[[], dt.datetime]
 
@@ -43,31 +45,6 @@ class BookingPolicy:
     min_notice: dt.timedelta = dt.timedelta(minutes=30)
     change_cutoff: dt.timedelta = dt.timedelta(hours=2)
     horizon_days: int = 14
-
-
-@dataclass(frozen=True)
-class DoctorView:
-    """A doctor as callers and menus see them."""
-
-    id: int
-    key: str
-    name: str
-    name_en: str
-    specialty: str
-    languages: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class ClinicProfile:
-    """What the phone line says about the clinic, read from the store (the single truth)."""
-
-    name: str
-    name_en: str
-    phone: str
-    address: str
-    address_en: str
-    tz: ZoneInfo
-    doctors: tuple[DoctorView, ...]
 
 
 @dataclass(frozen=True)
@@ -154,56 +131,55 @@ class BookingService:
         self.db = database
         self.policy = policy or BookingPolicy()
         self.clock = clock
-        self._hours: dict[int, _Hours] = {}
+        self.availability = Availability(database.rows)
+        self._tz: ZoneInfo | None = None
+        self._turns = _Turns()
 
     async def clinic_profile(self) -> ClinicProfile | None:
         """The clinic's words and doctors, or None before any clinic file was loaded."""
-        async with self.db.reading() as session:
-            clinic = await session.scalar(select(Clinic).order_by(Clinic.id).limit(1))
-        if clinic is None:
-            return None
-        return ClinicProfile(clinic.name, clinic.name_en, clinic.phone, clinic.address,
-                             clinic.address_en, ZoneInfo(clinic.timezone),
-                             tuple(await self.doctors()))
+        catalog = await self.availability.catalog(self.db.rows)
+        return None if catalog is None else catalog.profile
 
     async def closed_on(self, day: dt.date) -> bool:
         """Whether the whole clinic is closed that day (a holiday in the clinic file)."""
-        async with self.db.reading() as session:
-            found = await session.scalar(select(Closure.id).where(
-                Closure.doctor_id.is_(None), Closure.first_day <= day, Closure.last_day >= day))
-        return found is not None
+        catalog = await self.availability.catalog(self.db.rows)
+        return catalog is not None and any(a <= day <= b for a, b in catalog.clinic_closed)
 
     async def doctors(self, specialty: str | None = None) -> list[DoctorView]:
         """Active doctors, optionally of one specialty, in a stable order for menus."""
-        query = select(Doctor).where(Doctor.active.is_(True)).order_by(Doctor.id)
-        if specialty is not None:
-            query = query.where(Doctor.specialty == specialty)
-        async with self.db.reading() as session:
-            return [_doctor_view(d) for d in (await session.scalars(query)).all()]
+        profile = await self.clinic_profile()
+        return [] if profile is None else [
+            d for d in profile.doctors if specialty is None or d.specialty == specialty]
 
     async def weekly_hours(self, doctor_id: int) -> list[HoursRule]:
         """A doctor's weekly blocks, Saturday first, for "hours" announcements."""
-        async with self.db.reading() as session:
-            rules = await _rules(session, doctor_id)
-        return sorted(rules, key=lambda r: (r.weekday, r.start_minute))
+        catalog = await self.availability.catalog(self.db.rows)
+        grid = None if catalog is None else catalog.grids.get(doctor_id)
+        return [] if grid is None else sorted(grid.rules,
+                                              key=lambda r: (r.weekday, r.start_minute))
 
     async def free_slots(self, doctor_id: int, day: dt.date) -> list[Slot]:
         """Slots of a local day that a caller may book now."""
-        async with self.db.reading() as session:
-            schedule = await _Schedule.read(session, doctor_id, day, day, self._hours)
+        schedule = await self._schedule(self.db.rows, doctor_id, lambda _: (day, day))
         return [] if schedule is None else self._open(schedule, day)
 
     async def next_free_days(self, doctor_id: int, limit: int = 3) -> list[dt.date]:
         """The next local days within the horizon that still have a free slot."""
-        schedule, days = await self._horizon(doctor_id)
-        return [day for day in days if schedule and self._open(schedule, day)][:limit]
+        schedule = await self._horizon(doctor_id)
+        if schedule is None:
+            return []
+        days = (schedule.first + dt.timedelta(days=n)
+                for n in range((schedule.last - schedule.first).days + 1))
+        return [day for day in days if self._open(schedule, day)][:limit]
 
     async def nearest_free(self, doctor_id: int, around: dt.datetime, limit: int = 3
                            ) -> list[Slot]:
         """Free slots closest in time to one that was lost, searching outward day by day."""
-        schedule, days = await self._horizon(doctor_id)
+        schedule = await self._horizon(doctor_id)
         if schedule is None:
             return []
+        days = [schedule.first + dt.timedelta(days=n)
+                for n in range((schedule.last - schedule.first).days + 1)]
         target = around.astimezone(schedule.tz).date()
         candidates: list[Slot] = []
         enough_at: int | None = None
@@ -246,16 +222,21 @@ class BookingService:
                    via: str = "ivr", language: str = "fa") -> BookingResult:
         """Book a slot; a lost race answers SlotTaken with alternatives, never an exception.
 
-        A first check outside the write lock turns most losers of a rush away cheaply; the
-        check inside the transaction and the unique index decide.
+        A first check outside the write lock turns most losers of a rush away cheaply, and this
+        process's callers of one slot take turns; the check inside the transaction and the
+        unique index decide.
         """
         number = phones.normalize(phone)
-        async with self.db.reading() as session:
-            early = await self._check_slot(session, doctor_id, start, kind)
-        if isinstance(early, Refused):
-            return early
-        if isinstance(early, _Lost):
-            return await self._alternatives(early)
+        async with self._turns.of((doctor_id, start)):
+            early = await self._check_slot(self.db.rows, doctor_id, start, kind)
+            outcome = early if not isinstance(early, _Checked) else await self._write(
+                self._booking(number, early, kind, via, language), doctor_id, start)
+        return await self._alternatives(outcome) if isinstance(outcome, _Lost) else outcome
+
+    def _booking(self, number: str, early: _Checked, kind: VisitKind, via: str, language: str
+                 ) -> Callable[[AsyncSession], Awaitable[BookingResult | _Lost]]:
+        """The booking's transaction, for a slot the check outside it found free."""
+        doctor_id, start = early.doctor.id, early.slot.start
 
         async def attempt(session: AsyncSession) -> BookingResult | _Lost:
             checked = await self._recheck(session, early, start, kind)
@@ -278,17 +259,18 @@ class BookingService:
             return Booked(AppointmentView(appointment.id, appointment.code, checked.doctor,
                                           number, slot.start, slot.end, kind, "booked"))
 
-        return await self._write(attempt, doctor_id, start)
+        return attempt
 
     async def _recheck(self, session: AsyncSession, early: _Checked, start: dt.datetime,
                        kind: VisitKind) -> _Checked | Refused | _Lost:
         """Inside the write lock: the slot must still be free; the whole check runs again
         only if a clinic load changed the schedule since the check outside the lock."""
-        revision = await session.scalar(select(Clinic.revision).join(Doctor).where(
-            Doctor.id == early.doctor.id))
-        if revision != early.revision:
-            return await self._check_slot(session, early.doctor.id, start, kind)
-        if await _overlapping(session, early.doctor.id, early.slot.interval):
+        rows = within(await session.connection())
+        catalog, taken = await self.availability.booked(rows, early.doctor.id,
+                                                        early.slot.interval)
+        if catalog is None or catalog.revision != early.revision:
+            return await self._check_slot(rows, early.doctor.id, start, kind)
+        if taken:
             return _Lost(early.doctor.id, start)
         return early
 
@@ -301,8 +283,10 @@ class BookingService:
             appointment = await self._owned(session, appointment_id, number)
             if isinstance(appointment, Refused):
                 return appointment
-            checked = await self._check_slot(session, appointment.doctor_id, new_start,
-                                             VisitKind(appointment.kind), moving=appointment.id)
+            checked = await self._check_slot(within(await session.connection()),
+                                             appointment.doctor_id,
+                                             new_start, VisitKind(appointment.kind),
+                                             moving=appointment.id)
             if not isinstance(checked, _Checked):
                 return checked
             slot = checked.slot
@@ -321,7 +305,8 @@ class BookingService:
             return Booked(await _view(session, appointment.id))
 
         lookup = await self._doctor_of(appointment_id)
-        return await self._write(attempt, lookup, new_start)
+        result = await self._write(attempt, lookup, new_start)
+        return await self._alternatives(result) if isinstance(result, _Lost) else result
 
     async def cancel(self, appointment_id: int, owner_phone: str, via: str = "ivr"
                      ) -> CancelResult:
@@ -343,29 +328,23 @@ class BookingService:
             await session.flush()
             return Cancelled(await _view(session, appointment.id))
 
-        async def run() -> CancelResult:
-            async with self.db.writing() as session:
-                return await attempt(session)
-
-        return await self.db.retry_locked(run)
+        return await self.db.retry_locked(lambda: self.db.write(attempt))
 
     async def _write(self, attempt: Callable[[AsyncSession], Awaitable[BookingResult | _Lost]],
-                     doctor_id: int | None, start: dt.datetime) -> BookingResult:
-        """Run one booking transaction; a lost slot, by check or by constraint, is SlotTaken."""
+                     doctor_id: int | None, start: dt.datetime) -> BookingResult | _Lost:
+        """Run one booking transaction; a slot lost by check or by constraint is _Lost."""
 
         async def run() -> BookingResult | _Lost:
             for _ in range(10):
                 try:
-                    async with self.db.writing() as session:
-                        return await attempt(session)
+                    return await self.db.write(attempt)
                 except IntegrityError as exc:
                     if doctor_id is not None and await self._slot_occupied(doctor_id, start):
                         return _Lost(doctor_id, start)
                     failure = exc
             raise failure
 
-        result = await self.db.retry_locked(run)
-        return await self._alternatives(result) if isinstance(result, _Lost) else result
+        return await self.db.retry_locked(run)
 
     async def _alternatives(self, lost: _Lost) -> SlotTaken:
         return SlotTaken(tuple(await self.nearest_free(lost.doctor_id, lost.start)))
@@ -400,22 +379,19 @@ class BookingService:
             return Refused(Refusal.PAST_CUTOFF, "the consultation call is under way")
         return appointment
 
-    async def _check_slot(self, session: AsyncSession, doctor_id: int, start: dt.datetime,
+    async def _check_slot(self, rows: Rows, doctor_id: int, start: dt.datetime,
                           kind: VisitKind, moving: int | None = None
                           ) -> _Checked | Refused | _Lost:
-        probe = await session.scalar(select(Clinic.timezone).join(Doctor).where(
-            Doctor.id == doctor_id))
-        day = start.astimezone(ZoneInfo(probe or "Asia/Tehran")).date()
-        schedule = await _Schedule.read(session, doctor_id, day, day, self._hours,
-                                         ignore=moving)
+        schedule = await self._schedule(rows, doctor_id, lambda tz: (
+            start.astimezone(tz).date(), start.astimezone(tz).date()), ignore=moving)
         if schedule is None:
             return Refused(Refusal.UNKNOWN_DOCTOR)
-        now = self.clock()
+        day, now = schedule.first, self.clock()
         if start < now + self.policy.min_notice:
             return Refused(Refusal.TOO_SOON)
         if day > now.astimezone(schedule.tz).date() + dt.timedelta(days=self.policy.horizon_days):
             return Refused(Refusal.TOO_FAR)
-        slot = next((s for s in free_slots(day, schedule.rules, closures=schedule.closures,
+        slot = next((s for s in free_slots(day, schedule.grid.rules, closures=schedule.closures,
                                            not_before=start, tz=schedule.tz)
                      if s.start == start), None)
         if slot is None:
@@ -424,77 +400,86 @@ class BookingService:
             return Refused(Refusal.KIND_NOT_OFFERED)
         if any(slot.interval.overlaps(b) for b in schedule.booked):
             return _Lost(doctor_id, start)
-        return _Checked(slot, _doctor_view(schedule.doctor), schedule.revision)
+        return _Checked(slot, schedule.grid.doctor, schedule.revision)
 
-    async def _horizon(self, doctor_id: int) -> tuple[_Schedule | None, list[dt.date]]:
-        async with self.db.reading() as session:
-            tz_name = await session.scalar(select(Clinic.timezone).join(Doctor).where(
-                Doctor.id == doctor_id))
-            today = self.clock().astimezone(ZoneInfo(tz_name or "Asia/Tehran")).date()
-            days = [today + dt.timedelta(days=n) for n in range(self.policy.horizon_days + 1)]
-            return await _Schedule.read(session, doctor_id, days[0], days[-1],
-                                        self._hours), days
+    async def _horizon(self, doctor_id: int) -> _Schedule | None:
+        """Today and the horizon's days after it, in the clinic's time zone."""
+
+        def span(tz: ZoneInfo) -> tuple[dt.date, dt.date]:
+            today = self.clock().astimezone(tz).date()
+            return today, today + dt.timedelta(days=self.policy.horizon_days)
+
+        return await self._schedule(self.db.rows, doctor_id, span)
+
+    async def _schedule(self, rows: Rows, doctor_id: int,
+                        days: Callable[[ZoneInfo], tuple[dt.date, dt.date]],
+                        ignore: int | None = None) -> _Schedule | None:
+        """A doctor's grid from the catalog and their bookings over `days` from the store;
+        None for a doctor who is unknown or no longer active."""
+        tz = self._tz
+        if tz is None:  # the first read of this service: the clinic's zone, once
+            catalog = await self.availability.catalog(rows)
+            tz = self._tz = None if catalog is None else catalog.tz
+            if tz is None:
+                return None
+        first, last = days(tz)
+        span = Interval(day_bounds(first, tz).start, day_bounds(last, tz).end)
+        catalog, taken = await self.availability.booked(rows, doctor_id, span, ignore)
+        grid = None if catalog is None else catalog.grids.get(doctor_id)
+        if catalog is None or grid is None or catalog.tz != tz:
+            self._tz = None if catalog is None else catalog.tz
+            return None if grid is None else await self._schedule(rows, doctor_id, days, ignore)
+        return _Schedule(grid, catalog, first, last, grid.closures(first, last, tz), taken)
 
     def _open(self, schedule: _Schedule, day: dt.date) -> list[Slot]:
-        return free_slots(day, schedule.rules, closures=schedule.closures,
+        return free_slots(day, schedule.grid.rules, closures=schedule.closures,
                           booked=schedule.booked, not_before=self.clock() + self.policy.min_notice,
                           tz=schedule.tz)
 
 
+class _Turns:
+    """One booking of a slot at a time in this process: in a rush the callers behind the first
+    wait for its answer and then see the slot taken, instead of all queueing to write it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[tuple[int, dt.datetime], tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def of(self, slot: tuple[int, dt.datetime]) -> AsyncIterator[None]:
+        """Hold the slot's turn; the lock is forgotten when nobody waits for it."""
+        lock, users = self._locks.get(slot, (asyncio.Lock(), 0))
+        self._locks[slot] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            users = self._locks[slot][1] - 1
+            if users:
+                self._locks[slot] = (lock, users)
+            else:
+                del self._locks[slot]
+
+
 @dataclass(frozen=True)
 class _Schedule:
-    """One doctor's hours, closures and bookings over a span of days."""
+    """One doctor's grid, closures and bookings over the days `first` to `last`."""
 
-    doctor: Doctor
-    tz: ZoneInfo
-    rules: list[HoursRule]
+    grid: Grid
+    catalog: Catalog
+    first: dt.date
+    last: dt.date
     closures: list[Interval]
     booked: list[Interval]
-    revision: int
 
-    @classmethod
-    async def read(cls, session: AsyncSession, doctor_id: int, first: dt.date, last: dt.date,
-                   cache: dict[int, _Hours], ignore: int | None = None) -> _Schedule | None:
-        """Read what decides free slots from `first` to `last`; None for an unknown doctor.
+    @property
+    def tz(self) -> ZoneInfo:
+        """The clinic's time zone."""
+        return self.catalog.tz
 
-        Hours and closures change only with a clinic load, which bumps the clinic's revision;
-        so they come from `cache` while the revision stands, and only bookings are read.
-        """
-        row = (await session.execute(select(Doctor, Clinic.timezone, Clinic.revision).join(
-            Clinic).where(Doctor.id == doctor_id, Doctor.active.is_(True)))).first()
-        if row is None:
-            return None
-        doctor, tz, revision = row[0], ZoneInfo(row[1]), row[2]
-        hours = cache.get(doctor_id)
-        if hours is None or hours.revision != revision:
-            hours = cache[doctor_id] = await _Hours.read(session, doctor, revision)
-        span = Interval(day_bounds(first, tz).start, day_bounds(last, tz).end)
-        query = select(Appointment.start_at, Appointment.end_at).where(
-            Appointment.doctor_id == doctor_id, Appointment.status != "cancelled",
-            Appointment.start_at < span.end, Appointment.end_at > span.start)
-        if ignore is not None:
-            query = query.where(Appointment.id != ignore)
-        booked = [Interval(s, e) for s, e in (await session.execute(query)).all()]
-        closures = [Interval(day_bounds(a, tz).start, day_bounds(b, tz).end)
-                    for a, b in hours.closed if a <= last and b >= first]
-        return cls(doctor, tz, hours.rules, closures, booked, revision)
-
-
-@dataclass(frozen=True)
-class _Hours:
-    """A doctor's weekly rules and closed days as of one clinic revision."""
-
-    revision: int
-    rules: list[HoursRule]
-    closed: list[tuple[dt.date, dt.date]]
-
-    @classmethod
-    async def read(cls, session: AsyncSession, doctor: Doctor, revision: int) -> _Hours:
-        """Read them from the store."""
-        closures = (await session.execute(select(Closure.first_day, Closure.last_day).where(
-            Closure.clinic_id == doctor.clinic_id,
-            (Closure.doctor_id.is_(None)) | (Closure.doctor_id == doctor.id)))).all()
-        return cls(revision, await _rules(session, doctor.id), [(a, b) for a, b in closures])
+    @property
+    def revision(self) -> int:
+        """The clinic revision the grid was read under."""
+        return self.catalog.revision
 
 
 LIVE_CALL = ("dialling", "bridged")
@@ -508,18 +493,6 @@ async def _consultation(session: AsyncSession, appointment_id: int) -> Consultat
 
 def _new_code() -> str:
     return str(100000 + secrets.randbelow(900000))
-
-
-async def _rules(session: AsyncSession, doctor_id: int) -> list[HoursRule]:
-    rows = (await session.scalars(
-        select(WeeklyHours).where(WeeklyHours.doctor_id == doctor_id))).all()
-    return [rule_of(row) for row in rows]
-
-
-def rule_of(row: WeeklyHours) -> HoursRule:
-    """Turn a stored block back into the domain's rule."""
-    return HoursRule(Weekday(row.weekday), row.start_minute, row.end_minute, row.slot_minutes,
-                     frozenset(VisitKind(k) for k in row.kinds.split(",")))
 
 
 async def _patient(session: AsyncSession, number: str, language: str, now: dt.datetime
@@ -553,10 +526,3 @@ def _appointment_view(appointment: Appointment, doctor: Doctor, patient: Patient
     return AppointmentView(appointment.id, appointment.code, _doctor_view(doctor), patient.phone,
                            appointment.start_at, appointment.end_at, VisitKind(appointment.kind),
                            appointment.status)
-
-
-async def _overlapping(session: AsyncSession, doctor_id: int, span: Interval) -> bool:
-    found = await session.scalar(select(Appointment.id).where(
-        Appointment.doctor_id == doctor_id, Appointment.status != "cancelled",
-        Appointment.start_at < span.end, Appointment.end_at > span.start).limit(1))
-    return found is not None

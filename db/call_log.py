@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import insert
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.engine import Database
 from db.models import InboundCall
@@ -65,15 +66,14 @@ class CallLog:
     async def _write(self, calls: Sequence[CallRecord]) -> bool:
         """One transaction for `calls`; False when the store cannot take it now."""
 
-        async def run() -> None:
-            async with self.db.writing() as session:
-                await session.execute(insert(InboundCall), [dict(
-                    started_at=call.started, ended_at=call.ended, caller=call.caller,
-                    dialled=(call.dialled or "")[:40] or None, language=call.language,
-                    outcome=call.outcome) for call in calls])
+        async def rows(session: AsyncSession) -> None:
+            await session.execute(insert(InboundCall), [dict(
+                started_at=call.started, ended_at=call.ended, caller=call.caller,
+                dialled=(call.dialled or "")[:40] or None, language=call.language,
+                outcome=call.outcome) for call in calls])
 
         try:
-            await self.db.retry_locked(run)
+            await self.db.retry_locked(lambda: self.db.write(rows))
         except (SQLAlchemyError, OSError) as exc:
             log.warning("call log: the store did not take %d finished calls (%s); they wait",
                         len(calls), type(exc).__name__)

@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from clinic import phones
 from clinic.clinic_file import ClinicSpec, DoctorSpec
 from clinic.schedule import HoursRule, VisitKind, day_bounds, day_slots
-from db.booking import Clock, rule_of, utc_now
+from db.availability import rule_of
+from db.booking import Clock, utc_now
 from db.engine import Database
 from db.models import Appointment, Clinic, Closure, Doctor, Patient, WeeklyHours
 

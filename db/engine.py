@@ -19,11 +19,22 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from db.reads import ConnectionReads, ThreadReads
+from db.write_groups import WriteGroups
+
 T = TypeVar("T")
 _WRITE = "nobat_write"
+_STATEMENTS = "nobat_statements"
+"""A read connection whose statements each run on their own, with no transaction around them."""
+_IN_MEMORY = (None, "", ":memory:")
 
 
-def make_engine(url: str, *, pool_size: int = 5, busy_timeout_s: float = 30.0) -> AsyncEngine:
+BUSY_TIMEOUT_S = 30.0
+"""How long a SQLite writer waits for another process's lock before "database is locked"."""
+
+
+def make_engine(url: str, *, pool_size: int = 5, busy_timeout_s: float = BUSY_TIMEOUT_S
+                ) -> AsyncEngine:
     """Create an async engine; on SQLite: WAL, a busy timeout, and BEGIN IMMEDIATE for writes."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": busy_timeout_s})
@@ -46,25 +57,35 @@ def _tune_sqlite(engine: AsyncEngine, busy_timeout_s: float) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        writing = conn.get_execution_options().get(_WRITE, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
+        options = conn.get_execution_options()
+        if not options.get(_STATEMENTS, False):
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get(_WRITE, False) else "BEGIN")
 
 
 class Database:
     """One engine and its two session kinds: readers, and writers that lock early on SQLite."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
         self._read = async_sessionmaker(engine, expire_on_commit=False)
         self._write = async_sessionmaker(engine.execution_options(**{_WRITE: True}),
                                          expire_on_commit=False)
         self._writer_turn = asyncio.Lock() if self.is_sqlite else contextlib.nullcontext()
+        self._groups = WriteGroups(self.writing)
+        database = engine.url.database
+        self.rows: ThreadReads | ConnectionReads = (
+            ThreadReads(str(engine.url), busy_timeout_s) if self.is_sqlite
+            and database not in _IN_MEMORY else ConnectionReads(
+                engine, **({_STATEMENTS: True} if self.is_sqlite
+                           else {"isolation_level": "AUTOCOMMIT"})))
+        """One statement, one answer, at the least cost (db/reads.py): the hot paths' reads."""
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Database:
         """Build from a SQLAlchemy URL."""
-        return cls(make_engine(url, **options))
+        return cls(make_engine(url, **options),
+                   options.get("busy_timeout_s", BUSY_TIMEOUT_S))
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncSession]:
@@ -83,6 +104,14 @@ class Database:
         async with self._writer_turn, self._write() as session, session.begin():
             yield session
 
+    async def write(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """Run `work` in a transaction of its own, or on SQLite in a group of the writes queued
+        with it (db/write_groups.py), each in its own SAVEPOINT; the result once committed."""
+        if not self.is_sqlite:
+            async with self.writing() as session:
+                return await work(session)
+        return await self._groups.run(work)
+
     async def retry_locked(self, work: Callable[[], Awaitable[T]], attempts: int = 8) -> T:
         """Run `work` again when SQLite answers "database is locked" at once despite the timeout."""
         for attempt in range(attempts):
@@ -100,5 +129,6 @@ class Database:
             await conn.exec_driver_sql("SELECT 1")
 
     async def close(self) -> None:
-        """Release every pooled connection."""
+        """Release every pooled connection and reader thread."""
+        await asyncio.to_thread(self.rows.close)
         await self.engine.dispose()

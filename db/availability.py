@@ -1,0 +1,193 @@
+"""What decides free slots, kept in memory per clinic revision, so that a menu reads only bookings.
+
+The clinic's words, its doctors, their weekly hours and closed days change only with a clinic
+load or an absence entered on the page, and each of those bumps the clinic's revision in the
+store. Every read checks the revision (one indexed row) and the bookings of the span it asks
+about with one Core query; the rest comes from memory, rebuilt when any instance changed it.
+The database, never this cache, decides whether a booking is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Row, and_, bindparam, func, select
+
+from clinic.calendar import Weekday
+from clinic.schedule import HoursRule, Interval, VisitKind, day_bounds
+from db.models import Appointment, Clinic, Closure, Doctor, WeeklyHours
+from db.reads import Rows
+
+
+@dataclass(frozen=True)
+class DoctorView:
+    """A doctor as callers and menus see them."""
+
+    id: int
+    key: str
+    name: str
+    name_en: str
+    specialty: str
+    languages: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ClinicProfile:
+    """What the phone line says about the clinic, read from the store (the single truth)."""
+
+    name: str
+    name_en: str
+    phone: str
+    address: str
+    address_en: str
+    tz: ZoneInfo
+    doctors: tuple[DoctorView, ...]
+
+
+@dataclass(frozen=True)
+class Grid:
+    """One active doctor's week and closed days, as of the catalog's revision."""
+
+    doctor: DoctorView
+    rules: tuple[HoursRule, ...]
+    closed: tuple[tuple[dt.date, dt.date], ...]
+
+    def closures(self, first: dt.date, last: dt.date, tz: ZoneInfo) -> list[Interval]:
+        """The closed days that touch `first`..`last`, as spans of time."""
+        return [Interval(day_bounds(a, tz).start, day_bounds(b, tz).end)
+                for a, b in self.closed if a <= last and b >= first]
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The clinic and every active doctor's grid under one revision of the store."""
+
+    revision: int
+    profile: ClinicProfile
+    clinic_closed: tuple[tuple[dt.date, dt.date], ...]
+    grids: dict[int, Grid]
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """The clinic's time zone."""
+        return self.profile.tz
+
+
+_FIRST_CLINIC = select(func.min(Clinic.id)).scalar_subquery()
+_REVISION = select(Clinic.id, Clinic.revision).where(Clinic.id == _FIRST_CLINIC)
+LONGEST_SLOT = dt.timedelta(minutes=240)
+"""A booking ends at most this long after it starts (clinic/schedule.py's bound on slots), so
+the index on (doctor, start) bounds the search from both sides."""
+_SPAN = and_(Appointment.doctor_id == bindparam("doctor"),
+             Appointment.status != "cancelled",
+             Appointment.start_at > bindparam("earliest"),
+             Appointment.start_at < bindparam("until"),
+             Appointment.end_at > bindparam("since"),
+             Appointment.id != bindparam("ignore"))
+_REVISION_AND_BOOKED = (select(Clinic.id, Clinic.revision, Appointment.start_at,
+                               Appointment.end_at)
+                        .select_from(Clinic.__table__.outerjoin(Appointment.__table__, _SPAN))
+                        .where(Clinic.id == _FIRST_CLINIC)
+                        .order_by(Appointment.start_at))
+
+
+class Availability:
+    """The catalog of one process, checked against the store's revision on every read."""
+
+    def __init__(self, shared: Rows) -> None:
+        self.shared = shared
+        """The store's own reads, outside any transaction (db/reads.py)."""
+        self._catalog: Catalog | None = None
+        self._clinic_id: int | None = None
+        self._building = asyncio.Lock()
+        self._reading: dict[tuple[int, Interval, int], asyncio.Future[Sequence[Row[Any]]]] = {}
+
+    async def catalog(self, rows: Rows) -> Catalog | None:
+        """The catalog as the store has it now; None before any clinic file was loaded."""
+        found = await rows(_REVISION, None)
+        return None if not found else await self._at(rows, found[0].id, found[0].revision)
+
+    async def booked(self, rows: Rows, doctor_id: int, span: Interval,
+                     ignore: int | None = None) -> tuple[Catalog | None, list[Interval]]:
+        """The catalog and a doctor's live bookings overlapping `span`, in one statement.
+
+        Through the shared reads, callers asking the same at the same moment share one
+        statement (the midnight rush's losers all look around the same slot): none of them
+        sees the store older than at the moment it asked, which is all a read outside the
+        booking's own transaction can promise anyway.
+        """
+        key = (doctor_id, span, -1 if ignore is None else ignore)
+        params = {"doctor": doctor_id, "since": span.start, "until": span.end,
+                  "earliest": span.start - LONGEST_SLOT, "ignore": key[2]}
+        if rows is not self.shared:
+            found = await rows(_REVISION_AND_BOOKED, params)
+        elif key in self._reading:
+            found = await asyncio.shield(self._reading[key])
+        else:
+            reading = self._reading[key] = asyncio.ensure_future(
+                rows(_REVISION_AND_BOOKED, params))
+            try:
+                found = await asyncio.shield(reading)
+            finally:
+                del self._reading[key]
+        if not found:
+            return None, []
+        catalog = await self._at(rows, found[0].id, found[0].revision)
+        return catalog, [Interval(r.start_at, r.end_at) for r in found if r.start_at is not None]
+
+    async def _at(self, rows: Rows, clinic_id: int, revision: int) -> Catalog:
+        if not self._fresh(clinic_id, revision):
+            async with self._building:  # callers of one rebuild wait for it, not repeat it
+                if not self._fresh(clinic_id, revision):
+                    self._catalog = await _build(rows, clinic_id)
+                    self._clinic_id = clinic_id
+        assert self._catalog is not None
+        return self._catalog
+
+    def _fresh(self, clinic_id: int, revision: int) -> bool:
+        return (self._catalog is not None and self._clinic_id == clinic_id
+                and self._catalog.revision >= revision)
+
+
+async def _build(rows: Rows, clinic_id: int) -> Catalog:
+    """Read the clinic, its doctors, their hours and the closures; again if a load changed the
+    revision meanwhile (each statement may see the store at a newer moment)."""
+    while True:
+        catalog = await _read(rows, clinic_id)
+        now = await rows(select(Clinic.revision).where(Clinic.id == clinic_id), None)
+        if now and now[0].revision == catalog.revision:
+            return catalog
+
+
+async def _read(rows: Rows, clinic_id: int) -> Catalog:
+    clinic = (await rows(select(Clinic).where(Clinic.id == clinic_id), None))[0]
+    doctors = [DoctorView(d.id, d.key, d.name, d.name_en, d.specialty,
+                          tuple(d.languages.split(",")))
+               for d in await rows(select(Doctor).where(
+                   Doctor.clinic_id == clinic_id, Doctor.active.is_(True))
+                   .order_by(Doctor.id), None)]
+    rules: dict[int, list[HoursRule]] = {d.id: [] for d in doctors}
+    for row in await rows(select(WeeklyHours).where(
+            WeeklyHours.doctor_id.in_(list(rules))), None):
+        rules[row.doctor_id].append(rule_of(row))
+    closed: dict[int | None, list[tuple[dt.date, dt.date]]] = {}
+    for row in await rows(select(Closure.doctor_id, Closure.first_day, Closure.last_day)
+                          .where(Closure.clinic_id == clinic_id), None):
+        closed.setdefault(row.doctor_id, []).append((row.first_day, row.last_day))
+    everyone = tuple(closed.get(None, ()))
+    profile = ClinicProfile(clinic.name, clinic.name_en, clinic.phone, clinic.address,
+                            clinic.address_en, ZoneInfo(clinic.timezone), tuple(doctors))
+    return Catalog(clinic.revision, profile, everyone, {
+        d.id: Grid(d, tuple(rules[d.id]), everyone + tuple(closed.get(d.id, ())))
+        for d in doctors})
+
+
+def rule_of(row: WeeklyHours) -> HoursRule:
+    """Turn a stored block back into the domain's rule."""
+    return HoursRule(Weekday(row.weekday), row.start_minute, row.end_minute, row.slot_minutes,
+                     frozenset(VisitKind(k) for k in row.kinds.split(",")))
