@@ -162,48 +162,47 @@ class ConsultationStore:
         stopped is taken over as it is (same attempt, nothing dialled): Asterisk still runs it.
         """
 
-        async def run() -> Claim | None:
-            async with self.db.writing() as session:
-                now = self.clock()
-                orphan = await session.execute(
-                    update(Consultation)
-                    .where(Consultation.id == consultation_id,
-                           lease_expired(Consultation, now, "bridged"))
-                    .values(claimed_by=instance, lease_until=now + lease, updated_at=now)
-                    .execution_options(synchronize_session=False))
-                if orphan.rowcount == 1:
-                    return await _taken_over(session, consultation_id, instance, lease, now)
-                late = (await session.execute(
-                    update(Consultation)
-                    .where(Consultation.id == consultation_id, claimable(Consultation, now),
-                           Consultation.appointment_id.in_(
-                               select(Appointment.id).where(Appointment.end_at <= now)))
-                    .values(state="missed", outcome="missed", cause=LATE_CAUSE,
-                            claimed_by=None, lease_until=None, updated_at=now)
-                    .returning(Consultation.id, Consultation.appointment_id)
-                    .execution_options(synchronize_session=False))).all()
-                if late:
-                    await _missed(session, late, now)
-                    return None
-                won = await session.execute(
-                    update(Consultation)
-                    .where(Consultation.id == consultation_id, claimable(Consultation, now))
-                    .values(state="dialling", claimed_by=instance, lease_until=now + lease,
-                            attempts=Consultation.attempts + 1, updated_at=now)
-                    .execution_options(synchronize_session=False))
-                if won.rowcount != 1:
-                    return None
-                details = DueConsultation(*(await session.execute(
-                    _details().where(Consultation.id == consultation_id))).one())
-                claim = Claim(details, details.attempts, instance, lease, now + lease)
-                await _close_stranded(session, [consultation_id], now)
-                session.add(CallAttempt(
-                    consultation_id=consultation_id, number=claim.attempt, state="dialling",
-                    doctor_channel_id=claim.channel_id(Leg.DOCTOR),
-                    patient_channel_id=claim.channel_id(Leg.PATIENT), started_at=now))
-                return claim
+        async def take(session: AsyncSession) -> Claim | None:
+            now = self.clock()
+            orphan = await session.execute(
+                update(Consultation)
+                .where(Consultation.id == consultation_id,
+                       lease_expired(Consultation, now, "bridged"))
+                .values(claimed_by=instance, lease_until=now + lease, updated_at=now)
+                .execution_options(synchronize_session=False))
+            if orphan.rowcount == 1:
+                return await _taken_over(session, consultation_id, instance, lease, now)
+            late = (await session.execute(
+                update(Consultation)
+                .where(Consultation.id == consultation_id, claimable(Consultation, now),
+                       Consultation.appointment_id.in_(
+                           select(Appointment.id).where(Appointment.end_at <= now)))
+                .values(state="missed", outcome="missed", cause=LATE_CAUSE,
+                        claimed_by=None, lease_until=None, updated_at=now)
+                .returning(Consultation.id, Consultation.appointment_id)
+                .execution_options(synchronize_session=False))).all()
+            if late:
+                await _missed(session, late, now)
+                return None
+            won = await session.execute(
+                update(Consultation)
+                .where(Consultation.id == consultation_id, claimable(Consultation, now))
+                .values(state="dialling", claimed_by=instance, lease_until=now + lease,
+                        attempts=Consultation.attempts + 1, updated_at=now)
+                .execution_options(synchronize_session=False))
+            if won.rowcount != 1:
+                return None
+            details = DueConsultation(*(await session.execute(
+                _details().where(Consultation.id == consultation_id))).one())
+            claim = Claim(details, details.attempts, instance, lease, now + lease)
+            await _close_stranded(session, [consultation_id], now)
+            session.add(CallAttempt(
+                consultation_id=consultation_id, number=claim.attempt, state="dialling",
+                doctor_channel_id=claim.channel_id(Leg.DOCTOR),
+                patient_channel_id=claim.channel_id(Leg.PATIENT), started_at=now))
+            return claim
 
-        return await self.db.retry_locked(run)
+        return await self.db.retry_locked(lambda: self.db.write(take))
 
     async def claim_next(self, instance: str, lease: dt.timedelta, limit: int,
                          running: set[int] | None = None) -> list[Claim]:

@@ -6,7 +6,9 @@ UPDATE won it; each later step is written only while that claim still holds.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
@@ -15,6 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.engine import Database
 from db.models import Consultation, PatientCall
+
+log = logging.getLogger(__name__)
 
 WAITING = ("scheduled", "retry_wait")
 C = TypeVar("C")
@@ -66,8 +70,10 @@ async def claim_oldest(database: Database, model: Leased,
                        claim: Callable[[int], Awaitable[C | None]], limit: int,
                        running: Iterable[int], clock: Callable[[], dt.datetime]) -> list[C]:
     """Claim up to `limit` rows that are `due`, oldest first, each by `claim` (its own
-    conditional UPDATE): rows another instance wins are skipped, and `running` (what this
-    instance has in hand) are never tried."""
+    conditional UPDATE, all at once so that SQLite commits them as one group): rows another
+    instance wins are skipped, and `running` (what this instance has in hand) are never
+    tried. A claim that fails is logged and its row waits for the next round, unless every
+    one failed (the store is away): then the first failure is raised."""
     claims: list[C] = []
     tried = set(running)
     while len(claims) < limit:
@@ -79,9 +85,13 @@ async def claim_oldest(database: Database, model: Leased,
                 .limit(limit - len(claims)))).all()
         if not candidates:
             break
-        for ident in candidates:
-            tried.add(ident)
-            found = await claim(ident)
-            if found is not None:
-                claims.append(found)
+        tried.update(candidates)
+        outcomes = await asyncio.gather(*(claim(ident) for ident in candidates),
+                                        return_exceptions=True)  # one write group on SQLite
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        claims += [o for o in outcomes if o is not None and not isinstance(o, BaseException)]
+        if failures and not claims:
+            raise failures[0]
+        for failure in failures:  # the claims won are started; these rows wait for the next
+            log.error("claiming a due call failed: %r", failure)
     return claims

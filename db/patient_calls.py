@@ -182,33 +182,32 @@ class PatientCallStore:
         is gone (booking cancelled or moved, absence lifted, patient opted out, too late) or
         that was answered when its instance stopped is closed instead."""
 
-        async def run() -> PatientCallClaim | None:
-            async with self.db.writing() as session:
-                now = self.clock()
-                won = await session.execute(
-                    update(PatientCall)
-                    .where(PatientCall.id == call_id, claimable(PatientCall, now))
-                    .values(state="dialling", claimed_by=instance, lease_until=now + lease,
-                            attempts=PatientCall.attempts + 1, updated_at=now)
+        async def take(session: AsyncSession) -> PatientCallClaim | None:
+            now = self.clock()
+            won = await session.execute(
+                update(PatientCall)
+                .where(PatientCall.id == call_id, claimable(PatientCall, now))
+                .values(state="dialling", claimed_by=instance, lease_until=now + lease,
+                        attempts=PatientCall.attempts + 1, updated_at=now)
+                .execution_options(synchronize_session=False))
+            if won.rowcount != 1:
+                return None
+            due = await _due(session, call_id)
+            why_not = await _stale(session, due, now)
+            if why_not is not None:
+                answered = due.answered_at is not None
+                await session.execute(
+                    update(PatientCall).where(PatientCall.id == call_id)
+                    .values(state="done" if answered else "cancelled", cause=why_not,
+                            outcome=func.coalesce(PatientCall.outcome, "no_choice")
+                            if answered else None,
+                            claimed_by=None, lease_until=None, attempts=due.attempts - 1,
+                            updated_at=now)
                     .execution_options(synchronize_session=False))
-                if won.rowcount != 1:
-                    return None
-                due = await _due(session, call_id)
-                why_not = await _stale(session, due, now)
-                if why_not is not None:
-                    answered = due.answered_at is not None
-                    await session.execute(
-                        update(PatientCall).where(PatientCall.id == call_id)
-                        .values(state="done" if answered else "cancelled", cause=why_not,
-                                outcome=func.coalesce(PatientCall.outcome, "no_choice")
-                                if answered else None,
-                                claimed_by=None, lease_until=None, attempts=due.attempts - 1,
-                                updated_at=now)
-                        .execution_options(synchronize_session=False))
-                    return None
-                return PatientCallClaim(due, due.attempts, instance, lease, now + lease)
+                return None
+            return PatientCallClaim(due, due.attempts, instance, lease, now + lease)
 
-        return await self.db.retry_locked(run)
+        return await self.db.retry_locked(lambda: self.db.write(take))
 
     async def renew(self, claim: PatientCallClaim) -> PatientCallClaim:
         """Extend the lease of a call in progress."""
