@@ -9,6 +9,7 @@ Asterisk 22, and reads commands the way res_agi splits them.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -211,17 +212,27 @@ class Command:
 
     def encode(self) -> bytes:
         """Format the line as AGI clients send it: quoted where res_agi needs it, "\\n" ended."""
-        for text in (self.verb, *self.args):
-            if any(char in text for char in "\r\n\0"):
-                raise ValueError(f"AGI command text cannot hold CR, LF or NUL: {text!r}")
-        escape_at = _ESCAPE_DIGITS_ARG.get(self.verb)
-        args = (_quote(arg, index == escape_at) for index, arg in enumerate(self.args))
-        return (" ".join((self.verb, *args)) + "\n").encode()
+        return _encoded(self)
+
+
+@functools.lru_cache(maxsize=4096)
+def _encoded(command: Command) -> bytes:
+    """Cached: a thousand callers hear the same prompts, so the same lines go out again."""
+    for text in (command.verb, *command.args):
+        if _FORBIDDEN.search(text):
+            raise ValueError(f"AGI command text cannot hold CR, LF or NUL: {text!r}")
+    escape_at = _ESCAPE_DIGITS_ARG.get(command.verb)
+    args = (_quote(arg, index == escape_at) for index, arg in enumerate(command.args))
+    return (" ".join((command.verb, *args)) + "\n").encode()
+
+
+_FORBIDDEN = re.compile("[\r\n\0]")
+_SPLITS = re.compile('[ \t"\\\\]')
 
 
 def _quote(arg: str, always: bool) -> str:
     """Quote an argument only when res_agi would otherwise split or drop it."""
-    if always or not arg or any(char in arg for char in ' \t"\\'):
+    if always or not arg or _SPLITS.search(arg):
         return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return arg
 
