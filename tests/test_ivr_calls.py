@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator
@@ -155,6 +156,51 @@ async def test_a_slot_taken_meanwhile_offers_the_nearest_free_ones(
     assert [(row[1], row[3]) for row in await appointments(database)] == [
         (at(SATURDAY, 16, 20), "+989350000000"), (at(SATURDAY, 16, 40), "+989121234567")]
     assert spoken_code(heard.prompts) == (await appointments(database))[1][0]
+
+
+async def test_a_slot_the_menu_offered_free_but_the_database_refuses_is_just_taken(
+        rig: IvrRig, database: Database, database_url: str) -> None:
+    """Another instance holds the slot in a transaction not yet committed while this caller
+    confirms: every read nobat makes says free, and only the store's write decides (the
+    in-transaction check on SQLite, whose writer waits for the lock; the unique index on
+    PostgreSQL, whose insert waits for the other transaction)."""
+    other = Database.from_url(database_url)
+    holding, released = asyncio.Event(), asyncio.Event()
+
+    async def other_instance_books() -> None:
+        now = dt.datetime.now(dt.UTC)
+        async with other.writing() as session:
+            patient = Patient(phone="+989350000000", language="fa", created_at=now)
+            session.add(patient)
+            await session.flush()
+            session.add(Appointment(
+                doctor_id=1, patient_id=patient.id, start_at=at(SATURDAY, 16, 20),
+                end_at=at(SATURDAY, 16, 40), kind="in_person", status="booked",
+                code="424242", created_via="ivr", created_at=now, updated_at=now))
+            await session.flush()
+            holding.set()
+            await asyncio.sleep(0.5)  # this caller's key arrives and nobat checks meanwhile
+        released.set()
+
+    async def someone_else_holds_the_slot(command: Command) -> None:
+        if command.verb == "STREAM FILE" and command.args[0].endswith("/confirm-keys") \
+                and not holding.is_set():
+            competitor.append(asyncio.create_task(other_instance_books()))
+            await holding.wait()
+
+    competitor: list[asyncio.Task[None]] = []
+    try:
+        heard = await rig.call(Caller.dialling(
+            MOBILE, *BOOK_SATURDAY_1620[:-4], Hear("confirm-keys"), "1", Hear("nearest-slots"),
+            "2", Hear("confirm-keys"), "1", Hear("anything-else"), "9"),
+            before=someone_else_holds_the_slot)
+        await asyncio.gather(*competitor)
+    finally:
+        await other.close()
+    assert released.is_set()
+    assert contains(heard.prompts, ["fa/slot-taken", "fa/nearest-slots"])
+    assert [(row[1], row[3]) for row in await appointments(database)] == [
+        (at(SATURDAY, 16, 20), "+989350000000"), (at(SATURDAY, 16, 40), "+989121234567")]
 
 
 async def book_for(rig: IvrRig, phone: str, start: dt.datetime, kind: VisitKind
