@@ -154,55 +154,65 @@ class ConsultationStore:
 
     async def claim(self, consultation_id: int, instance: str, lease: dt.timedelta
                     ) -> Claim | None:
-        """Take a due consultation for one attempt, or None when it is not due or is held.
+        """Take a due consultation for one attempt, or None when it is not due or is held."""
+        claims = await self.claim_all([consultation_id], instance, lease)
+        return claims[0] if claims else None
 
-        One conditional UPDATE decides (its row count), so racing tasks, processes and hosts
-        need no lock of their own; the attempt row with its ChannelIds is written in the same
-        transaction, before anything is dialled. A call left bridged by an instance that
-        stopped is taken over as it is (same attempt, nothing dialled): Asterisk still runs it.
+    async def claim_all(self, consultation_ids: Sequence[int], instance: str,
+                        lease: dt.timedelta) -> list[Claim]:
+        """Take those of `consultation_ids` that are due, each for one attempt, oldest first.
+
+        Conditional UPDATEs decide (the rows they return), so racing tasks, processes and
+        hosts need no lock of their own; the attempt rows with their ChannelIds are written
+        in the same transaction, before anything is dialled. A call left bridged by an
+        instance that stopped is taken over as it is (same attempt, nothing dialled):
+        Asterisk still runs it. One transaction for them all, so a round of due calls costs
+        a few statements rather than a few per call.
         """
+        ids = list(consultation_ids)
 
-        async def take(session: AsyncSession) -> Claim | None:
+        async def take(session: AsyncSession) -> list[Claim]:
             now = self.clock()
-            orphan = await session.execute(
+            orphans = (await session.execute(
                 update(Consultation)
-                .where(Consultation.id == consultation_id,
-                       lease_expired(Consultation, now, "bridged"))
+                .where(Consultation.id.in_(ids), lease_expired(Consultation, now, "bridged"))
                 .values(claimed_by=instance, lease_until=now + lease, updated_at=now)
-                .execution_options(synchronize_session=False))
-            if orphan.rowcount == 1:
-                return await _taken_over(session, consultation_id, instance, lease, now)
+                .returning(Consultation.id)
+                .execution_options(synchronize_session=False))).scalars().all()
+            claims = [await _taken_over(session, ident, instance, lease, now)
+                      for ident in sorted(orphans)]
             late = (await session.execute(
                 update(Consultation)
-                .where(Consultation.id == consultation_id, claimable(Consultation, now),
+                .where(Consultation.id.in_(ids), claimable(Consultation, now),
                        Consultation.appointment_id.in_(
                            select(Appointment.id).where(Appointment.end_at <= now)))
                 .values(state="missed", outcome="missed", cause=LATE_CAUSE,
                         claimed_by=None, lease_until=None, updated_at=now)
                 .returning(Consultation.id, Consultation.appointment_id)
                 .execution_options(synchronize_session=False))).all()
-            if late:
-                await _missed(session, late, now)
-                return None
-            won = await session.execute(
+            await _missed(session, late, now)
+            won = (await session.execute(
                 update(Consultation)
-                .where(Consultation.id == consultation_id, claimable(Consultation, now))
+                .where(Consultation.id.in_(ids), claimable(Consultation, now))
                 .values(state="dialling", claimed_by=instance, lease_until=now + lease,
                         attempts=Consultation.attempts + 1, updated_at=now)
-                .execution_options(synchronize_session=False))
-            if won.rowcount != 1:
-                return None
-            details = DueConsultation(*(await session.execute(
-                _details().where(Consultation.id == consultation_id))).one())
-            claim = Claim(details, details.attempts, instance, lease, now + lease)
-            await _close_stranded(session, [consultation_id], now)
-            session.add(CallAttempt(
-                consultation_id=consultation_id, number=claim.attempt, state="dialling",
-                doctor_channel_id=claim.channel_id(Leg.DOCTOR),
-                patient_channel_id=claim.channel_id(Leg.PATIENT), started_at=now))
-            return claim
+                .returning(Consultation.id)
+                .execution_options(synchronize_session=False))).scalars().all()
+            if not won:
+                return claims
+            await _close_stranded(session, list(won), now)
+            for row in (await session.execute(_details().where(Consultation.id.in_(won))
+                                              .order_by(Consultation.due_at, Consultation.id))):
+                details = DueConsultation(*row)
+                claim = Claim(details, details.attempts, instance, lease, now + lease)
+                session.add(CallAttempt(
+                    consultation_id=claim.consultation_id, number=claim.attempt,
+                    state="dialling", doctor_channel_id=claim.channel_id(Leg.DOCTOR),
+                    patient_channel_id=claim.channel_id(Leg.PATIENT), started_at=now))
+                claims.append(claim)
+            return claims
 
-        return await self.db.retry_locked(lambda: self.db.write(take))
+        return await self.db.retry_locked(lambda: self.db.write(take)) if ids else []
 
     async def claim_next(self, instance: str, lease: dt.timedelta, limit: int,
                          running: set[int] | None = None) -> list[Claim]:
@@ -214,7 +224,7 @@ class ConsultationStore:
             self.db, Consultation,
             lambda now: or_(claimable(Consultation, now),
                             lease_expired(Consultation, now, "bridged")),
-            lambda ident: self.claim(ident, instance, lease), limit, running or (), self.clock)
+            lambda ids: self.claim_all(ids, instance, lease), limit, running or (), self.clock)
 
     async def renew(self, claim: Claim) -> Claim:
         """Extend the lease of a call still in progress, so no other instance takes it over."""

@@ -6,9 +6,7 @@ UPDATE won it; each later step is written only while that claim still holds.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
@@ -17,8 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.engine import Database
 from db.models import Consultation, PatientCall
-
-log = logging.getLogger(__name__)
 
 WAITING = ("scheduled", "retry_wait")
 C = TypeVar("C")
@@ -67,13 +63,11 @@ async def due_times(database: Database, model: Leased, after: dt.datetime,
 
 async def claim_oldest(database: Database, model: Leased,
                        due: Callable[[dt.datetime], ColumnElement[bool]],
-                       claim: Callable[[int], Awaitable[C | None]], limit: int,
+                       claim: Callable[[list[int]], Awaitable[list[C]]], limit: int,
                        running: Iterable[int], clock: Callable[[], dt.datetime]) -> list[C]:
-    """Claim up to `limit` rows that are `due`, oldest first, each by `claim` (its own
-    conditional UPDATE, all at once so that SQLite commits them as one group): rows another
-    instance wins are skipped, and `running` (what this instance has in hand) are never
-    tried. A claim that fails is logged and its row waits for the next round, unless every
-    one failed (the store is away): then the first failure is raised."""
+    """Claim up to `limit` rows that are `due`, oldest first, by `claim` (conditional UPDATEs
+    over the candidates, in one transaction): rows another instance wins are skipped, and
+    `running` (what this instance has in hand) are never tried."""
     claims: list[C] = []
     tried = set(running)
     while len(claims) < limit:
@@ -86,12 +80,5 @@ async def claim_oldest(database: Database, model: Leased,
         if not candidates:
             break
         tried.update(candidates)
-        outcomes = await asyncio.gather(*(claim(ident) for ident in candidates),
-                                        return_exceptions=True)  # one write group on SQLite
-        failures = [o for o in outcomes if isinstance(o, BaseException)]
-        claims += [o for o in outcomes if o is not None and not isinstance(o, BaseException)]
-        if failures and not claims:
-            raise failures[0]
-        for failure in failures:  # the claims won are started; these rows wait for the next
-            log.error("claiming a due call failed: %r", failure)
+        claims += await claim(list(candidates))
     return claims

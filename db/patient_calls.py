@@ -9,6 +9,7 @@ new subject, and the old call is dropped when it comes due.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import enum
@@ -174,7 +175,13 @@ class PatientCallStore:
         and those no longer needed (marked cancelled with the reason, never rung)."""
         return await claim_oldest(
             self.db, PatientCall, lambda now: claimable(PatientCall, now),
-            lambda ident: self.claim(ident, instance, lease), limit, running, self.clock)
+            lambda ids: self._claim_each(ids, instance, lease), limit, running, self.clock)
+
+    async def _claim_each(self, call_ids: list[int], instance: str, lease: dt.timedelta
+                          ) -> list[PatientCallClaim]:
+        """Claim each at once: on SQLite their transactions commit as one group."""
+        claims = await asyncio.gather(*(self.claim(i, instance, lease) for i in call_ids))
+        return [claim for claim in claims if claim is not None]
 
     async def claim(self, call_id: int, instance: str, lease: dt.timedelta
                     ) -> PatientCallClaim | None:
