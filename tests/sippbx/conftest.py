@@ -7,10 +7,7 @@ missing Asterisk or SIPp fails the run with a message saying how to get it, neve
 
 from __future__ import annotations
 
-import asyncio
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -54,28 +51,13 @@ def sip_tools() -> None:
 def prompts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """nobat's prompts for this tier's clinic, spoken once per run by `nobat prompts build`
     (espeak-ng and sox) into a folder Asterisk plays them from."""
-    from tests.sippbx.pbx import CLINIC
-    from tests.support.server import ROOT, demo_copy, demo_store, edit_config
+    from tests.sippbx.pbx import build_prompts
 
     missing = [tool for tool in ("espeak-ng", "sox") if shutil.which(tool) is None]
     if missing:
         pytest.fail(f"`nobat prompts build` needs {missing}: apt-get install espeak-ng sox "
                     "(make test-packages does)", pytrace=False)
-    folder = tmp_path_factory.mktemp("prompts-build")
-    built = folder / "prompts"
-    built.mkdir()
-    shutil.copy(ROOT / "prompts" / "manifest.toml", built / "manifest.toml")
-    config = demo_copy(folder, clinic=CLINIC.read_text(encoding="utf-8"))
-    edit_config(config, (f'prompts = "{ROOT / "prompts"}"', f'prompts = "{built}"'))
-
-    async def store() -> None:
-        """The store beside the config, migrated, with the clinic loaded (its names speak)."""
-        await (await demo_store(folder)).close()
-
-    asyncio.run(store())
-    result = subprocess.run([sys.executable, "-m", "nobat", "-c", str(config), "prompts",
-                             "build"], capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        pytest.fail(f"nobat prompts build failed:\n{result.stdout}{result.stderr}",
-                    pytrace=False)
-    return built
+    try:
+        return build_prompts(tmp_path_factory.mktemp("prompts-build"))
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)

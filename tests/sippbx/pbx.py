@@ -23,6 +23,8 @@ import re
 import secrets
 import shutil
 import signal
+import subprocess
+import sys
 import time
 import weakref
 from collections.abc import AsyncIterator, Sequence
@@ -354,3 +356,24 @@ async def clinic_line(folder: Path, prompts: Path, *, edits: Sequence[tuple[str,
             await phone.stop()
         await asterisk.stop()
         await store.close()
+
+
+def build_prompts(folder: Path) -> Path:
+    """nobat's prompts for this tier's clinic, spoken by `nobat prompts build` (espeak-ng,
+    sox) into a folder Asterisk plays from; the `prompts` fixture and
+    bench/real_ivr_load.py use them."""
+    built = folder / "prompts"
+    built.mkdir(parents=True)
+    shutil.copy(ROOT / "prompts" / "manifest.toml", built / "manifest.toml")
+    config = demo_copy(folder, clinic=CLINIC.read_text(encoding="utf-8"))
+    edit_config(config, (f'prompts = "{ROOT / "prompts"}"', f'prompts = "{built}"'))
+
+    async def store() -> None:
+        await (await demo_store(folder)).close()
+
+    asyncio.run(store())
+    result = subprocess.run([sys.executable, "-m", "nobat", "-c", str(config), "prompts",
+                             "build"], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"nobat prompts build failed:\n{result.stdout}{result.stderr}")
+    return built
