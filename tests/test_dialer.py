@@ -218,11 +218,10 @@ async def test_a_doctor_still_hearing_who_calls_is_told_why_the_patient_is_not_c
         await pbx_line.until(settled(database, [ident], "missed"), seconds=15.0)
         await pbx_line.until(pbx_line.quiet)
         intro, why = "nobat/fa/consult/doctor-intro", "nobat/fa/consult/patient-unavailable"
+        # Told why after each intro, whether the busy answer came while the intro played
+        # or (on a loaded machine) once the doctor was already waiting for the patient.
         assert pbx_line.pbx.heard_by("doctor1") == [intro, why, intro, why,
                                                     intro, why + "-final"]
-        ready = [e for e in pbx_line.pbx.events if e.name == "UserEvent"
-                 and e.fields.get("UserEvent") == "NobatLegReady"]
-        assert ready == []  # told each time before it ever waited
 
 
 async def test_the_booked_time_warns_both_and_ends_the_call(database: Database) -> None:
