@@ -149,6 +149,11 @@ class Availability:
         assert self._catalog is not None
         return self._catalog
 
+    @property
+    def held(self) -> Catalog | None:
+        """The catalog as last read, if any: its time zone frames the next read's days."""
+        return self._catalog
+
     def _fresh(self, clinic_id: int, revision: int) -> bool:
         return (self._catalog is not None and self._clinic_id == clinic_id
                 and self._catalog.revision >= revision)
@@ -166,9 +171,7 @@ async def _build(rows: Rows, clinic_id: int) -> Catalog:
 
 async def _read(rows: Rows, clinic_id: int) -> Catalog:
     clinic = (await rows(select(Clinic).where(Clinic.id == clinic_id), None))[0]
-    doctors = [DoctorView(d.id, d.key, d.name, d.name_en, d.specialty,
-                          tuple(d.languages.split(",")))
-               for d in await rows(select(Doctor).where(
+    doctors = [doctor_view(d) for d in await rows(select(Doctor).where(
                    Doctor.clinic_id == clinic_id, Doctor.active.is_(True))
                    .order_by(Doctor.id), None)]
     rules: dict[int, list[HoursRule]] = {d.id: [] for d in doctors}
@@ -185,6 +188,12 @@ async def _read(rows: Rows, clinic_id: int) -> Catalog:
     return Catalog(clinic.revision, profile, everyone, {
         d.id: Grid(d, tuple(rules[d.id]), everyone + tuple(closed.get(d.id, ())))
         for d in doctors})
+
+
+def doctor_view(row: Doctor | Row[Any]) -> DoctorView:
+    """A stored doctor as menus see them."""
+    return DoctorView(row.id, row.key, row.name, row.name_en, row.specialty,
+                      tuple(row.languages.split(",")))
 
 
 def rule_of(row: WeeklyHours) -> HoursRule:

@@ -17,7 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from clinic import phones
 from clinic.schedule import HoursRule, Interval, Slot, VisitKind, day_bounds, free_slots
-from db.availability import Availability, Catalog, ClinicProfile, DoctorView, Grid
+from db.availability import (
+    Availability,
+    Catalog,
+    ClinicProfile,
+    DoctorView,
+    Grid,
+    doctor_view,
+)
 from db.engine import Database
 from db.models import (
     Appointment,
@@ -132,7 +139,6 @@ class BookingService:
         self.policy = policy or BookingPolicy()
         self.clock = clock
         self.availability = Availability(database.rows)
-        self._tz: ZoneInfo | None = None
         self._turns = _Turns()
 
     async def clinic_profile(self) -> ClinicProfile | None:
@@ -168,9 +174,7 @@ class BookingService:
         schedule = await self._horizon(doctor_id)
         if schedule is None:
             return []
-        days = (schedule.first + dt.timedelta(days=n)
-                for n in range((schedule.last - schedule.first).days + 1))
-        return [day for day in days if self._open(schedule, day)][:limit]
+        return [day for day in schedule.days if self._open(schedule, day)][:limit]
 
     async def nearest_free(self, doctor_id: int, around: dt.datetime, limit: int = 3
                            ) -> list[Slot]:
@@ -178,12 +182,10 @@ class BookingService:
         schedule = await self._horizon(doctor_id)
         if schedule is None:
             return []
-        days = [schedule.first + dt.timedelta(days=n)
-                for n in range((schedule.last - schedule.first).days + 1)]
         target = around.astimezone(schedule.tz).date()
         candidates: list[Slot] = []
         enough_at: int | None = None
-        for day in sorted(days, key=lambda d: abs((d - target).days)):
+        for day in sorted(schedule.days, key=lambda d: abs((d - target).days)):
             distance = abs((day - target).days)
             if enough_at is not None and distance > enough_at + 1:
                 break
@@ -416,20 +418,21 @@ class BookingService:
                         ignore: int | None = None) -> _Schedule | None:
         """A doctor's grid from the catalog and their bookings over `days` from the store;
         None for a doctor who is unknown or no longer active."""
-        tz = self._tz
-        if tz is None:  # the first read of this service: the clinic's zone, once
-            catalog = await self.availability.catalog(rows)
-            tz = self._tz = None if catalog is None else catalog.tz
-            if tz is None:
-                return None
-        first, last = days(tz)
-        span = Interval(day_bounds(first, tz).start, day_bounds(last, tz).end)
+        known = self.availability.held or await self.availability.catalog(rows)
+        if known is None:
+            return None
+        first, last = days(known.tz)
+        span = Interval(day_bounds(first, known.tz).start, day_bounds(last, known.tz).end)
         catalog, taken = await self.availability.booked(rows, doctor_id, span, ignore)
-        grid = None if catalog is None else catalog.grids.get(doctor_id)
-        if catalog is None or grid is None or catalog.tz != tz:
-            self._tz = None if catalog is None else catalog.tz
-            return None if grid is None else await self._schedule(rows, doctor_id, days, ignore)
-        return _Schedule(grid, catalog, first, last, grid.closures(first, last, tz), taken)
+        if catalog is None:
+            return None
+        if catalog.tz != known.tz:  # a clinic load moved the zone: frame the days again
+            return await self._schedule(rows, doctor_id, days, ignore)
+        grid = catalog.grids.get(doctor_id)
+        if grid is None:
+            return None
+        return _Schedule(grid, catalog, first, last,
+                         grid.closures(first, last, catalog.tz), taken)
 
     def _open(self, schedule: _Schedule, day: dt.date) -> list[Slot]:
         return free_slots(day, schedule.grid.rules, closures=schedule.closures,
@@ -481,6 +484,12 @@ class _Schedule:
         """The clinic revision the grid was read under."""
         return self.catalog.revision
 
+    @property
+    def days(self) -> list[dt.date]:
+        """Each local day from `first` to `last`."""
+        return [self.first + dt.timedelta(days=n)
+                for n in range((self.last - self.first).days + 1)]
+
 
 LIVE_CALL = ("dialling", "bridged")
 """Consultation states during which the booking cannot move or go: the phones are ringing."""
@@ -516,13 +525,8 @@ async def _view(session: AsyncSession, appointment_id: int) -> AppointmentView:
     return _appointment_view(*row)
 
 
-def _doctor_view(doctor: Doctor) -> DoctorView:
-    return DoctorView(doctor.id, doctor.key, doctor.name, doctor.name_en, doctor.specialty,
-                      tuple(doctor.languages.split(",")))
-
-
 def _appointment_view(appointment: Appointment, doctor: Doctor, patient: Patient
                       ) -> AppointmentView:
-    return AppointmentView(appointment.id, appointment.code, _doctor_view(doctor), patient.phone,
+    return AppointmentView(appointment.id, appointment.code, doctor_view(doctor), patient.phone,
                            appointment.start_at, appointment.end_at, VisitKind(appointment.kind),
                            appointment.status)

@@ -24,8 +24,6 @@ from db.write_groups import WriteGroups
 
 T = TypeVar("T")
 _WRITE = "nobat_write"
-_STATEMENTS = "nobat_statements"
-"""A read connection whose statements each run on their own, with no transaction around them."""
 _IN_MEMORY = (None, "", ":memory:")
 
 
@@ -57,9 +55,8 @@ def _tune_sqlite(engine: AsyncEngine, busy_timeout_s: float) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        options = conn.get_execution_options()
-        if not options.get(_STATEMENTS, False):
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get(_WRITE, False) else "BEGIN")
+        writing = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
 
 
 class Database:
@@ -73,12 +70,11 @@ class Database:
                                          expire_on_commit=False)
         self._writer_turn = asyncio.Lock() if self.is_sqlite else contextlib.nullcontext()
         self._groups = WriteGroups(self.writing)
-        database = engine.url.database
         self.rows: ThreadReads | ConnectionReads = (
             ThreadReads(str(engine.url), busy_timeout_s) if self.is_sqlite
-            and database not in _IN_MEMORY else ConnectionReads(
-                engine, **({_STATEMENTS: True} if self.is_sqlite
-                           else {"isolation_level": "AUTOCOMMIT"})))
+            and engine.url.database not in _IN_MEMORY
+            else ConnectionReads(engine) if self.is_sqlite
+            else ConnectionReads(engine, isolation_level="AUTOCOMMIT"))
         """One statement, one answer, at the least cost (db/reads.py): the hot paths' reads."""
 
     @classmethod

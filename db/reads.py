@@ -55,7 +55,8 @@ class ThreadReads:
 
 
 class ConnectionReads:
-    """PostgreSQL (and SQLite in memory): statements on an autocommit pooled connection."""
+    """PostgreSQL: statements on an autocommit pooled connection (SQLite in memory, whose
+    file a second engine cannot open: on its own engine, each in a read it rolls back)."""
 
     def __init__(self, engine: AsyncEngine, **options: Any) -> None:
         self.engine = engine.execution_options(**options)
