@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -21,7 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,6 +153,22 @@ def paced(seconds: float) -> Callable[[Command], Awaitable[None]] | None:
     return listen
 
 
+@contextlib.asynccontextmanager
+async def spying(pid: int, profile: Path | None) -> AsyncIterator[None]:
+    """py-spy (on PATH) records process `pid` into `profile` (raw stacks) while inside."""
+    if profile is None:
+        yield
+        return
+    spy = await asyncio.create_subprocess_exec(
+        "py-spy", "record", "--pid", str(pid), "--format", "raw", "--output", str(profile),
+        "--rate", "200", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        await spy.wait()
+
+
 async def nobat_run(callers: int, folder: Path, profile: Path | None = None,
                     pace: float = 0.0, ramp: float = 0.0) -> Run:
     """The real thing: nobat serve, its flows, its store; py-spy records it into `profile`."""
@@ -167,16 +184,11 @@ async def nobat_run(callers: int, folder: Path, profile: Path | None = None,
                                       stall_seconds=120, strict=False)
         return len(transcript.exchanges)
 
-    spy = None if profile is None else await asyncio.create_subprocess_exec(
-        "py-spy", "record", "--pid", str(pid), "--format", "raw", "--output", str(profile),
-        "--rate", "200", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     try:
-        cpu_before = cpu_seconds(pid)
-        seconds, commands = await many(callers, callers, call, ramp)
-        cpu, memory = cpu_seconds(pid) - cpu_before, rss_mb(pid)
-        if spy is not None:
-            spy.send_signal(signal.SIGINT)
-            await spy.wait()
+        async with spying(pid, profile):
+            cpu_before = cpu_seconds(pid)
+            seconds, commands = await many(callers, callers, call, ramp)
+            cpu, memory = cpu_seconds(pid) - cpu_before, rss_mb(pid)
     finally:
         await server.stop()
     return Run("nobat FastAGI (booking calls)", callers, seconds, commands, turnaround, memory,

@@ -23,7 +23,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 import db
-from bench.ivr_load import cpu_seconds
+from bench.ivr_load import cpu_seconds, spying
 from bridge.ami_protocol import Event
 from clinic.schedule import TEHRAN, Slot
 from db.booking import BookingPolicy, BookingService, DoctorView
@@ -243,8 +243,10 @@ HEADER = (f"{'N':>5} {'ended':>6} {'completed':>9} {'booked':>6} {'wall s':>7} "
           f"{'Ast CPU':>8} {'Ast ms':>8} {'nobat':>8} {'nobat ms':>8} {'nobat/Ast':>8}")
 
 
-async def run_callers(callers: int, prompts: Path, folder: Path) -> Run:
-    """Bring up Asterisk and nobat, send `callers` booking calls, and measure both."""
+async def run_callers(callers: int, prompts: Path, folder: Path,
+                      profile: Path | None = None) -> Run:
+    """Bring up Asterisk and nobat, send `callers` booking calls, and measure both; py-spy
+    records nobat serve into `profile` meanwhile."""
     phones = FakePhones()
     fastagi_port, fastagi_secret = free_port(), secrets.token_hex(20)
     asterisk = RealAsterisk(phones=phones, globals={
@@ -288,20 +290,22 @@ async def run_callers(callers: int, prompts: Path, folder: Path) -> Run:
         idle_ms = [(cpu_seconds(pid) - was) * 1000 / IDLE_S
                    for pid, was in zip(pids, idle, strict=True)]
         calls = Calls()
-        bench_before = cpu_seconds(os.getpid())
-        before = [cpu_seconds(pid) for pid in pids]
-        began = time.monotonic()
-        for n, (script, exten) in enumerate(zip(scripts, extens, strict=True)):
-            await asyncio.sleep(max(0.0, began + n / ARRIVALS_PER_S - time.monotonic()))
-            link.send_nowait(originate_caller(script.caller, exten, action_id=f"call{n}"))
-        longest = max(script.seconds for script in scripts)
-        give_up = began + callers / ARRIVALS_PER_S + longest + DEADLINE_MARGIN_S
-        while len(calls.ended) + len(calls.refused) < callers and time.monotonic() < give_up:
-            calls.update(link)
-            await asyncio.sleep(0.1)
-        after = [cpu_seconds(pid) for pid in pids]
-        wall = time.monotonic() - began
-        bench_cpu = cpu_seconds(os.getpid()) - bench_before
+        async with spying(server.process.pid, profile):
+            bench_before = cpu_seconds(os.getpid())
+            before = [cpu_seconds(pid) for pid in pids]
+            began = time.monotonic()
+            for n, (script, exten) in enumerate(zip(scripts, extens, strict=True)):
+                await asyncio.sleep(max(0.0, began + n / ARRIVALS_PER_S - time.monotonic()))
+                link.send_nowait(originate_caller(script.caller, exten, action_id=f"call{n}"))
+            longest = max(script.seconds for script in scripts)
+            give_up = began + callers / ARRIVALS_PER_S + longest + DEADLINE_MARGIN_S
+            while (len(calls.ended) + len(calls.refused) < callers
+                   and time.monotonic() < give_up):
+                calls.update(link)
+                await asyncio.sleep(0.1)
+            after = [cpu_seconds(pid) for pid in pids]
+            wall = time.monotonic() - began
+            bench_cpu = cpu_seconds(os.getpid()) - bench_before
         calls.update(link)
         log = AsteriskLog(asterisk.base / "log" / "messages.log")
         heard = Counter(log.played())
@@ -367,13 +371,17 @@ def report(run: Run) -> None:
         print(f"      ! ... {len(run.failures) - 8} more")
 
 
-async def measure(sizes: Sequence[int], runs: int, prompts: Path) -> None:
+async def measure(sizes: Sequence[int], runs: int, prompts: Path,
+                  profile: Path | None) -> None:
     """Each size `runs` times, one fresh Asterisk, nobat and store each."""
     print(HEADER)
     for size in sizes:
-        for _ in range(runs):
+        for run in range(runs):
+            spied = None if profile is None else profile.with_suffix(f".{size}.{run}.txt")
             with tempfile.TemporaryDirectory(prefix="nobat-real-ivr-") as tmp:
-                report(await run_callers(size, prompts, Path(tmp)))
+                report(await run_callers(size, prompts, Path(tmp), spied))
+            if spied is not None:
+                print(f"      py-spy profile of nobat serve (raw stacks): {spied}")
 
 
 def main() -> None:
@@ -381,6 +389,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--callers", type=int, nargs="+", default=[100, 400])
     parser.add_argument("--runs", type=int, default=1, help="runs of each size")
+    parser.add_argument("--profile", type=Path, metavar="FILE",
+                        help="record nobat serve with py-spy (on PATH) into "
+                        "FILE.<callers>.<run>.txt")
     arguments = parser.parse_args()
     source = Path(db.__file__).resolve().parents[1]
     print(f"nobat from {source} ({_commit(source)}); Asterisk {find_asterisk()}; "
@@ -388,7 +399,7 @@ def main() -> None:
           "originate to last hang-up; ms per call ended", flush=True)
     with tempfile.TemporaryDirectory(prefix="nobat-real-ivr-prompts-") as tmp:
         prompts = build_prompts(Path(tmp))
-        asyncio.run(measure(arguments.callers, arguments.runs, prompts))
+        asyncio.run(measure(arguments.callers, arguments.runs, prompts, arguments.profile))
 
 
 def _commit(source: Path) -> str:

@@ -18,6 +18,13 @@ SESSION_VARIABLE = "NOBAT_SESSION"
 """Set first: the dialplan tries classic AGI only if nobat never took the call."""
 RESULT_VARIABLE = "NOBAT_RESULT"
 """Set to "done" last: without it, a caller still on the line goes to the office."""
+KEY_VARIABLE = "NOBAT_KEY"
+"""Where Read() leaves the key a caller pressed during or after a list of prompts."""
+READ_OUTCOME = "${READSTATUS}:${NOBAT_KEY}"
+"""Read's status (OK, TIMEOUT, HANGUP, ERROR) and the key, in one GET FULL VARIABLE."""
+AFTER_PROMPTS_SECONDS = 0.001
+"""Read's wait after the last prompt when only the prompts may be cut short: Read takes no 0
+(it means the dialplan's 10 s), and a millisecond is below a 20 ms audio frame."""
 CHANNEL_UP = 6
 """CHANNEL STATUS of an answered channel (AST_STATE_UP); 4 is an inbound call still ringing."""
 
@@ -57,6 +64,8 @@ class AgiCallSession(CallSession):
         self.answered = answered
 
     async def play(self, prompts: Sequence[str], keys: str = ALL_KEYS) -> str | None:
+        if keys == ALL_KEYS and len(prompts) > 1 and _listable(prompts):
+            return await self._read(prompts, AFTER_PROMPTS_SECONDS)
         for prompt in prompts:
             reply = await self.channel.run(Command.of("STREAM FILE", prompt, keys))
             code = _result(reply)
@@ -72,6 +81,26 @@ class AgiCallSession(CallSession):
         if code < 0:
             raise CallerHungUp()
         return chr(code) if code else None
+
+    async def ask(self, prompts: Sequence[str], seconds: float) -> str | None:
+        if not prompts or not _listable(prompts):
+            return await super().ask(prompts, seconds)
+        return await self._read(prompts, seconds)
+
+    async def _read(self, prompts: Sequence[str], seconds: float) -> str | None:
+        """One Read() plays a whole '&' list, any key stopping it, and times the wait after:
+        two commands a menu, where a STREAM FILE per prompt costs nobat a wake-up each."""
+        read = f"{KEY_VARIABLE},{'&'.join(prompts)},1,t,1,{seconds:g}"
+        if _result(await self.channel.run(Command.of("EXEC", "Read", read))) < 0:
+            raise RuntimeError("Asterisk has no Read application (load app_read.so)")
+        reply = await self.channel.run(Command.of("GET FULL VARIABLE", READ_OUTCOME))
+        status, _, key = (reply.data or "").partition(":")
+        if status == "HANGUP" or self.channel.hung_up:
+            raise CallerHungUp()
+        if status == "ERROR":
+            log.error("prompts %s could not be played on %s (a missing last file?)",
+                      prompts, mask(self.info.caller_id or ""))
+        return key[:1] or None
 
     async def transfer(self, destination: str) -> None:
         await self.channel.run(Command.of("SET VARIABLE", TRANSFER_VARIABLE, destination))
@@ -113,3 +142,8 @@ def _result(reply: Reply) -> int:
         return int(reply.result or "0")
     except ValueError:
         raise RuntimeError(f"AGI gave a non-numeric result: {reply.raw!r}") from None
+
+
+def _listable(prompts: Sequence[str]) -> bool:
+    """Whether Read() can take these files as its '&' list: its arguments split at commas."""
+    return not any("," in prompt or "&" in prompt for prompt in prompts)

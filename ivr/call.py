@@ -88,6 +88,10 @@ class Call:
         files = self.services.prompts.files(self.language, keys)
         return await self.session.play(files, interrupt)
 
+    async def ask(self, keys: Sequence[str], seconds: float) -> str | None:
+        """Play prompts by name (any key stops them), then wait up to `seconds` for a key."""
+        return await self.session.ask(self.services.prompts.files(self.language, keys), seconds)
+
     async def read_digits(self, keys: Sequence[str], *, max_digits: int, digit_wait: float
                           ) -> Entry:
         """Play prompts by name, then collect keys ('#' ends, '*' goes back)."""

@@ -29,10 +29,8 @@ async def ask(call: Call, prompts: Sequence[str], reprompts: Sequence[str],
     """
     pending: str | None = None
     for attempt in range(retry.tries):
-        key = pending or await call.say(prompts if attempt == 0 else reprompts)
+        key = pending or await call.ask(prompts if attempt == 0 else reprompts, retry.timeout)
         pending = None
-        if key is None:
-            key = await call.session.wait_digit(retry.timeout)
         if key in keys:
             return key
         if key == "*":

@@ -47,6 +47,11 @@ class CallSession(abc.ABC):
     async def wait_digit(self, seconds: float) -> str | None:
         """Wait up to `seconds` for one key (the PBX times it); None if none came."""
 
+    async def ask(self, prompts: Sequence[str], seconds: float) -> str | None:
+        """Play prompts (any key stops them), then wait up to `seconds` for a key: a menu."""
+        key = await self.play(prompts)
+        return key if key is not None else await self.wait_digit(seconds)
+
     @abc.abstractmethod
     async def transfer(self, destination: str) -> None:
         """Hand the call to another endpoint (the office); the flow ends after this."""

@@ -87,6 +87,11 @@ SCENARIOS = [
         connection("g_sip_ivr_agi", "agi", 1),
         Caller("15551230009", (Wait(20), HangUp()), name="Pat Sip", dialled="02188776655"),
     ),
+    Scenario(  # Read() as nobat's menus run it: prompts in one '&' list, then a wait
+        connection("h_read_agi", "agi", 1),
+        Caller("15551230004", (Wait(3), Press("5"), Wait(4.5), Press("#"), Wait(3), HangUp()),
+               name="Pat Four"),
+    ),
 ]
 # What the fake is told about the channel; the rest of the environment is its own.
 CHANNEL_FACTS = ("request", "channel", "type", "uniqueid", "context", "extension", "priority",
@@ -234,6 +239,30 @@ async def test_g1_prompt_before_answer_reaches_nobody_as_on_a_sip_line() -> None
     assert transcript.unheard == ["beep"]  # the SIP phone had only 100 Trying then
     assert [h.prompt for h in transcript.heard] == ["beep"]  # after ANSWER
     assert "played into a call nobody answered" in transcript.failures[0]
+
+
+async def test_h1_read_plays_the_list_and_waits_as_asterisk_timed_it() -> None:
+    scenario = SCENARIOS[4]
+    commands, _ = captured(scenario.conn)
+    _, transcript = await run_commands(commands, scenario.caller)
+    assert [(h.prompt, h.outcome, h.digit) for h in transcript.heard] == [
+        ("beep", "played", None),
+        ("demo-congrats", "interrupted", "5"),
+        ("beep", "played", None),
+        ("beep", "played", None),
+        ("no-such-prompt", "missing", None),
+        ("beep", "played", None),
+        ("beep", "played", None),
+        ("no-such-prompt", "missing", None),
+        ("demo-instruct", "interrupted", "#"),
+        ("demo-congrats", "hung up", None),
+    ]
+    reads = [round(e.at, 2) for e in transcript.exchanges if e.command.verb == "EXEC"]
+    # h_read_agi.jsonl: each Read's reply came 3.21, 5.11, 5.54, 6.01, 8.16 and 11.41 s after
+    # ANSWER: two beeps, 50 ms between them and the 1 s wait make 1.90 s, a beep before a
+    # missing last file 0.48 s (its 50 ms included)
+    assert reads == pytest.approx([3.21, 5.11, 5.54, 6.01, 8.16, 11.41], abs=0.1)
+    assert transcript.variables["READSTATUS"] == "HANGUP"
 
 
 def test_environment_is_byte_identical_to_asterisk() -> None:

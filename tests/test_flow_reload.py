@@ -13,6 +13,7 @@ import pytest
 
 from db.engine import Database
 from ivr.agi_protocol import Command
+from tests.fakepbx.agi_caller import files_played
 from tests.fakepbx.script import Caller, Hear
 from tests.support.clinics import Clock
 from tests.support.ivr import ROOT, IvrRig, ivr_rig
@@ -48,7 +49,7 @@ def edit(flows: Path, old: str, new: str) -> None:
 async def test_a_call_in_progress_keeps_its_flow_while_new_calls_get_the_edit(
         rig: IvrRig, flows: Path) -> None:
     async def edit_during_the_menu(command: Command) -> None:
-        if command.args and command.args[0].endswith("/main-menu") \
+        if any(file.endswith("/main-menu") for file in files_played(command)) \
                 and HOURS_KEY not in (flows / "main.toml").read_text():
             edit(flows, ADDRESS_KEY, HOURS_KEY)
             assert await rig.line.flows.reload("test edit")

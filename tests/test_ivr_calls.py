@@ -17,6 +17,7 @@ from db.booking import Booked, BookingService
 from db.engine import Database
 from db.models import Appointment, InboundCall, Patient
 from ivr.agi_protocol import Command
+from tests.fakepbx.agi_caller import files_played, place_call
 from tests.fakepbx.script import Caller, HangUp, Hear, Wait
 from tests.support.clinics import Clock
 from tests.support.ivr import ROOT, HeardCall, IvrRig, ivr_rig
@@ -129,6 +130,21 @@ async def test_english_by_the_number_dialled(rig: IvrRig) -> None:
     assert heard.prompts == ["en/main-menu", "en/goodbye"]
 
 
+async def test_a_menu_prompt_missing_on_the_pbx_is_logged_and_the_caller_still_chooses(
+        rig: IvrRig, caplog: pytest.LogCaptureFixture) -> None:
+    def main_menu_missing(path: str) -> float | None:
+        return None if path.endswith("/fa/main-menu") else rig.seconds(path)
+
+    caller = Caller.dialling(MOBILE, Hear("no-input"), "3", Hear("anything-else"), "9")
+    with caplog.at_level(logging.ERROR, logger="ivr.agi_session"):
+        transcript = await place_call("127.0.0.1", rig.port, caller,
+                                      prompt_seconds=main_menu_missing, strict=False)
+    assert [h.prompt.rpartition("/fa/")[2] for h in transcript.heard][:5] == [
+        "welcome", "choose-language", "main-menu", "no-input", "address-intro"]
+    assert transcript.heard[2].outcome == "missing"
+    assert "main-menu" in caplog.text and "could not be played" in caplog.text
+
+
 @pytest.mark.parametrize("caller_id", [None, "12345", "+15551230001"])
 async def test_a_withheld_or_bad_caller_id_is_asked_for_a_mobile_number(
         rig: IvrRig, database: Database, caller_id: str | None) -> None:
@@ -143,7 +159,7 @@ async def test_a_withheld_or_bad_caller_id_is_asked_for_a_mobile_number(
 async def test_a_slot_taken_meanwhile_offers_the_nearest_free_ones(
         rig: IvrRig, database: Database) -> None:
     async def someone_else_books_first(command: Command) -> None:
-        if command.verb == "STREAM FILE" and command.args[0].endswith("/confirm-keys") \
+        if any(file.endswith("/confirm-keys") for file in files_played(command)) \
                 and not await appointments(database):
             result = await rig.line.services.booking.book(
                 "09350000000", 1, at(SATURDAY, 16, 20), VisitKind.IN_PERSON)
@@ -183,7 +199,7 @@ async def test_a_slot_the_menu_offered_free_but_the_database_refuses_is_just_tak
         released.set()
 
     async def someone_else_holds_the_slot(command: Command) -> None:
-        if command.verb == "STREAM FILE" and command.args[0].endswith("/confirm-keys") \
+        if any(file.endswith("/confirm-keys") for file in files_played(command)) \
                 and not holding.is_set():
             competitor.append(asyncio.create_task(other_instance_books()))
             await holding.wait()

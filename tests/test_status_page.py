@@ -29,7 +29,7 @@ from db.models import Closure, PatientCall
 from db.schema import upgrade
 from db.surveys import SurveyStore
 from ivr.agi_protocol import Command
-from tests.fakepbx.agi_caller import place_call
+from tests.fakepbx.agi_caller import files_played, place_call
 from tests.fakepbx.ami_server import FakeAsterisk
 from tests.fakepbx.script import Caller, HangUp, Hear
 from tests.support.clinic_day import (
@@ -130,7 +130,7 @@ async def check_the_day(page: Page, day: Day, artifacts: Path) -> None:
     at_menu, read = asyncio.Event(), asyncio.Event()
 
     async def listen_to_the_menu(command: Command) -> None:
-        if any(arg.endswith("/main-menu") for arg in command.args):
+        if any(file.endswith("/main-menu") for file in files_played(command)):
             at_menu.set()
             await read.wait()  # the caller listens while the admin looks
 

@@ -13,6 +13,9 @@ What is modelled, as read in Asterisk 22.10.1's sources:
 - main/app.c: GET DATA's timeouts (ast_app_getdata_full), CONTROL STREAM FILE's endpos in
   milliseconds and -1 at the end (control_streamfile), SendDTMF's 100 ms of silence before the
   first tone (dtmf_stream); main/channel.c ast_readstring_full: '#' ends entry.
+- apps/app_read.c and main/app.c ast_app_getdata_terminator: EXEC Read plays its '&' list, any
+  key stopping a file, 50 ms for a key between files and its timeout after the last; a missing
+  file is skipped (the last one makes READSTATUS ERROR); it answers 0, whatever happened.
 - Channel state (res_agi.c handle_channelstatus, handle_answer; app_playback.c): an inbound
   call reaches AGI ringing (CHANNEL STATUS 4) unless the dialplan answered it; ANSWER, EXEC
   Answer and EXEC Playback/Background (without their no-answer options) answer it (6). Until
@@ -101,6 +104,20 @@ _SAY: dict[str, tuple[int, float, bool, Callable[[str], int]]] = {
     "SAY TIME": (4, 4, True, lambda _: 4),
     "SAY DATETIME": (4, math.inf, True, lambda _: 12),
 }
+
+
+def files_played(command: Command) -> list[str]:
+    """The sound files a command plays: STREAM FILE's one, or the '&' list of an EXEC of
+    Read, Playback or Background (before their first comma)."""
+    if command.verb in ("STREAM FILE", "CONTROL STREAM FILE", "GET DATA", "GET OPTION"):
+        return command.args[:1]
+    if command.verb == "EXEC" and len(command.args) > 1:
+        application, data = command.args[0].lower(), command.args[1]
+        if application == "read":
+            return data.split(",")[1].split("&") if "," in data else []
+        if application in ("playback", "background"):
+            return data.partition(",")[0].split("&")
+    return []
 
 
 def uniform_prompts(name: str) -> float:
@@ -676,6 +693,8 @@ class FakeChannel:
         kind = name.lower()
         if kind == "answer" and not self.dead:
             self._answer()
+        if kind == "read":
+            return self._read(data)
         if kind not in ("playback", "background"):
             return Reply.success(0)
         if self.dead or not data:
@@ -696,6 +715,78 @@ class FakeChannel:
                 if digit or self.dead:
                     return Reply.success(self._result(digit))
         return Reply.success(0)
+
+    def _read(self, data: str) -> Reply:
+        """Read(variable,filename&...,maxdigits,options,attempts,timeout) as app_read.c runs
+        it: always 0 to AGI, with the keys in the variable and the outcome in READSTATUS."""
+        variable, files, most, options, attempts, timeout = (data.split(",") + [""] * 6)[:6]
+        self.transcript.variables["READSTATUS"] = "ERROR"
+        if not variable:
+            return Reply.success(0)
+        terminator = "#"
+        if "t" in options:
+            terminator = options.partition("t(")[2].partition(")")[0] if "t(" in options else ""
+        if "i" in options:
+            self.fail(f"Read({data}): indication tones are not modelled")
+        tries = max(_atoi(attempts), 1) if attempts else 1
+        limit = _atoi(most) if most else 255
+        limit = limit if 1 <= limit <= 255 else 255
+        wait = _scan_float(timeout) or 0.0 if timeout else 0.0
+        if not self.answered:
+            if "s" in options:
+                self.transcript.variables.update({variable: "", "READSTATUS": "SKIPPED"})
+                return Reply.success(0)
+            if "n" not in options:
+                self._answer()
+        status, entered = "ERROR", ""
+        while tries and not self.dead:
+            outcome, entered = self._get_data_terminator(files, limit, wait, terminator)
+            status = outcome or status
+            self.transcript.variables[variable] = entered
+            tries = 0 if entered or outcome is None else tries - 1
+        self.transcript.variables["READSTATUS"] = "HANGUP" if self.dead else status
+        return Reply.success(0)
+
+    def _get_data_terminator(self, files: str, limit: int, timeout: float, enders: str
+                             ) -> tuple[str | None, str]:
+        """app.c ast_app_getdata_terminator: each '&' file then a wait for keys (50 ms
+        between files; `timeout` s, or the dialplan's 10 s and 5 s, after the last); a file
+        that is missing is skipped. The READSTATUS it leads to (None: failed) and the keys."""
+        names = [name.strip() for name in files.split("&")]
+        outcome: str | None = None
+        for index, name in enumerate(names):
+            if self.dead:
+                return None, ""  # ast_readstring_full: a hung-up channel reads nothing
+            last = index == len(names) - 1
+            seconds = self._prompt(name) if name else 0.0
+            if seconds is None:
+                outcome = None
+                continue
+            first, between = ((timeout, timeout) if timeout > 0 else (10.0, 5.0)) if last \
+                else (0.05, 5.0)
+            outcome, entered = self._read_string(name, seconds, limit, first, between, enders)
+            if outcome == "OK" or entered:
+                return outcome, entered
+        return outcome, ""
+
+    def _read_string(self, name: str, seconds: float, limit: int, first: float,
+                     between: float, enders: str) -> tuple[str | None, str]:
+        """channel.c ast_readstring_full: the file, any key stopping it, then keys until a
+        terminator, the limit or a silence."""
+        digit = self._play(name, seconds, ANY_DIGIT) if name else None
+        entered, wait = "", first
+        while True:
+            if digit is None and not self.dead:
+                digit = self._listen(wait)
+            if digit is None:
+                return (None, entered) if self.dead else ("TIMEOUT", entered)
+            if digit in enders and not entered:
+                return "OK", ""
+            if digit not in enders:
+                entered += digit
+            if digit in enders or len(entered) >= limit:
+                return "OK", entered
+            digit, wait = None, between
 
 
 _SUBSTITUTION = re.compile(r"\$\{([^{}]*)\}")

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from bridge.ami_protocol import Action, Event, Fields
 from ivr.agi_protocol import Command, ConnectionClosed, Reply
+from ivr.agi_session import READ_OUTCOME
 from tests.fakepbx.script import Caller, HangUp, Press, Wait
 from tests.realpbx.asterisk import ENV_KEEP, AmiLink, RealAsterisk, find_asterisk
 from tests.realpbx.capture import CaptureLog, LoggingProxy
@@ -65,6 +66,8 @@ CALLERS = {
     "caller2": Caller("15551230002", (Wait(2), Press("9"), Wait(1.5), HangUp()),
                       name="Pat Two"),
     "caller3": Caller("15551230003", (Wait(20), HangUp()), name="Pat Three"),
+    "reader": Caller("15551230004", (Wait(3), Press("5"), Wait(4.5), Press("#"), Wait(3),
+                                     HangUp()), name="Pat Four"),
 }
 
 
@@ -104,6 +107,8 @@ CONTEXTS = {
         ("ivr3", [f"AGI(agi://127.0.0.1:{AGI_PORT}/ivr3?clinic=3)",
                   "UserEvent(IvrDone,AgiStatus: ${AGISTATUS},Choice: ${IVR_CHOICE})",
                   "Hangup()"]),
+        ("read", [f"AGI(agi://127.0.0.1:{AGI_PORT}/read?clinic=5)",
+                  "UserEvent(IvrDone,AgiStatus: ${AGISTATUS})", "Hangup()"]),
         ("h", ["NoOp(ivr-entry h-exten HANGUPCAUSE=${HANGUPCAUSE} AGISTATUS=${AGISTATUS})"]),
     ],
     "clinic-bridge": [
@@ -337,6 +342,8 @@ def commands(*items: str | Pause | AwaitHangup) -> list[Step]:
     return steps
 
 
+OUTCOME = f"GET FULL VARIABLE {READ_OUTCOME}"
+"""How nobat reads what a Read() got (ivr/agi_session.py)."""
 FASTAGI_SCRIPTS: dict[str, list[Step]] = {
     "ivr": commands(
         "ANSWER", "GET VARIABLE PATIENT_ID", "GET VARIABLE NO_SUCH_VARIABLE",
@@ -352,6 +359,16 @@ FASTAGI_SCRIPTS: dict[str, list[Step]] = {
     "ivr2": commands("ANSWER", "GET DATA vm-enter-num-to-call 10000 4", AwaitHangup(),
                      Pause(1.0), "WAIT FOR DIGIT 1000", "GET VARIABLE CHANNEL(state)"),
     "ivr3": commands("ANSWER", 'STREAM FILE beep ""', "SET VARIABLE IVR_CHOICE 3"),
+    # h1: Read() plays an '&' list and waits, as nobat's menus use it: a key during the
+    # second file; a timeout; a missing first file skipped; a missing last file (ERROR); "#"
+    # read as a key (option t: no terminator); a hang-up inside Read.
+    "read": commands(
+        "ANSWER", "EXEC Read NOBAT_KEY,beep&demo-congrats&beep,1,t,1,2", OUTCOME,
+        "EXEC Read NOBAT_KEY,beep&beep,1,t,1,1", OUTCOME,
+        "EXEC Read NOBAT_KEY,no-such-prompt&beep,1,t,1,0.001", OUTCOME,
+        "EXEC Read NOBAT_KEY,beep&no-such-prompt,1,t,1,1", OUTCOME,
+        "EXEC Read NOBAT_KEY,demo-instruct,1,t,1,5", OUTCOME,
+        "EXEC Read NOBAT_KEY,demo-congrats,1,t,1,5", AwaitHangup(), OUTCOME),
     "sip-ivr": commands("CHANNEL STATUS", "GET VARIABLE CHANNEL(state)", 'STREAM FILE beep ""',
                         "ANSWER", "CHANNEL STATUS", "GET VARIABLE CHANNEL(state)",
                         'STREAM FILE beep ""', "HANGUP"),
@@ -415,13 +432,40 @@ def shown(exten: str) -> tuple[str, str]:
 async def record_a(rec: Recording) -> None:
     """a_ivr: callers originated into [ivr-entry], whose AGI() reaches the scripted server."""
     await _refused(CLOSED_PORT)
+    await _record_ivr(rec, "a_ivr", _record_a)
+
+
+async def record_h(rec: Recording) -> None:
+    """h_read: Read() over FastAGI, a menu's prompts and wait in one command."""
+    await _record_ivr(rec, "h_read", _record_h)
+
+
+async def _record_ivr(rec: Recording, name: str,
+                      cases: Callable[[CaptureLog, int, ScriptedFastAgi], Awaitable[None]]
+                      ) -> None:
+    """Capture both links while `cases` call into [ivr-entry] through the AMI proxy."""
     async with rec.asterisk() as pbx, ScriptedFastAgi(FASTAGI_SCRIPTS) as agi:
-        log = rec.log("a_ivr")  # its clock starts once Asterisk is up
+        log = rec.log(name)  # its clock starts once Asterisk is up
         async with LoggingProxy(log, "agi", agi.port, asterisk_dials=True, port=AGI_PORT), \
                 LoggingProxy(log, "ami", pbx.port, asterisk_dials=False) as ami:
-            await _record_a(log, ami.port, agi)
-    log.write(rec.out, "a_ivr_agi", "agi")
-    log.write(rec.out, "a_ivr_ami", "ami")
+            await cases(log, ami.port, agi)
+    log.write(rec.out, f"{name}_agi", "agi")
+    log.write(rec.out, f"{name}_ami", "ami")
+
+
+async def _record_h(log: CaptureLog, port: int, agi: ScriptedFastAgi) -> None:
+    """Case h1 on one AMI connection."""
+    ctrl = await Controller.login(port, "read-1")
+    log.mark("h1: Originate Local/reader@fake-phones -> ivr-entry,read,1 (AGI read?clinic=5)",
+             "ami")
+    log.mark("h1: Read() session (script read)", "agi")
+    await ctrl.link.send(originate("h1-originate", dial_string("reader"),
+                                   *into("ivr-entry", "read"), shown("reader")))
+    assert await agi.session() == "read"
+    await ctrl.originated("h1-originate")
+    await ctrl.settle()
+    log.mark("logoff", "ami")
+    await ctrl.logoff("read-2")
 
 
 async def _record_a(log: CaptureLog, port: int, agi: ScriptedFastAgi) -> None:
@@ -903,7 +947,7 @@ async def asterisk_version(binary: Path) -> str:
     return out.decode().strip().removeprefix("Asterisk ")
 
 
-SCENARIOS = {"a": record_a, "b+e": record_b_and_e, "c": record_c}
+SCENARIOS = {"a": record_a, "b+e": record_b_and_e, "c": record_c, "h": record_h}
 
 
 async def record(out: Path, only: list[str], scratch: Path) -> None:
