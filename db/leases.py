@@ -53,12 +53,12 @@ async def held_update(session: AsyncSession, model: Leased, ident: int, instance
 async def due_times(database: Database, model: Leased, after: dt.datetime,
                     until: dt.datetime) -> list[dt.datetime]:
     """The distinct moments waiting rows fall due in (after, until]: when to look again."""
-    async with database.reading() as session:
-        return list((await session.scalars(
-            select(model.due_at)
-            .where(model.state.in_(WAITING), model.due_at > after, model.due_at <= until)
-            .distinct()
-            .order_by(model.due_at))).all())
+    rows = await database.rows(
+        select(model.due_at)
+        .where(model.state.in_(WAITING), model.due_at > after, model.due_at <= until)
+        .distinct()
+        .order_by(model.due_at), None)
+    return [row[0] for row in rows]
 
 
 async def claim_oldest(database: Database, model: Leased,
@@ -67,16 +67,16 @@ async def claim_oldest(database: Database, model: Leased,
                        running: Iterable[int], clock: Callable[[], dt.datetime]) -> list[C]:
     """Claim up to `limit` rows that are `due`, oldest first, by `claim` (conditional UPDATEs
     over the candidates, in one transaction): rows another instance wins are skipped, and
-    `running` (what this instance has in hand) are never tried."""
+    `running` (what this instance has in hand) are never tried. The look for candidates,
+    every few seconds on an idle line, is a plain read (db/reads.py)."""
     claims: list[C] = []
     tried = set(running)
     while len(claims) < limit:
-        async with database.reading() as session:
-            candidates = (await session.scalars(
-                select(model.id)
-                .where(due(clock()), model.id.not_in(tried))
-                .order_by(model.due_at, model.id)
-                .limit(limit - len(claims)))).all()
+        candidates = [row[0] for row in await database.rows(
+            select(model.id)
+            .where(due(clock()), model.id.not_in(tried))
+            .order_by(model.due_at, model.id)
+            .limit(limit - len(claims)), None)]
         if not candidates:
             break
         tried.update(candidates)
