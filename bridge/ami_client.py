@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 EventCallback = Callable[[Event], object]
 _READ_SIZE = 65536
+UPTIME_SLACK_S = 1.0
+"""FullyBooted's Uptime is whole seconds."""
 _LOGOFF_TIMEOUT = 1.0
 
 
@@ -131,6 +133,10 @@ class AmiClient:
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._lost: float | None = None
+        """When (monotonic) the last link that was up went down."""
+        self.boots = 0
+        """Restarts of Asterisk this client has seen: any call it had is gone."""
 
     def __repr__(self) -> str:
         return (f"AmiClient({self.host}:{self.port} as {self.username!r}, "
@@ -260,6 +266,8 @@ class AmiClient:
             else:
                 pending.items.append(evt)
             return
+        if evt.name == "FullyBooted":
+            self._booted(evt.fields.get("Uptime") or "")
         for callback in list(self._subscribers):
             try:
                 callback(evt)
@@ -294,6 +302,7 @@ class AmiClient:
             if self._closing:
                 return
             if was_up:
+                self._lost = time.monotonic()
                 log.warning("AMI link to %s:%d lost (%s); reconnecting",
                             self.host, self.port, reason)
                 failures = 0
@@ -385,6 +394,18 @@ class AmiClient:
         self._last_error = reason
         self._fail_pending(reason)
         return reason
+
+    def _booted(self, uptime: str) -> None:
+        """FullyBooted at a login says how long Asterisk has run: if not longer than the link
+        was down, Asterisk started after the link went down: it crashed or was restarted,
+        and took every call with it."""
+        lost, self._lost = self._lost, None
+        if lost is None or not uptime.isdigit():
+            return
+        if int(uptime) <= time.monotonic() - lost + UPTIME_SLACK_S:
+            self.boots += 1
+            log.warning("Asterisk at %s:%d started %s s ago, after the AMI link went down: "
+                        "calls it had are gone", self.host, self.port, uptime)
 
     def _set_state(self, state: LinkState, error: str | None = None) -> None:
         """Change state, wake `wait_ready` callers and keep `ready` in step."""

@@ -9,6 +9,7 @@ so a character split across two TCP reads survives.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -149,6 +150,19 @@ CHANNELS_FOLLOW = "Channels will follow"
 BRIDGES_FOLLOW = "Bridge listing will follow"
 GOODBYE = "Thanks for all the fish."
 SHUTTING_DOWN = "Asterisk is shutting down"  # quoted in the captures' README (run d6)
+
+
+_SPLIT_BY_ASTERISK = re.compile(r'[\\,"]')
+_LITERAL = r"\\\g<0>"
+
+
+def variables(values: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Originate's `Variable` fields, one "name=value" each, escaped so every value arrives
+    whole: Asterisk splits a Variable at commas and drops double quotes and backslashes
+    (manager.c man_do_variable_value, app.c __ast_app_separate_args), and a backslash makes
+    the next character literal. A clinic called `Dr. "Ali", Clinic` stays so."""
+    return [("Variable", f"{name}={_SPLIT_BY_ASTERISK.sub(_LITERAL, value)}")
+            for name, value in values.items()]
 
 
 def unknown_action_message(name: str) -> str:

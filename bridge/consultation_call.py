@@ -28,7 +28,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from bridge.ami_protocol import Action, Event, Fields
-from db.consultations import UNSEEN_CAUSE, Claim, Leg, RetryPolicy
+from bridge.ami_protocol import variables as originate_variables
+from db.consultations import CUT_CAUSE, UNSEEN_CAUSE, Claim, Leg, RetryPolicy
 from protocol.call_token import TOKEN_VARIABLE
 
 HOLDING_CONTEXT = "nobat-consult-hold"
@@ -37,11 +38,13 @@ BRIDGE_CONTEXT = "nobat-consult-bridge"
 END_CONTEXT = "nobat-consult-end"
 """Its extension names the prompt (in NOBAT_SOUNDS) that tells a waiting party why it ends."""
 PROMPTS = ("consult/patient-intro", "consult/is-starting", "consult/doctor-intro",
-           "consult/ending-soon", "consult/time-up",
+           "consult/ending-soon", "consult/time-up", "consult/reconnecting",
            *(f"consult/{who}-{what}{last}" for who, what in (
                ("doctor", "unavailable"), ("patient", "unavailable"), ("call", "failed"))
              for last in ("", "-final")))
 """Every prompt a consultation plays (besides the doctor's name), for the manifest's check."""
+RECONNECT_AT_LEAST = dt.timedelta(minutes=1)
+"""A call Asterisk lost is rung again only if at least this much of its time is left."""
 BACKSTOP = dt.timedelta(seconds=30)
 """How long after the booked end plus grace nobat itself ends a call Asterisk did not end."""
 READY_EVENT = "NobatLegReady"
@@ -80,6 +83,7 @@ class RecordKind(enum.StrEnum):
     BRIDGED = "bridged"
     ATTEMPT_FAILED = "attempt_failed"
     COMPLETED = "completed"
+    CUT = "cut"
 
 
 @dataclass(frozen=True)
@@ -327,10 +331,13 @@ class ConsultationCall:
             failed.gone = True
         return self._fail(failed, f"refused ({message})", now)
 
-    def on_resync(self, live: Mapping[str, str] | None, now: dt.datetime) -> list[Effect]:
+    def on_resync(self, live: Mapping[str, str] | None, now: dt.datetime,
+                  cut: dt.datetime | None = None) -> list[Effect]:
         """After the AMI link came back (`live`: Uniqueid -> channel, from CoreShowChannels)
         or gave up (None): events were lost, so an unbridged attempt is given up, and a
-        bridged call goes on only while both legs still exist."""
+        bridged call goes on only while both legs still exist. `cut` is when the link went
+        down if Asterisk restarted meanwhile: a bridged call it lost was cut then, not ended
+        by a party, and is rung again for the time left."""
         if self.phase is Phase.DONE:
             return []
         for state in self.legs.values():
@@ -341,7 +348,7 @@ class ConsultationCall:
         if self.phase is not Phase.BRIDGED:
             return self._fail(None, "ami_link_lost", now)
         if live is not None and any(state.gone for state in self.legs.values()):
-            return self._complete(None, now)
+            return self._complete(None, now) if cut is None else self._cut(cut, now)
         return []
 
     def release(self, live: Mapping[str, str] | None = None) -> list[Effect]:
@@ -364,8 +371,10 @@ class ConsultationCall:
 
     def _originate(self, state: _LegState) -> Action:
         plan, booked = self.plan, self.claim.consultation
-        announce = (["consult/patient-intro", f"doctor/{booked.doctor_key}", "consult/is-starting"]
-                    if state.leg is Leg.PATIENT else ["consult/doctor-intro"])
+        announce = (["consult/reconnecting"] if booked.cause == CUT_CAUSE
+                    else ["consult/patient-intro", f"doctor/{booked.doctor_key}",
+                          "consult/is-starting"] if state.leg is Leg.PATIENT
+                    else ["consult/doctor-intro"])
         variables = {"LEG": str(state.leg), "CONSULTATION": str(self.claim.consultation_id),
                      "NOBAT_CLINIC_NUMBER": plan.clinic_number,
                      "NOBAT_CLINIC_NAME": plan.clinic_name,
@@ -384,7 +393,7 @@ class ConsultationCall:
              ("CallerID", f'"{plan.clinic_name}" <{plan.clinic_number}>'),
              ("Timeout", str(int(plan.ring_seconds * 1000))),
              ("ChannelId", state.channel_id), ("OtherChannelId", f"{state.channel_id}-2"),
-             *(("Variable", f"{key}={value}") for key, value in variables.items()),
+             *originate_variables(variables),
              ("Async", "true")]), action_id=state.channel_id)
 
     def _owner(self, uniqueid: str | None) -> tuple[_LegState, bool] | None:
@@ -504,6 +513,16 @@ class ConsultationCall:
         if self.plan.survey_in_call and leaving is doctor and not patient.gone:
             patient.released = patient.gone = True  # in the survey: no longer this call's
         return self._end("completed", record, leaving, now)
+
+    def _cut(self, cut: dt.datetime, now: dt.datetime) -> list[Effect]:
+        """The PBX lost the bridged call at `cut`: record the talk time until then, and ring
+        both again at once while at least RECONNECT_AT_LEAST of the time is left."""
+        assert self.bridged_at is not None
+        talk = max(0, int((cut - self.bridged_at).total_seconds()))
+        retry_at = now if self.ends_at - now >= RECONNECT_AT_LEAST else None
+        record = Record(RecordKind.CUT, now, cause=CUT_CAUSE, talk_seconds=talk,
+                        retry_at=retry_at)
+        return self._end("cut", record, None, now)
 
     def _end(self, outcome: str, record: Record, leaving: _LegState | None, now: dt.datetime,
              told: list[Effect] | None = None) -> list[Effect]:

@@ -52,6 +52,7 @@ from db.consultations import (
     channel_id,
     consultation_of,
 )
+from db.engine import one_line
 from db.patient_calls import (
     STOPPED_CAUSE,
     CallPlanning,
@@ -80,7 +81,8 @@ class OutboundCall(Protocol):
     def on_event(self, evt: Event, now: dt.datetime) -> list[Effect]: ...
     def on_time(self, now: dt.datetime) -> list[Effect]: ...
     def on_refused(self, action: Action, message: str, now: dt.datetime) -> list[Effect]: ...
-    def on_resync(self, live: Mapping[str, str] | None, now: dt.datetime) -> list[Effect]: ...
+    def on_resync(self, live: Mapping[str, str] | None, now: dt.datetime,
+                  cut: dt.datetime | None = None) -> list[Effect]: ...
     def release(self, live: Mapping[str, str] | None = None) -> list[Effect]: ...
 
 
@@ -137,6 +139,8 @@ class Dialer:
         self._inboxes: dict[str, asyncio.Queue[Event | dt.datetime]] = {}
         self._unsubscribe: Callable[[], None] | None = None
         self._last_done: dict[str, float] = {}
+        self.trouble: tuple[dt.datetime, str] | None = None
+        """Since when and why its rounds fail (the store or AMI away, a bug), or None."""
 
     def _route(self, event: Event) -> None:
         """Hand an AMI event to the one call it concerns (by its ids), not to every call."""
@@ -159,7 +163,9 @@ class Dialer:
 
     async def run(self) -> None:
         """Sweep what was missed while nobat was down, set the timers, then claim what is
-        due, forever."""
+        due, forever. A sweep that fails raises (the supervisor runs this again); a round
+        that fails, for whatever reason, is logged and reported in `trouble`, and the next
+        round runs."""
         missed = await self.store.sweep_missed(self.clock(), self.missed_grace)
         if missed:
             log.warning("%d consultations were due while nobat was down: marked missed",
@@ -172,8 +178,12 @@ class Dialer:
                 await self.dial_due()
                 if self._time_for("timers", self.poll) and (added := await self.set_timers()):
                     log.info("timers set for %d more due times", added)
-            except (AmiError, SQLAlchemyError):
-                log.exception("claiming due calls failed; trying again next round")
+            except Exception as exc:  # any round's failure: reported, and the next round runs
+                self._round_failed(exc)
+            else:
+                if self.trouble is not None:
+                    log.info("the dialer's rounds work again")
+                self.trouble = None
             pause = asyncio.ensure_future(self.sleep(self.poll))
             woken = asyncio.ensure_future(self._wake.wait())
             try:
@@ -181,6 +191,16 @@ class Dialer:
             finally:
                 pause.cancel()
                 woken.cancel()
+
+    def _round_failed(self, exc: Exception) -> None:
+        """Log a failed round (its traceback only when it is not the store or AMI away) and
+        keep since when the rounds fail."""
+        error = one_line(exc)
+        since = self.trouble[0] if self.trouble is not None else self.clock()
+        self.trouble = (since, error)
+        expected = isinstance(exc, (AmiError, SQLAlchemyError))
+        log.error("a round of the dialer failed; the next one in %g s at most: %s", self.poll,
+                  error, exc_info=None if expected else exc)
 
     async def set_timers(self) -> int:
         """A timer for each time a call falls due within the horizon, so it is claimed on the
@@ -346,6 +366,11 @@ class _Consultation:
             await store.bridged(claim, record.at)
         elif record.kind is RecordKind.COMPLETED:
             await store.completed(claim, record.at, record.talk_seconds, record.cause)
+        elif record.kind is RecordKind.CUT:
+            log.warning("consultation %s attempt %d cut after %s s (%s); %s",
+                        claim.consultation_id, claim.attempt, record.talk_seconds, record.cause,
+                        "ringing both again" if record.retry_at else "no time left")
+            await store.cut(claim, record.at, record.talk_seconds or 0, record.retry_at)
         else:
             log.info("consultation %s attempt %d failed (%s); next try %s",
                      claim.consultation_id, claim.attempt, record.cause, record.retry_at)
@@ -414,6 +439,10 @@ class _Runner:
         self.outcome: str | None = None
         self.timers: set[asyncio.Task[None]] = set()
         self.link = dialer.ami.status.connected_since
+        self.boots = dialer.ami.boots
+        self.lost_at: dt.datetime | None = None
+        """When this call first saw the AMI link down: a call Asterisk lost in a restart
+        was talking until then."""
 
     async def run(self) -> str:
         """Start the call, then react until it is over."""
@@ -503,7 +532,10 @@ class _Runner:
             except ClaimLost as lost:
                 await self.let_go(lost)
                 return
-        if dialer.ami.status.connected_since != self.link:
+        status = dialer.ami.status
+        if status.state is not LinkState.CONNECTED and self.lost_at is None:
+            self.lost_at = dialer.clock()
+        if status.connected_since != self.link:
             await self.resync()
 
     async def live_channels(self) -> dict[str, str] | None:
@@ -519,10 +551,14 @@ class _Runner:
 
     async def resync(self) -> None:
         """Events may have been lost: wait for the link, list live channels, let the call
-        decide; nothing is ever re-sent."""
+        decide, told whether Asterisk restarted meanwhile and since when the link was down;
+        nothing is ever re-sent."""
         live = await self.live_channels()
-        self.link = self.dialer.ami.status.connected_since
-        await self.apply(self.call.on_resync(live, self.dialer.clock()))
+        ami, now = self.dialer.ami, self.dialer.clock()
+        self.link = ami.status.connected_since
+        cut = (self.lost_at or now) if ami.boots != self.boots else None
+        self.boots, self.lost_at = ami.boots, None
+        await self.apply(self.call.on_resync(live, now, cut))
 
     async def clear_leftovers(self) -> bool:
         """Before a redial, hang up any channel an earlier attempt of this call still has

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from bridge.ami_protocol import Action, Event, Fields
+from bridge.ami_protocol import variables as originate_variables
 from bridge.consultation_call import (
     FAILURE_BY_CAUSE,
     RELEASE_CAUSE,
@@ -84,7 +85,7 @@ class PatientCall:
              ("CallerID", f'"{plan.clinic_name}" <{plan.clinic_number}>'),
              ("Timeout", str(int(plan.ring_seconds * 1000))),
              ("ChannelId", ident), ("OtherChannelId", f"{ident}-2"),
-             *(("Variable", f"{key}={value}") for key, value in variables.items()),
+             *originate_variables(variables),
              ("Async", "true")]), action_id=ident))]
 
     def resume(self, live: Mapping[str, str] | None, now: dt.datetime) -> list[Effect]:
@@ -139,9 +140,12 @@ class PatientCall:
         self.gone = True
         return self._fail(f"refused ({message})", now)
 
-    def on_resync(self, live: Mapping[str, str] | None, now: dt.datetime) -> list[Effect]:
+    def on_resync(self, live: Mapping[str, str] | None, now: dt.datetime,
+                  cut: dt.datetime | None = None) -> list[Effect]:
         """After the AMI link came back: a channel still up goes on; a gone one ended
-        unseen (answered: finished; not answered: failed and retried)."""
+        unseen (answered: finished; not answered: failed and retried). An answered call is
+        not rung again when Asterisk restarted (`cut`): the patient heard it; the flow
+        records what they chose as it goes."""
         if self.over:
             return []
         ident = self.claim.channel_id

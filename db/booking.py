@@ -312,11 +312,18 @@ class BookingService:
 
     async def cancel(self, appointment_id: int, owner_phone: str, via: str = "ivr"
                      ) -> CancelResult:
-        """Cancel a booking of the caller's own, unless it starts within the cut-off."""
+        """Cancel a booking of the caller's own, unless it starts within the cut-off or its
+        consultation call is under way.
+
+        The office's own cancel (`via="staff"`, the status page, for a booking left on a
+        closed day) has no cut-off: the visit cannot happen, and the patient was called
+        about it; only a consultation call under way refuses it.
+        """
         number = phones.normalize(owner_phone)
 
         async def attempt(session: AsyncSession) -> CancelResult:
-            appointment = await self._owned(session, appointment_id, number)
+            appointment = await self._owned(session, appointment_id, number,
+                                            cutoff=via != "staff")
             if isinstance(appointment, Refused):
                 return appointment
             now = self.clock()
@@ -364,15 +371,15 @@ class BookingService:
                                              Appointment.status != "cancelled"))
         return found is not None
 
-    async def _owned(self, session: AsyncSession, appointment_id: int, number: str
-                     ) -> Appointment | Refused:
+    async def _owned(self, session: AsyncSession, appointment_id: int, number: str, *,
+                     cutoff: bool = True) -> Appointment | Refused:
         appointment = await session.scalar(
             select(Appointment).join(Patient).where(Appointment.id == appointment_id,
                                                     Patient.phone == number,
                                                     Appointment.status == "booked"))
         if appointment is None:
             return Refused(Refusal.NOT_FOUND, "no booked appointment of this caller has that id")
-        if appointment.start_at - self.clock() < self.policy.change_cutoff:
+        if cutoff and appointment.start_at - self.clock() < self.policy.change_cutoff:
             hours = self.policy.change_cutoff.total_seconds() / 3600
             return Refused(Refusal.PAST_CUTOFF,
                            f"changes close {hours:g} hours before the appointment")

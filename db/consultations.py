@@ -35,6 +35,8 @@ DOWN_CAUSE = "due while nobat was down"
 ABANDON_CAUSE = "abandoned when nobat stopped"
 UNSEEN_CAUSE = "ended while no nobat watched it; talk time unknown"
 LATE_CAUSE = "the booked time was over before it could be dialled"
+CUT_CAUSE = "cut: Asterisk restarted during the call"
+"""A bridged call the PBX lost: the parties are rung again for what is left of the time."""
 
 
 class Leg(enum.StrEnum):
@@ -75,6 +77,8 @@ class DueConsultation:
     doctor_phone: str
     patient_phone: str
     patient_language: str
+    cause: str | None = None
+    """Why the last attempt ended (CUT_CAUSE: this one reconnects the parties)."""
 
     @property
     def duration(self) -> dt.timedelta:
@@ -269,6 +273,23 @@ class ConsultationStore:
                          {"state": "completed", "ended_at": ended_at, "outcome": "completed",
                           "talk_seconds": talk_seconds}, appointment="completed")
 
+    async def cut(self, claim: Claim, ended_at: dt.datetime, talk_seconds: int,
+                  retry_at: dt.datetime | None) -> None:
+        """A bridged call the PBX lost (a crash or a restart of Asterisk): the attempt is
+        recorded cut, with the talk time until then, and the consultation is due again at
+        `retry_at` to reconnect the parties; with no time left it ends as cut, and its
+        appointment as completed."""
+        attempt = {"state": "cut", "ended_at": ended_at, "outcome": "cut",
+                   "talk_seconds": talk_seconds}
+        if retry_at is not None:
+            await self._step(claim, ("bridged",),
+                             {"state": "retry_wait", "due_at": retry_at, "cause": CUT_CAUSE,
+                              "claimed_by": None, "lease_until": None}, attempt)
+        else:
+            await self._step(claim, ("bridged",),
+                             {"state": "completed", "outcome": "cut", "cause": CUT_CAUSE,
+                              "lease_until": None}, attempt, appointment="completed")
+
     async def abandon(self, claim: Claim) -> None:
         """On shutdown, give back a claim not yet bridged; it is due again at once, for this
         or another instance (the dialer has hung up its legs first)."""
@@ -351,7 +372,7 @@ def _details() -> Select[Any]:
     return (select(Consultation.id, Consultation.appointment_id, Consultation.due_at,
                    Consultation.state, Consultation.attempts, Appointment.start_at,
                    Appointment.end_at, Doctor.key, Doctor.name, Doctor.name_en, Doctor.phone,
-                   Patient.phone, Patient.language)
+                   Patient.phone, Patient.language, Consultation.cause)
             .join(Appointment, Consultation.appointment_id == Appointment.id)
             .join(Doctor, Appointment.doctor_id == Doctor.id)
             .join(Patient, Appointment.patient_id == Patient.id))

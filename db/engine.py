@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -29,6 +30,25 @@ _IN_MEMORY = (None, "", ":memory:")
 
 BUSY_TIMEOUT_S = 30.0
 """How long a SQLite writer waits for another process's lock before "database is locked"."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An error for a log line or the page: its type and first line, since a driver's error
+    goes on with the whole SQL statement and a link."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first[:300]}" if first else type(exc).__name__
+
+
+def _make_sqlite_file(url: str) -> None:
+    """Create a new SQLite store with mode 0660 (less the umask) instead of SQLite's 0644, so
+    that the group it shares with Asterisk's user (nobat-agi, the classic AGI fallback) can
+    write it: its -wal and -shm files then take the same mode. An empty file is an empty
+    store."""
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+        return
+    with contextlib.suppress(FileExistsError, FileNotFoundError):
+        os.close(os.open(parsed.database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o660))
 
 
 def make_engine(url: str, *, pool_size: int = 5, busy_timeout_s: float = BUSY_TIMEOUT_S
@@ -79,7 +99,8 @@ class Database:
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Database:
-        """Build from a SQLAlchemy URL."""
+        """Build from a SQLAlchemy URL; a SQLite file not there yet is made first."""
+        _make_sqlite_file(url)
         return cls(make_engine(url, **options),
                    options.get("busy_timeout_s", BUSY_TIMEOUT_S))
 

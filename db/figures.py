@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from clinic.calendar import Weekday
 from db.engine import Database
+from db.leases import claimable
 from db.models import (
     Appointment,
     AppointmentEvent,
@@ -186,6 +187,12 @@ class Figures:
                 seconds[ended.astimezone(self.tz).date()] += talked or 0
         days = [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
         return [(day, round(seconds[day] / 60, 1)) for day in days]
+
+    async def due_consultations(self, now: dt.datetime) -> int:
+        """Consultations due now and not yet taken by a dialer: /healthz's "who rings them?"."""
+        async with self.db.reading() as session:
+            return await session.scalar(select(func.count()).select_from(Consultation)
+                                        .where(claimable(Consultation, now))) or 0
 
     async def consultation_states(self) -> dict[str, int]:
         """How many consultations are in each state, for /metrics."""

@@ -19,6 +19,7 @@ from ivr.actions.registry import ACTIONS
 from ivr.flow_check import load_flows
 from ivr.prompt_build import PromptBuild
 from nobat.config import DEFAULT_PATH, Config, load_config
+from nobat.doctor import doctor
 from nobat.ivr_wiring import prompt_library
 from nobat.logs import setup_logging
 from nobat.serve import StartupError, open_database, serve
@@ -69,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="check every flow file; list every problem with file and line")
     flows_check.add_argument("dir", type=Path, nargs="?",
                              help="flows folder (default: ivr.flows in config.toml)")
+    doctor_cmd = commands.add_parser(
+        "doctor", help="check a deployment: store, files and modes, AMI, FastAGI, the page",
+        description="Check what docs/deployment.md sets up, with nobat serve running, and "
+                    "say what to do about each problem. Exit code 1 if any.")
+    doctor_cmd.add_argument("--asterisk-user", metavar="NAME",
+                            help="also check that Asterisk's user (which runs nobat-agi and "
+                                 "plays the prompts) may read and write what it must")
     try_cmd = commands.add_parser(
         "try", help="run a flow in the terminal against the booking store, without a phone",
         description="Answer one call here with the flows, prompts and store `nobat serve` "
@@ -118,6 +126,10 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
     if args.command == "serve":
         await serve(config)
         return 0
+    if args.command == "doctor":
+        findings = await doctor(config, args.asterisk_user)
+        print("\n".join(finding.line() for finding in findings))
+        return 0 if all(finding.ok for finding in findings) else 1
     if args.command == "try":
         return await try_flow(config, args.flow, args.caller, args.lang, stdin_reader(),
                               sys.stdout, echo=not sys.stdin.isatty())

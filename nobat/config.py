@@ -64,6 +64,8 @@ class DatabaseConfig:
 
     url: str = field(repr=False)
     pool_size: int
+    busy_timeout_seconds: float = 30.0
+    """How long a SQLite write waits for another process's lock before it fails."""
 
     @property
     def safe_url(self) -> str:
@@ -231,7 +233,7 @@ def _server(doc: StaffToml, base: Path) -> ServerConfig:
 
 
 def _database(doc: StaffToml, base: Path, env: dict[str, str]) -> DatabaseConfig:
-    table, path = _section(doc, "database", ("url", "pool_size"))
+    table, path = _section(doc, "database", ("url", "pool_size", "busy_timeout_seconds"))
     url = env.get("NOBAT_DATABASE_URL") or doc.value(
         table, path, "url", str, default="sqlite+aiosqlite:///nobat.db")
     try:
@@ -250,6 +252,8 @@ def _database(doc: StaffToml, base: Path, env: dict[str, str]) -> DatabaseConfig
     return DatabaseConfig(
         url=parsed.render_as_string(hide_password=False),
         pool_size=doc.value(table, path, "pool_size", int, default=10, convert=_in_range(1, 200)),
+        busy_timeout_seconds=float(doc.value(table, path, "busy_timeout_seconds", (int, float),
+                                             default=30, convert=_in_range(0, 600))),
     )
 
 

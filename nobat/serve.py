@@ -21,10 +21,12 @@ from ivr.inbound import InboundLine
 from nobat.bridge_wiring import build_dialer
 from nobat.config import Config
 from nobat.ivr_wiring import build_line, fastagi_server
+from nobat.page_token import TOKEN_FILE, TokenFileError, first_run_token, token_folder
+from nobat.supervisor import Supervisor
 from web.app import make_app
 from web.metrics import Metrics
-from web.settings import PageSettings
-from web.status import Sources
+from web.settings import OneTimeLogin, PageSettings
+from web.status import DIALER_PART, Sources
 
 log = logging.getLogger("nobat")
 
@@ -35,7 +37,8 @@ class StartupError(Exception):
 
 async def open_database(config: Config) -> Database:
     """Open the store and migrate it, or explain why not."""
-    database = Database.from_url(config.database.url, pool_size=config.database.pool_size)
+    database = Database.from_url(config.database.url, pool_size=config.database.pool_size,
+                                 busy_timeout_s=config.database.busy_timeout_seconds)
     try:
         revision = await upgrade(database)
     except Exception as exc:
@@ -81,25 +84,36 @@ async def start_ivr(config: Config, database: Database) -> tuple[FastAgiServer, 
 
 
 def status_sources(database: Database, ivr: FastAgiServer, line: InboundLine,
-                   dialer: Dialer | None, metrics: Metrics) -> Sources:
+                   dialer: Dialer | None, metrics: Metrics, parts: Supervisor) -> Sources:
     """What the status page reports on; the line and dialer feed the metrics' histograms."""
     line.on_call_end.append(metrics.call_ended)
     ivr.on_turnaround.append(metrics.turnaround)
     if dialer is not None:
         dialer.on_dispatch.append(metrics.dispatched)
-    return Sources(database, line.services.clinic.tz, flows=line.flows, line=line,
-                   listener=ivr, ami=dialer.ami if dialer is not None else None)
+    return Sources(database, line.services.clinic.tz, line.services.booking, flows=line.flows,
+                   line=line,
+                   listener=ivr, ami=dialer.ami if dialer is not None else None,
+                   parts=parts.views)
 
 
 def page_settings(config: Config) -> PageSettings:
-    """The status page's part of config.toml, in the page's own terms."""
+    """The status page's part of config.toml, in the page's own terms; with no token set,
+    the one a first run made beside the database, and a link that logs in once."""
     web_ = config.web
+    token, made = web_.token.reveal(), False
+    if not token:
+        try:
+            token, _ = first_run_token(token_folder(config))
+        except TokenFileError as exc:
+            raise StartupError(str(exc)) from exc
+        made = True
     return PageSettings(
-        token=web_.token.reveal(), allowed_hosts=web_.allowed_hosts,
+        token=token, allowed_hosts=web_.allowed_hosts,
         public_url=web_.public_url,
         session_idle=dt.timedelta(minutes=web_.session_idle_minutes),
         session_max=dt.timedelta(hours=web_.session_max_hours),
-        login_lock_max=dt.timedelta(seconds=web_.login_lock_max_seconds))
+        login_lock_max=dt.timedelta(seconds=web_.login_lock_max_seconds),
+        token_made=made, once=OneTimeLogin() if made else None)
 
 
 def reload_on_signal(store: FlowStore, tasks: set[asyncio.Task[bool]]) -> None:
@@ -116,15 +130,17 @@ async def serve(config: Config) -> None:
     line: InboundLine | None = None
     dialer: Dialer | None = None
     runner: web.AppRunner | None = None
-    background: set[asyncio.Task[object]] = set()
+    parts = Supervisor()
     try:
         await load_configured_clinic(config, database)
         ivr, line = await start_ivr(config, database)
         flows = line.flows
         dialer = await build_dialer(config, database)
         metrics = Metrics()
-        runner = web.AppRunner(make_app(status_sources(database, ivr, line, dialer, metrics),
-                                        page_settings(config), metrics),
+        settings = page_settings(config)
+        runner = web.AppRunner(make_app(status_sources(database, ivr, line, dialer, metrics,
+                                                       parts),
+                                        settings, metrics),
                                access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, config.web.host, config.web.port)
@@ -136,24 +152,28 @@ async def serve(config: Config) -> None:
         for sock in site._server.sockets if site._server else ():
             host, port = sock.getsockname()[:2]
             log.info("status page listening on http://%s:%s/", host, port)
+            if settings.once is not None:
+                base = config.web.public_url.rstrip("/") or f"http://{host}:{port}"
+                log.warning("status page: log in at %s/login?once=%s (once, within 15 "
+                            "minutes; the token itself is in %s)", base, settings.once.code,
+                            token_folder(config) / TOKEN_FILE)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         if dialer is not None:
             await dialer.ami.start()
-            background.add(asyncio.create_task(dialer.run()))
+            parts.add(DIALER_PART, dialer.run, lambda: dialer.trouble if dialer else None)
             log.info("dialling consultations through AMI at %s:%s as %s", config.ami.host,
                      config.ami.port, config.ami.username)
         reloads: set[asyncio.Task[bool]] = set()
         loop.add_signal_handler(signal.SIGHUP, reload_on_signal, flows, reloads)
         if config.ivr.watch_seconds > 0:
-            background.add(asyncio.create_task(flows.watch(config.ivr.watch_seconds)))
+            parts.add("flow_watcher", lambda: flows.watch(config.ivr.watch_seconds))
         await stop.wait()
         log.info("stopping")
     finally:
-        for task in background:
-            task.cancel()
+        await parts.close()
         if dialer is not None:
             await dialer.close()
             await dialer.ami.close()

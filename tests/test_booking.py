@@ -190,6 +190,26 @@ async def test_only_the_owner_may_change_a_booking_and_not_too_late(
     assert (await stored(database))[0][2] == "booked"
 
 
+async def test_the_office_cancels_inside_the_cut_off_but_not_a_consultation_under_way(
+        service: BookingService, clock: Clock, database: Database) -> None:
+    ahmadi = await doctor_id(service, "dr-ahmadi")
+    first = await service.book(PATIENT, ahmadi, at(WEDNESDAY, "10:00"), VisitKind.PHONE)
+    second = await service.book(OTHER, ahmadi, at(WEDNESDAY, "10:30"), VisitKind.PHONE)
+    assert isinstance(first, Booked) and isinstance(second, Booked)
+    clock.now = at(WEDNESDAY, "09:00")  # inside the 2-hour cut-off: callers can no longer
+    assert isinstance(await service.cancel(first.appointment.id, PATIENT), Refused)
+    assert isinstance(await service.cancel(first.appointment.id, PATIENT, via="staff"),
+                      Cancelled)
+    async with database.writing() as session:
+        consultation = await session.scalar(select(Consultation).where(
+            Consultation.appointment_id == second.appointment.id))
+        assert consultation is not None
+        consultation.state = "bridged"
+    assert await service.cancel(second.appointment.id, OTHER, via="staff") == Refused(
+        Refusal.PAST_CUTOFF, "the consultation call is under way")
+    assert [row[2] for row in await stored(database)] == ["cancelled", "booked"]
+
+
 async def test_cancelling_frees_the_slot_and_the_consultation(
         service: BookingService, database: Database) -> None:
     ahmadi = await doctor_id(service, "dr-ahmadi")

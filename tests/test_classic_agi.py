@@ -6,19 +6,25 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
+import stat
+import subprocess
 import sys
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import select
 
+from db.engine import Database
 from db.models import Appointment, InboundCall
 from ivr.agi_protocol import AGI_VERBS, AgiEnvironment, Command
 from tests.fakepbx.agi_caller import CallTranscript, FakeChannel, call_environment, converse
 from tests.fakepbx.script import Caller, HangUp, Hear
 from tests.support.ivr import SECONDS_PER_CHARACTER
-from tests.support.server import demo_copy, demo_store
+from tests.support.server import demo_copy, demo_store, edit_config
 from tests.test_ivr_calls import BOOK_SATURDAY_1620
 
 
@@ -45,10 +51,13 @@ async def relay(source: asyncio.StreamReader, sink: asyncio.StreamReader, kept: 
     sink.feed_eof()
 
 
-async def run_classic(caller: Caller, config: Path, wire: Wire | None = None) -> CallTranscript:
+async def run_classic(caller: Caller, config: Path, wire: Wire | None = None,
+                      as_user: Sequence[str] = ()) -> CallTranscript:
+    """Run nobat-agi for one call; `as_user` is a command that runs it as another user."""
     wire = wire if wire is not None else Wire()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "from nobat.agi_entry import main; raise SystemExit(main())",
+        *as_user, sys.executable, "-c",
+        "from nobat.agi_entry import main; raise SystemExit(main())",
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, env={**os.environ, "NOBAT_CONFIG": str(config)})
     assert process.stdin is not None and process.stdout is not None
@@ -126,3 +135,60 @@ async def test_a_classic_caller_who_hangs_up_mid_booking_is_logged_and_books_not
         assert (await session.scalars(select(Appointment))).all() == []
         assert (await session.scalars(select(InboundCall.outcome))).all() == ["hung_up"]
     await database.close()
+
+
+ASTERISK_UID = 65534
+"""Asterisk's user in the test: nobody, a member of no group of nobat's but the shared one."""
+SHARED_GID = 47011
+"""The `nobat` group of the deployment guide, which Asterisk's user is added to."""
+
+
+def deploy_as_the_guide_says(base: Path) -> Path:
+    """docs/deployment.md's layout, owners and modes in `base`, root standing in for the
+    nobat user: etc/ (root:nobat 0750) with config.toml and clinic.toml (0640); lib/ (0750)
+    and lib/store/ (2770) with the store `nobat db upgrade` and `nobat clinic load` made
+    under UMask=0007. Returns the config's path."""
+    base.chmod(0o755)
+    etc, lib = base / "etc", base / "lib"
+    store = lib / "store"
+    for folder, mode in ((etc, 0o750), (lib, 0o750), (store, 0o2770)):
+        folder.mkdir()
+        os.chown(folder, 0, SHARED_GID)
+        folder.chmod(mode)
+    config = demo_copy(etc)
+    edit_config(config, ('url = "sqlite+aiosqlite:///nobat.db"',
+                         f'url = "sqlite+aiosqlite:///{store / "nobat.db"}"'))
+    for path in (config, etc / "clinic.toml"):
+        os.chown(path, 0, SHARED_GID)
+        path.chmod(0o640)
+    for command in (["db", "upgrade"], ["clinic", "load", str(etc / "clinic.toml")]):
+        made = subprocess.run([sys.executable, "-m", "nobat", "-c", str(config), *command],
+                              capture_output=True, text=True, check=False,
+                              preexec_fn=lambda: os.umask(0o007))
+        assert made.returncode == 0, made.stderr
+    return config
+
+
+async def test_nobat_agi_as_asterisks_user_books_with_the_guides_file_modes() -> None:
+    """Asterisk's user, in nobat's group and nothing more, reads the config and writes the
+    store: the classic AGI fallback works as deployed."""
+    base = Path(tempfile.mkdtemp(prefix="nobat-deployed-"))
+    try:
+        config = await asyncio.to_thread(deploy_as_the_guide_says, base)
+        store = base / "lib" / "store" / "nobat.db"
+        made = await asyncio.to_thread(store.stat)
+        assert (stat.S_IMODE(made.st_mode), made.st_gid) == (0o660, SHARED_GID)
+        asterisk = ["setpriv", f"--reuid={ASTERISK_UID}", f"--regid={ASTERISK_UID}",
+                    f"--groups={SHARED_GID}", "--"]
+        transcript = await run_classic(book_saturday(), config, as_user=asterisk)
+        assert transcript.prompts[-1].endswith("/fa/goodbye")
+        database = Database.from_url(f"sqlite+aiosqlite:///{store}")
+        try:
+            async with database.reading() as session:
+                assert len((await session.scalars(select(Appointment))).all()) == 1
+                assert (await session.scalars(select(InboundCall.outcome))).all() == [
+                    "completed"]
+        finally:
+            await database.close()
+    finally:
+        await asyncio.to_thread(shutil.rmtree, base, ignore_errors=True)

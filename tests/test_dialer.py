@@ -3,6 +3,8 @@ once, bridged, ended by nobat, failures retried, and every leg originated exactl
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import datetime as dt
 import itertools
 from collections.abc import Awaitable, Callable
@@ -15,6 +17,7 @@ from bridge.ami_protocol import Action, Event, Fields
 from bridge.consultation_call import PROMPTS as CONSULTATION_PROMPTS
 from bridge.consultation_call import (
     TELL_GRACE,
+    CallPlan,
     ConsultationCall,
     Done,
     Effect,
@@ -26,7 +29,14 @@ from bridge.consultation_call import (
 from clinic.schedule import VisitKind
 from db.booking import Booked, BookingService
 from db.clinic_sync import load_clinic
-from db.consultations import DOWN_CAUSE, UNSEEN_CAUSE, Claim, DueConsultation, Leg
+from db.consultations import (
+    DOWN_CAUSE,
+    UNSEEN_CAUSE,
+    Claim,
+    DueConsultation,
+    Leg,
+    channel_id,
+)
 from db.engine import Database
 from db.models import Appointment, Consultation
 from ivr.prompts import LANGUAGES, PromptLibrary
@@ -411,23 +421,38 @@ async def test_a_call_that_ended_while_no_nobat_watched_is_completed_without_a_g
         assert len(pbx_line.originates()) == 2
 
 
-async def test_an_asterisk_restart_ends_a_bridged_call_and_redials_one_not_yet_bridged(
-        database: Database) -> None:
+@pytest.mark.parametrize("clean", [True, False], ids=["core restart", "kill -9"])
+async def test_an_asterisk_restart_cuts_a_bridged_call_which_is_rung_again_for_its_time(
+        database: Database, clean: bool) -> None:
     talking, ringing = await book(database, 2)
     # Patient 2 picks up only after half a minute (0.6 s real): surely still ringing at the
     # restart, however loaded the machine.
     phones = [doctor(1), patient(1), doctor(2), patient(2, Answers(30, talk=20))]
     async with line(database, phones, START, ring_seconds=120) as pbx_line:
         await pbx_line.until(settled(database, [talking], "bridged"))
-        await pbx_line.pbx.restart()
-        await pbx_line.until(settled(database, [talking], "completed"))
+        await pbx_line.until(lambda: asyncio.sleep(0.2, result=True))  # they talk 10 s
+        cut_at = pbx_line.clock()
+        await pbx_line.pbx.restart(clean=clean)
+        await pbx_line.until(settled(database, [talking], "completed"), seconds=20.0)
         await pbx_line.until(settled(database, [ringing], "completed"), seconds=8.0)
 
-        # The bridged call ended with Asterisk: recorded as talked until then, not redialled.
-        [talked] = await attempts(database, talking)
-        assert talked.talk_seconds is not None and talked.talk_seconds >= 0
+        # Cut by the PBX, not ended by a party: recorded so, with the talk time until the
+        # link went down; both rung again once, told why, and bridged for the time left.
+        cut, again = await attempts(database, talking)
+        assert (cut.state, cut.outcome, again.outcome) == ("cut", "cut", "completed")
+        assert cut.bridged_at is not None and cut.talk_seconds is not None
+        talked = (cut_at - cut.bridged_at).total_seconds()
+        assert talked - 1 <= cut.talk_seconds <= talked + 3
         assert {i for i, n in pbx_line.originates().items() if f"c{talking}-" in i} == {
-            f"nobat-c{talking}-a1-{leg}" for leg in Leg}
+            f"nobat-c{talking}-a{n}-{leg}" for n in (1, 2) for leg in Leg}
+        first_intro = {"doctor1": "consult/doctor-intro", "patient1": "consult/patient-intro"}
+        for party, intro in first_intro.items():
+            heard = [file.removeprefix("nobat/fa/") for file in pbx_line.pbx.heard_by(party)]
+            assert heard[0] == intro and heard.count("consult/reconnecting") == 1, heard
+            assert heard[-1] == "consult/time-up", heard  # the time left, to its end
+        stored = await consultation(database, talking)
+        assert (stored.outcome, stored.attempts) == ("completed", 2)
+        assert await appointment_status(database, talking) == "completed"
         # The other lost its channels while the patient's phone rang: that attempt failed,
         # the next one went through.
         first, second = await attempts(database, ringing)
@@ -557,3 +582,26 @@ def test_every_prompt_a_consultation_plays_has_words_in_both_languages() -> None
     library = PromptLibrary.load(PROMPTS_FOLDER / "manifest.toml", "nobat")
     for lang in LANGUAGES:
         assert library.missing(lang, CONSULTATION_PROMPTS) == []
+
+
+async def test_a_clinic_name_with_quotes_and_a_comma_reaches_the_dialplan_whole(
+        database: Database) -> None:
+    """Asterisk splits Originate's Variable at commas and drops quotes; nobat escapes them,
+    so the legs show the clinic as it is called (the dialplan sets CALLERID(name) from
+    NOBAT_CLINIC_NAME)."""
+    [ident] = await book(database, 1)
+    name = 'Dr. "Ali", Clinic'
+
+    def renamed(plan: CallPlan) -> Callable[[Claim], CallPlan]:
+        clinic = dataclasses.replace(plan, clinic_name=name)
+        return lambda _: clinic
+
+    phones = [doctor(1), patient(1, Answers(0.5, talk=40))]
+    async with line(database, phones, START, plans=renamed) as pbx_line:
+        await pbx_line.until(settled(database, [ident], "bridged"))
+        legs = {channel_id(ident, 1, leg) for leg in Leg}
+        shown = [channel.cid_name for channel in pbx_line.pbx.channels.values()
+                 if channel.uniqueid in legs]
+        assert shown == [name, name]
+        variables = pbx_line.actions("Originate")[0]
+        assert variables["CallerID"] == f'"{name}" <{CLINIC_NUMBER}>'

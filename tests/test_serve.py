@@ -7,6 +7,7 @@ import json
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -20,17 +21,26 @@ from tests.support.server import ServerProcess, demo_copy
 ROOT = Path(__file__).resolve().parents[1]
 
 
-async def get_health(server: ServerProcess) -> tuple[int, dict[str, str]]:
+async def get_health(server: ServerProcess) -> tuple[int, dict[str, Any]]:
     async with aiohttp.ClientSession() as http, http.get(f"{server.base_url}/healthz") as reply:
         return reply.status, await reply.json()
+
+
+async def assert_healthy(server: ServerProcess) -> None:
+    """/healthz says all is well, with the parts a server without AMI runs."""
+    status, body = await get_health(server)
+    assert status == 200, body
+    assert (body["status"], body["database"], body["schema"], body["ami"]) == (
+        "ok", "ok", head_revision(), "off")
+    assert {name: part["state"] for name, part in body["parts"].items()} == {
+        "flow_watcher": "running"}
 
 
 async def test_serve_on_the_embedded_default_creates_the_store_and_loads_the_clinic(
         tmp_path: Path) -> None:
     server = await ServerProcess(demo_copy(tmp_path)).start()
     try:
-        assert await get_health(server) == (200, {"status": "ok", "database": "ok",
-                                                  "schema": head_revision()})
+        await assert_healthy(server)
         assert server.base_url.startswith("http://127.0.0.1:")
     finally:
         assert await server.stop() == 0
@@ -78,8 +88,7 @@ async def test_serve_on_postgresql_from_the_environment(tmp_path: Path,
     url = await postgres.create_database()
     server = await ServerProcess(demo_copy(tmp_path), env={"NOBAT_DATABASE_URL": url}).start()
     try:
-        assert await get_health(server) == (200, {"status": "ok", "database": "ok",
-                                                  "schema": head_revision()})
+        await assert_healthy(server)
     finally:
         assert await server.stop() == 0
     assert not (tmp_path / "nobat.db").exists()

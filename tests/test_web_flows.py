@@ -46,10 +46,13 @@ async def test_reload_needs_the_token_and_reports_a_broken_edit(tmp_path: Path) 
         assert await server.stop() == 0
 
 
-async def test_without_a_configured_token_the_api_stays_shut(tmp_path: Path) -> None:
+async def test_without_a_configured_token_the_api_takes_only_the_one_a_first_run_made(
+        tmp_path: Path) -> None:
     server = await ServerProcess(demo_copy(tmp_path), env={"NOBAT_WEB_TOKEN": ""}).start()
     try:
-        assert (await request(server, "GET", "/api/flows", "anything"))[0] == 403
+        made = (tmp_path / "web-token").read_text().strip()
+        assert (await request(server, "GET", "/api/flows", "anything"))[0] == 401
+        assert (await request(server, "GET", "/api/flows", made))[0] == 200
         assert (await request(server, "GET", "/healthz"))[0] == 200
     finally:
         await server.stop()

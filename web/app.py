@@ -13,7 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from clinic.calendar import to_jalali
-from db.booking import BookingService, Cancelled, Refusal
+from db.booking import Cancelled, Refusal
 from db.clinic_sync import lift_absence, record_absence
 from db.figures import Figures
 from db.web_sessions import SessionLifetime, WebSessionStore
@@ -25,7 +25,7 @@ from web.metrics import Metrics
 from web.page import TEMPLATES, TEXTS, language
 from web.problems import BadInput, explain
 from web.settings import SETTINGS, PageSettings
-from web.status import Sources, Status, database_health, snapshot
+from web.status import Sources, Status, health, snapshot
 from web.throttle import LoginThrottle
 
 log = logging.getLogger(__name__)
@@ -39,15 +39,23 @@ MAX_BODY = 64 * 1024
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Answer probes without a token: is the store reachable and its schema current. A
-    probe by another Host name (a load balancer's, by address) learns only ok or not."""
-    state = await database_health(request.app[SOURCES].database)
-    body: dict[str, object] = {"status": "ok" if state.ok else "error"}
+    """Answer probes without a token: 503 when the store is unreachable or behind, or when
+    consultations are due while the dialer that rings them is down. A probe by another Host
+    name (a load balancer's, by address) learns only ok or not; the others get each part's
+    state."""
+    state = await health(request.app[SOURCES])
+    body: dict[str, object] = {"status": "ok" if state.serving else "error"}
     if request.app[SETTINGS].allows_host(request.headers.get("Host")):
         body["database"] = state.database
         if state.schema is not None:
             body["schema"] = state.schema
-    return web.json_response(body, status=200 if state.ok else 503)
+        body["ami"] = state.ami
+        body["parts"] = {part.name: {"state": part.state, "since": part.since.isoformat(),
+                                     "last_error": part.last_error, "restarts": part.restarts}
+                         for part in state.parts}
+        if state.due_unserved:
+            body["due_unserved"] = state.due_unserved
+    return web.json_response(body, status=200 if state.serving else 503)
 
 
 def flows_state(store: FlowStore) -> dict[str, object]:
@@ -113,7 +121,7 @@ async def page(request: web.Request) -> web.Response:
     sources = request.app[SOURCES]
     lang = language(request.query.get("lang"))
     status, problem = await _status(request)
-    profile = await BookingService(sources.database).clinic_profile()
+    profile = await sources.booking.clinic_profile()
     notice = request.query.get("notice")
     number = request.query.get("n", "")
     clinic = "" if profile is None else (profile.name if lang == "fa" else profile.name_en)
@@ -158,7 +166,7 @@ async def absence_from_page(request: web.Request) -> web.Response:
     doctor = form.get("doctor", "").strip() or None
     today = sources.clock().astimezone(sources.tz).date()
     first, last = absence_days(form.get("first", ""), form.get("last", ""), today)
-    profile = await BookingService(sources.database).clinic_profile()
+    profile = await sources.booking.clinic_profile()
     if profile is None:
         raise BadInput("no_clinic")
     if doctor is not None and doctor not in {d.key for d in profile.doctors}:
@@ -180,9 +188,11 @@ async def lift_from_page(request: web.Request) -> web.Response:
 
 async def cancel_from_page(request: web.Request) -> web.Response:
     """The staff's decision on a booking left on a closed day: cancel it. Only such a
-    booking: a stale page (the absence lifted since) or a forged id cancels nothing else."""
+    booking: a stale page (the absence lifted since) or a forged id cancels nothing else.
+    The configured rules apply, but for the office the change cut-off does not (see
+    BookingService.cancel)."""
     sources = request.app[SOURCES]
-    service = BookingService(sources.database)
+    service = sources.booking
     booking = await service.appointment(
         record_id((await read_form(request)).get("appointment", "")))
     if booking is None:

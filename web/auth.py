@@ -33,7 +33,7 @@ SESSION = web.RequestKey("session", LiveSession)
 OPEN_PATHS = frozenset({"/healthz", "/login"})
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{43}")
 """What db/web_sessions.py hands out; anything else in the cookie is not looked up."""
-LOGIN_CODES = ("wrong", "locked", "expired", "logged_out", "off")
+LOGIN_CODES = ("wrong", "locked", "expired", "logged_out", "off", "once_spent")
 """What the login page may say (?e=...): codes, so a link cannot make it say anything else."""
 JSON_ERRORS = {"off": "set web.token (or NOBAT_WEB_TOKEN) to use this",
                "wrong": "wrong token", "": "token required"}
@@ -70,7 +70,8 @@ def login_page(request: web.Request, code: str, status: int, wait: int = 0) -> w
     t = TEXTS[lang]
     message = t[f"login_{code}"].format(seconds=digits(wait, lang)) if code else ""
     response = html(TEMPLATES.get_template("login.html").render(
-        lang=lang, t=t, code=code, message=message, token_set=token_set), status)
+        lang=lang, t=t, code=code, message=message, token_set=token_set,
+        token_made=request.app[SETTINGS].token_made), status)
     if wait:
         response.headers["Retry-After"] = str(wait)
     return response
@@ -155,6 +156,8 @@ async def login(request: web.Request) -> web.StreamResponse:
     """GET: the form. POST: a right token opens a session and the page; a wrong one counts
     against the client, which past a few waits longer each time (429 and Retry-After)."""
     settings = request.app[SETTINGS]
+    if request.method == "GET" and "once" in request.query:
+        return await _once(request)
     if request.method in ("GET", "HEAD"):
         code = request.query.get("e", "")
         return login_page(request, code if code in LOGIN_CODES else "", 200)
@@ -172,6 +175,27 @@ async def login(request: web.Request) -> web.StreamResponse:
         return login_page(request, "wrong", 401)
     throttle.succeeded(client)
     log.info("status page: login from %s", client)
+    raise await _opened(request)
+
+
+async def _once(request: web.Request) -> web.StreamResponse:
+    """The first run's link: its code opens a session once; a spent, late or wrong code
+    shows the login form saying so, and counts as a wrong token."""
+    settings = request.app[SETTINGS]
+    client, throttle = client_of(request.remote), request.app[THROTTLE]
+    wait = throttle.wait(client)
+    if wait:
+        return login_page(request, "locked", 429, wait)
+    if settings.once is None or not settings.once.take(request.query.get("once", "")):
+        _count_wrong(throttle, client, "one-time login link")
+        return login_page(request, "once_spent", 401)
+    log.info("status page: login from %s with the one-time link", client)
+    raise await _opened(request)
+
+
+async def _opened(request: web.Request) -> web.HTTPSeeOther:
+    """A new session (ending the one the browser had), and the way to the page."""
+    settings = request.app[SETTINGS]
     store = request.app[SESSIONS]
     old = request.cookies.get(settings.cookie)
     if old is not None and SESSION_ID.fullmatch(old):
@@ -181,7 +205,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     opened.set_cookie(settings.cookie, session_id, httponly=True, samesite="Strict", path="/",
                       secure=settings.secure,
                       max_age=int(settings.session_max.total_seconds()))
-    raise opened
+    return opened
 
 
 async def logout(request: web.Request) -> web.StreamResponse:

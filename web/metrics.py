@@ -73,6 +73,17 @@ class _SnapshotCollector(Collector):
                      health.fastagi == "listening")
         yield _gauge("nobat_database_up", "1 when the store answers at the current schema.",
                      health.database == "ok")
+        parts = GaugeMetricFamily("nobat_part_up", "1 while a supervised part (dialer, flow "
+                                  "watcher, ...) runs and its work succeeds.", labels=["part"])
+        restarts = CounterMetricFamily("nobat_part_restarts", "Times a supervised part was "
+                                       "started again after it failed.", labels=["part"])
+        for part in health.parts:
+            parts.add_metric([part.name], float(part.running))
+            restarts.add_metric([part.name], float(part.restarts))
+        yield parts
+        yield restarts
+        yield _gauge("nobat_consultations_due_unserved", "Consultations due now while the "
+                     "dialer or its AMI link is down.", health.due_unserved)
         yield _gauge("nobat_ivr_calls_active", "IVR calls in progress on this instance.",
                      len(status.live_calls))
         states = GaugeMetricFamily("nobat_consultations", "Consultations by state.",

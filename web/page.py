@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 
 from clinic.calendar import WEEKDAY_FA, Weekday, format_jalali
-from db.consultations import ABANDON_CAUSE, DOWN_CAUSE, LATE_CAUSE
+from db.consultations import ABANDON_CAUSE, CUT_CAUSE, DOWN_CAUSE, LATE_CAUSE
 
 LANGUAGES = ("fa", "en")
 HEAT_STEPS = 20
@@ -42,6 +42,13 @@ TEXTS: dict[str, dict[str, str]] = {
                         "دوباره بکوشید.",
         "login_expired": "نشست شما به پایان رسیده است؛ دوباره وارد شوید.",
         "login_logged_out": "خارج شدید.", "refused": "درخواست پذیرفته نشد",
+        "login_once_spent": "این پیوند ورود یک‌بار به کار رفته یا کهنه شده است؛ با رمز "
+                            "دسترسی وارد شوید.",
+        "login_first_run": "رمز دسترسی را nobat در نخستین اجرا ساخته و در پرونده‌ی "
+                           "web-token کنار پایگاه داده نگه می‌دارد (فقط برای کاربر nobat "
+                           "خواندنی است). گزارش nobat serve پس از هر راه‌اندازی پیوندی "
+                           "می‌دهد که یک بار، تا ۱۵ دقیقه، بی‌رمز وارد می‌کند. برای رمز "
+                           "دلخواه web.token یا NOBAT_WEB_TOKEN را تنظیم کنید.",
         "back": "بازگشت به صفحهٔ وضعیت",
         "hour": "ساعت", "weekday": "روز", "total": "جمع", "minute_unit": "دقیقه",
         "ok": "سالم", "problem": "مشکل", "bad_range": "بازهٔ نادرست",
@@ -63,6 +70,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "cancel_not_closed": "لغو نشد؛ این نوبت در روز تعطیل یا غیبت پزشک نیست و در این صفحه "
                              "فقط چنین نوبت‌هایی لغو می‌شوند.",
         "recorded_absences": "غیبت‌ها و تعطیلی‌های ثبت‌شده در این صفحه", "lift": "برداشتن",
+        "part_dialer": "تماس‌گیر (مشاوره‌ها و یادآوری‌ها)",
+        "part_flow_watcher": "پایش فایل‌های منو", "since": "از", "restarts": "راه‌اندازی دوباره:",
+        "due_unserved": "مشاوره‌هایی که وقتشان رسیده و کسی تماسشان را نمی‌گیرد",
     },
     "en": {
         "title": "Phone line status", "health": "Health", "now": "Now", "next": "Next",
@@ -84,6 +94,13 @@ TEXTS: dict[str, dict[str, str]] = {
         "login_locked": "Too many wrong tokens from this computer: try again in {seconds} s.",
         "login_expired": "Your session has ended; log in again.",
         "login_logged_out": "You have logged out.", "refused": "Request refused",
+        "login_once_spent": "That login link was used already or has expired; log in with "
+                            "the access token.",
+        "login_first_run": "On its first run nobat made the access token and keeps it in "
+                           "the file web-token beside its database (readable by nobat's "
+                           "user only). After each start, nobat serve's log shows a link "
+                           "that logs in once, within 15 minutes, without it. To choose "
+                           "your own, set web.token or NOBAT_WEB_TOKEN.",
         "back": "Back to the status page",
         "hour": "Hour", "weekday": "Day", "total": "Total", "minute_unit": "min",
         "ok": "OK", "problem": "Problem", "bad_range": "Wrong range",
@@ -106,6 +123,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "cancel_not_closed": "Not cancelled: it is not on a closed day, and only bookings on "
                              "a closed day are cancelled here.",
         "recorded_absences": "Absences and closures recorded on this page", "lift": "Lift",
+        "part_dialer": "Dialer (consultations and reminders)",
+        "part_flow_watcher": "Flow file watcher", "since": "since", "restarts": "restarts:",
+        "due_unserved": "Consultations due that nobody is ringing",
     },
 }
 
@@ -121,13 +141,15 @@ STATES: dict[str, dict[str, str]] = {
            "opted_out": "تماس نمی‌خواهد", "no_choice": "پاسخ داد، انتخابی نکرد",
            "not_reached": "در دسترس نبود", "moved": "به نزدیک‌ترین زمان رفت",
            "answered": "پاسخ داد", "done": "انجام شد", "missed": "انجام نشد",
-           "planned": "هنوز تماس گرفته نشده"},
+           "planned": "هنوز تماس گرفته نشده", "running": "در کار", "cut": "قطع شد",
+           "restarting": "از کار افتاد؛ دوباره راه می‌افتد", "failing": "پیاپی از کار می‌افتد"},
     "en": {"retry_wait": "waiting to retry", "auth_failed": "wrong AMI secret",
            "no_secret": "no FastAGI secret set: every call is refused",
            "off": "off (not configured)", "schema behind": "schema behind",
            "no_choice": "answered, chose nothing", "not_reached": "not reached",
            "moved": "moved to the nearest time", "opted_out": "wants no calls",
-           "planned": "not called yet"},
+           "planned": "not called yet", "restarting": "failed; restarting",
+           "failing": "keeps failing"},
 }
 
 
@@ -138,7 +160,8 @@ CAUSES: dict[str, dict[str, str]] = {
            "time_up": "وقت نوبت تمام شد", "ami_link_lost": "ارتباط با Asterisk قطع شد",
            DOWN_CAUSE: "وقتش رسید وقتی nobat خاموش بود",
            LATE_CAUSE: "وقت نوبت پیش از تماس تمام شد",
-           ABANDON_CAUSE: "nobat هنگام توقف رهایش کرد"},
+           ABANDON_CAUSE: "nobat هنگام توقف رهایش کرد",
+           CUT_CAUSE: "هنگام گفتگو قطع شد: Asterisk از نو راه افتاد"},
     "en": {"ami_link_lost": "AMI link lost"},
 }
 """Why a consultation failed, in the reader's words: a leg and a reason ("patient: busy"),

@@ -4,6 +4,9 @@ to, where browsers reach it, and how long its sessions and login locks last."""
 from __future__ import annotations
 
 import datetime as dt
+import hmac
+import secrets
+import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -32,6 +35,25 @@ def split_host(value: str) -> tuple[str, str | None] | None:
     return (name, rest[1:] or None) if name else None
 
 
+class OneTimeLogin:
+    """A code that opens one session, once, within `valid` of nobat starting: the link a
+    first run logs, so a newcomer need not copy the token out of its file."""
+
+    def __init__(self, valid: dt.timedelta = dt.timedelta(minutes=15)) -> None:
+        self.code = secrets.token_urlsafe(24)
+        self._until = time.monotonic() + valid.total_seconds()
+        self.used = False
+
+    def take(self, given: str) -> bool:
+        """Whether `given` is the code, still unused and in time; it is spent if so."""
+        right = hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
+                                    self.code.encode())
+        if not right or self.used or time.monotonic() > self._until:
+            return False
+        self.used = True
+        return True
+
+
 @dataclass(frozen=True)
 class PageSettings:
     """The page's own settings (web.* in config.toml), with the shipped defaults."""
@@ -43,6 +65,9 @@ class PageSettings:
     session_idle: dt.timedelta = dt.timedelta(minutes=30)
     session_max: dt.timedelta = dt.timedelta(hours=12)
     login_lock_max: dt.timedelta = dt.timedelta(minutes=5)
+    token_made: bool = False
+    """The token is the one a first run made and keeps in web-token (the login page says)."""
+    once: OneTimeLogin | None = None
 
     @property
     def secure(self) -> bool:

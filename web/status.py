@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bridge.ami_client import AmiClient
+from bridge.ami_client import AmiClient, LinkState
 from clinic.phones import mask
-from db.booking import utc_now
+from db.booking import BookingService, utc_now
 from db.clinic_sync import RecordedAbsence, recorded_absences
 from db.engine import Database
 from db.figures import AbsenceRow, ConsultationRow, DayFigures, Figures, Heatmap
@@ -34,8 +34,28 @@ log = logging.getLogger(__name__)
 HEATMAP_DAYS = 28
 """The heatmap's default range: the last four weeks, today included."""
 MAX_RANGE_DAYS = 366
+DIALER_PART = "dialer"
+"""The supervised part that rings consultations: /healthz fails when it is down while one is
+due."""
 NEXT_AT_LEAST = dt.timedelta(hours=6)
 """"Next" lists the rest of the day, and at least this far ahead (late at night: the morning)."""
+
+
+@dataclass(frozen=True)
+class PartView:
+    """A long-running part of nobat serve (the dialer, the flow watcher, ...) as the
+    supervisor sees it: running, restarting (since a failure), failing, or stopped."""
+
+    name: str
+    state: str
+    since: dt.datetime
+    last_error: str | None
+    restarts: int
+
+    @property
+    def running(self) -> bool:
+        """Doing its work now."""
+        return self.state == "running"
 
 
 @dataclass
@@ -44,11 +64,15 @@ class Sources:
 
     database: Database
     tz: ZoneInfo
+    booking: BookingService
+    """The clinic's booking rules as configured: the page's staff cancel goes through them."""
     flows: FlowStore | None = None
     line: InboundLine | None = None
     listener: FastAgiServer | None = None
     ami: AmiClient | None = None
     clock: Callable[[], dt.datetime] = utc_now
+    parts: Callable[[], list[PartView]] = list
+    """The supervised parts' states (none when the page runs on its own)."""
 
 
 @dataclass(frozen=True)
@@ -63,12 +87,22 @@ class Health:
     flows_version: str | None
     flows_loaded_at: str | None
     flows_error: str | None
+    parts: tuple[PartView, ...] = ()
+    due_unserved: int = 0
+    """Consultations due now while no running dialer with a live AMI link can ring them."""
 
     @property
     def ok(self) -> bool:
         """All parts that exist work (a missing AMI secret is a choice, not a fault)."""
         return (self.database == "ok" and self.fastagi in ("listening", "off")
-                and self.ami in ("connected", "off") and self.flows_error is None)
+                and self.ami in ("connected", "off") and self.flows_error is None
+                and all(part.running for part in self.parts))
+
+    @property
+    def serving(self) -> bool:
+        """What /healthz answers 200 for: the store works and nothing due waits on a
+        dialer that is down."""
+        return self.database == "ok" and self.due_unserved == 0
 
 
 @dataclass(frozen=True)
@@ -138,7 +172,8 @@ class Status:
         """The same figures for /api/status, dates as ISO text."""
         return {
             "now": self.now.isoformat(), "today": self.today.isoformat(),
-            "health": {**vars(self.health), "ok": self.health.ok},
+            "health": {**vars(self.health), "ok": self.health.ok,
+                       "parts": [_part_json(part) for part in self.health.parts]},
             "live_calls": [vars(call) for call in self.live_calls],
             "live_consultations": [_view_json(v) for v in self.live_consultations],
             "upcoming": [_view_json(v) for v in self.upcoming],
@@ -159,6 +194,10 @@ class Status:
                                    "last_day": a.last_day.isoformat()}
                                   for a in self.recorded_absences],
         }
+
+
+def _part_json(part: PartView) -> dict[str, Any]:
+    return {**vars(part), "since": part.since.isoformat()}
 
 
 def _view_json(view: ConsultationView) -> dict[str, Any]:
@@ -204,8 +243,15 @@ async def database_health(database: Database) -> DatabaseHealth:
 
 
 async def health(sources: Sources) -> Health:
-    """Each part's state."""
+    """Each part's state, and whether consultations due now wait on a dialer that is down."""
     store = await database_health(sources.database)
+    parts = tuple(sources.parts())
+    dialer = next((part for part in parts if part.name == DIALER_PART), None)
+    ringing = (dialer is not None and dialer.running and sources.ami is not None
+               and sources.ami.status.state is LinkState.CONNECTED)
+    due = 0
+    if dialer is not None and not ringing and store.ok:
+        due = await Figures(sources.database, sources.tz).due_consultations(sources.clock())
     listener = sources.listener
     fastagi = ("off" if listener is None else "stopped" if not listener.listening
                else "no_secret" if not listener.access.secret else "listening")
@@ -218,7 +264,8 @@ async def health(sources: Sources) -> Health:
         ami_error=None if link is None else link.last_error,
         flows_version=None if current is None else current.version,
         flows_loaded_at=None if flows is None else flows.loaded_at,
-        flows_error=None if flows is None else flows.last_error)
+        flows_error=None if flows is None else flows.last_error, parts=parts,
+        due_unserved=due)
 
 
 def _caller(call: Call) -> str:

@@ -674,9 +674,10 @@ class Switch:
         one, two = halves
         two.linkedid, two.linked_seq = one.linkedid, one.linked_seq
         for variable in action.fields.getall("Variable"):
-            for assignment in variable.split(","):
-                key, _, value = assignment.partition("=")
-                one.variables[key] = two.variables[key] = value
+            for assignment in separate_args(variable.lstrip(" \t")):
+                key, sep, value = assignment.partition("=")
+                if sep and key:
+                    one.variables[key] = two.variables[key] = value
         call = Call(action, dial, one, two, self.phones.get(exten), result, report)
         for channel in halves:
             self.channels[channel.name] = channel
@@ -902,3 +903,36 @@ class Switch:
         one.priority = priority
         self._start_holding(call)
         return True
+
+
+def separate_args(text: str, delim: str = ",") -> list[str]:
+    """app.c __ast_app_separate_args with remove_chars, as AMI reads a Variable header: split
+    at `delim` outside quotes, parentheses and brackets; double quotes dropped; a backslash
+    dropped and the next character taken as it is."""
+    args: list[str] = []
+    current: list[str] = []
+    paren = bracket = 0
+    quote = False
+    chars = iter(text)
+    for char in chars:
+        if char == "(":
+            paren += 1
+        elif char == ")":
+            paren = max(0, paren - 1)
+        elif char == "[":
+            bracket += 1
+        elif char == "]":
+            bracket = max(0, bracket - 1)
+        elif char == '"' and delim != '"':
+            quote = not quote
+            continue
+        elif char == "\\":
+            char = next(chars, "")
+        elif char == delim and not (paren or quote or bracket):
+            args.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    if current or text.endswith(delim):
+        args.append("".join(current))
+    return args

@@ -452,8 +452,11 @@ class RealAsterisk:
 
     # ---- life cycle ---------------------------------------------------------------------
     async def start(self) -> RealAsterisk:
-        conf = self.layout()
-        output = (self.base / "log" / "console.log").open("wb")
+        """Start Asterisk (again, after `kill`, on the files it had) and wait until it has
+        booted fully."""
+        laid_out = self.base / "etc" / "asterisk.conf"
+        conf = laid_out if laid_out.is_file() else self.layout()
+        output = (self.base / "log" / "console.log").open("ab")
         try:
             self.process = await asyncio.create_subprocess_exec(
                 str(self.binary), "-f", "-n", "-C", str(conf),
@@ -490,6 +493,15 @@ class RealAsterisk:
         if response.status != "Success":
             raise AsteriskFailed(f"AMI login failed: {response}")
         return link
+
+    async def kill(self) -> int:
+        """SIGKILL, as a crash or the OOM killer would end Asterisk: no Shutdown event, every
+        call and AMI connection simply gone. `start` brings it back."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        code = await self.process.wait()
+        self._links.clear()
+        return code
 
     async def stop(self) -> int | None:
         """SIGTERM, as an init system stops Asterisk; SIGKILL if it hangs."""

@@ -36,8 +36,12 @@ async def test_serve_refuses_a_guessable_token(tmp_path: Path, token: str) -> No
     assert not (tmp_path / "nobat.db").exists()  # it stopped before opening anything
 
 
-async def test_an_empty_token_keeps_the_page_shut(tmp_path: Path) -> None:
+async def test_with_no_token_set_serve_makes_one_and_an_empty_one_opens_nothing(
+        tmp_path: Path) -> None:
     async with page_server(tmp_path, token="") as server:
+        made = (tmp_path / "web-token").read_text().strip()
         assert (await exchange(server, http("GET", "/api/status",
-                                            ("Authorization", "Bearer ")))).status == 403
+                                            ("Authorization", "Bearer ")))).status == 401
+        assert (await exchange(server, http("GET", "/api/status",
+                                            ("Authorization", f"Bearer {made}")))).status == 200
         assert (await exchange(server, http("GET", "/healthz"))).status == 200

@@ -6,8 +6,8 @@ phone is ever shown anything but the clinic.
 Three consultations come due together (as at a clinic's busy hour) on one Asterisk and one
 nobat: one whose phones answer at once (and whose doctor's carrier refreshes the call with a
 re-INVITE mid-call), one whose doctor answers late, one whose patient is busy. At the same
-time, on a second Asterisk and nobat, nobat is killed during a bridged consultation. Each
-test below looks at one of these."""
+time, on a second Asterisk and nobat, nobat is killed during a bridged consultation, and on
+a third, Asterisk is. Each test below looks at one of these."""
 
 from __future__ import annotations
 
@@ -44,6 +44,9 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 TALK = dt.timedelta(seconds=85)
 """From due to the booked end: time to answer, be announced and be bridged, then more than
 the minute's warning (config warn_minutes) before the end."""
+CUT_TALK = TALK + dt.timedelta(seconds=60)
+"""The consultation Asterisk is killed in: a minute longer, so that more than the minute nobat
+needs left to ring both again (RECONNECT_AT_LEAST) remains once Asterisk is back."""
 DOCTOR = "+989121002001"
 CONSULTATIONS = {  # variant: (doctor, doctor's phone, patient's phone)
     "answers": ("dr-ahmadi", DOCTOR, "+989351110001"),
@@ -162,18 +165,26 @@ class Killed:
     legs: dict[Leg, PhoneLeg]
 
 
+async def bridged_now(line: ClinicLine, talk: dt.timedelta) -> int:
+    """Book the "answers" consultation due now for `talk`, start nobat, and return the
+    consultation's id once the call is bridged."""
+    doctor_key, _, patient_phone = CONSULTATIONS["answers"]
+    service = BookingService(line.store)
+    doctor_id, start = await first_phone_slot(service, doctor_key)
+    due = dt.datetime.now(dt.UTC)
+    _, ident = await book_due(service, line.store, doctor_id, patient_phone, start, due,
+                              ends_at=due + talk)
+    await line.start_nobat()
+    await until(line, lambda row, tries: bool(tries) and tries[0].bridged_at is not None,
+                ident, "the call bridged", within=40)
+    return ident
+
+
 async def nobat_killed(folder: Path, prompts: Path) -> Killed:
     """A consultation bridged, nobat killed, a new nobat started, the call run to its end."""
-    doctor_key, doctor_phone, patient_phone = CONSULTATIONS["answers"]
+    _, doctor_phone, patient_phone = CONSULTATIONS["answers"]
     async with clinic_line(folder, prompts, edits=EDITS, start_nobat=False) as line:
-        service = BookingService(line.store)
-        doctor_id, start = await first_phone_slot(service, doctor_key)
-        due = dt.datetime.now(dt.UTC)
-        _, ident = await book_due(service, line.store, doctor_id, patient_phone, start, due,
-                                  ends_at=due + TALK)
-        await line.start_nobat()
-        await until(line, lambda row, tries: bool(tries) and tries[0].bridged_at is not None,
-                    ident, "the call bridged", within=40)
+        ident = await bridged_now(line, TALK)
         exit_code = await line.kill_nobat()
         killed_at = dt.datetime.now()
         second = await line.start_nobat()
@@ -191,28 +202,62 @@ async def nobat_killed(folder: Path, prompts: Path) -> Killed:
 
 
 @dataclass
+class Cut:
+    """A consultation during which Asterisk was killed with SIGKILL, and started again."""
+
+    killed_at: dt.datetime
+    consultation: Consultation
+    attempts: list[CallAttempt]
+    legs: dict[Leg, PhoneLeg]
+    heard: list[str]
+    """What Asterisk played after it came back, on every channel."""
+
+
+async def asterisk_killed(folder: Path, prompts: Path) -> Cut:
+    """A consultation bridged, Asterisk killed and started again; nobat rings both again."""
+    _, doctor_phone, patient_phone = CONSULTATIONS["answers"]
+    async with clinic_line(folder, prompts, edits=EDITS, start_nobat=False) as line:
+        ident = await bridged_now(line, CUT_TALK)
+        await asyncio.sleep(6)  # they talk
+        killed_at = dt.datetime.now(dt.UTC)
+        await line.asterisk.kill()
+        played_before = len(line.log.played())
+        await line.asterisk.start()
+        line.ami = await line.asterisk.connect()
+        done = await until(line, lambda row, tries: row.state == "completed", ident,
+                           "the call rung again and completed",
+                           within=CUT_TALK.total_seconds())
+        tries = await attempts(line.store, ident)
+        legs = {leg: PhoneLeg(number, dialogue(line, number)) for leg, number in
+                ((Leg.DOCTOR, doctor_phone), (Leg.PATIENT, patient_phone))}
+        return Cut(killed_at, done, tries, legs, line.log.played()[played_before:])
+
+
+@dataclass
 class Runs:
-    """What the module's two runs saw."""
+    """What the module's three runs saw."""
 
     three: dict[str, Result]
     trunk: list[SipMessage]
     killed: Killed
+    cut: Cut
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def runs(tmp_path_factory: pytest.TempPathFactory, prompts: Path) -> Runs:
-    """Both runs at once, each on its own Asterisk, carrier and nobat (they take minutes of
+    """The runs at once, each on its own Asterisk, carrier and nobat (they take minutes of
     real time: the booked end, and a lease running out)."""
     done = await asyncio.gather(
         three_at_once(tmp_path_factory.mktemp("three-at-once"), prompts),
         nobat_killed(tmp_path_factory.mktemp("nobat-killed"), prompts),
+        asterisk_killed(tmp_path_factory.mktemp("asterisk-killed"), prompts),
         return_exceptions=True)
     for outcome in done:
         if isinstance(outcome, BaseException):
             raise outcome
-    (three, trunk), killed = done
-    assert isinstance(killed, Killed)
-    return Runs(three, trunk, killed)
+    (three, trunk), killed, cut = done
+    assert isinstance(killed, Killed) and isinstance(cut, Cut)
+    return Runs(three, trunk, killed, cut)
 
 
 @pytest.fixture
@@ -408,6 +453,26 @@ async def test_a_bridged_call_outlives_a_killed_nobat_and_the_restarted_one_take
         bye = [m for m in from_asterisk(phone) if m.method == "BYE"]
         # The call went on after the kill, until Asterisk ended it at the booked time.
         assert len(bye) == 1 and bye[0].at > killed.killed_at + dt.timedelta(seconds=30), bye
+        assert_shows_only_the_clinic(phone, [n for n in numbers if n != phone.number])
+
+
+async def test_a_call_cut_by_an_asterisk_crash_is_recorded_cut_and_both_are_rung_again(
+        runs: Runs) -> None:
+    cut = runs.cut
+    first, again = cut.attempts
+    # Not "completed": cut, with the talk time until Asterisk died (about 6 s), not until
+    # nobat noticed; one new attempt rang both again, told them why and bridged them.
+    assert (first.state, first.outcome, again.outcome) == ("cut", "cut", "completed")
+    assert first.bridged_at is not None and first.talk_seconds is not None
+    talked = (cut.killed_at - first.bridged_at).total_seconds()
+    assert talked - 2 <= first.talk_seconds <= talked + 2, (first.talk_seconds, talked)
+    assert again.bridged_at is not None and again.talk_seconds
+    assert (cut.consultation.state, cut.consultation.attempts) == ("completed", 2)
+    assert cut.heard.count("fa/consult/reconnecting") == 2, cut.heard
+    assert in_order(cut.heard, ["fa/consult/reconnecting", "fa/consult/time-up"]), cut.heard
+    numbers = [phone.number for phone in cut.legs.values()]
+    for leg, phone in cut.legs.items():
+        assert len(invites(phone)) == 2, f"the {leg} was not rung exactly once more"
         assert_shows_only_the_clinic(phone, [n for n in numbers if n != phone.number])
 
 

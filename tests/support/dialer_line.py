@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 from bridge.ami_client import AmiClient
 from bridge.consultation_call import CallPlan
-from bridge.dialer import Dialer, PatientCalls
+from bridge.dialer import Dialer, PatientCalls, PlanFactory
 from clinic.phones import normalize
 from db.consultations import ConsultationStore, RetryPolicy
 from db.engine import Database
+from nobat.supervisor import Supervisor
 from protocol.call_token import call_token
 from tests.fakepbx.agi_caller import DIALPLAN_SECRET
 from tests.fakepbx.ami_server import FakeAsterisk
@@ -57,12 +58,17 @@ class Line:
     clock: ScaledClock
     running: list[asyncio.Task[None]]
     make_dialer: Callable[[AmiClient, str], Dialer]
+    supervisor: Supervisor | None = None
 
     def start(self, client: AmiClient, instance: str) -> Dialer:
-        """Start one more dialer (a nobat instance) on an AMI login."""
+        """Start one more dialer (a nobat instance) on an AMI login: under the supervisor,
+        as `nobat serve` runs it, when the line has one."""
         dialer = self.make_dialer(client, instance)
         self.dialers.append(dialer)
-        self.running.append(asyncio.create_task(dialer.run()))
+        if self.supervisor is not None:
+            self.supervisor.add(instance, dialer.run, lambda: dialer.trouble)
+        else:
+            self.running.append(asyncio.create_task(dialer.run()))
         return dialer
 
     async def stop(self, dialer: Dialer) -> None:
@@ -118,11 +124,15 @@ async def line(database: Database, phones: Sequence[Phone], start: dt.datetime,
                ring_seconds: float = 10, clock: ScaledClock | None = None,
                fastagi: tuple[str, int] | None = None,
                patients: Callable[[CallPlan], PatientCalls] | None = None,
-               survey_in_call: bool = False) -> AsyncIterator[Line]:
+               survey_in_call: bool = False, supervisor: Supervisor | None = None,
+               plans: Callable[[CallPlan], PlanFactory] | None = None
+               ) -> AsyncIterator[Line]:
     """Start the fake PBX and one AMI login and dialer per instance on `database`; with
     `patients`, the dialers also make patient calls, whose flows run on nobat's FastAGI
     server at `fastagi` (and whose services already run on `clock`); `survey_in_call`
-    keeps the patient on the line for the survey after a consultation."""
+    keeps the patient on the line for the survey after a consultation; `supervisor` runs
+    the dialers (stopped by the caller); `plans` makes the dialers' plan factory from the
+    phones' plan (a faulty one, say)."""
     plan = plan_for(phones, ring_seconds, survey_in_call)
     async with FakeAsterisk(phones=phones, speed=SPEED, fastagi=fastagi) as pbx:
         clients = [AmiClient("127.0.0.1", pbx.port, "ctrl", "ctrlsecret", action_timeout=2.0,
@@ -135,12 +145,13 @@ async def line(database: Database, phones: Sequence[Phone], start: dt.datetime,
         scaled = clock
 
         def make_dialer(client: AmiClient, name: str) -> Dialer:
-            return Dialer(ConsultationStore(database, scaled), client, lambda _: plan, name,
+            plan_for = plans(plan) if plans is not None else (lambda _: plan)
+            return Dialer(ConsultationStore(database, scaled), client, plan_for, name,
                           cap, RETRY, scaled, sleep=scaled.sleep, poll=2.0, lease=LEASE,
                           reconnect_wait=2.0, link_check=0.02,
                           patient_calls=patients(plan) if patients else None)
 
-        pbx_line = Line(pbx, [], clock, [], make_dialer)
+        pbx_line = Line(pbx, [], clock, [], make_dialer, supervisor)
         for client, name in zip(clients, instances, strict=True):
             pbx_line.start(client, name)
         dialers, running = pbx_line.dialers, pbx_line.running
@@ -150,6 +161,8 @@ async def line(database: Database, phones: Sequence[Phone], start: dt.datetime,
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
+            if supervisor is not None:
+                await supervisor.close()
             for dialer in dialers:
                 await dialer.close()
             for client in clients:
