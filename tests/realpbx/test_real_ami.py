@@ -12,6 +12,7 @@ party's channels may ever carry the other party's number.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import re
 import wave
 from collections.abc import Callable, Iterable
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.ami_protocol import Action, Event, Fields
+from bridge.consultation_call import CallPlan, ConsultationCall, SendAction
+from db.consultations import Claim, DueConsultation
 from tests.fakepbx.script import Answers, Phone
 from tests.realpbx.asterisk import SHIPPED, AmiLink, RealAsterisk
 from tests.realpbx.dialplan import FakePhones, caller_id, dial_string
@@ -419,3 +422,37 @@ def test_shipped_manager_conf_has_no_secret_and_stays_on_loopback() -> None:
     assert re.search(r"(?m)^bindaddr=127\.0\.0\.1$", text)
     assert re.search(r"(?m)^permit=127\.0\.0\.1/255\.255\.255\.255$", text)
     assert re.search(r"(?m)^write=call,originate,reporting$", text)
+
+
+async def test_a_clinic_name_with_quotes_and_a_comma_reaches_the_dialplan_whole(
+    asterisk_binary: Path,
+) -> None:
+    """nobat's own Originate of a doctor leg, for a clinic called `Dr. "Ali", Clinic`:
+    Asterisk splits Variable headers at commas and drops quotes unless escaped, and the
+    hold context sets the leg's CALLERID(name) from NOBAT_CLINIC_NAME."""
+    name = 'Dr. "Ali", Clinic'
+    now = dt.datetime.now(dt.UTC)
+    booked = DueConsultation(9, 90, now, "dialling", 1, now, now + dt.timedelta(minutes=5),
+                             "dr-ali", "دکتر علی", "Dr Ali", DOCTOR.number, PATIENT.number, "fa")
+    claim = Claim(booked, 1, "nobat-1", dt.timedelta(minutes=1), now + dt.timedelta(minutes=1))
+    plan = CallPlan("Local/{exten}@fake-phones", CLINIC_NUMBER, name,
+                    address=lambda number: {"exten": {DOCTOR.number: DOCTOR.exten,
+                                                      PATIENT.number: PATIENT.exten}[number]})
+    [doctor_leg] = [effect.action for effect in ConsultationCall(claim, plan).start()
+                    if isinstance(effect, SendAction)
+                    and effect.action.fields.get("ChannelId", "").endswith("-doctor")]
+    async with RealAsterisk(phones=phones(), binary=asterisk_binary) as pbx:
+        ami = await pbx.connect()
+        assert (await ami.send(doctor_leg)).status == "Success"
+        answered = await ami.wait_event("OriginateResponse", within=20,
+                                        ActionID=doctor_leg.action_id or "")
+        channel = answered.fields["Channel"]
+        await ami.wait_event("UserEvent", within=20, UserEvent="NobatLegReady", Leg="doctor")
+        shown = {}
+        for variable in ("NOBAT_CLINIC_NAME", "CALLERID(name)", "NOBAT_CLINIC_NUMBER"):
+            reply = await ami.send(Action("Getvar", Fields.of(Channel=channel,
+                                                               Variable=variable)))
+            shown[variable] = reply.fields.get("Value")
+        await ami.send(Action("Hangup", Fields.of(Channel=channel, Cause="16")))
+    assert shown == {"NOBAT_CLINIC_NAME": name, "CALLERID(name)": name,
+                     "NOBAT_CLINIC_NUMBER": CLINIC_NUMBER}
