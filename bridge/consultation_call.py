@@ -48,6 +48,10 @@ RECONNECT_AT_LEAST = dt.timedelta(minutes=1)
 BACKSTOP = dt.timedelta(seconds=30)
 """How long after the booked end plus grace nobat itself ends a call Asterisk did not end."""
 READY_EVENT = "NobatLegReady"
+SHUTDOWN_SOFT_CAUSE = "4"
+"""SoftHangupRequest's Cause when Asterisk shuts down or restarts (AST_SOFTHANGUP_SHUTDOWN):
+it hangs up every channel before its Shutdown event, so a bridged leg's Hangup after this
+was not a party's."""
 RELEASE_CAUSE = "16"  # Normal Clearing: how nobat ends a leg it no longer needs
 
 UP_STATE = "6"
@@ -224,6 +228,8 @@ class ConsultationCall:
     outcome: str = ""
     give_up_at: dt.datetime | None = None
     """While ending: when to stop waiting for legs that never reported."""
+    shutting_down: bool = False
+    """Asterisk flagged this call's channels for its shutdown: their hang-ups are a cut."""
     legs: dict[Leg, _LegState] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -280,6 +286,8 @@ class ConsultationCall:
             state.channel = evt.fields.get("Channel")
         if evt.name == "HangupRequest" and not far and int(evt.fields.get("Cause") or 0):
             state.requested_cause = int(evt.fields.get("Cause") or 0)
+        if evt.name == "SoftHangupRequest" and evt.fields.get("Cause") == SHUTDOWN_SOFT_CAUSE:
+            self.shutting_down = True
         if self.phase is Phase.ENDING:
             if evt.name == "Hangup" and not far:
                 state.gone = True
@@ -467,7 +475,7 @@ class ConsultationCall:
         else:
             state.cause, state.gone = cause, True
         if self.phase is Phase.BRIDGED:
-            return self._complete(state, now)
+            return self._cut(now, now) if self.shutting_down else self._complete(state, now)
         if state.ready:
             return self._fail(state, "hung_up", now)
         if far:

@@ -42,6 +42,7 @@ from bridge.consultation_call import (
 )
 from bridge.due_timers import DueTimers
 from bridge.patient_call import PatientCall, RetryRule
+from clinic.phones import mask_in_text
 from db.booking import Clock, utc_now
 from db.consultations import (
     Claim,
@@ -195,7 +196,7 @@ class Dialer:
     def _round_failed(self, exc: Exception) -> None:
         """Log a failed round (its traceback only when it is not the store or AMI away) and
         keep since when the rounds fail."""
-        error = one_line(exc)
+        error = mask_in_text(one_line(exc))
         since = self.trouble[0] if self.trouble is not None else self.clock()
         self.trouble = (since, error)
         expected = isinstance(exc, (AmiError, SQLAlchemyError))
@@ -250,13 +251,20 @@ class Dialer:
         free = (self.cap - self.channels()) // CHANNELS["c"]
         claims = await self.store.claim_next(self.instance, self.lease, free, running=running)
         now = self.clock()
+        failed: Exception | None = None
+        started: list[Claim | PatientCallClaim] = []
         for claim in claims:
+            try:
+                call = ConsultationCall(claim, self.plan_for(claim), self.retry)
+            except Exception as exc:  # give it back: the others are dialled all the same
+                await self.store.abandon(claim)
+                failed = failed or exc
+                continue
             for listener in self.on_dispatch:
                 listener(claim, now - claim.consultation.due_at)
-            call = ConsultationCall(claim, self.plan_for(claim), self.retry)
             self._start(f"c{claim.consultation_id}", _Consultation(self.store, claim, call),
                         call)
-        started: list[Claim | PatientCallClaim] = list(claims)
+            started.append(claim)
         desk = self.patient_calls
         mine = {int(key[1:]) for key in self.calls if key[0] == "p"}
         room = min(self.cap - self.channels(), desk.max_calls - len(mine)) if desk else 0
@@ -265,6 +273,8 @@ class Dialer:
                 call = PatientCall(patient, desk.plan, desk.retry)
                 self._start(f"p{patient.call_id}", _Patient(desk.store, patient, call), call)
                 started.append(patient)
+        if failed is not None:
+            raise failed  # the round is reported failing, with what went wrong
         return started
 
     def _start(self, key: str, job: _Job, call: OutboundCall) -> None:
@@ -557,7 +567,8 @@ class _Runner:
         ami, now = self.dialer.ami, self.dialer.clock()
         self.link = ami.status.connected_since
         cut = (self.lost_at or now) if ami.boots != self.boots else None
-        self.boots, self.lost_at = ami.boots, None
+        if live is not None:  # the link is back: what was lost is known now
+            self.boots, self.lost_at = ami.boots, None
         await self.apply(self.call.on_resync(live, now, cut))
 
     async def clear_leftovers(self) -> bool:

@@ -94,6 +94,11 @@ def _config(config: Config) -> Finding:
 
 
 async def _store(config: Config) -> tuple[list[Finding], ClinicProfile | None]:
+    url = make_url(config.database.url)
+    file = Path(url.database or "") if url.drivername.startswith("sqlite") else None
+    if file is not None and url.database not in ("", ":memory:") and not file.exists():
+        return [Finding("store", False, f"there is no store at {file}",
+                        "run `nobat db upgrade` as nobat (umask 0007)")], None
     database = Database.from_url(config.database.url)
     try:
         schema = await current_revision(database)

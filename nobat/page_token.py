@@ -24,11 +24,14 @@ class TokenFileError(Exception):
 
 
 def token_folder(config: Config) -> Path:
-    """Beside the database file; beside config.toml for PostgreSQL or an in-memory store."""
+    """Beside the database file; for PostgreSQL or an in-memory store, in systemd's
+    StateDirectory when the unit has one, else the working directory (the unit's
+    WorkingDirectory, /var/lib/nobat in docs/deployment.md): somewhere nobat may write."""
     url = make_url(config.database.url)
     if url.drivername.startswith("sqlite") and url.database not in (None, "", ":memory:"):
         return Path(url.database).parent
-    return config.path.resolve().parent
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(state) if state else Path.cwd()
 
 
 def first_run_token(folder: Path) -> tuple[str, bool]:
@@ -55,12 +58,17 @@ def first_run_token(folder: Path) -> tuple[str, bool]:
 def _kept(path: Path) -> str:
     """The token an earlier run made, refused if it was edited into a weak one or is not
     nobat's own (its folder is shared with Asterisk's user)."""
-    try:
-        token = path.read_text(encoding="ascii").strip()
-        info = path.stat()
-        mode, owner = stat.S_IMODE(info.st_mode), info.st_uid
+    try:  # no symlink followed, and the file checked is the one read
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(descriptor, "rb") as kept:
+            info = os.fstat(kept.fileno())
+            token = kept.read(4096).decode("ascii").strip()
     except (OSError, UnicodeError) as exc:
         raise TokenFileError(f"cannot read the status page token {path}: {exc}") from exc
+    mode, owner = stat.S_IMODE(info.st_mode), info.st_uid
+    if not stat.S_ISREG(info.st_mode):
+        raise TokenFileError(f"the status page token {path} is not a plain file; delete it "
+                             "to have a new one made")
     if owner != os.geteuid():
         raise TokenFileError(f"the status page token {path} belongs to uid {owner}, not to "
                              "nobat's user: someone else may have put it there; delete it "

@@ -116,6 +116,14 @@ def page_settings(config: Config) -> PageSettings:
         token_made=made, once=OneTimeLogin() if made else None)
 
 
+def _reachable(host: str) -> str:
+    """How a browser on this machine names a listening address: loopback for a wildcard
+    (which the page's Host check would refuse), IPv6 in brackets."""
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
 def reload_on_signal(store: FlowStore, tasks: set[asyncio.Task[bool]]) -> None:
     """SIGHUP reloads the flows, as daemons do; the task is kept until it finishes."""
     task = asyncio.create_task(store.reload("SIGHUP"))
@@ -153,7 +161,7 @@ async def serve(config: Config) -> None:
             host, port = sock.getsockname()[:2]
             log.info("status page listening on http://%s:%s/", host, port)
             if settings.once is not None:
-                base = config.web.public_url.rstrip("/") or f"http://{host}:{port}"
+                base = config.web.public_url.rstrip("/") or f"http://{_reachable(host)}:{port}"
                 log.warning("status page: log in at %s/login?once=%s (once, within 15 "
                             "minutes; the token itself is in %s)", base, settings.once.code,
                             token_folder(config) / TOKEN_FILE)

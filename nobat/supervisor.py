@@ -17,6 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from clinic.phones import mask_in_text
 from db.booking import Clock, utc_now
 from db.engine import one_line
 from web.status import PartView
@@ -134,7 +135,7 @@ class Supervisor:
                 if loop.time() - started >= HEALTHY_AFTER_S:
                     part.failures = 0
                 part.failures += 1
-                part.last_error = one_line(exc)
+                part.last_error = mask_in_text(one_line(exc))
                 delay = self.backoff.delay(part.failures)
                 failing = part.failures >= FAILING_AFTER
                 part.move(PartState.FAILING if failing else PartState.RESTARTING, self.clock())

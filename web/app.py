@@ -42,7 +42,8 @@ async def healthz(request: web.Request) -> web.Response:
     """Answer probes without a token: 503 when the store is unreachable or behind, or when
     consultations are due while the dialer that rings them is down. A probe by another Host
     name (a load balancer's, by address) learns only ok or not; the others get each part's
-    state."""
+    state, but no error text, which only the token's holders read (/api/status, the page):
+    a Host header is the client's to choose."""
     state = await health(request.app[SOURCES])
     body: dict[str, object] = {"status": "ok" if state.serving else "error"}
     if request.app[SETTINGS].allows_host(request.headers.get("Host")):
@@ -51,7 +52,7 @@ async def healthz(request: web.Request) -> web.Response:
             body["schema"] = state.schema
         body["ami"] = state.ami
         body["parts"] = {part.name: {"state": part.state, "since": part.since.isoformat(),
-                                     "last_error": part.last_error, "restarts": part.restarts}
+                                     "restarts": part.restarts}
                          for part in state.parts}
         if state.due_unserved:
             body["due_unserved"] = state.due_unserved

@@ -179,6 +179,7 @@ class FakeAsterisk(Switch):
     async def restart(self, clean: bool = True) -> None:
         """Restart as "core restart now" (clean) or SIGKILL plus a start: refuse, then listen."""
         if clean:
+            self.shut_down()
             self.emit(event("Shutdown", extra={"Shutdown": "Cleanly", "Restart": "True"}))
             await self.sleep(SHUTDOWN_CLOSE_DELAY)
         await self._stop_listening()

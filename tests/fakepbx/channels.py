@@ -44,6 +44,8 @@ NOBAT_SURVEY_CONTEXT = "nobat-consult-survey"
 PLAY_SECONDS = 1.0
 """How long every prompt lasts, in scripted seconds."""
 NOBAT_MASK = "nobat-mask-connected-line,s,1"
+SHUTDOWN_SOFT_CAUSE = "4"
+"""SoftHangupRequest's Cause when Asterisk is shutting down (AST_SOFTHANGUP_SHUTDOWN)."""
 DEFAULT_ORIGINATE_TIMEOUT_MS = 30000
 PROTECTING_VARIABLES = frozenset(
     {"CONNECTED_LINE_SEND_SUB", "CONNECTED_LINE_CALLER_SEND_SUB", "CONNECTED_LINE_CALLEE_SEND_SUB"}
@@ -800,6 +802,15 @@ class Switch:
         else:
             self._near_hangup(call, cause)
         return True
+
+    def shut_down(self) -> None:
+        """Asterisk's normal shutdown (core restart now, SIGTERM): ast_softhangup_all flags
+        every channel first (SoftHangupRequest, Cause 4: AST_SOFTHANGUP_SHUTDOWN), then each
+        call ends; the Shutdown event comes after (main/asterisk.c, main/channel.c)."""
+        for channel in list(self.channels.values()):
+            self._emit("SoftHangupRequest", channel, Cause=SHUTDOWN_SOFT_CAUSE)
+        for call in set(self._calls.values()):
+            self._near_hangup(call, 16)
 
     def vanish(self) -> None:
         """Drop every call and bridge without events, as a killed Asterisk does."""
