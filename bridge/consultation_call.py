@@ -29,7 +29,15 @@ from dataclasses import dataclass, field
 
 from bridge.ami_protocol import Action, Event, Fields
 from bridge.ami_protocol import variables as originate_variables
-from db.consultations import CUT_CAUSE, UNSEEN_CAUSE, Claim, Leg, RetryPolicy
+from db.consultations import (
+    CUT,
+    CUT_CAUSE,
+    LINE_CUT_CAUSE,
+    UNSEEN_CAUSE,
+    Claim,
+    Leg,
+    RetryPolicy,
+)
 from protocol.call_token import TOKEN_VARIABLE
 
 HOLDING_CONTEXT = "nobat-consult-hold"
@@ -43,6 +51,10 @@ PROMPTS = ("consult/patient-intro", "consult/is-starting", "consult/doctor-intro
                ("doctor", "unavailable"), ("patient", "unavailable"), ("call", "failed"))
              for last in ("", "-final")))
 """Every prompt a consultation plays (besides the doctor's name), for the manifest's check."""
+LINE_FAILURE_CAUSES = frozenset({27, 34, 38, 41, 42, 47})
+"""Hang-up causes of a bridged leg that say the network failed, not the party (Q.850:
+destination out of order, no circuit, network out of order, temporary failure, switching
+equipment congestion, resource unavailable): the call is cut, and rung again."""
 RECONNECT_AT_LEAST = dt.timedelta(minutes=1)
 """A call Asterisk lost is rung again only if at least this much of its time is left."""
 BACKSTOP = dt.timedelta(seconds=30)
@@ -379,7 +391,7 @@ class ConsultationCall:
 
     def _originate(self, state: _LegState) -> Action:
         plan, booked = self.plan, self.claim.consultation
-        announce = (["consult/reconnecting"] if booked.cause == CUT_CAUSE
+        announce = (["consult/reconnecting"] if (booked.cause or "").startswith(CUT)
                     else ["consult/patient-intro", f"doctor/{booked.doctor_key}",
                           "consult/is-starting"] if state.leg is Leg.PATIENT
                     else ["consult/doctor-intro"])
@@ -475,7 +487,11 @@ class ConsultationCall:
         else:
             state.cause, state.gone = cause, True
         if self.phase is Phase.BRIDGED:
-            return self._cut(now, now) if self.shutting_down else self._complete(state, now)
+            if self.shutting_down:
+                return self._cut(now, now)
+            if state.recorded_cause in LINE_FAILURE_CAUSES:
+                return self._cut(now, now, LINE_CUT_CAUSE)
+            return self._complete(state, now)
         if state.ready:
             return self._fail(state, "hung_up", now)
         if far:
@@ -522,14 +538,15 @@ class ConsultationCall:
             patient.released = patient.gone = True  # in the survey: no longer this call's
         return self._end("completed", record, leaving, now)
 
-    def _cut(self, cut: dt.datetime, now: dt.datetime) -> list[Effect]:
-        """The PBX lost the bridged call at `cut`: record the talk time until then, and ring
-        both again at once while at least RECONNECT_AT_LEAST of the time is left."""
+    def _cut(self, cut: dt.datetime, now: dt.datetime, why: str = CUT_CAUSE
+             ) -> list[Effect]:
+        """The PBX or the line lost the bridged call at `cut`: record the talk time until
+        then, and ring both again at once while at least RECONNECT_AT_LEAST of the time is
+        left."""
         assert self.bridged_at is not None
         talk = max(0, int((cut - self.bridged_at).total_seconds()))
         retry_at = now if self.ends_at - now >= RECONNECT_AT_LEAST else None
-        record = Record(RecordKind.CUT, now, cause=CUT_CAUSE, talk_seconds=talk,
-                        retry_at=retry_at)
+        record = Record(RecordKind.CUT, now, cause=why, talk_seconds=talk, retry_at=retry_at)
         return self._end("cut", record, None, now)
 
     def _end(self, outcome: str, record: Record, leaving: _LegState | None, now: dt.datetime,

@@ -45,6 +45,7 @@ from bridge.patient_call import PatientCall, RetryRule
 from clinic.phones import mask_in_text
 from db.booking import Clock, utc_now
 from db.consultations import (
+    CUT_CAUSE,
     Claim,
     ClaimLost,
     ConsultationStore,
@@ -380,7 +381,8 @@ class _Consultation:
             log.warning("consultation %s attempt %d cut after %s s (%s); %s",
                         claim.consultation_id, claim.attempt, record.talk_seconds, record.cause,
                         "ringing both again" if record.retry_at else "no time left")
-            await store.cut(claim, record.at, record.talk_seconds or 0, record.retry_at)
+            await store.cut(claim, record.at, record.talk_seconds or 0, record.retry_at,
+                            record.cause or CUT_CAUSE)
         else:
             log.info("consultation %s attempt %d failed (%s); next try %s",
                      claim.consultation_id, claim.attempt, record.cause, record.retry_at)

@@ -35,8 +35,11 @@ DOWN_CAUSE = "due while nobat was down"
 ABANDON_CAUSE = "abandoned when nobat stopped"
 UNSEEN_CAUSE = "ended while no nobat watched it; talk time unknown"
 LATE_CAUSE = "the booked time was over before it could be dialled"
-CUT_CAUSE = "cut: Asterisk restarted during the call"
-"""A bridged call the PBX lost: the parties are rung again for what is left of the time."""
+CUT = "cut: "
+"""How every cause of a bridged call that nobody ended starts: the parties are rung again
+for what is left of the time."""
+CUT_CAUSE = CUT + "Asterisk restarted during the call"
+LINE_CUT_CAUSE = CUT + "the phone line failed during the call"
 
 
 class Leg(enum.StrEnum):
@@ -250,11 +253,17 @@ class ConsultationStore:
                              ended_at: dt.datetime | None = None) -> None:
         """End this attempt (at `ended_at`, when it failed; by default now): wait for
         `retry_at`, or, with no retry left, mark the consultation and its appointment missed
-        with `cause`."""
+        with `cause`; but a call rung again after a cut ends as cut, its appointment
+        completed (the talk before the cut is recorded)."""
         attempt = {"state": "failed", "ended_at": ended_at or self.clock(),
                    "doctor_cause": doctor_cause,
                    "patient_cause": patient_cause, "outcome": "failed"}
-        if retry_at is not None:
+        if retry_at is None and (claim.consultation.cause or "").startswith(CUT):
+            # Ringing them again after a cut failed: they did talk, so it is not missed.
+            await self._step(claim, ("dialling", "bridged"),
+                             {"state": "completed", "outcome": "cut", "lease_until": None},
+                             attempt, appointment="completed")
+        elif retry_at is not None:
             await self._step(claim, ("dialling", "bridged"),
                              {"state": "retry_wait", "due_at": retry_at, "cause": cause,
                               "claimed_by": None, "lease_until": None}, attempt)
@@ -274,7 +283,7 @@ class ConsultationStore:
                           "talk_seconds": talk_seconds}, appointment="completed")
 
     async def cut(self, claim: Claim, ended_at: dt.datetime, talk_seconds: int,
-                  retry_at: dt.datetime | None) -> None:
+                  retry_at: dt.datetime | None, cause: str = CUT_CAUSE) -> None:
         """A bridged call the PBX lost (a crash or a restart of Asterisk): the attempt is
         recorded cut, with the talk time until then, and the consultation is due again at
         `retry_at` to reconnect the parties; with no time left it ends as cut, and its
@@ -283,11 +292,11 @@ class ConsultationStore:
                    "talk_seconds": talk_seconds}
         if retry_at is not None:
             await self._step(claim, ("bridged",),
-                             {"state": "retry_wait", "due_at": retry_at, "cause": CUT_CAUSE,
+                             {"state": "retry_wait", "due_at": retry_at, "cause": cause,
                               "claimed_by": None, "lease_until": None}, attempt)
         else:
             await self._step(claim, ("bridged",),
-                             {"state": "completed", "outcome": "cut", "cause": CUT_CAUSE,
+                             {"state": "completed", "outcome": "cut", "cause": cause,
                               "lease_until": None}, attempt, appointment="completed")
 
     async def abandon(self, claim: Claim) -> None:

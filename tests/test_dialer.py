@@ -461,6 +461,22 @@ async def test_an_asterisk_restart_cuts_a_bridged_call_which_is_rung_again_for_i
         assert set(pbx_line.originates().values()) == {1}
 
 
+async def test_a_line_that_fails_mid_call_cuts_it_and_both_are_rung_again(
+        database: Database) -> None:
+    """A bridged leg that ends with a network cause (38, network out of order) was not hung
+    up by its party: a cut, rung again, as after an Asterisk crash."""
+    [ident] = await book(database, 1)
+    async with line(database, [doctor(1), patient(1)], START) as pbx_line:
+        await pbx_line.until(settled(database, [ident], "bridged"))
+        assert pbx_line.pbx.hang_up(channel_of(pbx_line, f"nobat-c{ident}-a1-patient-2"), 38)
+        await pbx_line.until(settled(database, [ident], "completed"), seconds=20.0)
+        cut, again = await attempts(database, ident)
+        assert (cut.outcome, again.outcome) == ("cut", "completed")
+        assert cut.talk_seconds is not None and again.bridged_at is not None
+        assert "nobat/fa/consult/reconnecting" in pbx_line.pbx.heard_by("patient1")
+        assert set(pbx_line.originates().values()) == {1}
+
+
 # -- the call logic alone, for orders of events the fake PBX does not produce ------------
 
 def claim_of(ident: int = 7) -> Claim:

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 
 from clinic.calendar import WEEKDAY_FA, Weekday, format_jalali
-from db.consultations import ABANDON_CAUSE, CUT_CAUSE, DOWN_CAUSE, LATE_CAUSE
+from db.consultations import ABANDON_CAUSE, CUT_CAUSE, DOWN_CAUSE, LATE_CAUSE, LINE_CUT_CAUSE
 
 LANGUAGES = ("fa", "en")
 HEAT_STEPS = 20
@@ -161,7 +161,8 @@ CAUSES: dict[str, dict[str, str]] = {
            DOWN_CAUSE: "وقتش رسید وقتی nobat خاموش بود",
            LATE_CAUSE: "وقت نوبت پیش از تماس تمام شد",
            ABANDON_CAUSE: "nobat هنگام توقف رهایش کرد",
-           CUT_CAUSE: "هنگام گفتگو قطع شد: Asterisk از نو راه افتاد"},
+           CUT_CAUSE: "هنگام گفتگو قطع شد: Asterisk از نو راه افتاد",
+           LINE_CUT_CAUSE: "هنگام گفتگو قطع شد: خط تلفن از کار افتاد"},
     "en": {"ami_link_lost": "AMI link lost"},
 }
 """Why a consultation failed, in the reader's words: a leg and a reason ("patient: busy"),
