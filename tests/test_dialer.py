@@ -249,7 +249,9 @@ async def test_the_booked_time_warns_both_and_ends_the_call(database: Database) 
         assert redirect["Context"] == "nobat-consult-bridge"
         limit = dt.timedelta(milliseconds=int(redirect["Exten"]))
         assert abs(attempt.bridged_at + limit - end) < dt.timedelta(seconds=2)
-        assert dt.timedelta(0) <= attempt.ended_at - end < dt.timedelta(seconds=5)
+        # Recorded when the Hangup is read: 15 scripted seconds are 0.3 s of real time, a
+        # pause a loaded 2-core CI machine's event loop does take (once seen at 10 s).
+        assert dt.timedelta(0) <= attempt.ended_at - end < dt.timedelta(seconds=15)
         talk = (attempt.ended_at - attempt.bridged_at).total_seconds()
         assert attempt.talk_seconds == int(talk) and attempt.talk_seconds > 30
         sounds = "nobat/fa/consult"
