@@ -12,7 +12,6 @@ import sqlite3
 from pathlib import Path
 
 from playwright.async_api import Page, async_playwright
-from prometheus_client.parser import text_string_to_metric_families
 
 from db.booking import BookingService
 from tests.fakepbx.ami_server import FakeAsterisk
@@ -20,7 +19,7 @@ from tests.fakepbx.script import Answers, Phone
 from tests.support.clinic_day import AMI_SECRET, TOKEN
 from tests.support.consultations import book_due, consultation, first_phone_slot
 from tests.support.server import ServerProcess, demo_copy, demo_store, dial_fake_pbx
-from tests.test_status_page import CHROMIUM, artifacts, get
+from tests.test_status_page import CHROMIUM, artifacts, get, metric_samples
 
 PATIENT = "09351110009"
 DUE_IN = dt.timedelta(seconds=8)
@@ -99,10 +98,7 @@ async def test_healthz_and_the_page_tell_when_the_dialer_cannot_ring_what_is_due
                 assert css == "bad" and "keeps failing" in text and "since" in text
                 await page.screenshot(path=str(artifacts / "status-dialer-failing.png"),
                                       full_page=True)
-                _, metrics = await get(server, "/metrics")
-                samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-                           for family in text_string_to_metric_families(metrics)
-                           for s in family.samples}
+                samples = await metric_samples(server)
                 assert samples[("nobat_part_up", (("part", "dialer"),))] == 0
                 assert samples[("nobat_consultations_due_unserved", ())] == 1
                 assert (await consultation(database, ident)).state == "scheduled"

@@ -216,6 +216,16 @@ async def check_a_range(page: Page, day: Day) -> None:
     assert await page.input_value('#range input[name="from"]') == shown
 
 
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+async def metric_samples(server: ServerProcess) -> Samples:
+    """/metrics read with Prometheus' own parser: each sample's value by name and labels."""
+    _, text = await get(server, "/metrics")
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
 async def get(server: ServerProcess, path: str, token: str | None = TOKEN
               ) -> tuple[int, str]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -402,10 +412,7 @@ async def test_the_page_shows_a_wrong_ami_secret_and_a_refused_flows_edit(
                                           full_page=True)
                 finally:
                     await browser.close()
-            _, metrics = await get(server, "/metrics")
-            samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-                       for family in text_string_to_metric_families(metrics)
-                       for s in family.samples}
+            samples = await metric_samples(server)
             assert samples[("nobat_ami_state", (("state", "auth_failed"),))] == 1
             assert samples[("nobat_up", ())] == 0
             assert all("a-wrong-secret" not in line for line in server.log)
@@ -541,10 +548,7 @@ async def test_staff_record_an_absence_decide_on_its_booking_and_read_the_survey
             # A live booking's code, which proves a caller, never lands in a URL.
             assert other.appointment.code not in stale.url
             await browser.close()
-        _, metrics = await get(server, "/metrics")
-        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-                   for family in text_string_to_metric_families(metrics)
-                   for s in family.samples}
+        samples = await metric_samples(server)
         assert samples[("nobat_patient_calls_today",
                         (("outcome", "confirmed"), ("purpose", "reminder")))] == 1
         status, api = await get(server, "/api/status")
