@@ -45,6 +45,9 @@ _READ_SIZE = 65536
 UPTIME_SLACK_S = 1.0
 """FullyBooted's Uptime is whole seconds."""
 _LOGOFF_TIMEOUT = 1.0
+BOOT_WAIT_S = 30.0
+"""How long a login waits for FullyBooted: Asterisk accepts logins while its modules still
+load (capture c5b), and a session that lacks the `system` read class never gets it."""
 
 
 class AmiError(Exception):
@@ -113,6 +116,7 @@ class AmiClient:
         action_timeout: float = 10.0,
         backoff: tuple[float, float] = (0.5, 30.0),
         ping_interval: float | None = 20.0,
+        boot_wait: float = BOOT_WAIT_S,
         on_event: EventCallback | None = None,
     ) -> None:
         self.host, self.port, self.username = host, port, username
@@ -120,7 +124,9 @@ class AmiClient:
         self.action_timeout = action_timeout
         self.backoff = backoff
         self.ping_interval = ping_interval
+        self.boot_wait = boot_wait
         self.ready = asyncio.Event()
+        self._fully_booted = asyncio.Event()
         self._subscribers: list[EventCallback] = [on_event] if on_event else []
         self._state = LinkState.STOPPED
         self._last_error: str | None = None
@@ -268,6 +274,7 @@ class AmiClient:
             return
         if evt.name == "FullyBooted":
             self._booted(evt.fields.get("Uptime") or "")
+            self._fully_booted.set()
         for callback in list(self._subscribers):
             try:
                 callback(evt)
@@ -327,9 +334,11 @@ class AmiClient:
         except (OSError, TimeoutError) as error:
             raise _LinkLost(_describe(error)) from None
         self._conn, self._writer = AmiClientConnection(), writer
+        self._fully_booted.clear()
         reading = asyncio.create_task(self._read(reader, writer, self._conn))
         try:
             await self._login()
+            await self._until_booted(reading)
             self._set_state(LinkState.CONNECTED)
             log.info("AMI connected to %s:%d as %r", self.host, self.port, self.username)
             self._attempted.set()
@@ -355,6 +364,22 @@ class AmiClient:
         if response.message == AUTH_FAILED:
             raise _Refused(response.message)
         raise _LinkLost(response.message or f"login answered {response.status}")
+
+    async def _until_booted(self, reading: asyncio.Task[str]) -> None:
+        """Wait for FullyBooted, so nothing is sent to an Asterisk still loading its modules
+        and a restart is known (`boots`) before anyone asks what survived it."""
+        booted = asyncio.ensure_future(self._fully_booted.wait())
+        try:
+            done, _ = await asyncio.wait({reading, booted}, timeout=self.boot_wait,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            booted.cancel()
+        if reading in done:
+            raise _LinkLost(reading.result())
+        if not done:
+            log.warning("AMI at %s:%d sent no FullyBooted in %.0f s after login; going on "
+                        "(does manager.conf give %r read=system?)", self.host, self.port,
+                        self.boot_wait, self.username)
 
     async def _keep_alive(self, reading: asyncio.Task[str]) -> str:
         """Ping when idle so a half-dead socket (seen after a restart) is noticed; returns

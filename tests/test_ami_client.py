@@ -154,6 +154,34 @@ async def test_clean_restart_reconnects_after_the_refusal_window() -> None:
         await client.close()
 
 
+async def test_a_login_while_asterisk_still_boots_is_not_ready_until_fully_booted() -> None:
+    async with FakeAsterisk(speed=SPEED) as pbx:
+        client = client_for(pbx.port)
+        await client.start()
+        restarting = asyncio.create_task(pbx.restart(clean=False, boot_seconds=30))
+        await until(lambda: len(sent(pbx, "Login")) >= 2)  # logged in again, modules loading
+        await asyncio.sleep(10 * SPEED)
+        assert client.status.state is LinkState.CONNECTING
+        with pytest.raises(AmiDisconnected):
+            await client.send(Action("Ping"))
+        await client.wait_ready(WAIT)  # FullyBooted came: now it is up, and knows the restart
+        assert client.boots == 1
+        await restarting
+        await client.close()
+
+
+async def test_a_link_without_fully_booted_goes_on_after_the_boot_wait(
+        caplog: pytest.LogCaptureFixture) -> None:
+    users = {"ctrl": (SECRET, "call", "call,originate")}  # no `system`: no FullyBooted
+    async with FakeAsterisk(users=users, speed=SPEED) as pbx:
+        client = client_for(pbx.port, boot_wait=0.2)
+        await client.start()
+        await client.wait_ready(WAIT)
+        assert (await client.send(Action("Ping"))).status == "Success"
+        assert "sent no FullyBooted" in caplog.text and "read=system" in caplog.text
+        await client.close()
+
+
 async def test_shutting_down_is_a_disconnect_with_backoff() -> None:
     async with FakeAsterisk(speed=SPEED) as pbx:
         client = client_for(pbx.port, backoff=(0.05, 0.1))
@@ -230,7 +258,8 @@ async def raw_server(
 async def login_then(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
 ) -> tuple[AmiServerConnection, Action]:
-    """Send the banner, accept the Login, and return the codec for the rest."""
+    """Send the banner, accept the Login with FullyBooted as a booted Asterisk does, and
+    return the codec for the rest."""
     conn = AmiServerConnection()
     writer.write(conn.send(Banner()))
     while True:
@@ -239,6 +268,8 @@ async def login_then(
         if isinstance(action, Action):
             writer.write(conn.send(Response.answer(action, "Success",
                                                    ("Message", "Authentication accepted"))))
+            writer.write(conn.send(Event("FullyBooted", Fields.of(Uptime="5", LastReload="5",
+                                                                  Status="Fully Booted"))))
             return conn, action
         assert action is NEED_DATA
 
@@ -258,8 +289,8 @@ async def test_persian_name_split_across_reads_survives() -> None:
     async with raw_server(handler) as (port, seen):
         client = client_for(port, action_timeout=0.2, on_event=events.append)
         await client.start()
-        await until(lambda: events)
-        assert events[0].fields["CallerIDName"] == PERSIAN
+        await until(lambda: len(events) == 2)
+        assert events[1].fields["CallerIDName"] == PERSIAN
         assert len(seen) == 1
         await client.close()
 

@@ -423,9 +423,10 @@ async def test_a_call_that_ended_while_no_nobat_watched_is_completed_without_a_g
         assert len(pbx_line.originates()) == 2
 
 
-@pytest.mark.parametrize("clean", [True, False], ids=["core restart", "kill -9"])
+@pytest.mark.parametrize(("clean", "boot_seconds"), [(True, 0), (False, 0), (False, 5)],
+                         ids=["core restart", "kill -9", "kill -9, logins before booted"])
 async def test_an_asterisk_restart_cuts_a_bridged_call_which_is_rung_again_for_its_time(
-        database: Database, clean: bool) -> None:
+        database: Database, clean: bool, boot_seconds: float) -> None:
     talking, ringing = await book(database, 2)
     # Patient 2 picks up only after half a minute (0.6 s real): surely still ringing at the
     # restart, however loaded the machine.
@@ -434,7 +435,7 @@ async def test_an_asterisk_restart_cuts_a_bridged_call_which_is_rung_again_for_i
         await pbx_line.until(settled(database, [talking], "bridged"))
         await pbx_line.until(lambda: asyncio.sleep(0.2, result=True))  # they talk 10 s
         cut_at = pbx_line.clock()
-        await pbx_line.pbx.restart(clean=clean)
+        await pbx_line.pbx.restart(clean=clean, boot_seconds=boot_seconds)
         await pbx_line.until(settled(database, [talking], "completed"), seconds=20.0)
         await pbx_line.until(settled(database, [ringing], "completed"), seconds=8.0)
 

@@ -145,6 +145,8 @@ class FakeAsterisk(Switch):
         self._live: dict[Session, asyncio.Task[None]] = {}
         self._session_counter = itertools.count(1)
         self._booted = 0.0
+        self._booting: asyncio.Task[None] | None = None
+        """Loading modules after a restart: logins are taken, FullyBooted waits for it."""
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -158,13 +160,27 @@ class FakeAsterisk(Switch):
         await self._stop_listening()
         await self.stop()
 
-    async def _listen(self) -> None:
+    async def _listen(self, boot_seconds: float = 0.0) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         self._booted = time.monotonic()
+        if boot_seconds > 0:
+            self._booting = asyncio.create_task(self._boot(boot_seconds))
+
+    async def _boot(self, seconds: float) -> None:
+        """Finish loading modules: every session logged in meanwhile gets FullyBooted now,
+        its fields in the order c5b recorded for a live one."""
+        await self.sleep(seconds)
+        self._booting = None
+        uptime = str(int(time.monotonic() - self._booted))
+        self._publish(event("FullyBooted", extra={"Status": "Fully Booted", "Uptime": uptime,
+                                                  "LastReload": uptime}))
 
     async def _stop_listening(self) -> None:
         """Stop accepting (connects now get ECONNREFUSED) and close every connection."""
+        if self._booting is not None:
+            self._booting.cancel()
+            self._booting = None
         if self._server is not None:
             self._server.close()
         await self._close_all()
@@ -176,8 +192,9 @@ class FakeAsterisk(Switch):
         """Close every AMI connection with a plain EOF, as a network cut or SIGKILL shows it."""
         await self._close_all()
 
-    async def restart(self, clean: bool = True) -> None:
-        """Restart as "core restart now" (clean) or SIGKILL plus a start: refuse, then listen."""
+    async def restart(self, clean: bool = True, boot_seconds: float = 0.0) -> None:
+        """Restart as "core restart now" (clean) or SIGKILL plus a start: refuse, then listen,
+        taking logins `boot_seconds` (scripted) before FullyBooted."""
         if clean:
             self.shut_down()
             self.emit(event("Shutdown", extra={"Shutdown": "Cleanly", "Restart": "True"}))
@@ -185,7 +202,7 @@ class FakeAsterisk(Switch):
         await self._stop_listening()
         self.vanish()
         await self.sleep(RESTART_DOWN)
-        await self._listen()
+        await self._listen(boot_seconds)
 
     async def _close_all(self) -> None:
         tasks = list(self._live.values())
@@ -294,10 +311,11 @@ class FakeAsterisk(Switch):
             session.mask = parse_classes(action.fields["Events"])
         session.send(Response.answer(action, "Success", ("Message", AUTH_ACCEPTED)))
         uptime = str(int(time.monotonic() - self._booted))
-        session.deliver(
-            event("FullyBooted", extra={"Uptime": uptime, "LastReload": uptime,
-                                        "Status": "Fully Booted"})
-        )
+        if self._booting is None:
+            session.deliver(
+                event("FullyBooted", extra={"Uptime": uptime, "LastReload": uptime,
+                                            "Status": "Fully Booted"})
+            )
         security = self._security(session, "Informational")
         session.deliver(
             event("SuccessfulAuth", extra={**security, "AccountID": session.username,
