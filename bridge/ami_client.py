@@ -167,6 +167,22 @@ class AmiClient:
         await asyncio.wait({attempted, self._task}, return_when=asyncio.FIRST_COMPLETED)
         attempted.cancel()
 
+    async def keep(self) -> None:
+        """Keep the link up until cancelled, for a supervisor: a link keeper that failed raises
+        (the supervisor starts it again); a refused login stays refused, shown as the link's
+        state, until nobat is restarted with the right secret."""
+        await self.start()
+        task = self._task
+        assert task is not None
+        await asyncio.wait({task})  # unlike awaiting it, a cancel of keep() leaves it running
+        if self._state is LinkState.AUTH_FAILED:
+            await asyncio.Event().wait()
+        why = ("was cancelled" if task.cancelled()
+               else f"failed: {task.exception()!r}" if task.exception() else "stopped")
+        self._set_state(LinkState.CONNECTING, f"the AMI link keeper {why}")
+        raise AmiDisconnected(f"the AMI link keeper {why}") from (
+            None if task.cancelled() else task.exception())
+
     async def wait_ready(self, seconds: float) -> None:
         """Wait until logged in; raise AmiAuthFailed or AmiTimeout instead of hanging forever."""
         try:

@@ -24,6 +24,7 @@ from ivr.fastagi_gate import (
     secret_matches,
 )
 from ivr.session import CallerHungUp
+from protocol.listening import serve_until_stopped
 
 log = logging.getLogger(__name__)
 Handler = Callable[[AgiCallSession], Awaitable[object]]
@@ -88,6 +89,7 @@ class FastAgiServer:
         self.refusals = RefusalLog()
         self._ids = itertools.count(1)
         self._server: asyncio.Server | None = None
+        self._address: tuple[str, int] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._open: list[_Connection] = []
         """Open connections, oldest first."""
@@ -112,7 +114,20 @@ class FastAgiServer:
         """Listen and return the port (useful when asked for port 0)."""
         self._server = await asyncio.start_server(self._accept, host, port,
                                                   limit=self.limits.environment_bytes)
-        return self._server.sockets[0].getsockname()[1]
+        bound: int = self._server.sockets[0].getsockname()[1]
+        self._address = (host, bound)
+        return bound
+
+    async def serve(self) -> None:
+        """Accept calls until cancelled, for the supervisor: a listener that closed by itself
+        raises, and the next run opens it again on the address `start` bound."""
+        if self._address is None:
+            raise RuntimeError("FastAgiServer.serve() before start()")
+        if not self.listening:
+            await self.start(*self._address)
+            log.info("FastAGI listening again on %s:%s", *self._address)
+        assert self._server is not None
+        await serve_until_stopped(self._server, "the FastAGI listener")
 
     async def close(self) -> None:
         """Stop listening and end the calls in progress."""

@@ -21,12 +21,13 @@ from ivr.inbound import InboundLine
 from nobat.bridge_wiring import build_dialer
 from nobat.config import Config
 from nobat.ivr_wiring import build_line, fastagi_server
+from nobat.page_listener import PageListener
 from nobat.page_token import TOKEN_FILE, TokenFileError, first_run_token, token_folder
 from nobat.supervisor import Supervisor
 from web.app import make_app
 from web.metrics import Metrics
 from web.settings import OneTimeLogin, PageSettings
-from web.status import DIALER_PART, Sources
+from web.status import AMI_PART, DIALER_PART, FASTAGI_PART, PAGE_PART, Sources
 
 log = logging.getLogger("nobat")
 
@@ -138,6 +139,7 @@ async def serve(config: Config) -> None:
     line: InboundLine | None = None
     dialer: Dialer | None = None
     runner: web.AppRunner | None = None
+    page: PageListener | None = None
     parts = Supervisor()
     try:
         await load_configured_clinic(config, database)
@@ -151,26 +153,28 @@ async def serve(config: Config) -> None:
                                         settings, metrics),
                                access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, config.web.host, config.web.port)
+        page = PageListener(runner, config.web.host, config.web.port)
         try:
-            await site.start()
+            bound = await page.open()
         except OSError as exc:
             raise StartupError(f"status page cannot listen on {config.web.host}:"
                                f"{config.web.port}: {exc.strerror}") from exc
-        for sock in site._server.sockets if site._server else ():
-            host, port = sock.getsockname()[:2]
+        for host, port in bound:
             log.info("status page listening on http://%s:%s/", host, port)
             if settings.once is not None:
                 base = config.web.public_url.rstrip("/") or f"http://{_reachable(host)}:{port}"
                 log.warning("status page: log in at %s/login?once=%s (once, within 15 "
                             "minutes; the token itself is in %s)", base, settings.once.code,
                             token_folder(config) / TOKEN_FILE)
+        parts.add(FASTAGI_PART, ivr.serve)
+        parts.add(PAGE_PART, page.serve)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         if dialer is not None:
             await dialer.ami.start()
+            parts.add(AMI_PART, dialer.ami.keep)
             parts.add(DIALER_PART, dialer.run, lambda: dialer.trouble if dialer else None)
             log.info("dialling consultations through AMI at %s:%s as %s", config.ami.host,
                      config.ami.port, config.ami.username)
@@ -189,6 +193,8 @@ async def serve(config: Config) -> None:
             await ivr.close()
         if line is not None:
             await line.call_log.close()
+        if page is not None:
+            page.close()
         if runner is not None:
             await runner.cleanup()
         await database.close()

@@ -1,1 +1,1 @@
-"""What the AGI and AMI codecs share: cutting a byte stream into whole frames."""
+"""What the network doors share: byte streams cut into whole frames, listening sockets."""

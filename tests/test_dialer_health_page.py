@@ -78,6 +78,13 @@ async def test_healthz_and_the_page_tell_when_the_dialer_cannot_ring_what_is_due
                 await page.click('button[type="submit"]')
                 await page.wait_for_selector("#today")
                 assert (await dialer_row(page, "fa"))[1] == "ok"
+                rows = page.locator('#health tr[data-part^="part-"]')
+                assert await rows.evaluate_all("rs => rs.map(r => r.dataset.part)") == [
+                    "part-fastagi", "part-status_page", "part-ami", "part-dialer",
+                    "part-flow_watcher"]
+                fastagi = page.locator('#health tr[data-part="part-fastagi"]')
+                assert await fastagi.locator("th").inner_text() == "درگاه FastAGI (تماس‌های ورودی)"
+                assert await fastagi.locator("td").get_attribute("class") == "ok"
 
                 lock.execute("BEGIN IMMEDIATE")  # another process holds the write lock
                 down = await until_healthz(server, 503, "failing",

@@ -33,7 +33,7 @@ async def assert_healthy(server: ServerProcess) -> None:
     assert (body["status"], body["database"], body["schema"], body["ami"]) == (
         "ok", "ok", head_revision(), "off")
     assert {name: part["state"] for name, part in body["parts"].items()} == {
-        "flow_watcher": "running"}
+        "fastagi": "running", "status_page": "running", "flow_watcher": "running"}
 
 
 async def test_serve_on_the_embedded_default_creates_the_store_and_loads_the_clinic(

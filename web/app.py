@@ -144,7 +144,7 @@ async def page(request: web.Request) -> web.Response:
 
 
 NOTICES = ("absence_recorded", "absence_lifted", "lift_missing", "cancelled",
-           "cancel_missing", "cancel_too_late", "cancel_not_closed")
+           "cancel_missing", "cancel_call_live", "cancel_not_closed")
 """What a form on the page reports back through the redirect: ?notice=<one of these> and
 ?n=<a count, or the code of a booking just cancelled; digits only>. Codes, never text: a
 link someone sends cannot make the page say anything it would not say itself. A booking
@@ -205,7 +205,7 @@ async def cancel_from_page(request: web.Request) -> web.Response:
     if isinstance(result, Cancelled):
         raise _back(request, "cancelled", booking.code)
     raise _back(request, "cancel_missing" if result.reason is Refusal.NOT_FOUND
-                else "cancel_too_late")
+                else "cancel_call_live")
 
 
 async def _purge_sessions(app: web.Application) -> AsyncIterator[None]:

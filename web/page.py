@@ -65,13 +65,14 @@ TEXTS: dict[str, dict[str, str]] = {
         "cancelled": "لغو شد: نوبت", "absence_lifted": "غیبت برداشته شد.",
         "lift_missing": "برداشته نشد: چنین غیبتی در این صفحه ثبت نشده است.",
         "cancel_missing": "لغو نشد: چنین نوبتی نیست یا دیگر رزرو نیست.",
-        "cancel_too_late": "لغو نشد: زمان تغییر این نوبت گذشته یا تماس مشاوره‌اش در جریان "
-                           "است.",
+        "cancel_call_live": "لغو نشد: تماس مشاورهٔ این نوبت در جریان است.",
         "cancel_not_closed": "لغو نشد؛ این نوبت در روز تعطیل یا غیبت پزشک نیست و در این صفحه "
                              "فقط چنین نوبت‌هایی لغو می‌شوند.",
         "recorded_absences": "غیبت‌ها و تعطیلی‌های ثبت‌شده در این صفحه", "lift": "برداشتن",
         "part_dialer": "تماس‌گیر (مشاوره‌ها و یادآوری‌ها)",
-        "part_flow_watcher": "پایش فایل‌های منو", "since": "از", "restarts": "راه‌اندازی دوباره:",
+        "part_flow_watcher": "پایش فایل‌های منو", "part_fastagi": "درگاه FastAGI (تماس‌های ورودی)",
+        "part_status_page": "درگاه این صفحه", "part_ami": "نگهدارندهٔ پیوند AMI", "since": "از",
+        "restarts": "راه‌اندازی دوباره:",
         "due_unserved": "مشاوره‌هایی که وقتشان رسیده و کسی تماسشان را نمی‌گیرد",
     },
     "en": {
@@ -118,13 +119,15 @@ TEXTS: dict[str, dict[str, str]] = {
         "cancelled": "Cancelled: booking", "absence_lifted": "Absence lifted.",
         "lift_missing": "Not lifted: no such absence was recorded on this page.",
         "cancel_missing": "Not cancelled: there is no such booking, or it is no longer booked.",
-        "cancel_too_late": "Not cancelled: changes to it have closed, or its consultation call "
-                           "is under way.",
+        "cancel_call_live": "Not cancelled: its consultation call is under way.",
         "cancel_not_closed": "Not cancelled: it is not on a closed day, and only bookings on "
                              "a closed day are cancelled here.",
         "recorded_absences": "Absences and closures recorded on this page", "lift": "Lift",
         "part_dialer": "Dialer (consultations and reminders)",
-        "part_flow_watcher": "Flow file watcher", "since": "since", "restarts": "restarts:",
+        "part_flow_watcher": "Flow file watcher",
+        "part_fastagi": "FastAGI listener (incoming calls)",
+        "part_status_page": "This page's listener",
+        "part_ami": "AMI link keeper", "since": "since", "restarts": "restarts:",
         "due_unserved": "Consultations due that nobody is ringing",
     },
 }

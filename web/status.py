@@ -37,6 +37,9 @@ MAX_RANGE_DAYS = 366
 DIALER_PART = "dialer"
 """The supervised part that rings consultations: /healthz fails when it is down while one is
 due."""
+FASTAGI_PART, PAGE_PART, AMI_PART = "fastagi", "status_page", "ami"
+"""The supervised parts that keep nobat's doors open: the FastAGI and page listeners, the
+AMI link."""
 NEXT_AT_LEAST = dt.timedelta(hours=6)
 """"Next" lists the rest of the day, and at least this far ahead (late at night: the morning)."""
 
