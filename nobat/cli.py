@@ -19,7 +19,7 @@ from ivr.actions.registry import ACTIONS
 from ivr.flow_check import load_flows
 from ivr.prompt_build import PromptBuild
 from nobat.config import DEFAULT_PATH, Config, load_config
-from nobat.doctor import doctor
+from nobat.doctor import DIALPLAN, doctor
 from nobat.ivr_wiring import prompt_library
 from nobat.logs import setup_logging
 from nobat.serve import StartupError, open_database, serve
@@ -75,8 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check what docs/deployment.md sets up, with nobat serve running, and "
                     "say what to do about each problem. Exit code 1 if any.")
     doctor_cmd.add_argument("--asterisk-user", metavar="NAME",
-                            help="also check that Asterisk's user (which runs nobat-agi and "
-                                 "plays the prompts) may read and write what it must")
+                            help="Asterisk's user (which runs nobat-agi and plays the "
+                                 "prompts), checked for what it must read and write; "
+                                 "default: `asterisk` if there is such a user")
+    doctor_cmd.add_argument("--dialplan", metavar="FILE", type=Path, default=DIALPLAN,
+                            help="the dialplan whose NOBAT_FASTAGI and NOBAT_FASTAGI_SECRET "
+                                 "must match config.toml (default: %(default)s)")
     try_cmd = commands.add_parser(
         "try", help="run a flow in the terminal against the booking store, without a phone",
         description="Answer one call here with the flows, prompts and store `nobat serve` "
@@ -127,7 +131,7 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
         await serve(config)
         return 0
     if args.command == "doctor":
-        findings = await doctor(config, args.asterisk_user)
+        findings = await doctor(config, args.asterisk_user, args.dialplan)
         print("\n".join(finding.line() for finding in findings))
         return 0 if all(finding.ok for finding in findings) else 1
     if args.command == "try":

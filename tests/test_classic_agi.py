@@ -21,10 +21,17 @@ from sqlalchemy import select
 from db.engine import Database
 from db.models import Appointment, InboundCall
 from ivr.agi_protocol import AGI_VERBS, AgiEnvironment, Command
-from tests.fakepbx.agi_caller import CallTranscript, FakeChannel, call_environment, converse
+from tests.fakepbx.agi_caller import (
+    DIALPLAN_SECRET,
+    CallTranscript,
+    FakeChannel,
+    call_environment,
+    converse,
+)
 from tests.fakepbx.script import Caller, HangUp, Hear
 from tests.support.ivr import SECONDS_PER_CHARACTER
-from tests.support.server import demo_copy, demo_store, edit_config
+from tests.support.postgres import free_port
+from tests.support.server import ROOT, demo_copy, demo_store, edit_config
 from tests.test_ivr_calls import BOOK_SATURDAY_1620
 
 
@@ -141,37 +148,56 @@ ASTERISK_UID = 65534
 """Asterisk's user in the test: nobody, a member of no group of nobat's but the shared one."""
 SHARED_GID = 47011
 """The `nobat` group of the deployment guide, which Asterisk's user is added to."""
+GUIDE_SECRETS = {"NOBAT_AMI_SECRET": "guide-ami-secret-0042",
+                 "NOBAT_FASTAGI_SECRET": DIALPLAN_SECRET}
+"""What the guide's secrets.env holds, and nobat.service gets."""
 
 
-def deploy_as_the_guide_says(base: Path) -> Path:
+def deploy_as_the_guide_says(base: Path, group: int = SHARED_GID) -> Path:
     """docs/deployment.md's layout, owners and modes in `base`, root standing in for the
-    nobat user: etc/ (root:nobat 0750) with config.toml and clinic.toml (0640); lib/ (0750)
-    and lib/store/ (2770) with the store `nobat db upgrade` and `nobat clinic load` made
-    under UMask=0007. Returns the config's path."""
+    nobat user and `group` for its group: etc/ (root:nobat 0750) with config.toml and
+    clinic.toml (0640) and secrets.env (root:root 0600); lib/ (0750) with flows/ and prompts/
+    (2750, files 0640) and store/ (2770); the store `nobat db upgrade` and `nobat clinic
+    load` make under UMask=0007, the prompts `nobat prompts build` speaks under 0027.
+    Returns the config's path, with free ports for the page and FastAGI."""
     base.chmod(0o755)
     etc, lib = base / "etc", base / "lib"
     store = lib / "store"
     for folder, mode in ((etc, 0o750), (lib, 0o750), (store, 0o2770)):
         folder.mkdir()
-        os.chown(folder, 0, SHARED_GID)
+        os.chown(folder, 0, group)
         folder.chmod(mode)
-    config = demo_copy(etc)
+    for name in ("flows", "prompts"):  # cp -r, chown -R, chmod -R u=rwX,g=rX,o=, g+s
+        shutil.copytree(ROOT / name, lib / name)
+        for path in (lib / name, *(lib / name).rglob("*")):
+            os.chown(path, 0, group)
+            path.chmod(0o2750 if path.is_dir() else 0o640)
+    config = demo_copy(etc, port=free_port())
     edit_config(config, ('url = "sqlite+aiosqlite:///nobat.db"',
-                         f'url = "sqlite+aiosqlite:///{store / "nobat.db"}"'))
+                         f'url = "sqlite+aiosqlite:///{store / "nobat.db"}"'),
+                ("port = 0\n", f"port = {free_port()}\n"),
+                (f'secret = "{DIALPLAN_SECRET}"', 'secret = ""'),
+                *((f'{name} = "{ROOT / name}"', f'{name} = "{lib / name}"')
+                  for name in ("flows", "prompts")))
+    secrets = etc / "secrets.env"  # install -m 0600 /dev/null, then edited
+    secrets.touch(mode=0o600)
+    secrets.write_text("".join(f"{name}={value}\n" for name, value in GUIDE_SECRETS.items()))
     for path in (config, etc / "clinic.toml"):
-        os.chown(path, 0, SHARED_GID)
+        os.chown(path, 0, group)
         path.chmod(0o640)
-    for command in (["db", "upgrade"], ["clinic", "load", str(etc / "clinic.toml")]):
+    for umask, command in ((0o007, ["db", "upgrade"]),
+                           (0o007, ["clinic", "load", str(etc / "clinic.toml")]),
+                           (0o027, ["prompts", "build"])):
         made = subprocess.run([sys.executable, "-m", "nobat", "-c", str(config), *command],
                               capture_output=True, text=True, check=False,
-                              preexec_fn=lambda: os.umask(0o007))
+                              preexec_fn=lambda umask=umask: os.umask(umask))
         assert made.returncode == 0, made.stderr
     return config
 
 
 async def test_nobat_agi_as_asterisks_user_books_with_the_guides_file_modes() -> None:
-    """Asterisk's user, in nobat's group and nothing more, reads the config and writes the
-    store: the classic AGI fallback works as deployed."""
+    """Asterisk's user, in nobat's group and nothing more, reads the config and the flows
+    and writes the store: the classic AGI fallback works as deployed."""
     base = Path(tempfile.mkdtemp(prefix="nobat-deployed-"))
     try:
         config = await asyncio.to_thread(deploy_as_the_guide_says, base)
@@ -181,7 +207,7 @@ async def test_nobat_agi_as_asterisks_user_books_with_the_guides_file_modes() ->
         asterisk = ["setpriv", f"--reuid={ASTERISK_UID}", f"--regid={ASTERISK_UID}",
                     f"--groups={SHARED_GID}", "--"]
         transcript = await run_classic(book_saturday(), config, as_user=asterisk)
-        assert transcript.prompts[-1].endswith("/fa/goodbye")
+        assert transcript.prompts[-1] == str(base / "lib" / "prompts" / "fa" / "goodbye")
         database = Database.from_url(f"sqlite+aiosqlite:///{store}")
         try:
             async with database.reading() as session:
