@@ -19,7 +19,7 @@ from ivr.actions.registry import ACTIONS
 from ivr.flow_check import load_flows
 from ivr.prompt_build import PromptBuild
 from nobat.config import DEFAULT_PATH, Config, load_config
-from nobat.doctor import DIALPLAN, doctor
+from nobat.doctor import AGI_BIN, DIALPLAN, doctor
 from nobat.ivr_wiring import prompt_library
 from nobat.logs import setup_logging
 from nobat.serve import StartupError, open_database, serve
@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     doctor_cmd.add_argument("--dialplan", metavar="FILE", type=Path, default=DIALPLAN,
                             help="the dialplan whose NOBAT_FASTAGI and NOBAT_FASTAGI_SECRET "
                                  "must match config.toml (default: %(default)s)")
+    doctor_cmd.add_argument("--agi-bin", metavar="DIR", type=Path, default=AGI_BIN,
+                            help="Asterisk's astagidir, where nobat-agi must be for the "
+                                 "fallback (default: %(default)s)")
     try_cmd = commands.add_parser(
         "try", help="run a flow in the terminal against the booking store, without a phone",
         description="Answer one call here with the flows, prompts and store `nobat serve` "
@@ -131,7 +134,7 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
         await serve(config)
         return 0
     if args.command == "doctor":
-        findings = await doctor(config, args.asterisk_user, args.dialplan)
+        findings = await doctor(config, args.asterisk_user, args.dialplan, args.agi_bin)
         print("\n".join(finding.line() for finding in findings))
         return 0 if all(finding.ok for finding in findings) else 1
     if args.command == "try":

@@ -11,6 +11,7 @@ import pwd
 import re
 import socket
 import stat
+import sysconfig
 import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -35,8 +36,13 @@ from nobat.page_token import TOKEN_FILE, token_folder
 
 WAIT_S = 5.0
 READ, WRITE, ENTER = 4, 2, 1
+RUN = READ | ENTER
+"""What running a script takes: its x bit, and reading it for the interpreter it names."""
 DIALPLAN = Path("/etc/asterisk/extensions.conf")
 """Where docs/deployment.md installs asterisk/extensions.conf."""
+AGI_BIN = Path("/var/lib/asterisk/agi-bin")
+"""Asterisk's astagidir, where the dialplan's AGI(nobat-agi) fallback finds nobat-agi."""
+NOBAT_AGI = "nobat-agi"
 USUAL_ASTERISK_USER = "asterisk"
 """The user Asterisk runs as in docs/deployment.md, assumed when none is named."""
 AGI_PORT = 4573
@@ -91,10 +97,11 @@ class User:
         return cls(name, entry.pw_uid, frozenset(os.getgrouplist(name, entry.pw_gid)))
 
     def may(self, path: Path, want: int) -> bool:
-        """Whether the mode bits let this user read/write/enter `path` (root may anything)."""
-        if self.uid == 0:
-            return True
+        """Whether the mode bits let this user read/write/enter `path` (root may anything but
+        run a file nobody may run)."""
         info = path.stat()
+        if self.uid == 0:
+            return not (want & ENTER and stat.S_ISREG(info.st_mode) and not info.st_mode & 0o111)
         if info.st_uid == self.uid:
             bits = info.st_mode >> 6
         elif info.st_gid in self.groups:
@@ -110,13 +117,14 @@ class User:
 
 
 async def doctor(config: Config, asterisk_user: str | None, dialplan: Path = DIALPLAN,
-                 usual_asterisk_user: str = USUAL_ASTERISK_USER) -> list[Finding]:
+                 agi_bin: Path = AGI_BIN, usual_asterisk_user: str = USUAL_ASTERISK_USER
+                 ) -> list[Finding]:
     """Every check, in the order a deployment is built; with no `asterisk_user`, Asterisk's
     side is checked for `usual_asterisk_user` if there is one."""
     found = [_config(config)]
     stored, profile = await _store(config)
     found += [*stored, _prompts_present(config, profile), *_secrets_closed(config)]
-    found += _asterisk_files(config, asterisk_user, usual_asterisk_user)
+    found += _asterisk_files(config, asterisk_user, usual_asterisk_user, agi_bin)
     found += [await _ami(config), await _fastagi(config), *_dialplan(config, dialplan),
               await _page(config)]
     return found
@@ -234,7 +242,8 @@ def _config_secrets(config: Config) -> Finding:
                    f"to \"\" in {config.path}, then `systemctl restart nobat`")
 
 
-def _asterisk_files(config: Config, given: str | None, usual: str) -> list[Finding]:
+def _asterisk_files(config: Config, given: str | None, usual: str, agi_bin: Path
+                    ) -> list[Finding]:
     """What Asterisk's user (running nobat-agi, playing prompts) must be let do."""
     name = given or usual
     try:
@@ -242,8 +251,8 @@ def _asterisk_files(config: Config, given: str | None, usual: str) -> list[Findi
     except KeyError:
         if given is None:
             return [Finding.skip("asterisk user", f"no --asterisk-user given and there is no "
-                                 f"user {usual!r}: what Asterisk's user may read and write "
-                                 "was not checked; name it with --asterisk-user NAME")]
+                                 f"user {usual!r}: what Asterisk's user may read, write and "
+                                 "run was not checked; name it with --asterisk-user NAME")]
         return [Finding("asterisk user", False, f"there is no user {name!r}",
                         "pass the user Asterisk runs as: --asterisk-user asterisk")]
     groups = ", ".join(sorted(g.gr_name for g in grp.getgrall() if g.gr_gid in user.groups))
@@ -271,7 +280,28 @@ def _asterisk_files(config: Config, given: str | None, usual: str) -> list[Findi
             f"{'may' if ok else 'may not'} {why}",
             f"usermod --append --groups {_name(info.st_gid, grp.getgrgid)} {name} (then "
             f"restart Asterisk), and the modes in docs/deployment.md"))
-    return findings
+    return [*findings, _nobat_agi(user, agi_bin)]
+
+
+def _nobat_agi(user: User, agi_bin: Path) -> Finding:
+    """AGI(nobat-agi) runs it from agi-bin as Asterisk's user: else a call nobat does not take
+    rings the office, unnoticed while nobat is up."""
+    path = agi_bin / NOBAT_AGI
+    installed = Path(sysconfig.get_path("scripts")) / NOBAT_AGI
+    if not path.exists():
+        where = f"{path} links to {path.readlink()}, which" if path.is_symlink() else str(path)
+        return Finding(NOBAT_AGI, False, f"{where} is missing: a call nobat does not take "
+                       "skips the IVR's fallback and rings the office",
+                       f"ln -sf {installed} {path}")
+    target = path.resolve()
+    ok = user.reaches(agi_bin, ENTER) and user.reaches(target, RUN)
+    info = target.stat()
+    link = f" -> {target}" if path.is_symlink() else ""
+    return Finding(NOBAT_AGI, ok, f"{path}{link} ({_owner(info)} {stat.filemode(info.st_mode)}): "
+                   f"{user.name} {'may' if ok else 'may not'} run it, as AGI(nobat-agi) does "
+                   "when nobat does not take a call",
+                   f"chmod 0755 {target}, and let {user.name} enter {agi_bin} and every folder "
+                   f"above {target}")
 
 
 def _some_files(folder: Path, pattern: str) -> Iterable[Path]:

@@ -53,12 +53,26 @@ def printed(findings: list[Finding]) -> list[str]:
 
 
 async def check(config: Path, asterisk_user: str | None = None, dialplan: Path | None = None,
-                env: dict[str, str] | None = None) -> list[Finding]:
-    """`nobat doctor` on a machine whose dialplan is `dialplan` (by default none) and whose
-    Asterisk runs as `asterisk_user`, or as no usual user when that is None."""
+                env: dict[str, str] | None = None, agi_bin: Path | None = None
+                ) -> list[Finding]:
+    """`nobat doctor` on a machine whose dialplan is `dialplan` and whose agi-bin is `agi_bin`
+    (by default none) and whose Asterisk runs as `asterisk_user`, or as no usual user when that
+    is None."""
     return await doctor(load_config(config, env or {}), asterisk_user,
                         dialplan=dialplan or config.parent / "no-dialplan" / "extensions.conf",
+                        agi_bin=agi_bin or config.parent / "no-agi-bin",
                         usual_asterisk_user=NO_SUCH_USER)
+
+
+def agi_bin(folder: Path, mode: int = 0o755) -> Path:
+    """Asterisk's agi-bin with the guide's `nobat-agi` link to an installed script of `mode`."""
+    installed = folder / "venv-bin" / "nobat-agi"
+    installed.parent.mkdir()
+    installed.write_text("#!/bin/sh\n")
+    installed.chmod(mode)
+    (folder / "agi-bin").mkdir()
+    (folder / "agi-bin" / "nobat-agi").symlink_to(installed)
+    return folder / "agi-bin"
 
 
 def dialplan(folder: Path, address: str, secret: str = DIALPLAN_SECRET) -> Path:
@@ -132,14 +146,16 @@ async def test_the_guides_layout_passes_every_check() -> None:
             asterisk = dialplan(base, f"127.0.0.1:{port}")
             server = await ServerProcess(config, env=GUIDE_SECRETS).start()
             try:
-                findings = await check(config, "nobody", asterisk, GUIDE_SECRETS)
+                findings = await check(config, "nobody", asterisk, GUIDE_SECRETS, agi_bin(base))
             finally:
                 assert await server.stop() == 0
         lines = printed(findings)
         assert all(finding.ok and not finding.skipped for finding in findings), lines
         assert {"asterisk user", "secrets.env", "web-token", "config secrets", "prompts",
-                "dialplan address", "dialplan peer", "dialplan secret"} <= verdicts(lines).keys()
-        for why in ("read the config", "write the store", "read the flows", "play the prompts"):
+                "nobat-agi", "dialplan address", "dialplan peer",
+                "dialplan secret"} <= verdicts(lines).keys()
+        for why in ("read the config", "write the store", "read the flows", "play the prompts",
+                    "run it, as AGI(nobat-agi) does"):
             assert any(f"nobody may {why}" in line for line in lines), (why, lines)
     finally:
         await asyncio.to_thread(shutil.rmtree, base, ignore_errors=True)
@@ -285,6 +301,35 @@ async def test_doctor_assumes_asterisks_usual_user_or_says_it_skipped_asterisks_
     assert skipped.ok and skipped.skipped  # said, but no reason for exit code 1
     lines = printed(findings)
     assert "skip asterisk user: no --asterisk-user given and there is no user " \
-           f"'{NO_SUCH_USER}': what Asterisk's user may read and write was not checked; name " \
-           "it with --asterisk-user NAME" in lines
+           f"'{NO_SUCH_USER}': what Asterisk's user may read, write and run was not " \
+           "checked; name it with --asterisk-user NAME" in lines
     assert not any("may read the config" in line for line in lines), lines
+
+
+async def test_doctor_says_when_asterisk_cannot_run_the_nobat_agi_fallback(
+        tmp_path: Path) -> None:
+    """A missing link in agi-bin, or a script Asterisk's user may not run: the fallback fails."""
+    config = demo_copy(tmp_path, port=free_port())
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    folder = tmp_path / "agi-bin"
+    folder.mkdir()
+    lines = printed(await check(config, me, agi_bin=folder))
+    assert f"FAIL nobat-agi: {folder / 'nobat-agi'} is missing: a call nobat does not take " \
+           "skips the IVR's fallback and rings the office" in lines
+    installed = Path(sys.executable).parent / "nobat-agi"
+    assert f"     fix: ln -sf {installed} {folder / 'nobat-agi'}" in lines
+
+    folder.rmdir()
+    folder = agi_bin(tmp_path, mode=0o644)
+    script = tmp_path / "venv-bin" / "nobat-agi"
+    lines = printed(await check(config, me, agi_bin=folder))
+    [line] = [line for line in lines if line.startswith("FAIL nobat-agi: ")]
+    assert line.startswith(f"FAIL nobat-agi: {folder / 'nobat-agi'} -> {script} (")
+    assert line.endswith(f" -rw-r--r--): {me} may not run it, as AGI(nobat-agi) does when "
+                         "nobat does not take a call"), line
+    assert f"     fix: chmod 0755 {script}, and let {me} enter {folder} and every folder " \
+           f"above {script}" in lines
+
+    script.chmod(0o755)
+    found = verdicts(printed(await check(config, me, agi_bin=folder)))
+    assert found["nobat-agi"] == "ok"

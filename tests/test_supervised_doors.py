@@ -73,11 +73,17 @@ async def test_a_page_listener_that_closes_is_opened_again_on_its_port() -> None
         await runner.cleanup()
 
 
+def supervised_ami(pbx: FakeAsterisk, secret: str) -> tuple[AmiClient, Supervisor]:
+    """An AMI client to the fake, kept by a supervisor as `nobat serve` keeps it."""
+    ami = AmiClient("127.0.0.1", pbx.port, "ctrl", secret, backoff=(0.02, 0.1))
+    parts = Supervisor(backoff=FAST)
+    parts.add("ami", ami.keep)
+    return ami, parts
+
+
 async def test_an_ami_link_keeper_that_dies_is_started_again_and_logs_in_again() -> None:
     async with FakeAsterisk(speed=0.01) as pbx:
-        ami = AmiClient("127.0.0.1", pbx.port, "ctrl", "ctrlsecret", backoff=(0.02, 0.1))
-        parts = Supervisor(backoff=FAST)
-        parts.add("ami", ami.keep)
+        ami, parts = supervised_ami(pbx, "ctrlsecret")
         await until(lambda: ami.status.state is LinkState.CONNECTED)
         ami._task.cancel()  # type: ignore[union-attr]  # the fault: the keeper task is gone
         await until(lambda: view(parts, "ami").restarts == 1)
@@ -95,9 +101,7 @@ async def test_an_ami_link_keeper_that_dies_is_started_again_and_logs_in_again()
 
 async def test_a_refused_ami_login_is_the_links_state_not_a_restart_storm() -> None:
     async with FakeAsterisk(speed=0.01) as pbx:
-        ami = AmiClient("127.0.0.1", pbx.port, "ctrl", "wrong", backoff=(0.02, 0.1))
-        parts = Supervisor(backoff=FAST)
-        parts.add("ami", ami.keep)
+        ami, parts = supervised_ami(pbx, "wrong")
         await until(lambda: ami.status.state is LinkState.AUTH_FAILED)
         await asyncio.sleep(0.2)
         assert view(parts, "ami").state == "running" and view(parts, "ami").restarts == 0
