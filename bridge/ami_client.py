@@ -42,8 +42,9 @@ log = logging.getLogger(__name__)
 
 EventCallback = Callable[[Event], object]
 _READ_SIZE = 65536
-UPTIME_SLACK_S = 1.0
-"""FullyBooted's Uptime is whole seconds."""
+UPTIME_SLACK_S = 1.5
+"""FullyBooted's Uptime is whole seconds: two logins to one Asterisk may place its start
+up to a second apart, plus the time the events took."""
 _LOGOFF_TIMEOUT = 1.0
 BOOT_WAIT_S = 30.0
 """How long a login waits for FullyBooted: Asterisk accepts logins while its modules still
@@ -141,6 +142,8 @@ class AmiClient:
         self._closing = False
         self._lost: float | None = None
         """When (monotonic) the last link that was up went down."""
+        self._started: float | None = None
+        """When (monotonic) Asterisk started, by the Uptime its last FullyBooted gave."""
         self.boots = 0
         """Restarts of Asterisk this client has seen: any call it had is gone."""
 
@@ -437,13 +440,14 @@ class AmiClient:
         return reason
 
     def _booted(self, uptime: str) -> None:
-        """FullyBooted at a login says how long Asterisk has run: if not longer than the link
-        was down, Asterisk started after the link went down: it crashed or was restarted,
-        and took every call with it."""
+        """FullyBooted at a login says how long Asterisk has run, so when it started: later
+        than the start the last login saw, after the link went down, means it crashed or
+        was restarted, and took every call with it."""
         lost, self._lost = self._lost, None
-        if lost is None or not uptime.isdigit():
+        if not uptime.isdigit():
             return
-        if int(uptime) <= time.monotonic() - lost + UPTIME_SLACK_S:
+        started, self._started = self._started, time.monotonic() - int(uptime)
+        if lost is not None and started is not None and self._started > started + UPTIME_SLACK_S:
             self.boots += 1
             log.warning("Asterisk at %s:%d started %s s ago, after the AMI link went down: "
                         "calls it had are gone", self.host, self.port, uptime)

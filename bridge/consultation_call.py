@@ -12,11 +12,11 @@ Time comes in as an argument, never from a clock, so each step is a plain functi
 
     call = ConsultationCall(claim, plan, retry)
     effects = call.start()                 # two Originates and a Wake for the booked end
-    effects = call.resume(live, now)       # or: take over a call bridged before a restart
+    effects = call.resume(live, now, since)  # or: take over an attempt whose instance stopped
     effects = call.on_event(event, now)    # OriginateResponse, UserEvent, BridgeEnter, Hangup
     effects = call.on_time(now)            # when a Wake is due
     effects = call.on_refused(action, message, now)   # Asterisk answered an action with Error
-    effects = call.on_resync(live_channels, now)      # the AMI link came back (or did not)
+    effects = call.on_resync(live, now, since)        # the AMI link came back (or did not)
     effects = call.release(live_channels)  # shutdown, or another instance owns the claim
 """
 
@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from bridge.ami_protocol import Action, Event, Fields
 from bridge.ami_protocol import variables as originate_variables
+from bridge.live_channels import Live
 from db.consultations import (
     CUT,
     CUT_CAUSE,
@@ -65,6 +66,8 @@ SHUTDOWN_SOFT_CAUSE = "4"
 it hangs up every channel before its Shutdown event, so a bridged leg's Hangup after this
 was not a party's."""
 RELEASE_CAUSE = "16"  # Normal Clearing: how nobat ends a leg it no longer needs
+GONE_UNSEEN = "gone_unseen"
+"""Why an attempt failed when a leg ended while nobat saw none of its events."""
 
 UP_STATE = "6"
 """ChannelState of an answered channel in Newstate events (AST_STATE_UP)."""
@@ -100,6 +103,11 @@ class RecordKind(enum.StrEnum):
     ATTEMPT_FAILED = "attempt_failed"
     COMPLETED = "completed"
     CUT = "cut"
+    RESUMED = "resumed"
+    """Events were missed (a lost AMI link, a takeover) and the attempt goes on from what
+    Asterisk's channels say."""
+    GIVEN_BACK = "given_back"
+    """Taken over with no leg left in Asterisk and none known answered: due again at once."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +131,8 @@ class Record:
     """For a completed call: None when it ended while no nobat watched it."""
     retry_at: dt.datetime | None = None
     """For a failed attempt: when to try again, None when no try is left."""
+    unseen_seconds: int | None = None
+    """For a resumed attempt: how long no event of it was seen."""
 
 
 @dataclass(frozen=True)
@@ -242,6 +252,9 @@ class ConsultationCall:
     """While ending: when to stop waiting for legs that never reported."""
     shutting_down: bool = False
     """Asterisk flagged this call's channels for its shutdown: their hang-ups are a cut."""
+    redirected_at: dt.datetime | None = None
+    """When the doctor leg was sent to Bridge(): a bridge found after missed events formed
+    then."""
     legs: dict[Leg, _LegState] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -260,16 +273,29 @@ class ConsultationCall:
         """True once the attempt's result is recorded (legs may still be going away)."""
         return self.phase in (Phase.ENDING, Phase.DONE)
 
+    @property
+    def channel_ids(self) -> frozenset[str]:
+        """The ChannelIds of this attempt's legs, as Asterisk lists them."""
+        return frozenset(state.channel_id for state in self.legs.values())
+
     def start(self) -> list[Effect]:
         """Both Originates at once (each leg rings on its own), and a Wake for the end."""
         return [*(SendAction(self._originate(state)) for state in self.legs.values()),
                 Wake(self.ends_at)]
 
-    def resume(self, live: Mapping[str, str] | None, now: dt.datetime) -> list[Effect]:
-        """Take over a call bridged before this claim (its instance stopped): with both legs
-        still up it goes on (Asterisk ends it at the booked time); with a leg gone it ended
-        unseen, so the rest is released and no talk time is guessed."""
-        assert self.claim.bridged_at is not None
+    def resume(self, live: Live | None, now: dt.datetime, since: dt.datetime
+               ) -> list[Effect]:
+        """Take over an attempt whose instance stopped (its events since `since` unseen).
+        Bridged: with both legs still up it goes on (Asterisk ends it at the booked time);
+        with a leg gone it ended unseen, so the rest is released and no talk time is
+        guessed. Not bridged: each leg's state is read from Asterisk and the attempt goes on
+        from there; with no leg left and none answered it is given back, due again."""
+        if self.claim.bridged_at is None:
+            if live is not None and not any(
+                    state.channel_id in live for state in self.legs.values()):
+                self.phase, self.outcome = Phase.DONE, "given back"
+                return [Record(RecordKind.GIVEN_BACK, now), Done(self.outcome)]
+            return [Wake(self.ends_at), *self.on_resync(live, now, since)]
         self.phase, self.bridged_at = Phase.BRIDGED, self.claim.bridged_at
         for state in self.legs.values():
             state.answered = state.ready = state.entered = True
@@ -278,11 +304,12 @@ class ConsultationCall:
             return effects  # not known yet: the Wake and the next resync decide
         for state in self.legs.values():
             state.gone = state.channel_id not in live
-            state.channel = live.get(state.channel_id)
+            found = live.get(state.channel_id)
+            state.channel = found.channel if found else state.channel
         if any(state.gone for state in self.legs.values()):
             return self._end("completed", Record(RecordKind.COMPLETED, now, cause=UNSEEN_CAUSE),
                              None, now)
-        return effects
+        return [*effects, _resumed(now, since)]
 
     def on_event(self, evt: Event, now: dt.datetime) -> list[Effect]:
         """Advance on one AMI event; events of other calls give no effects."""
@@ -351,32 +378,39 @@ class ConsultationCall:
             failed.gone = True
         return self._fail(failed, f"refused ({message})", now)
 
-    def on_resync(self, live: Mapping[str, str] | None, now: dt.datetime,
-                  cut: dt.datetime | None = None) -> list[Effect]:
-        """After the AMI link came back (`live`: Uniqueid -> channel, from CoreShowChannels)
-        or gave up (None): events were lost, so an unbridged attempt is given up, and a
-        bridged call goes on only while both legs still exist. `cut` is when the link went
-        down if Asterisk restarted meanwhile: a bridged call it lost was cut then, not ended
-        by a party, and is rung again for the time left."""
+    def on_resync(self, live: Live | None, now: dt.datetime, since: dt.datetime,
+                  restarted: bool = False) -> list[Effect]:
+        """Events since `since` were missed (the AMI link was lost; `live` is what Asterisk
+        has now, None if it cannot say). An attempt not yet bridged goes on from its legs'
+        state in Asterisk (`_rebuild`); it fails only when Asterisk cannot say or a leg is
+        gone. A bridged call goes on while both legs exist; if Asterisk restarted
+        meanwhile (`restarted`), one it lost was cut at `since`, not ended by a party, and is
+        rung again for the time left."""
         if self.phase is Phase.DONE:
             return []
         for state in self.legs.values():
-            state.gone = live is None or state.channel_id not in live
-            state.channel = (live or {}).get(state.channel_id, state.channel)
+            found = (live or {}).get(state.channel_id)
+            state.gone = found is None
+            state.channel = found.channel if found else state.channel
         if self.phase is Phase.ENDING:
             return self._settle()
-        if self.phase is not Phase.BRIDGED:
+        if live is None:
             return self._fail(None, "ami_link_lost", now)
-        if live is not None and any(state.gone for state in self.legs.values()):
-            return self._complete(None, now) if cut is None else self._cut(cut, now)
-        return []
+        if self.phase is not Phase.BRIDGED:
+            if restarted:
+                return self._fail(None, "asterisk_restarted", now)
+            return self._rebuild(live, now, since)
+        if any(state.gone for state in self.legs.values()):
+            return self._cut(since, now) if restarted else self._complete(None, now)
+        return [_resumed(now, since)]
 
-    def release(self, live: Mapping[str, str] | None = None) -> list[Effect]:
+    def release(self, live: Live | None = None) -> list[Effect]:
         """Hang up whatever is still up and stop at once (shutdown, or the claim was lost);
-        `live` (Uniqueid -> channel) names legs whose events have not come yet."""
+        `live` names legs whose events have not come yet."""
         self.outcome = self.outcome or "released"
         for state in self.legs.values():
-            state.channel = state.channel or (live or {}).get(state.channel_id)
+            found = (live or {}).get(state.channel_id)
+            state.channel = state.channel or (found.channel if found else None)
             state.tell = None
         effects = self._release_legs()
         for state in self.legs.values():
@@ -384,6 +418,37 @@ class ConsultationCall:
         return [*effects, *self._settle()]
 
     # -- steps -------------------------------------------------------------------------
+
+    def _rebuild(self, live: Live, now: dt.datetime, since: dt.datetime) -> list[Effect]:
+        """Go on with an unbridged attempt from what Asterisk says of each leg, as if no
+        event had been missed: a leg still ringing is waited for (Asterisk's Originate
+        Timeout counts from the Originate), one that answered is recorded, one that waits
+        (NOBAT_LEG_READY) is ready; both waiting are bridged, both in one bridge are
+        bridged; a leg that is gone ends the attempt, and a party who answered hears why."""
+        effects: list[Effect] = [_resumed(now, since)]
+        doctor, patient = self.legs[Leg.DOCTOR], self.legs[Leg.PATIENT]
+        for state in self.legs.values():
+            found = live.get(state.channel_id)
+            if found is None:
+                continue
+            if found.up:
+                effects += self._answered(state, now)
+                state.answered = True
+            state.ready = state.ready or found.ready or bool(found.bridge_id)
+        gone = next((state for state in self.legs.values() if state.gone), None)
+        if gone is not None:
+            return [*effects, *self._fail(gone, GONE_UNSEEN, now)]
+        found_doctor, found_patient = live[doctor.channel_id], live[patient.channel_id]
+        if found_doctor.bridge_id and found_doctor.bridge_id == found_patient.bridge_id:
+            doctor.entered = patient.entered = True
+            self.phase, self.bridged_at = Phase.BRIDGED, self.redirected_at or now
+            return [*effects, Record(RecordKind.BRIDGED, self.bridged_at)]
+        if found_doctor.context == BRIDGE_CONTEXT and self.phase is Phase.DIALLING:
+            self.phase, self.redirected_at = Phase.BRIDGING, now  # sent by an instance gone
+        waiting = found_doctor.context == HOLDING_CONTEXT and not found_doctor.bridge_id
+        if doctor.ready and patient.ready and waiting:  # also a Redirect lost with the link
+            effects += self._bridge_both(now)
+        return effects
 
     def _sound(self, key: str) -> str:
         """A prompt in the patient's language (the doctor hears the same language)."""
@@ -465,13 +530,16 @@ class ConsultationCall:
         state.ready = True
         state.channel = evt.fields.get("Chan") or state.channel
         effects = self._answered(state, now)
-        doctor, patient = self.legs[Leg.DOCTOR], self.legs[Leg.PATIENT]
-        if doctor.ready and patient.ready:
-            self.phase = Phase.BRIDGING
-            limit = max(_ms(self.ends_at - now), 1000)
-            effects.append(SendAction(_redirect(doctor.channel or "", BRIDGE_CONTEXT,
-                                                str(limit))))
+        if self.legs[Leg.DOCTOR].ready and self.legs[Leg.PATIENT].ready:
+            effects += self._bridge_both(now)
         return effects
+
+    def _bridge_both(self, now: dt.datetime) -> list[Effect]:
+        """Both wait: send the doctor leg to Bridge() for the time left."""
+        self.phase, self.redirected_at = Phase.BRIDGING, now
+        limit = max(_ms(self.ends_at - now), 1000)
+        return [SendAction(_redirect(self.legs[Leg.DOCTOR].channel or "", BRIDGE_CONTEXT,
+                                     str(limit)))]
 
     def _entered(self, state: _LegState, now: dt.datetime) -> list[Effect]:
         state.entered = True
@@ -580,6 +648,12 @@ class ConsultationCall:
             self.phase = Phase.DONE
             effects.append(Done(self.outcome))
         return effects
+
+
+def _resumed(now: dt.datetime, since: dt.datetime) -> Record:
+    """The note that an attempt went on after its events were missed since `since`."""
+    unseen = max(0, int((now - since).total_seconds()))
+    return Record(RecordKind.RESUMED, now, unseen_seconds=unseen)
 
 
 def _ms(span: dt.timedelta) -> int:

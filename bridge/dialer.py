@@ -22,8 +22,8 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -41,6 +41,7 @@ from bridge.consultation_call import (
     Wake,
 )
 from bridge.due_timers import DueTimers
+from bridge.live_channels import READY_VARIABLE, Live, LiveChannel
 from bridge.patient_call import PatientCall, RetryRule
 from clinic.phones import mask_in_text
 from db.booking import Clock, utc_now
@@ -78,14 +79,17 @@ class OutboundCall(Protocol):
 
     @property
     def over(self) -> bool: ...
+    @property
+    def channel_ids(self) -> frozenset[str]: ...
     def start(self) -> list[Effect]: ...
-    def resume(self, live: Mapping[str, str] | None, now: dt.datetime) -> list[Effect]: ...
+    def resume(self, live: Live | None, now: dt.datetime, since: dt.datetime
+               ) -> list[Effect]: ...
     def on_event(self, evt: Event, now: dt.datetime) -> list[Effect]: ...
     def on_time(self, now: dt.datetime) -> list[Effect]: ...
     def on_refused(self, action: Action, message: str, now: dt.datetime) -> list[Effect]: ...
-    def on_resync(self, live: Mapping[str, str] | None, now: dt.datetime,
-                  cut: dt.datetime | None = None) -> list[Effect]: ...
-    def release(self, live: Mapping[str, str] | None = None) -> list[Effect]: ...
+    def on_resync(self, live: Live | None, now: dt.datetime, since: dt.datetime,
+                  restarted: bool = False) -> list[Effect]: ...
+    def release(self, live: Live | None = None) -> list[Effect]: ...
 
 
 @dataclass(frozen=True)
@@ -344,6 +348,8 @@ class _Job(Protocol):
     def claim(self) -> _Lease: ...
     @property
     def takes_over(self) -> bool: ...
+    @property
+    def seen_until(self) -> dt.datetime | None: ...
     def earlier_channels(self) -> set[str]: ...
     async def write(self, record: Record) -> None: ...
     async def renew(self) -> None: ...
@@ -360,7 +366,12 @@ class _Consultation:
 
     @property
     def takes_over(self) -> bool:
-        return self.claim.bridged_at is not None
+        return self.claim.taken_over
+
+    @property
+    def seen_until(self) -> dt.datetime | None:
+        """At a takeover: about when the stopped instance last saw the attempt."""
+        return self.claim.seen_until
 
     def earlier_channels(self) -> set[str]:
         """Channels earlier attempts may have left up (after an AMI fault or a crash)."""
@@ -377,6 +388,14 @@ class _Consultation:
             await store.bridged(claim, record.at)
         elif record.kind is RecordKind.COMPLETED:
             await store.completed(claim, record.at, record.talk_seconds, record.cause)
+        elif record.kind is RecordKind.RESUMED:
+            log.warning("consultation %s attempt %d resumed from Asterisk's channels after %s s "
+                        "unseen", claim.consultation_id, claim.attempt, record.unseen_seconds)
+            await store.resumed(claim, record.unseen_seconds or 0)
+        elif record.kind is RecordKind.GIVEN_BACK:
+            log.warning("consultation %s attempt %d taken over with no leg left in Asterisk: "
+                        "given back, due again", claim.consultation_id, claim.attempt)
+            await store.abandon(claim)
         elif record.kind is RecordKind.CUT:
             log.warning("consultation %s attempt %d cut after %s s (%s); %s",
                         claim.consultation_id, claim.attempt, record.talk_seconds, record.cause,
@@ -412,6 +431,10 @@ class _Patient:
     @property
     def takes_over(self) -> bool:
         return False
+
+    @property
+    def seen_until(self) -> dt.datetime | None:
+        return None
 
     def earlier_channels(self) -> set[str]:
         return set()
@@ -463,7 +486,9 @@ class _Runner:
         if not self.job.takes_over:
             await self.apply(self.call.start())
         else:
-            await self.apply(self.call.resume(await self.live_channels(), dialer.clock()))
+            live = await self.live_channels()
+            now = dialer.clock()
+            await self.apply(self.call.resume(live, now, self.job.seen_until or now))
         watched = loop.time()
         while self.outcome is None:
             try:  # not wait_for: on 3.11 it can swallow a cancel that meets its timeout
@@ -550,28 +575,36 @@ class _Runner:
         if status.connected_since != self.link:
             await self.resync()
 
-    async def live_channels(self) -> dict[str, str] | None:
-        """Uniqueid -> channel of every channel Asterisk has now; None if it cannot say."""
+    async def live_channels(self) -> dict[str, LiveChannel] | None:
+        """Every channel Asterisk has now, by Uniqueid, this call's answered legs with
+        whether they wait (NOBAT_LEG_READY); None if Asterisk cannot say."""
         ami = self.dialer.ami
         try:
             await ami.wait_ready(self.dialer.reconnect_wait)
-            _, channels = await ami.send_list(Action("CoreShowChannels"))
+            _, items = await ami.send_list(Action("CoreShowChannels"))
+            live = {e.fields.get("Uniqueid") or "": LiveChannel.listed(e) for e in items}
+            for uniqueid in self.call.channel_ids & live.keys():
+                found = live[uniqueid]
+                if found.up and not found.bridge_id:
+                    reply = await ami.send(Action("Getvar", Fields.of(
+                        Channel=found.channel, Variable=READY_VARIABLE)))
+                    live[uniqueid] = replace(found, ready=reply.fields.get("Value") == "1")
         except AmiError as error:
             log.error("%s: cannot list Asterisk's channels (%s)", self.job.name, error)
             return None
-        return {e.fields.get("Uniqueid") or "": e.fields.get("Channel") or "" for e in channels}
+        return live
 
     async def resync(self) -> None:
         """Events may have been lost: wait for the link, list live channels, let the call
-        decide, told whether Asterisk restarted meanwhile and since when the link was down;
-        nothing is ever re-sent."""
+        decide, told since when events were missed and whether Asterisk restarted
+        meanwhile; nothing is ever re-sent."""
         live = await self.live_channels()
         ami, now = self.dialer.ami, self.dialer.clock()
         self.link = ami.status.connected_since
-        cut = (self.lost_at or now) if ami.boots != self.boots else None
+        since, restarted = self.lost_at or now, ami.boots != self.boots
         if live is not None:  # the link is back: what was lost is known now
             self.boots, self.lost_at = ami.boots, None
-        await self.apply(self.call.on_resync(live, now, cut))
+        await self.apply(self.call.on_resync(live, now, since, restarted))
 
     async def clear_leftovers(self) -> bool:
         """Before a redial, hang up any channel an earlier attempt of this call still has
@@ -581,10 +614,10 @@ class _Runner:
         live = await self.live_channels()
         if live is None:
             return False
-        for uniqueid, channel in live.items():
+        for uniqueid, found in live.items():
             if uniqueid in earlier:
                 with contextlib.suppress(AmiError):
-                    await self.dialer.ami.send(_hangup(channel))
+                    await self.dialer.ami.send(_hangup(found.channel))
         return True
 
     async def let_go(self, lost: ClaimLost) -> None:

@@ -14,7 +14,7 @@ effects as `ConsultationCall`, so one dialer runs both under one cap.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bridge.ami_protocol import Action, Event, Fields
@@ -31,6 +31,7 @@ from bridge.consultation_call import (
     Wake,
     originate_failure,
 )
+from bridge.live_channels import Live
 from db.consultations import Leg
 from db.patient_calls import PatientCallClaim
 from protocol.call_token import TOKEN_VARIABLE
@@ -88,10 +89,16 @@ class PatientCall:
              *originate_variables(variables),
              ("Async", "true")]), action_id=ident))]
 
-    def resume(self, live: Mapping[str, str] | None, now: dt.datetime) -> list[Effect]:
+    def resume(self, live: Live | None, now: dt.datetime, since: dt.datetime
+               ) -> list[Effect]:
         """Patient calls are never taken over: one answered when its instance stopped is
         closed by the store, not resumed."""
         raise AssertionError("a patient call is never resumed")
+
+    @property
+    def channel_ids(self) -> frozenset[str]:
+        """The ChannelId of the patient's channel, as Asterisk lists it."""
+        return frozenset({self.claim.channel_id})
 
     def on_event(self, evt: Event, now: dt.datetime) -> list[Effect]:
         """Advance on one AMI event of this call."""
@@ -140,27 +147,29 @@ class PatientCall:
         self.gone = True
         return self._fail(f"refused ({message})", now)
 
-    def on_resync(self, live: Mapping[str, str] | None, now: dt.datetime,
-                  cut: dt.datetime | None = None) -> list[Effect]:
-        """After the AMI link came back: a channel still up goes on; a gone one ended
-        unseen (answered: finished; not answered: failed and retried). An answered call is
-        not rung again when Asterisk restarted (`cut`): the patient heard it; the flow
-        records what they chose as it goes."""
+    def on_resync(self, live: Live | None, now: dt.datetime, since: dt.datetime,
+                  restarted: bool = False) -> list[Effect]:
+        """After the AMI link came back: a channel still up goes on, and one answered while
+        nobat was not looking is recorded answered (its flow runs over FastAGI; it is never
+        rung again); a gone one ended unseen (answered: finished; not answered: failed and
+        retried). An answered call is not rung again when Asterisk restarted: the patient
+        heard it; the flow records what they chose as it goes."""
         if self.over:
             return []
-        ident = self.claim.channel_id
-        if live is not None and ident in live:
-            self.channel = live[ident]
-            return []
+        found = (live or {}).get(self.claim.channel_id)
+        if found is not None:
+            self.channel = found.channel
+            return self._answered(now) if found.up else []
         self.gone = True
         if self.answered:
             return self._finish("ended while the AMI link was down", now)
         return self._fail("ami_link_lost", now)
 
-    def release(self, live: Mapping[str, str] | None = None) -> list[Effect]:
+    def release(self, live: Live | None = None) -> list[Effect]:
         """Hang up the call if it is up and stop at once (shutdown, or the claim was lost);
-        `live` (Uniqueid -> channel) names it if its events have not come yet."""
-        self.channel = self.channel or (live or {}).get(self.claim.channel_id)
+        `live` names it if its events have not come yet."""
+        found = (live or {}).get(self.claim.channel_id)
+        self.channel = self.channel or (found.channel if found else None)
         effects = self._hang_up()
         self.phase = "over"
         return [*effects, Done("released")]

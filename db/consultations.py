@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, Select, or_, select, update
+from sqlalchemy import Row, Select, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.booking import Clock, utc_now
@@ -28,6 +28,7 @@ from db.leases import (
     due_times,
     held_update,
     lease_expired,
+    waiting_due,
 )
 from db.models import Appointment, CallAttempt, Consultation, Doctor, Patient
 
@@ -100,6 +101,12 @@ class Claim:
     lease_until: dt.datetime
     bridged_at: dt.datetime | None = None
     """Set when this claim took over a call already bridged (its instance stopped)."""
+    taken_over: bool = False
+    """This claim took over an attempt in progress whose instance stopped: same attempt,
+    nothing dialled; it goes on from what Asterisk's channels say."""
+    seen_until: dt.datetime | None = None
+    """For a takeover: about when the stopped instance last saw the attempt (its last lease
+    renewal)."""
 
     @property
     def consultation_id(self) -> int:
@@ -143,13 +150,15 @@ class ConsultationStore:
 
     async def sweep_missed(self, now: dt.datetime, grace: dt.timedelta) -> list[int]:
         """At start: mark consultations whose time passed more than `grace` ago as missed,
-        and their appointments too, so they are never dialled late; returns their ids."""
+        and their appointments too, so they are never dialled late; returns their ids. An
+        attempt a stopped instance left dialling is not swept: it is taken over, and goes on
+        from what Asterisk's channels say."""
 
         async def run() -> list[int]:
             async with self.db.writing() as session:
                 rows = (await session.execute(
                     update(Consultation)
-                    .where(claimable(Consultation, now), Consultation.due_at < now - grace)
+                    .where(waiting_due(Consultation, now), Consultation.due_at < now - grace)
                     .values(state="missed", outcome="missed", cause=DOWN_CAUSE, claimed_by=None,
                             lease_until=None, updated_at=now)
                     .returning(Consultation.id, Consultation.appointment_id)
@@ -180,13 +189,18 @@ class ConsultationStore:
 
         async def take(session: AsyncSession) -> list[Claim]:
             now = self.clock()
+            stopped = lease_expired(Consultation, now, "bridged", "dialling")
+            renewed = dict((await session.execute(
+                select(Consultation.id, Consultation.lease_until)
+                .where(Consultation.id.in_(ids), stopped))).all())
             orphans = (await session.execute(
                 update(Consultation)
-                .where(Consultation.id.in_(ids), lease_expired(Consultation, now, "bridged"))
+                .where(Consultation.id.in_(ids), stopped)
                 .values(claimed_by=instance, lease_until=now + lease, updated_at=now)
                 .returning(Consultation.id)
                 .execution_options(synchronize_session=False))).scalars().all()
-            claims = [await _taken_over(session, ident, instance, lease, now)
+            claims = [await _taken_over(session, ident, instance, lease, now,
+                                        _last_renewal(renewed.get(ident), lease, now))
                       for ident in sorted(orphans)]
             late = (await session.execute(
                 update(Consultation)
@@ -240,8 +254,18 @@ class ConsultationStore:
         return dataclasses.replace(claim, lease_until=lease_until)
 
     async def leg_answered(self, claim: Claim, leg: Leg, at: dt.datetime) -> None:
-        """Record that one party picked up."""
-        await self._step(claim, ("dialling",), {}, {f"{leg}_answered_at": at})
+        """Record that one party picked up (a time already recorded, before a takeover,
+        stays)."""
+        column = f"{leg}_answered_at"
+        await self._step(claim, ("dialling",), {},
+                         {column: func.coalesce(getattr(CallAttempt, column), at)})
+
+    async def resumed(self, claim: Claim, unseen_seconds: int) -> None:
+        """Note that the attempt's events were missed for `unseen_seconds` and it went on
+        from Asterisk's channels."""
+        await self._step(claim, ("dialling", "bridged"), {},
+                         {"resumes": CallAttempt.resumes + 1,
+                          "unseen_seconds": CallAttempt.unseen_seconds + unseen_seconds})
 
     async def bridged(self, claim: Claim, at: dt.datetime) -> None:
         """Record that both parties are talking."""
@@ -365,15 +389,24 @@ async def _close_stranded(session: AsyncSession, consultation_ids: list[int],
         .execution_options(synchronize_session=False))
 
 
+def _last_renewal(lease_until: dt.datetime | None, lease: dt.timedelta, now: dt.datetime
+                  ) -> dt.datetime:
+    """About when an instance that stopped last renewed a lease that ran out at
+    `lease_until` (its lease is taken to be as long as ours)."""
+    return now if lease_until is None else min(now, lease_until - lease)
+
+
 async def _taken_over(session: AsyncSession, consultation_id: int, instance: str,
-                      lease: dt.timedelta, now: dt.datetime) -> Claim:
-    """The claim on a bridged call whose instance stopped: its attempt, as it was."""
+                      lease: dt.timedelta, now: dt.datetime, seen_until: dt.datetime
+                      ) -> Claim:
+    """The claim on an attempt whose instance stopped, bridged or not: as it was."""
     details = DueConsultation(*(await session.execute(
         _details().where(Consultation.id == consultation_id))).one())
     bridged_at = await session.scalar(
         select(CallAttempt.bridged_at).where(CallAttempt.consultation_id == consultation_id,
                                              CallAttempt.number == details.attempts))
-    return Claim(details, details.attempts, instance, lease, now + lease, bridged_at or now)
+    return Claim(details, details.attempts, instance, lease, now + lease, bridged_at,
+                 taken_over=True, seen_until=seen_until)
 
 
 def _details() -> Select[Any]:

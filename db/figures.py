@@ -39,6 +39,9 @@ class DayFigures:
     cancellations: int
     consultation_minutes: float
     completed_consultations: int
+    resumed_attempts: int
+    """Consultation attempts begun that day whose events nobat missed (a lost AMI link, a
+    takeover) and that went on from Asterisk's channels."""
     failed: list[tuple[str, int]]
     """Consultations given up that day, counted by cause, most frequent first."""
 
@@ -117,6 +120,10 @@ class Figures:
                        func.count(CallAttempt.id))
                 .where(CallAttempt.outcome == "completed", CallAttempt.ended_at >= start,
                        CallAttempt.ended_at < end))).one()
+            resumed = await session.scalar(
+                select(func.count(CallAttempt.id))
+                .where(CallAttempt.resumes > 0, CallAttempt.started_at >= start,
+                       CallAttempt.started_at < end)) or 0
             failed = (await session.execute(
                 select(Consultation.cause, func.count())
                 .where(Consultation.state == "missed", Consultation.updated_at >= start,
@@ -127,6 +134,7 @@ class Figures:
             reschedules=actions.get("rescheduled", 0),
             cancellations=actions.get("cancelled", 0),
             consultation_minutes=round(int(talked) / 60, 1), completed_consultations=completed,
+            resumed_attempts=resumed,
             failed=sorted(((cause or "unknown", n) for cause, n in failed),
                           key=lambda item: (-item[1], item[0])))
 

@@ -32,10 +32,14 @@ def lease_expired(model: Leased, now: dt.datetime, *states: str) -> ColumnElemen
     return and_(model.state.in_(states), model.lease_until < now)
 
 
+def waiting_due(model: Leased, now: dt.datetime) -> ColumnElement[bool]:
+    """Waiting for its next attempt, and due."""
+    return and_(model.state.in_(WAITING), model.due_at <= now)
+
+
 def claimable(model: Leased, now: dt.datetime) -> ColumnElement[bool]:
     """Due for a new attempt: waiting and due, or dialling under a lease that ran out."""
-    return or_(and_(model.state.in_(WAITING), model.due_at <= now),
-               lease_expired(model, now, "dialling"))
+    return or_(waiting_due(model, now), lease_expired(model, now, "dialling"))
 
 
 async def held_update(session: AsyncSession, model: Leased, ident: int, instance: str,

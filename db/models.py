@@ -232,6 +232,10 @@ class CallAttempt(Base):
     patient_cause: Mapped[int | None] = mapped_column(Integer)
     outcome: Mapped[str | None] = mapped_column(String(40))
     talk_seconds: Mapped[int | None] = mapped_column(Integer)
+    resumes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Times nobat missed this attempt's events and went on from Asterisk's channels."""
+    unseen_seconds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """How long, in all, no event of it was seen."""
 
 
 class InboundCall(Base):

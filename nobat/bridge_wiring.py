@@ -61,6 +61,7 @@ async def build_dialer(config: Config, database: Database) -> Dialer | None:
                   RetryPolicy(calls.attempts, dt.timedelta(minutes=calls.retry_minutes)),
                   poll=calls.poll_seconds,
                   missed_grace=dt.timedelta(minutes=calls.missed_grace_minutes),
+                  lease=dt.timedelta(seconds=calls.lease_seconds),
                   patient_calls=patient_calls(config, database, plan, profile.tz))
 
 

@@ -141,6 +141,9 @@ class ConsultationConfig:
     warn_minutes: int
     missed_grace_minutes: int
     """How late after its time a consultation due while nobat was down is still dialled."""
+    lease_seconds: int = 60
+    """How long a call's claim holds without renewal: after a crash, the call is taken
+    over (by another instance, or this one restarted) this long after it was last seen."""
 
 
 @dataclass(frozen=True)
@@ -423,7 +426,7 @@ def _dial_template(text: str) -> str:
 def _consultations(doc: StaffToml) -> ConsultationConfig:
     table, path = _section(doc, "consultations", (
         "dial", "ring_seconds", "grace_minutes", "attempts", "retry_minutes", "max_channels",
-        "poll_seconds", "warn_minutes", "missed_grace_minutes"))
+        "poll_seconds", "warn_minutes", "missed_grace_minutes", "lease_seconds"))
     return ConsultationConfig(
         dial=doc.value(table, path, "dial", str, default="PJSIP/{national}@clinic-trunk",
                        convert=_dial_template),
@@ -442,6 +445,8 @@ def _consultations(doc: StaffToml) -> ConsultationConfig:
                                convert=_in_range(0, 30)),
         missed_grace_minutes=doc.value(table, path, "missed_grace_minutes", int, default=5,
                                        convert=_in_range(0, 120)),
+        lease_seconds=doc.value(table, path, "lease_seconds", int, default=60,
+                                convert=_in_range(2, 600)),
     )
 
 

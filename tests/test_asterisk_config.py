@@ -24,6 +24,7 @@ from bridge.consultation_call import (
     Effect,
     SendAction,
 )
+from bridge.live_channels import READY_VARIABLE
 from bridge.patient_call import PatientCall
 from clinic.phones import national
 from db.consultations import Claim, DueConsultation, Leg, RetryPolicy
@@ -381,3 +382,12 @@ def test_the_trunk_takes_no_connected_line_updates_and_sends_none() -> None:
     assert (trunk["trust_id_inbound"], trunk["send_pai"]) == ("yes", "yes")
     assert (trunk["trust_connected_line"], trunk["send_connected_line"]) == ("no", "no")
     assert {auth["auth_type"] for auth in pjsip["auth"].values()} == {"digest"}
+
+
+def test_the_hold_marks_a_leg_ready_just_before_it_says_so() -> None:
+    """nobat reads NOBAT_LEG_READY to resume an attempt whose NobatLegReady it missed."""
+    text = (ROOT / "asterisk" / "extensions.conf").read_text(encoding="utf-8")
+    hold = text.split("\n[nobat-consult-hold]\n", 1)[1].split("\n[", 1)[0]
+    steps = [line.strip() for line in hold.splitlines() if line.strip().startswith("same =>")]
+    ready = steps.index(f"same => n,Set({READY_VARIABLE}=1)")
+    assert steps[ready + 1].startswith("same => n,UserEvent(NobatLegReady,")

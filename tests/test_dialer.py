@@ -9,6 +9,7 @@ import datetime as dt
 import itertools
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
@@ -38,8 +39,10 @@ from db.consultations import (
     channel_id,
 )
 from db.engine import Database
+from db.figures import Figures
 from db.models import Appointment, Consultation
 from ivr.prompts import LANGUAGES, PromptLibrary
+from tests.fakepbx.channels import Channel, State
 from tests.fakepbx.script import (
     Answers,
     Busy,
@@ -299,50 +302,68 @@ def max_live_consultations(pbx_line: Line) -> int:
     return most
 
 
-async def test_an_ami_drop_while_dialling_never_dials_a_leg_twice(database: Database) -> None:
+def leg_channel(pbx_line: Line, ident: int, leg: Leg) -> Channel | None:
+    """The ;1 half of a leg of the consultation's first attempt at the fake PBX, if up."""
+    return next((c for c in pbx_line.pbx.channels.values()
+                 if c.uniqueid == f"nobat-c{ident}-a1-{leg}"), None)
+
+
+def legs_are(pbx_line: Line, ident: int, doctor_state: State, patient_state: State
+             ) -> Callable[[], Awaitable[bool]]:
+    """A condition for Line.until: the two legs' channels are in these states."""
+
+    async def check() -> bool:
+        doctor_leg, patient_leg = (leg_channel(pbx_line, ident, leg) for leg in Leg)
+        return (doctor_leg is not None and patient_leg is not None
+                and (doctor_leg.state, patient_leg.state) == (doctor_state, patient_state))
+
+    return check
+
+
+MOMENTS: dict[str, Callable[[Line, Database, int], Callable[[], Awaitable[bool]]]] = {
+    "after the Originates": lambda pbx_line, db, ident: lambda: asyncio.sleep(
+        0, result=len(pbx_line.originates()) == 2),
+    "while both ring": lambda pbx_line, db, ident: legs_are(
+        pbx_line, ident, State.Ringing, State.Ringing),
+    "after one answered": lambda pbx_line, db, ident: legs_are(
+        pbx_line, ident, State.Up, State.Ringing),
+    "after both answered, before the bridge": lambda pbx_line, db, ident: legs_are(
+        pbx_line, ident, State.Up, State.Up),
+    "while bridged": lambda pbx_line, db, ident: settled(db, [ident], "bridged"),
+}
+"""Moments of an attempt at which the AMI link is cut (the doctor answers after 1 s, the
+patient after 3 s and hears three prompts)."""
+
+
+@pytest.mark.parametrize("moment", MOMENTS)
+async def test_an_ami_cut_at_any_moment_resumes_the_attempt_and_cuts_off_nobody(
+        database: Database, moment: str) -> None:
     [ident] = await book(database, 1)
-    phones = [doctor(1, Answers(1.0)), patient(1, Answers(2.0, talk=6))]
+    phones = [doctor(1, Answers(1.0)), patient(1, Answers(3.0, talk=30))]
     async with line(database, phones, START) as pbx_line:
-        async def ringing() -> bool:
-            return len(pbx_line.originates()) == 2
+        await pbx_line.until(MOMENTS[moment](pbx_line, database, ident))
+        await pbx_line.pbx.cut(4)  # the parties answer and listen meanwhile
+        await pbx_line.until(settled(database, [ident], "completed"), seconds=20.0)
 
-        dialler = pbx_line.dialers[0]
-        await pbx_line.until(ringing)
-        await pbx_line.pbx.drop()
-        await dialler.ami.wait_ready(2.0)
-        await pbx_line.until(settled(database, [ident], "completed"))
-
-        assert set(pbx_line.originates().values()) == {1}
-        first, second = await attempts(database, ident)
-        assert (first.state, second.state) == ("failed", "completed")
-        first_gone = max(i for i, e in enumerate(pbx_line.pbx.events) if e.name == "Hangup"
-                         and e.fields["Uniqueid"].startswith(f"nobat-c{ident}-a1-"))
-        second_born = min(i for i, e in enumerate(pbx_line.pbx.events) if e.name == "Newchannel"
-                          and e.fields["Uniqueid"].startswith(f"nobat-c{ident}-a2-"))
-        assert first_gone < second_born
-        assert pbx_line.pbx.channels == {}
-
-
-async def test_an_ami_drop_while_bridged_keeps_the_call_and_still_sees_its_end(
-        database: Database) -> None:
-    [ident] = await book(database, 1)
-    phones = [doctor(1, Answers(0.3)), patient(1, Answers(0.5, talk=40))]
-    async with line(database, phones, START) as pbx_line:
-        await pbx_line.until(settled(database, [ident], "bridged"))
-        dialler = pbx_line.dialers[0]
-        await pbx_line.pbx.drop()
-        await dialler.ami.wait_ready(2.0)
-        await pbx_line.until(settled(database, [ident], "completed"))
-
+        # One attempt, each leg originated once, bridged, and ended by the patient who hung
+        # up after talking: nobat hung up only the doctor left behind, nobody for the cut.
         [attempt] = await attempts(database, ident)
-        assert (attempt.state, attempt.number) == ("completed", 1)
-        assert 28 <= (attempt.talk_seconds or 0) <= 40  # at most the patient's 40 s on the line
-        assert pbx_line.originates() == {f"nobat-c{ident}-a1-doctor": 1,
-                                         f"nobat-c{ident}-a1-patient": 1}
+        assert (attempt.state, attempt.resumes) == ("completed", 1), attempt.__dict__
+        assert attempt.bridged_at is not None and (attempt.talk_seconds or 0) >= 15
+        assert pbx_line.originates() == {f"nobat-c{ident}-a1-{leg}": 1 for leg in Leg}
         assert [h["Channel"] for h in pbx_line.actions("Hangup")] == [
             e.fields["Channel"] for e in pbx_line.pbx.events
             if e.name == "Newchannel" and e.fields["Uniqueid"] == f"nobat-c{ident}-a1-doctor"]
+        heard = {party: [f.removeprefix("nobat/fa/") for f in pbx_line.pbx.heard_by(party)]
+                 for party in ("doctor1", "patient1")}
+        assert heard["doctor1"][0] == "consult/doctor-intro", heard
+        assert heard["patient1"][:3] == ["consult/patient-intro", "doctor/dr-1",
+                                         "consult/is-starting"], heard
+        assert not [f for files in heard.values() for f in files
+                    if "unavailable" in f or "failed" in f], heard
         assert pbx_line.pbx.channels == {}
+        figures = await Figures(database, ZoneInfo("Asia/Tehran")).day(DAY)
+        assert figures.resumed_attempts == 1  # what the page and /metrics count
 
 
 # -- restarts: nobat's and Asterisk's ---------------------------------------------------

@@ -351,10 +351,6 @@ async def test_a_forged_request_for_a_ringing_reminder_needs_its_call_token(
         assert "STREAM FILE" in await request(call_token(DIALPLAN_SECRET, "nobat-p1-a1"))
 
 
-async def _ringing(line: PatientLine) -> bool:
-    return "nobat-p1-a1" in line.pbx_line.originates()
-
-
 async def test_a_reminder_ringing_when_nobat_stops_is_hung_up_and_given_back(
         database: Database, tmp_path: Path) -> None:
     await book(database, at(SATURDAY, "10:00"))
@@ -402,17 +398,19 @@ async def test_patient_calls_take_no_more_places_than_their_own_cap(
     assert {c.outcome for c in await calls(database)} == {"confirmed"}
 
 
-async def test_an_ami_drop_while_a_reminder_rings_never_rings_it_twice(
+async def test_a_reminder_answered_while_the_ami_link_is_cut_runs_and_is_never_rung_again(
         database: Database, tmp_path: Path) -> None:
     await book(database, at(SATURDAY, "10:00"))
     phones = [patient(Hear("reminder/menu"), Press("1"))]
     slow = (("ring_seconds = 30", "ring_seconds = 10"), ("retry_minutes = 30", "retry_minutes = 1"))
     async with patient_line(database, tmp_path, phones, at(THURSDAY, "18:00"), slow) as line:
         await line.pbx_line.until(lambda: _ringing(line))
-        await line.pbx_line.pbx.drop()
+        await line.pbx_line.pbx.cut(3)  # the patient answers and confirms over FastAGI
         await line.pbx_line.until(settled(database, 1, "done"), seconds=10.0)
         [call] = await calls(database)
         originated = line.pbx_line.originates()
-    # The link came back, the call was still up (CoreShowChannels), so nothing was re-sent.
+    # The link came back with the call up (CoreShowChannels): recorded answered, nothing
+    # re-sent, the patient's key kept.
     assert originated == {"nobat-p1-a1": 1}
     assert (call.attempts, call.outcome) == (1, "confirmed")
+    assert call.answered_at is not None

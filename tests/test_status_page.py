@@ -268,6 +268,7 @@ async def test_api_status_and_metrics_agree_with_the_day(tmp_path: Path) -> None
         assert samples[("nobat_ami_state", (("state", "connected"),))] == 1
         assert samples[("nobat_up", ())] == 1
         assert samples[("nobat_today", (("figure", "calls"),))] == day.calls
+        assert samples[("nobat_today", (("figure", "resumed_attempts"),))] == 0  # no blip
         assert samples[("nobat_consultations", (("state", "missed"),))] == 1
         assert samples[("nobat_ivr_call_duration_seconds_count", ())] == len(IVR_CALLERS)
         assert samples[("nobat_consultations", (("state", "bridged"),))] == 1

@@ -94,7 +94,7 @@ class _SnapshotCollector(Collector):
         today = GaugeMetricFamily("nobat_today", "Today's totals (clinic time), reset at "
                                   "local midnight.", labels=["figure"])
         for name in ("calls", "bookings", "reschedules", "cancellations",
-                     "consultation_minutes", "completed_consultations"):
+                     "consultation_minutes", "completed_consultations", "resumed_attempts"):
             today.add_metric([name], float(getattr(day, name)))
         today.add_metric(["failed_consultations"], float(sum(n for _, n in day.failed)))
         yield today

@@ -53,6 +53,9 @@ ALL_CLASSES = frozenset(
 DEFAULT_USERS = {"ctrl": ("ctrlsecret", "all", "all")}
 """name -> (secret, read classes, write classes), as in manager.conf."""
 
+UP_BEFORE = 3600.0
+"""Seconds Asterisk has run when a test starts the fake: FullyBooted's Uptime counts from
+there, and from 0 after a restart."""
 AUTH_DELAY = 1.0  # c1/c2: "Authentication failed" comes about 1.0 s after Login
 SHUTDOWN_CLOSE_DELAY = 0.01  # c5: the socket closes about 10 ms after Event: Shutdown
 RESTART_DOWN = 0.27  # c5/c6: ECONNREFUSED until the banner is back, 0.27 s after the trigger
@@ -161,9 +164,11 @@ class FakeAsterisk(Switch):
         await self.stop()
 
     async def _listen(self, boot_seconds: float = 0.0) -> None:
+        """Take connections; the first start finds Asterisk long up (UP_BEFORE), as nobat
+        usually does, a restart with an uptime from zero."""
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
-        self._booted = time.monotonic()
+        self._booted = time.monotonic() - (UP_BEFORE if self._booted == 0.0 else 0.0)
         if boot_seconds > 0:
             self._booting = asyncio.create_task(self._boot(boot_seconds))
 
@@ -191,6 +196,13 @@ class FakeAsterisk(Switch):
     async def drop(self) -> None:
         """Close every AMI connection with a plain EOF, as a network cut or SIGKILL shows it."""
         await self._close_all()
+
+    async def cut(self, seconds: float) -> None:
+        """The network between nobat and AMI fails for `seconds` (scripted): connections end,
+        new ones are refused; calls go on and their events are lost to nobat."""
+        await self._stop_listening()
+        await self.sleep(seconds)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
 
     async def restart(self, clean: bool = True, boot_seconds: float = 0.0) -> None:
         """Restart as "core restart now" (clean) or SIGKILL plus a start: refuse, then listen,

@@ -561,9 +561,12 @@ class Switch:
         async def hold() -> None:
             if fresh:
                 one.priority, one.application = 6, "Playback"
-                await self._play(call, names.get("NOBAT_ANNOUNCE", ""))
+                one.app_data = names.get("NOBAT_ANNOUNCE", "")
+                await self._play(call, one.app_data)
+                names["NOBAT_LEG_READY"] = "1"
+                one.priority, one.application, one.app_data = 8, "UserEvent", "NobatLegReady"
                 self._emit("UserEvent", one, UserEvent="NobatLegReady", **self._leg_fields(one))
-            one.priority, one.application, one.app_data = 8, "Wait", str(int(self.hold_seconds))
+            one.priority, one.application, one.app_data = 9, "Wait", str(int(self.hold_seconds))
             bridged = bool(names.get("NOBAT_BRIDGED"))
             if not bridged:
                 await self.sleep(self.hold_seconds)
@@ -585,10 +588,11 @@ class Switch:
         if peer is None or peer_call is None:
             self._leg_done(call, bridged=False)  # BRIDGERESULT=NONEXISTENT
             return
-        one.priority, one.application = 6, "Bridge"
         in_call = one.variables.get("NOBAT_SURVEY") == "in-call"
         peer_call.after_bridge = NOBAT_SURVEY_CONTEXT if in_call else "hangup"
         self.bridge_channels(peer, one)
+        one.priority, one.application = 7, "Bridge"  # it runs the app; the peer was pulled
+        peer.priority = 10  # out of its Wait (capture i: no application, the hold's next step)
         limit = int(one.exten) / 1000
         warn = int(one.variables.get("NOBAT_WARN_MS") or 0) / 1000
         sounds = one.variables.get("NOBAT_SOUNDS", "")
@@ -674,6 +678,7 @@ class Switch:
                 state=State.Down if half == 1 else State.Ring, linked_seq=seq,
             ))
         one, two = halves
+        one.application, one.app_data = "AppDial2", "(Outgoing Line)"  # no dialplan runs yet
         two.linkedid, two.linked_seq = one.linkedid, one.linked_seq
         for variable in action.fields.getall("Variable"):
             for assignment in separate_args(variable.lstrip(" \t")):

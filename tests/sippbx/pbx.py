@@ -40,6 +40,7 @@ from tests.fakepbx.agi_caller import DIALPLAN_SECRET
 from tests.realpbx.asterisk import SHIPPED, AmiLink, RealAsterisk, free_port
 from tests.sippbx.rtp import key_steps
 from tests.sippbx.sipp import HERE, WAIT_SECONDS, SipMessage, Sipp, free_udp_port
+from tests.support.consultations import book_due, first_phone_slot
 from tests.support.server import ROOT, ServerProcess, demo_copy, demo_store, edit_config
 
 ASTERISK_IP = "127.0.0.1"
@@ -263,6 +264,17 @@ class ClinicLine:
         """AMI events seen so far by name, with the given field values."""
         return [e for e in self.ami.events(name)
                 if all(e.fields.get(k) == v for k, v in fields.items())]
+
+    async def book_due_now(self, doctor_key: str, patient_phone: str, talk: dt.timedelta
+                           ) -> tuple[int, dt.datetime]:
+        """Book a phone visit with `doctor_key` whose call is due now and ends `talk` later;
+        the consultation's id and the booked end."""
+        service = BookingService(self.store)
+        doctor_id, start = await first_phone_slot(service, doctor_key)
+        due = dt.datetime.now(dt.UTC)
+        _, ident = await book_due(service, self.store, doctor_id, patient_phone, start, due,
+                                  ends_at=due + talk)
+        return ident, due + talk
 
     def logs(self) -> str:
         """What a failing scenario should show: nobat's log, Asterisk's, the phones' surprises."""

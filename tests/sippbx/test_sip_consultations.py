@@ -169,11 +169,7 @@ async def bridged_now(line: ClinicLine, talk: dt.timedelta) -> int:
     """Book the "answers" consultation due now for `talk`, start nobat, and return the
     consultation's id once the call is bridged."""
     doctor_key, _, patient_phone = CONSULTATIONS["answers"]
-    service = BookingService(line.store)
-    doctor_id, start = await first_phone_slot(service, doctor_key)
-    due = dt.datetime.now(dt.UTC)
-    _, ident = await book_due(service, line.store, doctor_id, patient_phone, start, due,
-                              ends_at=due + talk)
+    ident, _ = await line.book_due_now(doctor_key, patient_phone, talk)
     await line.start_nobat()
     await until(line, lambda row, tries: bool(tries) and tries[0].bridged_at is not None,
                 ident, "the call bridged", within=40)
