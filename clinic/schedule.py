@@ -151,8 +151,3 @@ def parse_clock(text: str) -> int:
     if not (0 <= int(minutes) < 60 and 0 <= value <= 24 * 60):
         raise ValueError(f"{text!r} is not a time of day; expected 00:00 to 24:00")
     return value
-
-
-def format_clock(minute: int) -> str:
-    """Write minutes from midnight as HH:MM."""
-    return f"{minute // 60:02d}:{minute % 60:02d}"

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 
 from clinic.calendar import Weekday
+from clinic.schedule import day_bounds
 from db.engine import Database
 from db.leases import claimable
 from db.models import (
@@ -91,13 +92,6 @@ class Heatmap:
         return max((n for row in self.counts for n in row), default=0)
 
 
-def day_bounds(day: dt.date, tz: ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
-    """A local day as UTC instants [start, end)."""
-    start = dt.datetime.combine(day, dt.time(), tz)
-    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tz)
-    return start.astimezone(dt.UTC), end.astimezone(dt.UTC)
-
-
 class Figures:
     """Read-only questions the status page asks; one short read transaction each."""
 
@@ -107,7 +101,7 @@ class Figures:
 
     async def day(self, day: dt.date) -> DayFigures:
         """Calls, booking changes and consultations of one local day."""
-        start, end = day_bounds(day, self.tz)
+        start, end = astuple(day_bounds(day, self.tz))
         async with self.db.reading() as session:
             calls = await session.scalar(select(func.count()).select_from(InboundCall).where(
                 InboundCall.started_at >= start, InboundCall.started_at < end)) or 0
@@ -168,8 +162,7 @@ class Figures:
     async def heatmap(self, first: dt.date, last: dt.date) -> Heatmap:
         """Count inbound calls per local weekday and hour (bucketed here, the same on every
         backend and in the clinic's time zone)."""
-        start, _ = day_bounds(first, self.tz)
-        _, end = day_bounds(last, self.tz)
+        start, end = day_bounds(first, self.tz).start, day_bounds(last, self.tz).end
         counts = [[0] * 24 for _ in Weekday]
         async with self.db.reading() as session:
             stream = await session.stream_scalars(select(InboundCall.started_at).where(
@@ -182,8 +175,7 @@ class Figures:
     async def consultation_minutes(self, first: dt.date, last: dt.date
                                    ) -> list[tuple[dt.date, float]]:
         """Minutes talked in consultations per local day over [first, last], zeros included."""
-        start, _ = day_bounds(first, self.tz)
-        _, end = day_bounds(last, self.tz)
+        start, end = day_bounds(first, self.tz).start, day_bounds(last, self.tz).end
         seconds: Counter[dt.date] = Counter()
         async with self.db.reading() as session:
             rows = (await session.execute(
@@ -212,7 +204,7 @@ class Figures:
     async def patient_calls(self, day: dt.date) -> list[tuple[str, str, int]]:
         """Reminder, absence and survey calls that ended that day, by purpose and what came
         of them (the patient's choice, or why nobody was reached)."""
-        start, end = day_bounds(day, self.tz)
+        start, end = astuple(day_bounds(day, self.tz))
         result = func.coalesce(PatientCall.outcome, PatientCall.state)
         async with self.db.reading() as session:
             rows = (await session.execute(

@@ -6,11 +6,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from clinic.phones import mask
 from ivr.agi_channel import AgiChannel
 from ivr.agi_protocol import AgiProtocolError, AgiServerConnection, Command
 from ivr.agi_session import AgiCallSession
@@ -28,18 +26,6 @@ from protocol.listening import serve_until_stopped
 
 log = logging.getLogger(__name__)
 Handler = Callable[[AgiCallSession], Awaitable[object]]
-
-
-@dataclass
-class LiveCall:
-    """A call in progress, for the status page."""
-
-    id: int
-    peer: str
-    script: str
-    caller: str
-    started: float
-    step: str = "starting"
 
 
 @dataclass(frozen=True)
@@ -85,7 +71,8 @@ class FastAgiServer:
         self.routes = dict(routes)
         self.access = access
         self.limits = limits or Limits()
-        self.calls: dict[int, LiveCall] = {}
+        self.calls: set[int] = set()
+        """The calls in progress, by the number their log lines carry."""
         self.refusals = RefusalLog()
         self._ids = itertools.count(1)
         self._server: asyncio.Server | None = None
@@ -195,19 +182,18 @@ class FastAgiServer:
             await _quietly(channel.run(Command.of("HANGUP")), self.limits.environment_seconds)
             await channel.close()
             return
-        call = LiveCall(next(self._ids), peer, env.script, mask(env.callerid or ""),
-                        time.monotonic())
-        self.calls[call.id] = call
+        call = next(self._ids)
+        self.calls.add(call)
         try:
             await handler(AgiCallSession(channel, env))
         except CallerHungUp:
-            log.info("call %d: caller hung up", call.id)
+            log.info("call %d: caller hung up", call)
         except (AgiProtocolError, TimeoutError) as exc:
-            log.warning("call %d: AGI broke off: %s", call.id, _why(exc))
+            log.warning("call %d: AGI broke off: %s", call, _why(exc))
         except Exception:
-            log.exception("call %d: flow failed", call.id)
+            log.exception("call %d: flow failed", call)
         finally:
-            del self.calls[call.id]
+            self.calls.discard(call)
             await channel.close()
 
 

@@ -58,7 +58,7 @@ async def one_call(caller: Caller, folder: Path) -> None:
                 if not rig.line.calls and not rig.server.calls:
                     break
                 await asyncio.sleep(0.01)
-            assert rig.line.calls == {} and rig.server.calls == {}
+            assert rig.line.calls == {} and rig.server.calls == set()
         assert [r.getMessage() for r in failures.records] == []
         async with database.reading() as session:
             booked = await session.scalar(select(func.count()).select_from(Appointment))
