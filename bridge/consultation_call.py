@@ -293,6 +293,8 @@ class ConsultationCall:
         if self.claim.bridged_at is None:
             if live is not None and not any(
                     state.channel_id in live for state in self.legs.values()):
+                if self.claim.answered_before:  # a party answered and left unseen
+                    return self._fail(None, GONE_UNSEEN, now)
                 self.phase, self.outcome = Phase.DONE, "given back"
                 return [Record(RecordKind.GIVEN_BACK, now), Done(self.outcome)]
             return [Wake(self.ends_at), *self.on_resync(live, now, since)]
@@ -390,7 +392,7 @@ class ConsultationCall:
             return []
         for state in self.legs.values():
             found = (live or {}).get(state.channel_id)
-            state.gone = found is None
+            state.gone = state.gone or found is None
             state.channel = found.channel if found else state.channel
         if self.phase is Phase.ENDING:
             return self._settle()
@@ -445,6 +447,8 @@ class ConsultationCall:
             return [*effects, Record(RecordKind.BRIDGED, self.bridged_at)]
         if found_doctor.context == BRIDGE_CONTEXT and self.phase is Phase.DIALLING:
             self.phase, self.redirected_at = Phase.BRIDGING, now  # sent by an instance gone
+        if now >= self.ends_at:  # found after the booked time (plus grace): over
+            return [*effects, *self._fail(None, "time_up", now)]
         waiting = found_doctor.context == HOLDING_CONTEXT and not found_doctor.bridge_id
         if doctor.ready and patient.ready and waiting:  # also a Redirect lost with the link
             effects += self._bridge_both(now)

@@ -47,6 +47,7 @@ from clinic.phones import mask_in_text
 from db.booking import Clock, utc_now
 from db.consultations import (
     CUT_CAUSE,
+    DOWN_CAUSE,
     Claim,
     ClaimLost,
     ConsultationStore,
@@ -265,9 +266,10 @@ class Dialer:
                 await self.store.abandon(claim)
                 failed = failed or exc
                 continue
-            for listener in self.on_dispatch:
-                listener(claim, now - claim.consultation.due_at)
-            self._start(f"c{claim.consultation_id}", _Consultation(self.store, claim, call),
+            for listener in self.on_dispatch if not claim.taken_over else ():
+                listener(claim, now - claim.consultation.due_at)  # how late it was rung
+            self._start(f"c{claim.consultation_id}",
+                        _Consultation(self.store, claim, call, self.missed_grace),
                         call)
             started.append(claim)
         desk = self.patient_calls
@@ -360,8 +362,11 @@ class _Job(Protocol):
 class _Consultation:
     """A consultation attempt's steps in the ConsultationStore."""
 
-    def __init__(self, store: ConsultationStore, claim: Claim, call: ConsultationCall) -> None:
+    def __init__(self, store: ConsultationStore, claim: Claim, call: ConsultationCall,
+                 missed_grace: dt.timedelta) -> None:
         self.store, self.claim, self.call = store, claim, call
+        self.missed_grace = missed_grace
+        """A call given back later than this after its time is missed, not dialled."""
         self.name = f"consultation {claim.consultation_id}"
 
     @property
@@ -393,9 +398,14 @@ class _Consultation:
                         "unseen", claim.consultation_id, claim.attempt, record.unseen_seconds)
             await store.resumed(claim, record.unseen_seconds or 0)
         elif record.kind is RecordKind.GIVEN_BACK:
+            late = record.at - claim.consultation.due_at > self.missed_grace
             log.warning("consultation %s attempt %d taken over with no leg left in Asterisk: "
-                        "given back, due again", claim.consultation_id, claim.attempt)
-            await store.abandon(claim)
+                        "%s", claim.consultation_id, claim.attempt,
+                        "missed, too late to ring" if late else "given back, due again")
+            if late:
+                await store.attempt_failed(claim, DOWN_CAUSE, None, None, None, record.at)
+            else:
+                await store.abandon(claim)
         elif record.kind is RecordKind.CUT:
             log.warning("consultation %s attempt %d cut after %s s (%s); %s",
                         claim.consultation_id, claim.attempt, record.talk_seconds, record.cause,
@@ -559,15 +569,23 @@ class _Runner:
         self.timers.add(task)
         task.add_done_callback(self.timers.discard)
 
+    async def keep_claim(self) -> bool:
+        """Renew the lease of a call in progress; False when it was lost (and let go)."""
+        if self.call.over or self.outcome is not None:
+            return self.outcome is None
+        try:
+            await self.job.renew()
+        except ClaimLost as lost:
+            await self.let_go(lost)
+            return False
+        return True
+
     async def watch(self) -> None:
         """Between events: renew the lease, and resync if the AMI link was replaced."""
         dialer = self.dialer
         job = self.job
-        if not self.call.over and dialer.clock() >= job.claim.lease_until - job.claim.lease / 2:
-            try:
-                await job.renew()
-            except ClaimLost as lost:
-                await self.let_go(lost)
+        if dialer.clock() >= job.claim.lease_until - job.claim.lease / 2:
+            if not await self.keep_claim():
                 return
         status = dialer.ami.status
         if status.state is not LinkState.CONNECTED and self.lost_at is None:
@@ -597,8 +615,20 @@ class _Runner:
     async def resync(self) -> None:
         """Events may have been lost: wait for the link, list live channels, let the call
         decide, told since when events were missed and whether Asterisk restarted
-        meanwhile; nothing is ever re-sent."""
+        meanwhile; nothing is ever re-sent. The lease is renewed before and after the wait,
+        and events that came before the link went down are applied first."""
+        if not await self.keep_claim():
+            return
         live = await self.live_channels()
+        if not await self.keep_claim():
+            return
+        while not self.inbox.empty() and self.outcome is None:
+            item = self.inbox.get_nowait()
+            now = self.dialer.clock()
+            await self.apply(self.call.on_time(now) if isinstance(item, dt.datetime)
+                             else self.call.on_event(item, now))
+        if self.outcome is not None:
+            return
         ami, now = self.dialer.ami, self.dialer.clock()
         self.link = ami.status.connected_since
         since, restarted = self.lost_at or now, ami.boots != self.boots
@@ -622,9 +652,13 @@ class _Runner:
 
     async def let_go(self, lost: ClaimLost) -> None:
         """The store refused a step: this instance no longer owns the call, so it hangs up
-        what it dialled and stops."""
-        log.error("%s: %s; releasing its legs", self.job.name, lost)
-        await self.hang_up_all()
+        what it dialled and stops; but when another instance took this same attempt over
+        (this one stalled past its lease), the legs are that one's: it leaves them be."""
+        if lost.taken_over:
+            log.error("%s: %s; it goes on there", self.job.name, lost)
+        else:
+            log.error("%s: %s; releasing its legs", self.job.name, lost)
+            await self.hang_up_all()
         self.outcome = "lost"
 
     async def hang_up_all(self) -> None:

@@ -107,6 +107,8 @@ class Claim:
     seen_until: dt.datetime | None = None
     """For a takeover: about when the stopped instance last saw the attempt (its last lease
     renewal)."""
+    answered_before: bool = False
+    """For a takeover: a party had answered this attempt before its instance stopped."""
 
     @property
     def consultation_id(self) -> int:
@@ -402,11 +404,14 @@ async def _taken_over(session: AsyncSession, consultation_id: int, instance: str
     """The claim on an attempt whose instance stopped, bridged or not: as it was."""
     details = DueConsultation(*(await session.execute(
         _details().where(Consultation.id == consultation_id))).one())
-    bridged_at = await session.scalar(
-        select(CallAttempt.bridged_at).where(CallAttempt.consultation_id == consultation_id,
-                                             CallAttempt.number == details.attempts))
+    bridged_at, doctor, patient = (await session.execute(
+        select(CallAttempt.bridged_at, CallAttempt.doctor_answered_at,
+               CallAttempt.patient_answered_at)
+        .where(CallAttempt.consultation_id == consultation_id,
+               CallAttempt.number == details.attempts))).one()
     return Claim(details, details.attempts, instance, lease, now + lease, bridged_at,
-                 taken_over=True, seen_until=seen_until)
+                 taken_over=True, seen_until=seen_until,
+                 answered_before=doctor is not None or patient is not None)
 
 
 def _details() -> Select[Any]:
@@ -426,5 +431,8 @@ async def _lost(session: AsyncSession, claim: Claim, allowed: tuple[str, ...]) -
         select(Consultation.state, Consultation.claimed_by, Consultation.attempts)
         .where(Consultation.id == claim.consultation_id))).one_or_none()
     now = "gone" if row is None else f"{row[0]}, claimed by {row[1]!r} at attempt {row[2]}"
+    taken_over = (row is not None and row[0] in ("dialling", "bridged")
+                  and row[1] != claim.instance and row[2] == claim.attempt)
     return ClaimLost(f"consultation {claim.consultation_id} attempt {claim.attempt} of "
-                     f"{claim.instance!r} may not leave {'/'.join(allowed)}: it is {now}")
+                     f"{claim.instance!r} may not leave {'/'.join(allowed)}: it is {now}",
+                     taken_over)

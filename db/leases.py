@@ -23,6 +23,11 @@ C = TypeVar("C")
 class ClaimLost(RuntimeError):
     """A step was refused: another claim took over, or the state no longer allows it."""
 
+    def __init__(self, message: str, taken_over: bool = False) -> None:
+        super().__init__(message)
+        self.taken_over = taken_over
+        """Another instance runs this same attempt now: its legs are that instance's."""
+
 Leased = type[Consultation] | type[PatientCall]
 
 

@@ -223,8 +223,9 @@ class PatientCallStore:
         return dataclasses.replace(claim, lease_until=lease_until)
 
     async def answered(self, claim: PatientCallClaim, at: dt.datetime) -> None:
-        """The patient picked up: from here on the call is never rung again."""
-        await self._step(claim, {"answered_at": at})
+        """The patient picked up: from here on the call is never rung again (a time the flow
+        recorded first stays)."""
+        await self._step(claim, {"answered_at": func.coalesce(PatientCall.answered_at, at)})
 
     async def attempt_failed(self, claim: PatientCallClaim, cause: str,
                              retry_at: dt.datetime | None) -> None:

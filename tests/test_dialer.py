@@ -15,8 +15,10 @@ import pytest
 from sqlalchemy import select
 
 from bridge.ami_protocol import Action, Event, Fields
-from bridge.consultation_call import PROMPTS as CONSULTATION_PROMPTS
 from bridge.consultation_call import (
+    BRIDGE_CONTEXT,
+    END_CONTEXT,
+    HOLDING_CONTEXT,
     TELL_GRACE,
     CallPlan,
     ConsultationCall,
@@ -27,6 +29,8 @@ from bridge.consultation_call import (
     SendAction,
     Wake,
 )
+from bridge.consultation_call import PROMPTS as CONSULTATION_PROMPTS
+from bridge.live_channels import LiveChannel
 from clinic.schedule import VisitKind
 from db.booking import Booked, BookingService
 from db.clinic_sync import load_clinic
@@ -527,6 +531,94 @@ def started_call() -> ConsultationCall:
         call.on_event(happened("Newchannel", Channel=f"Local/{leg}-1;1",
                                Uniqueid=f"nobat-c7-a1-{leg}"), START)
     return call
+
+
+def listed(**legs: LiveChannel) -> dict[str, LiveChannel]:
+    """Asterisk's channels after missed events: doctor=... and patient=..., by Uniqueid."""
+    return {f"nobat-c7-a1-{leg}": found for leg, found in legs.items()}
+
+
+HOLD_WAITING = LiveChannel("Local/x-1;1", up=True, context=HOLDING_CONTEXT,
+                           application="Wait", ready=True)
+HOLD_HEARING = LiveChannel("Local/x-1;1", up=True, context=HOLDING_CONTEXT,
+                           application="Playback")
+RINGING = LiveChannel("Local/x-1;1", application="AppDial2")
+SINCE = START - dt.timedelta(seconds=4)
+
+
+def kinds(effects: list[Effect]) -> list[RecordKind]:
+    return [e.kind for e in effects if isinstance(e, Record)]
+
+
+def test_after_missed_events_two_waiting_legs_are_bridged_and_the_blip_noted() -> None:
+    effects = started_call().on_resync(
+        listed(doctor=HOLD_WAITING, patient=HOLD_WAITING), START, SINCE)
+    assert kinds(effects) == [RecordKind.RESUMED, RecordKind.LEG_ANSWERED,
+                              RecordKind.LEG_ANSWERED]
+    assert next(e for e in effects if isinstance(e, Record)).unseen_seconds == 4
+    [bridge] = sent(effects, "Redirect")
+    assert dict(bridge.fields)["Context"] == BRIDGE_CONTEXT
+    assert sent(effects, "Hangup") == sent(effects, "Originate") == []
+
+
+def test_after_missed_events_a_ringing_or_announcing_leg_is_waited_for() -> None:
+    call = started_call()
+    effects = call.on_resync(listed(doctor=RINGING, patient=HOLD_HEARING), START, SINCE)
+    assert kinds(effects) == [RecordKind.RESUMED, RecordKind.LEG_ANSWERED]
+    assert [e for e in effects if isinstance(e, SendAction)] == []
+    assert not call.over
+
+
+def test_a_redirect_lost_with_the_link_is_sent_again_but_not_once_it_arrived() -> None:
+    call = started_call()
+    call.on_resync(listed(doctor=HOLD_WAITING, patient=HOLD_WAITING), START, SINCE)
+    again = call.on_resync(listed(doctor=HOLD_WAITING, patient=HOLD_WAITING), START, SINCE)
+    assert len(sent(again, "Redirect")) == 1  # the doctor still waits in the hold
+    arrived = dataclasses.replace(HOLD_WAITING, context=BRIDGE_CONTEXT, application="Bridge")
+    assert sent(call.on_resync(listed(doctor=arrived, patient=HOLD_WAITING), START, SINCE),
+                "Redirect") == []
+
+
+def test_a_leg_gone_while_events_were_missed_ends_the_attempt_and_tells_the_other() -> None:
+    effects = started_call().on_resync(listed(patient=HOLD_WAITING), START, SINCE)
+    [failed] = [e for e in effects if isinstance(e, Record)
+                and e.kind is RecordKind.ATTEMPT_FAILED]
+    assert failed.cause == "doctor: gone_unseen"
+    [told] = sent(effects, "Redirect")
+    assert (dict(told.fields)["Context"], dict(told.fields)["Exten"]) == (
+        END_CONTEXT, "doctor-unavailable-final")
+
+
+def test_a_takeover_finds_the_bridge_forming_and_records_it_when_it_forms() -> None:
+    call = ConsultationCall(dataclasses.replace(claim_of(), taken_over=True),
+                            plan_for([doctor(1), patient(1)]))
+    arrived = dataclasses.replace(HOLD_WAITING, context=BRIDGE_CONTEXT, application="Bridge")
+    effects = call.resume(listed(doctor=arrived, patient=HOLD_WAITING), START, SINCE)
+    assert sent(effects, "Redirect") == [] and not call.over
+    for leg in Leg:
+        entered = call.on_event(happened("BridgeEnter", Uniqueid=f"nobat-c7-a1-{leg}"), START)
+    assert kinds(entered) == [RecordKind.BRIDGED]
+
+
+def test_a_takeover_after_the_booked_time_bridges_nobody() -> None:
+    call = ConsultationCall(dataclasses.replace(claim_of(), taken_over=True),
+                            plan_for([doctor(1), patient(1)]))
+    late = call.ends_at + dt.timedelta(seconds=1)
+    effects = call.resume(listed(doctor=HOLD_WAITING, patient=HOLD_WAITING), late, SINCE)
+    assert [dict(r.fields)["Context"] for r in sent(effects, "Redirect")] == [
+        END_CONTEXT, END_CONTEXT]  # both told the time is over, not bridged
+    assert RecordKind.ATTEMPT_FAILED in kinds(effects)
+
+
+@pytest.mark.parametrize(("answered_before", "recorded"), [
+    (False, RecordKind.GIVEN_BACK), (True, RecordKind.ATTEMPT_FAILED)])
+def test_a_takeover_with_no_leg_left_gives_back_only_an_attempt_nobody_answered(
+        answered_before: bool, recorded: RecordKind) -> None:
+    claim = dataclasses.replace(claim_of(), taken_over=True, answered_before=answered_before)
+    call = ConsultationCall(claim, plan_for([doctor(1), patient(1)]), RETRY)
+    effects = call.resume({}, START, SINCE)
+    assert recorded in kinds(effects)
+    assert [e for e in effects if isinstance(e, SendAction)] == []
 
 
 def test_a_hangup_before_its_originate_response_fails_the_leg_by_its_far_cause() -> None:
