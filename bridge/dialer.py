@@ -290,7 +290,8 @@ class Dialer:
         task.add_done_callback(lambda done: self._finished(key, job.name, done))
 
     async def close(self) -> None:
-        """Stop every call: unbridged ones are hung up and given back for a later try."""
+        """Stop every call: consultations are handed to the next nobat as they are, calls to
+        patients hung up and given back."""
         self.timers.close()
         tasks = list(self.calls.values())
         for task in tasks:
@@ -355,7 +356,7 @@ class _Job(Protocol):
     def earlier_channels(self) -> set[str]: ...
     async def write(self, record: Record) -> None: ...
     async def renew(self) -> None: ...
-    def gives_back(self) -> bool: ...
+    async def hand_over(self) -> bool: ...
     async def given_back(self) -> None: ...
 
 
@@ -421,10 +422,12 @@ class _Consultation:
     async def renew(self) -> None:
         self.claim = await self.store.renew(self.claim)
 
-    def gives_back(self) -> bool:
-        """On shutdown an unbridged attempt is hung up and given back; a bridged one is left
-        to Asterisk, which ends it at the booked time."""
-        return self.call.bridged_at is None
+    async def hand_over(self) -> bool:
+        """On shutdown (a deploy, a restart) nothing is hung up: the lease ends now, so the
+        next nobat takes the attempt over at once from Asterisk's channels (a bridged call
+        Asterisk ends on time in any case)."""
+        await self.store.hand_over(self.claim)
+        return True
 
     async def given_back(self) -> None:
         await self.store.abandon(self.claim)
@@ -463,9 +466,9 @@ class _Patient:
     async def renew(self) -> None:
         self.claim = await self.store.renew(self.claim)
 
-    def gives_back(self) -> bool:
-        """On shutdown the call is hung up: nobody would be left to talk to the patient."""
-        return True
+    async def hand_over(self) -> bool:
+        """On shutdown the call is hung up and given back: its flow runs in this nobat."""
+        return False
 
     async def given_back(self) -> None:
         """Answered: it is over (never rung again); not answered: due again at once."""
@@ -670,9 +673,15 @@ class _Runner:
                              if isinstance(e, SendAction)])
 
     async def give_back(self) -> None:
-        """On shutdown: hang up an attempt that cannot go on alone and give it back."""
-        if self.call.over or not self.job.gives_back():
+        """On shutdown: hand the attempt to the next nobat, or hang up one that cannot go on
+        without this one and give it back."""
+        if self.call.over:
             return
+        try:
+            if await self.job.hand_over():
+                return
+        except ClaimLost:
+            return  # not ours any more
         await self.hang_up_all()
         with contextlib.suppress(ClaimLost):
             await self.job.given_back()

@@ -325,9 +325,14 @@ class ConsultationStore:
                              {"state": "completed", "outcome": "cut", "cause": cause,
                               "lease_until": None}, attempt, appointment="completed")
 
+    async def hand_over(self, claim: Claim) -> None:
+        """On shutdown: end this instance's lease now, so the next instance takes the
+        attempt over at once, as it is."""
+        await self._step(claim, ("dialling", "bridged"), {"lease_until": self.clock()})
+
     async def abandon(self, claim: Claim) -> None:
-        """On shutdown, give back a claim not yet bridged; it is due again at once, for this
-        or another instance (the dialer has hung up its legs first)."""
+        """Give back a claim not yet bridged; it is due again at once, for this or another
+        instance (the dialer has hung up its legs first, or Asterisk has none)."""
         await self._step(claim, ("dialling",),
                          {"state": "retry_wait", "cause": ABANDON_CAUSE, "claimed_by": None,
                           "lease_until": None},

@@ -72,8 +72,9 @@ class Line:
         return dialer
 
     async def stop(self, dialer: Dialer) -> None:
-        """Stop a dialer as `nobat serve` does on SIGTERM: calls not yet bridged are hung
-        up and given back; bridged ones are left to Asterisk."""
+        """Stop a dialer as `nobat serve` does on SIGTERM: consultations are handed to the
+        next instance as they are (nothing hung up), calls to patients hung up and given
+        back."""
         task = self.running.pop(self.dialers.index(dialer))
         self.dialers.remove(dialer)
         task.cancel()
