@@ -35,6 +35,7 @@ serve: $(STAMP) voice-packages
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 test: $(STAMP) test-packages lint
 	$(BIN)/pytest

@@ -23,11 +23,12 @@ from nobat.config import Config
 from nobat.ivr_wiring import build_line, fastagi_server
 from nobat.page_listener import PageListener
 from nobat.page_token import TOKEN_FILE, TokenFileError, first_run_token, token_folder
+from nobat.status_views import status_sources
 from nobat.supervisor import Supervisor
 from web.app import make_app
 from web.metrics import Metrics
 from web.settings import OneTimeLogin, PageSettings
-from web.status import AMI_PART, DIALER_PART, FASTAGI_PART, PAGE_PART, Sources
+from web.status import AMI_PART, DIALER_PART, FASTAGI_PART, PAGE_PART
 
 log = logging.getLogger("nobat")
 
@@ -82,19 +83,6 @@ async def start_ivr(config: Config, database: Database) -> tuple[FastAgiServer, 
                     "request is refused until it is, and as NOBAT_FASTAGI_SECRET in the "
                     "dialplan (asterisk/README.md)")
     return server, line
-
-
-def status_sources(database: Database, ivr: FastAgiServer, line: InboundLine,
-                   dialer: Dialer | None, metrics: Metrics, parts: Supervisor) -> Sources:
-    """What the status page reports on; the line and dialer feed the metrics' histograms."""
-    line.on_call_end.append(metrics.call_ended)
-    ivr.on_turnaround.append(metrics.turnaround)
-    if dialer is not None:
-        dialer.on_dispatch.append(metrics.dispatched)
-    return Sources(database, line.services.clinic.tz, line.services.booking, flows=line.flows,
-                   line=line,
-                   listener=ivr, ami=dialer.ami if dialer is not None else None,
-                   parts=parts.views)
 
 
 def page_settings(config: Config) -> PageSettings:

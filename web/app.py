@@ -17,7 +17,6 @@ from db.booking import Cancelled, Refusal
 from db.clinic_sync import lift_absence, record_absence
 from db.figures import Figures
 from db.web_sessions import SessionLifetime, WebSessionStore
-from ivr.flow_store import FlowStore
 from web.auth import SESSION, SESSIONS, THROTTLE, login, logout, require_token
 from web.guards import HEALTHZ, STATIC, guard, html, protect
 from web.inputs import ID, absence_days, kept_query, page_range, read_form, record_id
@@ -25,7 +24,7 @@ from web.metrics import Metrics
 from web.page import TEMPLATES, TEXTS, language
 from web.problems import BadInput, explain
 from web.settings import SETTINGS, PageSettings
-from web.status import Sources, Status, health, snapshot
+from web.status import FlowsView, Sources, Status, health, snapshot
 from web.throttle import LoginThrottle
 
 log = logging.getLogger(__name__)
@@ -59,13 +58,13 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if state.serving else 503)
 
 
-def flows_state(store: FlowStore) -> dict[str, object]:
+def flows_state(store: FlowsView) -> dict[str, object]:
     """The flow version in service and the last refused edit, for the page and the API."""
     return {"version": store.current().version, "loaded_at": store.loaded_at,
             "last_error": store.last_error}
 
 
-def _flows(request: web.Request) -> FlowStore:
+def _flows(request: web.Request) -> FlowsView:
     store = request.app[SOURCES].flows
     if store is None:
         raise web.HTTPNotFound(text="this instance serves no flows")

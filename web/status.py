@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from bridge.ami_client import AmiClient, LinkState
 from clinic.phones import mask
 from db.booking import BookingService, utc_now
 from db.clinic_sync import RecordedAbsence, recorded_absences
@@ -23,11 +23,6 @@ from db.engine import Database
 from db.figures import AbsenceRow, ConsultationRow, DayFigures, Figures, Heatmap
 from db.schema import current_revision, head_revision
 from db.surveys import SurveyAverage, SurveyStore
-from ivr.call import Call
-from ivr.conditions import caller_number
-from ivr.fastagi import FastAgiServer
-from ivr.flow_store import FlowStore
-from ivr.inbound import InboundLine
 from web.problems import BadInput
 
 log = logging.getLogger(__name__)
@@ -61,18 +56,60 @@ class PartView:
         return self.state == "running"
 
 
+class Versioned(Protocol):
+    """A set of flows in service: its version is what the page shows."""
+
+    @property
+    def version(self) -> str: ...
+
+
+class FlowsView(Protocol):
+    """The flows as the page shows and reloads them (ivr's FlowStore)."""
+
+    @property
+    def loaded_at(self) -> float | None: ...
+    @property
+    def last_error(self) -> str | None: ...
+    def current(self) -> Versioned: ...
+    async def reload(self, reason: str) -> bool: ...
+
+
+class LinkView(Protocol):
+    """The AMI link's state as the page shows it (bridge's AmiStatus)."""
+
+    @property
+    def state(self) -> enum.Enum: ...
+    @property
+    def last_error(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class LiveCall:
+    """An IVR call in progress on this instance."""
+
+    caller: str
+    """Masked."""
+    step: str
+    language: str
+    elapsed: int
+
+
 @dataclass
 class Sources:
-    """What the page reports on; any part may be missing (no AMI secret: no dialer)."""
+    """What the page reports on, as the composition root hands it in: plain views and
+    callables, never the parts' own classes; any part may be missing (no AMI secret: no
+    dialer)."""
 
     database: Database
     tz: ZoneInfo
     booking: BookingService
     """The clinic's booking rules as configured: the page's staff cancel goes through them."""
-    flows: FlowStore | None = None
-    line: InboundLine | None = None
-    listener: FastAgiServer | None = None
-    ami: AmiClient | None = None
+    flows: FlowsView | None = None
+    live_calls: Callable[[dt.datetime], list[LiveCall]] = lambda now: []
+    """The IVR calls in progress on this instance, oldest first, callers masked."""
+    fastagi: Callable[[], str] | None = None
+    """The FastAGI door: "listening", "stopped", or "no_secret" (every call refused)."""
+    ami: Callable[[], LinkView] | None = None
     clock: Callable[[], dt.datetime] = utc_now
     parts: Callable[[], list[PartView]] = list
     """The supervised parts' states (none when the page runs on its own)."""
@@ -106,16 +143,6 @@ class Health:
         """What /healthz answers 200 for: the store works and nothing due waits on a
         dialer that is down."""
         return self.database == "ok" and self.due_unserved == 0
-
-
-@dataclass(frozen=True)
-class LiveCall:
-    """An IVR call in progress on this instance."""
-
-    caller: str
-    step: str
-    language: str
-    elapsed: int
 
 
 @dataclass(frozen=True)
@@ -250,15 +277,13 @@ async def health(sources: Sources) -> Health:
     store = await database_health(sources.database)
     parts = tuple(sources.parts())
     dialer = next((part for part in parts if part.name == DIALER_PART), None)
-    ringing = (dialer is not None and dialer.running and sources.ami is not None
-               and sources.ami.status.state is LinkState.CONNECTED)
+    link = sources.ami() if sources.ami is not None else None
+    ringing = (dialer is not None and dialer.running and link is not None
+               and link.state.value == "connected")
     due = 0
     if dialer is not None and not ringing and store.ok:
         due = await Figures(sources.database, sources.tz).due_consultations(sources.clock())
-    listener = sources.listener
-    fastagi = ("off" if listener is None else "stopped" if not listener.listening
-               else "no_secret" if not listener.access.secret else "listening")
-    link = sources.ami.status if sources.ami is not None else None
+    fastagi = "off" if sources.fastagi is None else sources.fastagi()
     flows = sources.flows
     current = flows.current() if flows is not None else None
     return Health(
@@ -269,21 +294,6 @@ async def health(sources: Sources) -> Health:
         flows_loaded_at=None if flows is None else flows.loaded_at,
         flows_error=None if flows is None else flows.last_error, parts=parts,
         due_unserved=due)
-
-
-def _caller(call: Call) -> str:
-    """The patient's number, masked: the caller id, or whom nobat called."""
-    number = call.patient_phone if call.about is not None else caller_number(
-        call.session.info.caller_id)
-    return mask(number) if number else "unknown"
-
-
-def live_calls(line: InboundLine | None, now: dt.datetime) -> list[LiveCall]:
-    """IVR calls on this instance's line, oldest first, callers masked."""
-    calls: list[Call] = list(line.calls.values()) if line is not None else []
-    return [LiveCall(_caller(c), c.step, c.language,
-                     int((now - (c.started_at or now)).total_seconds()))
-            for c in sorted(calls, key=lambda c: c.started_at or now)]
 
 
 def view(row: ConsultationRow, now: dt.datetime) -> ConsultationView:
@@ -311,7 +321,7 @@ async def snapshot(sources: Sources, first: dt.date | None = None,
     until = max(end_of_day, now + NEXT_AT_LEAST)
     status = Status(
         now=now, today=today, health=await health(sources),
-        live_calls=live_calls(sources.line, now),
+        live_calls=sources.live_calls(now),
         live_consultations=[view(r, now) for r in await figures.live_consultations()],
         upcoming=[view(r, now) for r in await figures.upcoming(now, until)],
         day=await figures.day(today), heatmap=await figures.heatmap(first, last),
