@@ -5,7 +5,7 @@ The database decides what is due (`ConsultationStore.claim_next`, then
 time fires (bridge/due_timers.py; rebuilt from the store at start and refreshed each round),
 when a call frees its place, and every `poll` seconds, up to the cap of simultaneous
 channels, consultations first, oldest first. Each claim runs a
-`ConsultationCall` (bridge/consultation_call.py) or a `PatientCall` (bridge/patient_call.py,
+`ConsultationCall` (bridge/consultation_call.py) or a `PatientCallAttempt` (bridge/patient_call.py,
 a reminder, absence call or survey whose flow runs over FastAGI); the dialer carries out
 its effects in order, writing every `Record` to the store before the next action goes to
 Asterisk. An action is never re-sent: when the AMI link drops, the dialer waits for it,
@@ -42,7 +42,7 @@ from bridge.consultation_call import (
 )
 from bridge.due_timers import DueTimers
 from bridge.live_channels import READY_VARIABLE, Live, LiveChannel
-from bridge.patient_call import PatientCall, RetryRule
+from bridge.patient_call import PatientCallAttempt, RetryRule
 from clinic.phones import mask_in_text
 from db.booking import Clock, utc_now
 from db.consultations import (
@@ -76,7 +76,7 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 class OutboundCall(Protocol):
-    """What the dialer drives: ConsultationCall and PatientCall alike."""
+    """What the dialer drives: ConsultationCall and PatientCallAttempt alike."""
 
     @property
     def over(self) -> bool: ...
@@ -277,7 +277,7 @@ class Dialer:
         room = min(self.cap - self.channels(), desk.max_calls - len(mine)) if desk else 0
         if desk is not None and room > 0:
             for patient in await desk.store.claim_next(self.instance, self.lease, room, mine):
-                call = PatientCall(patient, desk.plan, desk.retry)
+                call = PatientCallAttempt(patient, desk.plan, desk.retry)
                 self._start(f"p{patient.call_id}", _Patient(desk.store, patient, call), call)
                 started.append(patient)
         if failed is not None:
@@ -436,7 +436,7 @@ class _Consultation:
 class _Patient:
     """A patient call attempt's steps in the PatientCallStore."""
 
-    def __init__(self, store: PatientCallStore, claim: PatientCallClaim, call: PatientCall
+    def __init__(self, store: PatientCallStore, claim: PatientCallClaim, call: PatientCallAttempt
                  ) -> None:
         self.store, self.claim, self.call = store, claim, call
         self.name = f"{claim.call.purpose} call {claim.call_id}"

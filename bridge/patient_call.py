@@ -6,7 +6,7 @@ patient and writes what they chose. This machine only rings, records the answer,
 call nobody answered (by the clinic's call hours) and records the end. It speaks the same
 effects as `ConsultationCall`, so one dialer runs both under one cap.
 
-    call = PatientCall(claim, plan, retry)
+    call = PatientCallAttempt(claim, plan, retry)
     effects = call.start()                 # the Originate
     effects = call.on_event(event, now)    # OriginateResponse, Hangup
 """
@@ -46,7 +46,7 @@ RetryRule = Callable[[PatientCallClaim, dt.datetime], dt.datetime | None]
 
 
 @dataclass
-class PatientCall:
+class PatientCallAttempt:
     """The decisions of one attempt to ring a patient."""
 
     claim: PatientCallClaim

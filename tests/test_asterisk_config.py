@@ -25,7 +25,7 @@ from bridge.consultation_call import (
     SendAction,
 )
 from bridge.live_channels import READY_VARIABLE
-from bridge.patient_call import PatientCall
+from bridge.patient_call import PatientCallAttempt
 from clinic.phones import national
 from db.consultations import Claim, DueConsultation, Leg, RetryPolicy
 from db.patient_calls import DuePatientCall, PatientCallClaim, Purpose
@@ -185,7 +185,7 @@ def dialer_use() -> DialerUse:
         due = DuePatientCall(9, 70, purpose, "", start, start, "dialling", 1, None, start,
                              "booked", 1, "+989351110001", "fa", False)
         claim = PatientCallClaim(due, 1, "nobat-1", dt.timedelta(minutes=1), start)
-        use.add(PatientCall(claim, CallPlan("PJSIP/{number}@clinic-trunk", "021",
+        use.add(PatientCallAttempt(claim, CallPlan("PJSIP/{number}@clinic-trunk", "021",
                                                "Clinic"), lambda claim, now: None).start())
     return use
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bridge.ami_protocol import Event
 from bridge.consultation_call import CallPlan, SendAction
-from bridge.patient_call import PatientCall
+from bridge.patient_call import PatientCallAttempt
 from db.patient_calls import DuePatientCall, PatientCallClaim, Purpose
 from tests.fakepbx.script import Answers, Phone
 from tests.realpbx.asterisk import RealAsterisk
@@ -31,7 +31,7 @@ def reminder_originate() -> SendAction:
     claim = PatientCallClaim(due, 1, "nobat-1", dt.timedelta(minutes=1), start)
     plan = CallPlan("Local/{exten}@fake-phones", CLINIC_NUMBER, CLINIC_NAME, ring_seconds=20,
                     address=lambda number: {"exten": PATIENT.exten})
-    [originate] = PatientCall(claim, plan, lambda claim, now: None).start()
+    [originate] = PatientCallAttempt(claim, plan, lambda claim, now: None).start()
     assert isinstance(originate, SendAction)
     return originate
 
