@@ -509,15 +509,18 @@ class _Runner:
                     item = await self.inbox.get()
             except TimeoutError:
                 item = None
-            now = dialer.clock()
-            if isinstance(item, dt.datetime):
-                await self.apply(self.call.on_time(now))
-            elif item is not None:
-                await self.apply(self.call.on_event(item, now))
+            if item is not None:
+                await self.feed(item)
             if self.outcome is None and loop.time() - watched >= dialer.link_check:
                 watched = loop.time()
                 await self.watch()
         return self.outcome
+
+    async def feed(self, item: Event | dt.datetime) -> None:
+        """Hand the call one item of its inbox: an AMI event, or a Wake that came due."""
+        now = self.dialer.clock()
+        await self.apply(self.call.on_time(now) if isinstance(item, dt.datetime)
+                         else self.call.on_event(item, now))
 
     async def apply(self, effects: list[Effect]) -> None:
         """Carry out effects in order; consecutive actions go out together (both legs ring
@@ -626,10 +629,7 @@ class _Runner:
         if not await self.keep_claim():
             return
         while not self.inbox.empty() and self.outcome is None:
-            item = self.inbox.get_nowait()
-            now = self.dialer.clock()
-            await self.apply(self.call.on_time(now) if isinstance(item, dt.datetime)
-                             else self.call.on_event(item, now))
+            await self.feed(self.inbox.get_nowait())
         if self.outcome is not None:
             return
         ami, now = self.dialer.ami, self.dialer.clock()

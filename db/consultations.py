@@ -105,8 +105,8 @@ class Claim:
     """This claim took over an attempt in progress whose instance stopped: same attempt,
     nothing dialled; it goes on from what Asterisk's channels say."""
     seen_until: dt.datetime | None = None
-    """For a takeover: about when the stopped instance last saw the attempt (its last lease
-    renewal)."""
+    """For a takeover: when the stopped instance last wrote the attempt (a step or a lease
+    renewal), so last saw it."""
     answered_before: bool = False
     """For a takeover: a party had answered this attempt before its instance stopped."""
 
@@ -191,19 +191,17 @@ class ConsultationStore:
 
         async def take(session: AsyncSession) -> list[Claim]:
             now = self.clock()
-            stopped = lease_expired(Consultation, now, "bridged", "dialling")
-            renewed = dict((await session.execute(
-                select(Consultation.id, Consultation.lease_until)
-                .where(Consultation.id.in_(ids), stopped))).all())
+            # updated_at is left as the stopped instance last wrote it (every step and renewal
+            # does): when it last saw the attempt.
             orphans = (await session.execute(
                 update(Consultation)
-                .where(Consultation.id.in_(ids), stopped)
-                .values(claimed_by=instance, lease_until=now + lease, updated_at=now)
-                .returning(Consultation.id)
-                .execution_options(synchronize_session=False))).scalars().all()
-            claims = [await _taken_over(session, ident, instance, lease, now,
-                                        _last_renewal(renewed.get(ident), lease, now))
-                      for ident in sorted(orphans)]
+                .where(Consultation.id.in_(ids),
+                       lease_expired(Consultation, now, "bridged", "dialling"))
+                .values(claimed_by=instance, lease_until=now + lease)
+                .returning(Consultation.id, Consultation.updated_at)
+                .execution_options(synchronize_session=False))).all()
+            claims = [await _taken_over(session, ident, instance, lease, now, last_seen)
+                      for ident, last_seen in sorted(orphans)]
             late = (await session.execute(
                 update(Consultation)
                 .where(Consultation.id.in_(ids), claimable(Consultation, now),
@@ -394,13 +392,6 @@ async def _close_stranded(session: AsyncSession, consultation_ids: list[int],
                CallAttempt.state == "dialling")
         .values(state="abandoned", outcome="abandoned", ended_at=now)
         .execution_options(synchronize_session=False))
-
-
-def _last_renewal(lease_until: dt.datetime | None, lease: dt.timedelta, now: dt.datetime
-                  ) -> dt.datetime:
-    """About when an instance that stopped last renewed a lease that ran out at
-    `lease_until` (its lease is taken to be as long as ours)."""
-    return now if lease_until is None else min(now, lease_until - lease)
 
 
 async def _taken_over(session: AsyncSession, consultation_id: int, instance: str,

@@ -22,7 +22,7 @@ from ivr.fastagi_gate import (
     secret_matches,
 )
 from ivr.session import CallerHungUp
-from protocol.listening import serve_until_stopped
+from protocol.listening import Listener
 
 log = logging.getLogger(__name__)
 Handler = Callable[[AgiCallSession], Awaitable[object]]
@@ -75,8 +75,7 @@ class FastAgiServer:
         """The calls in progress, by the number their log lines carry."""
         self.refusals = RefusalLog()
         self._ids = itertools.count(1)
-        self._server: asyncio.Server | None = None
-        self._address: tuple[str, int] | None = None
+        self.listener: Listener | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._open: list[_Connection] = []
         """Open connections, oldest first."""
@@ -95,32 +94,29 @@ class FastAgiServer:
     @property
     def listening(self) -> bool:
         """Whether Asterisk can reach the IVR now (the status page's health)."""
-        return self._server is not None and self._server.is_serving()
+        return self.listener is not None and self.listener.listening
 
     async def start(self, host: str, port: int) -> int:
         """Listen and return the port (useful when asked for port 0)."""
-        self._server = await asyncio.start_server(self._accept, host, port,
-                                                  limit=self.limits.environment_bytes)
-        bound: int = self._server.sockets[0].getsockname()[1]
-        self._address = (host, bound)
+
+        async def opener(host: str, port: int) -> asyncio.Server:
+            return await asyncio.start_server(self._accept, host, port,
+                                              limit=self.limits.environment_bytes)
+
+        self.listener = Listener("the FastAGI listener", opener, host, port)
+        [(_, bound), *_] = await self.listener.open()
         return bound
 
     async def serve(self) -> None:
-        """Accept calls until cancelled, for the supervisor: a listener that closed by itself
-        raises, and the next run opens it again on the address `start` bound."""
-        if self._address is None:
+        """Accept calls until cancelled, for the supervisor (Listener.serve)."""
+        if self.listener is None:
             raise RuntimeError("FastAgiServer.serve() before start()")
-        if not self.listening:
-            await self.start(*self._address)
-            log.info("FastAGI listening again on %s:%s", *self._address)
-        assert self._server is not None
-        await serve_until_stopped(self._server, "the FastAGI listener")
+        await self.listener.serve()
 
     async def close(self) -> None:
         """Stop listening and end the calls in progress."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        if self.listener is not None:
+            self.listener.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

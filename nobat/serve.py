@@ -21,10 +21,10 @@ from ivr.inbound import InboundLine
 from nobat.bridge_wiring import build_dialer
 from nobat.config import Config
 from nobat.ivr_wiring import build_line, fastagi_server
-from nobat.page_listener import PageListener
 from nobat.page_token import TOKEN_FILE, TokenFileError, first_run_token, token_folder
 from nobat.status_views import status_sources
 from nobat.supervisor import Supervisor
+from protocol.listening import Listener, Opener
 from web.app import make_app
 from web.metrics import Metrics
 from web.settings import OneTimeLogin, PageSettings
@@ -85,6 +85,19 @@ async def start_ivr(config: Config, database: Database) -> tuple[FastAgiServer, 
     return server, line
 
 
+def page_opener(runner: web.AppRunner) -> Opener:
+    """Opens the status page's socket on the runner's aiohttp server (as TCPSite would, but
+    as a Listener the supervisor can open again)."""
+    handler = runner.server
+    if handler is None:
+        raise RuntimeError("the page's runner is not set up")
+
+    async def opener(host: str, port: int) -> asyncio.Server:
+        return await asyncio.get_running_loop().create_server(handler, host, port)
+
+    return opener
+
+
 def page_settings(config: Config) -> PageSettings:
     """The status page's part of config.toml, in the page's own terms; with no token set,
     the one a first run made beside the database, and a link that logs in once."""
@@ -127,7 +140,7 @@ async def serve(config: Config) -> None:
     line: InboundLine | None = None
     dialer: Dialer | None = None
     runner: web.AppRunner | None = None
-    page: PageListener | None = None
+    page: Listener | None = None
     parts = Supervisor()
     try:
         await load_configured_clinic(config, database)
@@ -141,7 +154,8 @@ async def serve(config: Config) -> None:
                                         settings, metrics),
                                access_log=None)
         await runner.setup()
-        page = PageListener(runner, config.web.host, config.web.port)
+        page = Listener("the status page", page_opener(runner), config.web.host,
+                        config.web.port)
         try:
             bound = await page.open()
         except OSError as exc:

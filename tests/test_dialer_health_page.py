@@ -14,7 +14,7 @@ from pathlib import Path
 from playwright.async_api import Page, async_playwright
 
 from db.booking import BookingService
-from tests.fakepbx.ami_server import FakeAsterisk
+from tests.fakepbx.ami_server import FakeAsterisk, nobat_user
 from tests.fakepbx.script import Answers, Phone
 from tests.support.clinic_day import AMI_SECRET, TOKEN
 from tests.support.consultations import book_due, consultation, first_phone_slot
@@ -54,7 +54,7 @@ async def test_healthz_and_the_page_tell_when_the_dialer_cannot_ring_what_is_due
     config = demo_copy(tmp_path)
     phones = [Phone("09121002002", "+989121002002", Answers(0.2), "Dr Karimi"),
               Phone(PATIENT, "+98" + PATIENT[1:], Answers(0.3, talk=20), "Patient")]
-    users = {"nobat": (AMI_SECRET, "call,system,user", "call,originate,reporting")}
+    users = nobat_user(AMI_SECRET)
     async with FakeAsterisk(users=users, phones=phones, speed=0.1) as pbx:
         dial_fake_pbx(config, pbx.port, ("ring_seconds = 45", "ring_seconds = 5"),
                       ("poll_seconds = 5", "poll_seconds = 0.2"),

@@ -16,13 +16,12 @@ from pathlib import Path
 from nobat.config import load_config
 from nobat.doctor import Finding, doctor
 from tests.fakepbx.agi_caller import DIALPLAN_SECRET
-from tests.fakepbx.ami_server import FakeAsterisk
+from tests.fakepbx.ami_server import FakeAsterisk, nobat_user
 from tests.support.postgres import free_port
 from tests.support.server import ROOT, ServerProcess, demo_copy, demo_store, edit_config
 from tests.test_classic_agi import GUIDE_SECRETS, SHARED_GID, deploy_as_the_guide_says
 
 AMI_SECRET = "doctor-ami-secret-0042"
-AMI_RIGHTS = ("call,system,user", "call,originate,reporting")
 NO_SUCH_USER = "no-such-user-nobat-doctor"
 """Asterisk's usual user on a machine that has none."""
 SERVED = ("config", "store", "clinic", "prompts", "AMI", "FastAGI", "status page")
@@ -94,7 +93,7 @@ async def test_doctor_passes_what_works_and_says_how_to_fix_what_does_not(
     shutil.copy(ROOT / "prompts" / "manifest.toml", prompts / "manifest.toml")
     edit_config(config, ("port = 0\n", f"port = {fastagi}\n"),
                 (f'prompts = "{ROOT / "prompts"}"', f'prompts = "{prompts}"'))
-    async with FakeAsterisk(users={"nobat": (AMI_SECRET, *AMI_RIGHTS)}) as pbx:
+    async with FakeAsterisk(users=nobat_user(AMI_SECRET)) as pbx:
         edit_config(config, ("port = 5038", f"port = {pbx.port}"))
         database = await demo_store(tmp_path)
         await database.close()
@@ -139,8 +138,7 @@ async def test_the_guides_layout_passes_every_check() -> None:
     try:
         group = pwd.getpwnam("nobody").pw_gid
         config = await asyncio.to_thread(deploy_as_the_guide_says, base, group)
-        async with FakeAsterisk(users={"nobat": (GUIDE_SECRETS["NOBAT_AMI_SECRET"],
-                                                 *AMI_RIGHTS)}) as pbx:
+        async with FakeAsterisk(users=nobat_user(GUIDE_SECRETS["NOBAT_AMI_SECRET"])) as pbx:
             edit_config(config, ("port = 5038", f"port = {pbx.port}"))
             port = load_config(config, GUIDE_SECRETS).fastagi.port
             asterisk = dialplan(base, f"127.0.0.1:{port}")

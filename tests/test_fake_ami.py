@@ -26,7 +26,7 @@ from bridge.ami_protocol import (
     Response,
 )
 from tests.captures import FROM_ASTERISK, TO_ASTERISK, captures_dir, connection
-from tests.fakepbx.ami_server import FakeAsterisk
+from tests.fakepbx.ami_server import FakeAsterisk, nobat_user
 from tests.fakepbx.script import Answers, Busy, Congestion, NoAnswer, Phone, Rejects
 
 SPEED = 0.01
@@ -404,8 +404,7 @@ async def test_action_before_login_is_denied() -> None:
 
 
 async def test_write_classes_are_asterisks_own() -> None:
-    users = {"nobat": ("s", "call,system,user", "call,originate,reporting"),
-             "callonly": ("s", "all", "call")}
+    users = nobat_user("s") | {"callonly": ("s", "all", "call")}
     async with FakeAsterisk(users=users, speed=SPEED) as pbx:
         nobat = await Client.login(pbx.port, "nobat", "s")
         listing = await nobat.ask(Action("CoreShowChannels", Fields.of(), "l"))

@@ -20,14 +20,14 @@ from panoramisk.message import Message
 
 from ivr.agi_protocol import AgiEnvironment
 from tests.fakepbx.agi_caller import CallTranscript, FakeChannel, call_environment, converse
-from tests.fakepbx.ami_server import AUTH_DELAY, FakeAsterisk
+from tests.fakepbx.ami_server import AUTH_DELAY, FakeAsterisk, nobat_user
 from tests.fakepbx.script import Answers, Caller, Hear, Phone
 
 SPEED = 0.01
 WAIT = 3.0  # seconds before a wait fails the test
 # The shipped asterisk/manager.conf [nobat] user: read=call,system,user; write=call,originate,
 # reporting.
-USERS = {"nobat": ("nobatsecret", "call,system,user", "call,originate,reporting")}
+USERS = nobat_user("nobatsecret")
 DOCTOR = Phone("doctor", "15559990001", Answers(after=1.0), "Dr Doctor")
 LOCAL_PAIR = re.compile(r"Local/doctor@fake-phones-[0-9a-f]{8};([12])")
 

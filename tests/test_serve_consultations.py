@@ -11,13 +11,13 @@ from sqlalchemy import select
 from db.booking import BookingService
 from db.engine import Database
 from db.models import Appointment, Consultation
-from tests.fakepbx.ami_server import FakeAsterisk
+from tests.fakepbx.ami_server import FakeAsterisk, nobat_user
 from tests.fakepbx.script import Answers, Phone
 from tests.support.consultations import attempts, book_due, first_phone_slot
 from tests.support.server import ServerProcess, demo_copy, demo_store, dial_fake_pbx
 
 SECRET = "ami-test-secret"
-USERS = {"nobat": (SECRET, "call,system,user", "call,originate,reporting")}
+USERS = nobat_user(SECRET)
 DOCTOR, PATIENT = "09121002001", "09121234567"
 
 

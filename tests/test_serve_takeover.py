@@ -18,14 +18,14 @@ from db.booking import BookingService
 from db.clinic_sync import load_clinic
 from db.engine import Database
 from db.schema import upgrade
-from tests.fakepbx.ami_server import FakeAsterisk
+from tests.fakepbx.ami_server import FakeAsterisk, nobat_user
 from tests.fakepbx.channels import State
 from tests.fakepbx.script import Answers, Phone
 from tests.support.consultations import attempts, book_due, consultation, first_phone_slot
 from tests.support.server import ServerProcess, demo_copy, dial_fake_pbx, edit_config
 
 SECRET = "ami-test-secret"
-USERS = {"nobat": (SECRET, "call,system,user", "call,originate,reporting")}
+USERS = nobat_user(SECRET)
 DOCTOR, PATIENT = "09121002001", "09121234567"
 SPEED = 0.1
 LEASE_S = 2

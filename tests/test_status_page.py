@@ -30,7 +30,7 @@ from db.schema import upgrade
 from db.surveys import SurveyStore
 from ivr.agi_protocol import Command
 from tests.fakepbx.agi_caller import files_played, place_call
-from tests.fakepbx.ami_server import FakeAsterisk
+from tests.fakepbx.ami_server import FakeAsterisk, nobat_user
 from tests.fakepbx.script import Caller, HangUp, Hear
 from tests.support.clinic_day import (
     EARLIER_CALLS,
@@ -392,7 +392,7 @@ async def test_the_page_shows_a_wrong_ami_secret_and_a_refused_flows_edit(
         tmp_path: Path, artifacts: Path) -> None:
     config = demo_copy(tmp_path)
     shutil.copytree(ROOT / "flows", tmp_path / "flows")
-    users = {"nobat": ("the-right-secret", "call,system,user", "call,originate,reporting")}
+    users = nobat_user("the-right-secret")
     async with FakeAsterisk(users=users, speed=0.1) as pbx:
         edit_config(config, (f'flows = "{ROOT / "flows"}"', 'flows = "flows"'),
                     ("watch_seconds = 2", "watch_seconds = 0"),

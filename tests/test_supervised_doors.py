@@ -12,8 +12,9 @@ from aiohttp import web
 
 from bridge.ami_client import AmiClient, LinkState
 from db.engine import Database
-from nobat.page_listener import PageListener
+from nobat.serve import page_opener
 from nobat.supervisor import Backoff, Supervisor
+from protocol.listening import Listener
 from tests.fakepbx.ami_server import FakeAsterisk
 from tests.support.clinics import Clock
 from tests.support.ivr import IvrRig, ivr_rig
@@ -35,7 +36,7 @@ async def closed_and_opened_again(rig: IvrRig, caplog: pytest.LogCaptureFixture)
     parts.add("fastagi", rig.server.serve)
     await normal_call_completes(rig)
     with caplog.at_level(logging.ERROR, logger="nobat.supervisor"):
-        rig.server._server.close()  # type: ignore[union-attr]  # the fault: the socket goes
+        rig.server.listener.close()  # type: ignore[union-attr]  # the fault: the socket goes
         await until(lambda: view(parts, "fastagi").restarts == 1 and rig.server.listening)
     assert "fastagi failed (1 in a row)" in caplog.text
     assert "the FastAGI listener stopped listening" in caplog.text
@@ -55,7 +56,7 @@ async def test_a_page_listener_that_closes_is_opened_again_on_its_port() -> None
     app.router.add_get("/healthz", healthz)
     runner = web.AppRunner(app)
     await runner.setup()
-    page = PageListener(runner, "127.0.0.1", 0)
+    page = Listener("the status page", page_opener(runner), "127.0.0.1", 0)
     [(_, port)] = await page.open()
     parts = Supervisor(backoff=FAST)
     parts.add("status_page", page.serve)
@@ -63,9 +64,8 @@ async def test_a_page_listener_that_closes_is_opened_again_on_its_port() -> None
         async with aiohttp.ClientSession() as client:
             async with client.get(f"http://127.0.0.1:{port}/healthz") as reply:
                 assert await reply.text() == "ok"
-            page._server.close()  # type: ignore[union-attr]  # the fault
-            await until(lambda: view(parts, "status_page").restarts == 1
-                        and page._server.is_serving())  # type: ignore[union-attr]
+            page.close()  # the fault: the socket goes, nobody stopping the part
+            await until(lambda: view(parts, "status_page").restarts == 1 and page.listening)
             async with client.get(f"http://127.0.0.1:{port}/healthz") as reply:
                 assert await reply.text() == "ok"
     finally:

@@ -53,7 +53,7 @@ from db.engine import Database
 from db.models import Appointment, CallAttempt, Consultation, InboundCall
 from db.schema import upgrade
 from tests.fakepbx.agi_caller import CallTranscript, place_call
-from tests.fakepbx.ami_server import FakeAsterisk
+from tests.fakepbx.ami_server import FakeAsterisk, nobat_user
 from tests.fakepbx.script import (
     Answers,
     Busy,
@@ -286,7 +286,7 @@ class Day:
 
     async def play(self) -> DayRun:
         """Run the day, settle, check the invariants."""
-        users = {"nobat": (AMI_SECRET, "call,system,user", "call,originate,reporting")}
+        users = nobat_user(AMI_SECRET)
         database = Database.from_url(self.url)
         async with FakeAsterisk(users=users, phones=[], speed=PBX_SPEED) as pbx:
             self.pbx = pbx

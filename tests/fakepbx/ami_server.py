@@ -53,6 +53,11 @@ ALL_CLASSES = frozenset(
 DEFAULT_USERS = {"ctrl": ("ctrlsecret", "all", "all")}
 """name -> (secret, read classes, write classes), as in manager.conf."""
 
+
+def nobat_user(secret: str) -> dict[str, tuple[str, str, str]]:
+    """nobat's AMI user with the read and write classes asterisk/manager.conf gives it."""
+    return {"nobat": (secret, "call,system,user", "call,originate,reporting")}
+
 UP_BEFORE = 3600.0
 """Seconds Asterisk has run when a test starts the fake: FullyBooted's Uptime counts from
 there, and from 0 after a restart."""

@@ -22,7 +22,7 @@ from db.consultations import ConsultationStore
 from db.engine import Database
 from db.models import Consultation, InboundCall
 from tests.fakepbx.agi_caller import place_call
-from tests.fakepbx.ami_server import FakeAsterisk
+from tests.fakepbx.ami_server import FakeAsterisk, nobat_user
 from tests.fakepbx.script import Answers, Caller, HangUp, Hear, NoAnswer, Phone, Wait
 from tests.support.consultations import book_due, first_phone_slot
 from tests.support.server import ROOT, ServerProcess, demo_copy, demo_store, dial_fake_pbx
@@ -135,7 +135,7 @@ async def scripted_day(folder: Path) -> AsyncIterator[Day]:
               Phone(SILENT_PATIENT, "+989351110002", NoAnswer(), "Patient B"),
               Phone("09121002005", "+989121002005", Answers(0.2), "Dr Moradi"),
               Phone(LONG_PATIENT, "+989351110003", Answers(0.3, talk=600), "Patient C")]
-    users = {"nobat": (AMI_SECRET, "call,system,user", "call,originate,reporting")}
+    users = nobat_user(AMI_SECRET)
     async with FakeAsterisk(users=users, phones=phones, speed=0.1) as pbx:
         dial_fake_pbx(config, pbx.port, ("attempts = 3", "attempts = 1"),
                       ("ring_seconds = 45", "ring_seconds = 5"),
