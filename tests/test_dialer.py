@@ -343,7 +343,7 @@ patient after 3 s and hears three prompts)."""
 async def test_an_ami_cut_at_any_moment_resumes_the_attempt_and_cuts_off_nobody(
         database: Database, moment: str) -> None:
     [ident] = await book(database, 1)
-    phones = [doctor(1, Answers(1.0)), patient(1, Answers(3.0, talk=30))]
+    phones = [doctor(1, Answers(1.0)), patient(1, Answers(3.0, talk=60))]
     async with line(database, phones, START) as pbx_line:
         await pbx_line.until(MOMENTS[moment](pbx_line, database, ident))
         await pbx_line.pbx.cut(4)  # the parties answer and listen meanwhile
