@@ -42,8 +42,8 @@ from sqlalchemy import func, insert, select
 
 from bridge.ami_client import AmiClient
 from bridge.ami_protocol import Action
-from bridge.consultation_call import CallPlan
 from bridge.dialer import Dialer
+from bridge.outbound import CallPlan
 from db.booking import utc_now
 from db.consultations import ConsultationStore, RetryPolicy
 from db.engine import Database

@@ -36,8 +36,8 @@ from typing import TypeVar
 from sqlalchemy import func, insert, select
 
 from bridge.ami_client import AmiClient
-from bridge.consultation_call import CallPlan
 from bridge.dialer import Dialer
+from bridge.outbound import CallPlan
 from clinic.schedule import TEHRAN
 from db.clinic_sync import load_clinic, record_absence
 from db.consultations import ConsultationStore, RetryPolicy

@@ -24,19 +24,30 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from bridge.ami_protocol import Action, Event, Fields
-from bridge.ami_protocol import variables as originate_variables
 from bridge.live_channels import Live
+from bridge.outbound import (
+    FAILURE_BY_CAUSE,
+    FAILURE_BY_REASON,
+    CallPlan,
+    Done,
+    Effect,
+    Record,
+    RecordKind,
+    SendAction,
+    Wake,
+    hangup,
+    originate_failure,
+)
+from clinic.call_kinds import Leg
 from db.consultations import (
     CUT,
     CUT_CAUSE,
     LINE_CUT_CAUSE,
     UNSEEN_CAUSE,
     Claim,
-    Leg,
     RetryPolicy,
 )
 from protocol.call_token import TOKEN_VARIABLE
@@ -65,7 +76,6 @@ SHUTDOWN_SOFT_CAUSE = "4"
 """SoftHangupRequest's Cause when Asterisk shuts down or restarts (AST_SOFTHANGUP_SHUTDOWN):
 it hangs up every channel before its Shutdown event, so a bridged leg's Hangup after this
 was not a party's."""
-RELEASE_CAUSE = "16"  # Normal Clearing: how nobat ends a leg it no longer needs
 GONE_UNSEEN = "gone_unseen"
 """Why an attempt failed when a leg ended while nobat saw none of its events."""
 
@@ -75,121 +85,6 @@ TELL_GRACE = dt.timedelta(seconds=2)
 """How long a leg still ringing when its attempt fails may yet turn out answered, and then be
 told why, before it is hung up: AMI reports an answer well after the phone's 200 OK (on the
 SIP tier a doctor's answer came after the patient's 486 was reported, 3 ms after it in SIP)."""
-FAILURE_BY_REASON: dict[int, str] = {
-    0: "unreachable", 1: "rejected", 3: "no_answer", 5: "busy", 8: "congestion"}
-"""OriginateResponse Reason (Asterisk's control frame) -> why the leg failed (captures b, e)."""
-
-FAILURE_BY_CAUSE: dict[int, str] = {
-    0: "unreachable", 1: "unreachable", 17: "busy", 18: "no_answer", 19: "no_answer",
-    21: "rejected", 34: "congestion"}
-
-
-def originate_failure(reason: int, cause: int | None) -> str:
-    """Why an Originate failed. On a SIP trunk Asterisk 22 answers a busy or rejecting
-    phone with Reason 0, the generic failure, and names the cause only in the channel's
-    HangupRequest and Hangup (SIP tier): a cause seen by then says more than Reason 0."""
-    if reason == 0 and cause:
-        return FAILURE_BY_CAUSE.get(cause, f"cause_{cause}")
-    return FAILURE_BY_REASON.get(reason, f"reason_{reason}")
-"""Hangup cause -> why the leg failed, adhearsion's table, for a leg whose Hangup comes before
-its OriginateResponse (the order of events is not fixed)."""
-
-
-class RecordKind(enum.StrEnum):
-    """The store step a `Record` asks for; one per ConsultationStore writer."""
-
-    LEG_ANSWERED = "leg_answered"
-    BRIDGED = "bridged"
-    ATTEMPT_FAILED = "attempt_failed"
-    COMPLETED = "completed"
-    CUT = "cut"
-    RESUMED = "resumed"
-    """Events were missed (a lost AMI link, a takeover) and the attempt goes on from what
-    Asterisk's channels say."""
-    GIVEN_BACK = "given_back"
-    """Taken over with no leg left in Asterisk and none known answered: due again at once."""
-
-
-@dataclass(frozen=True)
-class SendAction:
-    """Send this action to Asterisk (after every earlier effect was carried out)."""
-
-    action: Action
-
-
-@dataclass(frozen=True)
-class Record:
-    """Write this step to the store before anything that follows it."""
-
-    kind: RecordKind
-    at: dt.datetime
-    leg: Leg | None = None
-    cause: str | None = None
-    doctor_cause: int | None = None
-    patient_cause: int | None = None
-    talk_seconds: int | None = None
-    """For a completed call: None when it ended while no nobat watched it."""
-    retry_at: dt.datetime | None = None
-    """For a failed attempt: when to try again, None when no try is left."""
-    unseen_seconds: int | None = None
-    """For a resumed attempt: how long no event of it was seen."""
-
-
-@dataclass(frozen=True)
-class Wake:
-    """Call `on_time` at `at` (the booked end plus grace)."""
-
-    at: dt.datetime
-
-
-@dataclass(frozen=True)
-class Done:
-    """The attempt is over: stop listening; `outcome` is "completed", "failed" or "released"."""
-
-    outcome: str
-
-
-Effect = SendAction | Record | Wake | Done
-
-
-def by_number(number: str) -> Mapping[str, str]:
-    """The default address: the dial-string template takes the phone number as it is."""
-    return {"number": number}
-
-
-def asterisk_sounds(lang: str, key: str) -> str:
-    """The default place of a prompt: copied under Asterisk's sounds folder as nobat/."""
-    return f"nobat/{lang}/{key}"
-
-
-@dataclass(frozen=True)
-class CallPlan:
-    """How this clinic's consultations are dialled (from config): trunk, identity, timing."""
-
-    dial_template: str
-    """e.g. "PJSIP/{number}@trunk" or "Local/{exten}@fake-phones"."""
-    clinic_number: str
-    clinic_name: str
-    ring_seconds: float = 45.0
-    grace: dt.timedelta = dt.timedelta(minutes=2)
-    """How long a bridged call may run past its booked end before it is ended."""
-    warn_before: dt.timedelta = dt.timedelta(minutes=1)
-    """When, before the booked end, both parties hear that time is almost up (0: never)."""
-    address: Callable[[str], Mapping[str, str]] = by_number
-    """Maps a party's phone number to the fields `dial_template` names."""
-    prompt_file: Callable[[str, str], str] = asterisk_sounds
-    """Where Asterisk finds a prompt, by language and key (PromptLibrary.file)."""
-    survey_in_call: bool = False
-    """When the doctor hangs up or the time is up, the patient stays on the line for the
-    survey ([nobat-consult-survey]) instead of being hung up."""
-    call_token: Callable[[str], str] = lambda channel_id: ""
-    """The token a leg's AGI request must bring back (protocol/call_token.py), by ChannelId."""
-
-    def dial_string(self, number: str) -> str:
-        """Where to ring `number` through this clinic's trunk."""
-        return self.dial_template.format_map(self.address(number))
-
-
 class Phase(enum.Enum):
     """Where the attempt stands; events that make no sense in a phase are ignored."""
 
@@ -464,7 +359,7 @@ class ConsultationCall:
                     else ["consult/patient-intro", f"doctor/{booked.doctor_key}",
                           "consult/is-starting"] if state.leg is Leg.PATIENT
                     else ["consult/doctor-intro"])
-        variables = {"LEG": str(state.leg), "CONSULTATION": str(self.claim.consultation_id),
+        variables = {"LEG": str(state.leg), "CONSULTATION": str(self.claim.ident),
                      "NOBAT_CLINIC_NUMBER": plan.clinic_number,
                      "NOBAT_CLINIC_NAME": plan.clinic_name,
                      "NOBAT_ANNOUNCE": "&".join(self._sound(key) for key in announce),
@@ -476,14 +371,7 @@ class ConsultationCall:
             variables |= {"NOBAT_PEER": self.claim.channel_id(Leg.PATIENT),
                           "NOBAT_WARN_MS": str(_ms(warn)),
                           "NOBAT_SURVEY": "in-call" if plan.survey_in_call else "off"}
-        return Action("Originate", Fields.of(
-            [("Channel", plan.dial_string(state.number)), ("Context", HOLDING_CONTEXT),
-             ("Exten", "s"), ("Priority", "1"),
-             ("CallerID", f'"{plan.clinic_name}" <{plan.clinic_number}>'),
-             ("Timeout", str(int(plan.ring_seconds * 1000))),
-             ("ChannelId", state.channel_id), ("OtherChannelId", f"{state.channel_id}-2"),
-             *originate_variables(variables),
-             ("Async", "true")]), action_id=state.channel_id)
+        return plan.originate(state.number, HOLDING_CONTEXT, state.channel_id, variables)
 
     def _owner(self, uniqueid: str | None) -> tuple[_LegState, bool] | None:
         """The leg a channel belongs to, and whether it is the far (;2, phone) half."""
@@ -497,7 +385,7 @@ class ConsultationCall:
     def _is_ready_event(self, evt: Event, state: _LegState) -> bool:
         fields = evt.fields
         return (fields.get("UserEvent") == READY_EVENT and fields.get("Leg") == state.leg
-                and fields.get("Consultation") == str(self.claim.consultation_id))
+                and fields.get("Consultation") == str(self.claim.ident))
 
     def _originated(self, evt: Event, now: dt.datetime) -> list[Effect]:
         state = next((s for s in self.legs.values() if s.channel_id == evt.action_id), None)
@@ -574,11 +462,10 @@ class ConsultationCall:
         """End an unbridged attempt: record why and when to try again, tell a party who
         answered why it ends (waiting, or still hearing who calls; the dialplan then hangs
         up), release the other legs."""
-        doctor, patient = self.legs[Leg.DOCTOR], self.legs[Leg.PATIENT]
         retry_at = None if self.retry is None else self.retry.next_at(self.claim, now)
         record = Record(RecordKind.ATTEMPT_FAILED, now,
                         cause=why if state is None else f"{state.leg}: {why}",
-                        doctor_cause=doctor.recorded_cause, patient_cause=patient.recorded_cause,
+                        leg_causes={leg: s.recorded_cause for leg, s in self.legs.items()},
                         retry_at=retry_at)
         told: list[Effect] = []
         reason = ("call-failed" if state is None else f"{state.leg}-unavailable") + (
@@ -641,8 +528,7 @@ class ConsultationCall:
         for state in self.legs.values():
             if state.channel is not None and not (state.gone or state.released or state.tell):
                 state.released = True
-                effects.append(SendAction(Action("Hangup", Fields.of(
-                    Channel=state.channel, Cause=RELEASE_CAUSE))))
+                effects.append(SendAction(hangup(state.channel)))
         return effects
 
     def _settle(self) -> list[Effect]:

@@ -30,39 +30,38 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.ami_client import AmiClient, AmiError, LinkState
 from bridge.ami_protocol import Action, Event, Fields
-from bridge.consultation_call import (
+from bridge.consultation_call import ConsultationCall
+from bridge.due_timers import DueTimers
+from bridge.live_channels import READY_VARIABLE, LiveChannel
+from bridge.outbound import (
     CallPlan,
-    ConsultationCall,
     Done,
     Effect,
+    OutboundCall,
     Record,
     RecordKind,
     SendAction,
     Wake,
+    hangup,
 )
-from bridge.due_timers import DueTimers
-from bridge.live_channels import READY_VARIABLE, Live, LiveChannel
 from bridge.patient_call import PatientCallAttempt, RetryRule
+from clinic.call_kinds import CallKind, call_ref
 from clinic.phones import mask_in_text
 from db.booking import Clock, utc_now
 from db.consultations import (
     CUT_CAUSE,
     DOWN_CAUSE,
     Claim,
-    ClaimLost,
     ConsultationStore,
-    Leg,
     RetryPolicy,
-    channel_id,
-    consultation_of,
 )
 from db.engine import one_line
+from db.leases import ClaimLost, LeasedClaim
 from db.patient_calls import (
     STOPPED_CAUSE,
     CallPlanning,
     PatientCallClaim,
     PatientCallStore,
-    call_of,
 )
 
 log = logging.getLogger(__name__)
@@ -70,27 +69,9 @@ log = logging.getLogger(__name__)
 PlanFactory = Callable[[Claim], CallPlan]
 TIMER_BATCH = 500
 """Timers set between two turns of the event loop."""
-CHANNELS = {"c": 2, "p": 1}
-"""Channels a call holds, by the first letter of its key: a consultation rings two legs."""
+CallKey = tuple[CallKind, int]
+"""A call in progress: its kind and its row's id."""
 Sleep = Callable[[float], Awaitable[None]]
-
-
-class OutboundCall(Protocol):
-    """What the dialer drives: ConsultationCall and PatientCallAttempt alike."""
-
-    @property
-    def over(self) -> bool: ...
-    @property
-    def channel_ids(self) -> frozenset[str]: ...
-    def start(self) -> list[Effect]: ...
-    def resume(self, live: Live | None, now: dt.datetime, since: dt.datetime
-               ) -> list[Effect]: ...
-    def on_event(self, evt: Event, now: dt.datetime) -> list[Effect]: ...
-    def on_time(self, now: dt.datetime) -> list[Effect]: ...
-    def on_refused(self, action: Action, message: str, now: dt.datetime) -> list[Effect]: ...
-    def on_resync(self, live: Live | None, now: dt.datetime, since: dt.datetime,
-                  restarted: bool = False) -> list[Effect]: ...
-    def release(self, live: Live | None = None) -> list[Effect]: ...
 
 
 @dataclass(frozen=True)
@@ -136,14 +117,14 @@ class Dialer:
         self.poll, self.lease, self.missed_grace = poll, lease, missed_grace
         self.reconnect_wait, self.link_check = reconnect_wait, link_check
         self.patient_calls, self.timer_horizon = patient_calls, timer_horizon
-        self.calls: dict[str, asyncio.Task[str]] = {}
-        """Calls in progress by key: "c<id>" a consultation, "p<id>" a patient call."""
+        self.calls: dict[CallKey, asyncio.Task[str]] = {}
+        """Calls in progress, by kind and id."""
         self.on_dispatch: list[Callable[[Claim, dt.timedelta], None]] = []
         """Told of each consultation as it starts, with how late it is (the metrics' lag
         histogram)."""
         self._wake = asyncio.Event()
         self.timers = DueTimers(self._wake.set, clock)
-        self._inboxes: dict[str, asyncio.Queue[Event | dt.datetime]] = {}
+        self._inboxes: dict[CallKey, asyncio.Queue[Event | dt.datetime]] = {}
         self._unsubscribe: Callable[[], None] | None = None
         self._last_done: dict[str, float] = {}
         self.trouble: tuple[dt.datetime, str] | None = None
@@ -152,18 +133,15 @@ class Dialer:
     def _route(self, event: Event) -> None:
         """Hand an AMI event to the one call it concerns (by its ids), not to every call."""
         fields = event.fields
-        key: str | None = None
+        key: CallKey | None = None
         for name in ("ActionID", "Uniqueid", "Linkedid"):
-            consultation, patient = consultation_of(fields.get(name)), call_of(fields.get(name))
-            if consultation is not None:
-                key = f"c{consultation}"
+            found = call_ref(fields.get(name))
+            if found is not None:
+                key = (found.kind, found.ident)
                 break
-            if patient is not None:
-                key = f"p{patient[0]}"
-                break
-        else:
-            consultation_field = fields.get("Consultation") or ""
-            key = f"c{consultation_field}" if consultation_field.isdigit() else None
+        else:  # the dialplan's UserEvent NobatLegReady names its consultation
+            consultation = fields.get("Consultation") or ""
+            key = (CallKind.CONSULTATION, int(consultation)) if consultation.isdigit() else None
         inbox = self._inboxes.get(key) if key is not None else None
         if inbox is not None:
             inbox.put_nowait(event)
@@ -246,15 +224,15 @@ class Dialer:
     def channels(self) -> int:
         """Outbound channels this instance's calls hold or ring: what the cap counts (two per
         consultation, one per patient call)."""
-        return sum(CHANNELS[key[0]] for key in self.calls)
+        return sum(kind.channels for kind, _ in self.calls)
 
     async def dial_due(self) -> list[Claim | PatientCallClaim]:
         """Claim as many due calls as the channel cap leaves room for and start them:
         consultations first (a doctor is waiting on the clock), then calls to patients."""
         if self.cap - self.channels() <= 0 or self.ami.status.state is not LinkState.CONNECTED:
             return []
-        running = {int(key[1:]) for key in self.calls if key[0] == "c"}
-        free = (self.cap - self.channels()) // CHANNELS["c"]
+        running = self._running(CallKind.CONSULTATION)
+        free = (self.cap - self.channels()) // CallKind.CONSULTATION.channels
         claims = await self.store.claim_next(self.instance, self.lease, free, running=running)
         now = self.clock()
         failed: Exception | None = None
@@ -268,23 +246,26 @@ class Dialer:
                 continue
             for listener in self.on_dispatch if not claim.taken_over else ():
                 listener(claim, now - claim.consultation.due_at)  # how late it was rung
-            self._start(f"c{claim.consultation_id}",
-                        _Consultation(self.store, claim, call, self.missed_grace),
-                        call)
+            self._start(_Consultation(self.store, claim, call, self.missed_grace), call)
             started.append(claim)
         desk = self.patient_calls
-        mine = {int(key[1:]) for key in self.calls if key[0] == "p"}
+        mine = self._running(CallKind.PATIENT_CALL)
         room = min(self.cap - self.channels(), desk.max_calls - len(mine)) if desk else 0
         if desk is not None and room > 0:
             for patient in await desk.store.claim_next(self.instance, self.lease, room, mine):
                 call = PatientCallAttempt(patient, desk.plan, desk.retry)
-                self._start(f"p{patient.call_id}", _Patient(desk.store, patient, call), call)
+                self._start(_Patient(desk.store, patient, call), call)
                 started.append(patient)
         if failed is not None:
             raise failed  # the round is reported failing, with what went wrong
         return started
 
-    def _start(self, key: str, job: _Job, call: OutboundCall) -> None:
+    def _running(self, kind: CallKind) -> set[int]:
+        """The ids of this instance's calls of `kind` in progress."""
+        return {ident for running, ident in self.calls if running is kind}
+
+    def _start(self, job: _Job, call: OutboundCall) -> None:
+        key = (job.claim.kind, job.claim.ident)
         task = asyncio.create_task(self._call(key, job, call), name=job.name)
         self.calls[key] = task
         task.add_done_callback(lambda done: self._finished(key, job.name, done))
@@ -301,7 +282,7 @@ class Dialer:
             self._unsubscribe()
             self._unsubscribe = None
 
-    def _finished(self, key: str, name: str, task: asyncio.Task[str]) -> None:
+    def _finished(self, key: CallKey, name: str, task: asyncio.Task[str]) -> None:
         """Free the call's place under the cap, and say why if it crashed."""
         self.calls.pop(key, None)
         self._wake.set()
@@ -312,7 +293,7 @@ class Dialer:
 
     # -- one call ----------------------------------------------------------------------
 
-    async def _call(self, key: str, job: _Job, call: OutboundCall) -> str:
+    async def _call(self, key: CallKey, job: _Job, call: OutboundCall) -> str:
         """Run one attempt from Originate to Done; returns its outcome."""
         inbox: asyncio.Queue[Event | dt.datetime] = asyncio.Queue()
         self._inboxes[key] = inbox  # before Originate: see its answer
@@ -333,22 +314,13 @@ class Dialer:
             runner.stop_timers()
 
 
-class _Lease(Protocol):
-    """What both kinds of claim say about their lease."""
-
-    @property
-    def lease(self) -> dt.timedelta: ...
-    @property
-    def lease_until(self) -> dt.datetime: ...
-
-
 class _Job(Protocol):
     """One claimed attempt as the runner stores it: consultation or patient call."""
 
     name: str
 
     @property
-    def claim(self) -> _Lease: ...
+    def claim(self) -> LeasedClaim: ...
     @property
     def takes_over(self) -> bool: ...
     @property
@@ -368,7 +340,7 @@ class _Consultation:
         self.store, self.claim, self.call = store, claim, call
         self.missed_grace = missed_grace
         """A call given back later than this after its time is missed, not dialled."""
-        self.name = f"consultation {claim.consultation_id}"
+        self.name = f"consultation {claim.ident}"
 
     @property
     def takes_over(self) -> bool:
@@ -381,8 +353,9 @@ class _Consultation:
 
     def earlier_channels(self) -> set[str]:
         """Channels earlier attempts may have left up (after an AMI fault or a crash)."""
-        ident, attempt = self.claim.consultation_id, self.claim.attempt
-        earlier = {channel_id(ident, n, leg) for n in range(1, attempt) for leg in Leg}
+        claim = self.claim
+        earlier = {claim.kind.channel_id(claim.ident, n, leg)
+                   for n in range(1, claim.attempt) for leg in claim.kind.legs}
         return earlier | {f"{c}-2" for c in earlier}
 
     async def write(self, record: Record) -> None:
@@ -396,28 +369,28 @@ class _Consultation:
             await store.completed(claim, record.at, record.talk_seconds, record.cause)
         elif record.kind is RecordKind.RESUMED:
             log.warning("consultation %s attempt %d resumed from Asterisk's channels after %s s "
-                        "unseen", claim.consultation_id, claim.attempt, record.unseen_seconds)
+                        "unseen", claim.ident, claim.attempt, record.unseen_seconds)
             await store.resumed(claim, record.unseen_seconds or 0)
         elif record.kind is RecordKind.GIVEN_BACK:
             late = record.at - claim.consultation.due_at > self.missed_grace
             log.warning("consultation %s attempt %d taken over with no leg left in Asterisk: "
-                        "%s", claim.consultation_id, claim.attempt,
+                        "%s", claim.ident, claim.attempt,
                         "missed, too late to ring" if late else "given back, due again")
             if late:
-                await store.attempt_failed(claim, DOWN_CAUSE, None, None, None, record.at)
+                await store.attempt_failed(claim, DOWN_CAUSE, {}, None, record.at)
             else:
                 await store.abandon(claim)
         elif record.kind is RecordKind.CUT:
             log.warning("consultation %s attempt %d cut after %s s (%s); %s",
-                        claim.consultation_id, claim.attempt, record.talk_seconds, record.cause,
+                        claim.ident, claim.attempt, record.talk_seconds, record.cause,
                         "ringing both again" if record.retry_at else "no time left")
             await store.cut(claim, record.at, record.talk_seconds or 0, record.retry_at,
                             record.cause or CUT_CAUSE)
         else:
             log.info("consultation %s attempt %d failed (%s); next try %s",
-                     claim.consultation_id, claim.attempt, record.cause, record.retry_at)
-            await store.attempt_failed(claim, record.cause or "failed", record.doctor_cause,
-                                       record.patient_cause, record.retry_at, record.at)
+                     claim.ident, claim.attempt, record.cause, record.retry_at)
+            await store.attempt_failed(claim, record.cause or "failed", record.leg_causes,
+                                       record.retry_at, record.at)
 
     async def renew(self) -> None:
         self.claim = await self.store.renew(self.claim)
@@ -439,7 +412,7 @@ class _Patient:
     def __init__(self, store: PatientCallStore, claim: PatientCallClaim, call: PatientCallAttempt
                  ) -> None:
         self.store, self.claim, self.call = store, claim, call
-        self.name = f"{claim.call.purpose} call {claim.call_id}"
+        self.name = f"{claim.call.purpose} call {claim.ident}"
 
     @property
     def takes_over(self) -> bool:
@@ -650,7 +623,7 @@ class _Runner:
         for uniqueid, found in live.items():
             if uniqueid in earlier:
                 with contextlib.suppress(AmiError):
-                    await self.dialer.ami.send(_hangup(found.channel))
+                    await self.dialer.ami.send(hangup(found.channel))
         return True
 
     async def let_go(self, lost: ClaimLost) -> None:
@@ -690,8 +663,3 @@ class _Runner:
         """Cancel pending Wakes: the call is over."""
         for task in self.timers:
             task.cancel()
-
-
-def _hangup(channel: str) -> Action:
-    """Release a channel nobat no longer needs."""
-    return Action("Hangup", Fields.of(Channel=channel, Cause="16"))

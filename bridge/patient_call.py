@@ -17,11 +17,10 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bridge.ami_protocol import Action, Event, Fields
-from bridge.ami_protocol import variables as originate_variables
-from bridge.consultation_call import (
+from bridge.ami_protocol import Action, Event
+from bridge.live_channels import Live
+from bridge.outbound import (
     FAILURE_BY_CAUSE,
-    RELEASE_CAUSE,
     CallPlan,
     Done,
     Effect,
@@ -29,10 +28,10 @@ from bridge.consultation_call import (
     RecordKind,
     SendAction,
     Wake,
+    hangup,
     originate_failure,
 )
-from bridge.live_channels import Live
-from db.consultations import Leg
+from clinic.call_kinds import Leg
 from db.patient_calls import PatientCallClaim
 from protocol.call_token import TOKEN_VARIABLE
 
@@ -62,6 +61,11 @@ class PatientCallAttempt:
     """dialling, talking (answered: the flow runs), or over."""
 
     @property
+    def channel_id(self) -> str:
+        """The ChannelId of the patient's one channel."""
+        return self.claim.channel_id()
+
+    @property
     def answered(self) -> bool:
         """The patient picked up (the flow ran or runs)."""
         return self.answered_at is not None
@@ -78,16 +82,9 @@ class PatientCallAttempt:
                      "NOBAT_LANGUAGE": due.patient_language,
                      "NOBAT_CLINIC_NUMBER": plan.clinic_number,
                      "NOBAT_CLINIC_NAME": plan.clinic_name,
-                     TOKEN_VARIABLE: plan.call_token(self.claim.channel_id)}
-        ident = self.claim.channel_id
-        return [SendAction(Action("Originate", Fields.of(
-            [("Channel", plan.dial_string(due.patient_phone)),
-             ("Context", PATIENT_CALL_CONTEXT), ("Exten", "s"), ("Priority", "1"),
-             ("CallerID", f'"{plan.clinic_name}" <{plan.clinic_number}>'),
-             ("Timeout", str(int(plan.ring_seconds * 1000))),
-             ("ChannelId", ident), ("OtherChannelId", f"{ident}-2"),
-             *originate_variables(variables),
-             ("Async", "true")]), action_id=ident))]
+                     TOKEN_VARIABLE: plan.call_token(self.channel_id)}
+        return [SendAction(plan.originate(due.patient_phone, PATIENT_CALL_CONTEXT,
+                                          self.channel_id, variables))]
 
     def resume(self, live: Live | None, now: dt.datetime, since: dt.datetime
                ) -> list[Effect]:
@@ -98,13 +95,13 @@ class PatientCallAttempt:
     @property
     def channel_ids(self) -> frozenset[str]:
         """The ChannelId of the patient's channel, as Asterisk lists it."""
-        return frozenset({self.claim.channel_id})
+        return frozenset({self.channel_id})
 
     def on_event(self, evt: Event, now: dt.datetime) -> list[Effect]:
         """Advance on one AMI event of this call."""
         if self.over:
             return []
-        ident = self.claim.channel_id
+        ident = self.channel_id
         if evt.name == "OriginateResponse" and evt.action_id == ident:
             if evt.fields.get("Response") == "Success":
                 self.channel = self.channel or evt.fields.get("Channel")
@@ -156,7 +153,7 @@ class PatientCallAttempt:
         heard it; the flow records what they chose as it goes."""
         if self.over:
             return []
-        found = (live or {}).get(self.claim.channel_id)
+        found = (live or {}).get(self.channel_id)
         if found is not None:
             self.channel = found.channel
             return self._answered(now) if found.up else []
@@ -168,7 +165,7 @@ class PatientCallAttempt:
     def release(self, live: Live | None = None) -> list[Effect]:
         """Hang up the call if it is up and stop at once (shutdown, or the claim was lost);
         `live` names it if its events have not come yet."""
-        found = (live or {}).get(self.claim.channel_id)
+        found = (live or {}).get(self.channel_id)
         self.channel = self.channel or (found.channel if found else None)
         effects = self._hang_up()
         self.phase = "over"
@@ -195,5 +192,4 @@ class PatientCallAttempt:
         if self.channel is None or self.gone:
             return []
         self.gone = True
-        return [SendAction(Action("Hangup", Fields.of(Channel=self.channel,
-                                                      Cause=RELEASE_CAUSE)))]
+        return [SendAction(hangup(self.channel))]

@@ -8,32 +8,26 @@ Nothing here knows about AMI: the dialer turns these rows into calls.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import enum
-import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import Row, Select, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.booking import Clock, utc_now
-from db.engine import Database
+from clinic.call_kinds import CallKind, Leg
 from db.leases import (
-    ClaimLost,
-    claim_oldest,
+    GIVEN_BACK,
+    LeasedClaim,
+    LeasedStore,
     claimable,
-    due_times,
-    held_update,
     lease_expired,
     waiting_due,
 )
 from db.models import Appointment, CallAttempt, Consultation, Doctor, Patient
 
 DOWN_CAUSE = "due while nobat was down"
-ABANDON_CAUSE = "abandoned when nobat stopped"
 UNSEEN_CAUSE = "ended while no nobat watched it; talk time unknown"
 LATE_CAUSE = "the booked time was over before it could be dialled"
 CUT = "cut: "
@@ -41,27 +35,6 @@ CUT = "cut: "
 for what is left of the time."""
 CUT_CAUSE = CUT + "Asterisk restarted during the call"
 LINE_CUT_CAUSE = CUT + "the phone line failed during the call"
-
-
-class Leg(enum.StrEnum):
-    """The two parties of a consultation; each is rung on an outbound channel of its own."""
-
-    DOCTOR = "doctor"
-    PATIENT = "patient"
-
-
-def channel_id(consultation_id: int, attempt: int, leg: Leg) -> str:
-    """A leg's ChannelId; derived, not random, so a redial after a fault can look for it first."""
-    return f"nobat-c{consultation_id}-a{attempt}-{leg}"
-
-
-_CHANNEL_ID = re.compile(r"nobat-c(\d+)-a\d+-")
-
-
-def consultation_of(channel_or_action_id: str | None) -> int | None:
-    """The consultation a ChannelId (or an ActionID made from one) belongs to, if any."""
-    match = _CHANNEL_ID.match(channel_or_action_id or "")
-    return int(match.group(1)) if match else None
 
 
 @dataclass(frozen=True)
@@ -91,8 +64,10 @@ class DueConsultation:
 
 
 @dataclass(frozen=True)
-class Claim:
-    """The right of one instance to dial one attempt, until its lease runs out."""
+class Claim(LeasedClaim):
+    """The right of one instance to dial one attempt of a consultation, both legs."""
+
+    kind: ClassVar[CallKind] = CallKind.CONSULTATION
 
     consultation: DueConsultation
     attempt: int
@@ -111,13 +86,9 @@ class Claim:
     """For a takeover: a party had answered this attempt before its instance stopped."""
 
     @property
-    def consultation_id(self) -> int:
+    def ident(self) -> int:
         """The claimed consultation's id, for logs and lookups."""
         return self.consultation.id
-
-    def channel_id(self, leg: Leg) -> str:
-        """The ChannelId this attempt gives to `leg`."""
-        return channel_id(self.consultation.id, self.attempt, leg)
 
 
 @dataclass(frozen=True)
@@ -139,16 +110,11 @@ class RetryPolicy:
         return retry if retry < last else None
 
 
-class ConsultationStore:
+class ConsultationStore(LeasedStore[Claim]):
     """Reads due consultations and writes each step of their calls, one transaction a step."""
 
-    def __init__(self, database: Database, clock: Clock = utc_now) -> None:
-        self.db = database
-        self.clock = clock
-
-    async def due_times(self, after: dt.datetime, until: dt.datetime) -> list[dt.datetime]:
-        """When waiting consultations fall due in (after, until]: the dialer's timers."""
-        return await due_times(self.db, Consultation, after, until)
+    model = Consultation
+    live_states = ("dialling", "bridged")
 
     async def sweep_missed(self, now: dt.datetime, grace: dt.timedelta) -> list[int]:
         """At start: mark consultations whose time passed more than `grace` ago as missed,
@@ -227,7 +193,7 @@ class ConsultationStore:
                 details = DueConsultation(*row)
                 claim = Claim(details, details.attempts, instance, lease, now + lease)
                 session.add(CallAttempt(
-                    consultation_id=claim.consultation_id, number=claim.attempt,
+                    consultation_id=claim.ident, number=claim.attempt,
                     state="dialling", doctor_channel_id=claim.channel_id(Leg.DOCTOR),
                     patient_channel_id=claim.channel_id(Leg.PATIENT), started_at=now))
                 claims.append(claim)
@@ -241,17 +207,10 @@ class ConsultationStore:
         (the channel cap), and those another instance wins are skipped. `running` are the
         calls this instance has in hand: never taken again, even if a stalled loop let
         their lease run out (the call itself renews it or lets go)."""
-        return await claim_oldest(
-            self.db, Consultation,
+        return await self._claim_oldest(
             lambda now: or_(claimable(Consultation, now),
                             lease_expired(Consultation, now, "bridged")),
-            lambda ids: self.claim_all(ids, instance, lease), limit, running or (), self.clock)
-
-    async def renew(self, claim: Claim) -> Claim:
-        """Extend the lease of a call still in progress, so no other instance takes it over."""
-        lease_until = self.clock() + claim.lease
-        await self._step(claim, ("dialling", "bridged"), {"lease_until": lease_until})
-        return dataclasses.replace(claim, lease_until=lease_until)
+            lambda ids: self.claim_all(ids, instance, lease), limit, running or ())
 
     async def leg_answered(self, claim: Claim, leg: Leg, at: dt.datetime) -> None:
         """Record that one party picked up (a time already recorded, before a takeover,
@@ -272,16 +231,16 @@ class ConsultationStore:
         await self._step(claim, ("dialling",), {"state": "bridged"},
                          {"state": "bridged", "bridged_at": at})
 
-    async def attempt_failed(self, claim: Claim, cause: str, doctor_cause: int | None,
-                             patient_cause: int | None, retry_at: dt.datetime | None,
+    async def attempt_failed(self, claim: Claim, cause: str,
+                             leg_causes: Mapping[Leg, int | None], retry_at: dt.datetime | None,
                              ended_at: dt.datetime | None = None) -> None:
         """End this attempt (at `ended_at`, when it failed; by default now): wait for
         `retry_at`, or, with no retry left, mark the consultation and its appointment missed
         with `cause`; but a call rung again after a cut ends as cut, its appointment
-        completed (the talk before the cut is recorded)."""
-        attempt = {"state": "failed", "ended_at": ended_at or self.clock(),
-                   "doctor_cause": doctor_cause,
-                   "patient_cause": patient_cause, "outcome": "failed"}
+        completed (the talk before the cut is recorded). `leg_causes` are the legs' hang-up
+        causes, where known."""
+        attempt = {"state": "failed", "ended_at": ended_at or self.clock(), "outcome": "failed",
+                   **{f"{leg}_cause": leg_cause for leg, leg_cause in leg_causes.items()}}
         if retry_at is None and (claim.consultation.cause or "").startswith(CUT):
             # Ringing them again after a cut failed: they did talk, so it is not missed.
             await self._step(claim, ("dialling", "bridged"),
@@ -331,40 +290,33 @@ class ConsultationStore:
     async def abandon(self, claim: Claim) -> None:
         """Give back a claim not yet bridged; it is due again at once, for this or another
         instance (the dialer has hung up its legs first, or Asterisk has none)."""
-        await self._step(claim, ("dialling",),
-                         {"state": "retry_wait", "cause": ABANDON_CAUSE, "claimed_by": None,
-                          "lease_until": None},
+        await self._step(claim, ("dialling",), GIVEN_BACK,
                          {"state": "abandoned", "ended_at": self.clock(),
                           "outcome": "abandoned"})
 
     async def _step(self, claim: Claim, allowed: tuple[str, ...], consultation: dict[str, Any],
                     attempt: dict[str, Any] | None = None, appointment: str | None = None
                     ) -> None:
-        """Write one step in one transaction, only while `claim` holds and the state allows."""
+        """Write one step of the consultation, its attempt's row and its appointment's
+        status in one transaction, only while `claim` holds and the state allows."""
 
-        async def run() -> None:
-            async with self.db.writing() as session:
-                now = self.clock()
-                if not await held_update(session, Consultation, claim.consultation_id,
-                                         claim.instance, claim.attempt, allowed,
-                                         {"updated_at": now, **consultation}):
-                    raise await _lost(session, claim, allowed)
-                if attempt:
-                    await session.execute(
-                        update(CallAttempt)
-                        .where(CallAttempt.consultation_id == claim.consultation_id,
-                               CallAttempt.number == claim.attempt)
-                        .values(**attempt)
-                        .execution_options(synchronize_session=False))
-                if appointment is not None:
-                    await session.execute(
-                        update(Appointment)
-                        .where(Appointment.id == claim.consultation.appointment_id,
-                               Appointment.status == "booked")
-                        .values(status=appointment, updated_at=now)
-                        .execution_options(synchronize_session=False))
+        async def with_it(session: AsyncSession, now: dt.datetime) -> None:
+            if attempt:
+                await session.execute(
+                    update(CallAttempt)
+                    .where(CallAttempt.consultation_id == claim.ident,
+                           CallAttempt.number == claim.attempt)
+                    .values(**attempt)
+                    .execution_options(synchronize_session=False))
+            if appointment is not None:
+                await session.execute(
+                    update(Appointment)
+                    .where(Appointment.id == claim.consultation.appointment_id,
+                           Appointment.status == "booked")
+                    .values(status=appointment, updated_at=now)
+                    .execution_options(synchronize_session=False))
 
-        await self.db.retry_locked(run)
+        await self._write_held(claim, allowed, consultation, with_it)
 
 
 async def _missed(session: AsyncSession, rows: Sequence[Row[tuple[int, int]]],
@@ -419,16 +371,3 @@ def _details() -> Select[Any]:
             .join(Appointment, Consultation.appointment_id == Appointment.id)
             .join(Doctor, Appointment.doctor_id == Doctor.id)
             .join(Patient, Appointment.patient_id == Patient.id))
-
-
-async def _lost(session: AsyncSession, claim: Claim, allowed: tuple[str, ...]) -> ClaimLost:
-    """Say what the row holds now, so a refused step is easy to understand in the log."""
-    row = (await session.execute(
-        select(Consultation.state, Consultation.claimed_by, Consultation.attempts)
-        .where(Consultation.id == claim.consultation_id))).one_or_none()
-    now = "gone" if row is None else f"{row[0]}, claimed by {row[1]!r} at attempt {row[2]}"
-    taken_over = (row is not None and row[0] in ("dialling", "bridged")
-                  and row[1] != claim.instance and row[2] == claim.attempt)
-    return ClaimLost(f"consultation {claim.consultation_id} attempt {claim.attempt} of "
-                     f"{claim.instance!r} may not leave {'/'.join(allowed)}: it is {now}",
-                     taken_over)

@@ -6,18 +6,24 @@ UPDATE won it; each later step is written only while that claim still holds.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from clinic.call_kinds import CallKind, Leg
+from db.booking import Clock, utc_now
 from db.engine import Database
 from db.models import Consultation, PatientCall
 
 WAITING = ("scheduled", "retry_wait")
-C = TypeVar("C")
+ABANDON_CAUSE = "abandoned when nobat stopped"
+GIVEN_BACK = {"state": "retry_wait", "cause": ABANDON_CAUSE, "claimed_by": None,
+              "lease_until": None}
+"""A claim given back on shutdown: due again at once, for this or another instance."""
 
 
 class ClaimLost(RuntimeError):
@@ -28,7 +34,123 @@ class ClaimLost(RuntimeError):
         self.taken_over = taken_over
         """Another instance runs this same attempt now: its legs are that instance's."""
 
+
 Leased = type[Consultation] | type[PatientCall]
+
+
+class LeasedClaim:
+    """The right of one instance to dial one attempt of one row, until its lease runs out;
+    each kind of claim is a frozen dataclass with these fields."""
+
+    kind: ClassVar[CallKind]
+    attempt: int
+    instance: str
+    lease: dt.timedelta
+    lease_until: dt.datetime
+
+    @property
+    def ident(self) -> int:
+        """The claimed row's id, for logs and lookups."""
+        raise NotImplementedError
+
+    def channel_id(self, leg: Leg | None = None) -> str:
+        """The ChannelId this attempt gives to `leg` (a patient call's one leg has none)."""
+        return self.kind.channel_id(self.ident, self.attempt, leg)
+
+    def renewed(self, now: dt.datetime) -> Self:
+        """The same claim with its lease counted again from `now`."""
+        return dataclasses.replace(self, lease_until=now + self.lease)  # type: ignore[type-var]
+
+
+L = TypeVar("L", bound=LeasedClaim)
+
+
+class LeasedStore(Generic[L]):
+    """Writes the steps of claimed attempts of one kind, each only while its claim holds."""
+
+    model: ClassVar[Leased]
+    live_states: ClassVar[tuple[str, ...]]
+    """The states an attempt in progress may be in: its lease is renewed in them."""
+
+    def __init__(self, database: Database, clock: Clock = utc_now) -> None:
+        self.db = database
+        self.clock = clock
+
+    async def due_times(self, after: dt.datetime, until: dt.datetime) -> list[dt.datetime]:
+        """The distinct moments waiting rows fall due in (after, until]: the dialer's timers."""
+        model = self.model
+        rows = await self.db.rows(
+            select(model.due_at)
+            .where(model.state.in_(WAITING), model.due_at > after, model.due_at <= until)
+            .distinct()
+            .order_by(model.due_at), None)
+        return [row[0] for row in rows]
+
+    async def renew(self, claim: L) -> L:
+        """Extend the lease of an attempt in progress, so no other instance takes it over."""
+        renewed = claim.renewed(self.clock())
+        await self._write_held(claim, self.live_states, {"lease_until": renewed.lease_until})
+        return renewed
+
+    async def _write_held(self, claim: L, allowed: tuple[str, ...], values: dict[str, Any],
+                          then: Callable[[AsyncSession, dt.datetime], Awaitable[None]] | None = None
+                    ) -> None:
+        """Write one step in one transaction, only while `claim` holds and the state allows;
+        `then` writes what goes with it (other rows) in the same transaction."""
+
+        async def run() -> None:
+            async with self.db.writing() as session:
+                now = self.clock()
+                model = self.model
+                held = await session.execute(
+                    update(model)
+                    .where(model.id == claim.ident, model.claimed_by == claim.instance,
+                           model.attempts == claim.attempt, model.state.in_(allowed))
+                    .values(updated_at=now, **values)
+                    .execution_options(synchronize_session=False))
+                if held.rowcount != 1:
+                    raise await self._lost(session, claim, allowed)
+                if then is not None:
+                    await then(session, now)
+
+        await self.db.retry_locked(run)
+
+    async def _lost(self, session: AsyncSession, claim: L, allowed: tuple[str, ...]
+                    ) -> ClaimLost:
+        """Say what the row holds now, so a refused step is easy to understand in the log;
+        another instance holding this same attempt took it over."""
+        model = self.model
+        row = (await session.execute(
+            select(model.state, model.claimed_by, model.attempts)
+            .where(model.id == claim.ident))).one_or_none()
+        now = "gone" if row is None else f"{row[0]}, claimed by {row[1]!r} at attempt {row[2]}"
+        taken_over = (row is not None and row[0] in self.live_states
+                      and row[1] != claim.instance and row[2] == claim.attempt)
+        return ClaimLost(f"{model.__tablename__.replace('_', ' ')} {claim.ident} attempt "
+                         f"{claim.attempt} of {claim.instance!r} may not leave "
+                         f"{'/'.join(allowed)}: it is {now}", taken_over)
+
+    async def _claim_oldest(self, due: Callable[[dt.datetime], ColumnElement[bool]],
+                            claim: Callable[[list[int]], Awaitable[list[L]]], limit: int,
+                            running: Iterable[int]) -> list[L]:
+        """Claim up to `limit` rows that are `due`, oldest first, by `claim` (conditional
+        UPDATEs over the candidates, in one transaction): rows another instance wins are
+        skipped, and `running` (what this instance has in hand) are never tried. The look for
+        candidates, every few seconds on an idle line, is a plain read (db/reads.py)."""
+        model = self.model
+        claims: list[L] = []
+        tried = set(running)
+        while len(claims) < limit:
+            candidates = [row[0] for row in await self.db.rows(
+                select(model.id)
+                .where(due(self.clock()), model.id.not_in(tried))
+                .order_by(model.due_at, model.id)
+                .limit(limit - len(claims)), None)]
+            if not candidates:
+                break
+            tried.update(candidates)
+            claims += await claim(list(candidates))
+        return claims
 
 
 def lease_expired(model: Leased, now: dt.datetime, *states: str) -> ColumnElement[bool]:
@@ -45,49 +167,3 @@ def waiting_due(model: Leased, now: dt.datetime) -> ColumnElement[bool]:
 def claimable(model: Leased, now: dt.datetime) -> ColumnElement[bool]:
     """Due for a new attempt: waiting and due, or dialling under a lease that ran out."""
     return or_(waiting_due(model, now), lease_expired(model, now, "dialling"))
-
-
-async def held_update(session: AsyncSession, model: Leased, ident: int, instance: str,
-                      attempt: int, allowed: tuple[str, ...], values: dict[str, Any]) -> bool:
-    """Update one row only while this instance's claim on `attempt` holds in an allowed state."""
-    held = await session.execute(
-        update(model)
-        .where(model.id == ident, model.claimed_by == instance, model.attempts == attempt,
-               model.state.in_(allowed))
-        .values(**values)
-        .execution_options(synchronize_session=False))
-    return held.rowcount == 1
-
-
-async def due_times(database: Database, model: Leased, after: dt.datetime,
-                    until: dt.datetime) -> list[dt.datetime]:
-    """The distinct moments waiting rows fall due in (after, until]: when to look again."""
-    rows = await database.rows(
-        select(model.due_at)
-        .where(model.state.in_(WAITING), model.due_at > after, model.due_at <= until)
-        .distinct()
-        .order_by(model.due_at), None)
-    return [row[0] for row in rows]
-
-
-async def claim_oldest(database: Database, model: Leased,
-                       due: Callable[[dt.datetime], ColumnElement[bool]],
-                       claim: Callable[[list[int]], Awaitable[list[C]]], limit: int,
-                       running: Iterable[int], clock: Callable[[], dt.datetime]) -> list[C]:
-    """Claim up to `limit` rows that are `due`, oldest first, by `claim` (conditional UPDATEs
-    over the candidates, in one transaction): rows another instance wins are skipped, and
-    `running` (what this instance has in hand) are never tried. The look for candidates,
-    every few seconds on an idle line, is a plain read (db/reads.py)."""
-    claims: list[C] = []
-    tried = set(running)
-    while len(claims) < limit:
-        candidates = [row[0] for row in await database.rows(
-            select(model.id)
-            .where(due(clock()), model.id.not_in(tried))
-            .order_by(model.due_at, model.id)
-            .limit(limit - len(claims)), None)]
-        if not candidates:
-            break
-        tried.update(candidates)
-        claims += await claim(list(candidates))
-    return claims

@@ -10,26 +10,21 @@ new subject, and the old call is dropped when it comes due.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import enum
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Select, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from clinic.call_kinds import CallKind, Leg, call_ref
 from clinic.call_times import CallHours, ReminderTimes
 from clinic.schedule import day_bounds
-from db.booking import Clock, utc_now
-from db.consultations import Leg, consultation_of
-from db.consultations import channel_id as consultation_channel
-from db.engine import Database
-from db.leases import WAITING, ClaimLost, claim_oldest, claimable, due_times, held_update
+from db.leases import GIVEN_BACK, WAITING, LeasedClaim, LeasedStore, claimable
 from db.models import (
     Appointment,
     CallAttempt,
@@ -42,9 +37,7 @@ from db.models import (
 
 SURVEY_SHELF_LIFE = dt.timedelta(days=1)
 """A survey not answered within a day of the consultation is not worth a call any more."""
-ABANDON_CAUSE = "abandoned when nobat stopped"
 STOPPED_CAUSE = "nobat stopped during the call"
-LIVE = ("dialling",)
 
 
 class Purpose(enum.StrEnum):
@@ -58,20 +51,6 @@ class Purpose(enum.StrEnum):
 def subject_of(start: dt.datetime) -> str:
     """The slot a call is about, as stored: a moved booking is a different subject."""
     return start.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%MZ")
-
-
-def channel_id(call_id: int, attempt: int) -> str:
-    """The ChannelId of one attempt; derived, so the dialer can route its events."""
-    return f"nobat-p{call_id}-a{attempt}"
-
-
-_CHANNEL_ID = re.compile(r"nobat-p(\d+)-a(\d+)")
-
-
-def call_of(unique_id: str | None) -> tuple[int, int] | None:
-    """(call id, attempt) of a patient call's channel (either half) or its ActionID."""
-    match = _CHANNEL_ID.match(unique_id or "")
-    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 @dataclass(frozen=True)
@@ -96,9 +75,10 @@ class DuePatientCall:
 
 
 @dataclass(frozen=True)
-class PatientCallClaim:
-    """The right of one instance to ring one attempt, until its lease runs out."""
+class PatientCallClaim(LeasedClaim):
+    """The right of one instance to ring one attempt of a patient call."""
 
+    kind: ClassVar[CallKind] = CallKind.PATIENT_CALL
     call: DuePatientCall
     attempt: int
     instance: str
@@ -106,14 +86,9 @@ class PatientCallClaim:
     lease_until: dt.datetime
 
     @property
-    def call_id(self) -> int:
+    def ident(self) -> int:
         """The claimed call's id, for logs and lookups."""
         return self.call.id
-
-    @property
-    def channel_id(self) -> str:
-        """The ChannelId this attempt gives the patient's leg."""
-        return channel_id(self.call.id, self.attempt)
 
 
 @dataclass(frozen=True)
@@ -126,12 +101,11 @@ class CallPlanning:
     survey_after: dt.timedelta | None
 
 
-class PatientCallStore:
+class PatientCallStore(LeasedStore[PatientCallClaim]):
     """Plans patient calls and writes each step of them, one transaction a step."""
 
-    def __init__(self, database: Database, clock: Clock = utc_now) -> None:
-        self.db = database
-        self.clock = clock
+    model = PatientCall
+    live_states = ("dialling",)
 
     # -- planning ----------------------------------------------------------------------
 
@@ -165,17 +139,13 @@ class PatientCallStore:
 
     # -- claims ------------------------------------------------------------------------
 
-    async def due_times(self, after: dt.datetime, until: dt.datetime) -> list[dt.datetime]:
-        """When waiting calls fall due in (after, until]: the dialer's timers."""
-        return await due_times(self.db, PatientCall, after, until)
-
     async def claim_next(self, instance: str, lease: dt.timedelta, limit: int,
                          running: Iterable[int] = ()) -> list[PatientCallClaim]:
         """Claim up to `limit` due calls, oldest first, skipping those another instance wins
         and those no longer needed (marked cancelled with the reason, never rung)."""
-        return await claim_oldest(
-            self.db, PatientCall, lambda now: claimable(PatientCall, now),
-            lambda ids: self._claim_each(ids, instance, lease), limit, running, self.clock)
+        return await self._claim_oldest(
+            lambda now: claimable(PatientCall, now),
+            lambda ids: self._claim_each(ids, instance, lease), limit, running)
 
     async def _claim_each(self, call_ids: list[int], instance: str, lease: dt.timedelta
                           ) -> list[PatientCallClaim]:
@@ -216,12 +186,6 @@ class PatientCallStore:
 
         return await self.db.retry_locked(lambda: self.db.write(take))
 
-    async def renew(self, claim: PatientCallClaim) -> PatientCallClaim:
-        """Extend the lease of a call in progress."""
-        lease_until = self.clock() + claim.lease
-        await self._step(claim, {"lease_until": lease_until})
-        return dataclasses.replace(claim, lease_until=lease_until)
-
     async def answered(self, claim: PatientCallClaim, at: dt.datetime) -> None:
         """The patient picked up: from here on the call is never rung again (a time the flow
         recorded first stays)."""
@@ -233,7 +197,7 @@ class PatientCallStore:
         flow ran after all (the answer's event was lost with the AMI link), it is done."""
         async with self.db.reading() as session:
             ran = await session.scalar(select(PatientCall.answered_at).where(
-                PatientCall.id == claim.call_id))
+                PatientCall.id == claim.ident))
         if ran is not None:
             await self.finished(claim, f"{cause}, after its flow ran")
         elif retry_at is not None:
@@ -250,21 +214,11 @@ class PatientCallStore:
 
     async def abandon(self, claim: PatientCallClaim) -> None:
         """On shutdown, give back an attempt not answered; it is due again at once."""
-        await self._step(claim, {"state": "retry_wait", "cause": ABANDON_CAUSE,
-                                 "claimed_by": None, "lease_until": None,
-                                 "attempts": PatientCall.attempts - 1})
+        await self._step(claim, {**GIVEN_BACK, "attempts": PatientCall.attempts - 1})
 
     async def _step(self, claim: PatientCallClaim, values: dict[str, Any]) -> None:
-        async def run() -> None:
-            async with self.db.writing() as session:
-                if not await held_update(session, PatientCall, claim.call_id, claim.instance,
-                                         claim.attempt, LIVE,
-                                         {"updated_at": self.clock(), **values}):
-                    raise ClaimLost(f"patient call {claim.call_id} attempt "
-                                          f"{claim.attempt} is no longer held by "
-                                          f"{claim.instance!r}")
-
-        await self.db.retry_locked(run)
+        """Write one step while the claim holds and the call rings or runs."""
+        await self._write_held(claim, self.live_states, values)
 
     # -- what the flow reads and writes -------------------------------------------------
 
@@ -272,21 +226,21 @@ class PatientCallStore:
         """The call a channel rings for, only while that very attempt is being dialled; or,
         on a consultation's patient leg that the bridge handed over, its in-call survey. A
         stray or replayed AGI request finds nothing."""
-        found = call_of(unique_id)
-        if found is None or unique_id != channel_id(*found):
-            return await self._in_call_survey(unique_id)
+        found = call_ref(unique_id)
+        if found is None or unique_id != found.channel_id:
+            return None
+        if found.kind is CallKind.CONSULTATION:
+            return await self._in_call_survey(found.ident, unique_id)
         async with self.db.reading() as session:
-            due = await _maybe_due(session, found[0])
-        if due is None or due.state not in LIVE or due.attempts != found[1]:
+            due = await _maybe_due(session, found.ident)
+        if due is None or due.state not in self.live_states or due.attempts != found.attempt:
             return None
         return due
 
-    async def _in_call_survey(self, unique_id: str) -> DuePatientCall | None:
-        """The survey of the consultation whose patient leg this is (written as a call that
-        was answered at once), unless the patient opted out or it was taken already."""
-        ident = consultation_of(unique_id)
-        if ident is None:
-            return None
+    async def _in_call_survey(self, ident: int, unique_id: str) -> DuePatientCall | None:
+        """The survey of consultation `ident` whose patient leg `unique_id` is (written as a
+        call that was answered at once), unless the patient opted out or it was taken
+        already."""
 
         async def run() -> DuePatientCall | None:
             async with self.db.writing() as session:
@@ -295,7 +249,8 @@ class PatientCallStore:
                     select(Consultation.appointment_id, Consultation.attempts)
                     .where(Consultation.id == ident,
                            Consultation.state.in_(("bridged", "completed"))))).one_or_none()
-                if row is None or unique_id != consultation_channel(ident, row[1], Leg.PATIENT):
+                leg = CallKind.CONSULTATION.channel_id(ident, row[1], Leg.PATIENT) if row else None
+                if row is None or unique_id != leg:
                     return None
                 added = await session.execute(self._insert_new().values(
                     **_row(row[0], Purpose.SURVEY, "", now, now + SURVEY_SHELF_LIFE, now)

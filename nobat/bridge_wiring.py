@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from zoneinfo import ZoneInfo
 
 from bridge.ami_client import AmiClient
-from bridge.consultation_call import CallPlan
 from bridge.dialer import Dialer, PatientCalls
+from bridge.outbound import CallPlan
 from clinic.call_times import CallHours, ReminderTimes, retry_time
 from clinic.phones import national
 from db.booking import BookingService, Clock, utc_now

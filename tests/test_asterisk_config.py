@@ -17,14 +17,9 @@ from pathlib import Path
 import pytest
 
 from bridge.ami_protocol import Action, Event, Fields
-from bridge.consultation_call import (
-    PROMPTS,
-    CallPlan,
-    ConsultationCall,
-    Effect,
-    SendAction,
-)
+from bridge.consultation_call import PROMPTS, ConsultationCall
 from bridge.live_channels import READY_VARIABLE
+from bridge.outbound import CallPlan, Effect, SendAction
 from bridge.patient_call import PatientCallAttempt
 from clinic.phones import national
 from db.consultations import Claim, DueConsultation, Leg, RetryPolicy

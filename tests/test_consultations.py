@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
+from clinic.call_kinds import Leg
 from clinic.clinic_file import read_clinic
 from clinic.schedule import VisitKind
 from db.booking import Booked, BookingPolicy, BookingService
@@ -18,13 +19,12 @@ from db.consultations import (
     DOWN_CAUSE,
     LATE_CAUSE,
     Claim,
-    ClaimLost,
     ConsultationStore,
     DueConsultation,
-    Leg,
     RetryPolicy,
 )
 from db.engine import Database
+from db.leases import ClaimLost
 from db.models import Appointment, CallAttempt, Consultation
 from tests.support.claim_race import claim_race
 from tests.support.clinics import Clock
@@ -122,7 +122,7 @@ async def test_an_expired_lease_is_taken_over_and_the_old_claim_can_write_nothin
     assert new.channel_id(Leg.PATIENT) == f"nobat-c{ident}-a1-patient"
     for step in (store.renew(old), store.leg_answered(old, Leg.DOCTOR, clock.now),
                  store.bridged(old, clock.now), store.abandon(old),
-                 store.attempt_failed(old, "late", None, None, None)):
+                 store.attempt_failed(old, "late", {}, None)):
         with pytest.raises(ClaimLost, match="claimed by 'nobat-b' at attempt 1"):
             await step
     await store.leg_answered(new, Leg.DOCTOR, clock.now)  # seen again: the first time stays
@@ -145,7 +145,7 @@ async def test_an_instance_never_takes_back_a_call_it_still_runs(
     await store.renew(running)  # the call itself carries on
     clock.now += LEASE + dt.timedelta(seconds=1)
     [taken] = await store.claim_next("nobat-b", LEASE, 5)  # another instance may take it
-    assert (taken.consultation_id, taken.attempt, taken.taken_over) == (ident, 1, True)
+    assert (taken.ident, taken.attempt, taken.taken_over) == (ident, 1, True)
 
 
 async def test_fifty_racing_tasks_get_exactly_one_claim(
@@ -190,11 +190,11 @@ async def test_claim_next_takes_the_oldest_due_first_and_respects_the_limit(
     clock.now = at(wednesday, "10:25")
     hour = dt.timedelta(hours=1)
 
-    assert [c.consultation_id for c in await store.claim_next("nobat-a", hour, 1)] == [first]
-    assert [c.consultation_id for c in await store.claim_next("nobat-b", hour, 5)] == [later]
+    assert [c.ident for c in await store.claim_next("nobat-a", hour, 1)] == [first]
+    assert [c.ident for c in await store.claim_next("nobat-b", hour, 5)] == [later]
     assert await store.claim_next("nobat-b", hour, 5) == []
     clock.now = at(wednesday, "11:00")
-    assert [c.consultation_id for c in await store.claim_next("nobat-b", hour, 5)] == [future]
+    assert [c.ident for c in await store.claim_next("nobat-b", hour, 5)] == [future]
 
 
 async def test_a_failed_attempt_waits_for_its_retry_and_the_last_one_is_missed(
@@ -210,8 +210,8 @@ async def test_a_failed_attempt_waits_for_its_retry_and_the_last_one_is_missed(
         await store.leg_answered(claim, Leg.PATIENT, clock.now)
         clock.now += MINUTE
         retry = policy.next_at(claim, clock.now)
-        await store.attempt_failed(claim, f"attempt {number} failed", doctor_cause,
-                                   patient_cause, retry)
+        await store.attempt_failed(claim, f"attempt {number} failed",
+                                   {Leg.DOCTOR: doctor_cause, Leg.PATIENT: patient_cause}, retry)
         stored = await consultation(database, ident)
         if number < 3:
             assert retry == clock.now + 2 * MINUTE
@@ -307,7 +307,7 @@ async def test_at_start_old_consultations_are_missed_and_recent_ones_still_due(
     assert await store.due_times(now, now + dt.timedelta(minutes=30)) == [at(SATURDAY, "11:00")]
     clock.now = now
     claims = await store.claim_next("nobat-b", LEASE, 5)
-    assert sorted((c.consultation_id, c.attempt, c.taken_over) for c in claims) == [
+    assert sorted((c.ident, c.attempt, c.taken_over) for c in claims) == [
         (recent, 1, False), (crashed, 1, True)]
     assert await store.sweep_missed(now, grace=dt.timedelta(minutes=10)) == []
 
@@ -324,7 +324,7 @@ async def test_a_consultation_whose_booked_time_is_over_is_never_dialled(
     # nobat-a's attempt is taken over as it is (a party may still wait in Asterisk, to be
     # told and released); with nothing left there it is given back, and not dialled again.
     [taken] = await store.claim_next("nobat-b", LEASE, 5)
-    assert (taken.consultation_id, taken.attempt, taken.taken_over) == (crashed, 1, True)
+    assert (taken.ident, taken.attempt, taken.taken_over) == (crashed, 1, True)
     await store.abandon(taken)
     assert await store.claim_next("nobat-b", LEASE, 5) == []
 

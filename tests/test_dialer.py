@@ -20,17 +20,12 @@ from bridge.consultation_call import (
     END_CONTEXT,
     HOLDING_CONTEXT,
     TELL_GRACE,
-    CallPlan,
     ConsultationCall,
-    Done,
-    Effect,
-    Record,
-    RecordKind,
-    SendAction,
-    Wake,
 )
 from bridge.consultation_call import PROMPTS as CONSULTATION_PROMPTS
 from bridge.live_channels import LiveChannel
+from bridge.outbound import CallPlan, Done, Effect, Record, RecordKind, SendAction, Wake
+from clinic.call_kinds import CallKind, Leg
 from clinic.schedule import VisitKind
 from db.booking import Booked, BookingService
 from db.clinic_sync import load_clinic
@@ -39,8 +34,6 @@ from db.consultations import (
     UNSEEN_CAUSE,
     Claim,
     DueConsultation,
-    Leg,
-    channel_id,
 )
 from db.engine import Database
 from db.figures import Figures
@@ -629,7 +622,7 @@ def test_a_hangup_before_its_originate_response_fails_the_leg_by_its_far_cause()
                             START)
 
     [record] = [e for e in effects if isinstance(e, Record)]
-    assert (record.kind, record.cause, record.patient_cause) == (
+    assert (record.kind, record.cause, record.leg_causes[Leg.PATIENT]) == (
         RecordKind.ATTEMPT_FAILED, "patient: busy", 17)
     assert isinstance(effects[0], Record)  # written before the other leg is released
     # The ringing doctor may have answered unreported: hung up once TELL_GRACE is over.
@@ -653,7 +646,7 @@ def test_a_party_who_just_answered_is_told_why_when_the_other_fails_at_once() ->
     effects = call.on_event(happened("OriginateResponse", ActionID="nobat-c7-a1-patient",
                                      Response="Failure", Reason="0"), START)
     [record] = [e for e in effects if isinstance(e, Record)]
-    assert (record.cause, record.patient_cause) == ("patient: busy", 17)
+    assert (record.cause, record.leg_causes[Leg.PATIENT]) == ("patient: busy", 17)
     [told] = sent(effects, "Redirect")
     assert (dict(told.fields)["Channel"], dict(told.fields)["Context"]) == (
         "Local/doctor-1;1", "nobat-consult-end")
@@ -731,7 +724,7 @@ async def test_a_clinic_name_with_quotes_and_a_comma_reaches_the_dialplan_whole(
     phones = [doctor(1), patient(1, Answers(0.5, talk=40))]
     async with line(database, phones, START, plans=renamed) as pbx_line:
         await pbx_line.until(settled(database, [ident], "bridged"))
-        legs = {channel_id(ident, 1, leg) for leg in Leg}
+        legs = {CallKind.CONSULTATION.channel_id(ident, 1, leg) for leg in Leg}
         shown = [channel.cid_name for channel in pbx_line.pbx.channels.values()
                  if channel.uniqueid in legs]
         assert shown == [name, name]

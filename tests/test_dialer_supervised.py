@@ -9,8 +9,8 @@ import logging
 
 import pytest
 
-from bridge.consultation_call import CallPlan
 from bridge.dialer import PlanFactory
+from bridge.outbound import CallPlan
 from db.consultations import Claim
 from db.engine import Database
 from db.schema import upgrade
@@ -71,9 +71,9 @@ async def test_a_round_that_fails_unexpectedly_is_logged_reported_and_the_next_o
         failed: set[int] = set()
 
         def plan_for(claim: Claim) -> CallPlan:
-            if claim.consultation_id not in failed:
-                failed.add(claim.consultation_id)
-                raise LookupError(f"no route for consultation {claim.consultation_id}")
+            if claim.ident not in failed:
+                failed.add(claim.ident)
+                raise LookupError(f"no route for consultation {claim.ident}")
             return plan
 
         return plan_for

@@ -11,7 +11,7 @@ from typing import Any
 from bridge.ami_client import AmiClient
 from bridge.ami_protocol import Action, Fields
 from bridge.live_channels import READY_VARIABLE
-from db.consultations import Leg
+from clinic.call_kinds import Leg
 from db.engine import Database
 from tests.captures import captures_dir
 from tests.fakepbx.channels import State

@@ -9,11 +9,12 @@ import datetime as dt
 from sqlalchemy import select
 
 from clinic.calendar import Weekday
+from clinic.call_kinds import CallKind, Leg
 from clinic.call_times import CallHours, ReminderTimes
 from clinic.schedule import TEHRAN, VisitKind
 from db.booking import Booked, BookingService
 from db.clinic_sync import lift_absence, load_clinic, record_absence
-from db.consultations import ConsultationStore, Leg, channel_id
+from db.consultations import ConsultationStore
 from db.engine import Database
 from db.models import Closure
 from db.patient_calls import CallPlanning, PatientCallStore, Purpose
@@ -76,13 +77,14 @@ async def test_the_in_call_survey_is_written_once_for_the_consultations_patient_
     [claim] = await consultations.claim_next("nobat-1", LEASE, 1)
     await consultations.bridged(claim, clock())
     store = PatientCallStore(database, clock)
-    leg = channel_id(claim.consultation_id, claim.attempt, Leg.PATIENT)
+    leg = CallKind.CONSULTATION.channel_id(claim.ident, claim.attempt, Leg.PATIENT)
     survey = await store.live(leg)
     assert survey is not None and survey.appointment_id == appointment
     assert (survey.purpose, survey.state) == (Purpose.SURVEY, "done")
     assert await store.live(leg) is None  # a second AGI request on that leg: nothing
-    assert await store.live(channel_id(claim.consultation_id, claim.attempt, Leg.DOCTOR)) is None
-    assert await store.live(channel_id(claim.consultation_id, 9, Leg.PATIENT)) is None
+    consultation = CallKind.CONSULTATION
+    assert await store.live(consultation.channel_id(claim.ident, claim.attempt, Leg.DOCTOR)) is None
+    assert await store.live(consultation.channel_id(claim.ident, 9, Leg.PATIENT)) is None
 
 
 async def _closures(database: Database) -> list[int]:

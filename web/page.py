@@ -14,7 +14,8 @@ from zoneinfo import ZoneInfo
 import jinja2
 
 from clinic.calendar import WEEKDAY_FA, Weekday, format_jalali
-from db.consultations import ABANDON_CAUSE, CUT_CAUSE, DOWN_CAUSE, LATE_CAUSE, LINE_CUT_CAUSE
+from db.consultations import CUT_CAUSE, DOWN_CAUSE, LATE_CAUSE, LINE_CUT_CAUSE
+from db.leases import ABANDON_CAUSE
 
 LANGUAGES = ("fa", "en")
 HEAT_STEPS = 20

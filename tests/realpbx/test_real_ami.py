@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.ami_protocol import Action, Event, Fields
-from bridge.consultation_call import CallPlan, ConsultationCall, SendAction
+from bridge.consultation_call import ConsultationCall
+from bridge.outbound import CallPlan, SendAction
 from db.consultations import Claim, DueConsultation
 from tests.fakepbx.script import Answers, Phone
 from tests.realpbx.asterisk import SHIPPED, AmiLink, RealAsterisk

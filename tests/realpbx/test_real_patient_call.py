@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from bridge.ami_protocol import Event
-from bridge.consultation_call import CallPlan, SendAction
+from bridge.outbound import CallPlan, SendAction
 from bridge.patient_call import PatientCallAttempt
 from db.patient_calls import DuePatientCall, PatientCallClaim, Purpose
 from tests.fakepbx.script import Answers, Phone

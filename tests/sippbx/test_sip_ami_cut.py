@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import inspect
 
-from db.consultations import Leg
+from clinic.call_kinds import Leg
 from db.models import CallAttempt, Consultation
 from tests.sippbx.pbx import ClinicLine, clinic_line, in_order
 from tests.sippbx.sipp import SipMessage

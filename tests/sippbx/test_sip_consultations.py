@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from clinic.call_kinds import Leg
 from clinic.phones import national
 from db.booking import BookingService
-from db.consultations import Leg
 from db.models import Appointment, CallAttempt, Consultation
 from tests.sippbx.pbx import (
     CLINIC_NAME,

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from clinic.call_kinds import CallKind
 from clinic.schedule import TEHRAN, VisitKind
 from db.booking import Booked, BookingService
 from db.models import Appointment, PatientCall
-from db.patient_calls import channel_id
 from ivr import speech
 from tests.sippbx.pbx import clinic_line, first_slot_after, in_order
 from tests.support.server import ROOT
@@ -49,7 +49,7 @@ async def test_a_reminder_is_answered_and_confirmed_by_key(tmp_path: Path,
         assert isinstance(booked, Booked)
         await line.start_nobat()
         # The patient's phone rings (the carrier answers it), and its owner listens.
-        channel = await line.channel_of(channel_id(1, 1), within=30)
+        channel = await line.channel_of(CallKind.PATIENT_CALL.channel_id(1, 1), within=30)
         invite = await line.carrier.wait_for(
             lambda m: m.received and m.method == "INVITE" and m.request_user == "09351110005",
             "the reminder ringing the patient")

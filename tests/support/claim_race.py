@@ -22,7 +22,7 @@ async def _worker(job: dict[str, object]) -> list[int]:
     claimed: list[int] = []
     try:
         while batch := await store.claim_next(str(job["instance"]), lease, int(job["limit"])):
-            claimed.extend(claim.consultation_id for claim in batch)
+            claimed.extend(claim.ident for claim in batch)
     finally:
         await database.close()
     return claimed

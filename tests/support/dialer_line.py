@@ -12,8 +12,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from bridge.ami_client import AmiClient
-from bridge.consultation_call import CallPlan
 from bridge.dialer import Dialer, PatientCalls, PlanFactory
+from bridge.outbound import CallPlan
 from clinic.phones import normalize
 from db.consultations import ConsultationStore, RetryPolicy
 from db.engine import Database
