@@ -44,9 +44,8 @@ from bridge.ami_client import AmiClient
 from bridge.ami_protocol import Action
 from bridge.dialer import Dialer
 from bridge.outbound import CallPlan
-from db.booking import utc_now
 from db.consultations import ConsultationStore, RetryPolicy
-from db.engine import Database
+from db.engine import Database, utc_now
 from db.models import Appointment, Clinic, Consultation, Doctor, Patient
 from db.schema import upgrade
 from tests.fakepbx.ami_server import FakeAsterisk, Session

@@ -96,21 +96,38 @@ class Phase(enum.Enum):
     DONE = "done"
 
 
+class LegProgress(enum.IntEnum):
+    """How far a leg got, in order: each step implies the ones before it."""
+
+    RINGING = 0
+    ANSWERED = 1
+    READY = 2
+    """Heard who calls and waits for the bridge (NobatLegReady)."""
+    ENTERED = 3
+    """In the bridge with the other party."""
+
+
+class LegEnd(enum.IntEnum):
+    """Whether a leg is still to be ended, in order: GONE supersedes RELEASED."""
+
+    UP = 0
+    RELEASED = 1
+    """nobat hung it up already, or Asterisk is ending it anyway (its party left)."""
+    GONE = 2
+    """Its ;1 half hung up, or its Originate failed: nothing of it is left to end."""
+
+
 @dataclass
 class _LegState:
-    """What nobat knows about one leg: its channel, readiness and hang-up causes."""
+    """What nobat knows about one leg: its channel, how far it got, whether it is still up,
+    and its hang-up causes."""
 
     leg: Leg
     channel_id: str
     number: str
     channel: str | None = None
-    answered: bool = False
-    ready: bool = False
-    entered: bool = False
-    gone: bool = False
-    """Its ;1 half hung up, or its Originate failed: nothing of it is left to end."""
-    released: bool = False
-    """nobat hung it up already, or Asterisk is ending it anyway (its party left)."""
+    progress: LegProgress = LegProgress.RINGING
+    end: LegEnd = LegEnd.UP
     cause: int | None = None
     far_cause: int | None = None
     requested_cause: int | None = None
@@ -121,6 +138,39 @@ class _LegState:
     tell: str | None = None
     """Why the attempt failed, for a leg that was still ringing then: if it shows up
     answered within TELL_GRACE it hears this ([nobat-consult-end]); else it is hung up."""
+
+    def reach(self, progress: LegProgress) -> None:
+        """The leg got at least this far (a leg never goes back)."""
+        self.progress = max(self.progress, progress)
+
+    def ends(self, end: LegEnd) -> None:
+        """The leg is released, or gone (a gone leg stays gone)."""
+        self.end = max(self.end, end)
+
+    @property
+    def answered(self) -> bool:
+        """Its party picked up."""
+        return self.progress >= LegProgress.ANSWERED
+
+    @property
+    def ready(self) -> bool:
+        """Its party waits for the bridge, or is in it."""
+        return self.progress >= LegProgress.READY
+
+    @property
+    def entered(self) -> bool:
+        """It is in the bridge."""
+        return self.progress is LegProgress.ENTERED
+
+    @property
+    def released(self) -> bool:
+        """Nothing more for nobat to hang up: released already, or gone."""
+        return self.end >= LegEnd.RELEASED
+
+    @property
+    def gone(self) -> bool:
+        """Nothing of it is left in Asterisk."""
+        return self.end is LegEnd.GONE
 
     @property
     def recorded_cause(self) -> int | None:
@@ -195,12 +245,13 @@ class ConsultationCall:
             return [Wake(self.ends_at), *self.on_resync(live, now, since)]
         self.phase, self.bridged_at = Phase.BRIDGED, self.claim.bridged_at
         for state in self.legs.values():
-            state.answered = state.ready = state.entered = True
+            state.reach(LegProgress.ENTERED)
         effects: list[Effect] = [Wake(self.ends_at)]
         if live is None:
             return effects  # not known yet: the Wake and the next resync decide
         for state in self.legs.values():
-            state.gone = state.channel_id not in live
+            if state.channel_id not in live:
+                state.ends(LegEnd.GONE)
             found = live.get(state.channel_id)
             state.channel = found.channel if found else state.channel
         if any(state.gone for state in self.legs.values()):
@@ -226,7 +277,7 @@ class ConsultationCall:
             self.shutting_down = True
         if self.phase is Phase.ENDING:
             if evt.name == "Hangup" and not far:
-                state.gone = True
+                state.ends(LegEnd.GONE)
             answered = evt.name == "Newstate" and not far and \
                 evt.fields.get("ChannelState") == UP_STATE
             return [*(self._tell_late(state) if answered else []), *self._settle()]
@@ -252,7 +303,7 @@ class ConsultationCall:
             if self.give_up_at is not None and now < self.give_up_at:
                 return []
             for state in self.legs.values():
-                state.gone = True
+                state.ends(LegEnd.GONE)
             return self._settle()
         unexplained = next((s for s in self.legs.values() if s.unexplained), None)
         if unexplained is not None and self.phase is not Phase.DONE:
@@ -272,7 +323,7 @@ class ConsultationCall:
             return []
         failed = next((s for s in self.legs.values() if s.channel_id == action.action_id), None)
         if failed is not None:
-            failed.gone = True
+            failed.ends(LegEnd.GONE)
         return self._fail(failed, f"refused ({message})", now)
 
     def on_resync(self, live: Live | None, now: dt.datetime, since: dt.datetime,
@@ -287,7 +338,8 @@ class ConsultationCall:
             return []
         for state in self.legs.values():
             found = (live or {}).get(state.channel_id)
-            state.gone = state.gone or found is None
+            if found is None:
+                state.ends(LegEnd.GONE)
             state.channel = found.channel if found else state.channel
         if self.phase is Phase.ENDING:
             return self._settle()
@@ -311,7 +363,7 @@ class ConsultationCall:
             state.tell = None
         effects = self._release_legs()
         for state in self.legs.values():
-            state.gone = True
+            state.ends(LegEnd.GONE)
         return [*effects, *self._settle()]
 
     # -- steps -------------------------------------------------------------------------
@@ -330,14 +382,16 @@ class ConsultationCall:
                 continue
             if found.up:
                 effects += self._answered(state, now)
-                state.answered = True
-            state.ready = state.ready or found.ready or bool(found.bridge_id)
+                state.reach(LegProgress.ANSWERED)
+            if found.ready or found.bridge_id:
+                state.reach(LegProgress.READY)
         gone = next((state for state in self.legs.values() if state.gone), None)
         if gone is not None:
             return [*effects, *self._fail(gone, GONE_UNSEEN, now)]
         found_doctor, found_patient = live[doctor.channel_id], live[patient.channel_id]
         if found_doctor.bridge_id and found_doctor.bridge_id == found_patient.bridge_id:
-            doctor.entered = patient.entered = True
+            doctor.reach(LegProgress.ENTERED)
+            patient.reach(LegProgress.ENTERED)
             self.phase, self.bridged_at = Phase.BRIDGED, self.redirected_at or now
             return [*effects, Record(RecordKind.BRIDGED, self.bridged_at)]
         if found_doctor.context == BRIDGE_CONTEXT and self.phase is Phase.DIALLING:
@@ -396,7 +450,7 @@ class ConsultationCall:
             if self.phase is Phase.ENDING:
                 return [*self._tell_late(state), *self._settle()]
             return self._answered(state, now)
-        state.gone = True
+        state.ends(LegEnd.GONE)
         if self.phase is Phase.ENDING:
             return self._settle()
         reason = int(evt.fields.get("Reason") or 0)
@@ -411,7 +465,7 @@ class ConsultationCall:
         is told why if the attempt fails, never just cut off."""
         if state.answered or self.phase is not Phase.DIALLING:
             return []
-        state.answered = True
+        state.reach(LegProgress.ANSWERED)
         return [Record(RecordKind.LEG_ANSWERED, now, leg=state.leg)]
 
     def _ready(self, state: _LegState, evt: Event, now: dt.datetime) -> list[Effect]:
@@ -419,7 +473,7 @@ class ConsultationCall:
         Bridge() for the time left (asterisk/extensions.conf, [nobat-consult-bridge])."""
         if state.ready or self.phase is not Phase.DIALLING:
             return []
-        state.ready = True
+        state.reach(LegProgress.READY)
         state.channel = evt.fields.get("Chan") or state.channel
         effects = self._answered(state, now)
         if self.legs[Leg.DOCTOR].ready and self.legs[Leg.PATIENT].ready:
@@ -434,7 +488,7 @@ class ConsultationCall:
                                      str(limit)))]
 
     def _entered(self, state: _LegState, now: dt.datetime) -> list[Effect]:
-        state.entered = True
+        state.reach(LegProgress.ENTERED)
         if self.phase is not Phase.BRIDGING or not all(s.entered for s in self.legs.values()):
             return []
         self.phase, self.bridged_at = Phase.BRIDGED, now
@@ -445,7 +499,8 @@ class ConsultationCall:
         if far:
             state.far_cause = cause
         else:
-            state.cause, state.gone = cause, True
+            state.cause = cause
+            state.ends(LegEnd.GONE)
         if self.phase is Phase.BRIDGED:
             if self.shutting_down:
                 return self._cut(now, now)
@@ -471,7 +526,7 @@ class ConsultationCall:
         reason = ("call-failed" if state is None else f"{state.leg}-unavailable") + (
             "" if retry_at is not None else "-final")
         for waiting in self.legs.values():
-            if waiting is state or waiting.gone or waiting.released:
+            if waiting is state or waiting.released:
                 continue
             waiting.tell = reason  # answered (waiting, or still hearing who calls): told now
             told += self._tell_late(waiting) if waiting.ready or waiting.answered else []
@@ -480,9 +535,10 @@ class ConsultationCall:
 
     def _tell_late(self, state: _LegState) -> list[Effect]:
         """Send a leg that answered after its attempt failed to hear why, then be hung up."""
-        if state.tell is None or state.channel is None or state.gone or state.released:
+        if state.tell is None or state.channel is None or state.released:
             return []
-        reason, state.tell, state.released = state.tell, None, True
+        reason, state.tell = state.tell, None
+        state.ends(LegEnd.RELEASED)
         return [SendAction(_redirect(state.channel, END_CONTEXT, reason))]
 
     def _complete(self, leaving: _LegState | None, now: dt.datetime) -> list[Effect]:
@@ -494,7 +550,7 @@ class ConsultationCall:
         record = Record(RecordKind.COMPLETED, now, talk_seconds=talk)
         doctor, patient = self.legs[Leg.DOCTOR], self.legs[Leg.PATIENT]
         if self.plan.survey_in_call and leaving is doctor and not patient.gone:
-            patient.released = patient.gone = True  # in the survey: no longer this call's
+            patient.ends(LegEnd.GONE)  # in the survey: no longer this call's
         return self._end("completed", record, leaving, now)
 
     def _cut(self, cut: dt.datetime, now: dt.datetime, why: str = CUT_CAUSE
@@ -516,7 +572,7 @@ class ConsultationCall:
         for state in self.legs.values():
             state.unexplained = False
         if leaving is not None:
-            leaving.released = True
+            leaving.ends(LegEnd.RELEASED)
         self.give_up_at = now + dt.timedelta(seconds=self.plan.ring_seconds)
         wake = Wake(self.give_up_at)
         return [record, *(told or []), *self._release_legs(), wake, *self._settle()]
@@ -526,8 +582,8 @@ class ConsultationCall:
         still turn out answered within TELL_GRACE, and then hear why)."""
         effects: list[Effect] = []
         for state in self.legs.values():
-            if state.channel is not None and not (state.gone or state.released or state.tell):
-                state.released = True
+            if state.channel is not None and not (state.released or state.tell):
+                state.ends(LegEnd.RELEASED)
                 effects.append(SendAction(hangup(state.channel)))
         return effects
 

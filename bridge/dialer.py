@@ -47,7 +47,6 @@ from bridge.outbound import (
 from bridge.patient_call import PatientCallAttempt, RetryRule
 from clinic.call_kinds import CallKind, call_ref
 from clinic.phones import mask_in_text
-from db.booking import Clock, utc_now
 from db.consultations import (
     CUT_CAUSE,
     DOWN_CAUSE,
@@ -55,7 +54,7 @@ from db.consultations import (
     ConsultationStore,
     RetryPolicy,
 )
-from db.engine import one_line
+from db.engine import Clock, one_line, utc_now
 from db.leases import ClaimLost, LeasedClaim
 from db.patient_calls import (
     STOPPED_CAUSE,

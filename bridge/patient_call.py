@@ -14,6 +14,7 @@ effects as `ConsultationCall`, so one dialer runs both under one cap.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,6 +41,14 @@ LONGEST_CALL = dt.timedelta(minutes=15)
 """An answered call still up this long is hung up: no flow takes that long."""
 TOO_LONG_CAUSE = "still up after 15 minutes; hung up"
 
+class Phase(enum.Enum):
+    """Where the attempt stands: ringing, talking (answered: the flow runs), or over."""
+
+    DIALLING = "dialling"
+    TALKING = "talking"
+    OVER = "over"
+
+
 RetryRule = Callable[[PatientCallClaim, dt.datetime], dt.datetime | None]
 """When to ring again after an attempt nobody answered (None: give up)."""
 
@@ -57,8 +66,7 @@ class PatientCallAttempt:
     far_cause: int | None = None
     requested_cause: int | None = None
     """A HangupRequest's cause: on a SIP trunk the only early word of why it failed."""
-    phase: str = "dialling"
-    """dialling, talking (answered: the flow runs), or over."""
+    phase: Phase = Phase.DIALLING
 
     @property
     def channel_id(self) -> str:
@@ -73,7 +81,7 @@ class PatientCallAttempt:
     @property
     def over(self) -> bool:
         """True once the result is recorded."""
-        return self.phase == "over"
+        return self.phase is Phase.OVER
 
     def start(self) -> list[Effect]:
         """Ring the patient; Asterisk runs the flow once they answer."""
@@ -168,24 +176,24 @@ class PatientCallAttempt:
         found = (live or {}).get(self.channel_id)
         self.channel = self.channel or (found.channel if found else None)
         effects = self._hang_up()
-        self.phase = "over"
+        self.phase = Phase.OVER
         return [*effects, Done("released")]
 
     def _answered(self, now: dt.datetime) -> list[Effect]:
         if self.answered:
             return []
-        self.answered_at, self.phase = now, "talking"
+        self.answered_at, self.phase = now, Phase.TALKING
         return [Record(RecordKind.LEG_ANSWERED, now, leg=Leg.PATIENT),
                 Wake(now + LONGEST_CALL)]
 
     def _fail(self, why: str, now: dt.datetime) -> list[Effect]:
-        self.phase = "over"
+        self.phase = Phase.OVER
         retry_at = self.retry(self.claim, now)
         return [Record(RecordKind.ATTEMPT_FAILED, now, cause=why, retry_at=retry_at),
                 *self._hang_up(), Done("failed")]
 
     def _finish(self, cause: str | None, now: dt.datetime) -> list[Effect]:
-        self.phase = "over"
+        self.phase = Phase.OVER
         return [Record(RecordKind.COMPLETED, now, cause=cause), Done("completed")]
 
     def _hang_up(self) -> list[Effect]:

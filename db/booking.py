@@ -25,11 +25,17 @@ from db.availability import (
     Grid,
     doctor_view,
 )
-from db.engine import Database
+from db.consultations import (
+    call_under_way,
+    cancel_consultation,
+    move_consultation,
+    new_consultation,
+)
+from db.engine import Clock, Database, utc_now
+from db.lifecycles import AppointmentStatus
 from db.models import (
     Appointment,
     AppointmentEvent,
-    Consultation,
     Doctor,
     Patient,
 )
@@ -37,12 +43,6 @@ from db.reads import Rows, within
 
 __all__ = ["ClinicProfile", "DoctorView"]
 
-Clock = Callable[[], dt.datetime]
-
-
-def utc_now() -> dt.datetime:
-    """Return the current instant, aware, in UTC."""
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -198,7 +198,8 @@ class BookingService:
     async def upcoming(self, phone: str) -> list[AppointmentView]:
         """The caller's booked appointments that have not started yet."""
         number = phones.normalize(phone)
-        query = _appointments().where(Patient.phone == number, Appointment.status == "booked",
+        query = _appointments().where(Patient.phone == number,
+                                      Appointment.status == AppointmentStatus.BOOKED,
                                       Appointment.start_at > self.clock())
         async with self.db.reading() as session:
             rows = (await session.execute(query.order_by(Appointment.start_at))).all()
@@ -208,7 +209,7 @@ class BookingService:
         """A booked appointment by its code, only if it belongs to that number."""
         number = phones.normalize(phone)
         query = _appointments().where(Patient.phone == number, Appointment.code == code,
-                                      Appointment.status == "booked")
+                                      Appointment.status == AppointmentStatus.BOOKED)
         async with self.db.reading() as session:
             row = (await session.execute(query)).first()
         return None if row is None else _appointment_view(*row)
@@ -249,17 +250,18 @@ class BookingService:
             patient = await _patient(session, number, language, now)
             appointment = Appointment(
                 doctor_id=doctor_id, patient_id=patient.id, start_at=slot.start,
-                end_at=slot.end, kind=kind.value, status="booked", code=_new_code(),
+                end_at=slot.end, kind=kind.value, status=AppointmentStatus.BOOKED,
+                code=_new_code(),
                 created_via=via, created_at=now, updated_at=now)
             session.add(appointment)
             await session.flush()
             session.add(AppointmentEvent(appointment_id=appointment.id, at=now, action="booked",
                                          via=via, new_start=slot.start))
             if kind is VisitKind.PHONE:
-                session.add(Consultation(appointment_id=appointment.id, due_at=slot.start,
-                                         state="scheduled", attempts=0, updated_at=now))
+                session.add(new_consultation(appointment.id, slot.start, now))
             return Booked(AppointmentView(appointment.id, appointment.code, checked.doctor,
-                                          number, slot.start, slot.end, kind, "booked"))
+                                          number, slot.start, slot.end, kind,
+                                          AppointmentStatus.BOOKED))
 
         return attempt
 
@@ -298,11 +300,7 @@ class BookingService:
                                          old_start=appointment.start_at, new_start=slot.start))
             appointment.start_at, appointment.end_at = slot.start, slot.end
             appointment.updated_at = now
-            consultation = await _consultation(session, appointment.id)
-            if consultation is not None:
-                consultation.due_at, consultation.state = slot.start, "scheduled"
-                consultation.attempts, consultation.claimed_by = 0, None
-                consultation.lease_until, consultation.updated_at = None, now
+            await move_consultation(session, appointment.id, slot.start, now)
             await session.flush()
             return Booked(await _view(session, appointment.id))
 
@@ -327,13 +325,11 @@ class BookingService:
             if isinstance(appointment, Refused):
                 return appointment
             now = self.clock()
-            appointment.status, appointment.updated_at = "cancelled", now
+            appointment.status, appointment.updated_at = AppointmentStatus.CANCELLED, now
             session.add(AppointmentEvent(appointment_id=appointment.id, at=now,
                                          action="cancelled", via=via,
                                          old_start=appointment.start_at))
-            consultation = await _consultation(session, appointment.id)
-            if consultation is not None:
-                consultation.state, consultation.updated_at = "cancelled", now
+            await cancel_consultation(session, appointment.id, now)
             await session.flush()
             return Cancelled(await _view(session, appointment.id))
 
@@ -368,7 +364,7 @@ class BookingService:
             found = await session.scalar(
                 select(Appointment.id).where(Appointment.doctor_id == doctor_id,
                                              Appointment.start_at == start,
-                                             Appointment.status != "cancelled"))
+                                             Appointment.status != AppointmentStatus.CANCELLED))
         return found is not None
 
     async def _owned(self, session: AsyncSession, appointment_id: int, number: str, *,
@@ -376,15 +372,14 @@ class BookingService:
         appointment = await session.scalar(
             select(Appointment).join(Patient).where(Appointment.id == appointment_id,
                                                     Patient.phone == number,
-                                                    Appointment.status == "booked"))
+                                                    Appointment.status == AppointmentStatus.BOOKED))
         if appointment is None:
             return Refused(Refusal.NOT_FOUND, "no booked appointment of this caller has that id")
         if cutoff and appointment.start_at - self.clock() < self.policy.change_cutoff:
             hours = self.policy.change_cutoff.total_seconds() / 3600
             return Refused(Refusal.PAST_CUTOFF,
                            f"changes close {hours:g} hours before the appointment")
-        consultation = await _consultation(session, appointment.id)
-        if consultation is not None and consultation.state in LIVE_CALL:
+        if await call_under_way(session, appointment.id):
             return Refused(Refusal.PAST_CUTOFF, "the consultation call is under way")
         return appointment
 
@@ -496,15 +491,6 @@ class _Schedule:
         """Each local day from `first` to `last`."""
         return [self.first + dt.timedelta(days=n)
                 for n in range((self.last - self.first).days + 1)]
-
-
-LIVE_CALL = ("dialling", "bridged")
-"""Consultation states during which the booking cannot move or go: the phones are ringing."""
-
-
-async def _consultation(session: AsyncSession, appointment_id: int) -> Consultation | None:
-    return await session.scalar(
-        select(Consultation).where(Consultation.appointment_id == appointment_id))
 
 
 def _new_code() -> str:

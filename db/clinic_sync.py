@@ -18,8 +18,7 @@ from clinic import phones
 from clinic.clinic_file import ClinicSpec, DoctorSpec
 from clinic.schedule import HoursRule, VisitKind, day_bounds, day_slots
 from db.availability import rule_of
-from db.booking import Clock, utc_now
-from db.engine import Database
+from db.engine import Clock, Database, utc_now
 from db.models import Appointment, Clinic, Closure, Doctor, Patient, WeeklyHours
 
 CLOSURE_CONFLICT = "falls on a closure"

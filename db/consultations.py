@@ -25,6 +25,9 @@ from db.leases import (
     lease_expired,
     waiting_due,
 )
+from db.lifecycles import CONSULTATION, LIVE_CONSULTATION, AppointmentStatus, AttemptState
+from db.lifecycles import ConsultationState as State
+from db.lifecycles import ConsultationStep as Step
 from db.models import Appointment, CallAttempt, Consultation, Doctor, Patient
 
 DOWN_CAUSE = "due while nobat was down"
@@ -110,11 +113,22 @@ class RetryPolicy:
         return retry if retry < last else None
 
 
+MISSED = {**CONSULTATION.writes(Step.MISS), "outcome": "missed", "claimed_by": None,
+          "lease_until": None}
+"""What a consultation whose time passed before it could be dialled holds."""
+
+
+def _retry(retry_at: dt.datetime, cause: str) -> dict[str, Any]:
+    """A consultation due again at `retry_at`, free for any instance, and why."""
+    return {"due_at": retry_at, "cause": cause, "claimed_by": None, "lease_until": None}
+
+
 class ConsultationStore(LeasedStore[Claim]):
     """Reads due consultations and writes each step of their calls, one transaction a step."""
 
     model = Consultation
-    live_states = ("dialling", "bridged")
+    lifecycle = CONSULTATION
+    keep = Step.KEEP
 
     async def sweep_missed(self, now: dt.datetime, grace: dt.timedelta) -> list[int]:
         """At start: mark consultations whose time passed more than `grace` ago as missed,
@@ -127,8 +141,7 @@ class ConsultationStore(LeasedStore[Claim]):
                 rows = (await session.execute(
                     update(Consultation)
                     .where(waiting_due(Consultation, now), Consultation.due_at < now - grace)
-                    .values(state="missed", outcome="missed", cause=DOWN_CAUSE, claimed_by=None,
-                            lease_until=None, updated_at=now)
+                    .values(**MISSED, cause=DOWN_CAUSE, updated_at=now)
                     .returning(Consultation.id, Consultation.appointment_id)
                     .execution_options(synchronize_session=False))).all()
                 await _missed(session, rows, now)
@@ -162,7 +175,7 @@ class ConsultationStore(LeasedStore[Claim]):
             orphans = (await session.execute(
                 update(Consultation)
                 .where(Consultation.id.in_(ids),
-                       lease_expired(Consultation, now, "bridged", "dialling"))
+                       lease_expired(Consultation, now, *CONSULTATION.leaves(Step.TAKE_OVER)))
                 .values(claimed_by=instance, lease_until=now + lease)
                 .returning(Consultation.id, Consultation.updated_at)
                 .execution_options(synchronize_session=False))).all()
@@ -173,16 +186,17 @@ class ConsultationStore(LeasedStore[Claim]):
                 .where(Consultation.id.in_(ids), claimable(Consultation, now),
                        Consultation.appointment_id.in_(
                            select(Appointment.id).where(Appointment.end_at <= now)))
-                .values(state="missed", outcome="missed", cause=LATE_CAUSE,
-                        claimed_by=None, lease_until=None, updated_at=now)
+                .values(**MISSED, cause=LATE_CAUSE, updated_at=now)
                 .returning(Consultation.id, Consultation.appointment_id)
                 .execution_options(synchronize_session=False))).all()
             await _missed(session, late, now)
             won = (await session.execute(
                 update(Consultation)
-                .where(Consultation.id.in_(ids), claimable(Consultation, now))
-                .values(state="dialling", claimed_by=instance, lease_until=now + lease,
-                        attempts=Consultation.attempts + 1, updated_at=now)
+                .where(Consultation.id.in_(ids), claimable(Consultation, now),
+                       Consultation.state.in_(CONSULTATION.leaves(Step.CLAIM)))
+                .values(**CONSULTATION.writes(Step.CLAIM), claimed_by=instance,
+                        lease_until=now + lease, attempts=Consultation.attempts + 1,
+                        updated_at=now)
                 .returning(Consultation.id)
                 .execution_options(synchronize_session=False))).scalars().all()
             if not won:
@@ -194,7 +208,7 @@ class ConsultationStore(LeasedStore[Claim]):
                 claim = Claim(details, details.attempts, instance, lease, now + lease)
                 session.add(CallAttempt(
                     consultation_id=claim.ident, number=claim.attempt,
-                    state="dialling", doctor_channel_id=claim.channel_id(Leg.DOCTOR),
+                    state=AttemptState.DIALLING, doctor_channel_id=claim.channel_id(Leg.DOCTOR),
                     patient_channel_id=claim.channel_id(Leg.PATIENT), started_at=now))
                 claims.append(claim)
             return claims
@@ -209,27 +223,27 @@ class ConsultationStore(LeasedStore[Claim]):
         their lease run out (the call itself renews it or lets go)."""
         return await self._claim_oldest(
             lambda now: or_(claimable(Consultation, now),
-                            lease_expired(Consultation, now, "bridged")),
+                            lease_expired(Consultation, now, State.BRIDGED)),
             lambda ids: self.claim_all(ids, instance, lease), limit, running or ())
 
     async def leg_answered(self, claim: Claim, leg: Leg, at: dt.datetime) -> None:
         """Record that one party picked up (a time already recorded, before a takeover,
         stays)."""
         column = f"{leg}_answered_at"
-        await self._step(claim, ("dialling",), {},
+        await self._step(claim, Step.ANSWER, {},
                          {column: func.coalesce(getattr(CallAttempt, column), at)})
 
     async def resumed(self, claim: Claim, unseen_seconds: int) -> None:
         """Note that the attempt's events were missed for `unseen_seconds` and it went on
         from Asterisk's channels."""
-        await self._step(claim, ("dialling", "bridged"), {},
+        await self._step(claim, Step.KEEP, {},
                          {"resumes": CallAttempt.resumes + 1,
                           "unseen_seconds": CallAttempt.unseen_seconds + unseen_seconds})
 
     async def bridged(self, claim: Claim, at: dt.datetime) -> None:
         """Record that both parties are talking."""
-        await self._step(claim, ("dialling",), {"state": "bridged"},
-                         {"state": "bridged", "bridged_at": at})
+        await self._step(claim, Step.BRIDGE, {},
+                         {"state": AttemptState.BRIDGED, "bridged_at": at})
 
     async def attempt_failed(self, claim: Claim, cause: str,
                              leg_causes: Mapping[Leg, int | None], retry_at: dt.datetime | None,
@@ -239,31 +253,29 @@ class ConsultationStore(LeasedStore[Claim]):
         with `cause`; but a call rung again after a cut ends as cut, its appointment
         completed (the talk before the cut is recorded). `leg_causes` are the legs' hang-up
         causes, where known."""
-        attempt = {"state": "failed", "ended_at": ended_at or self.clock(), "outcome": "failed",
+        attempt = {"state": AttemptState.FAILED, "ended_at": ended_at or self.clock(),
+                   "outcome": "failed",
                    **{f"{leg}_cause": leg_cause for leg, leg_cause in leg_causes.items()}}
         if retry_at is None and (claim.consultation.cause or "").startswith(CUT):
             # Ringing them again after a cut failed: they did talk, so it is not missed.
-            await self._step(claim, ("dialling", "bridged"),
-                             {"state": "completed", "outcome": "cut", "lease_until": None},
-                             attempt, appointment="completed")
+            await self._step(claim, Step.END_AFTER_CUT, {"outcome": "cut", "lease_until": None},
+                             attempt, AppointmentStatus.COMPLETED)
         elif retry_at is not None:
-            await self._step(claim, ("dialling", "bridged"),
-                             {"state": "retry_wait", "due_at": retry_at, "cause": cause,
-                              "claimed_by": None, "lease_until": None}, attempt)
+            await self._step(claim, Step.RETRY, _retry(retry_at, cause), attempt)
         else:
-            await self._step(claim, ("dialling", "bridged"),
-                             {"state": "missed", "outcome": "missed", "cause": cause,
-                              "lease_until": None}, attempt, appointment="missed")
+            await self._step(claim, Step.GIVE_UP,
+                             {"outcome": "missed", "cause": cause, "lease_until": None},
+                             attempt, AppointmentStatus.MISSED)
 
     async def completed(self, claim: Claim, ended_at: dt.datetime, talk_seconds: int | None,
                         cause: str | None = None) -> None:
         """Record the end of a bridged call; the appointment is completed with it. A call
         that ended unseen has no talk time and says so in `cause`."""
-        await self._step(claim, ("bridged",),
-                         {"state": "completed", "outcome": "completed", "cause": cause,
-                          "lease_until": None},
-                         {"state": "completed", "ended_at": ended_at, "outcome": "completed",
-                          "talk_seconds": talk_seconds}, appointment="completed")
+        await self._step(claim, Step.COMPLETE,
+                         {"outcome": "completed", "cause": cause, "lease_until": None},
+                         {"state": AttemptState.COMPLETED, "ended_at": ended_at,
+                          "outcome": "completed", "talk_seconds": talk_seconds},
+                         AppointmentStatus.COMPLETED)
 
     async def cut(self, claim: Claim, ended_at: dt.datetime, talk_seconds: int,
                   retry_at: dt.datetime | None, cause: str = CUT_CAUSE) -> None:
@@ -271,32 +283,30 @@ class ConsultationStore(LeasedStore[Claim]):
         recorded cut, with the talk time until then, and the consultation is due again at
         `retry_at` to reconnect the parties; with no time left it ends as cut, and its
         appointment as completed."""
-        attempt = {"state": "cut", "ended_at": ended_at, "outcome": "cut",
+        attempt = {"state": AttemptState.CUT, "ended_at": ended_at, "outcome": "cut",
                    "talk_seconds": talk_seconds}
         if retry_at is not None:
-            await self._step(claim, ("bridged",),
-                             {"state": "retry_wait", "due_at": retry_at, "cause": cause,
-                              "claimed_by": None, "lease_until": None}, attempt)
+            await self._step(claim, Step.RECONNECT, _retry(retry_at, cause), attempt)
         else:
-            await self._step(claim, ("bridged",),
-                             {"state": "completed", "outcome": "cut", "cause": cause,
-                              "lease_until": None}, attempt, appointment="completed")
+            await self._step(claim, Step.COMPLETE,
+                             {"outcome": "cut", "cause": cause, "lease_until": None},
+                             attempt, AppointmentStatus.COMPLETED)
 
     async def hand_over(self, claim: Claim) -> None:
         """On shutdown: end this instance's lease now, so the next instance takes the
         attempt over at once, as it is."""
-        await self._step(claim, ("dialling", "bridged"), {"lease_until": self.clock()})
+        await self._step(claim, Step.KEEP, {"lease_until": self.clock()})
 
     async def abandon(self, claim: Claim) -> None:
         """Give back a claim not yet bridged; it is due again at once, for this or another
         instance (the dialer has hung up its legs first, or Asterisk has none)."""
-        await self._step(claim, ("dialling",), GIVEN_BACK,
-                         {"state": "abandoned", "ended_at": self.clock(),
+        await self._step(claim, Step.GIVE_BACK, GIVEN_BACK,
+                         {"state": AttemptState.ABANDONED, "ended_at": self.clock(),
                           "outcome": "abandoned"})
 
-    async def _step(self, claim: Claim, allowed: tuple[str, ...], consultation: dict[str, Any],
-                    attempt: dict[str, Any] | None = None, appointment: str | None = None
-                    ) -> None:
+    async def _step(self, claim: Claim, step: Step, consultation: dict[str, Any],
+                    attempt: dict[str, Any] | None = None,
+                    appointment: AppointmentStatus | None = None) -> None:
         """Write one step of the consultation, its attempt's row and its appointment's
         status in one transaction, only while `claim` holds and the state allows."""
 
@@ -312,11 +322,52 @@ class ConsultationStore(LeasedStore[Claim]):
                 await session.execute(
                     update(Appointment)
                     .where(Appointment.id == claim.consultation.appointment_id,
-                           Appointment.status == "booked")
+                           Appointment.status == AppointmentStatus.BOOKED)
                     .values(status=appointment, updated_at=now)
                     .execution_options(synchronize_session=False))
 
-        await self._write_held(claim, allowed, consultation, with_it)
+        await self._write_held(claim, step, consultation, with_it)
+
+
+def new_consultation(appointment_id: int, due_at: dt.datetime, now: dt.datetime
+                     ) -> Consultation:
+    """The call of a phone appointment just booked: scheduled for its start."""
+    return Consultation(appointment_id=appointment_id, due_at=due_at,
+                        state=State.SCHEDULED, attempts=0, updated_at=now)
+
+
+async def call_under_way(session: AsyncSession, appointment_id: int) -> bool:
+    """Whether the appointment's consultation is being dialled or talked: then the booking
+    may not move or go."""
+    state = await session.scalar(
+        select(Consultation.state).where(Consultation.appointment_id == appointment_id))
+    return state in LIVE_CONSULTATION
+
+
+async def move_consultation(session: AsyncSession, appointment_id: int, due_at: dt.datetime,
+                            now: dt.datetime) -> None:
+    """The booking moved (in the caller's transaction): its call is due at the new start,
+    its attempts counted afresh."""
+    await _booking_step(session, appointment_id, Step.RESCHEDULE, now,
+                        {"due_at": due_at, "attempts": 0, "claimed_by": None,
+                         "lease_until": None})
+
+
+async def cancel_consultation(session: AsyncSession, appointment_id: int, now: dt.datetime
+                              ) -> None:
+    """The booking was cancelled (in the caller's transaction): its call is never made."""
+    await _booking_step(session, appointment_id, Step.CANCEL, now, {})
+
+
+async def _booking_step(session: AsyncSession, appointment_id: int, step: Step,
+                        now: dt.datetime, values: dict[str, Any]) -> None:
+    """A step a change of the booking takes, as its lifecycle allows."""
+    await session.execute(
+        update(Consultation)
+        .where(Consultation.appointment_id == appointment_id,
+               Consultation.state.in_(CONSULTATION.leaves(step)))
+        .values(**CONSULTATION.writes(step), **values, updated_at=now)
+        .execution_options(synchronize_session=False))
 
 
 async def _missed(session: AsyncSession, rows: Sequence[Row[tuple[int, int]]],
@@ -328,8 +379,8 @@ async def _missed(session: AsyncSession, rows: Sequence[Row[tuple[int, int]]],
     await session.execute(
         update(Appointment)
         .where(Appointment.id.in_([appointment for _, appointment in rows]),
-               Appointment.status == "booked")
-        .values(status="missed", updated_at=now)
+               Appointment.status == AppointmentStatus.BOOKED)
+        .values(status=AppointmentStatus.MISSED, updated_at=now)
         .execution_options(synchronize_session=False))
     await _close_stranded(session, [ident for ident, _ in rows], now)
 
@@ -341,8 +392,8 @@ async def _close_stranded(session: AsyncSession, consultation_ids: list[int],
     await session.execute(
         update(CallAttempt)
         .where(CallAttempt.consultation_id.in_(consultation_ids),
-               CallAttempt.state == "dialling")
-        .values(state="abandoned", outcome="abandoned", ended_at=now)
+               CallAttempt.state == AttemptState.DIALLING)
+        .values(state=AttemptState.ABANDONED, outcome="abandoned", ended_at=now)
         .execution_options(synchronize_session=False))
 
 

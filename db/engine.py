@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,6 +27,14 @@ from db.write_groups import WriteGroups
 T = TypeVar("T")
 _WRITE = "nobat_write"
 _IN_MEMORY = (None, "", ":memory:")
+
+
+Clock = Callable[[], dt.datetime]
+
+
+def utc_now() -> dt.datetime:
+    """Return the current instant, aware, in UTC."""
+    return dt.datetime.now(dt.UTC)
 
 
 BUSY_TIMEOUT_S = 30.0

@@ -14,6 +14,7 @@ from clinic.calendar import Weekday
 from clinic.schedule import day_bounds
 from db.engine import Database
 from db.leases import claimable
+from db.lifecycles import LIVE_CONSULTATION, WAITING, ConsultationState, PatientCallState
 from db.models import (
     Appointment,
     AppointmentEvent,
@@ -25,9 +26,6 @@ from db.models import (
     PatientCall,
 )
 from db.patient_calls import Purpose, covered_bookings, subject_of
-
-LIVE_STATES = ("dialling", "bridged")
-WAITING_STATES = ("scheduled", "retry_wait")
 
 
 @dataclass(frozen=True)
@@ -120,8 +118,8 @@ class Figures:
                        CallAttempt.started_at < end)) or 0
             failed = (await session.execute(
                 select(Consultation.cause, func.count())
-                .where(Consultation.state == "missed", Consultation.updated_at >= start,
-                       Consultation.updated_at < end)
+                .where(Consultation.state == ConsultationState.MISSED,
+                       Consultation.updated_at >= start, Consultation.updated_at < end)
                 .group_by(Consultation.cause))).all()
         return DayFigures(
             calls=calls, bookings=actions.get("booked", 0),
@@ -134,11 +132,11 @@ class Figures:
 
     async def live_consultations(self) -> list[ConsultationRow]:
         """Consultations ringing or bridged now, on any instance."""
-        return await self._consultations(Consultation.state.in_(LIVE_STATES))
+        return await self._consultations(Consultation.state.in_(LIVE_CONSULTATION))
 
     async def upcoming(self, now: dt.datetime, until: dt.datetime) -> list[ConsultationRow]:
         """Consultations still to be dialled before `until`, soonest first (a retry included)."""
-        return await self._consultations(Consultation.state.in_(WAITING_STATES),
+        return await self._consultations(Consultation.state.in_(WAITING),
                                          Consultation.due_at < until,
                                          Consultation.due_at >= now - dt.timedelta(hours=1))
 
@@ -209,7 +207,8 @@ class Figures:
         async with self.db.reading() as session:
             rows = (await session.execute(
                 select(PatientCall.purpose, result, func.count())
-                .where(PatientCall.state.in_(("done", "missed", "cancelled")),
+                .where(PatientCall.state.in_((PatientCallState.DONE, PatientCallState.MISSED,
+                                              PatientCallState.CANCELLED)),
                        PatientCall.updated_at >= start, PatientCall.updated_at < end)
                 .group_by(PatientCall.purpose, result)
                 .order_by(PatientCall.purpose, result))).all()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
@@ -15,14 +16,12 @@ from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clinic.call_kinds import CallKind, Leg
-from db.booking import Clock, utc_now
-from db.engine import Database
+from db.engine import Clock, Database, utc_now
+from db.lifecycles import WAITING, ConsultationState, Lifecycle
 from db.models import Consultation, PatientCall
 
-WAITING = ("scheduled", "retry_wait")
 ABANDON_CAUSE = "abandoned when nobat stopped"
-GIVEN_BACK = {"state": "retry_wait", "cause": ABANDON_CAUSE, "claimed_by": None,
-              "lease_until": None}
+GIVEN_BACK = {"cause": ABANDON_CAUSE, "claimed_by": None, "lease_until": None}
 """A claim given back on shutdown: due again at once, for this or another instance."""
 
 
@@ -66,11 +65,13 @@ L = TypeVar("L", bound=LeasedClaim)
 
 
 class LeasedStore(Generic[L]):
-    """Writes the steps of claimed attempts of one kind, each only while its claim holds."""
+    """Writes the steps of claimed attempts of one kind, each only while its claim holds and
+    its lifecycle allows the step from the row's state."""
 
     model: ClassVar[Leased]
-    live_states: ClassVar[tuple[str, ...]]
-    """The states an attempt in progress may be in: its lease is renewed in them."""
+    lifecycle: ClassVar[Lifecycle[Any, Any]]
+    keep: ClassVar[enum.StrEnum]
+    """The step that keeps an attempt in progress as it is (its lease renewed)."""
 
     def __init__(self, database: Database, clock: Clock = utc_now) -> None:
         self.db = database
@@ -89,14 +90,22 @@ class LeasedStore(Generic[L]):
     async def renew(self, claim: L) -> L:
         """Extend the lease of an attempt in progress, so no other instance takes it over."""
         renewed = claim.renewed(self.clock())
-        await self._write_held(claim, self.live_states, {"lease_until": renewed.lease_until})
+        await self._write_held(claim, self.keep, {"lease_until": renewed.lease_until})
         return renewed
 
-    async def _write_held(self, claim: L, allowed: tuple[str, ...], values: dict[str, Any],
+    @property
+    def live_states(self) -> tuple[str, ...]:
+        """The states an attempt in progress is in."""
+        return self.lifecycle.leaves(self.keep)
+
+    async def _write_held(self, claim: L, step: enum.StrEnum, values: dict[str, Any],
                           then: Callable[[AsyncSession, dt.datetime], Awaitable[None]] | None = None
-                    ) -> None:
-        """Write one step in one transaction, only while `claim` holds and the state allows;
-        `then` writes what goes with it (other rows) in the same transaction."""
+                          ) -> None:
+        """Write `step` in one transaction, only while `claim` holds and the lifecycle allows
+        the step from the row's state; `then` writes what goes with it (other rows) in the
+        same transaction."""
+        allowed = self.lifecycle.leaves(step)
+        values = {**self.lifecycle.writes(step), **values}
 
         async def run() -> None:
             async with self.db.writing() as session:
@@ -166,4 +175,4 @@ def waiting_due(model: Leased, now: dt.datetime) -> ColumnElement[bool]:
 
 def claimable(model: Leased, now: dt.datetime) -> ColumnElement[bool]:
     """Due for a new attempt: waiting and due, or dialling under a lease that ran out."""
-    return or_(waiting_due(model, now), lease_expired(model, now, "dialling"))
+    return or_(waiting_due(model, now), lease_expired(model, now, ConsultationState.DIALLING))

@@ -21,6 +21,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from db.lifecycles import AppointmentStatus, ConsultationState, PatientCallState
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -29,13 +31,12 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-APPOINTMENT_STATUSES = ("booked", "cancelled", "completed", "missed")
+APPOINTMENT_STATUSES = tuple(AppointmentStatus)
 VISIT_KINDS = ("in_person", "phone")
 BOOKING_CHANNELS = ("ivr", "staff")
-CONSULTATION_STATES = ("scheduled", "dialling", "bridged", "completed", "retry_wait", "missed",
-                       "cancelled")
+CONSULTATION_STATES = tuple(ConsultationState)
 PATIENT_CALL_PURPOSES = ("reminder", "absence", "survey")
-PATIENT_CALL_STATES = ("scheduled", "dialling", "retry_wait", "done", "missed", "cancelled")
+PATIENT_CALL_STATES = tuple(PatientCallState)
 CLOSURE_SOURCES = ("file", "page")
 
 
@@ -58,7 +59,7 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+    return f"{column} IN ({', '.join(repr(str(v)) for v in values)})"
 
 
 class Base(DeclarativeBase):
@@ -172,7 +173,7 @@ class Appointment(Base):
     start_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     end_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     kind: Mapped[str] = mapped_column(String(20))
-    status: Mapped[str] = mapped_column(String(20), default="booked")
+    status: Mapped[str] = mapped_column(String(20), default=AppointmentStatus.BOOKED)
     code: Mapped[str] = mapped_column(String(8))
     created_via: Mapped[str] = mapped_column(String(10))
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
@@ -202,7 +203,7 @@ class Consultation(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     appointment_id: Mapped[int] = mapped_column(ForeignKey("appointment.id"), unique=True)
     due_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
-    state: Mapped[str] = mapped_column(String(20), default="scheduled")
+    state: Mapped[str] = mapped_column(String(20), default=ConsultationState.SCHEDULED)
     claimed_by: Mapped[str | None] = mapped_column(String(100))
     lease_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -271,7 +272,7 @@ class PatientCall(Base):
     due_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
     not_after: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     """No attempt starts later than this (the appointment itself, the survey's shelf life)."""
-    state: Mapped[str] = mapped_column(String(20), default="scheduled")
+    state: Mapped[str] = mapped_column(String(20), default=PatientCallState.SCHEDULED)
     claimed_by: Mapped[str | None] = mapped_column(String(100))
     lease_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -24,7 +24,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from clinic.call_kinds import CallKind, Leg, call_ref
 from clinic.call_times import CallHours, ReminderTimes
 from clinic.schedule import day_bounds
-from db.leases import GIVEN_BACK, WAITING, LeasedClaim, LeasedStore, claimable
+from db.leases import GIVEN_BACK, LeasedClaim, LeasedStore, claimable
+from db.lifecycles import (
+    PATIENT_CALL,
+    AppointmentStatus,
+    ConsultationState,
+    PatientCallState,
+)
+from db.lifecycles import PatientCallStep as Step
 from db.models import (
     Appointment,
     CallAttempt,
@@ -105,7 +112,8 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
     """Plans patient calls and writes each step of them, one transaction a step."""
 
     model = PatientCall
-    live_states = ("dialling",)
+    lifecycle = PATIENT_CALL
+    keep = Step.KEEP
 
     # -- planning ----------------------------------------------------------------------
 
@@ -163,9 +171,11 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
             now = self.clock()
             won = await session.execute(
                 update(PatientCall)
-                .where(PatientCall.id == call_id, claimable(PatientCall, now))
-                .values(state="dialling", claimed_by=instance, lease_until=now + lease,
-                        attempts=PatientCall.attempts + 1, updated_at=now)
+                .where(PatientCall.id == call_id, claimable(PatientCall, now),
+                       PatientCall.state.in_(PATIENT_CALL.leaves(Step.CLAIM)))
+                .values(**PATIENT_CALL.writes(Step.CLAIM), claimed_by=instance,
+                        lease_until=now + lease, attempts=PatientCall.attempts + 1,
+                        updated_at=now)
                 .execution_options(synchronize_session=False))
             if won.rowcount != 1:
                 return None
@@ -173,9 +183,12 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
             why_not = await _stale(session, due, now)
             if why_not is not None:
                 answered = due.answered_at is not None
+                step = Step.CLOSE if answered else Step.DROP
                 await session.execute(
-                    update(PatientCall).where(PatientCall.id == call_id)
-                    .values(state="done" if answered else "cancelled", cause=why_not,
+                    update(PatientCall)
+                    .where(PatientCall.id == call_id,
+                           PatientCall.state.in_(PATIENT_CALL.leaves(step)))
+                    .values(**PATIENT_CALL.writes(step), cause=why_not,
                             outcome=func.coalesce(PatientCall.outcome, "no_choice")
                             if answered else None,
                             claimed_by=None, lease_until=None, attempts=due.attempts - 1,
@@ -189,7 +202,8 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
     async def answered(self, claim: PatientCallClaim, at: dt.datetime) -> None:
         """The patient picked up: from here on the call is never rung again (a time the flow
         recorded first stays)."""
-        await self._step(claim, {"answered_at": func.coalesce(PatientCall.answered_at, at)})
+        await self._write_held(claim, Step.KEEP,
+                               {"answered_at": func.coalesce(PatientCall.answered_at, at)})
 
     async def attempt_failed(self, claim: PatientCallClaim, cause: str,
                              retry_at: dt.datetime | None) -> None:
@@ -201,24 +215,22 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
         if ran is not None:
             await self.finished(claim, f"{cause}, after its flow ran")
         elif retry_at is not None:
-            await self._step(claim, {"state": "retry_wait", "due_at": retry_at,
-                                     "cause": cause, "claimed_by": None, "lease_until": None})
+            await self._write_held(claim, Step.RETRY, {"due_at": retry_at, "cause": cause,
+                                                       "claimed_by": None, "lease_until": None})
         else:
-            await self._step(claim, {"state": "missed", "outcome": "not_reached",
-                                     "cause": cause, "lease_until": None})
+            await self._write_held(claim, Step.GIVE_UP, {"outcome": "not_reached",
+                                                         "cause": cause, "lease_until": None})
 
     async def finished(self, claim: PatientCallClaim, cause: str | None = None) -> None:
         """The answered call ended; the flow wrote what the patient chose, if anything."""
-        await self._step(claim, {"state": "done", "cause": cause, "lease_until": None,
-                                 "outcome": func.coalesce(PatientCall.outcome, "no_choice")})
+        await self._write_held(claim, Step.FINISH, {
+            "cause": cause, "lease_until": None,
+            "outcome": func.coalesce(PatientCall.outcome, "no_choice")})
 
     async def abandon(self, claim: PatientCallClaim) -> None:
         """On shutdown, give back an attempt not answered; it is due again at once."""
-        await self._step(claim, {**GIVEN_BACK, "attempts": PatientCall.attempts - 1})
-
-    async def _step(self, claim: PatientCallClaim, values: dict[str, Any]) -> None:
-        """Write one step while the claim holds and the call rings or runs."""
-        await self._write_held(claim, self.live_states, values)
+        await self._write_held(claim, Step.GIVE_BACK,
+                               {**GIVEN_BACK, "attempts": PatientCall.attempts - 1})
 
     # -- what the flow reads and writes -------------------------------------------------
 
@@ -248,13 +260,15 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
                 row = (await session.execute(
                     select(Consultation.appointment_id, Consultation.attempts)
                     .where(Consultation.id == ident,
-                           Consultation.state.in_(("bridged", "completed"))))).one_or_none()
+                           Consultation.state.in_((ConsultationState.BRIDGED,
+                                                   ConsultationState.COMPLETED)))
+                )).one_or_none()
                 leg = CallKind.CONSULTATION.channel_id(ident, row[1], Leg.PATIENT) if row else None
                 if row is None or unique_id != leg:
                     return None
                 added = await session.execute(self._insert_new().values(
                     **_row(row[0], Purpose.SURVEY, "", now, now + SURVEY_SHELF_LIFE, now)
-                    | {"state": "done", "attempts": 1, "answered_at": now,
+                    | {"state": PatientCallState.DONE, "attempts": 1, "answered_at": now,
                        "outcome": "no_choice", "cause": "in-call survey"}
                 ).returning(PatientCall.id))
                 call_id = added.scalar()
@@ -307,9 +321,11 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
                 mine = select(Appointment.id).where(Appointment.patient_id == patient_id)
                 await session.execute(
                     update(PatientCall)
-                    .where(PatientCall.appointment_id.in_(mine), PatientCall.state.in_(WAITING),
+                    .where(PatientCall.appointment_id.in_(mine),
+                           PatientCall.state.in_(PATIENT_CALL.leaves(Step.OPT_OUT)),
                            PatientCall.purpose.in_([Purpose.REMINDER, Purpose.SURVEY]))
-                    .values(state="cancelled", cause="the patient opted out", updated_at=now)
+                    .values(**PATIENT_CALL.writes(Step.OPT_OUT), cause="the patient opted out",
+                            updated_at=now)
                     .execution_options(synchronize_session=False))
 
         await self.db.retry_locked(run)
@@ -323,7 +339,7 @@ async def _stale(session: AsyncSession, due: DuePatientCall, now: dt.datetime) -
         return "its time passed before it could be rung"
     if due.purpose is Purpose.SURVEY:
         return "the patient opted out" if due.reminders_off else None
-    if due.status != "booked" or subject_of(due.starts_at) != due.subject:
+    if due.status != AppointmentStatus.BOOKED or subject_of(due.starts_at) != due.subject:
         return "the booking was cancelled or moved"
     if due.purpose is Purpose.REMINDER and due.reminders_off:
         return "the patient opted out"
@@ -376,8 +392,8 @@ def _details() -> Select[Any]:
 def _row(appointment_id: int, purpose: Purpose, subject: str, due: dt.datetime,
          not_after: dt.datetime, now: dt.datetime) -> dict[str, Any]:
     return {"appointment_id": appointment_id, "purpose": purpose, "subject": subject,
-            "due_at": due, "not_after": not_after, "state": "scheduled", "attempts": 0,
-            "updated_at": now}
+            "due_at": due, "not_after": not_after, "state": PatientCallState.SCHEDULED,
+            "attempts": 0, "updated_at": now}
 
 
 async def _planned(session: AsyncSession, purpose: Purpose, appointment_ids: list[int]
@@ -399,7 +415,7 @@ async def _reminders(session: AsyncSession, times: ReminderTimes, now: dt.dateti
     rows = (await session.execute(
         select(Appointment.id, Appointment.start_at)
         .join(Patient, Appointment.patient_id == Patient.id)
-        .where(Appointment.status == "booked", Appointment.start_at > now,
+        .where(Appointment.status == AppointmentStatus.BOOKED, Appointment.start_at > now,
                Appointment.start_at <= horizon, Patient.reminders_off_at.is_(None)))).all()
     planned = await _planned(session, Purpose.REMINDER, [a for a, _ in rows])
     answered = set((await session.scalars(
@@ -433,7 +449,7 @@ async def covered_bookings(session: AsyncSession, tz: ZoneInfo, now: dt.datetime
         if span[1] <= now:
             continue
         query = (select(Appointment.id, Appointment.start_at)
-                 .where(Appointment.status == "booked", Appointment.start_at > now,
+                 .where(Appointment.status == AppointmentStatus.BOOKED, Appointment.start_at > now,
                         Appointment.start_at >= span[0], Appointment.start_at < span[1]))
         if doctor_id is not None:
             query = query.where(Appointment.doctor_id == doctor_id)
@@ -461,7 +477,7 @@ async def _surveys(session: AsyncSession, hours: CallHours, after: dt.timedelta,
                                 CallAttempt.number == Consultation.attempts))
         .join(Appointment, Consultation.appointment_id == Appointment.id)
         .join(Patient, Appointment.patient_id == Patient.id)
-        .where(Consultation.state == "completed", CallAttempt.talk_seconds > 0,
+        .where(Consultation.state == ConsultationState.COMPLETED, CallAttempt.talk_seconds > 0,
                CallAttempt.ended_at > now - SURVEY_SHELF_LIFE,
                Patient.reminders_off_at.is_(None)))).all()
     planned = await _planned(session, Purpose.SURVEY, [a for a, _ in rows])

@@ -11,8 +11,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from clinic.calendar import Weekday
-from db.booking import Clock, utc_now
-from db.engine import Database
+from db.engine import Clock, Database, utc_now
 from db.models import Appointment, Doctor, SurveyAnswer
 
 QUESTIONS = ("audio", "doctor", "book_again")

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import delete, or_, select, update
 
-from db.booking import utc_now
-from db.engine import Database
+from db.engine import Database, utc_now
 from db.models import WebSession
 
 ID_BYTES = 32

@@ -16,9 +16,9 @@ from bridge.dialer import Dialer, PatientCalls
 from bridge.outbound import CallPlan
 from clinic.call_times import CallHours, ReminderTimes, retry_time
 from clinic.phones import national
-from db.booking import BookingService, Clock, utc_now
+from db.booking import BookingService
 from db.consultations import ConsultationStore, RetryPolicy
-from db.engine import Database
+from db.engine import Clock, Database, utc_now
 from db.patient_calls import CallPlanning, PatientCallClaim, PatientCallStore
 from ivr.prompts import PromptLibrary
 from nobat.config import Config

@@ -6,9 +6,9 @@ import datetime as dt
 from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
-from db.booking import BookingService, ClinicProfile, utc_now
+from db.booking import BookingService, ClinicProfile
 from db.call_log import CallLog
-from db.engine import Database
+from db.engine import Database, utc_now
 from db.patient_calls import PatientCallStore
 from db.surveys import SurveyStore
 from ivr.actions.registry import ACTIONS

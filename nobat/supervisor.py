@@ -18,8 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from clinic.phones import mask_in_text
-from db.booking import Clock, utc_now
-from db.engine import one_line
+from db.engine import Clock, one_line, utc_now
 from web.status import PartView
 
 log = logging.getLogger(__name__)

@@ -17,9 +17,9 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from clinic.phones import mask
-from db.booking import BookingService, utc_now
+from db.booking import BookingService
 from db.clinic_sync import RecordedAbsence, recorded_absences
-from db.engine import Database
+from db.engine import Database, utc_now
 from db.figures import AbsenceRow, ConsultationRow, DayFigures, Figures, Heatmap
 from db.schema import current_revision, head_revision
 from db.surveys import SurveyAverage, SurveyStore
