@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ivr.call import Call
-from ivr.conditions import parse_condition
 from ivr.flow import Action, Branch, Collect, Flow, GotoFlow, Hangup, Language, Menu, Node, Play
 from ivr.menu import Escape, ask
 
@@ -113,9 +112,9 @@ class FlowEngine:
             case Collect():
                 return await self._collect(call, node)
             case Branch():
-                for condition, target in node.cases:
-                    if parse_condition(condition)(call):
-                        return target
+                for case in node.cases:
+                    if case.test(call):
+                        return case.target
                 return node.otherwise
             case Language():
                 call.language = node.language

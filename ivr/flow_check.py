@@ -7,7 +7,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from clinic.staff_toml import KeyPath, Problem, StaffFileError, StaffToml
-from ivr.conditions import parse_condition
 from ivr.engine import ActionSpec, Choice
 from ivr.flow import (
     LANGUAGES,
@@ -67,7 +66,7 @@ def _targets(node: Node) -> list[tuple[KeyPath, str]]:
             return [(base + ("keys", k), v) for k, v in node.keys.items()] + [
                 (base + ("failure",), node.retry.failure)]
         case Branch():
-            return [(base + ("when", c), t) for c, t in node.cases] + [
+            return [(base + ("when", c.condition), c.target) for c in node.cases] + [
                 (base + ("otherwise",), node.otherwise)]
         case Action():
             return [(base + ("next",), node.next)] + [
@@ -95,12 +94,6 @@ def _check(doc: StaffToml, flow: Flow, flows: Mapping[str, Flow],
             if target not in flow.nodes and target != "back":
                 doc.error(path, f"no node {target!r} in this flow")
         match node:
-            case Branch():
-                for condition, _ in node.cases:
-                    try:
-                        parse_condition(condition)
-                    except ValueError as exc:
-                        doc.error(base + ("when", condition), str(exc))
             case Action():
                 _check_action(doc, base, node, actions)
             case GotoFlow() if node.flow not in flows:
