@@ -22,9 +22,8 @@ from ivr.flow import (
     Play,
     parse_flow,
 )
+from ivr.outcome import SHARED, Outcome
 from ivr.prompts import PromptLibrary
-
-SHARED_OUTCOMES = ("done", "back", "office", "hangup")
 
 
 def load_flows(directory: Path, actions: Mapping[str, ActionSpec],
@@ -91,7 +90,7 @@ def _check(doc: StaffToml, flow: Flow, flows: Mapping[str, Flow],
     for node in flow.nodes.values():
         base: KeyPath = ("nodes", node.id)
         for path, target in _targets(node):
-            if target not in flow.nodes and target != "back":
+            if target not in flow.nodes and target != Outcome.BACK:
                 doc.error(path, f"no node {target!r} in this flow")
         match node:
             case Action():
@@ -131,10 +130,10 @@ def _check_action(doc: StaffToml, base: KeyPath, node: Action,
         elif not isinstance(value, kind):
             doc.error(base + ("params", key), f"expected {kind.__name__}, got {value!r}")
     for outcome in node.outcomes:
-        if outcome not in (*spec.outcomes, *SHARED_OUTCOMES):
+        if outcome not in (*spec.outcomes, *SHARED):
             doc.error(base + ("outcomes", outcome),
                       f"{node.action} never ends in {outcome!r}; it can end in "
-                      f"{', '.join((*spec.outcomes, *SHARED_OUTCOMES))}")
+                      f"{', '.join((*spec.outcomes, *SHARED))}")
 
 
 def _reachable(flow: Flow) -> set[str]:
