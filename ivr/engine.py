@@ -122,7 +122,6 @@ class FlowEngine:
                 return node.next
             case Action():
                 outcome = await self.actions[node.action].run(call, node.params)
-                call.events.append(f"{node.action}:{outcome}")
                 if outcome in node.outcomes:
                     return node.outcomes[outcome]
                 if outcome is Outcome.HANGUP:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from clinic.phones import mask
@@ -41,6 +42,15 @@ LISTING = Choice(("off", "count"), default="off", refused={
 """What a caller hears of their number's bookings before keying a code."""
 
 
+@dataclass(frozen=True)
+class Change:
+    """How cancelling or moving a booking ended: where the flow goes on, and whether the
+    booking was changed (a reminder call records the patient's choice only then)."""
+
+    outcome: Outcome
+    changed: bool = False
+
+
 async def my_appointments(call: Call, params: Mapping[str, Any]) -> Outcome:
     """Take a booking's code, read that booking back; 1 cancels it, 2 moves it.
 
@@ -58,9 +68,9 @@ async def my_appointments(call: Call, params: Mapping[str, Any]) -> Outcome:
     what = await choose(call, read_back(call, booking.doctor, booking.start, booking.kind),
                         [Option(("cancel-it",), "cancel"), Option(("move-it",), "move")], RETRY)
     if what == "cancel":
-        return await cancel(call, booking)
+        return (await cancel(call, booking)).outcome
     if what == "move":
-        return await move(call, booking)
+        return (await move(call, booking)).outcome
     assert isinstance(what, Escape)
     return Outcome.of(what)
 
@@ -110,32 +120,33 @@ async def prove_booking(call: Call) -> AppointmentView | Escape:
     return Escape.FAILED
 
 
-async def cancel(call: Call, booking: AppointmentView) -> Outcome:
+async def cancel(call: Call, booking: AppointmentView) -> Change:
     """Cancel after a confirming key; a refusal (too late) is explained.
 
     The booking was proven by its code, or is the one nobat rang its number about."""
     answer = await confirm(call, ["confirm-cancel"])
     if isinstance(answer, Escape) or not answer:
         await call.say(["not-changed"])
-        return Outcome.DONE
+        return Change(Outcome.DONE)
     result = await call.services.booking.cancel(booking.id, booking.patient_phone)
-    call.events.append(f"cancel:{type(result).__name__}")
     if isinstance(result, Cancelled):
         await call.say(["cancelled"])
-    else:
-        await call.say([_refusal_prompt(result)])
-    return Outcome.DONE
+        return Change(Outcome.DONE, changed=True)
+    await call.say([_refusal_prompt(result)])
+    return Change(Outcome.DONE)
 
 
-async def move(call: Call, booking: AppointmentView) -> Outcome:
+async def move(call: Call, booking: AppointmentView) -> Change:
     """Choose a new day and time with the same doctor; the old slot is kept until then."""
     phone = booking.patient_phone
     if booking.start - call.now() < call.services.booking.policy.change_cutoff:
         await call.say(["past-cutoff"])
-        return Outcome.DONE
+        return Change(Outcome.DONE)
     draft = Draft(doctor=booking.doctor, kind=booking.kind)
+    moved = False
 
     async def finish(call: Call, draft: Draft) -> Outcome | Step:
+        nonlocal moved
         assert draft.slot is not None
         if booking.kind not in draft.slot.kinds:
             await call.say(["booking-refused"])
@@ -144,15 +155,16 @@ async def move(call: Call, booking: AppointmentView) -> Outcome:
         if unconfirmed is not None:
             return unconfirmed
         result = await call.services.booking.reschedule(booking.id, phone, draft.slot.start)
-        call.events.append(f"reschedule:{type(result).__name__}")
         if isinstance(result, Refused) and result.reason is Refusal.PAST_CUTOFF:
             await call.say(["past-cutoff"])
             return Outcome.DONE
         if isinstance(result, Booked):
+            moved = True
             await call.say(["rescheduled"])
         return await settle(call, result, draft)
 
-    return await run_steps(call, draft, (Step.DAY, Step.TIME), finish)
+    outcome = await run_steps(call, draft, (Step.DAY, Step.TIME), finish)
+    return Change(outcome, changed=moved)
 
 
 def _refusal_prompt(result: Refused) -> str:

@@ -248,7 +248,6 @@ async def book(call: Call, params: Mapping[str, Any]) -> Outcome:
             return unconfirmed
         result = await call.services.booking.book(phone, draft.doctor.id, draft.slot.start,
                                                   draft.kind, language=call.language)
-        call.events.append(f"book:{type(result).__name__}")
         return await settle(call, result, draft)
 
     return await run_steps(call, Draft(specialty=params.get("specialty")), steps, finish)

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from db.booking import AppointmentView, Booked, Refused
-from ivr.actions.appointments import cancel, move
+from ivr.actions.appointments import Change, cancel, move
 from ivr.actions.booking import RETRY, confirm, when
 from ivr.call import Call, CallAbout
 from ivr.menu import Escape, ask
@@ -54,27 +54,25 @@ async def confirm_appointment(call: Call, params: Mapping[str, Any]) -> Outcome:
 
 async def reschedule_appointment(call: Call, params: Mapping[str, Any]) -> Outcome:
     """The IVR's reschedule path for this booking (same doctor: day, time, confirm)."""
-    return await _through_ivr(call, "reschedule_appointment", move, "reschedule:Booked",
-                              "rescheduled")
+    return await _through_ivr(call, "reschedule_appointment", move, "rescheduled")
 
 
 async def cancel_appointment(call: Call, params: Mapping[str, Any]) -> Outcome:
     """The IVR's cancel path for this booking (asks for a confirming key)."""
-    return await _through_ivr(call, "cancel_appointment", cancel, "cancel:Cancelled",
-                              "cancelled")
+    return await _through_ivr(call, "cancel_appointment", cancel, "cancelled")
 
 
 async def _through_ivr(call: Call, action: str,
-                       path: Callable[[Call, AppointmentView], Awaitable[Outcome]], done: str,
+                       path: Callable[[Call, AppointmentView], Awaitable[Change]],
                        outcome: str) -> Outcome:
-    """Run one of the IVR's own paths on the booking; record `outcome` if it got `done`."""
+    """Run one of the IVR's own paths on the booking; record `outcome` if it changed it."""
     about = _about(call, action)
     if about is None:
         return Outcome.DONE
-    result = await path(call, about.booking)
-    if done in call.events:
+    change = await path(call, about.booking)
+    if change.changed:
         await _chose(call, about, outcome)
-    return result
+    return change.outcome
 
 
 async def opt_out(call: Call, params: Mapping[str, Any]) -> Outcome:
@@ -109,7 +107,6 @@ async def move_to_nearest(call: Call, params: Mapping[str, Any]) -> Outcome:
             return Outcome.BACK
         assert call.patient_phone is not None
         result = await service.reschedule(booking.id, call.patient_phone, slot.start)
-        call.events.append(f"reschedule:{type(result).__name__}")
         if isinstance(result, Booked):
             await _chose(call, about, "moved")
             await call.say(["rescheduled"])
