@@ -75,7 +75,6 @@ class Call:
     """Numbers the caller keyed into collect nodes, by name."""
     step: str = "start"
     outcome: str = "unfinished"
-    events: list[str] = field(default_factory=list)
     started_at: dt.datetime | None = None
     """When the line answered it, for the status page's elapsed time."""
     about: CallAbout | None = None

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ivr.call import Call
-from ivr.conditions import parse_condition
 from ivr.flow import Action, Branch, Collect, Flow, GotoFlow, Hangup, Language, Menu, Node, Play
 from ivr.menu import Escape, ask
+from ivr.outcome import Outcome
 
 log = logging.getLogger(__name__)
-ActionFn = Callable[[Call, Mapping[str, Any]], Awaitable[str]]
+ActionFn = Callable[[Call, Mapping[str, Any]], Awaitable[Outcome]]
 OFFICE_NODE = "office"
 MAX_STEPS = 500
 """A flow that runs this many nodes in one call is looping; the caller goes to the office."""
@@ -45,12 +45,12 @@ class Choice:
 class ActionSpec:
     """A named action flows may call, with the parameters it accepts and the outcomes it ends in.
 
-    Every action may also end in "done" (follow `next`), "back", "office" or "hangup".
+    Every action may also end in the shared outcomes: done (follow `next`), back, office, hangup.
     """
 
     run: ActionFn
     params: Mapping[str, type | Choice] = field(default_factory=dict)
-    outcomes: tuple[str, ...] = ()
+    outcomes: tuple[Outcome, ...] = ()
     asks: bool = False
     """Whether it always waits for the caller's keys (a flow loop through it is no busy loop)."""
 
@@ -76,7 +76,7 @@ class FlowEngine:
             target = await self._step(call, node, menus)
             if target is None:
                 return
-            if target == "back":
+            if target == Outcome.BACK:
                 target = menus.pop() if menus else flow.start
             node_id = target if target in flow.nodes else OFFICE_NODE
             if node_id == OFFICE_NODE and OFFICE_NODE not in flow.nodes:
@@ -107,27 +107,26 @@ class FlowEngine:
                     return node.retry.failure
                 call.failed_menus = 0
                 if isinstance(answer, Escape):
-                    return answer.value
+                    return Outcome.of(answer)
                 menus.append(node.id)
                 return node.keys[answer]
             case Collect():
                 return await self._collect(call, node)
             case Branch():
-                for condition, target in node.cases:
-                    if parse_condition(condition)(call):
-                        return target
+                for case in node.cases:
+                    if case.test(call):
+                        return case.target
                 return node.otherwise
             case Language():
                 call.language = node.language
                 return node.next
             case Action():
                 outcome = await self.actions[node.action].run(call, node.params)
-                call.events.append(f"{node.action}:{outcome}")
                 if outcome in node.outcomes:
                     return node.outcomes[outcome]
-                if outcome == "hangup":
+                if outcome is Outcome.HANGUP:
                     return None
-                return outcome if outcome in ("back", OFFICE_NODE) else node.next
+                return outcome if outcome in (Outcome.BACK, Outcome.OFFICE) else node.next
             case Hangup():
                 call.outcome = call.outcome if call.outcome != "unfinished" else "completed"
                 await call.say(node.prompts)
@@ -142,7 +141,7 @@ class FlowEngine:
                                            max_digits=node.max_digits,
                                            digit_wait=node.retry.timeout)
             if entry.back:
-                return "back"
+                return Outcome.BACK
             if len(entry.digits) >= node.min_digits:
                 call.values[node.into] = entry.digits
                 return node.next

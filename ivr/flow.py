@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clinic.staff_toml import KeyPath, StaffToml
+from ivr.conditions import Test, parse_condition
 
 LANGUAGES = ("fa", "en")
 MENU_KEYS = frozenset("0123456789*#")
@@ -44,11 +45,20 @@ class Menu:
 
 
 @dataclass(frozen=True)
+class Case:
+    """One line of a branch's `when`: the condition as staff wrote it, its test, where it leads."""
+
+    condition: str
+    test: Test
+    target: str
+
+
+@dataclass(frozen=True)
 class Branch:
     """Go one way or another on a condition of the call (language, caller known, hours...)."""
 
     id: str
-    cases: tuple[tuple[str, str], ...]
+    cases: tuple[Case, ...]
     otherwise: str
 
 
@@ -242,7 +252,17 @@ def _keys(doc: StaffToml, path: KeyPath, table: dict[str, Any]) -> dict[str, str
     return {k: v for k, v in keys.items() if isinstance(v, str)}
 
 
-def _cases(doc: StaffToml, path: KeyPath, table: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+def _cases(doc: StaffToml, path: KeyPath, table: dict[str, Any]) -> tuple[Case, ...]:
+    """The `when` table, each condition parsed here, once, so a call never meets a bad one."""
     cases = doc.value(table, path, "when", dict, what="a table of condition = node") or {}
-    return tuple((condition, target) for condition, target in cases.items()
-                 if isinstance(target, str))
+    return tuple(Case(condition, _test(doc, path, condition), target)
+                 for condition, target in cases.items() if isinstance(target, str))
+
+
+def _test(doc: StaffToml, path: KeyPath, condition: str) -> Test:
+    """A condition's test; a bad one is reported, which refuses the flow, and never holds."""
+    try:
+        return parse_condition(condition)
+    except ValueError as exc:
+        doc.error(path + ("when", condition), str(exc))
+        return lambda call: False

@@ -7,7 +7,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from clinic.staff_toml import KeyPath, Problem, StaffFileError, StaffToml
-from ivr.conditions import parse_condition
 from ivr.engine import ActionSpec, Choice
 from ivr.flow import (
     LANGUAGES,
@@ -23,9 +22,8 @@ from ivr.flow import (
     Play,
     parse_flow,
 )
+from ivr.outcome import SHARED, Outcome
 from ivr.prompts import PromptLibrary
-
-SHARED_OUTCOMES = ("done", "back", "office", "hangup")
 
 
 def load_flows(directory: Path, actions: Mapping[str, ActionSpec],
@@ -67,7 +65,7 @@ def _targets(node: Node) -> list[tuple[KeyPath, str]]:
             return [(base + ("keys", k), v) for k, v in node.keys.items()] + [
                 (base + ("failure",), node.retry.failure)]
         case Branch():
-            return [(base + ("when", c), t) for c, t in node.cases] + [
+            return [(base + ("when", c.condition), c.target) for c in node.cases] + [
                 (base + ("otherwise",), node.otherwise)]
         case Action():
             return [(base + ("next",), node.next)] + [
@@ -92,15 +90,9 @@ def _check(doc: StaffToml, flow: Flow, flows: Mapping[str, Flow],
     for node in flow.nodes.values():
         base: KeyPath = ("nodes", node.id)
         for path, target in _targets(node):
-            if target not in flow.nodes and target != "back":
+            if target not in flow.nodes and target != Outcome.BACK:
                 doc.error(path, f"no node {target!r} in this flow")
         match node:
-            case Branch():
-                for condition, _ in node.cases:
-                    try:
-                        parse_condition(condition)
-                    except ValueError as exc:
-                        doc.error(base + ("when", condition), str(exc))
             case Action():
                 _check_action(doc, base, node, actions)
             case GotoFlow() if node.flow not in flows:
@@ -138,10 +130,10 @@ def _check_action(doc: StaffToml, base: KeyPath, node: Action,
         elif not isinstance(value, kind):
             doc.error(base + ("params", key), f"expected {kind.__name__}, got {value!r}")
     for outcome in node.outcomes:
-        if outcome not in (*spec.outcomes, *SHARED_OUTCOMES):
+        if outcome not in (*spec.outcomes, *SHARED):
             doc.error(base + ("outcomes", outcome),
                       f"{node.action} never ends in {outcome!r}; it can end in "
-                      f"{', '.join((*spec.outcomes, *SHARED_OUTCOMES))}")
+                      f"{', '.join((*spec.outcomes, *SHARED))}")
 
 
 def _reachable(flow: Flow) -> set[str]:

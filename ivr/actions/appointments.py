@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from clinic.phones import mask
@@ -18,8 +19,7 @@ from ivr.actions.booking import (
     Draft,
     Step,
     confirm,
-    pick_day,
-    pick_time,
+    confirm_slot,
     read_back,
     run_steps,
     settle,
@@ -29,6 +29,7 @@ from ivr.call import Call
 from ivr.conditions import caller_number
 from ivr.engine import Choice
 from ivr.menu import Escape, Option, choose
+from ivr.outcome import Outcome
 
 log = logging.getLogger(__name__)
 CODE_DIGITS = 6
@@ -41,12 +42,16 @@ LISTING = Choice(("off", "count"), default="off", refused={
 """What a caller hears of their number's bookings before keying a code."""
 
 
-def _way_out(escape: Escape) -> str:
-    """The action's outcome for a menu escape: '*' goes back, anything else to the office."""
-    return "back" if escape is Escape.BACK else "office"
+@dataclass(frozen=True)
+class Change:
+    """How cancelling or moving a booking ended: where the flow goes on, and whether the
+    booking was changed (a reminder call records the patient's choice only then)."""
+
+    outcome: Outcome
+    changed: bool = False
 
 
-async def my_appointments(call: Call, params: Mapping[str, Any]) -> str:
+async def my_appointments(call: Call, params: Mapping[str, Any]) -> Outcome:
     """Take a booking's code, read that booking back; 1 cancels it, 2 moves it.
 
     `listing` = "count" first says how many bookings the caller id's number has (never for
@@ -54,20 +59,20 @@ async def my_appointments(call: Call, params: Mapping[str, Any]) -> str:
     """
     if call.code_tries >= RETRY.tries:
         await call.say(["code-tries-used"])
-        return "office"
+        return Outcome.OFFICE
     if params.get("listing", LISTING.default) == "count":
         await say_count(call)
     booking = await prove_booking(call)
     if isinstance(booking, Escape):
-        return _way_out(booking)
+        return Outcome.of(booking)
     what = await choose(call, read_back(call, booking.doctor, booking.start, booking.kind),
                         [Option(("cancel-it",), "cancel"), Option(("move-it",), "move")], RETRY)
     if what == "cancel":
-        return await cancel(call, booking)
+        return (await cancel(call, booking)).outcome
     if what == "move":
-        return await move(call, booking)
+        return (await move(call, booking)).outcome
     assert isinstance(what, Escape)
-    return _way_out(what)
+    return Outcome.of(what)
 
 
 async def say_count(call: Call) -> None:
@@ -115,51 +120,51 @@ async def prove_booking(call: Call) -> AppointmentView | Escape:
     return Escape.FAILED
 
 
-async def cancel(call: Call, booking: AppointmentView) -> str:
+async def cancel(call: Call, booking: AppointmentView) -> Change:
     """Cancel after a confirming key; a refusal (too late) is explained.
 
     The booking was proven by its code, or is the one nobat rang its number about."""
     answer = await confirm(call, ["confirm-cancel"])
     if isinstance(answer, Escape) or not answer:
         await call.say(["not-changed"])
-        return "done"
+        return Change(Outcome.DONE)
     result = await call.services.booking.cancel(booking.id, booking.patient_phone)
-    call.events.append(f"cancel:{type(result).__name__}")
     if isinstance(result, Cancelled):
         await call.say(["cancelled"])
-    else:
-        await call.say([_refusal_prompt(result)])
-    return "done"
+        return Change(Outcome.DONE, changed=True)
+    await call.say([_refusal_prompt(result)])
+    return Change(Outcome.DONE)
 
 
-async def move(call: Call, booking: AppointmentView) -> str:
+async def move(call: Call, booking: AppointmentView) -> Change:
     """Choose a new day and time with the same doctor; the old slot is kept until then."""
     phone = booking.patient_phone
     if booking.start - call.now() < call.services.booking.policy.change_cutoff:
         await call.say(["past-cutoff"])
-        return "done"
-    steps: list[tuple[str, Step]] = [("day", pick_day), ("time", pick_time)]
+        return Change(Outcome.DONE)
     draft = Draft(doctor=booking.doctor, kind=booking.kind)
+    moved = False
 
-    async def finish(call: Call, draft: Draft) -> str | int:
+    async def finish(call: Call, draft: Draft) -> Outcome | Step:
+        nonlocal moved
         assert draft.slot is not None
         if booking.kind not in draft.slot.kinds:
             await call.say(["booking-refused"])
-            return 1
-        answer = await confirm(call, read_back(call, booking.doctor, draft.slot.start,
-                                               booking.kind))
-        if isinstance(answer, Escape) or not answer:
-            return "office" if answer is Escape.OFFICE or answer is Escape.FAILED else 1
+            return Step.TIME
+        unconfirmed = await confirm_slot(call, booking.doctor, draft.slot.start, booking.kind)
+        if unconfirmed is not None:
+            return unconfirmed
         result = await call.services.booking.reschedule(booking.id, phone, draft.slot.start)
-        call.events.append(f"reschedule:{type(result).__name__}")
         if isinstance(result, Refused) and result.reason is Refusal.PAST_CUTOFF:
             await call.say(["past-cutoff"])
-            return "done"
+            return Outcome.DONE
         if isinstance(result, Booked):
+            moved = True
             await call.say(["rescheduled"])
-        return await settle(call, result, draft, 1)
+        return await settle(call, result, draft)
 
-    return await run_steps(call, draft, steps, finish)
+    outcome = await run_steps(call, draft, (Step.DAY, Step.TIME), finish)
+    return Change(outcome, changed=moved)
 
 
 def _refusal_prompt(result: Refused) -> str:

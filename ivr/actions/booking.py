@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,11 +15,24 @@ from ivr.actions.identify import caller_phone
 from ivr.call import Call
 from ivr.flow import Retry
 from ivr.menu import Escape, Option, ask, choose
+from ivr.outcome import Outcome
 
 RETRY = Retry()
 PAGE = 5
 """Times offered at once; "9" offers the next ones (menus stay at about six choices)."""
 CODE_REPEATS = 3
+
+
+class Step(enum.Enum):
+    """The booking dialogue's questions in the order they come, then its finish (read back and
+    write, or say the hours); an action asks some of them, and goes back to one by name."""
+
+    SPECIALTY = 1
+    DOCTOR = 2
+    DAY = 3
+    TIME = 4
+    KIND = 5
+    FINISH = 6
 
 
 @dataclass
@@ -30,10 +44,11 @@ class Draft:
     day: dt.date | None = None
     slot: Slot | None = None
     kind: VisitKind | None = None
-    automatic: set[str] = field(default_factory=set)
+    automatic: set[Step] = field(default_factory=set)
 
 
-Step = Callable[[Call, Draft], Awaitable["Escape | None"]]
+Finish = Callable[[Call, Draft], Awaitable[Outcome | Step]]
+"""An action's last step: the outcome that ends it, or the step to go back to."""
 
 
 def when(call: Call, moment: dt.datetime) -> list[str]:
@@ -54,7 +69,7 @@ async def pick_specialty(call: Call, draft: Draft) -> Escape | None:
     specialties = list(dict.fromkeys(d.specialty for d in doctors))
     if draft.specialty in specialties or len(specialties) == 1:
         draft.specialty = draft.specialty or specialties[0]
-        draft.automatic.add("specialty")
+        draft.automatic.add(Step.SPECIALTY)
         return None
     options = [Option((f"specialty/{s}",), s) for s in specialties]
     answer = await choose(call, ["choose-specialty"], options, RETRY)
@@ -69,7 +84,7 @@ async def pick_doctor(call: Call, draft: Draft) -> Escape | None:
     doctors = await call.services.booking.doctors(draft.specialty)
     if len(doctors) == 1:
         draft.doctor = doctors[0]
-        draft.automatic.add("doctor")
+        draft.automatic.add(Step.DOCTOR)
         return None
     answer = await choose(call, ["choose-doctor"],
                           [Option((f"doctor/{d.key}",), d) for d in doctors], RETRY)
@@ -127,7 +142,7 @@ async def pick_kind(call: Call, draft: Draft) -> Escape | None:
     kinds = sorted(draft.slot.kinds)
     if len(kinds) == 1:
         draft.kind = kinds[0]
-        draft.automatic.add("kind")
+        draft.automatic.add(Step.KIND)
         return None
     answer = await choose(call, ["choose-kind"],
                           [Option((f"kind/{k.value}",), k) for k in kinds], RETRY)
@@ -138,33 +153,35 @@ async def pick_kind(call: Call, draft: Draft) -> Escape | None:
     return None
 
 
-async def run_steps(call: Call, draft: Draft, steps: Sequence[tuple[str, Step]],
-                    finish: Callable[[Call, Draft], Awaitable[str | int]]) -> str:
-    """Walk the steps; '*' goes back to the last step the caller answered, or out of the action.
+ASKS: dict[Step, Callable[[Call, Draft], Awaitable[Escape | None]]] = {
+    Step.SPECIALTY: pick_specialty, Step.DOCTOR: pick_doctor, Step.DAY: pick_day,
+    Step.TIME: pick_time, Step.KIND: pick_kind}
 
-    `finish` returns an outcome to end the action, or the index of the step to go back to.
-    """
+
+async def run_steps(call: Call, draft: Draft, steps: Sequence[Step], finish: Finish) -> Outcome:
+    """Ask the steps, then finish; '*' goes back to the last step the caller answered, or out
+    of the action. A step to go back to that the action does not ask resumes at the next."""
     index = 0
     while True:
         if index >= len(steps):
             result = await finish(call, draft)
-            if isinstance(result, str):
+            if isinstance(result, Outcome):
                 return result
-            index = result
+            index = next((i for i, step in enumerate(steps) if step.value >= result.value),
+                         len(steps))
             continue
-        _, step = steps[index]
-        escape = await step(call, draft)
+        escape = await ASKS[steps[index]](call, draft)
         if escape is None:
             index += 1
             continue
         if escape is not Escape.BACK:
-            return "office"
+            return Outcome.of(escape)
         index -= 1
-        while index >= 0 and steps[index][0] in draft.automatic:
-            draft.automatic.discard(steps[index][0])
+        while index >= 0 and steps[index] in draft.automatic:
+            draft.automatic.discard(steps[index])
             index -= 1
         if index < 0:
-            return "back"
+            return Outcome.BACK
 
 
 async def confirm(call: Call, prompts: list[str]) -> bool | Escape:
@@ -184,49 +201,53 @@ async def announce_code(call: Call, code: str) -> None:
         await call.say(["your-code", *speech.digits(code, call.language)])
 
 
-async def settle(call: Call, result: BookingResult, draft: Draft, time_step: int
-                 ) -> str | int:
+async def confirm_slot(call: Call, doctor: DoctorView, start: dt.datetime, kind: VisitKind
+                       ) -> Outcome | Step | None:
+    """Read the booking back and ask: None when confirmed; 2 or '*' asks the time again."""
+    answer = await confirm(call, read_back(call, doctor, start, kind))
+    if answer is True:
+        return None
+    return Step.TIME if answer is False or answer is Escape.BACK else Outcome.of(answer)
+
+
+async def settle(call: Call, result: BookingResult, draft: Draft) -> Outcome | Step:
     """Tell the caller how the write went; a lost slot offers the nearest free ones."""
     if isinstance(result, Booked):
         await announce_code(call, result.appointment.code)
-        return "done"
+        return Outcome.DONE
     if isinstance(result, Refused):
         await call.say(["booking-refused"])
-        return time_step
+        return Step.TIME
     assert isinstance(result, SlotTaken)
     await call.say(["slot-taken"])
     if not result.alternatives:
-        return time_step - 1
+        return Step.DAY
     options = [Option(tuple(when(call, s.start)), s) for s in result.alternatives]
     answer = await choose(call, ["nearest-slots"], options, RETRY)
     if isinstance(answer, Escape):
-        return time_step if answer is Escape.BACK else "office"
+        return Step.TIME if answer is Escape.BACK else Outcome.of(answer)
     assert isinstance(answer, Slot)
     draft.slot, draft.day = answer, answer.start.astimezone(call.services.clinic.tz).date()
     if draft.kind not in answer.kinds:
         draft.kind = None
-        return time_step + 1
-    return time_step + 2
+        return Step.KIND
+    return Step.FINISH
 
 
-async def book(call: Call, params: Mapping[str, Any]) -> str:
+async def book(call: Call, params: Mapping[str, Any]) -> Outcome:
     """The booking dialogue; `specialty` in params narrows it to one specialty."""
     phone = await caller_phone(call)
     if isinstance(phone, Escape):
-        return "back" if phone is Escape.BACK else "office"
-    steps: list[tuple[str, Step]] = [("specialty", pick_specialty), ("doctor", pick_doctor),
-                                     ("day", pick_day), ("time", pick_time), ("kind", pick_kind)]
+        return Outcome.of(phone)
+    steps = (Step.SPECIALTY, Step.DOCTOR, Step.DAY, Step.TIME, Step.KIND)
 
-    async def finish(call: Call, draft: Draft) -> str | int:
+    async def finish(call: Call, draft: Draft) -> Outcome | Step:
         assert draft.doctor and draft.slot and draft.kind
-        answer = await confirm(call, read_back(call, draft.doctor, draft.slot.start, draft.kind))
-        if isinstance(answer, Escape):
-            return "office" if answer is not Escape.BACK else 3
-        if not answer:
-            return 3
+        unconfirmed = await confirm_slot(call, draft.doctor, draft.slot.start, draft.kind)
+        if unconfirmed is not None:
+            return unconfirmed
         result = await call.services.booking.book(phone, draft.doctor.id, draft.slot.start,
                                                   draft.kind, language=call.language)
-        call.events.append(f"book:{type(result).__name__}")
-        return await settle(call, result, draft, 3)
+        return await settle(call, result, draft)
 
     return await run_steps(call, Draft(specialty=params.get("specialty")), steps, finish)

@@ -9,17 +9,18 @@ from clinic import phones
 from ivr.call import Call
 from ivr.conditions import caller_number
 from ivr.menu import Escape
+from ivr.outcome import Outcome
 
 MOBILE_DIGITS = 11
 """One more may be keyed, so the '#' the prompt asks for ends the entry instead of spilling."""
 TRIES = 3
 
 
-async def identify(call: Call, params: Mapping[str, Any]) -> str:
+async def identify(call: Call, params: Mapping[str, Any]) -> Outcome:
     """Take the number from the caller id, without a word and without asking the store: a
     greeting that differed for patients would tell anyone who forges a number who they are."""
     call.patient_phone = caller_number(call.session.info.caller_id)
-    return "done"
+    return Outcome.DONE
 
 
 async def ask_mobile(call: Call, digit_wait: float = 6.0, first: str = "enter-mobile"

@@ -7,14 +7,15 @@ from typing import Any
 
 from clinic.calendar import Weekday
 from ivr import speech
-from ivr.actions.booking import Draft, Step, pick_doctor, pick_specialty, run_steps
+from ivr.actions.booking import Draft, Step, run_steps
 from ivr.call import Call
+from ivr.outcome import Outcome
 
 
-async def address(call: Call, params: Mapping[str, Any]) -> str:
+async def address(call: Call, params: Mapping[str, Any]) -> Outcome:
     """Say the clinic's address."""
     await call.say(["address-intro", "clinic/address"])
-    return "done"
+    return Outcome.DONE
 
 
 def minute_words(minute: int, lang: str) -> list[str]:
@@ -41,17 +42,16 @@ def hours_words(spans: Iterable[tuple[Weekday, int, int]], lang: str) -> list[st
     return words
 
 
-async def hours(call: Call, params: Mapping[str, Any]) -> str:
+async def hours(call: Call, params: Mapping[str, Any]) -> Outcome:
     """Choose a doctor (or take the one in params) and say their weekly hours."""
-    draft = Draft(specialty=params.get("specialty"))
-    steps: list[tuple[str, Step]] = [("specialty", pick_specialty), ("doctor", pick_doctor)]
 
-    async def finish(call: Call, draft: Draft) -> str:
+    async def finish(call: Call, draft: Draft) -> Outcome:
         assert draft.doctor is not None
         rules = await call.services.booking.weekly_hours(draft.doctor.id)
         spans = [(r.weekday, r.start_minute, r.end_minute) for r in rules]
         await call.say(["hours-of", f"doctor/{draft.doctor.key}",
                         *hours_words(spans, call.language)])
-        return "done"
+        return Outcome.DONE
 
-    return await run_steps(call, draft, steps, finish)
+    return await run_steps(call, Draft(specialty=params.get("specialty")),
+                           (Step.SPECIALTY, Step.DOCTOR), finish)

@@ -7,16 +7,17 @@ from typing import Any
 
 from ivr.actions.info import hours_words
 from ivr.call import Call
+from ivr.outcome import Outcome
 
 
-async def office(call: Call, params: Mapping[str, Any]) -> str:
+async def office(call: Call, params: Mapping[str, Any]) -> Outcome:
     """Transfer within office hours (the flow ends); outside them, the hours and back."""
     services = call.services
     if services.office.open_at(call.now(), services.clinic.tz):
         await call.say(["transferring"])
         await call.session.transfer(services.office.endpoint)
         call.outcome = "office"
-        return "hangup"
+        return Outcome.HANGUP
     spans = [(day, start, end) for day, (start, end) in services.office.hours.items()]
     await call.say(["office-closed", *hours_words(spans, call.language)])
-    return "done"
+    return Outcome.DONE

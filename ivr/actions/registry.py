@@ -19,6 +19,7 @@ from ivr.actions.patient_calls import (
     would_book_again,
 )
 from ivr.engine import ActionSpec
+from ivr.outcome import Outcome
 
 ACTIONS: dict[str, ActionSpec] = {
     "identify": ActionSpec(identify),
@@ -32,7 +33,7 @@ ACTIONS: dict[str, ActionSpec] = {
     "reschedule_appointment": ActionSpec(reschedule_appointment, asks=True),
     "cancel_appointment": ActionSpec(cancel_appointment, asks=True),
     "opt_out": ActionSpec(opt_out),
-    "move_to_nearest": ActionSpec(move_to_nearest, outcomes=("none",), asks=True),
+    "move_to_nearest": ActionSpec(move_to_nearest, outcomes=(Outcome.NO_FREE_TIME,), asks=True),
     "rate_audio": ActionSpec(rate_audio, asks=True),
     "rate_doctor": ActionSpec(rate_doctor, asks=True),
     "would_book_again": ActionSpec(would_book_again, asks=True),
