@@ -33,7 +33,7 @@ from bridge.outbound import (
     originate_failure,
 )
 from clinic.call_kinds import Leg
-from db.patient_calls import PatientCallClaim
+from db.patient_calls import CallPlanning, PatientCallClaim, PatientCallStore
 from protocol.call_token import TOKEN_VARIABLE
 
 PATIENT_CALL_CONTEXT = "nobat-patient-call"
@@ -51,6 +51,20 @@ class Phase(enum.Enum):
 
 RetryRule = Callable[[PatientCallClaim, dt.datetime], dt.datetime | None]
 """When to ring again after an attempt nobody answered (None: give up)."""
+
+
+@dataclass(frozen=True)
+class PatientCalls:
+    """Reminders, absence calls and surveys: what to plan, how to ring, when to retry."""
+
+    store: PatientCallStore
+    planning: CallPlanning
+    plan: CallPlan
+    retry: RetryRule
+    plan_every: float = 60.0
+    """Seconds between looks for calls to plan (bookings made, closures recorded)."""
+    max_calls: int = 20
+    """Patient calls at once, within the dialer's cap: the rest stays for consultations."""
 
 
 @dataclass

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from zoneinfo import ZoneInfo
 
 from bridge.ami_client import AmiClient
-from bridge.dialer import Dialer, PatientCalls
+from bridge.dialer import Dialer
 from bridge.outbound import CallPlan
+from bridge.patient_call import PatientCalls
 from clinic.call_times import CallHours, ReminderTimes, retry_time
 from clinic.phones import national
 from db.booking import BookingService

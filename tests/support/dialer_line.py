@@ -12,8 +12,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from bridge.ami_client import AmiClient
-from bridge.dialer import Dialer, PatientCalls, PlanFactory
+from bridge.dialer import Dialer, PlanFactory
 from bridge.outbound import CallPlan
+from bridge.patient_call import PatientCalls
 from clinic.phones import normalize
 from db.consultations import ConsultationStore, RetryPolicy
 from db.engine import Database
