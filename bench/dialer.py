@@ -42,7 +42,7 @@ from sqlalchemy import func, insert, select
 
 from bridge.ami_client import AmiClient
 from bridge.ami_protocol import Action
-from bridge.dialer import Dialer
+from bridge.dialer import Dialer, Tuning
 from bridge.outbound import CallPlan
 from db.consultations import ConsultationStore, RetryPolicy
 from db.engine import Database, utc_now
@@ -177,8 +177,8 @@ async def rush(url: str, calls: int, cap: int, speed: float, talk: float, give_u
         await ami.wait_ready(5.0)
         due = utc_now() + dt.timedelta(seconds=3)  # the dialer's timer is set when they fall due
         await populate(database, calls, due, lambda n, start: due)
-        dialer = Dialer(ConsultationStore(database), ami, lambda _: PLAN, "bench", cap,
-                        RetryPolicy(), poll=POLL)
+        dialer = Dialer(ConsultationStore(database), ami, lambda _: PLAN, "bench",
+                        RetryPolicy(), Tuning(cap, poll=POLL))
         running = asyncio.create_task(dialer.run())
         try:
             await asyncio.sleep(max(0.0, (due - utc_now()).total_seconds()))
@@ -244,8 +244,8 @@ async def restore(url: str, count: int, own_moment: bool) -> RestoreResult:
     await populate(database, count, first, (lambda n, start: first + n * HALF_SECOND)
                    if own_moment else (lambda n, start: start))
     ami = AmiClient("127.0.0.1", 1, "bench", "unused")  # never started: no call is made
-    dialer = Dialer(ConsultationStore(database), ami, lambda _: PLAN, "bench", 200,
-                    RetryPolicy())
+    dialer = Dialer(ConsultationStore(database), ami, lambda _: PLAN, "bench", RetryPolicy(),
+                    Tuning(cap=200))
     async with database.reading() as session:  # a warm pool, as a running dialer would have
         await session.execute(select(1))
     gc.collect()

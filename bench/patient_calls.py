@@ -36,7 +36,7 @@ from typing import TypeVar
 from sqlalchemy import func, insert, select
 
 from bridge.ami_client import AmiClient
-from bridge.dialer import Dialer
+from bridge.dialer import Dialer, Tuning
 from bridge.outbound import CallPlan
 from clinic.schedule import TEHRAN
 from db.clinic_sync import load_clinic, record_absence
@@ -160,8 +160,9 @@ async def end_to_end(url: str, calls: int, cap: int, folder: Path) -> str:
         ami = AmiClient("127.0.0.1", pbx.port, "ctrl", "ctrlsecret", ping_interval=None)
         await ami.start()
         await ami.wait_ready(5.0)
-        dialer = Dialer(ConsultationStore(database, clock), ami, lambda _: plan, "bench", cap,
-                        RetryPolicy(), clock, poll=0.05, lease=dt.timedelta(minutes=10),
+        dialer = Dialer(ConsultationStore(database, clock), ami, lambda _: plan, "bench",
+                        RetryPolicy(), Tuning(cap, poll=0.05, lease=dt.timedelta(minutes=10)),
+                        clock,
                         patient_calls=patient_calls(config, database, plan, TEHRAN, clock,
                                                     plan_every=0.0))
         began = time.perf_counter()

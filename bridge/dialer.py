@@ -11,8 +11,7 @@ a reminder, absence call or survey whose flow runs over FastAGI) in its own task
 store (bridge/call_jobs.py) before the next action goes to Asterisk, and is fed the AMI
 events of that call alone (bridge/call_routing.py).
 
-    dialer = Dialer(store, ami, lambda claim: plan, instance="nobat-1", cap=8,
-                    retry=RetryPolicy())
+    dialer = Dialer(store, ami, lambda claim: plan, "nobat-1", RetryPolicy(), Tuning(cap=8))
     task = asyncio.create_task(dialer.run())
 """
 
@@ -22,6 +21,7 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -46,9 +46,29 @@ log = logging.getLogger(__name__)
 PlanFactory = Callable[[Claim], CallPlan]
 
 
+@dataclass(frozen=True)
+class Tuning:
+    """How much one dialer rings at once and how it keeps time (config.toml [consultations])."""
+
+    cap: int
+    """Outbound channels its calls hold or ring at once (so also the Originates in flight)."""
+    poll: float = 5.0
+    """Seconds between looks at the store when no timer fires and no call ends."""
+    lease: dt.timedelta = dt.timedelta(minutes=1)
+    """How long a claim is this instance's without a renewal."""
+    missed_grace: dt.timedelta = dt.timedelta(minutes=5)
+    """A consultation this late is missed, not dialled (at start, or given back)."""
+    reconnect_wait: float = 30.0
+    """Seconds a call waits for a lost AMI link before it decides without Asterisk."""
+    link_check: float = 1.0
+    """Seconds between a call's looks at its lease and the AMI link while no event comes."""
+    timer_horizon: dt.timedelta = dt.timedelta(days=1)
+    """How far ahead timers are set for due times."""
+
+
 class Dialer:
-    """Claims due consultations for one nobat instance and runs each as a call; `cap` bounds
-    the outbound channels its calls hold at once (so also the Originates in flight)."""
+    """Claims due consultations for one nobat instance and runs each as a call, within
+    `tuning.cap` outbound channels."""
 
     def __init__(
         self,
@@ -56,25 +76,18 @@ class Dialer:
         ami: AmiClient,
         plan_for: PlanFactory,
         instance: str,
-        cap: int,
         retry: RetryPolicy,
+        tuning: Tuning,
         clock: Clock = utc_now,
         *,
         sleep: Sleep = asyncio.sleep,
-        poll: float = 5.0,
-        lease: dt.timedelta = dt.timedelta(minutes=1),
-        missed_grace: dt.timedelta = dt.timedelta(minutes=5),
-        reconnect_wait: float = 30.0,
-        link_check: float = 1.0,
         patient_calls: PatientCalls | None = None,
-        timer_horizon: dt.timedelta = dt.timedelta(days=1),
     ) -> None:
         self.store, self.ami, self.plan_for = store, ami, plan_for
-        self.instance, self.retry, self.clock = instance, retry, clock
-        self.poll, self.lease, self.missed_grace = poll, lease, missed_grace
+        self.instance, self.retry, self.tuning, self.clock = instance, retry, tuning, clock
         self.patient_calls = patient_calls
-        self.capacity = Capacity(cap, patient_calls.max_calls if patient_calls else 0)
-        self.context = CallContext(ami, clock, sleep, link_check, reconnect_wait)
+        self.capacity = Capacity(tuning.cap, patient_calls.max_calls if patient_calls else 0)
+        self.context = CallContext(ami, clock, sleep, tuning.link_check, tuning.reconnect_wait)
         self.calls: dict[CallKey, asyncio.Task[str]] = {}
         """Calls in progress, by kind and id."""
         self.on_dispatch: list[Callable[[Claim, dt.timedelta], None]] = []
@@ -82,8 +95,8 @@ class Dialer:
         histogram)."""
         self._wake = asyncio.Event()
         self.timers = DueTimers(self._wake.set, clock)
-        self.planning = DuePlanning(store, patient_calls, self.timers, clock, timer_horizon,
-                                    poll)
+        self.planning = DuePlanning(store, patient_calls, self.timers, clock,
+                                    tuning.timer_horizon, tuning.poll)
         self.inboxes = CallInboxes(ami.subscribe)
         self.trouble: tuple[dt.datetime, str] | None = None
         """Since when and why its rounds fail (the store or AMI away, a bug), or None."""
@@ -93,7 +106,7 @@ class Dialer:
         due, forever. A sweep that fails raises (the supervisor runs this again); a round
         that fails, for whatever reason, is logged and reported in `trouble`, and the next
         round runs."""
-        missed = await self.store.sweep_missed(self.clock(), self.missed_grace)
+        missed = await self.store.sweep_missed(self.clock(), self.tuning.missed_grace)
         if missed:
             log.warning("%d consultations were due while nobat was down: marked missed",
                         len(missed))
@@ -110,7 +123,7 @@ class Dialer:
                 if self.trouble is not None:
                     log.info("the dialer's rounds work again")
                 self.trouble = None
-            pause = asyncio.ensure_future(self.context.sleep(self.poll))
+            pause = asyncio.ensure_future(self.context.sleep(self.tuning.poll))
             woken = asyncio.ensure_future(self._wake.wait())
             try:
                 await asyncio.wait({pause, woken}, return_when=asyncio.FIRST_COMPLETED)
@@ -125,7 +138,8 @@ class Dialer:
         since = self.trouble[0] if self.trouble is not None else self.clock()
         self.trouble = (since, error)
         expected = isinstance(exc, (AmiError, SQLAlchemyError))
-        log.error("a round of the dialer failed; the next one in %g s at most: %s", self.poll,
+        log.error("a round of the dialer failed; the next one in %g s at most: %s",
+                  self.tuning.poll,
                   error, exc_info=None if expected else exc)
 
     async def set_timers(self) -> int:
@@ -145,7 +159,7 @@ class Dialer:
         if capacity.free(self.calls) <= 0 or self.ami.status.state is not LinkState.CONNECTED:
             return []
         claims = await self.store.claim_next(
-            self.instance, self.lease, capacity.room(CallKind.CONSULTATION, self.calls),
+            self.instance, self.tuning.lease, capacity.room(CallKind.CONSULTATION, self.calls),
             running=running(CallKind.CONSULTATION, self.calls))
         now = self.clock()
         failed: Exception | None = None
@@ -159,13 +173,14 @@ class Dialer:
                 continue
             for listener in self.on_dispatch if not claim.taken_over else ():
                 listener(claim, now - claim.consultation.due_at)  # how late it was rung
-            self._start(ConsultationJob(self.store, claim, call, self.missed_grace), call)
+            self._start(ConsultationJob(self.store, claim, call, self.tuning.missed_grace), call)
             started.append(claim)
         desk = self.patient_calls
         room = capacity.room(CallKind.PATIENT_CALL, self.calls)
         if desk is not None and room > 0:
             mine = running(CallKind.PATIENT_CALL, self.calls)
-            for patient in await desk.store.claim_next(self.instance, self.lease, room, mine):
+            for patient in await desk.store.claim_next(self.instance, self.tuning.lease, room,
+                                                          mine):
                 call = PatientCallAttempt(patient, desk.plan, desk.retry)
                 self._start(PatientCallJob(desk.store, patient, call), call)
                 started.append(patient)

@@ -20,6 +20,7 @@ from clinic.schedule import HoursRule, VisitKind, day_bounds, day_slots
 from db.availability import rule_of
 from db.engine import Clock, Database, utc_now
 from db.models import Appointment, Clinic, Closure, Doctor, Patient, WeeklyHours
+from db.records import columns_of, record_of
 
 CLOSURE_CONFLICT = "falls on a closure"
 
@@ -265,12 +266,13 @@ async def recorded_absences(database: Database, since: dt.date) -> list[Recorded
     """Page-recorded closures not over before `since`, soonest first."""
     async with database.reading() as session:
         rows = (await session.execute(
-            select(Closure.id, Doctor.name_en, Closure.first_day, Closure.last_day,
-                   Closure.reason)
+            select(*columns_of(RecordedAbsence, id=Closure.id, doctor=Doctor.name_en,
+                               first_day=Closure.first_day, last_day=Closure.last_day,
+                               reason=Closure.reason))
             .outerjoin(Doctor, Closure.doctor_id == Doctor.id)
             .where(Closure.source == "page", Closure.last_day >= since)
             .order_by(Closure.first_day, Closure.id))).all()
-    return [RecordedAbsence(*row) for row in rows]
+    return [record_of(RecordedAbsence, row) for row in rows]
 
 
 async def lift_absence(database: Database, closure_id: int) -> bool:

@@ -29,6 +29,7 @@ from db.lifecycles import CONSULTATION, LIVE_CONSULTATION, AppointmentStatus, At
 from db.lifecycles import ConsultationState as State
 from db.lifecycles import ConsultationStep as Step
 from db.models import Appointment, CallAttempt, Consultation, Doctor, Patient
+from db.records import columns_of, record_of
 
 DOWN_CAUSE = "due while nobat was down"
 UNSEEN_CAUSE = "ended while no nobat watched it; talk time unknown"
@@ -204,7 +205,7 @@ class ConsultationStore(LeasedStore[Claim]):
             await _close_stranded(session, list(won), now)
             for row in (await session.execute(_details().where(Consultation.id.in_(won))
                                               .order_by(Consultation.due_at, Consultation.id))):
-                details = DueConsultation(*row)
+                details = record_of(DueConsultation, row)
                 claim = Claim(details, details.attempts, instance, lease, now + lease)
                 session.add(CallAttempt(
                     consultation_id=claim.ident, number=claim.attempt,
@@ -401,7 +402,7 @@ async def _taken_over(session: AsyncSession, consultation_id: int, instance: str
                       lease: dt.timedelta, now: dt.datetime, seen_until: dt.datetime
                       ) -> Claim:
     """The claim on an attempt whose instance stopped, bridged or not: as it was."""
-    details = DueConsultation(*(await session.execute(
+    details = record_of(DueConsultation, (await session.execute(
         _details().where(Consultation.id == consultation_id))).one())
     bridged_at, doctor, patient = (await session.execute(
         select(CallAttempt.bridged_at, CallAttempt.doctor_answered_at,
@@ -414,11 +415,15 @@ async def _taken_over(session: AsyncSession, consultation_id: int, instance: str
 
 
 def _details() -> Select[Any]:
-    """Columns in the order of DueConsultation's fields."""
-    return (select(Consultation.id, Consultation.appointment_id, Consultation.due_at,
-                   Consultation.state, Consultation.attempts, Appointment.start_at,
-                   Appointment.end_at, Doctor.key, Doctor.name, Doctor.name_en, Doctor.phone,
-                   Patient.phone, Patient.language, Consultation.cause)
+    """The columns of a DueConsultation."""
+    return (select(*columns_of(
+                DueConsultation, id=Consultation.id, appointment_id=Consultation.appointment_id,
+                due_at=Consultation.due_at, state=Consultation.state,
+                attempts=Consultation.attempts, starts_at=Appointment.start_at,
+                ends_at=Appointment.end_at, doctor_key=Doctor.key, doctor_name=Doctor.name,
+                doctor_name_en=Doctor.name_en, doctor_phone=Doctor.phone,
+                patient_phone=Patient.phone, patient_language=Patient.language,
+                cause=Consultation.cause))
             .join(Appointment, Consultation.appointment_id == Appointment.id)
             .join(Doctor, Appointment.doctor_id == Doctor.id)
             .join(Patient, Appointment.patient_id == Patient.id))

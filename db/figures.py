@@ -26,6 +26,7 @@ from db.models import (
     PatientCall,
 )
 from db.patient_calls import Purpose, covered_bookings, subject_of
+from db.records import columns_of, record_of
 
 
 @dataclass(frozen=True)
@@ -142,10 +143,12 @@ class Figures:
 
     async def _consultations(self, *where: object) -> list[ConsultationRow]:
         attempt = CallAttempt
-        query = (select(Consultation.id, Consultation.state, Doctor.name, Doctor.name_en,
-                        Patient.phone, Consultation.due_at, Appointment.start_at,
-                        Appointment.end_at, Consultation.attempts, attempt.started_at,
-                        attempt.bridged_at)
+        query = (select(*columns_of(
+                    ConsultationRow, id=Consultation.id, state=Consultation.state,
+                    doctor=Doctor.name, doctor_en=Doctor.name_en, patient_phone=Patient.phone,
+                    due_at=Consultation.due_at, starts_at=Appointment.start_at,
+                    ends_at=Appointment.end_at, attempt=Consultation.attempts,
+                    attempt_started=attempt.started_at, bridged_at=attempt.bridged_at))
                  .join(Appointment, Consultation.appointment_id == Appointment.id)
                  .join(Doctor, Appointment.doctor_id == Doctor.id)
                  .join(Patient, Appointment.patient_id == Patient.id)
@@ -155,7 +158,7 @@ class Figures:
                  .order_by(Consultation.due_at, Consultation.id))
         async with self.db.reading() as session:
             rows = (await session.execute(query)).all()
-        return [ConsultationRow(*row) for row in rows]
+        return [record_of(ConsultationRow, row) for row in rows]
 
     async def heatmap(self, first: dt.date, last: dt.date) -> Heatmap:
         """Count inbound calls per local weekday and hour (bucketed here, the same on every

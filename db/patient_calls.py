@@ -41,6 +41,7 @@ from db.models import (
     Patient,
     PatientCall,
 )
+from db.records import columns_of, record_of
 
 SURVEY_SHELF_LIFE = dt.timedelta(days=1)
 """A survey not answered within a day of the consultation is not worth a call any more."""
@@ -373,18 +374,21 @@ async def _maybe_due(session: AsyncSession, call_id: int) -> DuePatientCall | No
     row = (await session.execute(_details().where(PatientCall.id == call_id))).one_or_none()
     if row is None:
         return None
-    values = list(row)
-    values[2], values[-1] = Purpose(values[2]), values[-1] is not None
-    return DuePatientCall(*values)
+    return record_of(DuePatientCall, row, purpose=Purpose(row.purpose),
+                     reminders_off=bool(row.reminders_off))
 
 
 def _details() -> Select[Any]:
-    """Columns in the order of DuePatientCall's fields."""
-    return (select(PatientCall.id, PatientCall.appointment_id, PatientCall.purpose,
-                   PatientCall.subject, PatientCall.due_at, PatientCall.not_after,
-                   PatientCall.state, PatientCall.attempts, PatientCall.answered_at,
-                   Appointment.start_at, Appointment.status, Appointment.doctor_id,
-                   Patient.phone, Patient.language, Patient.reminders_off_at)
+    """The columns of a DuePatientCall."""
+    return (select(*columns_of(
+                DuePatientCall, id=PatientCall.id, appointment_id=PatientCall.appointment_id,
+                purpose=PatientCall.purpose, subject=PatientCall.subject,
+                due_at=PatientCall.due_at, not_after=PatientCall.not_after,
+                state=PatientCall.state, attempts=PatientCall.attempts,
+                answered_at=PatientCall.answered_at, starts_at=Appointment.start_at,
+                status=Appointment.status, doctor_id=Appointment.doctor_id,
+                patient_phone=Patient.phone, patient_language=Patient.language,
+                reminders_off=Patient.reminders_off_at.is_not(None)))
             .join(Appointment, PatientCall.appointment_id == Appointment.id)
             .join(Patient, Appointment.patient_id == Patient.id))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
@@ -58,6 +59,21 @@ class CallAbout:
     booking: AppointmentView
 
 
+class CallEnd(enum.StrEnum):
+    """How a call to the IVR ended, as the call log stores it."""
+
+    UNFINISHED = "unfinished"
+    COMPLETED = "completed"
+    """A flow ended it (a hangup node)."""
+    NO_INPUT = "no_input"
+    """A menu heard no key, try after try."""
+    OFFICE = "office"
+    """Put through to the office."""
+    HUNG_UP = "hung_up"
+    FAILED = "failed"
+    """nobat failed on it: the error is logged."""
+
+
 @dataclass
 class Call:
     """The state of one call as it moves through flows and actions."""
@@ -74,7 +90,7 @@ class Call:
     values: dict[str, str] = field(default_factory=dict)
     """Numbers the caller keyed into collect nodes, by name."""
     step: str = "start"
-    outcome: str = "unfinished"
+    outcome: CallEnd = CallEnd.UNFINISHED
     started_at: dt.datetime | None = None
     """When the line answered it, for the status page's elapsed time."""
     about: CallAbout | None = None

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ivr.call import Call
+from ivr.call import Call, CallEnd
 from ivr.flow import Action, Branch, Collect, Flow, GotoFlow, Hangup, Language, Menu, Node, Play
 from ivr.menu import Escape, ask
 from ivr.outcome import Outcome
@@ -98,7 +98,7 @@ class FlowEngine:
                 if answer is Escape.FAILED and node.retry.failure == OFFICE_NODE:
                     call.failed_menus += 1
                     if call.failed_menus >= MAX_FAILED_MENUS:
-                        call.outcome = "no_input"
+                        call.outcome = CallEnd.NO_INPUT
                         await call.say(["goodbye"])
                         await call.session.hang_up()
                         return None
@@ -128,7 +128,8 @@ class FlowEngine:
                     return None
                 return outcome if outcome in (Outcome.BACK, Outcome.OFFICE) else node.next
             case Hangup():
-                call.outcome = call.outcome if call.outcome != "unfinished" else "completed"
+                if call.outcome is CallEnd.UNFINISHED:
+                    call.outcome = CallEnd.COMPLETED
                 await call.say(node.prompts)
                 await call.session.hang_up()
                 return None

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable, Mapping
 
 from db.call_log import CallLog, CallRecord
-from ivr.call import Call, Services
+from ivr.call import Call, CallEnd, Services
 from ivr.conditions import caller_number
 from ivr.engine import FlowEngine
 from ivr.flow import Flow
@@ -63,13 +63,13 @@ class InboundLine:
             today = started.astimezone(self.services.clinic.tz).date()
             call.closed_today = await self.services.booking.closed_on(today)
             await self.engine.run(call, flows, entry)
-            if call.outcome != "office":
+            if call.outcome is not CallEnd.OFFICE:
                 await session.finish()
         except CallerHungUp:
-            call.outcome = "hung_up"
+            call.outcome = CallEnd.HUNG_UP
             raise
         except Exception:
-            call.outcome = "failed"
+            call.outcome = CallEnd.FAILED
             raise
         finally:
             del self.calls[call_id]

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from zoneinfo import ZoneInfo
 
 from bridge.ami_client import AmiClient
-from bridge.dialer import Dialer
+from bridge.dialer import Dialer, Tuning
 from bridge.outbound import CallPlan
 from bridge.patient_call import PatientCalls
 from clinic.call_times import CallHours, ReminderTimes, retry_time
@@ -58,11 +58,11 @@ async def build_dialer(config: Config, database: Database) -> Dialer | None:
     ami = AmiClient(ami_config.host, ami_config.port, ami_config.username,
                     ami_config.secret.reveal(), action_timeout=ami_config.action_timeout)
     return Dialer(ConsultationStore(database), ami, lambda claim: plan,
-                  f"{socket.gethostname()}-{os.getpid()}", calls.max_channels,
+                  f"{socket.gethostname()}-{os.getpid()}",
                   RetryPolicy(calls.attempts, dt.timedelta(minutes=calls.retry_minutes)),
-                  poll=calls.poll_seconds,
-                  missed_grace=dt.timedelta(minutes=calls.missed_grace_minutes),
-                  lease=dt.timedelta(seconds=calls.lease_seconds),
+                  Tuning(calls.max_channels, poll=calls.poll_seconds,
+                         missed_grace=dt.timedelta(minutes=calls.missed_grace_minutes),
+                         lease=dt.timedelta(seconds=calls.lease_seconds)),
                   patient_calls=patient_calls(config, database, plan, profile.tz))
 
 

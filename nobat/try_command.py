@@ -14,6 +14,7 @@ from typing import TextIO
 
 from clinic.staff_toml import StaffFileError
 from db.booking import BookingService
+from ivr.call import CallEnd
 from ivr.inbound import ENTRY_FLOW
 from ivr.session import CallerHungUp, CallInfo
 from ivr.terminal_session import TerminalSession
@@ -98,7 +99,7 @@ async def try_flow(config: Config, flow: str | None, caller: str | None, lang: s
         try:
             outcome = (await line.answer(session)).outcome
         except CallerHungUp:
-            outcome = "hung_up"
+            outcome = CallEnd.HUNG_UP
         finally:
             session.close()
         stdout.write(f"call outcome: {outcome}\n")

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ivr.actions.info import hours_words
-from ivr.call import Call
+from ivr.call import Call, CallEnd
 from ivr.outcome import Outcome
 
 
@@ -16,7 +16,7 @@ async def office(call: Call, params: Mapping[str, Any]) -> Outcome:
     if services.office.open_at(call.now(), services.clinic.tz):
         await call.say(["transferring"])
         await call.session.transfer(services.office.endpoint)
-        call.outcome = "office"
+        call.outcome = CallEnd.OFFICE
         return Outcome.HANGUP
     spans = [(day, start, end) for day, (start, end) in services.office.hours.items()]
     await call.say(["office-closed", *hours_words(spans, call.language)])

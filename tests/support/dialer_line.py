@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from bridge.ami_client import AmiClient
-from bridge.dialer import Dialer, PlanFactory
+from bridge.dialer import Dialer, PlanFactory, Tuning
 from bridge.outbound import CallPlan
 from bridge.patient_call import PatientCalls
 from clinic.phones import normalize
@@ -148,9 +148,10 @@ async def line(database: Database, phones: Sequence[Phone], start: dt.datetime,
 
         def make_dialer(client: AmiClient, name: str) -> Dialer:
             plan_for = plans(plan) if plans is not None else (lambda _: plan)
-            return Dialer(ConsultationStore(database, scaled), client, plan_for, name,
-                          cap, RETRY, scaled, sleep=scaled.sleep, poll=2.0, lease=LEASE,
-                          reconnect_wait=2.0, link_check=0.02,
+            return Dialer(ConsultationStore(database, scaled), client, plan_for, name, RETRY,
+                          Tuning(cap, poll=2.0, lease=LEASE, reconnect_wait=2.0,
+                                 link_check=0.02),
+                          scaled, sleep=scaled.sleep,
                           patient_calls=patients(plan) if patients else None)
 
         pbx_line = Line(pbx, [], clock, [], make_dialer, supervisor)
