@@ -473,9 +473,9 @@ class ConsultationCall:
         Bridge() for the time left (asterisk/extensions.conf, [nobat-consult-bridge])."""
         if state.ready or self.phase is not Phase.DIALLING:
             return []
+        effects = self._answered(state, now)  # before READY, which implies answered
         state.reach(LegProgress.READY)
         state.channel = evt.fields.get("Chan") or state.channel
-        effects = self._answered(state, now)
         if self.legs[Leg.DOCTOR].ready and self.legs[Leg.PATIENT].ready:
             effects += self._bridge_both(now)
         return effects

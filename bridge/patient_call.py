@@ -32,7 +32,6 @@ from bridge.outbound import (
     hangup,
     originate_failure,
 )
-from clinic.call_kinds import Leg
 from db.patient_calls import CallPlanning, PatientCallClaim, PatientCallStore
 from protocol.call_token import TOKEN_VARIABLE
 
@@ -160,8 +159,9 @@ class PatientCallAttempt:
         return [*self._hang_up(), *self._finish(TOO_LONG_CAUSE, now)]
 
     def on_refused(self, action: Action, message: str, now: dt.datetime) -> list[Effect]:
-        """Asterisk refused the Originate: the attempt failed (a refused Hangup is moot)."""
-        if self.over or action.name != "Originate":
+        """Asterisk refused the Originate: the attempt failed (a refused Hangup is moot, and
+        so is any refusal once the patient answered)."""
+        if self.phase is not Phase.DIALLING or action.name != "Originate":
             return []
         self.gone = True
         return self._fail(f"refused ({message})", now)
@@ -197,7 +197,7 @@ class PatientCallAttempt:
         if self.answered:
             return []
         self.answered_at, self.phase = now, Phase.TALKING
-        return [Record(RecordKind.LEG_ANSWERED, now, leg=Leg.PATIENT),
+        return [Record(RecordKind.LEG_ANSWERED, now),
                 Wake(now + LONGEST_CALL)]
 
     def _fail(self, why: str, now: dt.datetime) -> list[Effect]:

@@ -43,6 +43,8 @@ from db.reads import Rows, within
 
 __all__ = ["ClinicProfile", "DoctorView"]
 
+CALL_UNDER_WAY = "the consultation call is under way"
+"""Why a booking may not move or go while its consultation is dialled or talked."""
 
 
 @dataclass(frozen=True)
@@ -295,12 +297,13 @@ class BookingService:
                 return checked
             slot = checked.slot
             now = self.clock()
+            if not await move_consultation(session, appointment.id, slot.start, now):
+                return Refused(Refusal.PAST_CUTOFF, CALL_UNDER_WAY)
             session.add(AppointmentEvent(appointment_id=appointment.id, at=now,
                                          action="rescheduled", via=via,
                                          old_start=appointment.start_at, new_start=slot.start))
             appointment.start_at, appointment.end_at = slot.start, slot.end
             appointment.updated_at = now
-            await move_consultation(session, appointment.id, slot.start, now)
             await session.flush()
             return Booked(await _view(session, appointment.id))
 
@@ -325,11 +328,12 @@ class BookingService:
             if isinstance(appointment, Refused):
                 return appointment
             now = self.clock()
+            if not await cancel_consultation(session, appointment.id, now):
+                return Refused(Refusal.PAST_CUTOFF, CALL_UNDER_WAY)
             appointment.status, appointment.updated_at = AppointmentStatus.CANCELLED, now
             session.add(AppointmentEvent(appointment_id=appointment.id, at=now,
                                          action="cancelled", via=via,
                                          old_start=appointment.start_at))
-            await cancel_consultation(session, appointment.id, now)
             await session.flush()
             return Cancelled(await _view(session, appointment.id))
 
@@ -380,7 +384,7 @@ class BookingService:
             return Refused(Refusal.PAST_CUTOFF,
                            f"changes close {hours:g} hours before the appointment")
         if await call_under_way(session, appointment.id):
-            return Refused(Refusal.PAST_CUTOFF, "the consultation call is under way")
+            return Refused(Refusal.PAST_CUTOFF, CALL_UNDER_WAY)
         return appointment
 
     async def _check_slot(self, rows: Rows, doctor_id: int, start: dt.datetime,

@@ -19,6 +19,7 @@ from clinic.clinic_file import ClinicSpec, DoctorSpec
 from clinic.schedule import HoursRule, VisitKind, day_bounds, day_slots
 from db.availability import rule_of
 from db.engine import Clock, Database, utc_now
+from db.lifecycles import AppointmentStatus
 from db.models import Appointment, Clinic, Closure, Doctor, Patient, WeeklyHours
 from db.records import columns_of, record_of
 
@@ -183,7 +184,7 @@ async def _affected(session: AsyncSession, clinic: Clinic, spec: ClinicSpec,
         select(Appointment, Doctor.key, Patient.phone)
         .join(Doctor, Appointment.doctor_id == Doctor.id)
         .join(Patient, Appointment.patient_id == Patient.id)
-        .where(Doctor.clinic_id == clinic.id, Appointment.status == "booked",
+        .where(Doctor.clinic_id == clinic.id, Appointment.status == AppointmentStatus.BOOKED,
                Appointment.start_at > now)
         .order_by(Appointment.start_at))).all()
     affected = []
@@ -238,7 +239,7 @@ async def record_absence(database: Database, doctor_key: str | None, first: dt.d
             clinic.revision += 1
             tz = ZoneInfo(clinic.timezone)
             query = select(func.count(Appointment.id)).where(
-                Appointment.status == "booked",
+                Appointment.status == AppointmentStatus.BOOKED,
                 Appointment.start_at >= day_bounds(first, tz).start,
                 Appointment.start_at < day_bounds(last, tz).end)
             if doctor is not None:

@@ -22,6 +22,7 @@ from db.leases import (
     LeasedClaim,
     LeasedStore,
     claimable,
+    due_again,
     lease_expired,
     waiting_due,
 )
@@ -74,10 +75,6 @@ class Claim(LeasedClaim):
     kind: ClassVar[CallKind] = CallKind.CONSULTATION
 
     consultation: DueConsultation
-    attempt: int
-    instance: str
-    lease: dt.timedelta
-    lease_until: dt.datetime
     bridged_at: dt.datetime | None = None
     """Set when this claim took over a call already bridged (its instance stopped)."""
     taken_over: bool = False
@@ -119,17 +116,14 @@ MISSED = {**CONSULTATION.writes(Step.MISS), "outcome": "missed", "claimed_by": N
 """What a consultation whose time passed before it could be dialled holds."""
 
 
-def _retry(retry_at: dt.datetime, cause: str) -> dict[str, Any]:
-    """A consultation due again at `retry_at`, free for any instance, and why."""
-    return {"due_at": retry_at, "cause": cause, "claimed_by": None, "lease_until": None}
-
-
 class ConsultationStore(LeasedStore[Claim]):
     """Reads due consultations and writes each step of their calls, one transaction a step."""
 
     model = Consultation
     lifecycle = CONSULTATION
     keep = Step.KEEP
+    claim_step = Step.CLAIM
+    taken_over = True
 
     async def sweep_missed(self, now: dt.datetime, grace: dt.timedelta) -> list[int]:
         """At start: mark consultations whose time passed more than `grace` ago as missed,
@@ -141,7 +135,8 @@ class ConsultationStore(LeasedStore[Claim]):
             async with self.db.writing() as session:
                 rows = (await session.execute(
                     update(Consultation)
-                    .where(waiting_due(Consultation, now), Consultation.due_at < now - grace)
+                    .where(waiting_due(Consultation, now), Consultation.due_at < now - grace,
+                           Consultation.state.in_(CONSULTATION.leaves(Step.MISS)))
                     .values(**MISSED, cause=DOWN_CAUSE, updated_at=now)
                     .returning(Consultation.id, Consultation.appointment_id)
                     .execution_options(synchronize_session=False))).all()
@@ -185,6 +180,7 @@ class ConsultationStore(LeasedStore[Claim]):
             late = (await session.execute(
                 update(Consultation)
                 .where(Consultation.id.in_(ids), claimable(Consultation, now),
+                       Consultation.state.in_(CONSULTATION.leaves(Step.MISS)),
                        Consultation.appointment_id.in_(
                            select(Appointment.id).where(Appointment.end_at <= now)))
                 .values(**MISSED, cause=LATE_CAUSE, updated_at=now)
@@ -193,11 +189,8 @@ class ConsultationStore(LeasedStore[Claim]):
             await _missed(session, late, now)
             won = (await session.execute(
                 update(Consultation)
-                .where(Consultation.id.in_(ids), claimable(Consultation, now),
-                       Consultation.state.in_(CONSULTATION.leaves(Step.CLAIM)))
-                .values(**CONSULTATION.writes(Step.CLAIM), claimed_by=instance,
-                        lease_until=now + lease, attempts=Consultation.attempts + 1,
-                        updated_at=now)
+                .where(Consultation.id.in_(ids), self._claimable(now))
+                .values(**self._claimed(instance, lease, now))
                 .returning(Consultation.id)
                 .execution_options(synchronize_session=False))).scalars().all()
             if not won:
@@ -206,7 +199,8 @@ class ConsultationStore(LeasedStore[Claim]):
             for row in (await session.execute(_details().where(Consultation.id.in_(won))
                                               .order_by(Consultation.due_at, Consultation.id))):
                 details = record_of(DueConsultation, row)
-                claim = Claim(details, details.attempts, instance, lease, now + lease)
+                claim = Claim(details, attempt=details.attempts, instance=instance,
+                              lease=lease, lease_until=now + lease)
                 session.add(CallAttempt(
                     consultation_id=claim.ident, number=claim.attempt,
                     state=AttemptState.DIALLING, doctor_channel_id=claim.channel_id(Leg.DOCTOR),
@@ -223,7 +217,7 @@ class ConsultationStore(LeasedStore[Claim]):
         calls this instance has in hand: never taken again, even if a stalled loop let
         their lease run out (the call itself renews it or lets go)."""
         return await self._claim_oldest(
-            lambda now: or_(claimable(Consultation, now),
+            lambda now: or_(self._claimable(now),
                             lease_expired(Consultation, now, State.BRIDGED)),
             lambda ids: self.claim_all(ids, instance, lease), limit, running or ())
 
@@ -262,7 +256,7 @@ class ConsultationStore(LeasedStore[Claim]):
             await self._step(claim, Step.END_AFTER_CUT, {"outcome": "cut", "lease_until": None},
                              attempt, AppointmentStatus.COMPLETED)
         elif retry_at is not None:
-            await self._step(claim, Step.RETRY, _retry(retry_at, cause), attempt)
+            await self._step(claim, Step.RETRY, due_again(retry_at, cause), attempt)
         else:
             await self._step(claim, Step.GIVE_UP,
                              {"outcome": "missed", "cause": cause, "lease_until": None},
@@ -287,7 +281,7 @@ class ConsultationStore(LeasedStore[Claim]):
         attempt = {"state": AttemptState.CUT, "ended_at": ended_at, "outcome": "cut",
                    "talk_seconds": talk_seconds}
         if retry_at is not None:
-            await self._step(claim, Step.RECONNECT, _retry(retry_at, cause), attempt)
+            await self._step(claim, Step.RECONNECT, due_again(retry_at, cause), attempt)
         else:
             await self._step(claim, Step.COMPLETE,
                              {"outcome": "cut", "cause": cause, "lease_until": None},
@@ -346,29 +340,36 @@ async def call_under_way(session: AsyncSession, appointment_id: int) -> bool:
 
 
 async def move_consultation(session: AsyncSession, appointment_id: int, due_at: dt.datetime,
-                            now: dt.datetime) -> None:
-    """The booking moved (in the caller's transaction): its call is due at the new start,
-    its attempts counted afresh."""
-    await _booking_step(session, appointment_id, Step.RESCHEDULE, now,
+                            now: dt.datetime) -> bool:
+    """The booking moves (in the caller's transaction): its call is due at the new start,
+    its attempts counted afresh. False when the call got under way meanwhile: then the
+    booking must stay as it is."""
+    return await _booking_step(session, appointment_id, Step.RESCHEDULE, now,
                         {"due_at": due_at, "attempts": 0, "claimed_by": None,
                          "lease_until": None})
 
 
 async def cancel_consultation(session: AsyncSession, appointment_id: int, now: dt.datetime
-                              ) -> None:
-    """The booking was cancelled (in the caller's transaction): its call is never made."""
-    await _booking_step(session, appointment_id, Step.CANCEL, now, {})
+                              ) -> bool:
+    """The booking is cancelled (in the caller's transaction): its call is never made.
+    False when the call got under way meanwhile: then the booking must stay."""
+    return await _booking_step(session, appointment_id, Step.CANCEL, now, {})
 
 
 async def _booking_step(session: AsyncSession, appointment_id: int, step: Step,
-                        now: dt.datetime, values: dict[str, Any]) -> None:
-    """A step a change of the booking takes, as its lifecycle allows."""
-    await session.execute(
+                        now: dt.datetime, values: dict[str, Any]) -> bool:
+    """A step a change of the booking takes, as its lifecycle allows; False when the
+    appointment has a consultation the step may not move (its call is under way)."""
+    taken = await session.execute(
         update(Consultation)
         .where(Consultation.appointment_id == appointment_id,
                Consultation.state.in_(CONSULTATION.leaves(step)))
         .values(**CONSULTATION.writes(step), **values, updated_at=now)
         .execution_options(synchronize_session=False))
+    if taken.rowcount == 1:
+        return True
+    return await session.scalar(
+        select(Consultation.id).where(Consultation.appointment_id == appointment_id)) is None
 
 
 async def _missed(session: AsyncSession, rows: Sequence[Row[tuple[int, int]]],
@@ -409,8 +410,9 @@ async def _taken_over(session: AsyncSession, consultation_id: int, instance: str
                CallAttempt.patient_answered_at)
         .where(CallAttempt.consultation_id == consultation_id,
                CallAttempt.number == details.attempts))).one()
-    return Claim(details, details.attempts, instance, lease, now + lease, bridged_at,
-                 taken_over=True, seen_until=seen_until,
+    return Claim(details, bridged_at, taken_over=True, seen_until=seen_until,
+                 attempt=details.attempts, instance=instance, lease=lease,
+                 lease_until=now + lease,
                  answered_before=doctor is not None or patient is not None)
 
 

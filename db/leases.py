@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import enum
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from sqlalchemy import ColumnElement, and_, or_, select, update
@@ -25,6 +26,12 @@ GIVEN_BACK = {"cause": ABANDON_CAUSE, "claimed_by": None, "lease_until": None}
 """A claim given back on shutdown: due again at once, for this or another instance."""
 
 
+def due_again(retry_at: dt.datetime, cause: str) -> dict[str, Any]:
+    """An attempt failed: the row is due again at `retry_at`, free for any instance, and
+    says why."""
+    return {"due_at": retry_at, "cause": cause, "claimed_by": None, "lease_until": None}
+
+
 class ClaimLost(RuntimeError):
     """A step was refused: another claim took over, or the state no longer allows it."""
 
@@ -37,9 +44,10 @@ class ClaimLost(RuntimeError):
 Leased = type[Consultation] | type[PatientCall]
 
 
+@dataclass(frozen=True, kw_only=True)
 class LeasedClaim:
     """The right of one instance to dial one attempt of one row, until its lease runs out;
-    each kind of claim is a frozen dataclass with these fields."""
+    each kind of claim adds the row it holds."""
 
     kind: ClassVar[CallKind]
     attempt: int
@@ -58,7 +66,7 @@ class LeasedClaim:
 
     def renewed(self, now: dt.datetime) -> Self:
         """The same claim with its lease counted again from `now`."""
-        return dataclasses.replace(self, lease_until=now + self.lease)  # type: ignore[type-var]
+        return dataclasses.replace(self, lease_until=now + self.lease)
 
 
 L = TypeVar("L", bound=LeasedClaim)
@@ -72,6 +80,10 @@ class LeasedStore(Generic[L]):
     lifecycle: ClassVar[Lifecycle[Any, Any]]
     keep: ClassVar[enum.StrEnum]
     """The step that keeps an attempt in progress as it is (its lease renewed)."""
+    claim_step: ClassVar[enum.StrEnum]
+    """The step that starts a new attempt."""
+    taken_over: ClassVar[bool]
+    """Whether another instance may take an attempt over as it is (same attempt number)."""
 
     def __init__(self, database: Database, clock: Clock = utc_now) -> None:
         self.db = database
@@ -92,6 +104,19 @@ class LeasedStore(Generic[L]):
         renewed = claim.renewed(self.clock())
         await self._write_held(claim, self.keep, {"lease_until": renewed.lease_until})
         return renewed
+
+    def _claimable(self, now: dt.datetime) -> ColumnElement[bool]:
+        """Rows a new attempt may be claimed on now: due, in a state the lifecycle lets it
+        leave by a claim."""
+        model = self.model
+        return and_(claimable(model, now), model.state.in_(self.lifecycle.leaves(self.claim_step)))
+
+    def _claimed(self, instance: str, lease: dt.timedelta, now: dt.datetime
+                 ) -> dict[str, Any]:
+        """What a claim writes: the new attempt, this instance's, under a lease from now."""
+        return {**self.lifecycle.writes(self.claim_step), "claimed_by": instance,
+                "lease_until": now + lease, "attempts": self.model.attempts + 1,
+                "updated_at": now}
 
     @property
     def live_states(self) -> tuple[str, ...]:
@@ -133,7 +158,7 @@ class LeasedStore(Generic[L]):
             select(model.state, model.claimed_by, model.attempts)
             .where(model.id == claim.ident))).one_or_none()
         now = "gone" if row is None else f"{row[0]}, claimed by {row[1]!r} at attempt {row[2]}"
-        taken_over = (row is not None and row[0] in self.live_states
+        taken_over = (self.taken_over and row is not None and row[0] in self.live_states
                       and row[1] != claim.instance and row[2] == claim.attempt)
         return ClaimLost(f"{model.__tablename__.replace('_', ' ')} {claim.ident} attempt "
                          f"{claim.attempt} of {claim.instance!r} may not leave "

@@ -71,7 +71,8 @@ class Move(Generic[S]):
     """One step of a lifecycle: the states it may leave, and the state it writes (None:
     the state stays as it is)."""
 
-    leaves: frozenset[S]
+    leaves: tuple[S, ...]
+    """In the order they are named (a refused step's message lists them so)."""
     to: S | None = None
 
 
@@ -83,7 +84,7 @@ class Lifecycle(Generic[S, E]):
 
     def leaves(self, step: E) -> tuple[S, ...]:
         """The states `step` may be taken from, for a conditional UPDATE's WHERE."""
-        return tuple(sorted(self.moves[step].leaves))
+        return self.moves[step].leaves
 
     def writes(self, step: E) -> dict[str, S]:
         """The state column `step` writes, if it changes the state."""
@@ -99,7 +100,7 @@ class Lifecycle(Generic[S, E]):
 
 
 def _move(leaves: Iterable[S], to: S | None = None) -> Move[S]:
-    return Move(frozenset(leaves), to)
+    return Move(tuple(dict.fromkeys(leaves)), to)
 
 
 C = ConsultationState
@@ -140,18 +141,18 @@ class ConsultationStep(enum.StrEnum):
 
 
 CONSULTATION = Lifecycle[ConsultationState, ConsultationStep]({
-    ConsultationStep.CLAIM: _move({*WAITING, C.DIALLING}, C.DIALLING),
+    ConsultationStep.CLAIM: _move((*WAITING, C.DIALLING), C.DIALLING),
     ConsultationStep.TAKE_OVER: _move(LIVE_CONSULTATION),
-    ConsultationStep.MISS: _move({*WAITING, C.DIALLING}, C.MISSED),
+    ConsultationStep.MISS: _move((*WAITING, C.DIALLING), C.MISSED),
     ConsultationStep.KEEP: _move(LIVE_CONSULTATION),
-    ConsultationStep.ANSWER: _move({C.DIALLING}),
-    ConsultationStep.BRIDGE: _move({C.DIALLING}, C.BRIDGED),
+    ConsultationStep.ANSWER: _move((C.DIALLING,)),
+    ConsultationStep.BRIDGE: _move((C.DIALLING,), C.BRIDGED),
     ConsultationStep.RETRY: _move(LIVE_CONSULTATION, C.RETRY_WAIT),
-    ConsultationStep.RECONNECT: _move({C.BRIDGED}, C.RETRY_WAIT),
+    ConsultationStep.RECONNECT: _move((C.BRIDGED,), C.RETRY_WAIT),
     ConsultationStep.GIVE_UP: _move(LIVE_CONSULTATION, C.MISSED),
-    ConsultationStep.COMPLETE: _move({C.BRIDGED}, C.COMPLETED),
+    ConsultationStep.COMPLETE: _move((C.BRIDGED,), C.COMPLETED),
     ConsultationStep.END_AFTER_CUT: _move(LIVE_CONSULTATION, C.COMPLETED),
-    ConsultationStep.GIVE_BACK: _move({C.DIALLING}, C.RETRY_WAIT),
+    ConsultationStep.GIVE_BACK: _move((C.DIALLING,), C.RETRY_WAIT),
     ConsultationStep.RESCHEDULE: _move(WAITING, C.SCHEDULED),
     ConsultationStep.CANCEL: _move(WAITING, C.CANCELLED),
 })
@@ -178,13 +179,13 @@ class PatientCallStep(enum.StrEnum):
 
 
 PATIENT_CALL = Lifecycle[PatientCallState, PatientCallStep]({
-    PatientCallStep.CLAIM: _move({P.SCHEDULED, P.RETRY_WAIT, P.DIALLING}, P.DIALLING),
-    PatientCallStep.DROP: _move({P.DIALLING}, P.CANCELLED),
-    PatientCallStep.CLOSE: _move({P.DIALLING}, P.DONE),
-    PatientCallStep.KEEP: _move({P.DIALLING}),
-    PatientCallStep.RETRY: _move({P.DIALLING}, P.RETRY_WAIT),
-    PatientCallStep.GIVE_UP: _move({P.DIALLING}, P.MISSED),
-    PatientCallStep.FINISH: _move({P.DIALLING}, P.DONE),
-    PatientCallStep.GIVE_BACK: _move({P.DIALLING}, P.RETRY_WAIT),
-    PatientCallStep.OPT_OUT: _move({P.SCHEDULED, P.RETRY_WAIT}, P.CANCELLED),
+    PatientCallStep.CLAIM: _move((P.SCHEDULED, P.RETRY_WAIT, P.DIALLING), P.DIALLING),
+    PatientCallStep.DROP: _move((P.DIALLING,), P.CANCELLED),
+    PatientCallStep.CLOSE: _move((P.DIALLING,), P.DONE),
+    PatientCallStep.KEEP: _move((P.DIALLING,)),
+    PatientCallStep.RETRY: _move((P.DIALLING,), P.RETRY_WAIT),
+    PatientCallStep.GIVE_UP: _move((P.DIALLING,), P.MISSED),
+    PatientCallStep.FINISH: _move((P.DIALLING,), P.DONE),
+    PatientCallStep.GIVE_BACK: _move((P.DIALLING,), P.RETRY_WAIT),
+    PatientCallStep.OPT_OUT: _move((P.SCHEDULED, P.RETRY_WAIT), P.CANCELLED),
 })

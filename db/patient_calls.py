@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from clinic.call_kinds import CallKind, Leg, call_ref
 from clinic.call_times import CallHours, ReminderTimes
 from clinic.schedule import day_bounds
-from db.leases import GIVEN_BACK, LeasedClaim, LeasedStore, claimable
+from db.leases import GIVEN_BACK, LeasedClaim, LeasedStore, due_again
 from db.lifecycles import (
     PATIENT_CALL,
     AppointmentStatus,
@@ -88,10 +88,6 @@ class PatientCallClaim(LeasedClaim):
 
     kind: ClassVar[CallKind] = CallKind.PATIENT_CALL
     call: DuePatientCall
-    attempt: int
-    instance: str
-    lease: dt.timedelta
-    lease_until: dt.datetime
 
     @property
     def ident(self) -> int:
@@ -115,6 +111,8 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
     model = PatientCall
     lifecycle = PATIENT_CALL
     keep = Step.KEEP
+    claim_step = Step.CLAIM
+    taken_over = False
 
     # -- planning ----------------------------------------------------------------------
 
@@ -153,7 +151,7 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
         """Claim up to `limit` due calls, oldest first, skipping those another instance wins
         and those no longer needed (marked cancelled with the reason, never rung)."""
         return await self._claim_oldest(
-            lambda now: claimable(PatientCall, now),
+            self._claimable,
             lambda ids: self._claim_each(ids, instance, lease), limit, running)
 
     async def _claim_each(self, call_ids: list[int], instance: str, lease: dt.timedelta
@@ -172,11 +170,8 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
             now = self.clock()
             won = await session.execute(
                 update(PatientCall)
-                .where(PatientCall.id == call_id, claimable(PatientCall, now),
-                       PatientCall.state.in_(PATIENT_CALL.leaves(Step.CLAIM)))
-                .values(**PATIENT_CALL.writes(Step.CLAIM), claimed_by=instance,
-                        lease_until=now + lease, attempts=PatientCall.attempts + 1,
-                        updated_at=now)
+                .where(PatientCall.id == call_id, self._claimable(now))
+                .values(**self._claimed(instance, lease, now))
                 .execution_options(synchronize_session=False))
             if won.rowcount != 1:
                 return None
@@ -196,7 +191,8 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
                             updated_at=now)
                     .execution_options(synchronize_session=False))
                 return None
-            return PatientCallClaim(due, due.attempts, instance, lease, now + lease)
+            return PatientCallClaim(due, attempt=due.attempts, instance=instance, lease=lease,
+                                    lease_until=now + lease)
 
         return await self.db.retry_locked(lambda: self.db.write(take))
 
@@ -216,8 +212,7 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
         if ran is not None:
             await self.finished(claim, f"{cause}, after its flow ran")
         elif retry_at is not None:
-            await self._write_held(claim, Step.RETRY, {"due_at": retry_at, "cause": cause,
-                                                       "claimed_by": None, "lease_until": None})
+            await self._write_held(claim, Step.RETRY, due_again(retry_at, cause))
         else:
             await self._write_held(claim, Step.GIVE_UP, {"outcome": "not_reached",
                                                          "cause": cause, "lease_until": None})

@@ -21,8 +21,9 @@ from bridge.consultation_call import PROMPTS, ConsultationCall
 from bridge.live_channels import READY_VARIABLE
 from bridge.outbound import CallPlan, Effect, SendAction
 from bridge.patient_call import PatientCallAttempt
+from clinic.call_kinds import Leg
 from clinic.phones import national
-from db.consultations import Claim, DueConsultation, Leg, RetryPolicy
+from db.consultations import Claim, DueConsultation, RetryPolicy
 from db.patient_calls import DuePatientCall, PatientCallClaim, Purpose
 from ivr.agi_session import RESULT_VARIABLE, SESSION_VARIABLE, TRANSFER_VARIABLE
 from ivr.fastagi_gate import SECRET_ARGUMENT
@@ -161,7 +162,8 @@ def dialer_use() -> DialerUse:
     use = DialerUse()
     for attempt, policy in ((1, RetryPolicy(attempts=3)), (3, RetryPolicy(attempts=3))):
         for waiting in (*Leg, None):
-            claim = Claim(booked, attempt, "nobat-1", dt.timedelta(minutes=1), start)
+            claim = Claim(booked, attempt=attempt, instance="nobat-1",
+                          lease=dt.timedelta(minutes=1), lease_until=start)
             call = ConsultationCall(claim, CallPlan("PJSIP/{number}@clinic-trunk", "021",
                                                     "Clinic"), policy)
             use.add(call.start())
@@ -179,7 +181,8 @@ def dialer_use() -> DialerUse:
     for purpose in Purpose:
         due = DuePatientCall(9, 70, purpose, "", start, start, "dialling", 1, None, start,
                              "booked", 1, "+989351110001", "fa", False)
-        claim = PatientCallClaim(due, 1, "nobat-1", dt.timedelta(minutes=1), start)
+        claim = PatientCallClaim(due, attempt=1, instance="nobat-1",
+                                 lease=dt.timedelta(minutes=1), lease_until=start)
         use.add(PatientCallAttempt(claim, CallPlan("PJSIP/{number}@clinic-trunk", "021",
                                                "Clinic"), lambda claim, now: None).start())
     return use

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 from collections import Counter
 from pathlib import Path
@@ -22,6 +23,8 @@ from db.consultations import (
     ConsultationStore,
     DueConsultation,
     RetryPolicy,
+    cancel_consultation,
+    move_consultation,
 )
 from db.engine import Database
 from db.leases import ClaimLost
@@ -339,12 +342,38 @@ async def test_a_consultation_whose_booked_time_is_over_is_never_dialled(
 def test_retries_stay_inside_the_booked_window() -> None:
     booked = DueConsultation(1, 1, at(SATURDAY, "10:00"), "dialling", 1, at(SATURDAY, "10:00"),
                              at(SATURDAY, "10:10"), "", "", "", "", "", "fa")
-    claim = Claim(booked, 1, "nobat-a", LEASE, at(SATURDAY, "10:00") + LEASE)
+    claim = Claim(booked, attempt=1, instance="nobat-a", lease=LEASE,
+                  lease_until=at(SATURDAY, "10:00") + LEASE)
     policy = RetryPolicy(attempts=3, spacing=dt.timedelta(minutes=2))
     assert policy.next_at(claim, at(SATURDAY, "10:01")) == at(SATURDAY, "10:03")
     assert policy.next_at(claim, at(SATURDAY, "10:08")) is None
-    assert policy.next_at(Claim(booked, 3, "nobat-a", LEASE, claim.lease_until),
+    assert policy.next_at(dataclasses.replace(claim, attempt=3),
                           at(SATURDAY, "10:01")) is None
     narrow = RetryPolicy(window=dt.timedelta(minutes=4))
     assert narrow.next_at(claim, at(SATURDAY, "10:01")) == at(SATURDAY, "10:03")
     assert narrow.next_at(claim, at(SATURDAY, "10:02")) is None
+
+
+async def test_a_booking_change_never_moves_a_call_that_got_under_way(
+        service: BookingService, store: ConsultationStore, database: Database,
+        clock: Clock) -> None:
+    # The booking service checks first that no call is under way; a claim that wins in
+    # between (another instance, on PostgreSQL) must still keep the booking where it is.
+    ident = await book_phone(service, at(SATURDAY, "10:00"))
+    clock.now = at(SATURDAY, "10:00")
+    claim = await store.claim(ident, "nobat-a", LEASE)
+    assert claim is not None
+    appointment_id = claim.consultation.appointment_id
+    later = at(SATURDAY, "12:00")
+    async with database.writing() as session:
+        assert not await move_consultation(session, appointment_id, later, clock.now)
+        assert not await cancel_consultation(session, appointment_id, clock.now)
+    stored = await consultation(database, ident)
+    assert (stored.state, stored.due_at, stored.claimed_by) == (
+        "dialling", at(SATURDAY, "10:00"), "nobat-a")
+    await store.leg_answered(claim, Leg.DOCTOR, clock.now)  # the claim still holds
+    other = await book_phone(service, at(SATURDAY, "11:00"), phone="09121234568")
+    async with database.writing() as session:
+        assert await move_consultation(session, (await consultation(database, other))
+                                       .appointment_id, later, clock.now)
+    assert (await consultation(database, other)).due_at == later

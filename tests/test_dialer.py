@@ -504,7 +504,8 @@ def claim_of(ident: int = 7) -> Claim:
     booked = DueConsultation(ident, 70, START, "dialling", 1, START,
                              START + dt.timedelta(minutes=5), "rezaei", "دکتر", "Dr",
                              "+989121000001", "+989351110001", "fa")
-    return Claim(booked, 1, "nobat-1", dt.timedelta(seconds=60), START)
+    return Claim(booked, attempt=1, instance="nobat-1", lease=dt.timedelta(seconds=60),
+                 lease_until=START)
 
 
 def happened(name: str, **fields: str) -> Event:
@@ -660,6 +661,25 @@ def test_another_consultations_ready_event_is_not_ours() -> None:
                         Consultation="8", Uniqueid="nobat-c7-a1-doctor", Chan="x;1")
     assert call.on_event(stranger, START) == []
     assert not call.legs[Leg.DOCTOR].ready
+
+
+def test_a_ready_event_first_records_the_answer_then_both_ready_bridge() -> None:
+    # The order of a leg's events is not fixed: NobatLegReady may come before its Newstate
+    # Up and its OriginateResponse; the answer is still recorded, once.
+    call = started_call()
+    effects: list[Effect] = []
+    for leg in Leg:
+        effects += call.on_event(happened(
+            "UserEvent", UserEvent="NobatLegReady", Leg=str(leg), Consultation="7",
+            Uniqueid=f"nobat-c7-a1-{leg}", Chan=f"Local/{leg}-1;1"), START)
+        effects += call.on_event(happened("OriginateResponse", ActionID=f"nobat-c7-a1-{leg}",
+                                          Response="Success", Channel=f"Local/{leg}-1;1"),
+                                 START)
+    assert [e for e in effects if isinstance(e, Record)] == [
+        Record(RecordKind.LEG_ANSWERED, START, leg=Leg.DOCTOR),
+        Record(RecordKind.LEG_ANSWERED, START, leg=Leg.PATIENT)]
+    [redirect] = sent(effects, "Redirect")
+    assert dict(redirect.fields)["Channel"] == "Local/doctor-1;1"
 
 
 def test_a_refused_originate_fails_the_attempt_and_releases_the_other_leg() -> None:

@@ -28,7 +28,8 @@ def reminder_originate() -> SendAction:
     start = dt.datetime(2026, 11, 28, 6, 30, tzinfo=dt.UTC)
     due = DuePatientCall(7, 70, Purpose.REMINDER, "", start, start, "dialling", 1, None,
                          start, "booked", 1, PATIENT.number, "fa", False)
-    claim = PatientCallClaim(due, 1, "nobat-1", dt.timedelta(minutes=1), start)
+    claim = PatientCallClaim(due, attempt=1, instance="nobat-1",
+                             lease=dt.timedelta(minutes=1), lease_until=start)
     plan = CallPlan("Local/{exten}@fake-phones", CLINIC_NUMBER, CLINIC_NAME, ring_seconds=20,
                     address=lambda number: {"exten": PATIENT.exten})
     [originate] = PatientCallAttempt(claim, plan, lambda claim, now: None).start()
