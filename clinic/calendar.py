@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import re
 
 import jdatetime
@@ -45,8 +46,9 @@ MONTH_EN = ("Farvardin", "Ordibehesht", "Khordad", "Tir", "Mordad", "Shahrivar",
 _JALALI_TEXT = re.compile(r"(1[34]\d\d)[/-](\d{1,2})[/-](\d{1,2})")
 
 
+@functools.lru_cache(maxsize=4096)
 def to_jalali(day: dt.date) -> jdatetime.date:
-    """Return the Solar Hijri date of a Gregorian date."""
+    """Return the Solar Hijri date of a Gregorian date (kept: every menu of days asks again)."""
     return jdatetime.date.fromgregorian(date=day)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -119,3 +120,22 @@ async def test_an_unknown_script_is_hung_up_with_a_clear_log(
     writer.write(b"200 result=1\n")
     assert await asyncio.wait_for(reader.read(), 5) == b""
     assert "unknown AGI script: 'nothing-here'; known: ivr, patient-call" in caplog.text
+
+
+async def test_a_peer_that_stops_answering_mid_call_is_timed_out(
+        database: Database, caplog: pytest.LogCaptureFixture) -> None:
+    # Asterisk answers each command within the prompt or wait it asked for: a peer silent
+    # for longer than reply_seconds is dead, and its call ends (logged) instead of waiting.
+    caplog.set_level(logging.WARNING, "ivr.fastagi")
+    limits = dataclasses.replace(QUICK, reply_seconds=0.5)
+    async with ivr_rig(database, Clock(SATURDAY_9), limits) as rig:
+        reader, writer = await send(rig, ENV, close=False)
+        assert await asyncio.wait_for(reader.readline(), 5) == b"CHANNEL STATUS\n"
+        writer.write(b"200 result=6\n")  # answered; then silence after the next command
+        assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"SET VARIABLE")
+        started = asyncio.get_running_loop().time()
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # nobat closed it
+        assert 0.4 < asyncio.get_running_loop().time() - started < 3
+        writer.close()
+        await normal_call_completes(rig)  # a long call's replies, each in time, are fine
+    assert any("AGI broke off: timed out" in r.getMessage() for r in caplog.records)
