@@ -254,7 +254,7 @@ async def restore(url: str, count: int, own_moment: bool) -> RestoreResult:
     missed = await dialer.store.sweep_missed(utc_now(), dt.timedelta(minutes=5))
     swept = time.perf_counter()
     dialer.timers.start()
-    timers = await dialer.set_timers()
+    timers = await dialer.planning.set_timers()
     done = time.perf_counter()
     grown = rss_mb() - before
     assert not missed

@@ -9,9 +9,9 @@ import datetime as dt
 import logging
 from typing import Protocol
 
-from bridge.consultation_call import ConsultationCall
 from bridge.outbound import Record, RecordKind
 from bridge.patient_call import PatientCallAttempt
+from clinic.call_kinds import Leg, far_half
 from db.consultations import CUT_CAUSE, DOWN_CAUSE, Claim, ConsultationStore
 from db.leases import LeasedClaim
 from db.patient_calls import STOPPED_CAUSE, PatientCallClaim, PatientCallStore
@@ -26,10 +26,6 @@ class Job(Protocol):
 
     @property
     def claim(self) -> LeasedClaim: ...
-    @property
-    def takes_over(self) -> bool: ...
-    @property
-    def seen_until(self) -> dt.datetime | None: ...
     def earlier_channels(self) -> set[str]: ...
     async def write(self, record: Record) -> None: ...
     async def renew(self) -> None: ...
@@ -40,28 +36,18 @@ class Job(Protocol):
 class ConsultationJob:
     """A consultation attempt's steps in the ConsultationStore."""
 
-    def __init__(self, store: ConsultationStore, claim: Claim, call: ConsultationCall,
-                 missed_grace: dt.timedelta) -> None:
-        self.store, self.claim, self.call = store, claim, call
+    def __init__(self, store: ConsultationStore, claim: Claim, missed_grace: dt.timedelta
+                 ) -> None:
+        self.store, self.claim = store, claim
         self.missed_grace = missed_grace
         """A call given back later than this after its time is missed, not dialled."""
         self.name = f"consultation {claim.ident}"
 
-    @property
-    def takes_over(self) -> bool:
-        return self.claim.taken_over
-
-    @property
-    def seen_until(self) -> dt.datetime | None:
-        """At a takeover: about when the stopped instance last saw the attempt."""
-        return self.claim.seen_until
-
     def earlier_channels(self) -> set[str]:
         """Channels earlier attempts may have left up (after an AMI fault or a crash)."""
-        claim = self.claim
-        earlier = {claim.kind.channel_id(claim.ident, n, leg)
-                   for n in range(1, claim.attempt) for leg in claim.kind.legs}
-        return earlier | {f"{c}-2" for c in earlier}
+        earlier = {self.claim.kind.channel_id(self.claim.ident, n, leg)
+                   for n in range(1, self.claim.attempt) for leg in Leg}
+        return earlier | {far_half(c) for c in earlier}
 
     async def write(self, record: Record) -> None:
         store, claim = self.store, self.claim
@@ -119,15 +105,8 @@ class PatientCallJob:
         self.store, self.claim, self.call = store, claim, call
         self.name = f"{claim.call.purpose} call {claim.ident}"
 
-    @property
-    def takes_over(self) -> bool:
-        return False
-
-    @property
-    def seen_until(self) -> dt.datetime | None:
-        return None
-
     def earlier_channels(self) -> set[str]:
+        """None: a patient call is never rung again while an earlier attempt may be up."""
         return set()
 
     async def write(self, record: Record) -> None:

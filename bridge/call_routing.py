@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from bridge.ami_protocol import Event, Fields
-from clinic.call_kinds import CallKind, call_ref
+from clinic.call_kinds import CallKind, call_of
 
 CallKey = tuple[CallKind, int]
 """A call in progress: its kind and its row's id."""
@@ -23,9 +23,9 @@ def call_key(fields: Fields) -> CallKey | None:
     """The call an event concerns: named by its ActionID, Uniqueid or Linkedid (a
     ChannelId), or by the Consultation field of the dialplan's UserEvent NobatLegReady."""
     for name in ("ActionID", "Uniqueid", "Linkedid"):
-        found = call_ref(fields.get(name))
+        found = call_of(fields.get(name))
         if found is not None:
-            return found.kind, found.ident
+            return found
     consultation = fields.get("Consultation") or ""
     return (CallKind.CONSULTATION, int(consultation)) if consultation.isdigit() else None
 
@@ -52,6 +52,8 @@ class CallInboxes:
 
     def route(self, event: Event) -> None:
         """Hand an event to the one call it concerns, if that call is in progress here."""
+        if not self._inboxes:
+            return
         key = call_key(event.fields)
         inbox = self._inboxes.get(key) if key is not None else None
         if inbox is not None:

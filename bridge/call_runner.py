@@ -75,12 +75,12 @@ class CallRunner:
         """Start the call, then react until it is over."""
         context = self.context
         loop = asyncio.get_running_loop()
-        if not self.job.takes_over:
+        if not self.job.claim.taken_over:
             await self.apply(self.call.start())
         else:
             live = await self.live_channels()
             now = context.clock()
-            await self.apply(self.call.resume(live, now, self.job.seen_until or now))
+            await self.apply(self.call.resume(live, now, self.job.claim.seen_until or now))
         watched = loop.time()
         while self.outcome is None:
             try:  # not wait_for: on 3.11 it can swallow a cancel that meets its timeout

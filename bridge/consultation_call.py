@@ -27,7 +27,7 @@ import enum
 from dataclasses import dataclass, field
 
 from bridge.ami_protocol import Action, Event, Fields
-from bridge.live_channels import Live
+from bridge.live_channels import UP, Live
 from bridge.outbound import (
     FAILURE_BY_CAUSE,
     FAILURE_BY_REASON,
@@ -41,7 +41,7 @@ from bridge.outbound import (
     hangup,
     originate_failure,
 )
-from clinic.call_kinds import Leg
+from clinic.call_kinds import Leg, far_half
 from db.consultations import (
     CUT,
     CUT_CAUSE,
@@ -79,8 +79,6 @@ was not a party's."""
 GONE_UNSEEN = "gone_unseen"
 """Why an attempt failed when a leg ended while nobat saw none of its events."""
 
-UP_STATE = "6"
-"""ChannelState of an answered channel in Newstate events (AST_STATE_UP)."""
 TELL_GRACE = dt.timedelta(seconds=2)
 """How long a leg still ringing when its attempt fails may yet turn out answered, and then be
 told why, before it is hung up: AMI reports an answer well after the phone's 200 OK (on the
@@ -125,6 +123,8 @@ class _LegState:
     leg: Leg
     channel_id: str
     number: str
+    far_id: str = field(init=False)
+    """The ChannelId of its far (phone) half."""
     channel: str | None = None
     progress: LegProgress = LegProgress.RINGING
     end: LegEnd = LegEnd.UP
@@ -138,6 +138,9 @@ class _LegState:
     tell: str | None = None
     """Why the attempt failed, for a leg that was still ringing then: if it shows up
     answered within TELL_GRACE it hears this ([nobat-consult-end]); else it is hung up."""
+
+    def __post_init__(self) -> None:
+        self.far_id = far_half(self.channel_id)
 
     def reach(self, progress: LegProgress) -> None:
         """The leg got at least this far (a leg never goes back)."""
@@ -279,9 +282,9 @@ class ConsultationCall:
             if evt.name == "Hangup" and not far:
                 state.ends(LegEnd.GONE)
             answered = evt.name == "Newstate" and not far and \
-                evt.fields.get("ChannelState") == UP_STATE
+                evt.fields.get("ChannelState") == UP
             return [*(self._tell_late(state) if answered else []), *self._settle()]
-        if evt.name == "Newstate" and not far and evt.fields.get("ChannelState") == UP_STATE:
+        if evt.name == "Newstate" and not far and evt.fields.get("ChannelState") == UP:
             return self._answered(state, now)  # the earliest word: before OriginateResponse
         if evt.name == "UserEvent" and self._is_ready_event(evt, state):
             return self._ready(state, evt, now)
@@ -432,7 +435,7 @@ class ConsultationCall:
         for state in self.legs.values():
             if uniqueid == state.channel_id:
                 return state, False
-            if uniqueid == f"{state.channel_id}-2":
+            if uniqueid == state.far_id:
                 return state, True
         return None
 

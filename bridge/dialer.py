@@ -142,16 +142,6 @@ class Dialer:
                   self.tuning.poll,
                   error, exc_info=None if expected else exc)
 
-    async def set_timers(self) -> int:
-        """A timer for each time a call falls due within the horizon, so it is claimed on the
-        dot; returns how many were added."""
-        return await self.planning.set_timers()
-
-    def channels(self) -> int:
-        """Outbound channels this instance's calls hold or ring: what the cap counts (two per
-        consultation, one per patient call)."""
-        return self.capacity.channels(self.calls)
-
     async def dial_due(self) -> list[Claim | PatientCallClaim]:
         """Claim as many due calls as the channel cap leaves room for and start them:
         consultations first (a doctor is waiting on the clock), then calls to patients."""
@@ -173,7 +163,7 @@ class Dialer:
                 continue
             for listener in self.on_dispatch if not claim.taken_over else ():
                 listener(claim, now - claim.consultation.due_at)  # how late it was rung
-            self._start(ConsultationJob(self.store, claim, call, self.tuning.missed_grace), call)
+            self._start(ConsultationJob(self.store, claim, self.tuning.missed_grace), call)
             started.append(claim)
         desk = self.patient_calls
         room = capacity.room(CallKind.PATIENT_CALL, self.calls)

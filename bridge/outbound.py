@@ -16,7 +16,7 @@ from typing import Protocol
 
 from bridge.ami_protocol import Action, Event, Fields, variables
 from bridge.live_channels import Live
-from clinic.call_kinds import Leg
+from clinic.call_kinds import Leg, far_half
 
 RELEASE_CAUSE = "16"
 """Normal Clearing: how nobat ends a leg it no longer needs."""
@@ -163,7 +163,7 @@ class CallPlan:
              ("Exten", "s"), ("Priority", "1"),
              ("CallerID", f'"{self.clinic_name}" <{self.clinic_number}>'),
              ("Timeout", str(int(self.ring_seconds * 1000))),
-             ("ChannelId", channel_id), ("OtherChannelId", f"{channel_id}-2"),
+             ("ChannelId", channel_id), ("OtherChannelId", far_half(channel_id)),
              *variables(settings),
              ("Async", "true")]), action_id=channel_id)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bridge.ami_protocol import Action, Event
 from bridge.live_channels import Live
@@ -32,6 +32,7 @@ from bridge.outbound import (
     hangup,
     originate_failure,
 )
+from clinic.call_kinds import far_half
 from db.patient_calls import CallPlanning, PatientCallClaim, PatientCallStore
 from protocol.call_token import TOKEN_VARIABLE
 
@@ -80,11 +81,14 @@ class PatientCallAttempt:
     requested_cause: int | None = None
     """A HangupRequest's cause: on a SIP trunk the only early word of why it failed."""
     phase: Phase = Phase.DIALLING
+    channel_id: str = field(init=False)
+    """The ChannelId of the patient's one channel."""
+    far_id: str = field(init=False)
+    """The ChannelId of its far (phone) half."""
 
-    @property
-    def channel_id(self) -> str:
-        """The ChannelId of the patient's one channel."""
-        return self.claim.channel_id()
+    def __post_init__(self) -> None:
+        self.channel_id = self.claim.channel_id()
+        self.far_id = far_half(self.channel_id)
 
     @property
     def answered(self) -> bool:
@@ -139,7 +143,7 @@ class PatientCallAttempt:
         if evt.name != "Hangup":
             return []
         cause = int(evt.fields.get("Cause") or 0)
-        if uniqueid == f"{ident}-2":
+        if uniqueid == self.far_id:
             self.far_cause = cause
         elif uniqueid == ident:
             self.gone = True

@@ -38,11 +38,6 @@ class CallKind(enum.StrEnum):
         """Outbound channels one attempt of this kind rings (what the dialer's cap counts)."""
         return 2 if self is CallKind.CONSULTATION else 1
 
-    @property
-    def legs(self) -> tuple[Leg | None, ...]:
-        """The legs an attempt rings: a patient call's one channel has no leg name."""
-        return tuple(Leg) if self is CallKind.CONSULTATION else (None,)
-
     def channel_id(self, ident: int, attempt: int, leg: Leg | None = None) -> str:
         """The ChannelId of one leg of one attempt."""
         return CallRef(self, ident, attempt, leg).channel_id
@@ -64,6 +59,11 @@ class CallRef:
         return f"nobat-{self.kind}{self.ident}-a{self.attempt}{suffix}"
 
 
+def far_half(channel_id: str) -> str:
+    """The ChannelId of an originated channel's far (phone) half."""
+    return f"{channel_id}-2"
+
+
 _CHANNEL_ID = re.compile(r"nobat-(?:c(\d+)-a(\d+)-(doctor|patient)|p(\d+)-a(\d+))")
 
 
@@ -77,3 +77,15 @@ def call_ref(text: str | None) -> CallRef | None:
     if consultation is not None:
         return CallRef(CallKind.CONSULTATION, int(consultation), int(attempt), Leg(leg))
     return CallRef(CallKind.PATIENT_CALL, int(patient_call), int(call_attempt))
+
+
+def call_of(text: str | None) -> tuple[CallKind, int] | None:
+    """Just the kind and id of the call a ChannelId names: what routes every AMI event, so
+    it builds nothing else."""
+    match = _CHANNEL_ID.match(text or "")
+    if match is None:
+        return None
+    consultation, _, _, patient_call, _ = match.groups()
+    if consultation is not None:
+        return CallKind.CONSULTATION, int(consultation)
+    return CallKind.PATIENT_CALL, int(patient_call)

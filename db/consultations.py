@@ -77,12 +77,6 @@ class Claim(LeasedClaim):
     consultation: DueConsultation
     bridged_at: dt.datetime | None = None
     """Set when this claim took over a call already bridged (its instance stopped)."""
-    taken_over: bool = False
-    """This claim took over an attempt in progress whose instance stopped: same attempt,
-    nothing dialled; it goes on from what Asterisk's channels say."""
-    seen_until: dt.datetime | None = None
-    """For a takeover: when the stopped instance last wrote the attempt (a step or a lease
-    renewal), so last saw it."""
     answered_before: bool = False
     """For a takeover: a party had answered this attempt before its instance stopped."""
 
@@ -123,7 +117,7 @@ class ConsultationStore(LeasedStore[Claim]):
     lifecycle = CONSULTATION
     keep = Step.KEEP
     claim_step = Step.CLAIM
-    taken_over = True
+    may_take_over = True
 
     async def sweep_missed(self, now: dt.datetime, grace: dt.timedelta) -> list[int]:
         """At start: mark consultations whose time passed more than `grace` ago as missed,

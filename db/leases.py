@@ -54,6 +54,12 @@ class LeasedClaim:
     instance: str
     lease: dt.timedelta
     lease_until: dt.datetime
+    taken_over: bool = False
+    """This claim took over an attempt in progress whose instance stopped: same attempt,
+    nothing dialled; it goes on from what Asterisk's channels say."""
+    seen_until: dt.datetime | None = None
+    """For a takeover: when the stopped instance last wrote the attempt (a step or a lease
+    renewal), so last saw it."""
 
     @property
     def ident(self) -> int:
@@ -82,7 +88,7 @@ class LeasedStore(Generic[L]):
     """The step that keeps an attempt in progress as it is (its lease renewed)."""
     claim_step: ClassVar[enum.StrEnum]
     """The step that starts a new attempt."""
-    taken_over: ClassVar[bool]
+    may_take_over: ClassVar[bool]
     """Whether another instance may take an attempt over as it is (same attempt number)."""
 
     def __init__(self, database: Database, clock: Clock = utc_now) -> None:
@@ -158,7 +164,7 @@ class LeasedStore(Generic[L]):
             select(model.state, model.claimed_by, model.attempts)
             .where(model.id == claim.ident))).one_or_none()
         now = "gone" if row is None else f"{row[0]}, claimed by {row[1]!r} at attempt {row[2]}"
-        taken_over = (self.taken_over and row is not None and row[0] in self.live_states
+        taken_over = (self.may_take_over and row is not None and row[0] in self.live_states
                       and row[1] != claim.instance and row[2] == claim.attempt)
         return ClaimLost(f"{model.__tablename__.replace('_', ' ')} {claim.ident} attempt "
                          f"{claim.attempt} of {claim.instance!r} may not leave "

@@ -100,7 +100,7 @@ class Lifecycle(Generic[S, E]):
 
 
 def _move(leaves: Iterable[S], to: S | None = None) -> Move[S]:
-    return Move(tuple(dict.fromkeys(leaves)), to)
+    return Move(tuple(leaves), to)
 
 
 C = ConsultationState

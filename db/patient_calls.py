@@ -112,7 +112,7 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
     lifecycle = PATIENT_CALL
     keep = Step.KEEP
     claim_step = Step.CLAIM
-    taken_over = False
+    may_take_over = False
 
     # -- planning ----------------------------------------------------------------------
 

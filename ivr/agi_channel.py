@@ -45,6 +45,8 @@ class AgiChannel:
         self._watched: asyncio.Task[object] | None = None
         """The task whose waits the watchdog times (the call's)."""
         self._expired = False
+        self._due = 0.0
+        """When the watchdog looks next (loop time)."""
 
     def caller_hung_up(self) -> None:
         """Asterisk said the caller is gone (classic AGI's SIGHUP): the next command that
@@ -96,19 +98,17 @@ class AgiChannel:
         """The next event, or TimeoutError when none came within `reply_timeout`. One
         timer per channel watches every wait (an asyncio.timeout per command costs a timer
         of its own, a fifth of a bare command's time)."""
-        loop = asyncio.get_running_loop()
-        self._waiting_since = loop.time()
+        self._waiting_since = asyncio.get_running_loop().time()
         task = asyncio.current_task()
         if self._watchdog is None or self._watched is not task:
             self._stop_watching()
             self._watched = task
-            self._watchdog = loop.call_at(self._waiting_since + self.reply_timeout,
-                                          self._watch)
+            self._arm(self._waiting_since + self.reply_timeout)
+        cancelling = task.cancelling() if task is not None else 0
         try:
             return await self._next()
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if self._expired and task is not None and task.uncancel() == 0:
+            if self._expired and task is not None and task.uncancel() <= cancelling:
                 raise TimeoutError from None  # the watchdog's cancel, and only it
             raise
         finally:
@@ -120,16 +120,18 @@ class AgiChannel:
         self._watchdog, task = None, self._watched
         if task is None or task.done():
             return
-        loop = asyncio.get_running_loop()
         if self._waiting_since is None:  # between replies: the flow works; look again later
-            due = loop.time() + self.reply_timeout
-        elif loop.time() >= self._waiting_since + self.reply_timeout:
+            self._arm(asyncio.get_running_loop().time() + self.reply_timeout)
+        elif self._waiting_since + self.reply_timeout <= self._due:  # (it may fire a hair early)
             self._expired = True
             task.cancel()
-            return
         else:
-            due = self._waiting_since + self.reply_timeout
-        self._watchdog = loop.call_at(due, self._watch)
+            self._arm(self._waiting_since + self.reply_timeout)
+
+    def _arm(self, due: float) -> None:
+        """Look at the wait again at `due` (loop time)."""
+        self._due = due
+        self._watchdog = asyncio.get_running_loop().call_at(due, self._watch)
 
     def _stop_watching(self) -> None:
         """The channel is closed, or another task talks on it now."""

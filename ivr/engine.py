@@ -14,7 +14,7 @@ from ivr.outcome import Outcome
 
 log = logging.getLogger(__name__)
 ActionFn = Callable[[Call, Mapping[str, Any]], Awaitable[Outcome]]
-OFFICE_NODE = "office"
+OFFICE_NODE = Outcome.OFFICE
 MAX_STEPS = 500
 """A flow that runs this many nodes in one call is looping; the caller goes to the office."""
 MAX_FAILED_MENUS = 2
