@@ -67,7 +67,7 @@ class CallLog:
         """One transaction for `calls`; False when the store cannot take it now."""
 
         async def rows(session: AsyncSession) -> None:
-            await session.execute(insert(InboundCall), [dict(
+            await session.execute(insert(InboundCall.__table__), [dict(
                 started_at=call.started, ended_at=call.ended, caller=call.caller,
                 dialled=(call.dialled or "")[:40] or None, language=call.language,
                 outcome=call.outcome) for call in calls])
