@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Row, and_, bindparam, func, select
+from sqlalchemy import Row, ScalarSelect, and_, bindparam, func, select
 
 from clinic.calendar import Weekday
 from clinic.schedule import HoursRule, Interval, VisitKind, day_bounds
@@ -79,8 +79,14 @@ class Catalog:
         return self.profile.tz
 
 
-_FIRST_CLINIC = select(func.min(Clinic.id)).scalar_subquery()
-_REVISION = select(Clinic.id, Clinic.revision).where(Clinic.id == _FIRST_CLINIC)
+def practice_id(practice: str | None) -> ScalarSelect[int]:
+    """The id of the practice keyed `practice`; of the first clinic loaded when None (a
+    deployment of one practice, whatever its key)."""
+    if practice is None:
+        return select(func.min(Clinic.id)).scalar_subquery()
+    return select(Clinic.id).where(Clinic.key == practice).scalar_subquery()
+
+
 LONGEST_SLOT = dt.timedelta(minutes=240)
 """A booking ends at most this long after it starts (clinic/schedule.py's bound on slots), so
 the index on (doctor, start) bounds the search from both sides."""
@@ -90,19 +96,22 @@ _SPAN = and_(Appointment.doctor_id == bindparam("doctor"),
              Appointment.start_at < bindparam("until"),
              Appointment.end_at > bindparam("since"),
              Appointment.id != bindparam("ignore"))
-_REVISION_AND_BOOKED = (select(Clinic.id, Clinic.revision, Appointment.start_at,
-                               Appointment.end_at)
-                        .select_from(Clinic.__table__.outerjoin(Appointment.__table__, _SPAN))
-                        .where(Clinic.id == _FIRST_CLINIC)
-                        .order_by(Appointment.start_at))
 
 
 class Availability:
-    """The catalog of one process, checked against the store's revision on every read."""
+    """One practice's catalog in this process, checked against the store's revision on every
+    read."""
 
-    def __init__(self, shared: Rows) -> None:
+    def __init__(self, shared: Rows, practice: str | None = None) -> None:
         self.shared = shared
         """The store's own reads, outside any transaction (db/reads.py)."""
+        self.clinic = practice_id(practice)
+        """Selects this practice's clinic id inside the statements that read it."""
+        self._revision = select(Clinic.id, Clinic.revision).where(Clinic.id == self.clinic)
+        self._revision_and_booked = (
+            select(Clinic.id, Clinic.revision, Appointment.start_at, Appointment.end_at)
+            .select_from(Clinic.__table__.outerjoin(Appointment.__table__, _SPAN))
+            .where(Clinic.id == self.clinic).order_by(Appointment.start_at))
         self._catalog: Catalog | None = None
         self._clinic_id: int | None = None
         self._building = asyncio.Lock()
@@ -110,7 +119,7 @@ class Availability:
 
     async def catalog(self, rows: Rows) -> Catalog | None:
         """The catalog as the store has it now; None before any clinic file was loaded."""
-        found = await rows(_REVISION, None)
+        found = await rows(self._revision, None)
         return None if not found else await self._at(rows, found[0].id, found[0].revision)
 
     async def booked(self, rows: Rows, doctor_id: int, span: Interval,
@@ -126,12 +135,12 @@ class Availability:
         params = {"doctor": doctor_id, "since": span.start, "until": span.end,
                   "earliest": span.start - LONGEST_SLOT, "ignore": key[2]}
         if rows is not self.shared:
-            found = await rows(_REVISION_AND_BOOKED, params)
+            found = await rows(self._revision_and_booked, params)
         elif key in self._reading:
             found = await asyncio.shield(self._reading[key])
         else:
             reading = self._reading[key] = asyncio.ensure_future(
-                rows(_REVISION_AND_BOOKED, params))
+                rows(self._revision_and_booked, params))
             try:
                 found = await asyncio.shield(reading)
             finally:

@@ -136,12 +136,19 @@ class BookingService:
     """Reads schedules and writes bookings; every write is one transaction."""
 
     def __init__(self, database: Database, policy: BookingPolicy | None = None,
-                 clock: Clock = utc_now) -> None:
+                 clock: Clock = utc_now, practice: str | None = None) -> None:
         self.db = database
         self.policy = policy or BookingPolicy()
         self.clock = clock
-        self.availability = Availability(database.rows)
+        self.practice = practice
+        """The practice's key this service books for; None: the first (and only) one."""
+        self.availability = Availability(database.rows, practice)
         self._turns = _Turns()
+
+    def _appointments(self) -> Select[tuple[Appointment, Doctor, Patient]]:
+        """Appointments with their doctor and patient, of this practice's doctors only: a
+        caller of one practice never reaches another's bookings."""
+        return _appointments().where(Doctor.clinic_id == self.availability.clinic)
 
     async def clinic_profile(self) -> ClinicProfile | None:
         """The clinic's words and doctors, or None before any clinic file was loaded."""
@@ -200,9 +207,9 @@ class BookingService:
     async def upcoming(self, phone: str) -> list[AppointmentView]:
         """The caller's booked appointments that have not started yet."""
         number = phones.normalize(phone)
-        query = _appointments().where(Patient.phone == number,
-                                      Appointment.status == AppointmentStatus.BOOKED,
-                                      Appointment.start_at > self.clock())
+        query = self._appointments().where(Patient.phone == number,
+                                           Appointment.status == AppointmentStatus.BOOKED,
+                                           Appointment.start_at > self.clock())
         async with self.db.reading() as session:
             rows = (await session.execute(query.order_by(Appointment.start_at))).all()
         return [_appointment_view(*row) for row in rows]
@@ -210,8 +217,9 @@ class BookingService:
     async def find_by_code(self, phone: str, code: str) -> AppointmentView | None:
         """A booked appointment by its code, only if it belongs to that number."""
         number = phones.normalize(phone)
-        query = _appointments().where(Patient.phone == number, Appointment.code == code,
-                                      Appointment.status == AppointmentStatus.BOOKED)
+        query = self._appointments().where(
+            Patient.phone == number, Appointment.code == code,
+            Appointment.status == AppointmentStatus.BOOKED)
         async with self.db.reading() as session:
             row = (await session.execute(query)).first()
         return None if row is None else _appointment_view(*row)
@@ -220,7 +228,7 @@ class BookingService:
         """One appointment as it stands now, whatever its status."""
         async with self.db.reading() as session:
             row = (await session.execute(
-                _appointments().where(Appointment.id == appointment_id))).first()
+                self._appointments().where(Appointment.id == appointment_id))).first()
         return None if row is None else _appointment_view(*row)
 
     async def book(self, phone: str, doctor_id: int, start: dt.datetime, kind: VisitKind,
@@ -374,9 +382,10 @@ class BookingService:
     async def _owned(self, session: AsyncSession, appointment_id: int, number: str, *,
                      cutoff: bool = True) -> Appointment | Refused:
         appointment = await session.scalar(
-            select(Appointment).join(Patient).where(Appointment.id == appointment_id,
-                                                    Patient.phone == number,
-                                                    Appointment.status == AppointmentStatus.BOOKED))
+            select(Appointment).join(Patient).join(Doctor).where(
+                Appointment.id == appointment_id, Patient.phone == number,
+                Appointment.status == AppointmentStatus.BOOKED,
+                Doctor.clinic_id == self.availability.clinic))
         if appointment is None:
             return Refused(Refusal.NOT_FOUND, "no booked appointment of this caller has that id")
         if cutoff and appointment.start_at - self.clock() < self.policy.change_cutoff:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -49,6 +49,18 @@ class Services:
     clock: Callable[[], dt.datetime]
     patient_calls: PatientCallStore | None = None
     surveys: SurveyStore | None = None
+    doctor_codes: Mapping[str, DoctorChoice] = field(default_factory=dict)
+    """On the shared number: each card code's doctor and practice (ivr/actions/practice.py)."""
+
+
+@dataclass(frozen=True)
+class DoctorChoice:
+    """A doctor a caller names by the code on their practice's card, and that practice's line."""
+
+    practice: str
+    doctor: str
+    """The doctor's key, for the prompt of their name."""
+    services: Services
 
 
 @dataclass(frozen=True)
@@ -113,6 +125,12 @@ class Call:
         files = self.services.prompts.files(self.language, keys)
         return await self.session.read_digits(files, max_digits=max_digits,
                                               digit_wait=digit_wait)
+
+    async def enter(self, services: Services) -> None:
+        """Go on in a practice's line: its store, its words, whether it is closed today."""
+        self.services = services
+        today = self.now().astimezone(services.clinic.tz).date()
+        self.closed_today = await services.booking.closed_on(today)
 
     def now(self) -> dt.datetime:
         """The clinic's clock (tests move it)."""

@@ -18,18 +18,25 @@ from clinic.staff_toml import StaffFileError
 from ivr.engine import ActionSpec
 from ivr.flow import Flow
 from ivr.flow_check import load_flows
+from ivr.practice_routes import Routes
 from ivr.prompts import PromptLibrary
 
 log = logging.getLogger(__name__)
-PromptsLoader = Callable[[], Awaitable[PromptLibrary]]
+RoutesLoader = Callable[[], Awaitable[Routes]]
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Flows and the prompts they were checked against, as one version."""
+    """Flows, the practices they serve and the prompts they were checked against, as one
+    version."""
 
     flows: Mapping[str, Flow]
-    prompts: PromptLibrary
+    routes: Routes
+
+    @property
+    def prompts(self) -> PromptLibrary:
+        """Every prompt the flows may play."""
+        return self.routes.prompts
 
     @property
     def version(self) -> str:
@@ -41,10 +48,10 @@ class FlowStore:
     """Loads, checks and swaps the flow set; knows the last error if an edit was refused."""
 
     def __init__(self, directory: Path, actions: Mapping[str, ActionSpec],
-                 prompts: PromptsLoader, watched: tuple[Path, ...] = ()) -> None:
+                 routes: RoutesLoader, watched: tuple[Path, ...] = ()) -> None:
         self.directory = directory
         self.actions = actions
-        self.prompts = prompts
+        self.routes = routes
         self.watched = watched
         self.snapshot: Snapshot | None = None
         self.last_error: str | None = None
@@ -58,9 +65,9 @@ class FlowStore:
 
     async def load(self) -> Snapshot:
         """Read and check the folder; raises StaffFileError and changes nothing if it fails."""
-        prompts = await self.prompts()
-        flows = await asyncio.to_thread(load_flows, self.directory, self.actions, prompts)
-        return Snapshot(flows, prompts)
+        routes = await self.routes()
+        flows = await asyncio.to_thread(load_flows, self.directory, self.actions, routes.prompts)
+        return Snapshot(flows, routes)
 
     async def start(self) -> Snapshot:
         """The first load, at start-up; a broken folder raises StaffFileError."""
@@ -79,11 +86,12 @@ class FlowStore:
             log.error("flows not reloaded (%s); still serving %s:\n%s", reason, serving, exc)
             return False
         self.last_error = None
-        if self.snapshot is not None and fresh.version == self.snapshot.version:
-            return False
-        self.snapshot, self.loaded_at = fresh, time.time()
-        log.info("flows loaded (%s): %s", reason, fresh.version)
-        return True
+        changed = self.snapshot is None or fresh.version != self.snapshot.version
+        self.snapshot = fresh  # the practices and their words may have changed with the flows
+        if changed:
+            self.loaded_at = time.time()
+            log.info("flows loaded (%s): %s", reason, fresh.version)
+        return changed
 
     def _stamp(self) -> tuple[tuple[str, float], ...]:
         files = [*self.directory.glob("*.toml"), *(p for p in self.watched if p.exists())]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import logging
 from collections.abc import Callable, Mapping
@@ -13,11 +12,13 @@ from ivr.call import Call, CallEnd, Services
 from ivr.conditions import caller_number
 from ivr.engine import FlowEngine
 from ivr.flow import Flow
-from ivr.flow_store import FlowStore, Snapshot
+from ivr.flow_store import FlowStore
 from ivr.session import CallerHungUp, CallSession
 
 log = logging.getLogger(__name__)
 ENTRY_FLOW = "main"
+SHARED_FLOW = "shared"
+"""The flow of a number no practice owns, when several share the line: it asks which."""
 
 
 class InboundLine:
@@ -37,16 +38,20 @@ class InboundLine:
         self._ids = itertools.count(1)
 
     async def answer(self, session: CallSession) -> Call:
-        """Run one call to its end; a hang-up at any step ends it cleanly."""
+        """Run one call to its end, in the practice its dialled number reaches or else on the
+        shared number's menu; a hang-up at any step ends it cleanly."""
         snapshot = self.flows.current()
-        call = self.new_call(session, snapshot)
+        services = snapshot.routes.line(session.info.dialled)
         entry = session.info.options.get("flow", ENTRY_FLOW)
+        if services is None:
+            services, entry = snapshot.routes.shared, SHARED_FLOW
+        call = self.new_call(session, services)
         return await self.run(call, snapshot.flows, entry if entry in snapshot.flows
                               else ENTRY_FLOW, logged=self.logging_calls)
 
-    def new_call(self, session: CallSession, snapshot: Snapshot) -> Call:
-        """A call on the flows and prompts of `snapshot`, in the language the PBX asked for."""
-        call = Call(session, dataclasses.replace(self.services, prompts=snapshot.prompts))
+    def new_call(self, session: CallSession, services: Services) -> Call:
+        """A call on a practice's services, in the language the PBX asked for."""
+        call = Call(session, services)
         if session.info.options.get("lang") in ("fa", "en"):
             call.language = session.info.options["lang"]
         return call
@@ -55,13 +60,12 @@ class InboundLine:
                   ) -> Call:
         """Run `entry` on a call; `logged` calls are written to the call log when they end."""
         session, info = call.session, call.session.info
-        started = call.started_at = self.services.clock()
+        started = call.started_at = call.now()
         call_id = next(self._ids)
         self.calls[call_id] = call
         try:
             await session.begin(call_id)
-            today = started.astimezone(self.services.clinic.tz).date()
-            call.closed_today = await self.services.booking.closed_on(today)
+            await call.enter(call.services)
             await self.engine.run(call, flows, entry)
             if call.outcome is not CallEnd.OFFICE:
                 await session.finish()
@@ -74,7 +78,7 @@ class InboundLine:
         finally:
             del self.calls[call_id]
             if logged:
-                record = CallRecord(started, self.services.clock(),
+                record = CallRecord(started, call.now(),
                                     caller_number(info.caller_id), info.dialled,
                                     call.language, call.outcome)
                 for listener in self.on_call_end:

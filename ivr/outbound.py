@@ -39,22 +39,23 @@ class PatientCallLine:
                         "unheard", channel_id)
             await session.hang_up()
             return None
+        snapshot = self.line.flows.current()
         due = await self.store.live(channel_id)
-        booking = None if due is None else \
-            await self.line.services.booking.appointment(due.appointment_id)
-        if due is None or booking is None:
+        services = None if due is None else snapshot.routes.of_doctor(due.doctor_id)
+        booking = None if due is None or services is None else \
+            await services.booking.appointment(due.appointment_id)
+        if due is None or services is None or booking is None:
             log.warning("AGI patient-call for channel %s: no call of nobat's is ringing it; "
                         "hung up", channel_id)
             await session.hang_up()
             return None
-        snapshot = self.line.flows.current()
         if str(due.purpose) not in snapshot.flows:
             log.error("no flow %s.toml in the flows folder: %s call %d hung up unheard",
                       due.purpose, due.purpose, due.id)
             await session.hang_up()
             return None
         await self.store.flow_started(due.id)
-        call = self.line.new_call(session, snapshot)
+        call = self.line.new_call(session, services)
         call.language = due.patient_language
         call.patient_phone = due.patient_phone
         call.about = CallAbout(due, booking)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,24 +14,46 @@ from ivr import speech
 LANGUAGES = speech.LANGUAGES
 
 
+OWN_WORDS = ("clinic/", "doctor/")
+"""Prompts a practice has its own of: its name and address, its doctors' names."""
+
+
+def own_key(folder: str, key: str) -> str:
+    """Where a practice's own prompt lives: "clinic/name" of practice "shiraz-eye" is
+    "clinic/shiraz-eye/name"; with one practice (folder "") it is where it always was."""
+    if not folder or not key.startswith(OWN_WORDS):
+        return key
+    head, _, rest = key.partition("/")
+    return f"{head}/{folder}/{rest}"
+
+
 @dataclass(frozen=True)
 class ClinicWords:
-    """The clinic's own words that become prompts: its name, address, doctors' names."""
+    """A practice's own words that become prompts: its name, address, doctors' names."""
 
     name: Mapping[str, str]
     address: Mapping[str, str]
     doctors: Mapping[str, Mapping[str, str]]
+    folder: str = ""
+    """The practice's key when the store holds several; "" for the only one."""
 
 
 class PromptLibrary:
-    """Knows every prompt's text per language and where Asterisk finds its file."""
+    """Knows every prompt's text per language and where Asterisk finds its file; a practice's
+    view of it (`practice`) plays that practice's own words for "clinic/..." and "doctor/..."."""
 
-    def __init__(self, texts: Mapping[str, Mapping[str, str]], files_root: str) -> None:
+    def __init__(self, texts: Mapping[str, Mapping[str, str]], files_root: str,
+                 folder: str = "") -> None:
         self.texts = {lang: dict(texts.get(lang, {})) for lang in LANGUAGES}
         self.files_root = files_root.rstrip("/")
+        self.folder = folder
+
+    def practice(self, folder: str) -> PromptLibrary:
+        """The same prompts, with practice `folder`'s own words."""
+        return PromptLibrary(self.texts, self.files_root, folder)
 
     @classmethod
-    def load(cls, manifest: Path, files_root: str, clinic: ClinicWords | None = None
+    def load(cls, manifest: Path, files_root: str, clinics: Iterable[ClinicWords] = ()
              ) -> PromptLibrary:
         """Merge the hand-written manifest with fragments made by rule and clinic data."""
         manifest_doc = StaffToml.load(manifest)
@@ -47,10 +70,11 @@ class PromptLibrary:
             merged.update({f"specialty/{key}": names[0 if lang == "fa" else 1]
                            for key, names in SPECIALTIES.items()})
             merged.update({f"menu/press-{n}": _press(n, lang) for n in range(10)})
-            if clinic is not None:
-                merged["clinic/name"] = clinic.name.get(lang, "")
-                merged["clinic/address"] = clinic.address.get(lang, "")
-                merged.update({f"doctor/{key}": names.get(lang, "")
+            for clinic in clinics:
+                own = functools.partial(own_key, clinic.folder)
+                merged[own("clinic/name")] = clinic.name.get(lang, "")
+                merged[own("clinic/address")] = clinic.address.get(lang, "")
+                merged.update({own(f"doctor/{key}"): names.get(lang, "")
                                for key, names in clinic.doctors.items()})
             merged.update(written.get(lang, {}))
             texts[lang] = merged
@@ -58,7 +82,7 @@ class PromptLibrary:
 
     def file(self, lang: str, key: str) -> str:
         """The path Asterisk plays (no extension: Asterisk picks the format it has)."""
-        return f"{self.files_root}/{lang}/{key}"
+        return f"{self.files_root}/{lang}/{own_key(self.folder, key)}"
 
     def files(self, lang: str, keys: Iterable[str]) -> list[str]:
         """Paths for several prompts."""
@@ -74,11 +98,11 @@ class PromptLibrary:
 
     def text(self, lang: str, key: str) -> str | None:
         """The words of a prompt, or None if no text is known."""
-        return self.texts.get(lang, {}).get(key)
+        return self.texts.get(lang, {}).get(own_key(self.folder, key))
 
     def missing(self, lang: str, keys: Iterable[str]) -> list[str]:
         """Which of these prompts have no text in a language."""
-        return [key for key in keys if key not in self.texts.get(lang, {})]
+        return [key for key in keys if self.text(lang, key) is None]
 
 
 def _press(n: int, lang: str) -> str:

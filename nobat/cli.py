@@ -11,7 +11,6 @@ from pathlib import Path
 
 from clinic.clinic_file import read_clinic
 from clinic.staff_toml import StaffFileError
-from db.booking import BookingService
 from db.clinic_sync import LoadRefused, load_clinic
 from db.engine import Database
 from db.schema import current_revision, head_revision
@@ -20,7 +19,7 @@ from ivr.flow_check import load_flows
 from ivr.prompt_build import PromptBuild
 from nobat.config import DEFAULT_PATH, Config, load_config
 from nobat.doctor import AGI_BIN, DIALPLAN, doctor
-from nobat.ivr_wiring import prompt_library
+from nobat.ivr_wiring import PracticeLines
 from nobat.logs import setup_logging
 from nobat.serve import StartupError, open_database, serve
 from nobat.try_command import stdin_reader, try_flow
@@ -169,7 +168,7 @@ async def _load_clinic(database: Database, path: Path) -> int:
 
 
 async def _build_prompts(config: Config, database: Database) -> int:
-    library = await prompt_library(config, BookingService(database, config.booking))
+    library = (await PracticeLines(config, database).routes()).prompts
     build = PromptBuild(library, config.ivr.prompts)
     todo = await asyncio.to_thread(build.plan)
     await build.speak_all(todo)
@@ -182,7 +181,7 @@ async def _build_prompts(config: Config, database: Database) -> int:
 
 
 async def _check_flows(config: Config, database: Database, folder: Path | None) -> int:
-    library = await prompt_library(config, BookingService(database, config.booking))
+    library = (await PracticeLines(config, database).routes()).prompts
     try:
         flows = load_flows(folder or config.ivr.flows, ACTIONS, library)
     except StaffFileError as exc:

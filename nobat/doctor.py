@@ -13,7 +13,7 @@ import socket
 import stat
 import sysconfig
 import tomllib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,13 +25,12 @@ from sqlalchemy.engine import make_url
 from bridge.ami_client import AmiClient, AmiError
 from clinic.staff_toml import StaffFileError
 from db.availability import ClinicProfile
-from db.booking import BookingService
 from db.engine import Database, one_line
 from db.schema import current_revision, head_revision
 from ivr.fastagi_gate import peer_allowed
 from ivr.prompts import LANGUAGES, PromptLibrary
 from nobat.config import Config
-from nobat.ivr_wiring import MANIFEST, clinic_words
+from nobat.ivr_wiring import MANIFEST, PracticeLines, practice_words
 from nobat.page_token import TOKEN_FILE, token_folder
 
 WAIT_S = 5.0
@@ -122,8 +121,8 @@ async def doctor(config: Config, asterisk_user: str | None, dialplan: Path = DIA
     """Every check, in the order a deployment is built; with no `asterisk_user`, Asterisk's
     side is checked for `usual_asterisk_user` if there is one."""
     found = [_config(config)]
-    stored, profile = await _store(config)
-    found += [*stored, _prompts_present(config, profile), *_secrets_closed(config)]
+    stored, profiles = await _store(config)
+    found += [*stored, _prompts_present(config, profiles), *_secrets_closed(config)]
     found += _asterisk_files(config, asterisk_user, usual_asterisk_user, agi_bin)
     found += [await _ami(config), await _fastagi(config), *_dialplan(config, dialplan),
               await _page(config)]
@@ -134,37 +133,40 @@ def _config(config: Config) -> Finding:
     return Finding("config", True, f"{config.path} reads")
 
 
-async def _store(config: Config) -> tuple[list[Finding], ClinicProfile | None]:
+async def _store(config: Config
+                 ) -> tuple[list[Finding], Mapping[str | None, ClinicProfile | None]]:
     url = make_url(config.database.url)
     file = Path(url.database or "") if url.drivername.startswith("sqlite") else None
     if file is not None and url.database not in ("", ":memory:") and not file.exists():
         return [Finding("store", False, f"there is no store at {file}",
-                        "run `nobat db upgrade` as nobat (umask 0007)")], None
+                        "run `nobat db upgrade` as nobat (umask 0007)")], {}
     database = Database.from_url(config.database.url)
     try:
         schema = await current_revision(database)
-        profile = await BookingService(database, config.booking).clinic_profile()
+        profiles = await PracticeLines(config, database).profiles()
     except Exception as exc:  # any driver error: the store does not answer
         return [Finding("store", False, f"{config.database.safe_url}: {one_line(exc)}",
-                        "check database.url, the file's folder and its modes")], None
+                        "check database.url, the file's folder and its modes")], {}
     finally:
         await database.close()
     head = head_revision()
     findings = [Finding("store", schema == head, f"{config.database.safe_url} at schema "
                         f"{schema} (this nobat expects {head})", "run `nobat db upgrade`")]
-    findings.append(Finding("clinic", profile is not None,
-                            f"{profile.name_en or profile.name}, {len(profile.doctors)} "
-                            "doctors" if profile else "no clinic loaded",
-                            "run `nobat clinic load /etc/nobat/clinic.toml`"))
-    return findings, profile
+    loaded = [profile for profile in profiles.values() if profile is not None]
+    findings.append(Finding("clinic", bool(loaded), "; ".join(
+        f"{profile.name_en or profile.name}, {len(profile.doctors)} doctors"
+        for profile in loaded) or "no clinic loaded",
+        "run `nobat clinic load /etc/nobat/clinic.toml`"))
+    return findings, profiles
 
 
-def _prompts_present(config: Config, profile: ClinicProfile | None) -> Finding:
+def _prompts_present(config: Config, profiles: Mapping[str | None, ClinicProfile | None]
+                     ) -> Finding:
     """Every prompt the flows may play has its file where Asterisk plays it (ivr.asterisk_prompts,
     which defaults to ivr.prompts): Asterisk skips a missing one."""
     manifest, folder = config.ivr.prompts / MANIFEST, Path(config.ivr.asterisk_prompts)
     try:
-        library = PromptLibrary.load(manifest, str(folder), clinic_words(profile))
+        library = PromptLibrary.load(manifest, str(folder), practice_words(profiles))
     except (OSError, StaffFileError) as exc:
         return Finding("prompts", False, f"{manifest}: {one_line(exc)}", "check ivr.prompts")
     missing = [f"{lang}/{key}" for lang in LANGUAGES for key in library.texts[lang]

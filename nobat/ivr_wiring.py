@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Mapping
 from zoneinfo import ZoneInfo
+
+from db.practices import Practice, practices
 
 from db.booking import BookingService, ClinicProfile
 from db.call_log import CallLog
-from db.engine import Database, utc_now
+from db.engine import Clock, Database, utc_now
 from db.patient_calls import PatientCallStore
 from db.surveys import SurveyStore
 from ivr.actions.registry import ACTIONS
-from ivr.call import ClinicFacts, OfficeHours, Services
+from ivr.call import ClinicFacts, DoctorChoice, OfficeHours, Services
 from ivr.engine import FlowEngine
 from ivr.fastagi import Access, FastAgiServer, Limits
 from ivr.flow_store import FlowStore
 from ivr.inbound import InboundLine
 from ivr.outbound import PatientCallLine
+from ivr.practice_routes import Routes
 from ivr.prompts import ClinicWords, PromptLibrary
 from nobat.config import Config
 
@@ -28,37 +31,89 @@ PATIENT_CALL_ROUTE = "patient-call"
 """The path [nobat-patient-call] calls when a patient answers a call nobat made."""
 
 
-def clinic_words(profile: ClinicProfile | None) -> ClinicWords | None:
-    """The clinic's own words that become prompts."""
-    if profile is None:
-        return None
+def clinic_words(profile: ClinicProfile, folder: str = "") -> ClinicWords:
+    """A practice's own words that become prompts; `folder` is its key when several share
+    the line."""
     return ClinicWords(
         name={"fa": profile.name, "en": profile.name_en},
         address={"fa": profile.address, "en": profile.address_en or profile.address},
-        doctors={d.key: {"fa": d.name, "en": d.name_en} for d in profile.doctors})
+        doctors={d.key: {"fa": d.name, "en": d.name_en} for d in profile.doctors},
+        folder=folder)
 
 
-async def prompt_library(config: Config, booking: BookingService) -> PromptLibrary:
-    """Prompts from the manifest, the rules and the clinic as the store holds it."""
-    profile = await booking.clinic_profile()
-    return PromptLibrary.load(config.ivr.prompts / MANIFEST, config.ivr.asterisk_prompts,
-                              clinic_words(profile))
+def practice_words(profiles: Mapping[str | None, ClinicProfile | None]) -> list[ClinicWords]:
+    """Every practice's own words, each in its own folder when several share the line."""
+    return [clinic_words(profile, key or "") for key, profile in profiles.items() if profile]
 
 
-async def build_line(config: Config, database: Database,
-                     clock: Callable[[], dt.datetime] = utc_now) -> InboundLine:
+class PracticeLines:
+    """The line's routes from the practices in the store, built again at every flow load; each
+    practice keeps its booking service (its catalog, its booking turns) from load to load."""
+
+    def __init__(self, config: Config, database: Database, clock: Clock = utc_now) -> None:
+        self.config = config
+        self.database = database
+        self.clock = clock
+        self.patient_calls = PatientCallStore(database, clock)
+        self.surveys = SurveyStore(database, clock)
+        self._booking: dict[str | None, BookingService] = {}
+
+    def booking(self, practice: str | None) -> BookingService:
+        """The booking service of a practice (None: the only one)."""
+        if practice not in self._booking:
+            self._booking[practice] = BookingService(self.database, self.config.booking,
+                                                     self.clock, practice)
+        return self._booking[practice]
+
+    async def routes(self) -> Routes:
+        """Every practice with its services and words, the numbers and codes that reach each;
+        with one practice (or none yet) the line is as it always was."""
+        found = await practices(self.database)
+        platform = len(found) > 1
+        profiles = await self.profiles(found)
+        keys = list(profiles)
+        library = PromptLibrary.load(self.config.ivr.prompts / MANIFEST,
+                                     self.config.ivr.asterisk_prompts, practice_words(profiles))
+        lines = {key or "": self._services(self.booking(key), library.practice(key or ""),
+                                           profiles[key]) for key in keys}
+        doctors = {doctor.id: key for key, profile in profiles.items() if key and profile
+                   for doctor in profile.doctors}
+        names = {doctor.id: doctor.key for profile in profiles.values() if profile
+                 for doctor in profile.doctors}
+        codes = {code: DoctorChoice(p.key, names[doctor], lines[p.key])
+                 for p in found if platform for code, doctor in p.doctor_codes.items()
+                 if doctor in names}
+        shared = dataclasses.replace(next(iter(lines.values())), prompts=library,
+                                     doctor_codes=codes)
+        return Routes(library, lines, {n: p.key for p in found if platform for n in p.numbers},
+                      doctors, shared)
+
+    async def profiles(self, found: list[Practice] | None = None
+                       ) -> dict[str | None, ClinicProfile | None]:
+        """Each practice's words and doctors by its key; with one practice (or none loaded
+        yet), under None, as a deployment of one practice has always been served."""
+        found = await practices(self.database) if found is None else found
+        keys: list[str | None] = [p.key for p in found] if len(found) > 1 else [None]
+        return {key: await self.booking(key).clinic_profile() for key in keys}
+
+    def _services(self, booking: BookingService, prompts: PromptLibrary,
+                  profile: ClinicProfile | None) -> Services:
+        ivr = self.config.ivr
+        return Services(booking=booking, prompts=prompts,
+                        office=OfficeHours(ivr.office, ivr.office_hours),
+                        clinic=ClinicFacts(profile.tz if profile else ZoneInfo("Asia/Tehran")),
+                        clock=self.clock, patient_calls=self.patient_calls,
+                        surveys=self.surveys)
+
+
+async def build_line(config: Config, database: Database, clock: Clock = utc_now
+                     ) -> InboundLine:
     """The inbound line, its flows loaded and checked; a broken folder raises StaffFileError."""
-    booking = BookingService(database, config.booking, clock)
-    profile = await booking.clinic_profile()
-    store = FlowStore(config.ivr.flows, ACTIONS, lambda: prompt_library(config, booking),
+    practices_ = PracticeLines(config, database, clock)
+    store = FlowStore(config.ivr.flows, ACTIONS, practices_.routes,
                       watched=(config.ivr.prompts / MANIFEST,))
     snapshot = await store.start()
-    services = Services(
-        booking=booking, prompts=snapshot.prompts,
-        office=OfficeHours(config.ivr.office, config.ivr.office_hours),
-        clinic=ClinicFacts(profile.tz if profile else ZoneInfo("Asia/Tehran")),
-        clock=clock, patient_calls=PatientCallStore(database, clock),
-        surveys=SurveyStore(database, clock))
+    services = snapshot.routes.line(None) or next(iter(snapshot.routes.practices.values()))
     return InboundLine(FlowEngine(ACTIONS), services, CallLog(database), store)
 
 

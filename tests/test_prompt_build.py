@@ -6,7 +6,7 @@ import wave
 from pathlib import Path
 
 from ivr.prompt_build import PromptBuild
-from ivr.prompts import PromptLibrary
+from ivr.prompts import ClinicWords, PromptLibrary
 
 
 async def build(library: PromptLibrary, root: Path) -> PromptBuild:
@@ -37,3 +37,22 @@ async def test_prompts_are_spoken_at_8khz_and_rebuilt_only_when_their_words_chan
     assert changed.report.built == ["en/welcome"]
     assert changed.report.kept_recordings == ["fa/welcome"]
     assert changed.report.failed == []
+
+
+async def test_each_practice_of_several_gets_its_own_name_and_doctors_built_and_played(
+        tmp_path: Path) -> None:
+    manifest = tmp_path / "manifest.toml"
+    manifest.write_text('[fa]\n"welcome" = "خوش آمدید."\n[en]\n"welcome" = "Welcome."\n')
+    words = [ClinicWords({"fa": f"مطب {n}", "en": f"Practice {n}"}, {"fa": "", "en": ""},
+                         {"dr-a": {"fa": f"دکتر {n}", "en": f"Dr. {n}"}}, folder=key)
+             for n, key in ((1, "tehran"), (2, "shiraz"))]
+    library = PromptLibrary.load(manifest, str(tmp_path), words)
+    shiraz = library.practice("shiraz")
+    assert shiraz.file("en", "doctor/dr-a") == f"{tmp_path}/en/doctor/shiraz/dr-a"
+    assert shiraz.text("en", "clinic/name") == "Practice 2"
+    assert library.practice("tehran").text("en", "doctor/dr-a") == "Dr. 1"
+    assert shiraz.file("en", "welcome") == f"{tmp_path}/en/welcome"
+    run = PromptBuild(library, tmp_path)
+    todo = [item for item in run.plan() if item[0] == "en" and "/" in item[1]]
+    assert {key for _, key, _ in todo} >= {"clinic/tehran/name", "clinic/shiraz/name",
+                                           "doctor/tehran/dr-a", "doctor/shiraz/dr-a"}

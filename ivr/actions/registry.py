@@ -18,6 +18,7 @@ from ivr.actions.patient_calls import (
     reschedule_appointment,
     would_book_again,
 )
+from ivr.actions.practice import choose_practice
 from ivr.engine import ActionSpec
 from ivr.outcome import Outcome
 
@@ -28,6 +29,7 @@ ACTIONS: dict[str, ActionSpec] = {
     "address": ActionSpec(address),
     "hours": ActionSpec(hours, params={"specialty": str}, asks=True),
     "office": ActionSpec(office),
+    "choose_practice": ActionSpec(choose_practice, asks=True),
     "read_appointment": ActionSpec(read_appointment),
     "confirm_appointment": ActionSpec(confirm_appointment),
     "reschedule_appointment": ActionSpec(reschedule_appointment, asks=True),

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+from pathlib import Path
 
 from clinic.calendar import Weekday
 from clinic.clinic_file import ClinicSpec, DoctorSpec
 from clinic.schedule import TEHRAN, HoursRule, VisitKind
 
 ALL_KINDS = frozenset(VisitKind)
+DEMO_FILE = Path(__file__).resolve().parents[2] / "clinic.toml"
 
 
 def every_day_clinic(slots_per_day: int, slot_minutes: int = 5, start_minute: int = 8 * 60,
@@ -23,6 +26,18 @@ def every_day_clinic(slots_per_day: int, slot_minutes: int = 5, start_minute: in
                                  f"+98912100{n:04d}", ("fa",), hours)
                       for n in range(1, doctors + 1)),
         closures=())
+
+
+def second_practice(key: str = "shiraz-eye", phone: str = "071 3222 4455",
+                    codes: str = "2") -> str:
+    """The demo clinic's text as another practice: its own key, names, number and DID, and
+    its doctors' card codes starting with `codes` instead of the demo's 1."""
+    text = DEMO_FILE.read_text(encoding="utf-8")
+    text = text.replace('key = "nobat-demo"', f'key = "{key}"')
+    text = text.replace('name = "درمانگاه نوبت"', 'name = "مطب چشم شیراز"')
+    text = text.replace('name_en = "Nobat Clinic"', 'name_en = "Shiraz Eye Practice"')
+    text = re.sub(r'(?m)^(phone|numbers) = (\[?)"021 8877 6655"', rf'\1 = \2"{phone}"', text)
+    return re.sub(r'(?m)^code = "1', f'code = "{codes}', text)
 
 
 def tomorrow_tehran(now: dt.datetime | None = None) -> dt.date:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,12 +71,15 @@ class IvrRig:
 
 @asynccontextmanager
 async def ivr_rig(database: Database, clock: Clock, limits: Limits | None = None,
-                  flows: Path | None = None) -> AsyncIterator[IvrRig]:
-    """Load the demo clinic and serve the shipped flows (or `flows`) on an ephemeral port."""
+                  flows: Path | None = None, practices: Sequence[Path] = ()
+                  ) -> AsyncIterator[IvrRig]:
+    """Load the demo clinic (and the clinic files `practices` after it) and serve the shipped
+    flows (or `flows`) on an ephemeral port."""
     config = load_config(ROOT / "config.toml", env={"NOBAT_FASTAGI_SECRET": DIALPLAN_SECRET})
     if flows is not None:
         config = dataclasses.replace(config, ivr=dataclasses.replace(config.ivr, flows=flows))
-    await load_clinic(database, read_clinic(ROOT / "clinic.toml"), clock)
+    for file in (ROOT / "clinic.toml", *practices):
+        await load_clinic(database, read_clinic(file), clock)
     line = await build_line(config, database, clock)
     server = fastagi_server(config, line)
     if limits is not None:

@@ -1,0 +1,96 @@
+"""Several practices on one line: each practice's number runs its own line with its own words
+and doctors, and the shared number asks for the doctor's card code first."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from db.engine import Database
+from db.models import Appointment, Clinic, Doctor
+from tests.fakepbx.script import Caller, Hear
+from tests.support.clinics import Clock, second_practice
+from tests.support.ivr import IvrRig, ivr_rig
+from tests.test_ivr_calls import BOOK_SATURDAY_1620, MOBILE, SATURDAY, at, contains
+
+TEHRAN_DID = "02188776655"
+SHIRAZ_DID = "07132224455"
+SHARED_DID = "02199990000"
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(at(SATURDAY, 9))
+
+
+@pytest.fixture
+async def rig(database: Database, clock: Clock, tmp_path: Path) -> AsyncIterator[IvrRig]:
+    shiraz = tmp_path / "shiraz.toml"
+    shiraz.write_text(second_practice("shiraz-eye", "071 3222 4455"), encoding="utf-8")
+    async with ivr_rig(database, clock, practices=[shiraz]) as started:
+        yield started
+
+
+async def booked_at(database: Database) -> list[tuple[str, str, dt.datetime]]:
+    """Each booking's practice and doctor, as the store holds them."""
+    async with database.reading() as session:
+        rows = await session.execute(
+            select(Clinic.key, Doctor.key, Appointment.start_at).join(
+                Doctor, Appointment.doctor_id == Doctor.id).join(
+                Clinic, Doctor.clinic_id == Clinic.id).order_by(Appointment.id))
+        return [tuple(r) for r in rows]
+
+
+async def test_each_practices_number_books_with_its_own_doctor_and_words(
+        rig: IvrRig, database: Database) -> None:
+    tehran = await rig.call(Caller.dialling(MOBILE, Hear("welcome"), "1", *BOOK_SATURDAY_1620,
+                                            dialled=TEHRAN_DID))
+    shiraz = await rig.call(Caller.dialling(MOBILE, Hear("welcome"), "1", *BOOK_SATURDAY_1620,
+                                            dialled=SHIRAZ_DID))
+    assert contains(tehran.prompts, ["fa/with-doctor", "fa/doctor/nobat-demo/dr-ahmadi"])
+    assert contains(shiraz.prompts, ["fa/with-doctor", "fa/doctor/shiraz-eye/dr-ahmadi"])
+    assert not any("shiraz-eye" in p for p in tehran.prompts)
+    assert not any("nobat-demo" in p for p in shiraz.prompts)
+    assert await booked_at(database) == [("nobat-demo", "dr-ahmadi", at(SATURDAY, 16, 20)),
+                                         ("shiraz-eye", "dr-ahmadi", at(SATURDAY, 16, 20))]
+
+
+async def test_the_shared_number_takes_a_doctors_code_and_goes_on_in_that_practice(
+        rig: IvrRig, database: Database) -> None:
+    heard = await rig.call(Caller.dialling(
+        MOBILE, Hear("platform-welcome"), "1", Hear("enter-doctor-code"), "201#",
+        Hear("confirm-keys"), "1", *BOOK_SATURDAY_1620, dialled=SHARED_DID))
+    assert heard.prompts[:3] == ["fa/platform-welcome", "fa/choose-language",
+                                 "fa/enter-doctor-code"]
+    assert contains(heard.prompts, ["fa/doctor-chosen", "fa/doctor/shiraz-eye/dr-ahmadi",
+                                    "fa/at-practice", "fa/clinic/shiraz-eye/name",
+                                    "fa/confirm-keys", "fa/main-menu"])
+    assert "fa/welcome" not in heard.prompts
+    assert await booked_at(database) == [("shiraz-eye", "dr-ahmadi", at(SATURDAY, 16, 20))]
+
+
+async def test_an_unknown_code_is_said_to_be_unknown_and_names_no_practice(
+        rig: IvrRig, database: Database) -> None:
+    heard = await rig.call(Caller.dialling(
+        MOBILE, Hear("platform-welcome"), "2", Hear("enter-doctor-code"), "999#",
+        Hear("enter-doctor-code"), "102#", Hear("confirm-keys"), "2",
+        Hear("enter-doctor-code"), "*", Hear("platform-welcome"), "2", Hear("goodbye"),
+        dialled=SHARED_DID))
+    assert contains(heard.prompts, ["en/enter-doctor-code", "en/doctor-code-unknown",
+                                    "en/enter-doctor-code"])
+    assert contains(heard.prompts, ["en/doctor-chosen", "en/doctor/nobat-demo/dr-karimi",
+                                    "en/at-practice", "en/clinic/nobat-demo/name"])
+    assert heard.prompts[-7:] == ["en/enter-doctor-code", "en/no-input"] * 3 + ["en/goodbye"]
+    assert await booked_at(database) == []
+
+
+async def test_a_number_no_practice_lists_never_reaches_a_practice(rig: IvrRig) -> None:
+    for dialled in (SHARED_DID, None, "100"):
+        heard = await rig.call(Caller.dialling(MOBILE, Hear("platform-welcome"), "9",
+                                               dialled=dialled))
+        assert heard.prompts[0] == "fa/platform-welcome", dialled
+        assert "fa/main-menu" not in heard.prompts
