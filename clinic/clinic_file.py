@@ -12,7 +12,7 @@ from clinic import phones
 from clinic.calendar import Weekday, parse_date
 from clinic.schedule import HoursRule, VisitKind, parse_clock
 from clinic.specialties import SPECIALTIES
-from clinic.staff_toml import KeyPath, StaffToml
+from clinic.staff_toml import KeyPath, Problem, StaffFileError, StaffToml, describe
 
 LANGUAGES = ("fa", "en")
 
@@ -28,6 +28,9 @@ class DoctorSpec:
     phone: str
     languages: tuple[str, ...]
     hours: tuple[HoursRule, ...]
+    code: str | None = None
+    """Printed on the practice's card; a caller keys it on a platform number shared by
+    several practices, so it is unique across every practice of the store."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ class ClinicSpec:
     weekend: tuple[Weekday, ...]
     doctors: tuple[DoctorSpec, ...]
     closures: tuple[ClosureSpec, ...]
+    numbers: tuple[str, ...] = ()
+    """The numbers (DIDs) that reach this practice, in E.164; one practice each."""
 
 
 def read_clinic(path: Path | str) -> ClinicSpec:
@@ -61,11 +66,83 @@ def read_clinic(path: Path | str) -> ClinicSpec:
     return parse_clinic(StaffToml.load(path))
 
 
+@dataclass(frozen=True)
+class ClinicRead:
+    """One file of a platform's practices: its spec unless the file itself is broken, and its
+    problems, its own or clashes with a file read before it (then it must not be loaded)."""
+
+    file: str
+    spec: ClinicSpec | None
+    problems: tuple[Problem, ...]
+
+
+def read_clinics(path: Path | str) -> list[ClinicSpec]:
+    """Every practice of a clinic file or folder; raises StaffFileError listing every problem
+    of every file, clashes between files too."""
+    reads = read_clinic_files(path)
+    problems = [problem for read in reads for problem in read.problems]
+    if problems:
+        raise StaffFileError(problems)
+    return [read.spec for read in reads if read.spec is not None]
+
+
+def read_clinic_files(path: Path | str) -> list[ClinicRead]:
+    """Read one clinic file, or each *.toml of a folder (by name, not recursive), each checked
+    alone and then against the files before it, so that every good file can be loaded though
+    another is broken; an empty folder raises StaffFileError."""
+    reads: list[ClinicRead] = []
+    earlier: list[tuple[StaffToml, ClinicSpec]] = []
+    for file in _clinic_files(Path(path)):
+        try:
+            doc = StaffToml.load(file)
+            spec = parse_clinic(doc)
+        except StaffFileError as exc:
+            reads.append(ClinicRead(str(file), None, tuple(exc.problems)))
+            continue
+        for other, other_spec in earlier:
+            _clashes(doc, spec, other, other_spec)
+        earlier.append((doc, spec))
+        reads.append(ClinicRead(doc.file, spec, tuple(sorted(
+            doc.problems, key=lambda p: (p.line or 0, p.key)))))
+    return reads
+
+
+def _clinic_files(path: Path) -> list[Path]:
+    if not path.is_dir():
+        return [path]
+    files = sorted((f for f in path.glob("*.toml") if f.is_file()), key=lambda f: f.name)
+    if not files:
+        raise StaffFileError([Problem(str(path), None, "", "no clinic files (*.toml) in it")])
+    return files
+
+
+def _clashes(doc: StaffToml, spec: ClinicSpec, other: StaffToml, other_spec: ClinicSpec
+             ) -> None:
+    """What the platform cannot tell apart: a key, a number or a doctor's code in two files."""
+    def at(path: KeyPath) -> str:
+        return f"{other.file}:{other.line_of(path)}"
+
+    if spec.key == other_spec.key:
+        doc.error(("clinic", "key"), f"{spec.key!r} is already the key of {at(('clinic', 'key'))}")
+    for index, number in enumerate(spec.numbers):
+        if number in other_spec.numbers:
+            where = at(("clinic", "numbers", other_spec.numbers.index(number)))
+            doc.error(("clinic", "numbers", index),
+                      f"{number} already reaches clinic {other_spec.key!r} ({where})")
+    codes = {d.code: (i, d.key) for i, d in enumerate(other_spec.doctors) if d.code}
+    for index, doctor in enumerate(spec.doctors):
+        if doctor.code in codes:
+            other_index, other_key = codes[doctor.code]
+            where = at(("doctors", other_index, "code"))
+            doc.error(("doctors", index, "code"), f"{doctor.code!r} is already the code of "
+                      f"{other_key} in clinic {other_spec.key!r} ({where})")
+
+
 def parse_clinic(doc: StaffToml) -> ClinicSpec:
     """Check a parsed clinic file and build its spec."""
     doc.table((), ("clinic", "doctors", "closures"))
-    top = doc.table(("clinic",), ("key", "name", "name_en", "phone", "address", "address_en",
-                                  "timezone", "weekend"))
+    top = doc.table(("clinic",), ("key", "name", "name_en", "phone", "numbers", "address",
+                                  "address_en", "timezone", "weekend"))
     if "clinic" not in doc.data:
         doc.error(("clinic",), "missing; the file needs a [clinic] table")
     path: KeyPath = ("clinic",)
@@ -88,9 +165,38 @@ def parse_clinic(doc: StaffToml) -> ClinicSpec:
         weekend=tuple(weekend or ()),
         doctors=tuple(doctors),
         closures=tuple(closures),
+        numbers=_numbers(doc, top, path),
     )
     doc.raise_problems()
     return spec
+
+
+def _numbers(doc: StaffToml, top: dict[str, Any], parent: KeyPath) -> tuple[str, ...]:
+    items = doc.value(top, parent, "numbers", list, default=[],
+                      what="a list of the numbers that reach this practice")
+    numbers: list[str] = []
+    for index, item in enumerate(items or ()):
+        path = (*parent, "numbers", index)
+        if not isinstance(item, str):
+            doc.error(path, f"expected a phone number as a string, got {describe(item)}")
+            continue
+        try:
+            number = phones.normalize(item)
+        except ValueError as exc:
+            doc.error(path, str(exc))
+            continue
+        if number in numbers:
+            doc.error(path, f"{item!r} is listed twice")
+            continue
+        numbers.append(number)
+    return tuple(numbers)
+
+
+def _code(text: str) -> str:
+    if not (text.isascii() and text.isdigit() and 2 <= len(text) <= 6):
+        raise ValueError(f"{text!r} is not a doctor's code; expected 2 to 6 digits such as "
+                         "\"101\"")
+    return text
 
 
 def _zone(name: str) -> str:
@@ -138,14 +244,21 @@ def _doctors(doc: StaffToml, weekend: tuple[Weekday, ...]) -> list[DoctorSpec]:
         return []
     doctors: list[DoctorSpec] = []
     seen: set[str] = set()
+    codes: dict[str, str] = {}
     for index, _ in enumerate(items):
         path: KeyPath = ("doctors", index)
-        table = doc.table(path, ("key", "name", "name_en", "specialty", "phone", "languages",
-                                 "hours"))
+        table = doc.table(path, ("key", "code", "name", "name_en", "specialty", "phone",
+                                 "languages", "hours"))
         key = doc.value(table, path, "key", str, what="a short unique id such as \"dr-ahmadi\"")
         if key in seen:
             doc.error(path + ("key",), f"doctor {key!r} is listed twice")
         seen.add(key or "")
+        code = doc.value(table, path, "code", str, default=None, convert=_code,
+                         what="the doctor's code as a string of digits, such as \"101\"")
+        if code in codes:
+            doc.error(path + ("code",), f"code {code!r} is already doctor {codes[code]!r}'s")
+        elif code is not None:
+            codes[code] = key or ""
         name = doc.value(table, path, "name", str, default="")
         doctors.append(DoctorSpec(
             key=key or "",
@@ -158,6 +271,7 @@ def _doctors(doc: StaffToml, weekend: tuple[Weekday, ...]) -> list[DoctorSpec]:
             languages=doc.value(table, path, "languages", list, default=["fa"],
                                 convert=_languages) or ("fa",),
             hours=tuple(_hours(doc, path, table.get("hours", []), weekend)),
+            code=code,
         ))
     return doctors
 

@@ -3,6 +3,8 @@
 A change that would leave a booking outside its doctor's hours is refused. A closure over
 booked appointments (a doctor's absence, a holiday) is accepted: the bookings stay, and
 nobat rings each patient to move or cancel (db/patient_calls.py, flows/absence.toml).
+One store may hold many practices (platform mode): a load touches its own practice's rows
+only, and is refused if a number or a doctor's code in it belongs to another practice.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from clinic.schedule import HoursRule, VisitKind, day_bounds, day_slots
 from db.availability import rule_of
 from db.engine import Clock, Database, utc_now
 from db.lifecycles import AppointmentStatus
-from db.models import Appointment, Clinic, Closure, Doctor, Patient, WeeklyHours
+from db.models import Appointment, Clinic, ClinicNumber, Closure, Doctor, Patient, WeeklyHours
 from db.records import columns_of, record_of
 
 CLOSURE_CONFLICT = "falls on a closure"
@@ -46,13 +48,28 @@ class AffectedBooking:
 
 
 class LoadRefused(Exception):
-    """The file would leave booked appointments without a doctor or a slot; nothing changed."""
+    """The file does not fit what the store holds; nothing changed, and the message says why."""
+
+
+class BookingsAffected(LoadRefused):
+    """The file would leave booked appointments without a doctor or a slot."""
 
     def __init__(self, affected: list[AffectedBooking], tz: ZoneInfo) -> None:
         self.affected = affected
         lines = [f"refused: {len(affected)} booked appointment(s) would be affected; "
                  "cancel or move them first, or undo the change:"]
         lines += [f"  {a.describe(tz)}" for a in affected]
+        super().__init__("\n".join(lines))
+
+
+class HeldElsewhere(LoadRefused):
+    """A number or a doctor's code in the file belongs to another practice of the store."""
+
+    def __init__(self, held: list[str]) -> None:
+        self.held = held
+        lines = ["refused: another practice holds what this file gives its own; take it out "
+                 "of one of the two files:"]
+        lines += [f"  {line}" for line in held]
         super().__init__("\n".join(lines))
 
 
@@ -71,7 +88,11 @@ async def load_clinic(database: Database, spec: ClinicSpec, clock: Clock = utc_n
     async def run() -> LoadReport:
         report.changes.clear()
         async with database.writing() as session:
+            held = await _held_elsewhere(session, spec)
+            if held:
+                raise HeldElsewhere(held)
             clinic = await _clinic(session, spec, report)
+            await _numbers(session, clinic, spec, report)
             doctors = await _doctors(session, clinic, spec, report)
             await _closures(session, clinic, spec, doctors, report)
             if report.changes:
@@ -80,7 +101,7 @@ async def load_clinic(database: Database, spec: ClinicSpec, clock: Clock = utc_n
             affected = await _affected(session, clinic, spec, doctors, clock())
             refused = [a for a in affected if not a.closed]
             if refused:
-                raise LoadRefused(refused, ZoneInfo(spec.timezone))
+                raise BookingsAffected(refused, ZoneInfo(spec.timezone))
             if affected:
                 report.changes.append(
                     f"{len(affected)} booked appointment(s) fall on a closure: their patients "
@@ -114,6 +135,38 @@ async def _clinic(session: AsyncSession, spec: ClinicSpec, report: LoadReport) -
     return clinic
 
 
+async def _held_elsewhere(session: AsyncSession, spec: ClinicSpec) -> list[str]:
+    numbers = (await session.execute(
+        select(ClinicNumber.number, Clinic.key).join(Clinic)
+        .where(ClinicNumber.number.in_(spec.numbers), Clinic.key != spec.key)
+        .order_by(ClinicNumber.number))).all()
+    codes = [d.code for d in spec.doctors if d.code]
+    doctors = (await session.execute(
+        select(Doctor.code, Doctor.key, Clinic.key).join(Clinic)
+        .where(Doctor.code.in_(codes), Clinic.key != spec.key)
+        .order_by(Doctor.code))).all()
+    return ([f"number {number} reaches clinic {key!r}" for number, key in numbers]
+            + [f"code {code!r} is doctor {doctor}'s in clinic {key!r}"
+               for code, doctor, key in doctors])
+
+
+async def _numbers(session: AsyncSession, clinic: Clinic, spec: ClinicSpec,
+                   report: LoadReport) -> None:
+    stored = (await session.scalars(
+        select(ClinicNumber).where(ClinicNumber.clinic_id == clinic.id))).all()
+    have = sorted(n.number for n in stored)
+    wanted = sorted(spec.numbers)
+    if have == wanted:
+        return
+    for old in stored:
+        if old.number not in wanted:
+            await session.delete(old)
+    session.add_all(ClinicNumber(number=number, clinic_id=clinic.id)
+                    for number in wanted if number not in have)
+    report.changes.append(f"clinic {spec.key}: numbers {', '.join(wanted) or 'none'} "
+                          f"(were {', '.join(have) or 'none'})")
+
+
 def _hours_key(rules: list[HoursRule] | tuple[HoursRule, ...]) -> list[tuple[object, ...]]:
     return sorted((int(r.weekday), r.start_minute, r.end_minute, r.slot_minutes,
                    ",".join(sorted(r.kinds))) for r in rules)
@@ -123,6 +176,7 @@ async def _doctors(session: AsyncSession, clinic: Clinic, spec: ClinicSpec, repo
                    ) -> dict[str, Doctor]:
     existing = {d.key: d for d in (await session.scalars(
         select(Doctor).where(Doctor.clinic_id == clinic.id))).all()}
+    added: set[str] = set()
     for doc in spec.doctors:
         values = _doctor_values(doc)
         row = existing.get(doc.key)
@@ -131,6 +185,7 @@ async def _doctors(session: AsyncSession, clinic: Clinic, spec: ClinicSpec, repo
             session.add(row)
             await session.flush()
             existing[doc.key] = row
+            added.add(doc.key)
             report.changes.append(f"doctor {doc.key} added")
         else:
             _set(row, values, f"doctor {doc.key}", report)
@@ -150,7 +205,26 @@ async def _doctors(session: AsyncSession, clinic: Clinic, spec: ClinicSpec, repo
         if key not in listed and row.active:
             row.active = False
             report.changes.append(f"doctor {key} removed (kept as inactive for history)")
+    await _codes(session, spec, existing, added, report)
     return existing
+
+
+async def _codes(session: AsyncSession, spec: ClinicSpec, doctors: dict[str, Doctor],
+                 added: set[str], report: LoadReport) -> None:
+    """Codes are unique across the store, so one moving between two doctors is first taken
+    from every row that changes, then given; a doctor dropped from the file frees theirs."""
+    wanted = {d.key: d.code for d in spec.doctors}
+    changing = [row for key, row in doctors.items() if row.code != wanted.get(key)]
+    if not changing:
+        return
+    for row in changing:
+        if row.key in wanted and row.key not in added:
+            report.changes.append(f"doctor {row.key}: code {wanted[row.key] or 'none'} "
+                                  f"(was {row.code or 'none'})")
+        row.code = None
+    await session.flush()
+    for row in changing:
+        row.code = wanted.get(row.key)
 
 
 def _doctor_values(doc: DoctorSpec) -> dict[str, object]:

@@ -87,6 +87,15 @@ class Clinic(Base):
     older schedule is checked again inside its transaction."""
 
 
+class ClinicNumber(Base):
+    """A number (DID) that reaches one practice: the call's dialled number names its practice."""
+
+    __tablename__ = "clinic_number"
+
+    number: Mapped[str] = mapped_column(String(20), primary_key=True)
+    clinic_id: Mapped[int] = mapped_column(ForeignKey("clinic.id"), index=True)
+
+
 class Doctor(Base):
     """A doctor; `active` goes false when the file drops them, so history stays."""
 
@@ -102,6 +111,9 @@ class Doctor(Base):
     phone: Mapped[str] = mapped_column(String(20))
     languages: Mapped[str] = mapped_column(String(20), default="fa")
     active: Mapped[bool] = mapped_column(default=True)
+    code: Mapped[str | None] = mapped_column(String(8), unique=True)
+    """Keyed on a number several practices share, so unique across all of them; an inactive
+    doctor holds none."""
 
 
 class WeeklyHours(Base):

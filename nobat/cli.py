@@ -9,14 +9,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from clinic.clinic_file import read_clinic
+from clinic.clinic_file import read_clinic_files
 from clinic.staff_toml import StaffFileError
-from db.clinic_sync import LoadRefused, load_clinic
 from db.engine import Database
 from db.schema import current_revision, head_revision
 from ivr.actions.registry import ACTIONS
 from ivr.flow_check import load_flows
 from ivr.prompt_build import PromptBuild
+from nobat.clinic_loading import PracticeLoad, load_clinics
 from nobat.config import DEFAULT_PATH, Config, load_config
 from nobat.doctor import AGI_BIN, DIALPLAN, doctor
 from nobat.ivr_wiring import PracticeLines
@@ -40,17 +40,21 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("serve", help="run the server: database, clinic file, status page",
                         description="Open the database (migrating it), load the clinic file "
                                     "named in config.toml, and serve until SIGTERM/SIGINT.")
-    clinic = commands.add_parser("clinic", help="load or check the clinic file staff edit")
+    clinic = commands.add_parser("clinic", help="load or check the clinic files staff edit")
     clinic_cmds = clinic.add_subparsers(dest="clinic_command", required=True, metavar="ACTION")
     load = clinic_cmds.add_parser(
-        "load", help="apply a clinic file to the database",
-        description="Apply doctors, weekly hours and closures in one transaction. Loading the "
-                    "same file again changes nothing; a change that would orphan a booked "
-                    "appointment is refused and the bookings are listed.")
-    load.add_argument("file", type=Path, help="clinic TOML file, e.g. clinic.toml")
-    check = clinic_cmds.add_parser("check", help="check a clinic file without loading it",
-                                   description="List every problem with file and line.")
-    check.add_argument("file", type=Path, help="clinic TOML file")
+        "load", help="apply a clinic file, or a folder of them, to the database",
+        description="Apply each practice's numbers, doctors, weekly hours and closures in one "
+                    "transaction of its own. Loading the same file again changes nothing; a "
+                    "change that would orphan a booked appointment, or a number or doctor's "
+                    "code another practice holds, is refused; the other files still load. "
+                    "Exit code 2 if a file is broken, 1 if one is refused.")
+    load.add_argument("path", type=Path,
+                      help="clinic TOML file, e.g. clinic.toml, or a folder of them (*.toml)")
+    check = clinic_cmds.add_parser(
+        "check", help="check a clinic file, or a folder of them, without loading",
+        description="List every problem with file and line, clashes between files too.")
+    check.add_argument("path", type=Path, help="clinic TOML file, or a folder of them")
     db = commands.add_parser("db", help="the booking store's schema")
     db_cmds = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_cmds.add_parser("upgrade", help="migrate the schema to the newest revision")
@@ -99,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; the exit code says what happened (2: bad config or file)."""
     args = build_parser().parse_args(argv)
     if args.command == "clinic" and args.clinic_command == "check":
-        return _check_clinic(args.file)
+        return _check_clinic(args.path)
     try:
         config = load_config(args.config)
     except StaffFileError as exc:
@@ -120,12 +124,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _check_clinic(path: Path) -> int:
     try:
-        spec = read_clinic(path)
+        reads = read_clinic_files(path)
     except StaffFileError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
-    print(f"{path}: ok ({len(spec.doctors)} doctors, {len(spec.closures)} closures)")
-    return 0
+    for read in reads:
+        if read.spec is None or read.problems:
+            print(StaffFileError(read.problems), file=sys.stderr)
+        else:
+            print(f"{read.file}: ok ({len(read.spec.doctors)} doctors, "
+                  f"{len(read.spec.closures)} closures)")
+    return EXIT_USAGE if any(read.problems for read in reads) else 0
 
 
 async def _run(args: argparse.Namespace, config: Config) -> int:
@@ -142,7 +151,7 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
     database = await open_database(config)
     try:
         if args.command == "clinic":
-            return await _load_clinic(database, args.file)
+            return await _load_clinics(database, args.path)
         if args.command == "prompts":
             return await _build_prompts(config, database)
         if args.command == "flows":
@@ -154,17 +163,27 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
         await database.close()
 
 
-async def _load_clinic(database: Database, path: Path) -> int:
+async def _load_clinics(database: Database, path: Path) -> int:
     try:
-        report = await load_clinic(database, read_clinic(path))
+        loads = await load_clinics(database, path)
     except StaffFileError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
-    except LoadRefused as exc:
-        print(f"{path}: {exc}", file=sys.stderr)
-        return 1
-    print(f"{path}: " + ("; ".join(report.changes) if report.changes else "no changes"))
-    return 0
+    for load in loads:
+        if isinstance(load.failure, StaffFileError):
+            print(load.failure, file=sys.stderr)
+        elif load.failure is not None:
+            print(f"{load.file}: {load.failure}", file=sys.stderr)
+        else:
+            print(f"{load.file}: " + ("; ".join(load.changes) or "no changes"))
+    return max(map(_load_exit, loads), default=0)
+
+
+def _load_exit(load: PracticeLoad) -> int:
+    """2 for a broken file, as for every staff file; 1 for a refused load."""
+    if load.failure is None:
+        return 0
+    return EXIT_USAGE if isinstance(load.failure, StaffFileError) else 1
 
 
 async def _build_prompts(config: Config, database: Database) -> int:

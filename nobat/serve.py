@@ -10,15 +10,14 @@ import signal
 from aiohttp import web
 
 from bridge.dialer import Dialer
-from clinic.clinic_file import read_clinic
 from clinic.staff_toml import StaffFileError
-from db.clinic_sync import LoadRefused, load_clinic
 from db.engine import Database
 from db.schema import upgrade
 from ivr.fastagi import FastAgiServer
 from ivr.flow_store import FlowStore
 from ivr.inbound import InboundLine
 from nobat.bridge_wiring import build_dialer
+from nobat.clinic_loading import load_clinics
 from nobat.config import Config
 from nobat.ivr_wiring import build_line, fastagi_server
 from nobat.page_token import TOKEN_FILE, TokenFileError, first_run_token, token_folder
@@ -52,16 +51,22 @@ async def open_database(config: Config) -> Database:
 
 
 async def load_configured_clinic(config: Config, database: Database) -> None:
-    """Load the clinic file named in config; a bad file is logged and the stored clinic serves."""
+    """Load the clinic file or folder named in config, practice by practice; a bad file is
+    logged, and its practice serves what the database holds."""
     path = config.server.clinic_file
     if path is None:
         return
     try:
-        report = await load_clinic(database, read_clinic(path))
-    except (StaffFileError, LoadRefused) as exc:
-        log.error("clinic file %s not loaded; serving what the database holds:\n%s", path, exc)
+        loads = await load_clinics(database, path)
+    except StaffFileError as exc:
+        log.error("clinic files not loaded; serving what the database holds:\n%s", exc)
         return
-    log.info("clinic file %s: %s", path, "; ".join(report.changes) or "no changes")
+    for load in loads:
+        if load.failure is not None:
+            log.error("clinic file %s not loaded; serving what the database holds:\n%s",
+                      load.file, load.failure)
+        else:
+            log.info("clinic file %s: %s", load.file, "; ".join(load.changes) or "no changes")
 
 
 async def start_ivr(config: Config, database: Database) -> tuple[FastAgiServer, InboundLine]:

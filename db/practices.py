@@ -1,0 +1,51 @@
+"""The practices one store serves and what reaches each, so a call can be routed to its own."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from sqlalchemy import select
+
+from db.engine import Database
+from db.models import Clinic, ClinicNumber, Doctor
+
+
+@dataclass(frozen=True)
+class Practice:
+    """One practice: its numbers (E.164) and its active doctors' codes, each to a doctor id."""
+
+    id: int
+    key: str
+    name: str
+    name_en: str
+    phone: str
+    numbers: tuple[str, ...]
+    doctor_codes: Mapping[str, int]
+
+
+async def practices(database: Database) -> list[Practice]:
+    """Every practice in the store, in the order they were first loaded."""
+    async with database.reading() as session:
+        clinics = (await session.execute(
+            select(Clinic.id, Clinic.key, Clinic.name, Clinic.name_en, Clinic.phone)
+            .order_by(Clinic.id))).all()
+        numbers = (await session.execute(
+            select(ClinicNumber.clinic_id, ClinicNumber.number)
+            .order_by(ClinicNumber.number))).all()
+        codes = (await session.execute(
+            select(Doctor.clinic_id, Doctor.code, Doctor.id)
+            .where(Doctor.code.is_not(None), Doctor.active.is_(True))
+            .order_by(Doctor.code))).all()
+    numbers_of: dict[int, list[str]] = defaultdict(list)
+    for row in numbers:
+        numbers_of[row.clinic_id].append(row.number)
+    codes_of: dict[int, dict[str, int]] = defaultdict(dict)
+    for row in codes:
+        codes_of[row.clinic_id][row.code] = row.id
+    return [Practice(id=clinic.id, key=clinic.key, name=clinic.name, name_en=clinic.name_en,
+                     phone=clinic.phone, numbers=tuple(numbers_of[clinic.id]),
+                     doctor_codes=MappingProxyType(codes_of[clinic.id]))
+            for clinic in clinics]

@@ -1,0 +1,146 @@
+"""Platform mode in the clinic files: numbers and doctors' codes checked with their lines, and a
+folder of practices read together, with clashes between its files naming both."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clinic.clinic_file import read_clinic, read_clinic_files, read_clinics
+from clinic.staff_toml import StaffFileError
+from nobat.cli import main
+from tests.test_clinic_file import DEMO, problems
+
+
+def practice(key: str, number: str, *doctors: tuple[str, str]) -> str:
+    """A small practice file: its key, one number, and (key, code) for each doctor."""
+    text = f'[clinic]\nkey = "{key}"\nphone = "{number}"\nnumbers = ["{number}"]\n'
+    for doctor, code in doctors:
+        text += (f'\n[[doctors]]\nkey = "{doctor}"\ncode = "{code}"\nspecialty = "cardiology"\n'
+                 'phone = "09121000001"\n')
+    return text
+
+
+def folder(tmp_path: Path, **files: str) -> Path:
+    """A folder of clinic files, each named after its keyword (a → a.toml)."""
+    path = tmp_path / "clinics"
+    path.mkdir(parents=True)
+    for name, text in files.items():
+        (path / f"{name}.toml").write_text(text, encoding="utf-8")
+    return path
+
+
+def test_the_demo_lists_its_number_and_doctors_codes() -> None:
+    spec = read_clinic(DEMO)
+    assert spec.numbers == ("+982188776655",)
+    assert [d.code for d in spec.doctors] == ["101", "102", "103", "104", "105"]
+
+
+def test_numbers_and_codes_are_optional(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[clinic]\nphone = "02188776655"\n[[doctors]]\nkey = "dr-a"\n'
+                    'specialty = "cardiology"\nphone = "09121000001"\n', encoding="utf-8")
+    spec = read_clinic(path)
+    assert (spec.numbers, spec.doctors[0].code) == ((), None)
+
+
+def test_numbers_are_stored_as_e164_in_the_order_written(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[clinic]\nphone = "02188776655"\n'
+                    'numbers = ["021 2222 3333", "+98 21 8877 6655"]\n', encoding="utf-8")
+    assert read_clinic(path).numbers == ("+982122223333", "+982188776655")
+
+
+def test_a_bad_or_repeated_number_names_its_line(tmp_path: Path) -> None:
+    text = ('[clinic]\nphone = "02188776655"\n'
+            'numbers = ["021 2222 3333", "12", 2188776655, "+982122223333"]\n')
+    assert problems(tmp_path, text) == [
+        "clinic.toml:3: clinic.numbers[2]: '12' is not a valid Iranian number",
+        "clinic.toml:3: clinic.numbers[3]: expected a phone number as a string, got a whole "
+        "number 2188776655",
+        "clinic.toml:3: clinic.numbers[4]: '+982122223333' is listed twice",
+    ]
+    assert problems(tmp_path, '[clinic]\nphone = "02188776655"\nnumbers = "02122223333"\n') == [
+        "clinic.toml:3: clinic.numbers: expected a list of the numbers that reach this "
+        "practice, got a string '02122223333'"]
+
+
+@pytest.mark.parametrize(("code", "message"), [
+    ('"1"', "'1' is not a doctor's code; expected 2 to 6 digits such as \"101\""),
+    ('"1234567"', "'1234567' is not a doctor's code; expected 2 to 6 digits such as \"101\""),
+    ('"10a"', "'10a' is not a doctor's code; expected 2 to 6 digits such as \"101\""),
+    ('"۱۰۱"', "'۱۰۱' is not a doctor's code; expected 2 to 6 digits such as \"101\""),
+    ("101", "expected the doctor's code as a string of digits, such as \"101\", got a whole "
+            "number 101"),
+])
+def test_a_bad_doctor_code_names_its_line(tmp_path: Path, code: str, message: str) -> None:
+    text = practice("p", "02188776655", ("dr-a", "101")).replace('code = "101"', f"code = {code}")
+    assert problems(tmp_path, text) == [f"clinic.toml:8: doctors[1].code: {message}"]
+
+
+def test_a_repeated_doctor_code_names_its_line(tmp_path: Path) -> None:
+    text = practice("p", "02188776655", ("dr-a", "101"), ("dr-b", "102"), ("dr-c", "101"))
+    assert problems(tmp_path, text) == [
+        "clinic.toml:20: doctors[3].code: code '101' is already doctor 'dr-a''s"]
+
+
+def test_a_folder_gives_one_practice_per_toml_file_by_name(tmp_path: Path) -> None:
+    path = folder(tmp_path, b=practice("b", "02122223333", ("dr-a", "201")),
+                  a=practice("a", "02188776655", ("dr-a", "101")))
+    (path / "notes.txt").write_text("not a clinic")
+    (path / "old").mkdir()
+    (path / "old" / "c.toml").write_text("[clinic\n")
+    assert [spec.key for spec in read_clinics(path)] == ["a", "b"]
+    assert [spec.key for spec in read_clinics(path / "b.toml")] == ["b"]
+
+
+def test_an_empty_folder_is_an_error(tmp_path: Path) -> None:
+    path = folder(tmp_path)
+    with pytest.raises(StaffFileError) as caught:
+        read_clinics(path)
+    assert str(caught.value) == f"{path}: no clinic files (*.toml) in it"
+
+
+def test_every_problem_of_every_file_is_listed_and_clashes_name_both_files(
+        tmp_path: Path) -> None:
+    path = folder(
+        tmp_path,
+        a=practice("a", "02188776655", ("dr-a", "101"), ("dr-b", "102")),
+        b=practice("a", "02122223333", ("dr-a", "201")),
+        c=practice("c", "021 8877 6655", ("dr-a", "301"), ("dr-x", "102")),
+        d='[clinic]\nphone = "1"\n')
+    a, b, c, d = (path / f"{name}.toml" for name in "abcd")
+    with pytest.raises(StaffFileError) as caught:
+        read_clinics(path)
+    assert str(caught.value).splitlines() == [
+        f"{b}:2: clinic.key: 'a' is already the key of {a}:2",
+        f"{c}:4: clinic.numbers[1]: +982188776655 already reaches clinic 'a' ({a}:4)",
+        f"{c}:14: doctors[2].code: '102' is already the code of dr-b in clinic 'a' ({a}:14)",
+        f"{d}:2: clinic.phone: '1' is not a valid Iranian number",
+    ]
+
+
+def test_a_file_is_refused_for_a_clash_with_any_file_before_it(tmp_path: Path) -> None:
+    path = folder(tmp_path, a=practice("a", "02188776655"), b=practice("b", "02122223333"),
+                  c=practice("c", "02122223333"))
+    reads = read_clinic_files(path)
+    assert [(Path(r.file).name, r.spec is not None, len(r.problems)) for r in reads] == [
+        ("a.toml", True, 0), ("b.toml", True, 0), ("c.toml", True, 1)]
+    assert "already reaches clinic 'b'" in str(reads[2].problems[0])
+
+
+def test_clinic_check_on_a_folder_reports_each_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = folder(tmp_path, a=practice("a", "02188776655", ("dr-a", "101")),
+                  b=practice("b", "02122223333", ("dr-a", "101")))
+    assert main(["clinic", "check", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == f"{path / 'a.toml'}: ok (1 doctors, 0 closures)\n"
+    assert err == (f"{path / 'b.toml'}:8: doctors[1].code: '101' is already the code of dr-a "
+                   f"in clinic 'a' ({path / 'a.toml'}:8)\n")
+    (path / "b.toml").write_text(practice("b", "02122223333", ("dr-a", "201")))
+    assert main(["clinic", "check", str(path)]) == 0
+    assert capsys.readouterr().out.count(": ok (1 doctors, 0 closures)") == 2
+    assert main(["clinic", "check", str(folder(tmp_path / "x"))]) == 2
+    assert "no clinic files (*.toml) in it" in capsys.readouterr().err

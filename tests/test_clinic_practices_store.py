@@ -1,0 +1,219 @@
+"""Many practices in one store: a load keeps to its own practice's rows, a number or doctor's
+code another practice holds is refused with nothing changed, and a folder loads file by file."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from clinic.clinic_file import ClinicSpec, ClosureSpec, read_clinic
+from db.clinic_sync import HeldElsewhere, LoadRefused, load_clinic
+from db.engine import Database
+from db.models import Clinic, ClinicNumber, Closure, Doctor, WeeklyHours
+from db.practices import practices
+from nobat.config import load_config
+from nobat.serve import load_configured_clinic
+from tests.test_clinic_practices_file import folder, practice
+from tests.test_clinic_sync import DEMO, with_doctor
+
+OTHER_NUMBER = "+982122223333"
+
+
+def demo() -> ClinicSpec:
+    """The shipped demo practice: number +982188776655, codes 101..105."""
+    return read_clinic(DEMO)
+
+
+def other() -> ClinicSpec:
+    """A second practice with the same doctors (and doctor keys), its own number and codes."""
+    spec = demo()
+    return dataclasses.replace(
+        spec, key="other", name_en="Other Practice", phone=OTHER_NUMBER,
+        numbers=(OTHER_NUMBER,),
+        doctors=tuple(dataclasses.replace(d, code=f"2{d.code[1:]}") for d in spec.doctors))
+
+
+async def rows_of(database: Database, key: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row the store holds for one practice, column by column."""
+    async with database.reading() as session:
+        clinic = await session.scalar(select(Clinic.id).where(Clinic.key == key))
+        doctors = select(Doctor.id).where(Doctor.clinic_id == clinic)
+        tables = {
+            "clinic": select(Clinic.__table__).where(Clinic.id == clinic),
+            "doctor": select(Doctor.__table__).where(Doctor.clinic_id == clinic)
+            .order_by(Doctor.id),
+            "weekly_hours": select(WeeklyHours.__table__)
+            .where(WeeklyHours.doctor_id.in_(doctors)).order_by(WeeklyHours.id),
+            "closure": select(Closure.__table__).where(Closure.clinic_id == clinic)
+            .order_by(Closure.id),
+            "clinic_number": select(ClinicNumber.__table__)
+            .where(ClinicNumber.clinic_id == clinic).order_by(ClinicNumber.number),
+        }
+        return {name: [tuple(row) for row in (await session.execute(query)).all()]
+                for name, query in tables.items()}
+
+
+async def test_two_practices_may_both_have_a_doctor_key(database: Database) -> None:
+    await load_clinic(database, demo())
+    report = await load_clinic(database, other())
+    assert "doctor dr-ahmadi added" in report.changes
+    async with database.reading() as session:
+        keys = (await session.execute(select(Clinic.key, Doctor.code).join(Clinic)
+                                      .where(Doctor.key == "dr-ahmadi").order_by(Clinic.key))
+                ).all()
+    assert [tuple(row) for row in keys] == [("nobat-demo", "101"), ("other", "201")]
+
+
+async def test_loading_one_practice_leaves_the_others_rows_alone(database: Database) -> None:
+    await load_clinic(database, demo())
+    await load_clinic(database, other())
+    before = await rows_of(database, "other")
+    changed = with_doctor(demo(), "dr-ahmadi", name_en="Dr. M. Ahmadi", code="109", hours=())
+    changed = dataclasses.replace(
+        changed, name_en="Nobat Clinic North", numbers=("+982144445555",),
+        doctors=changed.doctors[:-1],
+        closures=(*changed.closures, ClosureSpec(None, dt.date(2027, 1, 1),
+                                                 dt.date(2027, 1, 2), "")))
+    report = await load_clinic(database, changed)
+    assert report.changes == [
+        "clinic nobat-demo: name_en changed",
+        "clinic nobat-demo: numbers +982144445555 (were +982188776655)",
+        "doctor dr-ahmadi: name_en changed",
+        "doctor dr-ahmadi: weekly hours changed",
+        "doctor dr-moradi removed (kept as inactive for history)",
+        "doctor dr-ahmadi: code 109 (was 101)",
+        "closures: 3 listed (were 2)",
+    ]
+    assert await rows_of(database, "other") == before
+    assert await revisions(database) == [("nobat-demo", 2), ("other", 1)]
+
+
+async def revisions(database: Database) -> list[tuple[str, int]]:
+    async with database.reading() as session:
+        rows = (await session.execute(select(Clinic.key, Clinic.revision)
+                                      .order_by(Clinic.key))).all()
+    return [(key, revision) for key, revision in rows]
+
+
+@pytest.mark.parametrize(("edit", "held"), [
+    (lambda s: dataclasses.replace(s, numbers=(*s.numbers, "+982188776655")),
+     "number +982188776655 reaches clinic 'nobat-demo'"),
+    (lambda s: with_doctor(s, "dr-karimi", code="105"),
+     "code '105' is doctor dr-moradi's in clinic 'nobat-demo'"),
+])
+async def test_a_number_or_code_another_practice_holds_is_refused_and_nothing_changes(
+        database: Database, edit: Any, held: str) -> None:
+    await load_clinic(database, demo())
+    await load_clinic(database, other())
+    before = {key: await rows_of(database, key) for key in ("nobat-demo", "other")}
+    changed = edit(dataclasses.replace(other(), name_en="Renamed"))
+    with pytest.raises(HeldElsewhere) as refused:
+        await load_clinic(database, changed)
+    assert isinstance(refused.value, LoadRefused)
+    assert str(refused.value) == (
+        "refused: another practice holds what this file gives its own; take it out of one of "
+        f"the two files:\n  {held}")
+    assert {key: await rows_of(database, key) for key in before} == before
+    with pytest.raises(HeldElsewhere):
+        await load_clinic(database, dataclasses.replace(changed, key="new"))
+    assert [key for key, _ in await revisions(database)] == ["nobat-demo", "other"]
+
+
+async def test_a_code_may_move_between_two_doctors_of_one_practice(database: Database) -> None:
+    await load_clinic(database, demo())
+    swapped = with_doctor(with_doctor(demo(), "dr-ahmadi", code="102"), "dr-karimi", code="101")
+    report = await load_clinic(database, swapped)
+    assert report.changes == ["doctor dr-ahmadi: code 102 (was 101)",
+                              "doctor dr-karimi: code 101 (was 102)"]
+    codes = (await practices(database))[0].doctor_codes
+    assert (codes["101"], codes["102"]) == (await doctor_id(database, "dr-karimi"),
+                                            await doctor_id(database, "dr-ahmadi"))
+
+
+async def doctor_id(database: Database, key: str) -> int:
+    async with database.reading() as session:
+        return await session.scalar(select(Doctor.id).where(Doctor.key == key))
+
+
+async def test_a_dropped_doctor_frees_their_code_for_another_practice(
+        database: Database) -> None:
+    await load_clinic(database, demo())
+    await load_clinic(database, other())
+    await load_clinic(database, dataclasses.replace(demo(), doctors=demo().doctors[:-1]))
+    report = await load_clinic(database, with_doctor(other(), "dr-karimi", code="105"))
+    assert report.changes == ["doctor dr-karimi: code 105 (was 202)"]
+
+
+async def test_practices_lists_each_practice_with_its_numbers_and_active_codes(
+        database: Database) -> None:
+    assert await practices(database) == []
+    await load_clinic(database, demo())
+    await load_clinic(database, dataclasses.replace(other(), doctors=other().doctors[:2]))
+    demo_practice, other_practice = await practices(database)
+    assert (demo_practice.key, demo_practice.name_en, demo_practice.phone,
+            demo_practice.numbers) == ("nobat-demo", "Nobat Clinic", "+982188776655",
+                                       ("+982188776655",))
+    assert sorted(demo_practice.doctor_codes) == ["101", "102", "103", "104", "105"]
+    assert demo_practice.doctor_codes["101"] == await doctor_id(database, "dr-ahmadi")
+    assert (other_practice.key, other_practice.numbers) == ("other", (OTHER_NUMBER,))
+    assert sorted(other_practice.doctor_codes) == ["201", "202"]
+
+
+async def run_nobat(*args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "nobat", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+def platform_folder(tmp_path: Path) -> Path:
+    """a: good; b: broken; c: holds demo's number, which the store gives nobat-demo."""
+    return folder(tmp_path, a=practice("a", "02122223333", ("dr-a", "301")),
+                  b='[clinic]\nkey = "b"\nphone = "1"\n',
+                  c=practice("c", "02188776655", ("dr-a", "401")))
+
+
+async def test_clinic_load_on_a_folder_loads_every_good_file_and_reports_the_rest(
+        database: Database, database_url: str, tmp_path: Path) -> None:
+    await load_clinic(database, demo())
+    path = platform_folder(tmp_path)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[database]\nurl = "{database_url}"\n')
+    code, out, err = await run_nobat("-c", str(config), "clinic", "load", str(path))
+    assert code == 2
+    assert out.startswith(f"{path / 'a.toml'}: clinic a added; ")
+    assert f"{path / 'b.toml'}:3: clinic.phone: '1' is not a valid Iranian number" in err
+    assert (f"{path / 'c.toml'}: refused: another practice holds what this file gives its own"
+            in err)
+    assert "number +982188776655 reaches clinic 'nobat-demo'" in err
+    assert [key for key, _ in await revisions(database)] == ["a", "nobat-demo"]
+    (path / "b.toml").unlink()
+    code, out, _ = await run_nobat("-c", str(config), "clinic", "load", str(path))
+    assert (code, out) == (1, f"{path / 'a.toml'}: no changes\n")
+
+
+async def test_serve_loads_a_folder_logging_each_file(
+        database: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    await load_clinic(database, demo())
+    path = platform_folder(tmp_path)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[server]\nclinic_file = "{path.name}"\n')
+    with caplog.at_level(logging.INFO, logger="nobat"):
+        await load_configured_clinic(load_config(config), database)
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines[0].startswith(f"clinic file {path / 'a.toml'}: clinic a added; ")
+    assert lines[1].startswith(f"clinic file {path / 'b.toml'} not loaded; serving what the "
+                               "database holds:\n")
+    assert lines[2].startswith(f"clinic file {path / 'c.toml'} not loaded; serving what the "
+                               "database holds:\nrefused: another practice")
+    assert [key for key, _ in await revisions(database)] == ["a", "nobat-demo"]
