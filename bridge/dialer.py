@@ -33,7 +33,7 @@ from bridge.call_runner import CallContext, Sleep, run_call
 from bridge.consultation_call import ConsultationCall
 from bridge.due_planning import DuePlanning
 from bridge.due_timers import DueTimers
-from bridge.outbound import CallPlan, OutboundCall
+from bridge.outbound import OutboundCall, PlanFactory
 from bridge.patient_call import PatientCallAttempt, PatientCalls
 from clinic.call_kinds import CallKind
 from clinic.phones import mask_in_text
@@ -42,8 +42,6 @@ from db.engine import Clock, one_line, utc_now
 from db.patient_calls import PatientCallClaim
 
 log = logging.getLogger(__name__)
-
-PlanFactory = Callable[[Claim], CallPlan]
 
 
 @dataclass(frozen=True)
@@ -171,7 +169,7 @@ class Dialer:
             mine = running(CallKind.PATIENT_CALL, self.calls)
             for patient in await desk.store.claim_next(self.instance, self.tuning.lease, room,
                                                           mine):
-                call = PatientCallAttempt(patient, desk.plan, desk.retry)
+                call = PatientCallAttempt(patient, desk.plan_for(patient), desk.retry)
                 self._start(PatientCallJob(desk.store, patient, call), call)
                 started.append(patient)
         if failed is not None:

@@ -17,6 +17,7 @@ from typing import Protocol
 from bridge.ami_protocol import Action, Event, Fields, variables
 from bridge.live_channels import Live
 from clinic.call_kinds import Leg, far_half
+from db.leases import LeasedClaim
 
 RELEASE_CAUSE = "16"
 """Normal Clearing: how nobat ends a leg it no longer needs."""
@@ -166,6 +167,10 @@ class CallPlan:
              ("ChannelId", channel_id), ("OtherChannelId", far_half(channel_id)),
              *variables(settings),
              ("Async", "true")]), action_id=channel_id)
+
+
+PlanFactory = Callable[[LeasedClaim], CallPlan]
+"""The plan a claimed call is dialled by: its own practice's, in platform mode."""
 
 
 def hangup(channel: str) -> Action:

@@ -25,6 +25,7 @@ from bridge.outbound import (
     CallPlan,
     Done,
     Effect,
+    PlanFactory,
     Record,
     RecordKind,
     SendAction,
@@ -59,7 +60,8 @@ class PatientCalls:
 
     store: PatientCallStore
     planning: CallPlanning
-    plan: CallPlan
+    plan_for: PlanFactory
+    """How each claimed call is rung: as its own practice."""
     retry: RetryRule
     plan_every: float = 60.0
     """Seconds between looks for calls to plan (bookings made, closures recorded)."""

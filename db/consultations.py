@@ -21,15 +21,17 @@ from db.leases import (
     GIVEN_BACK,
     LeasedClaim,
     LeasedStore,
+    Practice,
     claimable,
     due_again,
     lease_expired,
+    practice_columns,
     waiting_due,
 )
 from db.lifecycles import CONSULTATION, LIVE_CONSULTATION, AppointmentStatus, AttemptState
 from db.lifecycles import ConsultationState as State
 from db.lifecycles import ConsultationStep as Step
-from db.models import Appointment, CallAttempt, Consultation, Doctor, Patient
+from db.models import Appointment, CallAttempt, Clinic, Consultation, Doctor, Patient
 from db.records import columns_of, record_of
 
 DOWN_CAUSE = "due while nobat was down"
@@ -59,6 +61,9 @@ class DueConsultation:
     doctor_phone: str
     patient_phone: str
     patient_language: str
+    clinic_id: int
+    clinic_phone: str
+    clinic_name: str
     cause: str | None = None
     """Why the last attempt ended (CUT_CAUSE: this one reconnects the parties)."""
 
@@ -84,6 +89,12 @@ class Claim(LeasedClaim):
     def ident(self) -> int:
         """The claimed consultation's id, for logs and lookups."""
         return self.consultation.id
+
+    @property
+    def practice(self) -> Practice:
+        """The doctor's clinic, whose number and name both parties see."""
+        booked = self.consultation
+        return Practice(booked.clinic_id, booked.clinic_phone, booked.clinic_name)
 
 
 @dataclass(frozen=True)
@@ -419,7 +430,8 @@ def _details() -> Select[Any]:
                 ends_at=Appointment.end_at, doctor_key=Doctor.key, doctor_name=Doctor.name,
                 doctor_name_en=Doctor.name_en, doctor_phone=Doctor.phone,
                 patient_phone=Patient.phone, patient_language=Patient.language,
-                cause=Consultation.cause))
+                **practice_columns(), cause=Consultation.cause))
             .join(Appointment, Consultation.appointment_id == Appointment.id)
             .join(Doctor, Appointment.doctor_id == Doctor.id)
+            .join(Clinic, Doctor.clinic_id == Clinic.id)
             .join(Patient, Appointment.patient_id == Patient.id))

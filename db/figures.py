@@ -221,13 +221,13 @@ class Figures:
         """Whether a booking is still to come on a closed day: the only ones the page's
         cancel button may cancel."""
         async with self.db.reading() as session:
-            return appointment_id in await covered_bookings(session, self.tz, now)
+            return appointment_id in await covered_bookings(session, now)
 
     async def absences(self, now: dt.datetime) -> list[AbsenceRow]:
         """Bookings still on a closed day, soonest first, with their absence call if it was
         planned yet (call_state "planned" otherwise)."""
         async with self.db.reading() as session:
-            covered = await covered_bookings(session, self.tz, now)
+            covered = await covered_bookings(session, now)
             rows = (await session.execute(
                 select(Appointment.id, Doctor.name, Doctor.name_en, Patient.phone,
                        Appointment.start_at)

@@ -13,13 +13,13 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clinic.call_kinds import CallKind, Leg
 from db.engine import Clock, Database, utc_now
 from db.lifecycles import WAITING, ConsultationState, Lifecycle
-from db.models import Consultation, PatientCall
+from db.models import Clinic, Consultation, Doctor, PatientCall
 
 ABANDON_CAUSE = "abandoned when nobat stopped"
 GIVEN_BACK = {"cause": ABANDON_CAUSE, "claimed_by": None, "lease_until": None}
@@ -44,6 +44,24 @@ class ClaimLost(RuntimeError):
 Leased = type[Consultation] | type[PatientCall]
 
 
+@dataclass(frozen=True)
+class Practice:
+    """The clinic a call is made for (its doctor's), as the store held it when the call was
+    claimed: in platform mode each call shows its own practice's number and name."""
+
+    id: int
+    phone: str
+    name: str
+    """Its English name, or its name when it has none: what a caller id can carry."""
+
+
+def practice_columns() -> dict[str, ColumnElement[Any]]:
+    """The columns a due call's record names its practice by (its select joins Doctor and
+    Clinic): read with the row, so a clinic loaded or changed since start is used at once."""
+    return {"clinic_id": Doctor.clinic_id, "clinic_phone": Clinic.phone,
+            "clinic_name": func.coalesce(func.nullif(Clinic.name_en, ""), Clinic.name)}
+
+
 @dataclass(frozen=True, kw_only=True)
 class LeasedClaim:
     """The right of one instance to dial one attempt of one row, until its lease runs out;
@@ -64,6 +82,11 @@ class LeasedClaim:
     @property
     def ident(self) -> int:
         """The claimed row's id, for logs and lookups."""
+        raise NotImplementedError
+
+    @property
+    def practice(self) -> Practice:
+        """The clinic the call is made for: whose number and name its phones show."""
         raise NotImplementedError
 
     def channel_id(self, leg: Leg | None = None) -> str:

@@ -24,7 +24,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from clinic.call_kinds import CallKind, Leg, call_ref
 from clinic.call_times import CallHours, ReminderTimes
 from clinic.schedule import day_bounds
-from db.leases import GIVEN_BACK, LeasedClaim, LeasedStore, due_again
+from db.leases import (
+    GIVEN_BACK,
+    LeasedClaim,
+    LeasedStore,
+    Practice,
+    due_again,
+    practice_columns,
+)
 from db.lifecycles import (
     PATIENT_CALL,
     AppointmentStatus,
@@ -38,6 +45,7 @@ from db.models import (
     Clinic,
     Closure,
     Consultation,
+    Doctor,
     Patient,
     PatientCall,
 )
@@ -80,6 +88,11 @@ class DuePatientCall:
     patient_phone: str
     patient_language: str
     reminders_off: bool
+    clinic_id: int
+    clinic_phone: str
+    clinic_name: str
+    clinic_timezone: str
+    """Its clinic's zone: the local day a closure covers."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +106,12 @@ class PatientCallClaim(LeasedClaim):
     def ident(self) -> int:
         """The claimed call's id, for logs and lookups."""
         return self.call.id
+
+    @property
+    def practice(self) -> Practice:
+        """The clinic of the booking's doctor, whose number and name the patient sees."""
+        due = self.call
+        return Practice(due.clinic_id, due.clinic_phone, due.clinic_name)
 
 
 @dataclass(frozen=True)
@@ -348,12 +367,12 @@ async def _stale(session: AsyncSession, due: DuePatientCall, now: dt.datetime) -
 
 
 async def _covered(session: AsyncSession, due: DuePatientCall) -> bool:
-    """Whether a closure of the clinic or the booking's doctor covers its start."""
-    tz = ZoneInfo(await session.scalar(select(Clinic.timezone).order_by(Clinic.id).limit(1))
-                  or "Asia/Tehran")
-    day = due.starts_at.astimezone(tz).date()
+    """Whether a closure of the booking's clinic or doctor covers its start (a local day of
+    that clinic: another practice's closures are not its own)."""
+    day = due.starts_at.astimezone(ZoneInfo(due.clinic_timezone)).date()
     found = await session.scalar(
-        select(Closure.id).where(or_(Closure.doctor_id.is_(None),
+        select(Closure.id).where(or_(and_(Closure.doctor_id.is_(None),
+                                          Closure.clinic_id == due.clinic_id),
                                      Closure.doctor_id == due.doctor_id),
                                  Closure.first_day <= day, Closure.last_day >= day).limit(1))
     return found is not None
@@ -383,8 +402,11 @@ def _details() -> Select[Any]:
                 answered_at=PatientCall.answered_at, starts_at=Appointment.start_at,
                 status=Appointment.status, doctor_id=Appointment.doctor_id,
                 patient_phone=Patient.phone, patient_language=Patient.language,
-                reminders_off=Patient.reminders_off_at.is_not(None)))
+                reminders_off=Patient.reminders_off_at.is_not(None), **practice_columns(),
+                clinic_timezone=Clinic.timezone))
             .join(Appointment, PatientCall.appointment_id == Appointment.id)
+            .join(Doctor, Appointment.doctor_id == Doctor.id)
+            .join(Clinic, Doctor.clinic_id == Clinic.id)
             .join(Patient, Appointment.patient_id == Patient.id))
 
 
@@ -421,7 +443,7 @@ async def _reminders(session: AsyncSession, times: ReminderTimes, now: dt.dateti
         select(PatientCall.appointment_id)
         .where(PatientCall.purpose == Purpose.REMINDER, PatientCall.answered_at.is_not(None),
                PatientCall.appointment_id.in_([a for a, _ in rows])))).all())
-    closed = await covered_bookings(session, times.hours.tz, now)
+    closed = await covered_bookings(session, now)
     wanted = []
     for appointment_id, start in rows:
         subject = subject_of(start)
@@ -437,13 +459,17 @@ async def _reminders(session: AsyncSession, times: ReminderTimes, now: dt.dateti
     return wanted
 
 
-async def covered_bookings(session: AsyncSession, tz: ZoneInfo, now: dt.datetime
-                           ) -> dict[int, dt.datetime]:
-    """Booked appointments still to come that a closure covers: id -> start."""
+async def covered_bookings(session: AsyncSession, now: dt.datetime) -> dict[int, dt.datetime]:
+    """Booked appointments still to come that a closure covers: id -> start. A closure's
+    days are its clinic's local days, and a closure of a whole clinic covers the bookings
+    of that clinic's doctors only (platform mode keeps many clinics in one store)."""
     closures = (await session.execute(
-        select(Closure.doctor_id, Closure.first_day, Closure.last_day))).all()
+        select(Closure.clinic_id, Clinic.timezone, Closure.doctor_id, Closure.first_day,
+               Closure.last_day)
+        .join(Clinic, Closure.clinic_id == Clinic.id))).all()
     found: dict[int, dt.datetime] = {}
-    for doctor_id, first, last in closures:
+    for clinic_id, timezone, doctor_id, first, last in closures:
+        tz = ZoneInfo(timezone)
         span = day_bounds(first, tz).start, day_bounds(last, tz).end
         if span[1] <= now:
             continue
@@ -452,6 +478,9 @@ async def covered_bookings(session: AsyncSession, tz: ZoneInfo, now: dt.datetime
                         Appointment.start_at >= span[0], Appointment.start_at < span[1]))
         if doctor_id is not None:
             query = query.where(Appointment.doctor_id == doctor_id)
+        else:
+            query = query.where(Appointment.doctor_id.in_(
+                select(Doctor.id).where(Doctor.clinic_id == clinic_id)))
         found.update((a, s) for a, s in (await session.execute(query)).all())
     return found
 
@@ -459,7 +488,7 @@ async def covered_bookings(session: AsyncSession, tz: ZoneInfo, now: dt.datetime
 async def _absences(session: AsyncSession, hours: CallHours, now: dt.datetime
                     ) -> list[dict[str, Any]]:
     """Booked appointments a closure now covers, not yet called about."""
-    found = await covered_bookings(session, hours.tz, now)
+    found = await covered_bookings(session, now)
     planned = await _planned(session, Purpose.ABSENCE, list(found))
     due = hours.next_allowed(now)
     return [_row(a, Purpose.ABSENCE, subject_of(start), due, start, now)

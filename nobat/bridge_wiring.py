@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from bridge.ami_client import AmiClient
 from bridge.dialer import Dialer, Tuning
-from bridge.outbound import CallPlan
+from bridge.outbound import CallPlan, PlanFactory
 from bridge.patient_call import PatientCalls
 from clinic.call_times import CallHours, ReminderTimes, retry_time
 from clinic.phones import national
@@ -31,6 +31,14 @@ log = logging.getLogger("nobat")
 def phone_fields(number: str) -> Mapping[str, str]:
     """What a dial string may name: {number} (E.164) and {national} (09…)."""
     return {"number": number, "national": national(number)}
+
+
+def per_practice(plan: CallPlan) -> PlanFactory:
+    """Each call dialled by `plan` as its own practice: the number and name of its doctor's
+    clinic, as the store held them when the call was claimed (platform mode keeps many
+    clinics in one store; a clinic loaded or changed since start shows at once)."""
+    return lambda claim: dataclasses.replace(plan, clinic_number=claim.practice.phone,
+                                             clinic_name=claim.practice.name)
 
 
 async def build_dialer(config: Config, database: Database) -> Dialer | None:
@@ -57,7 +65,7 @@ async def build_dialer(config: Config, database: Database) -> Dialer | None:
                     call_token=functools.partial(call_token, config.fastagi.secret.reveal()))
     ami = AmiClient(ami_config.host, ami_config.port, ami_config.username,
                     ami_config.secret.reveal(), action_timeout=ami_config.action_timeout)
-    return Dialer(ConsultationStore(database), ami, lambda claim: plan,
+    return Dialer(ConsultationStore(database), ami, per_practice(plan),
                   f"{socket.gethostname()}-{os.getpid()}",
                   RetryPolicy(calls.attempts, dt.timedelta(minutes=calls.retry_minutes)),
                   Tuning(calls.max_channels, poll=calls.poll_seconds,
@@ -84,5 +92,6 @@ def patient_calls(config: Config, database: Database, consultation: CallPlan, tz
         return retry_time(hours, failed_at, spacing, claim.call.not_after)
 
     return PatientCalls(PatientCallStore(database, clock), planning,
-                        dataclasses.replace(consultation, ring_seconds=wanted.ring_seconds),
+                        per_practice(dataclasses.replace(consultation,
+                                                         ring_seconds=wanted.ring_seconds)),
                         retry, plan_every, wanted.max_calls)

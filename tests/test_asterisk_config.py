@@ -158,7 +158,7 @@ def dialer_use() -> DialerUse:
     start = dt.datetime(2026, 11, 28, 8, tzinfo=dt.UTC)
     booked = DueConsultation(7, 70, start, "dialling", 1, start,
                              start + dt.timedelta(minutes=10), "dr-1", "دکتر", "Dr",
-                             "+989121000001", "+989351110001", "fa")
+                             "+989121000001", "+989351110001", "fa", 1, "021", "Clinic")
     use = DialerUse()
     for attempt, policy in ((1, RetryPolicy(attempts=3)), (3, RetryPolicy(attempts=3))):
         for waiting in (*Leg, None):
@@ -180,7 +180,8 @@ def dialer_use() -> DialerUse:
                 use.add(call.on_refused(Action("Bridge"), "gone", start))
     for purpose in Purpose:
         due = DuePatientCall(9, 70, purpose, "", start, start, "dialling", 1, None, start,
-                             "booked", 1, "+989351110001", "fa", False)
+                             "booked", 1, "+989351110001", "fa", False, 1, "021", "Clinic",
+                             "Asia/Tehran")
         claim = PatientCallClaim(due, attempt=1, instance="nobat-1",
                                  lease=dt.timedelta(minutes=1), lease_until=start)
         use.add(PatientCallAttempt(claim, CallPlan("PJSIP/{number}@clinic-trunk", "021",

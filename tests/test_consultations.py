@@ -341,7 +341,8 @@ async def test_a_consultation_whose_booked_time_is_over_is_never_dialled(
 
 def test_retries_stay_inside_the_booked_window() -> None:
     booked = DueConsultation(1, 1, at(SATURDAY, "10:00"), "dialling", 1, at(SATURDAY, "10:00"),
-                             at(SATURDAY, "10:10"), "", "", "", "", "", "fa")
+                             at(SATURDAY, "10:10"), "", "", "", "", "", "fa", 1, "",
+                             "")
     claim = Claim(booked, attempt=1, instance="nobat-a", lease=LEASE,
                   lease_until=at(SATURDAY, "10:00") + LEASE)
     policy = RetryPolicy(attempts=3, spacing=dt.timedelta(minutes=2))

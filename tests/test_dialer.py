@@ -503,7 +503,7 @@ async def test_a_line_that_fails_mid_call_cuts_it_and_both_are_rung_again(
 def claim_of(ident: int = 7) -> Claim:
     booked = DueConsultation(ident, 70, START, "dialling", 1, START,
                              START + dt.timedelta(minutes=5), "rezaei", "دکتر", "Dr",
-                             "+989121000001", "+989351110001", "fa")
+                             "+989121000001", "+989351110001", "fa", 1, "021", "Clinic")
     return Claim(booked, attempt=1, instance="nobat-1", lease=dt.timedelta(seconds=60),
                  lease_until=START)
 

@@ -21,7 +21,8 @@ ID = "nobat-p9-a1"
 def machine(phase: Phase) -> PatientCallAttempt:
     """A reminder's first attempt, brought to `phase` by the events that lead there."""
     due = DuePatientCall(9, 70, Purpose.REMINDER, "", START, START + dt.timedelta(hours=5),
-                         "dialling", 1, None, START, "booked", 1, "+989351110001", "fa", False)
+                         "dialling", 1, None, START, "booked", 1, "+989351110001", "fa", False,
+                         1, "021", "Clinic", "Asia/Tehran")
     claim = PatientCallClaim(due, attempt=1, instance="nobat-1",
                              lease=dt.timedelta(minutes=1), lease_until=START)
     call = PatientCallAttempt(claim, CallPlan("PJSIP/{number}@trunk", "021", "Clinic"),

@@ -434,7 +434,8 @@ async def test_a_clinic_name_with_quotes_and_a_comma_reaches_the_dialplan_whole(
     name = 'Dr. "Ali", Clinic'
     now = dt.datetime.now(dt.UTC)
     booked = DueConsultation(9, 90, now, "dialling", 1, now, now + dt.timedelta(minutes=5),
-                             "dr-ali", "دکتر علی", "Dr Ali", DOCTOR.number, PATIENT.number, "fa")
+                             "dr-ali", "دکتر علی", "Dr Ali", DOCTOR.number, PATIENT.number, "fa",
+                             1, CLINIC_NUMBER, name)
     claim = Claim(booked, attempt=1, instance="nobat-1", lease=dt.timedelta(minutes=1),
                   lease_until=now + dt.timedelta(minutes=1))
     plan = CallPlan("Local/{exten}@fake-phones", CLINIC_NUMBER, name,

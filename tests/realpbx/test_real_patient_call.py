@@ -27,7 +27,8 @@ def reminder_originate() -> SendAction:
     """What nobat's dialer sends to ring the patient for reminder call 7, attempt 1."""
     start = dt.datetime(2026, 11, 28, 6, 30, tzinfo=dt.UTC)
     due = DuePatientCall(7, 70, Purpose.REMINDER, "", start, start, "dialling", 1, None,
-                         start, "booked", 1, PATIENT.number, "fa", False)
+                         start, "booked", 1, PATIENT.number, "fa", False, 1, CLINIC_NUMBER,
+                         CLINIC_NAME, "Asia/Tehran")
     claim = PatientCallClaim(due, attempt=1, instance="nobat-1",
                              lease=dt.timedelta(minutes=1), lease_until=start)
     plan = CallPlan("Local/{exten}@fake-phones", CLINIC_NUMBER, CLINIC_NAME, ring_seconds=20,

@@ -1,0 +1,126 @@
+"""Platform mode, outbound: two practices in one store, and every call nobat dials shows its
+own practice's number and name, never the other's (consultations and patient calls, over
+the fake PBX's AMI, on SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from pathlib import Path
+
+from sqlalchemy import select
+
+from clinic.clinic_file import ClinicSpec, ClosureSpec
+from clinic.phones import normalize
+from clinic.schedule import VisitKind
+from db.clinic_sync import load_clinic
+from db.consultations import new_consultation
+from db.engine import Database
+from db.models import Appointment, Consultation, Doctor, Patient
+from nobat.bridge_wiring import per_practice
+from tests.fakepbx.script import Answers, Phone
+from tests.support.clinics import Clock, every_day_clinic
+from tests.support.dialer_line import Line, line
+from tests.support.patient_calls import calls, patient_line, settled
+from tests.test_dialer import START, doctor, patient
+from tests.test_schedule import at
+
+FIRST = every_day_clinic(8, slot_minutes=30, start_minute=8 * 60)
+SECOND = dataclasses.replace(
+    FIRST, key="second", name="درمانگاه دوم", name_en="", phone="+982144332211",
+    doctors=(dataclasses.replace(FIRST.doctors[0], key="dr-b", phone=doctor(2).number),))
+"""Its own number, its own doctor, and no English name: its callers see its Persian one."""
+SHOWN = {"test": ("+982188776655", "Test Clinic"), "second": ("+982144332211", "درمانگاه دوم")}
+"""What each practice's calls show: its number and its English name, or its name."""
+SATURDAY = dt.date(2026, 11, 28)
+THURSDAY = SATURDAY - dt.timedelta(days=2)
+
+
+async def two_practices(database: Database) -> None:
+    """Load both clinic files into the one store, as `nobat clinic load` does for each."""
+    clock = Clock(at(THURSDAY, "12:00"))
+    for spec in (FIRST, SECOND):
+        await load_clinic(database, spec, clock=clock)
+
+
+async def booked(database: Database, spec: ClinicSpec, phone: str, start: dt.datetime,
+                 kind: VisitKind) -> int:
+    """Write a booking of `spec`'s doctor straight into the store (the booking paths of a
+    second practice are not this test's subject); returns the appointment's id."""
+    now = at(THURSDAY, "12:00")
+    async with database.writing() as session:
+        doctor_id = await session.scalar(select(Doctor.id).where(
+            Doctor.key == spec.doctors[0].key))
+        assert doctor_id is not None
+        person = await session.scalar(select(Patient).where(Patient.phone == normalize(phone)))
+        if person is None:
+            person = Patient(phone=normalize(phone), created_at=now)
+            session.add(person)
+            await session.flush()
+        appointment = Appointment(
+            doctor_id=doctor_id, patient_id=person.id, start_at=start,
+            end_at=start + dt.timedelta(minutes=30), kind=kind.value, code=spec.key[:8],
+            created_via="ivr", created_at=now, updated_at=now)
+        session.add(appointment)
+        await session.flush()
+        if kind is VisitKind.PHONE:
+            session.add(new_consultation(appointment.id, start, now))
+        return appointment.id
+
+
+def shown_to(pbx_line: Line, exten: str) -> set[tuple[str, str]]:
+    """Every identity a phone was shown: the caller id it rang with, and any other party's
+    that reached it once bridged."""
+    return {(seen.number, seen.name) for seen in pbx_line.pbx.seen if seen.exten == exten}
+
+
+def originated(pbx_line: Line) -> dict[str, str]:
+    """The CallerID of each Originate, by the number it rang."""
+    return {action["Channel"]: action["CallerID"] for action in pbx_line.actions("Originate")}
+
+
+async def test_each_practices_consultation_shows_its_own_number_and_name(
+        database: Database) -> None:
+    await two_practices(database)
+    await booked(database, FIRST, patient(1).number, START, VisitKind.PHONE)
+    await booked(database, SECOND, patient(2).number, START, VisitKind.PHONE)
+    phones = [doctor(1), patient(1), doctor(2), patient(2)]
+    async with line(database, phones, START, plans=per_practice) as pbx_line:
+
+        async def both_bridged() -> bool:
+            async with database.reading() as session:
+                states = (await session.scalars(select(Consultation.state))).all()
+            return list(states) == ["bridged", "bridged"]
+
+        await pbx_line.until(both_bridged, seconds=10.0)
+        ids = originated(pbx_line)
+    first, second = SHOWN["test"], SHOWN["second"]
+    for exten in ("doctor1", "patient1"):
+        assert ids[f"Local/{exten}@fake-phones/n"] == f'"{first[1]}" <{first[0]}>'
+        assert shown_to(pbx_line, exten) == {first}
+    for exten in ("doctor2", "patient2"):
+        assert ids[f"Local/{exten}@fake-phones/n"] == f'"{second[1]}" <{second[0]}>'
+        assert shown_to(pbx_line, exten) == {second}
+
+
+async def test_each_practices_patient_call_shows_its_own_number_and_name(
+        database: Database, tmp_path: Path) -> None:
+    """The first practice is closed on Saturday: its patient gets an absence call, and the
+    second's patient, whose practice is open, the usual reminder (a closure of the whole
+    clinic covers that clinic's bookings alone)."""
+    await two_practices(database)
+    await load_clinic(database, dataclasses.replace(
+        FIRST, closures=(ClosureSpec(None, SATURDAY, SATURDAY, "closed"),)),
+        clock=Clock(at(THURSDAY, "12:00")))
+    ten = at(SATURDAY, "10:00")
+    first = await booked(database, FIRST, patient(1).number, ten, VisitKind.IN_PERSON)
+    second = await booked(database, SECOND, patient(2).number, ten, VisitKind.IN_PERSON)
+    phones = [Phone(f"patient{n}", patient(n).number, Answers(0.5), f"Patient {n}")
+              for n in (1, 2)]
+    async with patient_line(database, tmp_path, phones, at(THURSDAY, "17:59")) as rig:
+        pbx_line = rig.pbx_line
+        await pbx_line.until(settled(database, 2, "done"), seconds=10.0)
+        made = {call.appointment_id: call.purpose for call in await calls(database)}
+    assert made == {first: "absence", second: "reminder"}
+    assert shown_to(pbx_line, "patient1") == {SHOWN["test"]}
+    assert shown_to(pbx_line, "patient2") == {SHOWN["second"]}
