@@ -66,6 +66,8 @@ class DueConsultation:
     clinic_name: str
     cause: str | None = None
     """Why the last attempt ended (CUT_CAUSE: this one reconnects the parties)."""
+    clinic_folder: str = ""
+    """Where its practice's own prompts are (ivr/prompts.py own_key)."""
 
     @property
     def duration(self) -> dt.timedelta:
@@ -94,7 +96,8 @@ class Claim(LeasedClaim):
     def practice(self) -> Practice:
         """The doctor's clinic, whose number and name both parties see."""
         booked = self.consultation
-        return Practice(booked.clinic_id, booked.clinic_phone, booked.clinic_name)
+        return Practice(booked.clinic_id, booked.clinic_phone, booked.clinic_name,
+                        booked.clinic_folder)
 
 
 @dataclass(frozen=True)

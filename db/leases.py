@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clinic.call_kinds import CallKind, Leg
@@ -53,13 +53,21 @@ class Practice:
     phone: str
     name: str
     """Its English name, or its name when it has none: what a caller id can carry."""
+    folder: str = ""
+    """Where its own prompts (its doctors' names) are: its key when the store holds several
+    practices, "" when it is the only one (ivr/prompts.py own_key)."""
+
+
+_EVERY_CLINIC = Clinic.__table__.alias("every_clinic")
+_SEVERAL = select(func.count(_EVERY_CLINIC.c.id)).scalar_subquery() > 1
 
 
 def practice_columns() -> dict[str, ColumnElement[Any]]:
     """The columns a due call's record names its practice by (its select joins Doctor and
     Clinic): read with the row, so a clinic loaded or changed since start is used at once."""
     return {"clinic_id": Doctor.clinic_id, "clinic_phone": Clinic.phone,
-            "clinic_name": func.coalesce(func.nullif(Clinic.name_en, ""), Clinic.name)}
+            "clinic_name": func.coalesce(func.nullif(Clinic.name_en, ""), Clinic.name),
+            "clinic_folder": case((_SEVERAL, Clinic.key), else_="")}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -93,6 +93,8 @@ class DuePatientCall:
     clinic_name: str
     clinic_timezone: str
     """Its clinic's zone: the local day a closure covers."""
+    clinic_folder: str = ""
+    """Where its practice's own prompts are (ivr/prompts.py own_key)."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ class PatientCallClaim(LeasedClaim):
     def practice(self) -> Practice:
         """The clinic of the booking's doctor, whose number and name the patient sees."""
         due = self.call
-        return Practice(due.clinic_id, due.clinic_phone, due.clinic_name)
+        return Practice(due.clinic_id, due.clinic_phone, due.clinic_name, due.clinic_folder)
 
 
 @dataclass(frozen=True)

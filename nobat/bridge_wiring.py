@@ -33,12 +33,14 @@ def phone_fields(number: str) -> Mapping[str, str]:
     return {"number": number, "national": national(number)}
 
 
-def per_practice(plan: CallPlan) -> PlanFactory:
+def per_practice(plan: CallPlan, prompts: str) -> PlanFactory:
     """Each call dialled by `plan` as its own practice: the number and name of its doctor's
     clinic, as the store held them when the call was claimed (platform mode keeps many
-    clinics in one store; a clinic loaded or changed since start shows at once)."""
-    return lambda claim: dataclasses.replace(plan, clinic_number=claim.practice.phone,
-                                             clinic_name=claim.practice.name)
+    clinics in one store; a clinic loaded or changed since start shows at once), and its
+    doctors' names from its own prompts under `prompts`."""
+    return lambda claim: dataclasses.replace(
+        plan, clinic_number=claim.practice.phone, clinic_name=claim.practice.name,
+        prompt_file=PromptLibrary({}, prompts, claim.practice.folder).file)
 
 
 async def build_dialer(config: Config, database: Database) -> Dialer | None:
@@ -61,11 +63,11 @@ async def build_dialer(config: Config, database: Database) -> Dialer | None:
                     grace=dt.timedelta(minutes=calls.grace_minutes),
                     warn_before=dt.timedelta(minutes=calls.warn_minutes),
                     address=phone_fields,
-                    prompt_file=PromptLibrary({}, config.ivr.asterisk_prompts).file,
                     call_token=functools.partial(call_token, config.fastagi.secret.reveal()))
     ami = AmiClient(ami_config.host, ami_config.port, ami_config.username,
                     ami_config.secret.reveal(), action_timeout=ami_config.action_timeout)
-    return Dialer(ConsultationStore(database), ami, per_practice(plan),
+    return Dialer(ConsultationStore(database), ami,
+                  per_practice(plan, config.ivr.asterisk_prompts),
                   f"{socket.gethostname()}-{os.getpid()}",
                   RetryPolicy(calls.attempts, dt.timedelta(minutes=calls.retry_minutes)),
                   Tuning(calls.max_channels, poll=calls.poll_seconds,
@@ -93,5 +95,6 @@ def patient_calls(config: Config, database: Database, consultation: CallPlan, tz
 
     return PatientCalls(PatientCallStore(database, clock), planning,
                         per_practice(dataclasses.replace(consultation,
-                                                         ring_seconds=wanted.ring_seconds)),
+                                                         ring_seconds=wanted.ring_seconds),
+                                     config.ivr.asterisk_prompts),
                         retry, plan_every, wanted.max_calls)

@@ -79,13 +79,27 @@ def originated(pbx_line: Line) -> dict[str, str]:
     return {action["Channel"]: action["CallerID"] for action in pbx_line.actions("Originate")}
 
 
+def announced(pbx_line: Line) -> dict[str, str]:
+    """What each leg hears when it answers (NOBAT_ANNOUNCE), by the number it rang."""
+    heard = {}
+    for session in pbx_line.pbx.sessions:
+        for action in session.actions:
+            if action.name == "Originate":
+                fields = list(action.fields)
+                variables = dict(value.partition("=")[::2] for name, value in fields
+                                 if name == "Variable")
+                heard[dict(fields)["Channel"]] = variables.get("NOBAT_ANNOUNCE", "")
+    return heard
+
+
 async def test_each_practices_consultation_shows_its_own_number_and_name(
         database: Database) -> None:
     await two_practices(database)
     await booked(database, FIRST, patient(1).number, START, VisitKind.PHONE)
     await booked(database, SECOND, patient(2).number, START, VisitKind.PHONE)
     phones = [doctor(1), patient(1), doctor(2), patient(2)]
-    async with line(database, phones, START, plans=per_practice) as pbx_line:
+    async with line(database, phones, START,
+                    plans=lambda plan: per_practice(plan, "/prompts")) as pbx_line:
 
         async def both_bridged() -> bool:
             async with database.reading() as session:
@@ -94,6 +108,7 @@ async def test_each_practices_consultation_shows_its_own_number_and_name(
 
         await pbx_line.until(both_bridged, seconds=10.0)
         ids = originated(pbx_line)
+        heard = announced(pbx_line)
     first, second = SHOWN["test"], SHOWN["second"]
     for exten in ("doctor1", "patient1"):
         assert ids[f"Local/{exten}@fake-phones/n"] == f'"{first[1]}" <{first[0]}>'
@@ -101,6 +116,8 @@ async def test_each_practices_consultation_shows_its_own_number_and_name(
     for exten in ("doctor2", "patient2"):
         assert ids[f"Local/{exten}@fake-phones/n"] == f'"{second[1]}" <{second[0]}>'
         assert shown_to(pbx_line, exten) == {second}
+    assert "/prompts/fa/doctor/test/dr-1&" in heard["Local/patient1@fake-phones/n"]
+    assert "/prompts/fa/doctor/second/dr-b&" in heard["Local/patient2@fake-phones/n"]
 
 
 async def test_each_practices_patient_call_shows_its_own_number_and_name(

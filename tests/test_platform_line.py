@@ -65,9 +65,10 @@ async def test_the_shared_number_takes_a_doctors_code_and_goes_on_in_that_practi
         MOBILE, Hear("platform-welcome"), "1", Hear("enter-doctor-code"), "201#",
         Hear("confirm-keys"), "1", *BOOK_SATURDAY_1620, dialled=SHARED_DID))
     assert heard.prompts[0] == "fa/platform-welcome"
-    assert contains(heard.prompts, ["fa/enter-doctor-code", "fa/doctor-chosen", "fa/doctor/shiraz-eye/dr-ahmadi",
-                                    "fa/at-practice", "fa/clinic/shiraz-eye/name",
-                                    "fa/confirm-keys", "fa/main-menu"])
+    assert contains(heard.prompts, ["fa/enter-doctor-code", "fa/doctor-chosen",
+                                    "fa/doctor/shiraz-eye/dr-ahmadi", "fa/at-practice",
+                                    "fa/clinic/shiraz-eye/name", "fa/confirm-keys",
+                                    "fa/main-menu"])
     assert "fa/welcome" not in heard.prompts
     assert await booked_at(database) == [("shiraz-eye", "dr-ahmadi", at(SATURDAY, 16, 20))]
 
