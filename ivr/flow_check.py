@@ -100,7 +100,7 @@ def _check(doc: StaffToml, flow: Flow, flows: Mapping[str, Flow],
         if prompts is not None:
             for path, name in _prompt_names(node):
                 for lang in LANGUAGES:
-                    if prompts.text(lang, name) is None:
+                    if prompts.missing(lang, [name]):
                         doc.error(path, f"prompt {name!r} has no {lang} text in the manifest")
     reachable = _reachable(flow) if flow.start in flow.nodes else set(flow.nodes)
     for unreachable in sorted(set(flow.nodes) - reachable):

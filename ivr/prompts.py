@@ -16,15 +16,20 @@ LANGUAGES = speech.LANGUAGES
 
 OWN_WORDS = ("clinic/", "doctor/")
 """Prompts a practice has its own of: its name and address, its doctors' names."""
+PRACTICE_NAME = "{clinic}"
+"""In the manifest's words, the practice's name: such a prompt is said per practice."""
 
 
-def own_key(folder: str, key: str) -> str:
+def own_key(folder: str, key: str, named: frozenset[str] = frozenset()) -> str:
     """Where a practice's own prompt lives: "clinic/name" of practice "shiraz-eye" is
-    "clinic/shiraz-eye/name"; with one practice (folder "") it is where it always was."""
-    if not folder or not key.startswith(OWN_WORDS):
+    "clinic/shiraz-eye/name", and a prompt that names it (`named`), "welcome", is
+    "clinic/shiraz-eye/welcome"; with one practice (folder "") each is where it always was."""
+    if not folder:
         return key
-    head, _, rest = key.partition("/")
-    return f"{head}/{folder}/{rest}"
+    if key.startswith(OWN_WORDS):
+        head, _, rest = key.partition("/")
+        return f"{head}/{folder}/{rest}"
+    return f"clinic/{folder}/{key}" if key in named else key
 
 
 @dataclass(frozen=True)
@@ -40,22 +45,28 @@ class ClinicWords:
 
 class PromptLibrary:
     """Knows every prompt's text per language and where Asterisk finds its file; a practice's
-    view of it (`practice`) plays that practice's own words for "clinic/..." and "doctor/..."."""
+    view of it (`practice`) plays that practice's own words: its name, address and doctors,
+    and the prompts that name it."""
 
     def __init__(self, texts: Mapping[str, Mapping[str, str]], files_root: str,
-                 folder: str = "") -> None:
+                 folder: str = "", templates: Mapping[str, Mapping[str, str]] | None = None
+                 ) -> None:
         self.texts = {lang: dict(texts.get(lang, {})) for lang in LANGUAGES}
         self.files_root = files_root.rstrip("/")
         self.folder = folder
+        self.templates = templates or {}
+        """The manifest's words that say the practice's name, by language and prompt."""
+        self.named = frozenset(key for words in self.templates.values() for key in words)
 
     def practice(self, folder: str) -> PromptLibrary:
         """The same prompts, with practice `folder`'s own words."""
-        return PromptLibrary(self.texts, self.files_root, folder)
+        return PromptLibrary(self.texts, self.files_root, folder, self.templates)
 
     @classmethod
     def load(cls, manifest: Path, files_root: str, clinics: Iterable[ClinicWords] = ()
              ) -> PromptLibrary:
-        """Merge the hand-written manifest with fragments made by rule and clinic data."""
+        """Merge the hand-written manifest with fragments made by rule and clinic data; a
+        prompt whose words hold {clinic} is said once per practice, with its name."""
         manifest_doc = StaffToml.load(manifest)
         manifest_doc.table((), LANGUAGES)
         for lang in LANGUAGES:
@@ -63,26 +74,34 @@ class PromptLibrary:
                 if not isinstance(text, str):
                     manifest_doc.error((lang, key), f"expected the prompt's words, got {text!r}")
         manifest_doc.raise_problems()
-        written = manifest_doc.data
+        written: dict[str, dict[str, str]] = manifest_doc.data
+        templates = {lang: {key: text for key, text in written.get(lang, {}).items()
+                            if PRACTICE_NAME in text} for lang in LANGUAGES}
+        named = frozenset(key for words in templates.values() for key in words)
+        practices = list(clinics) or [ClinicWords({}, {}, {})]
         texts: dict[str, dict[str, str]] = {}
         for lang in LANGUAGES:
             merged = speech.fragment_texts(lang)
             merged.update({f"specialty/{key}": names[0 if lang == "fa" else 1]
                            for key, names in SPECIALTIES.items()})
             merged.update({f"menu/press-{n}": _press(n, lang) for n in range(10)})
-            for clinic in clinics:
-                own = functools.partial(own_key, clinic.folder)
-                merged[own("clinic/name")] = clinic.name.get(lang, "")
-                merged[own("clinic/address")] = clinic.address.get(lang, "")
+            for clinic in practices:
+                own = functools.partial(own_key, clinic.folder, named=named)
+                if clinic.name:
+                    merged[own("clinic/name")] = clinic.name.get(lang, "")
+                    merged[own("clinic/address")] = clinic.address.get(lang, "")
                 merged.update({own(f"doctor/{key}"): names.get(lang, "")
                                for key, names in clinic.doctors.items()})
-            merged.update(written.get(lang, {}))
+                merged.update({own(key): text.replace(PRACTICE_NAME, clinic.name.get(lang, ""))
+                               for key, text in templates[lang].items()})
+            merged.update({key: text for key, text in written.get(lang, {}).items()
+                           if key not in named})
             texts[lang] = merged
-        return cls(texts, files_root)
+        return cls(texts, files_root, templates=templates)
 
     def file(self, lang: str, key: str) -> str:
         """The path Asterisk plays (no extension: Asterisk picks the format it has)."""
-        return f"{self.files_root}/{lang}/{own_key(self.folder, key)}"
+        return f"{self.files_root}/{lang}/{own_key(self.folder, key, self.named)}"
 
     def files(self, lang: str, keys: Iterable[str]) -> list[str]:
         """Paths for several prompts."""
@@ -98,11 +117,13 @@ class PromptLibrary:
 
     def text(self, lang: str, key: str) -> str | None:
         """The words of a prompt, or None if no text is known."""
-        return self.texts.get(lang, {}).get(own_key(self.folder, key))
+        return self.texts.get(lang, {}).get(own_key(self.folder, key, self.named))
 
     def missing(self, lang: str, keys: Iterable[str]) -> list[str]:
-        """Which of these prompts have no text in a language."""
-        return [key for key in keys if self.text(lang, key) is None]
+        """Which of these prompts have no text in a language (one that names the practice
+        has the manifest's words for it, said for each practice)."""
+        return [key for key in keys if self.text(lang, key) is None
+                and key not in self.templates.get(lang, {})]
 
 
 def _press(n: int, lang: str) -> str:

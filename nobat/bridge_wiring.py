@@ -23,6 +23,7 @@ from db.engine import Clock, Database, utc_now
 from db.patient_calls import CallPlanning, PatientCallClaim, PatientCallStore
 from ivr.prompts import PromptLibrary
 from nobat.config import Config
+from nobat.ivr_wiring import MANIFEST
 from protocol.call_token import call_token
 
 log = logging.getLogger("nobat")
@@ -33,14 +34,19 @@ def phone_fields(number: str) -> Mapping[str, str]:
     return {"number": number, "national": national(number)}
 
 
-def per_practice(plan: CallPlan, prompts: str) -> PlanFactory:
+def per_practice(plan: CallPlan, prompts: PromptLibrary) -> PlanFactory:
     """Each call dialled by `plan` as its own practice: the number and name of its doctor's
     clinic, as the store held them when the call was claimed (platform mode keeps many
     clinics in one store; a clinic loaded or changed since start shows at once), and its
-    doctors' names from its own prompts under `prompts`."""
+    own prompts (its doctors' names, the words that name it)."""
     return lambda claim: dataclasses.replace(
         plan, clinic_number=claim.practice.phone, clinic_name=claim.practice.name,
-        prompt_file=PromptLibrary({}, prompts, claim.practice.folder).file)
+        prompt_file=prompts.practice(claim.practice.folder).file)
+
+
+def outbound_prompts(config: Config) -> PromptLibrary:
+    """Where Asterisk finds the prompts calls nobat makes announce, each practice's own."""
+    return PromptLibrary.load(config.ivr.prompts / MANIFEST, config.ivr.asterisk_prompts)
 
 
 async def build_dialer(config: Config, database: Database) -> Dialer | None:
@@ -67,7 +73,7 @@ async def build_dialer(config: Config, database: Database) -> Dialer | None:
     ami = AmiClient(ami_config.host, ami_config.port, ami_config.username,
                     ami_config.secret.reveal(), action_timeout=ami_config.action_timeout)
     return Dialer(ConsultationStore(database), ami,
-                  per_practice(plan, config.ivr.asterisk_prompts),
+                  per_practice(plan, outbound_prompts(config)),
                   f"{socket.gethostname()}-{os.getpid()}",
                   RetryPolicy(calls.attempts, dt.timedelta(minutes=calls.retry_minutes)),
                   Tuning(calls.max_channels, poll=calls.poll_seconds,
@@ -96,5 +102,5 @@ def patient_calls(config: Config, database: Database, consultation: CallPlan, tz
     return PatientCalls(PatientCallStore(database, clock), planning,
                         per_practice(dataclasses.replace(consultation,
                                                          ring_seconds=wanted.ring_seconds),
-                                     config.ivr.asterisk_prompts),
+                                     outbound_prompts(config)),
                         retry, plan_every, wanted.max_calls)

@@ -17,10 +17,12 @@ from db.clinic_sync import load_clinic
 from db.consultations import new_consultation
 from db.engine import Database
 from db.models import Appointment, Consultation, Doctor, Patient
+from ivr.prompts import PromptLibrary
 from nobat.bridge_wiring import per_practice
 from tests.fakepbx.script import Answers, Phone
 from tests.support.clinics import Clock, every_day_clinic
 from tests.support.dialer_line import Line, line
+from tests.support.ivr import ROOT
 from tests.support.patient_calls import calls, patient_line, settled
 from tests.test_dialer import START, doctor, patient
 from tests.test_schedule import at
@@ -33,6 +35,7 @@ SECOND = dataclasses.replace(
 SHOWN = {"test": ("+982188776655", "Test Clinic"), "second": ("+982144332211", "درمانگاه دوم")}
 """What each practice's calls show: its number and its English name, or its name."""
 SATURDAY = dt.date(2026, 11, 28)
+PROMPTS = PromptLibrary.load(ROOT / "prompts" / "manifest.toml", "/prompts")
 THURSDAY = SATURDAY - dt.timedelta(days=2)
 
 
@@ -99,7 +102,7 @@ async def test_each_practices_consultation_shows_its_own_number_and_name(
     await booked(database, SECOND, patient(2).number, START, VisitKind.PHONE)
     phones = [doctor(1), patient(1), doctor(2), patient(2)]
     async with line(database, phones, START,
-                    plans=lambda plan: per_practice(plan, "/prompts")) as pbx_line:
+                    plans=lambda plan: per_practice(plan, PROMPTS)) as pbx_line:
 
         async def both_bridged() -> bool:
             async with database.reading() as session:
@@ -118,6 +121,9 @@ async def test_each_practices_consultation_shows_its_own_number_and_name(
         assert shown_to(pbx_line, exten) == {second}
     assert "/prompts/fa/doctor/test/dr-1&" in heard["Local/patient1@fake-phones/n"]
     assert "/prompts/fa/doctor/second/dr-b&" in heard["Local/patient2@fake-phones/n"]
+    assert heard["Local/doctor1@fake-phones/n"] == "/prompts/fa/clinic/test/consult/doctor-intro"
+    assert heard["Local/doctor2@fake-phones/n"] == \
+        "/prompts/fa/clinic/second/consult/doctor-intro"
 
 
 async def test_each_practices_patient_call_shows_its_own_number_and_name(

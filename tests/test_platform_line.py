@@ -51,6 +51,9 @@ async def test_each_practices_number_books_with_its_own_doctor_and_words(
                                             dialled=TEHRAN_DID))
     shiraz = await rig.call(Caller.dialling(MOBILE, Hear("welcome"), "1", *BOOK_SATURDAY_1620,
                                             dialled=SHIRAZ_DID))
+    assert tehran.prompts[0] == "fa/clinic/nobat-demo/welcome"
+    assert shiraz.prompts[0] == "fa/clinic/shiraz-eye/welcome"
+    assert rig.prompts.text("fa", "clinic/shiraz-eye/welcome") == "به مطب چشم شیراز خوش آمدید."
     assert contains(tehran.prompts, ["fa/with-doctor", "fa/doctor/nobat-demo/dr-ahmadi"])
     assert contains(shiraz.prompts, ["fa/with-doctor", "fa/doctor/shiraz-eye/dr-ahmadi"])
     assert not any("shiraz-eye" in p for p in tehran.prompts)
@@ -69,7 +72,7 @@ async def test_the_shared_number_takes_a_doctors_code_and_goes_on_in_that_practi
                                     "fa/doctor/shiraz-eye/dr-ahmadi", "fa/at-practice",
                                     "fa/clinic/shiraz-eye/name", "fa/confirm-keys",
                                     "fa/main-menu"])
-    assert "fa/welcome" not in heard.prompts
+    assert not any(prompt.endswith("/welcome") for prompt in heard.prompts)
     assert await booked_at(database) == [("shiraz-eye", "dr-ahmadi", at(SATURDAY, 16, 20))]
 
 

@@ -45,8 +45,8 @@ class IvrRig:
 
     @property
     def prompts(self) -> PromptLibrary:
-        """The prompt library the line plays from."""
-        return self.line.services.prompts
+        """Every prompt the line may play (each practice's own under its own key)."""
+        return self.line.flows.current().prompts
 
     def seconds(self, path: str) -> float | None:
         """How long a prompt plays: from its text, so tests need no audio; None if unknown."""
