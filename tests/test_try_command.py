@@ -205,7 +205,7 @@ def test_an_unknown_flow_is_named_with_the_ones_there_are(tmp_path: Path) -> Non
     done = nobat(clinic_copy(tmp_path), "try", "booking")
     assert done.returncode == 2
     assert "no flow 'booking'" in done.stderr
-    assert "there are: absence, main, reminder, survey" in done.stderr
+    assert "there are: absence, main, reminder, shared, survey" in done.stderr
 
 
 def terminal_session(typed: str, *, echo: bool = False
