@@ -18,6 +18,19 @@ class Capacity:
     cap: int
     patient_calls: int = 0
     """Patient calls at once, within the cap (0: none are made)."""
+    practice_share: float = 1.0
+    """The part of the cap one practice's calls may hold, when several share the line."""
+
+    @property
+    def per_practice(self) -> int:
+        """Channels one practice's calls may hold at once (room for one consultation at
+        least)."""
+        return max(CallKind.CONSULTATION.channels, int(self.cap * self.practice_share))
+
+    def practice_room(self, kind: CallKind, theirs: Collection[CallKey]) -> int:
+        """How many more calls of `kind` a practice whose calls in progress are `theirs`
+        may start, within its share."""
+        return max(0, (self.per_practice - self.channels(theirs)) // kind.channels)
 
     def channels(self, held: Collection[CallKey]) -> int:
         """Outbound channels the calls in progress hold or ring."""

@@ -62,6 +62,8 @@ class Tuning:
     """Seconds between a call's looks at its lease and the AMI link while no event comes."""
     timer_horizon: dt.timedelta = dt.timedelta(days=1)
     """How far ahead timers are set for due times."""
+    practice_share: float = 1.0
+    """The part of `cap` one practice's calls may hold when several share the line."""
 
 
 class Dialer:
@@ -84,10 +86,13 @@ class Dialer:
         self.store, self.ami, self.plan_for = store, ami, plan_for
         self.instance, self.retry, self.tuning, self.clock = instance, retry, tuning, clock
         self.patient_calls = patient_calls
-        self.capacity = Capacity(tuning.cap, patient_calls.max_calls if patient_calls else 0)
+        self.capacity = Capacity(tuning.cap, patient_calls.max_calls if patient_calls else 0,
+                                 tuning.practice_share)
         self.context = CallContext(ami, clock, sleep, tuning.link_check, tuning.reconnect_wait)
         self.calls: dict[CallKey, asyncio.Task[str]] = {}
         """Calls in progress, by kind and id."""
+        self.practice_of: dict[CallKey, int] = {}
+        """The practice (clinic id) of each call in progress, for its share of the cap."""
         self.on_dispatch: list[Callable[[Claim, dt.timedelta], None]] = []
         """Told of each consultation as it starts, with how late it is (the metrics' lag
         histogram)."""
@@ -148,7 +153,8 @@ class Dialer:
             return []
         claims = await self.store.claim_next(
             self.instance, self.tuning.lease, capacity.room(CallKind.CONSULTATION, self.calls),
-            running=running(CallKind.CONSULTATION, self.calls))
+            running=running(CallKind.CONSULTATION, self.calls),
+            room=self._practice_room(CallKind.CONSULTATION))
         now = self.clock()
         failed: Exception | None = None
         started: list[Claim | PatientCallClaim] = []
@@ -167,8 +173,9 @@ class Dialer:
         room = capacity.room(CallKind.PATIENT_CALL, self.calls)
         if desk is not None and room > 0:
             mine = running(CallKind.PATIENT_CALL, self.calls)
-            for patient in await desk.store.claim_next(self.instance, self.tuning.lease, room,
-                                                          mine):
+            for patient in await desk.store.claim_next(
+                    self.instance, self.tuning.lease, room, mine,
+                    room=self._practice_room(CallKind.PATIENT_CALL)):
                 call = PatientCallAttempt(patient, desk.plan_for(patient), desk.retry)
                 self._start(PatientCallJob(desk.store, patient, call), call)
                 started.append(patient)
@@ -176,8 +183,14 @@ class Dialer:
             raise failed  # the round is reported failing, with what went wrong
         return started
 
+    def _practice_room(self, kind: CallKind) -> Callable[[int], int]:
+        """How many more calls of `kind` each practice may start now, by its clinic id."""
+        return lambda clinic: self.capacity.practice_room(
+            kind, [key for key, theirs in self.practice_of.items() if theirs == clinic])
+
     def _start(self, job: Job, call: OutboundCall) -> None:
         key = (job.claim.kind, job.claim.ident)
+        self.practice_of[key] = job.claim.practice.id
         task = asyncio.create_task(self._call(key, job, call), name=job.name)
         self.calls[key] = task
         task.add_done_callback(lambda done: self._finished(key, job.name, done))
@@ -200,6 +213,7 @@ class Dialer:
     def _finished(self, key: CallKey, name: str, task: asyncio.Task[str]) -> None:
         """Free the call's place under the cap, and say why if it crashed."""
         self.calls.pop(key, None)
+        self.practice_of.pop(key, None)
         self._wake.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("%s: the call crashed", name, exc_info=task.exception())

@@ -22,6 +22,7 @@ from db.leases import (
     LeasedClaim,
     LeasedStore,
     Practice,
+    PracticeRoom,
     claimable,
     due_again,
     lease_expired,
@@ -219,15 +220,17 @@ class ConsultationStore(LeasedStore[Claim]):
         return await self.db.retry_locked(lambda: self.db.write(take)) if ids else []
 
     async def claim_next(self, instance: str, lease: dt.timedelta, limit: int,
-                         running: set[int] | None = None) -> list[Claim]:
-        """Claim up to `limit` due consultations, oldest first; the rest wait their turn
-        (the channel cap), and those another instance wins are skipped. `running` are the
-        calls this instance has in hand: never taken again, even if a stalled loop let
-        their lease run out (the call itself renews it or lets go)."""
+                         running: set[int] | None = None, room: PracticeRoom | None = None
+                         ) -> list[Claim]:
+        """Claim up to `limit` due consultations, oldest first, each practice's within its
+        `room`; the rest wait their turn (the channel cap), and those another instance wins
+        are skipped. `running` are the calls this instance has in hand: never taken again,
+        even if a stalled loop let their lease run out (the call itself renews it or lets
+        go)."""
         return await self._claim_oldest(
             lambda now: or_(self._claimable(now),
                             lease_expired(Consultation, now, State.BRIDGED)),
-            lambda ids: self.claim_all(ids, instance, lease), limit, running or ())
+            lambda ids: self.claim_all(ids, instance, lease), limit, running or (), room)
 
     async def leg_answered(self, claim: Claim, leg: Leg, at: dt.datetime) -> None:
         """Record that one party picked up (a time already recorded, before a takeover,

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from clinic.call_kinds import CallKind, Leg
 from db.engine import Clock, Database, utc_now
 from db.lifecycles import WAITING, ConsultationState, Lifecycle
-from db.models import Clinic, Consultation, Doctor, PatientCall
+from db.models import Appointment, Clinic, Consultation, Doctor, PatientCall
 
 ABANDON_CAUSE = "abandoned when nobat stopped"
 GIVEN_BACK = {"cause": ABANDON_CAUSE, "claimed_by": None, "lease_until": None}
@@ -42,6 +42,8 @@ class ClaimLost(RuntimeError):
 
 
 Leased = type[Consultation] | type[PatientCall]
+PracticeRoom = Callable[[int], int]
+"""How many more calls a practice (by clinic id) may start now: its share of the cap."""
 
 
 @dataclass(frozen=True)
@@ -203,24 +205,41 @@ class LeasedStore(Generic[L]):
 
     async def _claim_oldest(self, due: Callable[[dt.datetime], ColumnElement[bool]],
                             claim: Callable[[list[int]], Awaitable[list[L]]], limit: int,
-                            running: Iterable[int]) -> list[L]:
+                            running: Iterable[int], room: PracticeRoom | None) -> list[L]:
         """Claim up to `limit` rows that are `due`, oldest first, by `claim` (conditional
         UPDATEs over the candidates, in one transaction): rows another instance wins are
-        skipped, and `running` (what this instance has in hand) are never tried. The look for
+        skipped, and `running` (what this instance has in hand) are never tried. With `room`,
+        no practice gets more than its room: the oldest of the others' come next. The look for
         candidates, every few seconds on an idle line, is a plain read (db/reads.py)."""
         model = self.model
         claims: list[L] = []
         tried = set(running)
+        left: dict[int, int] = {}
+        """Calls each practice may still start, as far as this claim has counted."""
         while len(claims) < limit:
-            candidates = [row[0] for row in await self.db.rows(
-                select(model.id)
-                .where(due(self.clock()), model.id.not_in(tried))
+            full = [clinic for clinic, calls in left.items() if calls <= 0]
+            rows = await self.db.rows(
+                select(model.id, Doctor.clinic_id)
+                .join(Appointment, model.appointment_id == Appointment.id)
+                .join(Doctor, Appointment.doctor_id == Doctor.id)
+                .where(due(self.clock()), model.id.not_in(tried), Doctor.clinic_id.not_in(full))
                 .order_by(model.due_at, model.id)
-                .limit(limit - len(claims)), None)]
-            if not candidates:
+                .limit(limit - len(claims)), None)
+            if not rows:
                 break
-            tried.update(candidates)
-            claims += await claim(list(candidates))
+            tried.update(row.id for row in rows)
+            picked: dict[int, int] = {}
+            for row in rows:
+                if room is not None:
+                    left.setdefault(row.clinic_id, room(row.clinic_id))
+                    if left[row.clinic_id] <= 0:
+                        continue
+                    left[row.clinic_id] -= 1
+                picked[row.id] = row.clinic_id
+            won = await claim(list(picked))
+            for lost in set(picked) - {taken.ident for taken in won} if room else ():
+                left[picked[lost]] += 1  # another instance won it: its place is free again
+            claims += won
         return claims
 
 

@@ -29,6 +29,7 @@ from db.leases import (
     LeasedClaim,
     LeasedStore,
     Practice,
+    PracticeRoom,
     due_again,
     practice_columns,
 )
@@ -168,12 +169,14 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
     # -- claims ------------------------------------------------------------------------
 
     async def claim_next(self, instance: str, lease: dt.timedelta, limit: int,
-                         running: Iterable[int] = ()) -> list[PatientCallClaim]:
-        """Claim up to `limit` due calls, oldest first, skipping those another instance wins
-        and those no longer needed (marked cancelled with the reason, never rung)."""
+                         running: Iterable[int] = (), room: PracticeRoom | None = None
+                         ) -> list[PatientCallClaim]:
+        """Claim up to `limit` due calls, oldest first, each practice's within its `room`,
+        skipping those another instance wins and those no longer needed (marked cancelled
+        with the reason, never rung)."""
         return await self._claim_oldest(
             self._claimable,
-            lambda ids: self._claim_each(ids, instance, lease), limit, running)
+            lambda ids: self._claim_each(ids, instance, lease), limit, running, room)
 
     async def _claim_each(self, call_ids: list[int], instance: str, lease: dt.timedelta
                           ) -> list[PatientCallClaim]:

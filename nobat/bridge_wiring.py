@@ -77,6 +77,7 @@ async def build_dialer(config: Config, database: Database) -> Dialer | None:
                   f"{socket.gethostname()}-{os.getpid()}",
                   RetryPolicy(calls.attempts, dt.timedelta(minutes=calls.retry_minutes)),
                   Tuning(calls.max_channels, poll=calls.poll_seconds,
+                         practice_share=calls.practice_share_percent / 100,
                          missed_grace=dt.timedelta(minutes=calls.missed_grace_minutes),
                          lease=dt.timedelta(seconds=calls.lease_seconds)),
                   patient_calls=patient_calls(config, database, plan, profile.tz))

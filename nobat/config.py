@@ -144,6 +144,9 @@ class ConsultationConfig:
     lease_seconds: int = 60
     """How long a call's claim holds without renewal: after a crash, the call is taken
     over (by another instance, or this one restarted) this long after it was last seen."""
+    practice_share_percent: int = 100
+    """The most of max_channels one practice's calls hold at once, when several practices
+    share the line: one practice's rush leaves the rest to the others."""
 
 
 @dataclass(frozen=True)
@@ -426,7 +429,8 @@ def _dial_template(text: str) -> str:
 def _consultations(doc: StaffToml) -> ConsultationConfig:
     table, path = _section(doc, "consultations", (
         "dial", "ring_seconds", "grace_minutes", "attempts", "retry_minutes", "max_channels",
-        "poll_seconds", "warn_minutes", "missed_grace_minutes", "lease_seconds"))
+        "poll_seconds", "warn_minutes", "missed_grace_minutes", "lease_seconds",
+        "practice_share_percent"))
     return ConsultationConfig(
         dial=doc.value(table, path, "dial", str, default="PJSIP/{national}@clinic-trunk",
                        convert=_dial_template),
@@ -447,6 +451,8 @@ def _consultations(doc: StaffToml) -> ConsultationConfig:
                                        convert=_in_range(0, 120)),
         lease_seconds=doc.value(table, path, "lease_seconds", int, default=60,
                                 convert=_in_range(2, 600)),
+        practice_share_percent=doc.value(table, path, "practice_share_percent", int,
+                                         default=100, convert=_in_range(1, 100)),
     )
 
 

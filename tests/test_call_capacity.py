@@ -39,3 +39,14 @@ def test_the_ids_running_are_told_apart_by_kind() -> None:
     held = [(CONSULTATION, 1), (PATIENT_CALL, 1), (PATIENT_CALL, 4)]
     assert running(CONSULTATION, held) == {1}
     assert running(PATIENT_CALL, held) == {1, 4}
+
+
+def test_one_practice_holds_at_most_its_share_of_the_cap_and_always_room_for_a_consultation(
+        ) -> None:
+    capacity = Capacity(cap=10, patient_calls=10, practice_share=0.5)
+    theirs = [(CONSULTATION, 1), (PATIENT_CALL, 3), (PATIENT_CALL, 4)]
+    assert capacity.practice_room(PATIENT_CALL, theirs) == 1
+    assert capacity.practice_room(CONSULTATION, theirs) == 0
+    assert capacity.practice_room(CONSULTATION, []) == 2
+    assert Capacity(cap=10, practice_share=0.01).practice_room(CONSULTATION, []) == 1
+    assert Capacity(cap=10).practice_room(PATIENT_CALL, theirs) == 6

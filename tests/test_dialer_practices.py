@@ -62,7 +62,8 @@ async def booked(database: Database, spec: ClinicSpec, phone: str, start: dt.dat
             await session.flush()
         appointment = Appointment(
             doctor_id=doctor_id, patient_id=person.id, start_at=start,
-            end_at=start + dt.timedelta(minutes=30), kind=kind.value, code=spec.key[:8],
+            end_at=start + dt.timedelta(minutes=30), kind=kind.value,
+            code=f"{spec.key[:2]}{start:%H%M}",
             created_via="ivr", created_at=now, updated_at=now)
         session.add(appointment)
         await session.flush()
@@ -147,3 +148,26 @@ async def test_each_practices_patient_call_shows_its_own_number_and_name(
     assert made == {first: "absence", second: "reminder"}
     assert shown_to(pbx_line, "patient1") == {SHOWN["test"]}
     assert shown_to(pbx_line, "patient2") == {SHOWN["second"]}
+
+
+async def test_a_practices_rush_takes_its_share_of_the_cap_and_leaves_the_rest_to_another(
+        database: Database) -> None:
+    """Four of the first practice's consultations and one of the second's are due; the cap is
+    8 channels (four consultations) and each practice's share half of it: the second's
+    doctor is rung in the first round, beside two of the first's, not after them."""
+    await two_practices(database)
+    for n in range(4):
+        await booked(database, FIRST, patient(n + 1).number,
+                     START - dt.timedelta(minutes=4 - n), VisitKind.PHONE)
+    await booked(database, SECOND, patient(5).number, START, VisitKind.PHONE)
+    phones = [doctor(1), doctor(2), *(patient(n) for n in range(1, 6))]
+    async with line(database, phones, START, cap=8, practice_share=0.5,
+                    plans=lambda plan: per_practice(plan, PROMPTS)) as pbx_line:
+
+        async def first_round() -> bool:
+            return len(pbx_line.actions("Originate")) >= 6
+
+        await pbx_line.until(first_round, seconds=10.0)
+        rung = [action["Channel"] for action in pbx_line.actions("Originate")][:6]
+    assert sorted(rung) == sorted(f"Local/{exten}@fake-phones/n" for exten in (
+        "doctor1", "patient1", "doctor1", "patient2", "doctor2", "patient5"))

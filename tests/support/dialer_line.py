@@ -127,14 +127,14 @@ async def line(database: Database, phones: Sequence[Phone], start: dt.datetime,
                fastagi: tuple[str, int] | None = None,
                patients: Callable[[CallPlan], PatientCalls] | None = None,
                survey_in_call: bool = False, supervisor: Supervisor | None = None,
-               plans: Callable[[CallPlan], PlanFactory] | None = None
-               ) -> AsyncIterator[Line]:
+               plans: Callable[[CallPlan], PlanFactory] | None = None,
+               practice_share: float = 1.0) -> AsyncIterator[Line]:
     """Start the fake PBX and one AMI login and dialer per instance on `database`; with
     `patients`, the dialers also make patient calls, whose flows run on nobat's FastAGI
     server at `fastagi` (and whose services already run on `clock`); `survey_in_call`
     keeps the patient on the line for the survey after a consultation; `supervisor` runs
     the dialers (stopped by the caller); `plans` makes the dialers' plan factory from the
-    phones' plan (a faulty one, say)."""
+    phones' plan (a faulty one, say); `practice_share` is each practice's part of `cap`."""
     plan = plan_for(phones, ring_seconds, survey_in_call)
     async with FakeAsterisk(phones=phones, speed=SPEED, fastagi=fastagi) as pbx:
         clients = [AmiClient("127.0.0.1", pbx.port, "ctrl", "ctrlsecret", action_timeout=2.0,
@@ -150,7 +150,7 @@ async def line(database: Database, phones: Sequence[Phone], start: dt.datetime,
             plan_for = plans(plan) if plans is not None else (lambda _: plan)
             return Dialer(ConsultationStore(database, scaled), client, plan_for, name, RETRY,
                           Tuning(cap, poll=2.0, lease=LEASE, reconnect_wait=2.0,
-                                 link_check=0.02),
+                                 link_check=0.02, practice_share=practice_share),
                           scaled, sleep=scaled.sleep,
                           patient_calls=patients(plan) if patients else None)
 
