@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     try_cmd.add_argument("--caller", metavar="NUMBER",
                          help="the caller id, e.g. 09121234567 (default: withheld)")
     try_cmd.add_argument("--lang", choices=("fa", "en"), help="start in this language")
+    try_cmd.add_argument("--dialled", metavar="NUMBER",
+                         help="the number the caller dialled: with several practices, whose "
+                              "line answers (default: none, the shared number's menu)")
     return parser
 
 
@@ -147,7 +150,7 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
         return 0 if all(finding.ok for finding in findings) else 1
     if args.command == "try":
         return await try_flow(config, args.flow, args.caller, args.lang, stdin_reader(),
-                              sys.stdout, echo=not sys.stdin.isatty())
+                              sys.stdout, echo=not sys.stdin.isatty(), dialled=args.dialled)
     database = await open_database(config)
     try:
         if args.command == "clinic":

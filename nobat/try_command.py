@@ -69,7 +69,8 @@ def heard_codes(heard: Sequence[str]) -> list[str]:
 
 
 async def try_flow(config: Config, flow: str | None, caller: str | None, lang: str | None,
-                   stdin: asyncio.StreamReader, stdout: TextIO, *, echo: bool = False) -> int:
+                   stdin: asyncio.StreamReader, stdout: TextIO, *, echo: bool = False,
+                   dialled: str | None = None) -> int:
     """Answer one call from the terminal, so staff try exactly what callers will get."""
     database = await open_database(config)
     try:
@@ -90,7 +91,7 @@ async def try_flow(config: Config, flow: str | None, caller: str | None, lang: s
                   f"{', '.join(sorted(snapshot.flows))}", file=sys.stderr)
             return EXIT_USAGE
         options = {"flow": name, **({"lang": lang} if lang else {})}
-        info = CallInfo(caller_id=caller, dialled=None, channel="terminal",
+        info = CallInfo(caller_id=caller, dialled=dialled, channel="terminal",
                         unique_id=f"try-{os.getpid()}", entry="try", options=options)
         session = TerminalSession(snapshot.prompts, info, stdin, stdout, echo=echo)
         stdout.write(f"nobat try: flow {name}, caller {caller or 'withheld'}, "

@@ -20,6 +20,7 @@ import pytest
 from ivr.prompts import PromptLibrary
 from ivr.session import CallerHungUp, CallInfo
 from ivr.terminal_session import TerminalSession
+from tests.support.clinics import second_practice
 from tests.support.server import demo_copy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,6 +194,23 @@ def test_english_a_withheld_number_and_keys_typed_ahead_on_a_pipe(tmp_path: Path
     assert heard(done.stdout) == ["keys> 3", "en/address-intro", "en/clinic/address",
                                   "en/anything-else", "keys>", "keys> 9", "en/goodbye",
                                   "— call ended", "call outcome: completed"]
+
+
+def test_with_two_practices_try_answers_as_the_dialled_practice_or_the_shared_menu(
+        tmp_path: Path) -> None:
+    config = clinic_copy(tmp_path)
+    other = tmp_path / "shiraz.toml"
+    other.write_text(second_practice("shiraz-eye", "071 3222 4455"), encoding="utf-8")
+    assert nobat(config, "clinic", "load", str(other)).returncode == 0
+    done = nobat(config, "try", "--lang", "en", "--dialled", "07132224455", typed="3\n\n9\n")
+    assert done.returncode == 0, done.stderr
+    assert heard(done.stdout)[:3] == ["keys> 3", "en/address-intro",
+                                      "en/clinic/shiraz-eye/address"]
+    shared = nobat(config, "try", "--lang", "en", typed="102#\n\n1\nq\n")
+    assert shared.returncode == 0, shared.stderr
+    assert heard(shared.stdout)[:5] == [
+        "keys> 102#", "en/doctor-chosen", "en/doctor/nobat-demo/dr-karimi", "en/at-practice",
+        "en/clinic/nobat-demo/name"]
 
 
 def test_without_a_clinic_in_the_store_try_says_to_load_one(tmp_path: Path) -> None:
