@@ -10,6 +10,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from clinic import phones
 from clinic.calendar import Weekday, parse_date
+from clinic.office import (
+    OFFICE_HOURS_FORMAT,
+    OfficeWeek,
+    parse_dial_target,
+    parse_office_hours,
+)
 from clinic.schedule import HoursRule, VisitKind, parse_clock
 from clinic.specialties import SPECIALTIES
 from clinic.staff_toml import KeyPath, Problem, StaffFileError, StaffToml, describe
@@ -59,6 +65,10 @@ class ClinicSpec:
     closures: tuple[ClosureSpec, ...]
     numbers: tuple[str, ...] = ()
     """The numbers (DIDs) that reach this practice, in E.164; one practice each."""
+    office: str | None = None
+    """Where a caller who asks for the office is put through; None: config's [ivr] office."""
+    office_hours: OfficeWeek | None = None
+    """When that office answers; None: config's [ivr] office_hours."""
 
 
 def read_clinic(path: Path | str) -> ClinicSpec:
@@ -142,7 +152,8 @@ def parse_clinic(doc: StaffToml) -> ClinicSpec:
     """Check a parsed clinic file and build its spec."""
     doc.table((), ("clinic", "doctors", "closures"))
     top = doc.table(("clinic",), ("key", "name", "name_en", "phone", "numbers", "address",
-                                  "address_en", "timezone", "weekend"))
+                                  "address_en", "timezone", "weekend", "office",
+                                  "office_hours"))
     if "clinic" not in doc.data:
         doc.error(("clinic",), "missing; the file needs a [clinic] table")
     path: KeyPath = ("clinic",)
@@ -166,6 +177,10 @@ def parse_clinic(doc: StaffToml) -> ClinicSpec:
         doctors=tuple(doctors),
         closures=tuple(closures),
         numbers=_numbers(doc, top, path),
+        office=doc.value(top, path, "office", str, default=None, convert=parse_dial_target),
+        office_hours=doc.value(top, path, "office_hours", dict, default=None,
+                               convert=parse_office_hours,
+                               what=OFFICE_HOURS_FORMAT),
     )
     doc.raise_problems()
     return spec

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Row, ScalarSelect, and_, bindparam, func, select
 
 from clinic.calendar import Weekday
+from clinic.office import OfficeWeek, office_hours_of_text
 from clinic.schedule import HoursRule, Interval, VisitKind, day_bounds
 from db.lifecycles import AppointmentStatus
 from db.models import Appointment, Clinic, Closure, Doctor, WeeklyHours
@@ -48,6 +49,10 @@ class ClinicProfile:
     address_en: str
     tz: ZoneInfo
     doctors: tuple[DoctorView, ...]
+    office: str | None = None
+    """The practice's own office; None: the line's ([ivr] office in config.toml)."""
+    office_hours: OfficeWeek | None = None
+    """When the practice's office answers; None: the line's ([ivr] office_hours)."""
 
 
 @dataclass(frozen=True)
@@ -193,8 +198,10 @@ async def _read(rows: Rows, clinic_id: int) -> Catalog:
                           .where(Closure.clinic_id == clinic_id), None):
         closed.setdefault(row.doctor_id, []).append((row.first_day, row.last_day))
     everyone = tuple(closed.get(None, ()))
-    profile = ClinicProfile(clinic.name, clinic.name_en, clinic.phone, clinic.address,
-                            clinic.address_en, ZoneInfo(clinic.timezone), tuple(doctors))
+    profile = ClinicProfile(
+        clinic.name, clinic.name_en, clinic.phone, clinic.address, clinic.address_en,
+        ZoneInfo(clinic.timezone), tuple(doctors), clinic.office,
+        None if clinic.office_hours is None else office_hours_of_text(clinic.office_hours))
     return Catalog(clinic.revision, profile, everyone, {
         d.id: Grid(d, tuple(rules[d.id]), everyone + tuple(closed.get(d.id, ())))
         for d in doctors})

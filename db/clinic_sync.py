@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from clinic import phones
 from clinic.clinic_file import ClinicSpec, DoctorSpec
+from clinic.office import office_hours_text
 from clinic.schedule import HoursRule, VisitKind, day_bounds, day_slots
 from db.availability import rule_of
 from db.engine import Clock, Database, utc_now
@@ -123,7 +124,8 @@ async def _clinic(session: AsyncSession, spec: ClinicSpec, report: LoadReport) -
     values: dict[str, object] = {
         "name": spec.name, "name_en": spec.name_en, "phone": spec.phone,
         "address": spec.address, "address_en": spec.address_en, "timezone": spec.timezone,
-        "weekend": ",".join(str(int(d)) for d in spec.weekend)}
+        "weekend": ",".join(str(int(d)) for d in spec.weekend), "office": spec.office,
+        "office_hours": None if spec.office_hours is None else office_hours_text(spec.office_hours)}
     clinic = await session.scalar(select(Clinic).where(Clinic.key == spec.key))
     if clinic is None:
         clinic = Clinic(key=spec.key, **values)

@@ -85,6 +85,10 @@ class Clinic(Base):
     revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     """Bumped by every clinic load that changes anything, so a booking checked against an
     older schedule is checked again inside its transaction."""
+    office: Mapped[str | None] = mapped_column(String(200))
+    """The practice's own office (a dial target); None: config.toml's [ivr] office."""
+    office_hours: Mapped[str | None] = mapped_column(Text)
+    """When that office answers, as clinic/office.py writes it; None: config.toml's."""
 
 
 class ClinicNumber(Base):

@@ -14,6 +14,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from clinic.calendar import Weekday
+from clinic.office import (
+    OFFICE_HOURS_FORMAT,
+    OfficeWeek,
+    parse_dial_target,
+    parse_office_hours,
+)
 from clinic.schedule import parse_clock
 from clinic.staff_toml import KeyPath, Problem, StaffToml, dotted
 from db.booking import BookingPolicy
@@ -111,7 +117,7 @@ class IvrConfig:
     prompts: Path
     asterisk_prompts: str
     office: str
-    office_hours: dict[Weekday, tuple[int, int]]
+    office_hours: OfficeWeek
     watch_seconds: float
 
 
@@ -372,18 +378,6 @@ def _networks(entries: list[Any]) -> tuple[Network, ...]:
                          f"10.0.0.0/24: {exc}") from None
 
 
-def _office_hours(spec: dict[str, Any]) -> dict[Weekday, tuple[int, int]]:
-    hours: dict[Weekday, tuple[int, int]] = {}
-    for name, span in spec.items():
-        if not isinstance(span, str) or span.count("-") != 1:
-            raise ValueError(f"{name}: expected \"HH:MM-HH:MM\" such as \"08:00-20:00\"")
-        start, end = (parse_clock(part) for part in span.split("-"))
-        if start >= end:
-            raise ValueError(f"{name}: {span!r} ends before it starts")
-        hours[Weekday.parse(name)] = (start, end)
-    return hours
-
-
 def _ivr(doc: StaffToml, base: Path) -> IvrConfig:
     table, path = _section(doc, "ivr", ("flows", "prompts", "asterisk_prompts", "office",
                                         "office_hours", "watch_seconds"))
@@ -393,10 +387,11 @@ def _ivr(doc: StaffToml, base: Path) -> IvrConfig:
         prompts=prompts,
         asterisk_prompts=doc.value(table, path, "asterisk_prompts", str, default="")
         or str(prompts),
-        office=doc.value(table, path, "office", str, default="PJSIP/office"),
-        office_hours=doc.value(table, path, "office_hours", dict, convert=_office_hours,
+        office=doc.value(table, path, "office", str, default="PJSIP/office",
+                         convert=parse_dial_target),
+        office_hours=doc.value(table, path, "office_hours", dict, convert=parse_office_hours,
                                default=DEFAULT_OFFICE_HOURS,
-                               what="a table of weekday = \"HH:MM-HH:MM\""),
+                               what=OFFICE_HOURS_FORMAT),
         watch_seconds=float(doc.value(table, path, "watch_seconds", (int, float), default=2,
                                       convert=_in_range(0, 3600))),
     )

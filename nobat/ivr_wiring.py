@@ -6,12 +6,11 @@ import dataclasses
 from collections.abc import Mapping
 from zoneinfo import ZoneInfo
 
-from db.practices import Practice, practices
-
 from db.booking import BookingService, ClinicProfile
 from db.call_log import CallLog
 from db.engine import Clock, Database, utc_now
 from db.patient_calls import PatientCallStore
+from db.practices import Practice, practices
 from db.surveys import SurveyStore
 from ivr.actions.registry import ACTIONS
 from ivr.call import ClinicFacts, DoctorChoice, OfficeHours, Services
@@ -98,12 +97,19 @@ class PracticeLines:
 
     def _services(self, booking: BookingService, prompts: PromptLibrary,
                   profile: ClinicProfile | None) -> Services:
-        ivr = self.config.ivr
-        return Services(booking=booking, prompts=prompts,
-                        office=OfficeHours(ivr.office, ivr.office_hours),
+        return Services(booking=booking, prompts=prompts, office=self._office(profile),
                         clinic=ClinicFacts(profile.tz if profile else ZoneInfo("Asia/Tehran")),
                         clock=self.clock, patient_calls=self.patient_calls,
                         surveys=self.surveys)
+
+    def _office(self, profile: ClinicProfile | None) -> OfficeHours:
+        """The practice's own office and hours where its clinic file names them, else the
+        line's (config.toml's [ivr]), as a deployment of one practice has always had."""
+        ivr = self.config.ivr
+        office = profile.office if profile else None
+        hours = profile.office_hours if profile else None
+        return OfficeHours(ivr.office if office is None else office,
+                           ivr.office_hours if hours is None else hours)
 
 
 async def build_line(config: Config, database: Database, clock: Clock = utc_now

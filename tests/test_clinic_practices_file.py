@@ -1,5 +1,6 @@
-"""Platform mode in the clinic files: numbers and doctors' codes checked with their lines, and a
-folder of practices read together, with clashes between its files naming both."""
+"""Platform mode in the clinic files: numbers, doctors' codes and the practice's own office
+checked with their lines, and a folder of practices read together, with clashes between its
+files naming both."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from clinic.calendar import Weekday
 from clinic.clinic_file import read_clinic, read_clinic_files, read_clinics
 from clinic.staff_toml import StaffFileError
 from nobat.cli import main
@@ -83,6 +85,40 @@ def test_a_repeated_doctor_code_names_its_line(tmp_path: Path) -> None:
     text = practice("p", "02188776655", ("dr-a", "101"), ("dr-b", "102"), ("dr-c", "101"))
     assert problems(tmp_path, text) == [
         "clinic.toml:20: doctors[3].code: code '101' is already doctor 'dr-a''s"]
+
+
+def test_a_practice_may_name_its_own_office_and_its_hours(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(practice("p", "02188776655") + 'office = "PJSIP/office-shiraz"\n'
+                    '[clinic.office_hours]\nsaturday = "09:00-12:30"\nthu = "16:00-18:00"\n',
+                    encoding="utf-8")
+    spec = read_clinic(path)
+    assert spec.office == "PJSIP/office-shiraz"
+    assert spec.office_hours == {Weekday.SATURDAY: (9 * 60, 12 * 60 + 30),
+                                 Weekday.THURSDAY: (16 * 60, 18 * 60)}
+    assert (read_clinic(DEMO).office, read_clinic(DEMO).office_hours) == (None, None)
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('office = "PJSIP/office-a,30"', "clinic.office: 'PJSIP/office-a,30' is not a dial target; "
+     "expected TECH/resource such as \"PJSIP/office\" (several joined by &), without spaces, "
+     "commas, quotes or ${...}"),
+    ('office = "office-a"', "clinic.office: 'office-a' is not a dial target"),
+    ('office = "PJSIP/${EVIL}"', "clinic.office: 'PJSIP/${EVIL}' is not a dial target"),
+    ("office = 100", "clinic.office: expected a string, got a whole number 100"),
+    ('office_hours = { saturday = "12:00-09:00" }',
+     "clinic.office_hours: saturday: '12:00-09:00' ends before it starts"),
+    ('office_hours = { funday = "09:00-12:00" }', "clinic.office_hours: unknown weekday 'funday'"),
+    ('office_hours = { sunday = "09:00" }',
+     "clinic.office_hours: sunday: expected \"HH:MM-HH:MM\" such as \"08:00-20:00\""),
+    ('office_hours = "09:00-12:00"', "clinic.office_hours: expected a table of weekday = "
+     "\"HH:MM-HH:MM\", got a string '09:00-12:00'"),
+])
+def test_a_bad_office_or_office_hours_names_its_line(tmp_path: Path, line: str, message: str
+                                                     ) -> None:
+    text = practice("p", "02188776655").replace("[clinic]\n", f"[clinic]\n{line}\n")
+    [problem] = problems(tmp_path, text)
+    assert problem.startswith(f"clinic.toml:2: {message}")
 
 
 def test_a_folder_gives_one_practice_per_toml_file_by_name(tmp_path: Path) -> None:

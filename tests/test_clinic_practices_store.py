@@ -1,5 +1,6 @@
-"""Many practices in one store: a load keeps to its own practice's rows, a number or doctor's
-code another practice holds is refused with nothing changed, and a folder loads file by file."""
+"""Many practices in one store: a load keeps to its own practice's rows (its office too), a
+number or doctor's code another practice holds is refused with nothing changed, and a folder
+loads file by file."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from clinic.calendar import Weekday
 from clinic.clinic_file import ClinicSpec, ClosureSpec, read_clinic
+from db.booking import BookingService
 from db.clinic_sync import HeldElsewhere, LoadRefused, load_clinic
 from db.engine import Database
 from db.models import Clinic, ClinicNumber, Closure, Doctor, WeeklyHours
@@ -165,6 +168,38 @@ async def test_practices_lists_each_practice_with_its_numbers_and_active_codes(
     assert demo_practice.doctor_codes["101"] == await doctor_id(database, "dr-ahmadi")
     assert (other_practice.key, other_practice.numbers) == ("other", (OTHER_NUMBER,))
     assert sorted(other_practice.doctor_codes) == ["201", "202"]
+
+
+async def offices(database: Database, *keys: str | None) -> list[tuple[object, object]]:
+    """Each practice's own office and hours as its profile reads them (None: config's)."""
+    profiles = [await BookingService(database, practice=key).clinic_profile() for key in keys]
+    return [(p.office, p.office_hours) if p else (None, None) for p in profiles]
+
+
+async def test_a_practices_own_office_is_kept_with_its_clinic_and_read_with_its_profile(
+        database: Database) -> None:
+    await load_clinic(database, demo())
+    await load_clinic(database, other())
+    demo_rows = await rows_of(database, "nobat-demo")
+    service = BookingService(database, practice="other")
+    assert (await service.clinic_profile()) is not None  # held now: the load must refresh it
+    hours = {Weekday.SATURDAY: (9 * 60, 12 * 60 + 30), Weekday.THURSDAY: (16 * 60, 18 * 60)}
+    own = dataclasses.replace(other(), office="PJSIP/office-other", office_hours=hours)
+    report = await load_clinic(database, own)
+    assert report.changes == ["clinic other: office, office_hours changed"]
+    assert await offices(database, None, "other") == [(None, None),
+                                                     ("PJSIP/office-other", hours)]
+    held = await service.clinic_profile()
+    assert held is not None and held.office == "PJSIP/office-other"
+    assert (await load_clinic(database, own)).changes == []
+    report = await load_clinic(database, dataclasses.replace(own, office_hours={}))
+    assert report.changes == ["clinic other: office_hours changed"]
+    assert await offices(database, "other") == [("PJSIP/office-other", {})]
+    assert (await load_clinic(database, other())).changes == [
+        "clinic other: office, office_hours changed"]
+    assert await offices(database, "other") == [(None, None)]
+    assert await revisions(database) == [("nobat-demo", 1), ("other", 4)]
+    assert await rows_of(database, "nobat-demo") == demo_rows
 
 
 async def run_nobat(*args: str) -> tuple[int, str, str]:

@@ -71,6 +71,10 @@ def test_an_empty_config_means_all_defaults(tmp_path: Path) -> None:
      "\"21:00-08:00\", got '21:00'"),
     ("[patient_calls]\nno_call_days = [\"friday\", \"someday\"]\n",
      "config.toml:2: patient_calls.no_call_days: unknown weekday 'someday'"),
+    ("[ivr]\noffice = \"PJSIP/office,30\"\n",
+     "config.toml:2: ivr.office: 'PJSIP/office,30' is not a dial target"),
+    ("[ivr]\noffice_hours = { monday = \"20:00-08:00\" }\n",
+     "config.toml:2: ivr.office_hours: monday: '20:00-08:00' ends before it starts"),
 ])
 def test_each_mistake_names_file_line_key_and_expectation(
         tmp_path: Path, text: str, message: str) -> None:

@@ -1,5 +1,5 @@
-"""Several practices on one line: each practice's number runs its own line with its own words
-and doctors, and the shared number asks for the doctor's card code first."""
+"""Several practices on one line: each practice's number runs its own line with its own words,
+doctors and office, and the shared number asks for the doctor's card code first."""
 
 from __future__ import annotations
 
@@ -27,11 +27,31 @@ def clock() -> Clock:
     return Clock(at(SATURDAY, 9))
 
 
+SHIRAZ_OFFICE = ('office = "PJSIP/office-shiraz"\n'
+                 'office_hours = { saturday = "09:00-12:00", sunday = "09:00-12:00" }\n')
+"""The Shiraz practice's own office, open far less than config.toml's (08:00-20:00)."""
+
+
+def shiraz_file(folder: Path, office: str = "") -> Path:
+    """The second practice's clinic file, with `office` lines in its [clinic] table."""
+    shiraz = folder / "shiraz.toml"
+    text = second_practice("shiraz-eye", "071 3222 4455")
+    shiraz.write_text(text.replace("[clinic]\n", f"[clinic]\n{office}", 1), encoding="utf-8")
+    return shiraz
+
+
 @pytest.fixture
 async def rig(database: Database, clock: Clock, tmp_path: Path) -> AsyncIterator[IvrRig]:
-    shiraz = tmp_path / "shiraz.toml"
-    shiraz.write_text(second_practice("shiraz-eye", "071 3222 4455"), encoding="utf-8")
-    async with ivr_rig(database, clock, practices=[shiraz]) as started:
+    async with ivr_rig(database, clock, practices=[shiraz_file(tmp_path)]) as started:
+        yield started
+
+
+@pytest.fixture
+async def own_office(database: Database, clock: Clock, tmp_path: Path
+                     ) -> AsyncIterator[IvrRig]:
+    """Shiraz with its own office and hours; the demo practice keeps config.toml's."""
+    async with ivr_rig(database, clock,
+                       practices=[shiraz_file(tmp_path, SHIRAZ_OFFICE)]) as started:
         yield started
 
 
@@ -97,3 +117,33 @@ async def test_a_number_no_practice_lists_never_reaches_a_practice(rig: IvrRig) 
                                                dialled=dialled))
         assert heard.prompts[0] == "fa/platform-welcome", dialled
         assert "fa/main-menu" not in heard.prompts
+
+
+async def test_a_caller_pressing_0_reaches_the_office_of_the_practice_they_called(
+        own_office: IvrRig, clock: Clock) -> None:
+    clock.now = at(SATURDAY, 10)
+    tehran = await own_office.call(Caller.dialling(MOBILE, Hear("main-menu"), "0",
+                                                   dialled=TEHRAN_DID))
+    shiraz = await own_office.call(Caller.dialling(MOBILE, Hear("main-menu"), "0",
+                                                   dialled=SHIRAZ_DID))
+    by_code = await own_office.call(Caller.dialling(
+        MOBILE, Hear("platform-welcome"), "1", Hear("enter-doctor-code"), "201#",
+        Hear("confirm-keys"), "1", Hear("main-menu"), "0", dialled=SHARED_DID))
+    for heard, office in ((tehran, "PJSIP/office"), (shiraz, "PJSIP/office-shiraz"),
+                          (by_code, "PJSIP/office-shiraz")):
+        assert heard.prompts[-1] == "fa/transferring"
+        assert heard.transcript.variables["NOBAT_TRANSFER"] == office
+
+
+async def test_outside_its_own_hours_a_practices_office_is_closed_though_configs_is_open(
+        own_office: IvrRig, clock: Clock) -> None:
+    clock.now = at(SATURDAY, 13)
+    shiraz = await own_office.call(Caller.dialling(
+        MOBILE, Hear("main-menu"), "0", Hear("main-menu"), "9", dialled=SHIRAZ_DID))
+    assert contains(shiraz.prompts, [
+        "fa/office-closed", "fa/day/saturday", "fa/and", "fa/day/sunday", "fa/hours/from",
+        "fa/num/9", "fa/hours/to", "fa/num/12", "fa/main-menu"])
+    assert "NOBAT_TRANSFER" not in shiraz.transcript.variables
+    tehran = await own_office.call(Caller.dialling(MOBILE, Hear("main-menu"), "0",
+                                                   dialled=TEHRAN_DID))
+    assert tehran.transcript.variables["NOBAT_TRANSFER"] == "PJSIP/office"
