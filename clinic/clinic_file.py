@@ -69,6 +69,8 @@ class ClinicSpec:
     """Where a caller who asks for the office is put through; None: config's [ivr] office."""
     office_hours: OfficeWeek | None = None
     """When that office answers; None: config's [ivr] office_hours."""
+    dial: str | None = None
+    """How its calls are rung (its own trunk); None: config's [consultations] dial."""
 
 
 def read_clinic(path: Path | str) -> ClinicSpec:
@@ -153,7 +155,7 @@ def parse_clinic(doc: StaffToml) -> ClinicSpec:
     doc.table((), ("clinic", "doctors", "closures"))
     top = doc.table(("clinic",), ("key", "name", "name_en", "phone", "numbers", "address",
                                   "address_en", "timezone", "weekend", "office",
-                                  "office_hours"))
+                                  "office_hours", "dial"))
     if "clinic" not in doc.data:
         doc.error(("clinic",), "missing; the file needs a [clinic] table")
     path: KeyPath = ("clinic",)
@@ -181,6 +183,8 @@ def parse_clinic(doc: StaffToml) -> ClinicSpec:
         office_hours=doc.value(top, path, "office_hours", dict, default=None,
                                convert=parse_office_hours,
                                what=OFFICE_HOURS_FORMAT),
+        dial=doc.value(top, path, "dial", str, default=None,
+                       convert=phones.parse_dial_template),
     )
     doc.raise_problems()
     return spec

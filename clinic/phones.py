@@ -59,3 +59,12 @@ def mask(number: str) -> str:
 def mask_in_text(text: str) -> str:
     """Mask every phone-like run of digits in free text, for log lines."""
     return _DIGITS_IN_TEXT.sub(lambda m: mask(m.group(0)), text)
+
+
+def parse_dial_template(text: str) -> str:
+    """Accept a dial string nobat rings a number through, such as
+    "PJSIP/{national}@clinic-trunk": it must name the number ({national} or {number})."""
+    if "{number}" not in text and "{national}" not in text:
+        raise ValueError(f"expected a dial string with {{national}} or {{number}}, such as "
+                         f"\"PJSIP/{{national}}@clinic-trunk\", got {text!r}")
+    return text

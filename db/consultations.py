@@ -69,6 +69,8 @@ class DueConsultation:
     """Why the last attempt ended (CUT_CAUSE: this one reconnects the parties)."""
     clinic_folder: str = ""
     """Where its practice's own prompts are (ivr/prompts.py own_key)."""
+    clinic_dial: str | None = None
+    """Its practice's own dial string, if it has one."""
 
     @property
     def duration(self) -> dt.timedelta:
@@ -98,7 +100,7 @@ class Claim(LeasedClaim):
         """The doctor's clinic, whose number and name both parties see."""
         booked = self.consultation
         return Practice(booked.clinic_id, booked.clinic_phone, booked.clinic_name,
-                        booked.clinic_folder)
+                        booked.clinic_folder, booked.clinic_dial)
 
 
 @dataclass(frozen=True)

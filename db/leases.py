@@ -58,6 +58,8 @@ class Practice:
     folder: str = ""
     """Where its own prompts (its doctors' names) are: its key when the store holds several
     practices, "" when it is the only one (ivr/prompts.py own_key)."""
+    dial: str | None = None
+    """Its own dial string (its trunk); None: the line's."""
 
 
 _EVERY_CLINIC = Clinic.__table__.alias("every_clinic")
@@ -69,7 +71,7 @@ def practice_columns() -> dict[str, ColumnElement[Any]]:
     Clinic): read with the row, so a clinic loaded or changed since start is used at once."""
     return {"clinic_id": Doctor.clinic_id, "clinic_phone": Clinic.phone,
             "clinic_name": func.coalesce(func.nullif(Clinic.name_en, ""), Clinic.name),
-            "clinic_folder": case((_SEVERAL, Clinic.key), else_="")}
+            "clinic_folder": case((_SEVERAL, Clinic.key), else_=""), "clinic_dial": Clinic.dial}
 
 
 @dataclass(frozen=True, kw_only=True)

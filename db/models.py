@@ -89,6 +89,8 @@ class Clinic(Base):
     """The practice's own office (a dial target); None: config.toml's [ivr] office."""
     office_hours: Mapped[str | None] = mapped_column(Text)
     """When that office answers, as clinic/office.py writes it; None: config.toml's."""
+    dial: Mapped[str | None] = mapped_column(String(200))
+    """How the practice's calls are rung (its own trunk); None: config.toml's."""
 
 
 class ClinicNumber(Base):

@@ -96,6 +96,8 @@ class DuePatientCall:
     """Its clinic's zone: the local day a closure covers."""
     clinic_folder: str = ""
     """Where its practice's own prompts are (ivr/prompts.py own_key)."""
+    clinic_dial: str | None = None
+    """Its practice's own dial string, if it has one."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,8 @@ class PatientCallClaim(LeasedClaim):
     def practice(self) -> Practice:
         """The clinic of the booking's doctor, whose number and name the patient sees."""
         due = self.call
-        return Practice(due.clinic_id, due.clinic_phone, due.clinic_name, due.clinic_folder)
+        return Practice(due.clinic_id, due.clinic_phone, due.clinic_name, due.clinic_folder,
+                        due.clinic_dial)
 
 
 @dataclass(frozen=True)

@@ -38,10 +38,11 @@ def per_practice(plan: CallPlan, prompts: PromptLibrary) -> PlanFactory:
     """Each call dialled by `plan` as its own practice: the number and name of its doctor's
     clinic, as the store held them when the call was claimed (platform mode keeps many
     clinics in one store; a clinic loaded or changed since start shows at once), and its
-    own prompts (its doctors' names, the words that name it)."""
+    own prompts (its doctors' names, the words that name it) and trunk, if it has its own."""
     return lambda claim: dataclasses.replace(
         plan, clinic_number=claim.practice.phone, clinic_name=claim.practice.name,
-        prompt_file=prompts.practice(claim.practice.folder).file)
+        prompt_file=prompts.practice(claim.practice.folder).file,
+        dial_template=claim.practice.dial or plan.dial_template)
 
 
 def outbound_prompts(config: Config) -> PromptLibrary:

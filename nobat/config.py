@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from clinic import phones
 from clinic.calendar import Weekday
 from clinic.office import (
     OFFICE_HOURS_FORMAT,
@@ -414,13 +415,6 @@ def _ami(doc: StaffToml, env: dict[str, str]) -> AmiConfig:
     )
 
 
-def _dial_template(text: str) -> str:
-    if "{number}" not in text and "{national}" not in text:
-        raise ValueError(f"expected a dial string with {{national}} or {{number}}, such as "
-                         f"\"PJSIP/{{national}}@clinic-trunk\", got {text!r}")
-    return text
-
-
 def _consultations(doc: StaffToml) -> ConsultationConfig:
     table, path = _section(doc, "consultations", (
         "dial", "ring_seconds", "grace_minutes", "attempts", "retry_minutes", "max_channels",
@@ -428,7 +422,7 @@ def _consultations(doc: StaffToml) -> ConsultationConfig:
         "practice_share_percent"))
     return ConsultationConfig(
         dial=doc.value(table, path, "dial", str, default="PJSIP/{national}@clinic-trunk",
-                       convert=_dial_template),
+                       convert=phones.parse_dial_template),
         ring_seconds=doc.value(table, path, "ring_seconds", int, default=45,
                                convert=_in_range(5, 300)),
         grace_minutes=doc.value(table, path, "grace_minutes", int, default=2,

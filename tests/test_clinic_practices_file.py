@@ -87,16 +87,19 @@ def test_a_repeated_doctor_code_names_its_line(tmp_path: Path) -> None:
         "clinic.toml:20: doctors[3].code: code '101' is already doctor 'dr-a''s"]
 
 
-def test_a_practice_may_name_its_own_office_and_its_hours(tmp_path: Path) -> None:
+def test_a_practice_may_name_its_own_office_its_hours_and_its_trunk(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text(practice("p", "02188776655") + 'office = "PJSIP/office-shiraz"\n'
+                    'dial = "PJSIP/{national}@shiraz-trunk"\n'
                     '[clinic.office_hours]\nsaturday = "09:00-12:30"\nthu = "16:00-18:00"\n',
                     encoding="utf-8")
     spec = read_clinic(path)
     assert spec.office == "PJSIP/office-shiraz"
+    assert spec.dial == "PJSIP/{national}@shiraz-trunk"
     assert spec.office_hours == {Weekday.SATURDAY: (9 * 60, 12 * 60 + 30),
                                  Weekday.THURSDAY: (16 * 60, 18 * 60)}
-    assert (read_clinic(DEMO).office, read_clinic(DEMO).office_hours) == (None, None)
+    demo = read_clinic(DEMO)
+    assert (demo.office, demo.office_hours, demo.dial) == (None, None, None)
 
 
 @pytest.mark.parametrize(("line", "message"), [
@@ -113,8 +116,10 @@ def test_a_practice_may_name_its_own_office_and_its_hours(tmp_path: Path) -> Non
      "clinic.office_hours: sunday: expected \"HH:MM-HH:MM\" such as \"08:00-20:00\""),
     ('office_hours = "09:00-12:00"', "clinic.office_hours: expected a table of weekday = "
      "\"HH:MM-HH:MM\", got a string '09:00-12:00'"),
+    ('dial = "PJSIP/office@trunk"', "clinic.dial: expected a dial string with {national} or "
+     "{number}"),
 ])
-def test_a_bad_office_or_office_hours_names_its_line(tmp_path: Path, line: str, message: str
+def test_a_bad_office_office_hours_or_dial_names_its_line(tmp_path: Path, line: str, message: str
                                                      ) -> None:
     text = practice("p", "02188776655").replace("[clinic]\n", f"[clinic]\n{line}\n")
     [problem] = problems(tmp_path, text)

@@ -171,3 +171,24 @@ async def test_a_practices_rush_takes_its_share_of_the_cap_and_leaves_the_rest_t
         rung = [action["Channel"] for action in pbx_line.actions("Originate")][:6]
     assert sorted(rung) == sorted(f"Local/{exten}@fake-phones/n" for exten in (
         "doctor1", "patient1", "doctor1", "patient2", "doctor2", "patient5"))
+
+
+async def test_a_practice_with_a_trunk_of_its_own_is_rung_through_it(database: Database) -> None:
+    """The second practice's clinic file names its own dial string; the first keeps the
+    line's (config.toml's)."""
+    await two_practices(database)
+    await load_clinic(database, dataclasses.replace(SECOND, dial="Local/{exten}@fake-phones"),
+                      clock=Clock(at(THURSDAY, "12:00")))
+    await booked(database, FIRST, patient(1).number, START, VisitKind.PHONE)
+    await booked(database, SECOND, patient(2).number, START, VisitKind.PHONE)
+    phones = [doctor(1), patient(1), doctor(2), patient(2)]
+    async with line(database, phones, START,
+                    plans=lambda plan: per_practice(plan, PROMPTS)) as pbx_line:
+
+        async def all_rung() -> bool:
+            return len(pbx_line.actions("Originate")) >= 4
+
+        await pbx_line.until(all_rung, seconds=10.0)
+        rung = {action["Channel"] for action in pbx_line.actions("Originate")}
+    assert rung == {"Local/doctor1@fake-phones/n", "Local/patient1@fake-phones/n",
+                    "Local/doctor2@fake-phones", "Local/patient2@fake-phones"}
