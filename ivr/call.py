@@ -49,6 +49,8 @@ class Services:
     clock: Callable[[], dt.datetime]
     patient_calls: PatientCallStore | None = None
     surveys: SurveyStore | None = None
+    practice: str = ""
+    """The practice's key when several share the line ("" for the only one): its flows."""
     doctor_codes: Mapping[str, DoctorChoice] = field(default_factory=dict)
     """On the shared number: each card code's doctor and practice (ivr/actions/practice.py)."""
 

@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 ActionFn = Callable[[Call, Mapping[str, Any]], Awaitable[Outcome]]
 OFFICE_NODE = Outcome.OFFICE
 MAX_STEPS = 500
+FlowsOf = Callable[[str], Mapping[str, Flow]]
+"""The flows a practice's calls run, by its key ("" for the only practice)."""
 """A flow that runs this many nodes in one call is looping; the caller goes to the office."""
 MAX_FAILED_MENUS = 2
 """Menus that failed to the office in a row before the call ends with a goodbye: a caller who
@@ -61,16 +63,18 @@ class FlowEngine:
     def __init__(self, actions: Mapping[str, ActionSpec]) -> None:
         self.actions = dict(actions)
 
-    async def run(self, call: Call, flows: Mapping[str, Flow], entry: str) -> None:
-        """Run `entry` until a hang-up node, a transfer, or the caller hanging up."""
-        flow = flows[entry]
+    async def run(self, call: Call, flows: FlowsOf, entry: str) -> None:
+        """Run `entry` until a hang-up node, a transfer, or the caller hanging up; each flow
+        is the one of the practice the call is in at that step (the shared number's caller
+        goes on in the flows of the practice they chose)."""
+        flow = flows(call.services.practice)[entry]
         node_id = flow.start
         menus: list[str] = []
         for _ in range(MAX_STEPS):
             node = flow.nodes[node_id]
             call.step = f"{flow.name}/{node_id}"
             if isinstance(node, GotoFlow):
-                flow, menus = flows[node.flow], []
+                flow, menus = flows(call.services.practice)[node.flow], []
                 node_id = flow.start
                 continue
             target = await self._step(call, node, menus)

@@ -27,12 +27,17 @@ from ivr.prompts import PromptLibrary
 
 
 def load_flows(directory: Path, actions: Mapping[str, ActionSpec],
-               prompts: PromptLibrary | None = None) -> dict[str, Flow]:
-    """Load `directory/*.toml`; raise StaffFileError with every problem in every file."""
+               prompts: PromptLibrary | None = None, overrides: Path | None = None
+               ) -> dict[str, Flow]:
+    """Load `directory/*.toml`, each replaced by the file of its name in `overrides` (and
+    with the flows only `overrides` has); raise StaffFileError with every problem in every
+    file."""
     docs: dict[str, StaffToml] = {}
     flows: dict[str, Flow] = {}
     problems: list[Problem] = []
-    paths = sorted(directory.glob("*.toml"))
+    named = {path.stem: path for folder in (directory, overrides) if folder is not None
+             for path in sorted(folder.glob("*.toml"))}
+    paths = [named[name] for name in sorted(named)]
     if not paths:
         raise StaffFileError([Problem(str(directory), None, "", "no flow files (*.toml)")])
     for path in paths:

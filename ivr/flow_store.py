@@ -11,10 +11,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from clinic.staff_toml import StaffFileError
+from clinic.staff_toml import Problem, StaffFileError
 from ivr.engine import ActionSpec
 from ivr.flow import Flow
 from ivr.flow_check import load_flows
@@ -32,16 +32,30 @@ class Snapshot:
 
     flows: Mapping[str, Flow]
     routes: Routes
+    practice_flows: Mapping[str, Mapping[str, Flow]] = field(default_factory=dict)
+    """The flows of each practice that has its own (flows/<practice>/), by practice key."""
 
     @property
     def prompts(self) -> PromptLibrary:
         """Every prompt the flows may play."""
         return self.routes.prompts
 
+    def flows_for(self, practice: str) -> Mapping[str, Flow]:
+        """A practice's flows: its own where it has them, the folder's otherwise."""
+        return self.practice_flows.get(practice, self.flows)
+
+    def own_flows(self) -> list[tuple[str, Flow]]:
+        """Each practice's own flow files (its key and the flow), the folder's left out."""
+        return [(key, flow) for key, flows in self.practice_flows.items()
+                for name, flow in flows.items()
+                if name not in self.flows or flow.source != self.flows[name].source]
+
     @property
     def version(self) -> str:
         """One label for the whole set, from each file's hash."""
-        return ",".join(f"{name}@{flow.version}" for name, flow in sorted(self.flows.items()))
+        own = [(f"{key}/{flow.name}", flow) for key, flow in self.own_flows()]
+        return ",".join(f"{name}@{flow.version}"
+                        for name, flow in sorted([*self.flows.items(), *own]))
 
 
 class FlowStore:
@@ -64,10 +78,26 @@ class FlowStore:
         return self.snapshot
 
     async def load(self) -> Snapshot:
-        """Read and check the folder; raises StaffFileError and changes nothing if it fails."""
+        """Read and check the folder, and each practice's own folder in it, against its own
+        prompts; raises StaffFileError and changes nothing if any fails."""
         routes = await self.routes()
-        flows = await asyncio.to_thread(load_flows, self.directory, self.actions, routes.prompts)
-        return Snapshot(flows, routes)
+        return await asyncio.to_thread(self._check, routes)
+
+    def _check(self, routes: Routes) -> Snapshot:
+        flows = load_flows(self.directory, self.actions, routes.prompts)
+        own = {key: self.directory / key for key in routes.practices
+               if key and (self.directory / key).is_dir()}
+        found: list[Problem] = []
+        practice_flows = {}
+        for key, folder in own.items():
+            try:
+                practice_flows[key] = load_flows(self.directory, self.actions,
+                                                 routes.practices[key].prompts, folder)
+            except StaffFileError as exc:
+                found += exc.problems
+        if found:
+            raise StaffFileError(found)
+        return Snapshot(flows, routes, practice_flows)
 
     async def start(self) -> Snapshot:
         """The first load, at start-up; a broken folder raises StaffFileError."""
@@ -94,7 +124,8 @@ class FlowStore:
         return changed
 
     def _stamp(self) -> tuple[tuple[str, float], ...]:
-        files = [*self.directory.glob("*.toml"), *(p for p in self.watched if p.exists())]
+        files = [*self.directory.glob("*.toml"), *self.directory.glob("*/*.toml"),
+                 *(p for p in self.watched if p.exists())]
         return tuple(sorted((str(p), p.stat().st_mtime) for p in files))
 
     async def watch(self, every: float) -> None:

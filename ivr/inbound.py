@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from db.call_log import CallLog, CallRecord
 from ivr.call import Call, CallEnd, Services
 from ivr.conditions import caller_number
-from ivr.engine import FlowEngine
-from ivr.flow import Flow
+from ivr.engine import FlowEngine, FlowsOf
 from ivr.flow_store import FlowStore
 from ivr.session import CallerHungUp, CallSession
 
@@ -46,8 +45,9 @@ class InboundLine:
         if services is None:
             services, entry = snapshot.routes.shared, SHARED_FLOW
         call = self.new_call(session, services)
-        return await self.run(call, snapshot.flows, entry if entry in snapshot.flows
-                              else ENTRY_FLOW, logged=self.logging_calls)
+        known = snapshot.flows_for(services.practice)
+        return await self.run(call, snapshot.flows_for, entry if entry in known else ENTRY_FLOW,
+                              logged=self.logging_calls)
 
     def new_call(self, session: CallSession, services: Services) -> Call:
         """A call on a practice's services, in the language the PBX asked for."""
@@ -56,8 +56,7 @@ class InboundLine:
             call.language = session.info.options["lang"]
         return call
 
-    async def run(self, call: Call, flows: Mapping[str, Flow], entry: str, logged: bool
-                  ) -> Call:
+    async def run(self, call: Call, flows: FlowsOf, entry: str, logged: bool) -> Call:
         """Run `entry` on a call; `logged` calls are written to the call log when they end."""
         session, info = call.session, call.session.info
         started = call.started_at = call.now()

@@ -49,7 +49,7 @@ class PatientCallLine:
                         "hung up", channel_id)
             await session.hang_up()
             return None
-        if str(due.purpose) not in snapshot.flows:
+        if str(due.purpose) not in snapshot.flows_for(services.practice):
             log.error("no flow %s.toml in the flows folder: %s call %d hung up unheard",
                       due.purpose, due.purpose, due.id)
             await session.hang_up()
@@ -59,4 +59,4 @@ class PatientCallLine:
         call.language = due.patient_language
         call.patient_phone = due.patient_phone
         call.about = CallAbout(due, booking)
-        return await self.line.run(call, snapshot.flows, str(due.purpose), logged=False)
+        return await self.line.run(call, snapshot.flows_for, str(due.purpose), logged=False)

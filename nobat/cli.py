@@ -14,7 +14,7 @@ from clinic.staff_toml import StaffFileError
 from db.engine import Database
 from db.schema import current_revision, head_revision
 from ivr.actions.registry import ACTIONS
-from ivr.flow_check import load_flows
+from ivr.flow_store import FlowStore
 from ivr.prompt_build import PromptBuild
 from nobat.clinic_loading import PracticeLoad, load_clinics
 from nobat.config import DEFAULT_PATH, Config, load_config
@@ -203,12 +203,14 @@ async def _build_prompts(config: Config, database: Database) -> int:
 
 
 async def _check_flows(config: Config, database: Database, folder: Path | None) -> int:
-    library = (await PracticeLines(config, database).routes()).prompts
+    """Check the flows, and each practice's own (flows/<practice>/), as serve would load them."""
+    store = FlowStore(folder or config.ivr.flows, ACTIONS, PracticeLines(config, database).routes)
     try:
-        flows = load_flows(folder or config.ivr.flows, ACTIONS, library)
+        snapshot = await store.load()
     except StaffFileError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
-    for flow in flows.values():
-        print(f"{flow.source}: ok ({len(flow.nodes)} nodes, version {flow.version})")
+    own = [(flow, f", practice {key}") for key, flow in snapshot.own_flows()]
+    for flow, practice in [*((flow, "") for flow in snapshot.flows.values()), *own]:
+        print(f"{flow.source}: ok ({len(flow.nodes)} nodes, version {flow.version}{practice})")
     return 0

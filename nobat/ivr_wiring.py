@@ -73,8 +73,7 @@ class PracticeLines:
         keys = list(profiles)
         library = PromptLibrary.load(self.config.ivr.prompts / MANIFEST,
                                      self.config.ivr.asterisk_prompts, practice_words(profiles))
-        lines = {key or "": self._services(self.booking(key), library.practice(key or ""),
-                                           profiles[key]) for key in keys}
+        lines = {key or "": self._services(key or "", library, profiles[key]) for key in keys}
         doctors = {doctor.id: key for key, profile in profiles.items() if key and profile
                    for doctor in profile.doctors}
         names = {doctor.id: doctor.key for profile in profiles.values() if profile
@@ -83,7 +82,7 @@ class PracticeLines:
                  for p in found if platform for code, doctor in p.doctor_codes.items()
                  if doctor in names}
         shared = dataclasses.replace(next(iter(lines.values())), prompts=library,
-                                     doctor_codes=codes)
+                                     doctor_codes=codes, practice="")
         return Routes(library, lines, {n: p.key for p in found if platform for n in p.numbers},
                       doctors, shared)
 
@@ -95,12 +94,14 @@ class PracticeLines:
         keys: list[str | None] = [p.key for p in found] if len(found) > 1 else [None]
         return {key: await self.booking(key).clinic_profile() for key in keys}
 
-    def _services(self, booking: BookingService, prompts: PromptLibrary,
+    def _services(self, practice: str, library: PromptLibrary,
                   profile: ClinicProfile | None) -> Services:
-        return Services(booking=booking, prompts=prompts, office=self._office(profile),
+        """A practice's services: its store, its own words, its office ("": the only one)."""
+        return Services(booking=self.booking(practice or None),
+                        prompts=library.practice(practice), office=self._office(profile),
                         clinic=ClinicFacts(profile.tz if profile else ZoneInfo("Asia/Tehran")),
                         clock=self.clock, patient_calls=self.patient_calls,
-                        surveys=self.surveys)
+                        surveys=self.surveys, practice=practice)
 
     def _office(self, profile: ClinicProfile | None) -> OfficeHours:
         """The practice's own office and hours where its clinic file names them, else the

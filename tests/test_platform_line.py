@@ -4,6 +4,7 @@ doctors and office, and the shared number asks for the doctor's card code first.
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,9 +13,10 @@ from sqlalchemy import select
 
 from db.engine import Database
 from db.models import Appointment, Clinic, Doctor
+from nobat.cli import main
 from tests.fakepbx.script import Caller, Hear
 from tests.support.clinics import Clock, second_practice
-from tests.support.ivr import IvrRig, ivr_rig
+from tests.support.ivr import ROOT, IvrRig, ivr_rig
 from tests.test_ivr_calls import BOOK_SATURDAY_1620, MOBILE, SATURDAY, at, contains
 
 TEHRAN_DID = "02188776655"
@@ -147,3 +149,60 @@ async def test_outside_its_own_hours_a_practices_office_is_closed_though_configs
     tehran = await own_office.call(Caller.dialling(MOBILE, Hear("main-menu"), "0",
                                                    dialled=TEHRAN_DID))
     assert tehran.transcript.variables["NOBAT_TRANSFER"] == "PJSIP/office"
+
+
+def flows_with_shiraz_own_main(folder: Path) -> Path:
+    """The shipped flows, and Shiraz's own main.toml whose main menu is the short one."""
+    flows = folder / "flows"
+    shutil.copytree(ROOT / "flows", flows)
+    (flows / "shiraz-eye").mkdir()
+    main = (ROOT / "flows" / "main.toml").read_text(encoding="utf-8")
+    assert 'prompt = ["main-menu"]\n' in main
+    (flows / "shiraz-eye" / "main.toml").write_text(
+        main.replace('prompt = ["main-menu"]\n', 'prompt = ["main-menu-short"]\n'))
+    return flows
+
+
+async def test_a_practice_with_flows_of_its_own_runs_them_and_another_the_folders(
+        database: Database, clock: Clock, tmp_path: Path) -> None:
+    shiraz = tmp_path / "shiraz.toml"
+    shiraz.write_text(second_practice("shiraz-eye", "071 3222 4455"), encoding="utf-8")
+    book = ("1", Hear("choose-specialty"), "1", Hear("choose-day"), "1", Hear("choose-time"),
+            "2", Hear("confirm-keys"), "1", Hear("anything-else"), "9")
+    async with ivr_rig(database, clock, flows=flows_with_shiraz_own_main(tmp_path),
+                       practices=[shiraz]) as rig:
+        tehran = await rig.call(Caller.dialling(MOBILE, Hear("welcome"), "1",
+                                                Hear("main-menu"), *book, dialled=TEHRAN_DID))
+        own = await rig.call(Caller.dialling(MOBILE, Hear("welcome"), "1",
+                                             Hear("main-menu-short"), *book,
+                                             dialled=SHIRAZ_DID))
+        chosen = await rig.call(Caller.dialling(
+            MOBILE, Hear("platform-welcome"), "1", Hear("enter-doctor-code"), "202#",
+            Hear("confirm-keys"), "1", Hear("main-menu-short"), "9", dialled=SHARED_DID))
+    assert "fa/main-menu" in tehran.prompts and "fa/main-menu-short" not in tehran.prompts
+    assert "fa/main-menu-short" in own.prompts and "fa/main-menu" not in own.prompts
+    assert contains(chosen.prompts, ["fa/confirm-keys", "fa/main-menu-short"])
+    assert [(practice, doctor) for practice, doctor, _ in await booked_at(database)] == [
+        ("nobat-demo", "dr-ahmadi"), ("shiraz-eye", "dr-ahmadi")]
+
+
+def test_flows_check_names_the_line_of_a_practices_own_broken_flow(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f'[database]\nurl = "sqlite+aiosqlite:///{tmp_path}/c.db"\n'
+                      f'[ivr]\nprompts = "{ROOT / "prompts"}"\n')
+    clinics = tmp_path / "clinics"
+    clinics.mkdir()
+    shutil.copy(ROOT / "clinic.toml", clinics / "a.toml")
+    (clinics / "b.toml").write_text(second_practice("shiraz-eye", "071 3222 4455"),
+                                    encoding="utf-8")
+    assert main(["-c", str(config), "clinic", "load", str(clinics)]) == 0
+    flows = flows_with_shiraz_own_main(tmp_path)
+    assert main(["-c", str(config), "flows", "check", str(flows)]) == 0
+    assert f"{flows / 'shiraz-eye' / 'main.toml'}: ok" in capsys.readouterr().out
+    own = flows / "shiraz-eye" / "main.toml"
+    own.write_text(own.read_text().replace('prompt = ["main-menu-short"]',
+                                           'prompt = ["main-menu-shrt"]'))
+    assert main(["-c", str(config), "flows", "check", str(flows)]) == 2
+    assert (f"{own}:50: nodes.main-menu.prompt: prompt 'main-menu-shrt' has no fa text"
+            in capsys.readouterr().err)
