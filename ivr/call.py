@@ -53,15 +53,19 @@ class Services:
     """The practice's key when several share the line ("" for the only one): its flows."""
     doctor_codes: Mapping[str, DoctorChoice] = field(default_factory=dict)
     """On the shared number: each card code's doctor and practice (ivr/actions/practice.py)."""
+    platform_doctors: tuple[DoctorChoice, ...] = ()
+    """On the shared number: every practice's doctors, for a choice by specialty."""
 
 
 @dataclass(frozen=True)
 class DoctorChoice:
-    """A doctor a caller names by the code on their practice's card, and that practice's line."""
+    """A doctor a caller of the shared number may choose (by the code on their practice's
+    card, or by specialty), and that practice's line."""
 
     practice: str
     doctor: str
     """The doctor's key, for the prompt of their name."""
+    specialty: str
     services: Services
 
 

@@ -74,15 +74,15 @@ class PracticeLines:
         library = PromptLibrary.load(self.config.ivr.prompts / MANIFEST,
                                      self.config.ivr.asterisk_prompts, practice_words(profiles))
         lines = {key or "": self._services(key or "", library, profiles[key]) for key in keys}
-        doctors = {doctor.id: key for key, profile in profiles.items() if key and profile
+        choices = {doctor.id: DoctorChoice(key, doctor.key, doctor.specialty, lines[key])
+                   for key, profile in profiles.items() if key and profile
                    for doctor in profile.doctors}
-        names = {doctor.id: doctor.key for profile in profiles.values() if profile
-                 for doctor in profile.doctors}
-        codes = {code: DoctorChoice(p.key, names[doctor], lines[p.key])
-                 for p in found if platform for code, doctor in p.doctor_codes.items()
-                 if doctor in names}
+        codes = {code: choices[doctor] for p in found if platform
+                 for code, doctor in p.doctor_codes.items() if doctor in choices}
         shared = dataclasses.replace(next(iter(lines.values())), prompts=library,
-                                     doctor_codes=codes, practice="")
+                                     doctor_codes=codes, practice="",
+                                     platform_doctors=tuple(choices.values()))
+        doctors = {ident: choice.practice for ident, choice in choices.items()}
         return Routes(library, lines, {n: p.key for p in found if platform for n in p.numbers},
                       doctors, shared)
 

@@ -87,7 +87,8 @@ async def test_each_practices_number_books_with_its_own_doctor_and_words(
 async def test_the_shared_number_takes_a_doctors_code_and_goes_on_in_that_practice(
         rig: IvrRig, database: Database) -> None:
     heard = await rig.call(Caller.dialling(
-        MOBILE, Hear("platform-welcome"), "1", Hear("enter-doctor-code"), "201#",
+        MOBILE, Hear("platform-welcome"), "1", Hear("shared-menu"), "1",
+        Hear("enter-doctor-code"), "201#",
         Hear("confirm-keys"), "1", *BOOK_SATURDAY_1620, dialled=SHARED_DID))
     assert heard.prompts[0] == "fa/platform-welcome"
     assert contains(heard.prompts, ["fa/enter-doctor-code", "fa/doctor-chosen",
@@ -101,10 +102,10 @@ async def test_the_shared_number_takes_a_doctors_code_and_goes_on_in_that_practi
 async def test_an_unknown_code_is_said_to_be_unknown_and_names_no_practice(
         rig: IvrRig, database: Database) -> None:
     heard = await rig.call(Caller.dialling(
-        MOBILE, Hear("platform-welcome"), "2", Hear("enter-doctor-code"), "999#",
-        Hear("enter-doctor-code"), "102#", Hear("confirm-keys"), "2",
-        Hear("enter-doctor-code"), "*", Hear("platform-welcome"), "2", Hear("goodbye"),
-        dialled=SHARED_DID))
+        MOBILE, Hear("platform-welcome"), "2", Hear("shared-menu"), "1",
+        Hear("enter-doctor-code"), "999#", Hear("enter-doctor-code"), "102#",
+        Hear("confirm-keys"), "2", Hear("enter-doctor-code"), "*", Hear("shared-menu"), "1",
+        Hear("goodbye"), dialled=SHARED_DID))
     assert contains(heard.prompts, ["en/enter-doctor-code", "en/doctor-code-unknown",
                                     "en/enter-doctor-code"])
     assert contains(heard.prompts, ["en/doctor-chosen", "en/doctor/nobat-demo/dr-karimi",
@@ -129,7 +130,8 @@ async def test_a_caller_pressing_0_reaches_the_office_of_the_practice_they_calle
     shiraz = await own_office.call(Caller.dialling(MOBILE, Hear("main-menu"), "0",
                                                    dialled=SHIRAZ_DID))
     by_code = await own_office.call(Caller.dialling(
-        MOBILE, Hear("platform-welcome"), "1", Hear("enter-doctor-code"), "201#",
+        MOBILE, Hear("platform-welcome"), "1", Hear("shared-menu"), "1",
+        Hear("enter-doctor-code"), "201#",
         Hear("confirm-keys"), "1", Hear("main-menu"), "0", dialled=SHARED_DID))
     for heard, office in ((tehran, "PJSIP/office"), (shiraz, "PJSIP/office-shiraz"),
                           (by_code, "PJSIP/office-shiraz")):
@@ -177,7 +179,8 @@ async def test_a_practice_with_flows_of_its_own_runs_them_and_another_the_folder
                                              Hear("main-menu-short"), *book,
                                              dialled=SHIRAZ_DID))
         chosen = await rig.call(Caller.dialling(
-            MOBILE, Hear("platform-welcome"), "1", Hear("enter-doctor-code"), "202#",
+            MOBILE, Hear("platform-welcome"), "1", Hear("shared-menu"), "1",
+            Hear("enter-doctor-code"), "202#",
             Hear("confirm-keys"), "1", Hear("main-menu-short"), "9", dialled=SHARED_DID))
     assert "fa/main-menu" in tehran.prompts and "fa/main-menu-short" not in tehran.prompts
     assert "fa/main-menu-short" in own.prompts and "fa/main-menu" not in own.prompts
@@ -206,3 +209,19 @@ def test_flows_check_names_the_line_of_a_practices_own_broken_flow(
     assert main(["-c", str(config), "flows", "check", str(flows)]) == 2
     assert (f"{own}:50: nodes.main-menu.prompt: prompt 'main-menu-shrt' has no fa text"
             in capsys.readouterr().err)
+
+
+async def test_the_shared_number_offers_a_specialty_and_its_doctors_across_practices(
+        rig: IvrRig, database: Database) -> None:
+    """Ophthalmology is dr-ahmadi at both practices: each is named with their practice."""
+    heard = await rig.call(Caller.dialling(
+        MOBILE, Hear("platform-welcome"), "2", Hear("shared-menu"), "2",
+        Hear("choose-specialty"), "1", Hear("choose-doctor"), Hear("press-2"), "2",
+        *BOOK_SATURDAY_1620,
+        dialled=SHARED_DID))
+    assert contains(heard.prompts, [
+        "en/choose-doctor", "en/menu/for", "en/doctor/nobat-demo/dr-ahmadi", "en/at-practice",
+        "en/clinic/nobat-demo/name", "en/menu/press-1", "en/menu/for",
+        "en/doctor/shiraz-eye/dr-ahmadi", "en/at-practice", "en/clinic/shiraz-eye/name",
+        "en/menu/press-2"])
+    assert await booked_at(database) == [("shiraz-eye", "dr-ahmadi", at(SATURDAY, 16, 20))]

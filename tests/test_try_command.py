@@ -206,11 +206,11 @@ def test_with_two_practices_try_answers_as_the_dialled_practice_or_the_shared_me
     assert done.returncode == 0, done.stderr
     assert heard(done.stdout)[:3] == ["keys> 3", "en/address-intro",
                                       "en/clinic/shiraz-eye/address"]
-    shared = nobat(config, "try", "--lang", "en", typed="102#\n\n1\nq\n")
+    shared = nobat(config, "try", "--lang", "en", typed="1\n102#\n\n1\nq\n")
     assert shared.returncode == 0, shared.stderr
-    assert heard(shared.stdout)[:5] == [
-        "keys> 102#", "en/doctor-chosen", "en/doctor/nobat-demo/dr-karimi", "en/at-practice",
-        "en/clinic/nobat-demo/name"]
+    assert heard(shared.stdout)[:6] == [
+        "keys> 1", "keys> 102#", "en/doctor-chosen", "en/doctor/nobat-demo/dr-karimi",
+        "en/at-practice", "en/clinic/nobat-demo/name"]
 
 
 def test_without_a_clinic_in_the_store_try_says_to_load_one(tmp_path: Path) -> None:

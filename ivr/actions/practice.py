@@ -1,14 +1,15 @@
-"""The shared number: a caller keys the doctor's code from the practice's card, hears the doctor
-and the practice named back, and goes on in that practice's line."""
+"""The shared number: a caller keys the doctor's code from the practice's card (or picks a
+specialty and a doctor across the practices), hears the doctor and the practice named, and goes
+on in that practice's line."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from ivr.actions.booking import RETRY, confirm
-from ivr.call import Call
-from ivr.menu import Escape
+from ivr.actions.booking import PAGE, RETRY, confirm
+from ivr.call import Call, DoctorChoice
+from ivr.menu import Escape, Option, choose
 from ivr.outcome import Outcome
 from ivr.prompts import own_key
 
@@ -30,13 +31,48 @@ async def choose_practice(call: Call, params: Mapping[str, Any]) -> Outcome:
         if choice is None:
             await call.say(["doctor-code-unknown" if entry.digits else "no-input"])
             continue
-        answer = await confirm(call, [
-            "doctor-chosen", own_key(choice.practice, f"doctor/{choice.doctor}"),
-            "at-practice", own_key(choice.practice, "clinic/name")])
+        answer = await confirm(call, ["doctor-chosen", *_named(choice)])
         if isinstance(answer, Escape):
             return Outcome.of(answer)
         if answer:
-            await call.enter(choice.services)
-            call.values[CHOSEN] = choice.practice
-            return Outcome.DONE
+            return await _go_on(call, choice)
     return Outcome.HANGUP
+
+
+async def choose_by_specialty(call: Call, params: Mapping[str, Any]) -> Outcome:
+    """Pick a specialty, then one of its doctors across the practices, each named with their
+    practice, a page at a time ("9" for more)."""
+    doctors = call.services.platform_doctors
+    specialties = list(dict.fromkeys(choice.specialty for choice in doctors))
+    picked = await choose(call, ["choose-specialty"],
+                          [Option((f"specialty/{s}",), s) for s in specialties], RETRY)
+    if isinstance(picked, Escape):
+        return Outcome.of(picked)
+    of_specialty = [choice for choice in doctors if choice.specialty == picked]
+    first = 0
+    while True:
+        page = of_specialty[first:first + PAGE]
+        more = first + PAGE < len(of_specialty)
+        answer = await choose(call, ["choose-doctor"], [Option(_named(choice), choice)
+                                                        for choice in page], RETRY,
+                              extra=[("9", ["more-doctors"])] if more else [])
+        if answer == "9":
+            first += PAGE
+            continue
+        if isinstance(answer, Escape):
+            return Outcome.of(answer)
+        assert isinstance(answer, DoctorChoice)
+        return await _go_on(call, answer)
+
+
+def _named(choice: DoctorChoice) -> list[str]:
+    """A doctor and their practice, as the shared number says them."""
+    return [own_key(choice.practice, f"doctor/{choice.doctor}"), "at-practice",
+            own_key(choice.practice, "clinic/name")]
+
+
+async def _go_on(call: Call, choice: DoctorChoice) -> Outcome:
+    """Go on in the chosen doctor's practice, its language kept."""
+    await call.enter(choice.services)
+    call.values[CHOSEN] = choice.practice
+    return Outcome.DONE

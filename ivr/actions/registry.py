@@ -18,7 +18,7 @@ from ivr.actions.patient_calls import (
     reschedule_appointment,
     would_book_again,
 )
-from ivr.actions.practice import choose_practice
+from ivr.actions.practice import choose_by_specialty, choose_practice
 from ivr.engine import ActionSpec
 from ivr.outcome import Outcome
 
@@ -30,6 +30,7 @@ ACTIONS: dict[str, ActionSpec] = {
     "hours": ActionSpec(hours, params={"specialty": str}, asks=True),
     "office": ActionSpec(office),
     "choose_practice": ActionSpec(choose_practice, asks=True),
+    "choose_by_specialty": ActionSpec(choose_by_specialty, asks=True),
     "read_appointment": ActionSpec(read_appointment),
     "confirm_appointment": ActionSpec(confirm_appointment),
     "reschedule_appointment": ActionSpec(reschedule_appointment, asks=True),
