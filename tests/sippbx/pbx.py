@@ -234,9 +234,11 @@ class ClinicLine:
         self.nobat = None
         return code
 
-    async def call(self, caller: str | None, steps: Sequence[tuple[str, str]] = ()) -> Call:
-        """A caller with number `caller` (None: withheld) dials the clinic; `steps` say which
-        keys they press when (Call.follow). Returns once Asterisk has the call's channel."""
+    async def call(self, caller: str | None, steps: Sequence[tuple[str, str]] = (),
+                   did: str = DID) -> Call:
+        """A caller with number `caller` (None: withheld) dials the clinic (or, on a platform,
+        the practice whose number is `did`, as the carrier sends it); `steps` say which keys
+        they press when (Call.follow). Returns once Asterisk has the call's channel."""
         name = f"caller{next(self._names)}"
         number = caller or "anonymous"
         identity = (f"P-Asserted-Identity: <sip:{caller}@{CARRIER_IP}>" if caller
@@ -248,11 +250,11 @@ class ClinicLine:
         phone = Sipp("caller.xml", CARRIER_IP, self.folder, name,
                      remote=f"{ASTERISK_IP}:{self.sip_port}",
                      keys={"sender": sender, "identity": identity, **pcaps},
-                     options=["-s", DID, "-m", "1", "-cid_str", call_id])
+                     options=["-s", did, "-m", "1", "-cid_str", call_id])
         self.callers.append(phone)
         await phone.start()
         channel = await self.ami.wait_event("Newchannel", within=WAIT_SECONDS,
-                                            CallerIDNum=number, Exten=DID)
+                                            CallerIDNum=number, Exten=did)
         return Call(phone, self, steps, call_id, channel.fields.get("Channel") or "")
 
     async def channel_of(self, unique_id: str, within: float = WAIT_SECONDS) -> str:
@@ -265,11 +267,11 @@ class ClinicLine:
         return [e for e in self.ami.events(name)
                 if all(e.fields.get(k) == v for k, v in fields.items())]
 
-    async def book_due_now(self, doctor_key: str, patient_phone: str, talk: dt.timedelta
-                           ) -> tuple[int, dt.datetime]:
-        """Book a phone visit with `doctor_key` whose call is due now and ends `talk` later;
-        the consultation's id and the booked end."""
-        service = BookingService(self.store)
+    async def book_due_now(self, doctor_key: str, patient_phone: str, talk: dt.timedelta,
+                           practice: str | None = None) -> tuple[int, dt.datetime]:
+        """Book a phone visit with `doctor_key` (of `practice`, on a platform) whose call is
+        due now and ends `talk` later; the consultation's id and the booked end."""
+        service = BookingService(self.store, practice=practice)
         doctor_id, start = await first_phone_slot(service, doctor_key)
         due = dt.datetime.now(dt.UTC)
         _, ident = await book_due(service, self.store, doctor_id, patient_phone, start, due,
@@ -287,11 +289,21 @@ class ClinicLine:
         return "\n".join(parts)
 
 
+def tier_copy(folder: Path, practices: Path | None = None, port: int = 0) -> Path:
+    """The shipped config.toml for this tier's clinic (clinic.toml here), or for a folder of
+    `practices` on one line, which its [server] clinic_file then names."""
+    config = demo_copy(folder, port=port, clinic=CLINIC.read_text(encoding="utf-8"))
+    if practices is not None:
+        edit_config(config, ('clinic_file = "clinic.toml"', f'clinic_file = "{practices}"'))
+    return config
+
+
 def nobat_config(folder: Path, prompts: Path, ami_port: int, fastagi_port: int,
-                 fastagi_secret: str, edits: Sequence[tuple[str, str]]) -> Path:
-    """The shipped config.toml for this tier's clinic: its ports, the FastAGI secret the
-    dialplan passes, the built prompts, `edits`."""
-    config = demo_copy(folder, port=free_port(), clinic=CLINIC.read_text(encoding="utf-8"))
+                 fastagi_secret: str, edits: Sequence[tuple[str, str]],
+                 practices: Path | None = None) -> Path:
+    """The shipped config.toml for this tier's clinic (or `practices`): its ports, the
+    FastAGI secret the dialplan passes, the built prompts, `edits`."""
+    config = tier_copy(folder, practices, port=free_port())
     edit_config(config, ("port = 5038", f"port = {ami_port}"),
                 ("port = 0\n", f"port = {fastagi_port}\n"),
                 (f'secret = "{DIALPLAN_SECRET}"', f'secret = "{fastagi_secret}"'),
@@ -313,12 +325,17 @@ def _migrating() -> asyncio.Lock:
 @asynccontextmanager
 async def clinic_line(folder: Path, prompts: Path, *, edits: Sequence[tuple[str, str]] = (),
                       phone_steps: Sequence[str] = (), late_ms: int = LATE_MS,
-                      start_nobat: bool = True) -> AsyncIterator[ClinicLine]:
+                      start_nobat: bool = True, practices: Path | None = None,
+                      shown: tuple[str, str] = (CLINIC_NUMBER, CLINIC_NAME)
+                      ) -> AsyncIterator[ClinicLine]:
     """Asterisk, the carrier's and the office's phones and nobat, up and registered.
 
     `edits` change nobat's config.toml; `phone_steps` are the keys a phone the carrier
     answers presses, one step each time the test says (Sipp.press); a number ending in 180
     rings `late_ms` before it answers. With `start_nobat` False the test starts it.
+    `practices`, a folder of clinic files, makes the line a platform's (the prompts must
+    be built for them); `shown` is the number and name the dialplan's [globals] give
+    (NOBAT_CLINIC_NUMBER, NOBAT_CLINIC_NAME), which nobat's per-call identity overrides.
     """
     trunk_password, office_password = secrets.token_hex(12), secrets.token_hex(12)
     carrier = Sipp("phones.xml", CARRIER_IP, folder, "carrier",
@@ -333,13 +350,14 @@ async def clinic_line(folder: Path, prompts: Path, *, edits: Sequence[tuple[str,
     asterisk = RealAsterisk(
         globals={"NOBAT_FASTAGI": f"127.0.0.1:{fastagi_port}",
                  "NOBAT_FASTAGI_SECRET": fastagi_secret,
-                 "NOBAT_CLINIC_NUMBER": CLINIC_NUMBER, "NOBAT_CLINIC_NAME": CLINIC_NAME},
+                 "NOBAT_CLINIC_NUMBER": shown[0], "NOBAT_CLINIC_NAME": shown[1]},
         configs={"pjsip.conf": pjsip_conf(folder, sip_port, carrier.uri_host,
                                           trunk_password, office_password),
                  "rtp.conf": rtp_conf(), "pjproject.conf": ""})
-    config = nobat_config(folder, prompts, asterisk.port, fastagi_port, fastagi_secret, edits)
+    config = nobat_config(folder, prompts, asterisk.port, fastagi_port, fastagi_secret, edits,
+                          practices)
     async with _migrating():
-        store = await demo_store(folder)
+        store = await demo_store(folder, practices)
     line: ClinicLine | None = None
     try:
         await carrier.start()
@@ -370,18 +388,23 @@ async def clinic_line(folder: Path, prompts: Path, *, edits: Sequence[tuple[str,
         await store.close()
 
 
-def build_prompts(folder: Path) -> Path:
-    """nobat's prompts for this tier's clinic, spoken by `nobat prompts build` (espeak-ng,
-    sox) into a folder Asterisk plays from; the `prompts` fixture and
-    bench/real_ivr_load.py use them."""
+def build_prompts(folder: Path, practices: Path | None = None, built_from: Path | None = None
+                  ) -> Path:
+    """nobat's prompts for this tier's clinic (or a folder of `practices`), spoken by `nobat
+    prompts build` (espeak-ng, sox) into a folder Asterisk plays from; the `prompts` fixture
+    and bench/real_ivr_load.py use them. Starting from a copy of prompts already built
+    (`built_from`), only what differs is spoken: a platform's practices' own words."""
     built = folder / "prompts"
-    built.mkdir(parents=True)
-    shutil.copy(ROOT / "prompts" / "manifest.toml", built / "manifest.toml")
-    config = demo_copy(folder, clinic=CLINIC.read_text(encoding="utf-8"))
+    if built_from is not None:
+        shutil.copytree(built_from, built)
+    else:
+        built.mkdir(parents=True)
+        shutil.copy(ROOT / "prompts" / "manifest.toml", built / "manifest.toml")
+    config = tier_copy(folder, practices)
     edit_config(config, (f'prompts = "{ROOT / "prompts"}"', f'prompts = "{built}"'))
 
     async def store() -> None:
-        await (await demo_store(folder)).close()
+        await (await demo_store(folder, practices)).close()
 
     asyncio.run(store())
     result = subprocess.run([sys.executable, "-m", "nobat", "-c", str(config), "prompts",

@@ -94,6 +94,31 @@ def dialogue(line: ClinicLine, number: str) -> list[SipMessage]:
     return [m for m in messages if m.call_id in calls]
 
 
+def phone_leg(line: ClinicLine, number: str, channel_ids: list[str]) -> PhoneLeg:
+    """One phone of a consultation: its SIP dialogue, its channel (by the attempts'
+    ChannelIds for its leg), what Asterisk played it, the connected lines AMI gave it."""
+    state = PhoneLeg(number, dialogue(line, number))
+    channels = [e.fields.get("Channel") or "" for e in line.events("Newchannel")
+                if e.fields.get("Uniqueid") in channel_ids]
+    state.channel = channels[0] if channels else ""
+    state.heard = line.log.played(state.channel) if state.channel else []
+    state.connected = [e.fields.get("ConnectedLineNum") or "" for e in
+                       line.events("NewConnectedLine", Channel=state.channel)]
+    return state
+
+
+async def result_of(line: ClinicLine, appointment_id: int, row: Consultation,
+                    tries: list[CallAttempt], doctor: str, patient: str) -> Result:
+    """A consultation run to its end, as the store, the phones and Asterisk saw it."""
+    legs = {leg: phone_leg(line, number, [t.doctor_channel_id if leg is Leg.DOCTOR
+                                          else t.patient_channel_id for t in tries])
+            for leg, number in ((Leg.DOCTOR, doctor), (Leg.PATIENT, patient))}
+    async with line.store.reading() as session:
+        appointment = await session.get(Appointment, appointment_id)
+    assert appointment is not None
+    return Result(row, appointment, tries, legs)
+
+
 def settled(row: Consultation, tries: list[CallAttempt]) -> bool:
     """A consultation is done with: completed, or its first attempt failed."""
     return row.state == "completed" or bool(tries and tries[0].state == "failed")
@@ -132,21 +157,8 @@ async def three_at_once(folder: Path, prompts: Path
         found = {}
         for variant, (appointment_id, _) in booked.items():
             _, doctor, patient = CONSULTATIONS[variant]
-            legs = {Leg.DOCTOR: PhoneLeg(doctor), Leg.PATIENT: PhoneLeg(patient)}
-            for leg, state in legs.items():
-                state.messages = dialogue(line, state.number)
-                ids = [t.doctor_channel_id if leg is Leg.DOCTOR else t.patient_channel_id
-                       for t in tries[variant]]
-                channels = [e.fields.get("Channel") or "" for e in line.events("Newchannel")
-                            if e.fields.get("Uniqueid") in ids]
-                state.channel = channels[0] if channels else ""
-                state.heard = line.log.played(state.channel) if state.channel else []
-                state.connected = [e.fields.get("ConnectedLineNum") or "" for e in
-                                   line.events("NewConnectedLine", Channel=state.channel)]
-            async with line.store.reading() as session:
-                appointment = await session.get(Appointment, appointment_id)
-            assert appointment is not None
-            found[variant] = Result(rows[variant], appointment, tries[variant], legs)
+            found[variant] = await result_of(line, appointment_id, rows[variant],
+                                             tries[variant], doctor, patient)
         print(identity_report(found))
         return found, [m for m in line.carrier.messages()
                        if m.cseq_method in ("REGISTER", "OPTIONS")]
@@ -306,18 +318,21 @@ def identity_report(results: dict[str, Result]) -> str:
     return "\n".join(lines)
 
 
-def assert_shows_only_the_clinic(leg: PhoneLeg, others: list[str]) -> None:
-    """Every message Asterisk sent the phone names the clinic in From, P-Asserted-Identity,
-    Remote-Party-ID and their display names, and no other party's number appears anywhere."""
+def assert_shows_only_the_clinic(leg: PhoneLeg, others: list[str],
+                                 users: tuple[str, ...] = CLINIC_USERS,
+                                 name: str = CLINIC_NAME) -> None:
+    """Every message Asterisk sent the phone names the clinic (on a platform, the call's
+    practice: `users`, `name`) in From, P-Asserted-Identity, Remote-Party-ID and their
+    display names, and no other party's number appears anywhere."""
     sent = from_asterisk(leg)
     assert sent, f"{leg.number} got nothing from Asterisk"
     for message in sent:
         shown = identity(message)
         if message.method is None:  # a response: its From is the phone's own request's
             shown.pop("From", None)
-        for name, value in shown.items():
+        for header, value in shown.items():
             display, user = _party(value)
-            assert display in ("", CLINIC_NAME) and user in CLINIC_USERS, (name, message)
+            assert display in ("", name) and user in users, (header, message)
         text = str(message)
         for other in others:
             for form in (other, national(other), other.removeprefix("+98")):
@@ -325,7 +340,7 @@ def assert_shows_only_the_clinic(leg: PhoneLeg, others: list[str]) -> None:
     invite = next(m for m in sent if m.method == "INVITE")
     assert {"From", "P-Asserted-Identity"} <= set(identity(invite)), invite
     # Nor did Asterisk ever take another party's number for this phone's connected line.
-    assert set(leg.connected) <= {*CLINIC_USERS, "<unknown>"}, leg.connected
+    assert set(leg.connected) <= {*users, "<unknown>"}, leg.connected
 
 
 def _party(value: str | None) -> tuple[str, str]:

@@ -14,6 +14,7 @@ from clinic.clinic_file import read_clinic
 from db.clinic_sync import load_clinic
 from db.engine import Database
 from db.schema import upgrade
+from nobat.clinic_loading import load_clinics
 from tests.fakepbx.agi_caller import DIALPLAN_SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,9 +115,14 @@ def dial_fake_pbx(config: Path, ami_port: int, *edits: tuple[str, str]) -> None:
                 *edits)
 
 
-async def demo_store(folder: Path) -> Database:
-    """The SQLite store beside a demo copy, migrated, with its clinic loaded."""
+async def demo_store(folder: Path, practices: Path | None = None) -> Database:
+    """The SQLite store beside a demo copy, migrated, with its clinic loaded; or, given a
+    folder of `practices`, each of them, as `nobat clinic load` loads a platform's."""
     database = Database.from_url(f"sqlite+aiosqlite:///{folder / 'nobat.db'}")
     await upgrade(database)
-    await load_clinic(database, read_clinic(folder / "clinic.toml"))
+    if practices is None:
+        await load_clinic(database, read_clinic(folder / "clinic.toml"))
+        return database
+    refused = [load for load in await load_clinics(database, practices) if load.failure]
+    assert not refused, f"{practices}: {refused}"
     return database
