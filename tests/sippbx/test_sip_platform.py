@@ -90,10 +90,10 @@ def own_line(practice: Practice) -> list[tuple[str, str]]:
     return [(f"fa/clinic/{practice.key}/welcome", "1"), *BOOK]
 
 
-SHARED = [("fa/platform-welcome", "1"), ("fa/enter-doctor-code", "201#"),
+SHARED = [("fa/platform-welcome", "1"), ("fa/shared-menu", "1"), ("fa/enter-doctor-code", "201#"),
           ("fa/confirm-keys", "1"), *((p, "2" if p == "fa/choose-time" else k) for p, k in BOOK)]
-"""A caller of the platform's number: Persian, Dr. Nouri's card code, yes, then books his
-second time (Karaj's own caller takes the first at the same moment)."""
+"""A caller of the platform's number: Persian, by a doctor's code, Dr. Nouri's, yes, then
+books his second time (Karaj's own caller takes the first at the same moment)."""
 
 
 @dataclass
@@ -208,7 +208,8 @@ async def test_the_platforms_number_books_with_the_practice_of_the_doctors_code(
     # Nothing of any practice before the code; then Karaj's doctor and name, and its line.
     chosen = heard.index("fa/doctor-chosen")
     assert not any("/clinic/" in p or "/doctor/" in p for p in heard[:chosen]), heard
-    assert in_order(heard, ["fa/platform-welcome", "fa/enter-doctor-code", "fa/doctor-chosen",
+    assert in_order(heard, ["fa/platform-welcome", "fa/shared-menu", "fa/enter-doctor-code",
+                            "fa/doctor-chosen",
                             f"fa/doctor/{KARAJ.key}/{KARAJ.doctor}", "fa/at-practice",
                             f"fa/clinic/{KARAJ.key}/name", "fa/confirm-keys", "fa/main-menu",
                             f"fa/doctor/{KARAJ.key}/{KARAJ.doctor}", "fa/goodbye"]), heard
