@@ -23,14 +23,19 @@ class Capacity:
 
     @property
     def per_practice(self) -> int:
-        """Channels one practice's calls may hold at once (room for one consultation at
-        least)."""
-        return max(CallKind.CONSULTATION.channels, int(self.cap * self.practice_share))
+        """Channels one practice's calls may hold at once: room for a consultation and a
+        patient call at least."""
+        return max(CallKind.CONSULTATION.channels + CallKind.PATIENT_CALL.channels,
+                   int(self.cap * self.practice_share))
 
     def practice_room(self, kind: CallKind, theirs: Collection[CallKey]) -> int:
         """How many more calls of `kind` a practice whose calls in progress are `theirs`
-        may start, within its share."""
-        return max(0, (self.per_practice - self.channels(theirs)) // kind.channels)
+        may start, within its share; under a share, its patient calls always leave it room
+        for one consultation."""
+        room = self.per_practice - self.channels(theirs)
+        if kind is CallKind.PATIENT_CALL and self.practice_share < 1:
+            room -= CallKind.CONSULTATION.channels
+        return max(0, room // kind.channels)
 
     def channels(self, held: Collection[CallKey]) -> int:
         """Outbound channels the calls in progress hold or ring."""

@@ -19,9 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from clinic.call_kinds import CallKind, Leg
 from db.leases import (
     GIVEN_BACK,
+    CallingPractice,
     LeasedClaim,
     LeasedStore,
-    Practice,
     PracticeRoom,
     claimable,
     due_again,
@@ -96,10 +96,10 @@ class Claim(LeasedClaim):
         return self.consultation.id
 
     @property
-    def practice(self) -> Practice:
+    def practice(self) -> CallingPractice:
         """The doctor's clinic, whose number and name both parties see."""
         booked = self.consultation
-        return Practice(booked.clinic_id, booked.clinic_phone, booked.clinic_name,
+        return CallingPractice(booked.clinic_id, booked.clinic_phone, booked.clinic_name,
                         booked.clinic_folder, booked.clinic_dial)
 
 

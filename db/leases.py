@@ -47,7 +47,7 @@ PracticeRoom = Callable[[int], int]
 
 
 @dataclass(frozen=True)
-class Practice:
+class CallingPractice:
     """The clinic a call is made for (its doctor's), as the store held it when the call was
     claimed: in platform mode each call shows its own practice's number and name."""
 
@@ -97,7 +97,7 @@ class LeasedClaim:
         raise NotImplementedError
 
     @property
-    def practice(self) -> Practice:
+    def practice(self) -> CallingPractice:
         """The clinic the call is made for: whose number and name its phones show."""
         raise NotImplementedError
 
@@ -216,8 +216,7 @@ class LeasedStore(Generic[L]):
         model = self.model
         claims: list[L] = []
         tried = set(running)
-        left: dict[int, int] = {}
-        """Calls each practice may still start, as far as this claim has counted."""
+        left: dict[int, int] = {}  # calls each practice may still start, as counted so far
         while len(claims) < limit:
             full = [clinic for clinic, calls in left.items() if calls <= 0]
             rows = await self.db.rows(
@@ -240,7 +239,7 @@ class LeasedStore(Generic[L]):
                 picked[row.id] = row.clinic_id
             won = await claim(list(picked))
             for lost in set(picked) - {taken.ident for taken in won} if room else ():
-                left[picked[lost]] += 1  # another instance won it: its place is free again
+                left[picked[lost]] += 1  # not claimed (won elsewhere, or closed): place free
             claims += won
         return claims
 

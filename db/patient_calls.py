@@ -26,9 +26,9 @@ from clinic.call_times import CallHours, ReminderTimes
 from clinic.schedule import day_bounds
 from db.leases import (
     GIVEN_BACK,
+    CallingPractice,
     LeasedClaim,
     LeasedStore,
-    Practice,
     PracticeRoom,
     due_again,
     practice_columns,
@@ -113,10 +113,10 @@ class PatientCallClaim(LeasedClaim):
         return self.call.id
 
     @property
-    def practice(self) -> Practice:
+    def practice(self) -> CallingPractice:
         """The clinic of the booking's doctor, whose number and name the patient sees."""
         due = self.call
-        return Practice(due.clinic_id, due.clinic_phone, due.clinic_name, due.clinic_folder,
+        return CallingPractice(due.clinic_id, due.clinic_phone, due.clinic_name, due.clinic_folder,
                         due.clinic_dial)
 
 

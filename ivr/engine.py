@@ -16,9 +16,9 @@ log = logging.getLogger(__name__)
 ActionFn = Callable[[Call, Mapping[str, Any]], Awaitable[Outcome]]
 OFFICE_NODE = Outcome.OFFICE
 MAX_STEPS = 500
+"""A flow that runs this many nodes in one call is looping; the caller goes to the office."""
 FlowsOf = Callable[[str], Mapping[str, Flow]]
 """The flows a practice's calls run, by its key ("" for the only practice)."""
-"""A flow that runs this many nodes in one call is looping; the caller goes to the office."""
 MAX_FAILED_MENUS = 2
 """Menus that failed to the office in a row before the call ends with a goodbye: a caller who
 cannot or does not answer is not cycled between menu and closed office forever."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -67,3 +67,24 @@ async def choose(call: Call, intro: Sequence[str], options: Sequence[Option[T]],
     if isinstance(answer, Escape):
         return answer
     return numbered[answer].value if answer in numbered else answer
+
+
+PAGE = 5
+"""Choices offered at once; "9" offers the next ones (menus stay at about six choices)."""
+MORE = "9"
+
+
+async def choose_paged(call: Call, intro: Sequence[str], values: Sequence[T],
+                       said: Callable[[T], Sequence[str]], retry: Retry, more: Sequence[str]
+                       ) -> T | Escape:
+    """Offer `values` a page at a time, each as `said` says it, `more` (and 9) asking for
+    the next page."""
+    first = 0
+    while True:
+        rest = first + PAGE < len(values)
+        page = [Option(tuple(said(value)), value) for value in values[first:first + PAGE]]
+        answer = await choose(call, intro, page, retry, extra=[(MORE, more)] if rest else [])
+        if answer == MORE and rest:
+            first += PAGE
+            continue
+        return answer  # type: ignore[return-value]  # a page's value or an escape

@@ -44,9 +44,22 @@ def test_the_ids_running_are_told_apart_by_kind() -> None:
 def test_one_practice_holds_at_most_its_share_of_the_cap_and_always_room_for_a_consultation(
         ) -> None:
     capacity = Capacity(cap=10, patient_calls=10, practice_share=0.5)
+    theirs = [(CONSULTATION, 1), (PATIENT_CALL, 3)]
+    assert capacity.practice_room(PATIENT_CALL, theirs) == 0
+    assert capacity.practice_room(CONSULTATION, theirs) == 1
+    assert capacity.practice_room(PATIENT_CALL, []) == 3
+    assert capacity.practice_room(CONSULTATION, [(PATIENT_CALL, n) for n in range(3)]) == 1
+    assert Capacity(cap=10, practice_share=0.01).per_practice == 3
+    assert Capacity(cap=10, practice_share=0.01).practice_room(PATIENT_CALL, []) == 1
+
+
+def test_a_practices_reminders_never_keep_its_consultation_waiting() -> None:
+    capacity = Capacity(cap=200, patient_calls=20, practice_share=0.10)
+    reminders = [(PATIENT_CALL, n) for n in range(18)]
+    assert capacity.practice_room(PATIENT_CALL, reminders) == 0
+    assert capacity.practice_room(CONSULTATION, reminders) == 1
+
+
+def test_without_a_share_a_practice_may_use_the_whole_cap() -> None:
     theirs = [(CONSULTATION, 1), (PATIENT_CALL, 3), (PATIENT_CALL, 4)]
-    assert capacity.practice_room(PATIENT_CALL, theirs) == 1
-    assert capacity.practice_room(CONSULTATION, theirs) == 0
-    assert capacity.practice_room(CONSULTATION, []) == 2
-    assert Capacity(cap=10, practice_share=0.01).practice_room(CONSULTATION, []) == 1
     assert Capacity(cap=10).practice_room(PATIENT_CALL, theirs) == 6

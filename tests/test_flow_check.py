@@ -90,9 +90,9 @@ next = "spin"
         "main.toml:18: nodes.teleport: no other node leads here (unreachable)",
         "main.toml:20: nodes.teleport.action: unknown action 'teleport'; expected one of "
         "identify, book, my_appointments, address, hours, office, choose_practice, "
-            "read_appointment, "
-        "confirm_appointment, reschedule_appointment, cancel_appointment, opt_out, "
-        "move_to_nearest, rate_audio, rate_doctor, would_book_again",
+        "choose_by_specialty, read_appointment, confirm_appointment, reschedule_appointment, "
+        "cancel_appointment, opt_out, move_to_nearest, rate_audio, rate_doctor, "
+        "would_book_again",
         "main.toml:23: nodes.bye: no other node leads here (unreachable)",
         "main.toml:25: nodes.bye.prompt: prompt 'good-night' has no fa text in the manifest",
         "main.toml:25: nodes.bye.prompt: prompt 'good-night' has no en text in the manifest",

@@ -507,3 +507,13 @@ async def test_a_caller_who_hangs_up_while_it_rings_leaves_a_hung_up_record(
     assert heard.prompts == []
     async with database.reading() as session:
         assert (await session.scalars(select(InboundCall.outcome))).all() == ["hung_up"]
+
+
+async def test_times_past_a_page_are_offered_after_9(rig: IvrRig, database: Database) -> None:
+    """Saturday 16:00-20:00 in 20-minute slots is twelve times: five, then five more."""
+    heard = await rig.call(Caller.dialling(
+        MOBILE, Hear("welcome"), "1", Hear("main-menu"), "1", Hear("choose-specialty"), "1",
+        Hear("choose-day"), "1", Hear("choose-time"), Hear("more-times"), Hear("press-9"), "9",
+        Hear("choose-time"), "1", Hear("confirm-keys"), "1", Hear("anything-else"), "9"))
+    assert contains(heard.prompts, ["fa/more-times", "fa/menu/press-9", "fa/choose-time"])
+    assert [start for _, start, _, _ in await appointments(database)] == [at(SATURDAY, 17, 40)]

@@ -225,3 +225,27 @@ async def test_the_shared_number_offers_a_specialty_and_its_doctors_across_pract
         "en/doctor/shiraz-eye/dr-ahmadi", "en/at-practice", "en/clinic/shiraz-eye/name",
         "en/menu/press-2"])
     assert await booked_at(database) == [("shiraz-eye", "dr-ahmadi", at(SATURDAY, 16, 20))]
+
+
+async def test_specialties_past_a_page_are_offered_after_9(
+        database: Database, clock: Clock, tmp_path: Path) -> None:
+    """Shiraz's doctors have five specialties the demo has none of: ten in all, two pages."""
+    text = second_practice("shiraz-eye", "071 3222 4455")
+    for old, new in (("ophthalmology", "dermatology"), ("psychiatry", "neurology"),
+                     ("midwifery", "paediatrics"), ("general_practice", "ent"),
+                     ("cardiology", "urology")):
+        text = text.replace(f'specialty = "{old}"', f'specialty = "{new}"')
+    shiraz = tmp_path / "shiraz.toml"
+    shiraz.write_text(text, encoding="utf-8")
+    async with ivr_rig(database, clock, practices=[shiraz]) as rig:
+        heard = await rig.call(Caller.dialling(
+            MOBILE, Hear("platform-welcome"), "2", Hear("shared-menu"), "2",
+            Hear("choose-specialty"), Hear("more-specialties"), Hear("press-9"), "9",
+            Hear("choose-specialty"), Hear("press-5"), "1", Hear("choose-doctor"),
+            Hear("press-1"), "1", Hear("main-menu"), "9", dialled=SHARED_DID))
+    assert contains(heard.prompts, ["en/specialty/cardiology", "en/menu/press-5",
+                                    "en/more-specialties", "en/menu/press-9",
+                                    "en/choose-specialty", "en/menu/for",
+                                    "en/specialty/dermatology", "en/menu/press-1"])
+    assert contains(heard.prompts, ["en/menu/for", "en/doctor/shiraz-eye/dr-ahmadi",
+                                    "en/at-practice", "en/clinic/shiraz-eye/name"])

@@ -14,12 +14,10 @@ from ivr import speech
 from ivr.actions.identify import caller_phone
 from ivr.call import Call
 from ivr.flow import Retry
-from ivr.menu import Escape, Option, ask, choose
+from ivr.menu import PAGE, Escape, Option, ask, choose, choose_paged
 from ivr.outcome import Outcome
 
 RETRY = Retry()
-PAGE = 5
-"""Times offered at once; "9" offers the next ones (menus stay at about six choices)."""
 CODE_REPEATS = 3
 
 
@@ -118,22 +116,14 @@ async def pick_time(call: Call, draft: Draft) -> Escape | None:
     if not slots:
         await call.say(["no-free-times"])
         return Escape.BACK
-    first = 0
-    while True:
-        page = slots[first:first + PAGE]
-        more = first + PAGE < len(slots)
-        options = [Option(tuple(speech.clock(s.start, call.language, call.services.clinic.tz)),
-                          s) for s in page]
-        answer = await choose(call, ["choose-time"], options, RETRY,
-                              extra=[("9", ["more-times"])] if more else [])
-        if answer == "9":
-            first += PAGE
-            continue
-        if isinstance(answer, Escape):
-            return answer
-        assert isinstance(answer, Slot)
-        draft.slot = answer
-        return None
+    answer = await choose_paged(
+        call, ["choose-time"], slots,
+        lambda slot: speech.clock(slot.start, call.language, call.services.clinic.tz), RETRY,
+        ["more-times"])
+    if isinstance(answer, Escape):
+        return answer
+    draft.slot = answer
+    return None
 
 
 async def pick_kind(call: Call, draft: Draft) -> Escape | None:

@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ivr.actions.booking import PAGE, RETRY, confirm
+from ivr.actions.booking import RETRY, confirm
 from ivr.call import Call, DoctorChoice
-from ivr.menu import Escape, Option, choose
+from ivr.menu import Escape, choose_paged
 from ivr.outcome import Outcome
 from ivr.prompts import own_key
 
@@ -41,28 +41,20 @@ async def choose_practice(call: Call, params: Mapping[str, Any]) -> Outcome:
 
 async def choose_by_specialty(call: Call, params: Mapping[str, Any]) -> Outcome:
     """Pick a specialty, then one of its doctors across the practices, each named with their
-    practice, a page at a time ("9" for more)."""
+    practice; each a page at a time ("9" for more)."""
     doctors = call.services.platform_doctors
     specialties = list(dict.fromkeys(choice.specialty for choice in doctors))
-    picked = await choose(call, ["choose-specialty"],
-                          [Option((f"specialty/{s}",), s) for s in specialties], RETRY)
+    picked = await choose_paged(call, ["choose-specialty"], specialties,
+                                lambda specialty: [f"specialty/{specialty}"], RETRY,
+                                ["more-specialties"])
     if isinstance(picked, Escape):
         return Outcome.of(picked)
-    of_specialty = [choice for choice in doctors if choice.specialty == picked]
-    first = 0
-    while True:
-        page = of_specialty[first:first + PAGE]
-        more = first + PAGE < len(of_specialty)
-        answer = await choose(call, ["choose-doctor"], [Option(_named(choice), choice)
-                                                        for choice in page], RETRY,
-                              extra=[("9", ["more-doctors"])] if more else [])
-        if answer == "9":
-            first += PAGE
-            continue
-        if isinstance(answer, Escape):
-            return Outcome.of(answer)
-        assert isinstance(answer, DoctorChoice)
-        return await _go_on(call, answer)
+    answer = await choose_paged(call, ["choose-doctor"],
+                                [choice for choice in doctors if choice.specialty == picked],
+                                _named, RETRY, ["more-doctors"])
+    if isinstance(answer, Escape):
+        return Outcome.of(answer)
+    return await _go_on(call, answer)
 
 
 def _named(choice: DoctorChoice) -> list[str]:
