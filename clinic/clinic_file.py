@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,7 +168,7 @@ def parse_clinic(doc: StaffToml) -> ClinicSpec:
     keys = {d.key for d in doctors}
     closures = _closures(doc, keys)
     spec = ClinicSpec(
-        key=doc.value(top, path, "key", str, default="main"),
+        key=doc.value(top, path, "key", str, default="main", convert=_practice_key),
         name=name,
         name_en=doc.value(top, path, "name_en", str, default=name),
         phone=doc.value(top, path, "phone", str, convert=phones.normalize,
@@ -188,6 +189,17 @@ def parse_clinic(doc: StaffToml) -> ClinicSpec:
     )
     doc.raise_problems()
     return spec
+
+
+_PRACTICE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+"""A practice's key names its folders of prompts and flows: no path, no list separator."""
+
+
+def _practice_key(text: str) -> str:
+    if not _PRACTICE_KEY.fullmatch(text):
+        raise ValueError(f"{text!r} is not a key; expected letters, digits, '-' and '_' "
+                         "(up to 64), such as \"shiraz-eye\"")
+    return text
 
 
 def _numbers(doc: StaffToml, top: dict[str, Any], parent: KeyPath) -> tuple[str, ...]:

@@ -102,6 +102,9 @@ class Call:
     patient_phone: str | None = None
     closed_today: bool = False
     failed_menus: int = 0
+    doctor_codes_tried: int = 0
+    """Doctors' codes keyed wrong on the shared number in this call: bounded, so a call
+    cannot walk through every code."""
     code_tries: int = 0
     """Booking codes keyed wrong (or not at all) on this call: after three, none is taken, so
     going back to the menu never buys more guesses."""

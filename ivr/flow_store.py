@@ -18,7 +18,7 @@ from clinic.staff_toml import Problem, StaffFileError
 from ivr.engine import ActionSpec
 from ivr.flow import Flow
 from ivr.flow_check import load_flows
-from ivr.practice_routes import Routes
+from ivr.practice_routes import SHARED_FLOW, Routes
 from ivr.prompts import PromptLibrary
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,10 @@ class FlowStore:
 
     def _check(self, routes: Routes) -> Snapshot:
         flows = load_flows(self.directory, self.actions, routes.prompts)
+        if routes.platform and SHARED_FLOW not in flows:
+            raise StaffFileError([Problem(str(self.directory / f"{SHARED_FLOW}.toml"), None, "",
+                                          "several practices share the line: a number no "
+                                          "practice lists needs this flow (docs/platform.md)")])
         own = {key: self.directory / key for key in routes.practices
                if key and (self.directory / key).is_dir()}
         found: list[Problem] = []

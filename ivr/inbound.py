@@ -12,12 +12,11 @@ from ivr.call import Call, CallEnd, Services
 from ivr.conditions import caller_number
 from ivr.engine import FlowEngine, FlowsOf
 from ivr.flow_store import FlowStore
+from ivr.practice_routes import SHARED_FLOW
 from ivr.session import CallerHungUp, CallSession
 
 log = logging.getLogger(__name__)
 ENTRY_FLOW = "main"
-SHARED_FLOW = "shared"
-"""The flow of a number no practice owns, when several share the line: it asks which."""
 
 
 class InboundLine:

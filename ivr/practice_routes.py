@@ -10,6 +10,9 @@ from clinic import phones
 from ivr.call import Services
 from ivr.prompts import PromptLibrary
 
+SHARED_FLOW = "shared"
+"""The flow of a number no practice owns, when several share the line: it asks which."""
+
 
 @dataclass(frozen=True)
 class Routes:
@@ -24,7 +27,8 @@ class Routes:
     doctors: Mapping[int, str]
     """The practice key of each active doctor, by doctor id."""
     shared: Services
-    """The shared number's services: every practice's prompts and doctors' codes."""
+    """The shared number's services: every practice's prompts and doctors' codes, and the
+    line's own office (config.toml's), no practice's."""
 
     @property
     def platform(self) -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from clinic.clinic_file import read_clinic_files
 from clinic.staff_toml import StaffFileError
-from db.clinic_sync import LoadRefused, load_clinic
+from db.clinic_sync import HeldElsewhere, LoadRefused, load_clinic
 from db.engine import Database
 
 
@@ -23,16 +23,27 @@ class PracticeLoad:
 
 async def load_clinics(database: Database, path: Path) -> list[PracticeLoad]:
     """Load each practice of a file or folder in its own transaction; raises StaffFileError
-    only for a folder without clinic files."""
-    loads: list[PracticeLoad] = []
-    for read in read_clinic_files(path):
+    only for a folder without clinic files. A file refused for a number or a code another
+    practice holds is tried again once a later file let go of it (a code moved from one
+    practice to another loads in one go)."""
+    loads: dict[str, PracticeLoad] = {}
+    waiting = []
+    reads = read_clinic_files(path)
+    for read in reads:
         if read.spec is None or read.problems:
-            loads.append(PracticeLoad(read.file, failure=StaffFileError(read.problems)))
-            continue
-        try:
-            report = await load_clinic(database, read.spec)
-        except LoadRefused as exc:
-            loads.append(PracticeLoad(read.file, failure=exc))
-            continue
-        loads.append(PracticeLoad(read.file, tuple(report.changes)))
-    return loads
+            loads[read.file] = PracticeLoad(read.file, failure=StaffFileError(read.problems))
+        else:
+            waiting.append((read.file, read.spec))
+    while waiting:
+        held = []
+        for file, spec in waiting:
+            try:
+                report = await load_clinic(database, spec)
+            except LoadRefused as exc:
+                loads[file] = PracticeLoad(file, failure=exc)
+                if isinstance(exc, HeldElsewhere):
+                    held.append((file, spec))
+                continue
+            loads[file] = PracticeLoad(file, tuple(report.changes))
+        waiting = held if len(held) < len(waiting) else []
+    return [loads[read.file] for read in reads]

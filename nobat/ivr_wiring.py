@@ -80,7 +80,7 @@ class PracticeLines:
         codes = {code: choices[doctor] for p in found if platform
                  for code, doctor in p.doctor_codes.items() if doctor in choices}
         shared = dataclasses.replace(next(iter(lines.values())), prompts=library,
-                                     doctor_codes=codes, practice="",
+                                     doctor_codes=codes, practice="", office=self._office(None),
                                      platform_doctors=tuple(choices.values()))
         doctors = {ident: choice.practice for ident, choice in choices.items()}
         return Routes(library, lines, {n: p.key for p in found if platform for n in p.numbers},

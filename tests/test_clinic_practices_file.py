@@ -185,3 +185,11 @@ def test_clinic_check_on_a_folder_reports_each_file(
     assert capsys.readouterr().out.count(": ok (1 doctors, 0 closures)") == 2
     assert main(["clinic", "check", str(folder(tmp_path / "x"))]) == 2
     assert "no clinic files (*.toml) in it" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key", ["../../x", "", "a b", "a&b", "a,b", "a/b", "-a"])
+def test_a_practice_key_is_a_safe_folder_name(tmp_path: Path, key: str) -> None:
+    text = practice("p", "02188776655").replace('key = "p"', f'key = "{key}"')
+    [problem] = problems(tmp_path, text)
+    assert problem.startswith(f"clinic.toml:2: clinic.key: {key!r} is not a key; expected "
+                              "letters, digits, '-' and '_'")

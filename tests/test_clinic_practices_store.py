@@ -22,8 +22,10 @@ from db.clinic_sync import HeldElsewhere, LoadRefused, load_clinic
 from db.engine import Database
 from db.models import Clinic, ClinicNumber, Closure, Doctor, WeeklyHours
 from db.practices import practices
+from nobat.clinic_loading import load_clinics
 from nobat.config import load_config
 from nobat.serve import load_configured_clinic
+from tests.support.clinics import DEMO_FILE, second_practice
 from tests.test_clinic_practices_file import folder, practice
 from tests.test_clinic_sync import DEMO, with_doctor
 
@@ -252,3 +254,22 @@ async def test_serve_loads_a_folder_logging_each_file(
     assert lines[2].startswith(f"clinic file {path / 'c.toml'} not loaded; serving what the "
                                "database holds:\nrefused: another practice")
     assert [key for key, _ in await revisions(database)] == ["a", "nobat-demo"]
+
+
+async def test_a_code_moved_from_one_practice_to_another_loads_in_one_go(
+        database: Database, tmp_path: Path) -> None:
+    """a.toml takes the code b.toml gives up: a.toml, read first, waits for b.toml."""
+    clinics = tmp_path / "clinics"
+    clinics.mkdir()
+    (clinics / "a.toml").write_text(second_practice("shiraz-eye", "071 3222 4455"))
+    (clinics / "b.toml").write_text(DEMO_FILE.read_text())
+    assert all(load.failure is None for load in await load_clinics(database, clinics))
+    (clinics / "b.toml").write_text(DEMO_FILE.read_text().replace('code = "101"', 'code = "199"'))
+    (clinics / "a.toml").write_text(second_practice("shiraz-eye", "071 3222 4455")
+                                    .replace('code = "201"', 'code = "101"'))
+    loads = await load_clinics(database, clinics)
+    assert [(Path(load.file).name, load.failure) for load in loads] == [
+        ("a.toml", None), ("b.toml", None)]
+    assert {p.key: sorted(p.doctor_codes) for p in await practices(database)} == {
+        "nobat-demo": ["102", "103", "104", "105", "199"],
+        "shiraz-eye": ["101", "202", "203", "204", "205"]}

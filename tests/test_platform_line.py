@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from clinic.staff_toml import StaffFileError
 from db.engine import Database
 from db.models import Appointment, Clinic, Doctor
 from nobat.cli import main
@@ -249,3 +250,30 @@ async def test_specialties_past_a_page_are_offered_after_9(
                                     "en/specialty/dermatology", "en/menu/press-1"])
     assert contains(heard.prompts, ["en/menu/for", "en/doctor/shiraz-eye/dr-ahmadi",
                                     "en/at-practice", "en/clinic/shiraz-eye/name"])
+
+
+async def test_a_call_keys_six_wrong_codes_at_most_however_often_it_goes_back(
+        rig: IvrRig) -> None:
+    twice = ("111#", Hear("doctor-code-unknown"), Hear("enter-doctor-code"), "112#",
+             Hear("doctor-code-unknown"), Hear("enter-doctor-code"))
+    back = ("*", Hear("shared-menu"), "1", Hear("enter-doctor-code"))
+    heard = await rig.call(Caller.dialling(
+        MOBILE, Hear("platform-welcome"), "2", Hear("shared-menu"), "1",
+        Hear("enter-doctor-code"), *twice, *back, *twice, *back, "113#",
+        Hear("doctor-code-unknown"), Hear("enter-doctor-code"), "114#", Hear("goodbye"),
+        dialled=SHARED_DID))
+    assert heard.prompts.count("en/doctor-code-unknown") == 6
+    assert heard.prompts[-3:] == ["en/enter-doctor-code", "en/doctor-code-unknown",
+                                  "en/goodbye"]
+
+
+async def test_several_practices_need_the_shared_flow(
+        database: Database, clock: Clock, tmp_path: Path) -> None:
+    flows = tmp_path / "flows"
+    shutil.copytree(ROOT / "flows", flows)
+    (flows / "shared.toml").unlink()
+    shiraz = tmp_path / "shiraz.toml"
+    shiraz.write_text(second_practice("shiraz-eye", "071 3222 4455"), encoding="utf-8")
+    with pytest.raises(StaffFileError, match=r"shared\.toml: several practices share the line"):
+        async with ivr_rig(database, clock, flows=flows, practices=[shiraz]):
+            pass

@@ -15,6 +15,8 @@ from ivr.prompts import own_key
 
 CODE_DIGITS = 6
 """A card code is 2 to 6 digits; '#' ends a shorter one."""
+CODES_A_CALL = 6
+"""Wrong doctors' codes one call may key (going back to the menu does not buy more)."""
 CHOSEN = "practice"
 """The call value that says a practice was chosen here, for the practice's flow to branch on."""
 
@@ -23,12 +25,15 @@ async def choose_practice(call: Call, params: Mapping[str, Any]) -> Outcome:
     """Ask for a doctor's code until one is confirmed; a wrong code is said to be wrong, not
     guessed at, and nothing about any practice is said before a code matches."""
     for _ in range(RETRY.tries):
+        if call.doctor_codes_tried >= CODES_A_CALL:
+            break
         entry = await call.read_digits(["enter-doctor-code"], max_digits=CODE_DIGITS,
                                        digit_wait=RETRY.timeout)
         if entry.back:
             return Outcome.BACK
         choice = call.services.doctor_codes.get(entry.digits)
         if choice is None:
+            call.doctor_codes_tried += bool(entry.digits)
             await call.say(["doctor-code-unknown" if entry.digits else "no-input"])
             continue
         answer = await confirm(call, ["doctor-chosen", *_named(choice)])
