@@ -51,6 +51,8 @@ class Services:
     surveys: SurveyStore | None = None
     doctor_codes: Mapping[str, DoctorChoice] = field(default_factory=dict)
     """On the shared number: each card code's doctor and practice (ivr/actions/practice.py)."""
+    practice: str = ""
+    """The key of the practice these services are; "" on the shared number's menu."""
 
 
 @dataclass(frozen=True)

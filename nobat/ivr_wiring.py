@@ -73,8 +73,9 @@ class PracticeLines:
         keys = list(profiles)
         library = PromptLibrary.load(self.config.ivr.prompts / MANIFEST,
                                      self.config.ivr.asterisk_prompts, practice_words(profiles))
+        only = found[0].key if found else ""
         lines = {key or "": self._services(self.booking(key), library.practice(key or ""),
-                                           profiles[key]) for key in keys}
+                                           profiles[key], key or only) for key in keys}
         doctors = {doctor.id: key for key, profile in profiles.items() if key and profile
                    for doctor in profile.doctors}
         names = {doctor.id: doctor.key for profile in profiles.values() if profile
@@ -83,7 +84,7 @@ class PracticeLines:
                  for p in found if platform for code, doctor in p.doctor_codes.items()
                  if doctor in names}
         shared = dataclasses.replace(next(iter(lines.values())), prompts=library,
-                                     doctor_codes=codes)
+                                     doctor_codes=codes, practice="")
         return Routes(library, lines, {n: p.key for p in found if platform for n in p.numbers},
                       doctors, shared)
 
@@ -96,11 +97,11 @@ class PracticeLines:
         return {key: await self.booking(key).clinic_profile() for key in keys}
 
     def _services(self, booking: BookingService, prompts: PromptLibrary,
-                  profile: ClinicProfile | None) -> Services:
+                  profile: ClinicProfile | None, practice: str) -> Services:
         return Services(booking=booking, prompts=prompts, office=self._office(profile),
                         clinic=ClinicFacts(profile.tz if profile else ZoneInfo("Asia/Tehran")),
                         clock=self.clock, patient_calls=self.patient_calls,
-                        surveys=self.surveys)
+                        surveys=self.surveys, practice=practice)
 
     def _office(self, profile: ClinicProfile | None) -> OfficeHours:
         """The practice's own office and hours where its clinic file names them, else the
