@@ -9,12 +9,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.engine import Database
-from db.models import InboundCall
+from db.models import Clinic, InboundCall
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,8 @@ class CallRecord:
     dialled: str | None
     language: str
     outcome: str
+    practice: str = ""
+    """The key of the practice the call ended in; "": it never left the shared menu."""
 
 
 class CallLog:
@@ -67,10 +69,13 @@ class CallLog:
         """One transaction for `calls`; False when the store cannot take it now."""
 
         async def rows(session: AsyncSession) -> None:
+            clinics = dict((await session.execute(select(Clinic.key, Clinic.id).where(
+                Clinic.key.in_({call.practice for call in calls})))).all())
             await session.execute(insert(InboundCall.__table__), [dict(
                 started_at=call.started, ended_at=call.ended, caller=call.caller,
                 dialled=(call.dialled or "")[:40] or None, language=call.language,
-                outcome=call.outcome) for call in calls])
+                outcome=call.outcome, clinic_id=clinics.get(call.practice))
+                for call in calls])
 
         try:
             await self.db.retry_locked(lambda: self.db.write(rows))

@@ -13,7 +13,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clinic import phones
@@ -294,14 +294,16 @@ def _conflict(appointment: Appointment, doctor: DoctorSpec | None, spec: ClinicS
 
 
 async def record_absence(database: Database, doctor_key: str | None, first: dt.date,
-                         last: dt.date, reason: str) -> int:
-    """Close days for one doctor (or the clinic) from the status page; kept across loads of
-    the clinic file. Returns how many booked appointments it covers (their patients are
-    called)."""
+                         last: dt.date, reason: str, practice: str | None = None) -> int:
+    """Close days for one doctor (or the clinic) of a practice (by key; None: the first)
+    from the status page; kept across loads of the clinic file. Returns how many booked
+    appointments it covers (their patients are called)."""
 
     async def run() -> int:
         async with database.writing() as session:
-            clinic = await session.scalar(select(Clinic).order_by(Clinic.id).limit(1))
+            clinic = await session.scalar(
+                select(Clinic).order_by(Clinic.id).limit(1) if practice is None
+                else select(Clinic).where(Clinic.key == practice))
             if clinic is None:
                 raise ValueError("no clinic is loaded yet")
             doctor = None
@@ -316,6 +318,7 @@ async def record_absence(database: Database, doctor_key: str | None, first: dt.d
             clinic.revision += 1
             tz = ZoneInfo(clinic.timezone)
             query = select(func.count(Appointment.id)).where(
+                Appointment.doctor_id.in_(select(Doctor.id).where(Doctor.clinic_id == clinic.id)),
                 Appointment.status == AppointmentStatus.BOOKED,
                 Appointment.start_at >= day_bounds(first, tz).start,
                 Appointment.start_at < day_bounds(last, tz).end)
@@ -338,29 +341,38 @@ class RecordedAbsence:
     first_day: dt.date
     last_day: dt.date
     reason: str
+    practice: str
+    """Its practice's key."""
 
 
-async def recorded_absences(database: Database, since: dt.date) -> list[RecordedAbsence]:
-    """Page-recorded closures not over before `since`, soonest first."""
+async def recorded_absences(database: Database, since: dt.date, clinic: int | None = None
+                            ) -> list[RecordedAbsence]:
+    """Page-recorded closures not over before `since`, soonest first: one practice's (by
+    clinic id), or every practice's."""
+    mine = true() if clinic is None else Closure.clinic_id == clinic
     async with database.reading() as session:
         rows = (await session.execute(
             select(*columns_of(RecordedAbsence, id=Closure.id, doctor=Doctor.name_en,
                                first_day=Closure.first_day, last_day=Closure.last_day,
-                               reason=Closure.reason))
+                               reason=Closure.reason, practice=Clinic.key))
+            .join(Clinic, Closure.clinic_id == Clinic.id)
             .outerjoin(Doctor, Closure.doctor_id == Doctor.id)
-            .where(Closure.source == "page", Closure.last_day >= since)
+            .where(Closure.source == "page", Closure.last_day >= since, mine)
             .order_by(Closure.first_day, Closure.id))).all()
     return [record_of(RecordedAbsence, row) for row in rows]
 
 
-async def lift_absence(database: Database, closure_id: int) -> bool:
+async def lift_absence(database: Database, closure_id: int, practice: int | None = None
+                       ) -> bool:
     """Remove a closure recorded on the page (a mistake, or the doctor comes after all);
-    absence calls not yet made are then dropped when they come due. False if none."""
+    absence calls not yet made are then dropped when they come due. False if there is none,
+    or none of the practice's (by clinic id) when one is named."""
 
     async def run() -> bool:
         async with database.writing() as session:
             closure = await session.get(Closure, closure_id)
-            if closure is None or closure.source != "page":
+            if (closure is None or closure.source != "page"
+                    or practice not in (None, closure.clinic_id)):
                 return False
             clinic = await session.get(Clinic, closure.clinic_id)
             await session.delete(closure)

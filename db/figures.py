@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import astuple, dataclass
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select, true
 
 from clinic.calendar import Weekday
 from clinic.schedule import day_bounds
@@ -19,6 +19,7 @@ from db.models import (
     Appointment,
     AppointmentEvent,
     CallAttempt,
+    Clinic,
     Consultation,
     Doctor,
     InboundCall,
@@ -61,6 +62,8 @@ class ConsultationRow:
     attempt: int
     attempt_started: dt.datetime | None
     bridged_at: dt.datetime | None
+    practice: str
+    """Its practice's key."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,8 @@ class AbsenceRow:
     starts_at: dt.datetime
     call_state: str
     outcome: str | None
+    practice: str
+    """Its practice's key."""
 
 
 @dataclass(frozen=True)
@@ -92,35 +97,62 @@ class Heatmap:
 
 
 class Figures:
-    """Read-only questions the status page asks; one short read transaction each."""
+    """Read-only questions the status page asks, about one practice (by clinic id) or, with
+    none named, every practice in the store; one short read transaction each."""
 
-    def __init__(self, database: Database, tz: ZoneInfo) -> None:
+    def __init__(self, database: Database, tz: ZoneInfo, clinic: int | None = None) -> None:
         self.db = database
         self.tz = tz
+        self.clinic = clinic
+
+    def _doctors(self) -> ColumnElement[bool]:
+        """Rows joined to Doctor belong to the practice asked about."""
+        return true() if self.clinic is None else Doctor.clinic_id == self.clinic
+
+    def _bookings(self, appointment_id: ColumnElement[int]) -> ColumnElement[bool]:
+        """`appointment_id` is a booking with one of the practice's doctors."""
+        if self.clinic is None:
+            return true()
+        return appointment_id.in_(select(Appointment.id).join(
+            Doctor, Appointment.doctor_id == Doctor.id).where(self._doctors()))
+
+    def _attempts(self) -> ColumnElement[bool]:
+        """A consultation attempt about one of the practice's bookings."""
+        if self.clinic is None:
+            return true()
+        return CallAttempt.consultation_id.in_(select(Consultation.id).where(
+            self._bookings(Consultation.appointment_id)))
+
+    def _calls(self) -> ColumnElement[bool]:
+        """An inbound call that reached the practice."""
+        return true() if self.clinic is None else InboundCall.clinic_id == self.clinic
 
     async def day(self, day: dt.date) -> DayFigures:
         """Calls, booking changes and consultations of one local day."""
         start, end = astuple(day_bounds(day, self.tz))
         async with self.db.reading() as session:
             calls = await session.scalar(select(func.count()).select_from(InboundCall).where(
-                InboundCall.started_at >= start, InboundCall.started_at < end)) or 0
+                InboundCall.started_at >= start, InboundCall.started_at < end,
+                self._calls())) or 0
             actions = dict((await session.execute(
                 select(AppointmentEvent.action, func.count())
-                .where(AppointmentEvent.at >= start, AppointmentEvent.at < end)
+                .where(AppointmentEvent.at >= start, AppointmentEvent.at < end,
+                       self._bookings(AppointmentEvent.appointment_id))
                 .group_by(AppointmentEvent.action))).all())
             talked, completed = (await session.execute(
                 select(func.coalesce(func.sum(CallAttempt.talk_seconds), 0),
                        func.count(CallAttempt.id))
                 .where(CallAttempt.outcome == "completed", CallAttempt.ended_at >= start,
-                       CallAttempt.ended_at < end))).one()
+                       CallAttempt.ended_at < end, self._attempts()))).one()
             resumed = await session.scalar(
                 select(func.count(CallAttempt.id))
                 .where(CallAttempt.resumes > 0, CallAttempt.started_at >= start,
-                       CallAttempt.started_at < end)) or 0
+                       CallAttempt.started_at < end, self._attempts())) or 0
             failed = (await session.execute(
                 select(Consultation.cause, func.count())
                 .where(Consultation.state == ConsultationState.MISSED,
-                       Consultation.updated_at >= start, Consultation.updated_at < end)
+                       Consultation.updated_at >= start, Consultation.updated_at < end,
+                       self._bookings(Consultation.appointment_id))
                 .group_by(Consultation.cause))).all()
         return DayFigures(
             calls=calls, bookings=actions.get("booked", 0),
@@ -148,13 +180,15 @@ class Figures:
                     doctor=Doctor.name, doctor_en=Doctor.name_en, patient_phone=Patient.phone,
                     due_at=Consultation.due_at, starts_at=Appointment.start_at,
                     ends_at=Appointment.end_at, attempt=Consultation.attempts,
-                    attempt_started=attempt.started_at, bridged_at=attempt.bridged_at))
+                    attempt_started=attempt.started_at, bridged_at=attempt.bridged_at,
+                    practice=Clinic.key))
                  .join(Appointment, Consultation.appointment_id == Appointment.id)
                  .join(Doctor, Appointment.doctor_id == Doctor.id)
+                 .join(Clinic, Doctor.clinic_id == Clinic.id)
                  .join(Patient, Appointment.patient_id == Patient.id)
                  .outerjoin(attempt, (attempt.consultation_id == Consultation.id)
                             & (attempt.number == Consultation.attempts))
-                 .where(*where)  # type: ignore[arg-type]
+                 .where(self._doctors(), *where)  # type: ignore[arg-type]
                  .order_by(Consultation.due_at, Consultation.id))
         async with self.db.reading() as session:
             rows = (await session.execute(query)).all()
@@ -167,7 +201,7 @@ class Figures:
         counts = [[0] * 24 for _ in Weekday]
         async with self.db.reading() as session:
             stream = await session.stream_scalars(select(InboundCall.started_at).where(
-                InboundCall.started_at >= start, InboundCall.started_at < end))
+                InboundCall.started_at >= start, InboundCall.started_at < end, self._calls()))
             async for started in stream:
                 local = started.astimezone(self.tz)
                 counts[Weekday.of(local.date())][local.hour] += 1
@@ -182,7 +216,7 @@ class Figures:
             rows = (await session.execute(
                 select(CallAttempt.ended_at, CallAttempt.talk_seconds)
                 .where(CallAttempt.outcome == "completed", CallAttempt.ended_at >= start,
-                       CallAttempt.ended_at < end))).all()
+                       CallAttempt.ended_at < end, self._attempts()))).all()
         for ended, talked in rows:
             if ended is not None:
                 seconds[ended.astimezone(self.tz).date()] += talked or 0
@@ -195,12 +229,17 @@ class Figures:
             return await session.scalar(select(func.count()).select_from(Consultation)
                                         .where(claimable(Consultation, now))) or 0
 
-    async def consultation_states(self) -> dict[str, int]:
-        """How many consultations are in each state, for /metrics."""
+    async def consultation_states(self) -> dict[tuple[str, str], int]:
+        """How many consultations each practice (by key) has in each state, for /metrics."""
         async with self.db.reading() as session:
-            rows = (await session.execute(select(Consultation.state, func.count())
-                                          .group_by(Consultation.state))).all()
-        return dict(rows)
+            rows = (await session.execute(
+                select(Clinic.key, Consultation.state, func.count())
+                .join(Appointment, Consultation.appointment_id == Appointment.id)
+                .join(Doctor, Appointment.doctor_id == Doctor.id)
+                .join(Clinic, Doctor.clinic_id == Clinic.id)
+                .where(self._doctors())
+                .group_by(Clinic.key, Consultation.state))).all()
+        return {(practice, state): n for practice, state, n in rows}
 
     async def patient_calls(self, day: dt.date) -> list[tuple[str, str, int]]:
         """Reminder, absence and survey calls that ended that day, by purpose and what came
@@ -212,7 +251,8 @@ class Figures:
                 select(PatientCall.purpose, result, func.count())
                 .where(PatientCall.state.in_((PatientCallState.DONE, PatientCallState.MISSED,
                                               PatientCallState.CANCELLED)),
-                       PatientCall.updated_at >= start, PatientCall.updated_at < end)
+                       PatientCall.updated_at >= start, PatientCall.updated_at < end,
+                       self._bookings(PatientCall.appointment_id))
                 .group_by(PatientCall.purpose, result)
                 .order_by(PatientCall.purpose, result))).all()
         return [(purpose, outcome, n) for purpose, outcome, n in rows]
@@ -223,6 +263,15 @@ class Figures:
         async with self.db.reading() as session:
             return appointment_id in await covered_bookings(session, now)
 
+    async def practice_of(self, appointment_id: int) -> str | None:
+        """The key of the practice a booking is with; None when there is no such booking,
+        or it is another practice's than the one asked about (the same answer for both)."""
+        async with self.db.reading() as session:
+            return await session.scalar(
+                select(Clinic.key).join(Doctor, Doctor.clinic_id == Clinic.id)
+                .join(Appointment, Appointment.doctor_id == Doctor.id)
+                .where(Appointment.id == appointment_id, self._doctors()))
+
     async def absences(self, now: dt.datetime) -> list[AbsenceRow]:
         """Bookings still on a closed day, soonest first, with their absence call if it was
         planned yet (call_state "planned" otherwise)."""
@@ -230,10 +279,11 @@ class Figures:
             covered = await covered_bookings(session, now)
             rows = (await session.execute(
                 select(Appointment.id, Doctor.name, Doctor.name_en, Patient.phone,
-                       Appointment.start_at)
+                       Appointment.start_at, Clinic.key)
                 .join(Doctor, Appointment.doctor_id == Doctor.id)
+                .join(Clinic, Doctor.clinic_id == Clinic.id)
                 .join(Patient, Appointment.patient_id == Patient.id)
-                .where(Appointment.id.in_(list(covered)))
+                .where(Appointment.id.in_(list(covered)), self._doctors())
                 .order_by(Appointment.start_at, Appointment.id))).all()
             calls = {(a, subject): (state, outcome) for a, subject, state, outcome in (
                 await session.execute(
@@ -242,5 +292,5 @@ class Figures:
                     .where(PatientCall.purpose == Purpose.ABSENCE,
                            PatientCall.appointment_id.in_(list(covered))))).all()}
         return [AbsenceRow(ident, doctor, doctor_en, phone, start,
-                           *calls.get((ident, subject_of(start)), ("planned", None)))
-                for ident, doctor, doctor_en, phone, start in rows]
+                           *calls.get((ident, subject_of(start)), ("planned", None)), practice)
+                for ident, doctor, doctor_en, phone, start, practice in rows]

@@ -269,6 +269,8 @@ class InboundCall(Base):
     dialled: Mapped[str | None] = mapped_column(String(40))
     language: Mapped[str] = mapped_column(String(5), default="fa")
     outcome: Mapped[str | None] = mapped_column(String(40))
+    clinic_id: Mapped[int | None] = mapped_column(ForeignKey("clinic.id"))
+    """The practice the call ended in; None: it never left the shared number's menu."""
 
 
 class PatientCall(Base):
@@ -331,3 +333,16 @@ class WebSession(Base):
     csrf: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
     last_seen_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
+    clinic_id: Mapped[int | None] = mapped_column(ForeignKey("clinic.id"))
+    """The one practice this login may see (its staff token's); None: every practice."""
+
+
+class PageToken(Base):
+    """A practice's staff token for the status page; only its SHA-256 is kept, so a copy of
+    the store opens nothing, and a new one for the practice replaces it."""
+
+    __tablename__ = "page_token"
+
+    clinic_id: Mapped[int] = mapped_column(ForeignKey("clinic.id"), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)

@@ -49,3 +49,11 @@ async def practices(database: Database) -> list[Practice]:
                      phone=clinic.phone, numbers=tuple(numbers_of[clinic.id]),
                      doctor_codes=MappingProxyType(codes_of[clinic.id]))
             for clinic in clinics]
+
+
+@dataclass(frozen=True)
+class PracticeScope:
+    """The one practice a status page login may see: its clinic id and key."""
+
+    id: int
+    key: str

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
+from sqlalchemy import select, true, update
 from sqlalchemy.exc import IntegrityError
 
 from clinic.calendar import Weekday
 from db.engine import Clock, Database, utc_now
-from db.models import Appointment, Doctor, SurveyAnswer
+from db.models import Appointment, Clinic, Doctor, SurveyAnswer
 
 QUESTIONS = ("audio", "doctor", "book_again")
 
@@ -30,6 +30,8 @@ class SurveyAverage:
     """The share who would book again, 0 to 1."""
     label_fa: str = ""
     """The doctor's name in Persian (weeks: empty)."""
+    practice: str = field(default="", compare=False)
+    """The doctor's practice's key (weeks: empty): where the group is, not what it says."""
 
 
 class SurveyStore:
@@ -62,27 +64,30 @@ class SurveyStore:
         except IntegrityError:
             await self.db.retry_locked(run)  # another writer added the row first: update it
 
-    async def averages(self, tz: ZoneInfo, weeks: int = 8
+    async def averages(self, tz: ZoneInfo, weeks: int = 8, clinic: int | None = None
                        ) -> tuple[list[SurveyAverage], list[SurveyAverage]]:
-        """Per doctor and per week (Saturday to Friday, newest first), over `weeks` weeks."""
+        """Per doctor and per week (Saturday to Friday, newest first), over `weeks` weeks:
+        one practice's doctors (by clinic id), or every practice's."""
         today = self.clock().astimezone(tz).date()
         first = week_start(today) - dt.timedelta(weeks=weeks - 1)
         since = dt.datetime.combine(first, dt.time(0), tzinfo=tz)
         async with self.db.reading() as session:
             rows = (await session.execute(
-                select(Doctor.name, Doctor.name_en, SurveyAnswer.answered_at,
+                select(Doctor.name, Doctor.name_en, Clinic.key, SurveyAnswer.answered_at,
                        SurveyAnswer.audio, SurveyAnswer.doctor, SurveyAnswer.book_again)
                 .join(Doctor, SurveyAnswer.doctor_id == Doctor.id)
-                .where(SurveyAnswer.answered_at >= since))).all()
-        by_doctor: dict[tuple[str, str], list[tuple[int | None, int | None, bool | None]]] = \
-            defaultdict(list)
+                .join(Clinic, Doctor.clinic_id == Clinic.id)
+                .where(SurveyAnswer.answered_at >= since,
+                       true() if clinic is None else Doctor.clinic_id == clinic))).all()
+        by_doctor: dict[tuple[str, str, str],
+                        list[tuple[int | None, int | None, bool | None]]] = defaultdict(list)
         by_week: dict[dt.date, list[tuple[int | None, int | None, bool | None]]] = \
             defaultdict(list)
-        for name, name_en, at, audio, doctor, again in rows:
-            by_doctor[(name_en or name, name)].append((audio, doctor, again))
+        for name, name_en, practice, at, audio, doctor, again in rows:
+            by_doctor[(name_en or name, name, practice)].append((audio, doctor, again))
             by_week[week_start(at.astimezone(tz).date())].append((audio, doctor, again))
-        doctors = [_average(label, answers, label_fa)
-                   for (label, label_fa), answers in sorted(by_doctor.items())]
+        doctors = [_average(label, answers, label_fa, practice)
+                   for (label, label_fa, practice), answers in sorted(by_doctor.items())]
         weeks_ = [_average(start.isoformat(), by_week[start])
                   for start in sorted(by_week, reverse=True)]
         return doctors, weeks_
@@ -98,9 +103,10 @@ def _mean(values: list[float]) -> float | None:
 
 
 def _average(label: str, answers: list[tuple[int | None, int | None, bool | None]],
-             label_fa: str = "") -> SurveyAverage:
+             label_fa: str = "", practice: str = "") -> SurveyAverage:
     return SurveyAverage(
         label, len(answers),
         _mean([a for a, _, _ in answers if a is not None]),
         _mean([d for _, d, _ in answers if d is not None]),
-        _mean([1.0 if g else 0.0 for _, _, g in answers if g is not None]), label_fa)
+        _mean([1.0 if g else 0.0 for _, _, g in answers if g is not None]), label_fa,
+        practice)

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from sqlalchemy import delete, or_, select, update
 
 from db.engine import Database, utc_now
-from db.models import WebSession
+from db.models import Clinic, WebSession
+from db.practices import PracticeScope
 
 ID_BYTES = 32
 """256 random bits: the id cannot be guessed, so a lookup by its hash needs no slowing."""
@@ -41,6 +42,8 @@ class LiveSession:
     csrf: str
     created_at: dt.datetime
     last_seen_at: dt.datetime
+    practice: PracticeScope | None = None
+    """The one practice it may see (a practice's staff token opened it); None: all."""
 
 
 def id_hash(session_id: str) -> str:
@@ -55,16 +58,18 @@ class WebSessionStore:
                  clock: Callable[[], dt.datetime] = utc_now) -> None:
         self.database, self.lifetime, self.clock = database, lifetime, clock
 
-    async def open(self) -> tuple[str, LiveSession]:
-        """Start a session; returns the id for the cookie (never stored) and the session."""
+    async def open(self, practice: PracticeScope | None = None) -> tuple[str, LiveSession]:
+        """Start a session that sees one practice (None: every one); returns the id for the
+        cookie (never stored) and the session."""
         session_id = secrets.token_urlsafe(ID_BYTES)
         now = self.clock()
-        live = LiveSession(secrets.token_urlsafe(ID_BYTES), now, now)
+        live = LiveSession(secrets.token_urlsafe(ID_BYTES), now, now, practice)
 
         async def run() -> None:
             async with self.database.writing() as session:
                 session.add(WebSession(id_hash=id_hash(session_id), csrf=live.csrf,
-                                       created_at=now, last_seen_at=now))
+                                       created_at=now, last_seen_at=now,
+                                       clinic_id=None if practice is None else practice.id))
 
         await self.database.retry_locked(run)
         return session_id, live
@@ -74,13 +79,18 @@ class WebSessionStore:
         (never opened, ended by logout, idle too long or too old)."""
         now = self.clock()
         async with self.database.reading() as session:
-            row = await session.scalar(select(WebSession).where(
-                WebSession.id_hash == id_hash(session_id)))
-        if row is None or self._ended(row.created_at, row.last_seen_at, now):
+            found = (await session.execute(
+                select(WebSession, Clinic.key).outerjoin(Clinic, WebSession.clinic_id == Clinic.id)
+                .where(WebSession.id_hash == id_hash(session_id)))).first()
+        if found is None:
+            return None
+        row, key = found
+        if self._ended(row.created_at, row.last_seen_at, now):
             return None
         if now - row.last_seen_at >= min(TOUCH_AT_MOST_EVERY, self.lifetime.idle / 10):
             await self._touch(row.id, now)
-        return LiveSession(row.csrf, row.created_at, now)
+        practice = None if row.clinic_id is None else PracticeScope(row.clinic_id, key)
+        return LiveSession(row.csrf, row.created_at, now, practice)
 
     def _ended(self, created_at: dt.datetime, last_seen_at: dt.datetime,
                now: dt.datetime) -> bool:

@@ -50,7 +50,8 @@ class Services:
     patient_calls: PatientCallStore | None = None
     surveys: SurveyStore | None = None
     practice: str = ""
-    """The practice's key when several share the line ("" for the only one): its flows."""
+    """The key of the practice these services are (its flows, its calls on the page); "" on
+    the shared number's menu."""
     doctor_codes: Mapping[str, DoctorChoice] = field(default_factory=dict)
     """On the shared number: each card code's doctor and practice (ivr/actions/practice.py)."""
     platform_doctors: tuple[DoctorChoice, ...] = ()

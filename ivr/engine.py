@@ -18,7 +18,7 @@ OFFICE_NODE = Outcome.OFFICE
 MAX_STEPS = 500
 """A flow that runs this many nodes in one call is looping; the caller goes to the office."""
 FlowsOf = Callable[[str], Mapping[str, Flow]]
-"""The flows a practice's calls run, by its key ("" for the only practice)."""
+"""The flows a practice's calls run, by its key ("" on the shared number's menu)."""
 MAX_FAILED_MENUS = 2
 """Menus that failed to the office in a row before the call ends with a goodbye: a caller who
 cannot or does not answer is not cycled between menu and closed office forever."""

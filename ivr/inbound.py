@@ -78,7 +78,7 @@ class InboundLine:
             if logged:
                 record = CallRecord(started, call.now(),
                                     caller_number(info.caller_id), info.dialled,
-                                    call.language, call.outcome)
+                                    call.language, call.outcome, call.services.practice)
                 for listener in self.on_call_end:
                     listener(record)
                 await asyncio.shield(self.call_log.record(record))

@@ -12,6 +12,7 @@ from pathlib import Path
 from clinic.clinic_file import read_clinic_files
 from clinic.staff_toml import StaffFileError
 from db.engine import Database
+from db.page_tokens import UnknownPractice
 from db.schema import current_revision, head_revision
 from ivr.actions.registry import ACTIONS
 from ivr.flow_store import FlowStore
@@ -21,6 +22,7 @@ from nobat.config import DEFAULT_PATH, Config, load_config
 from nobat.doctor import AGI_BIN, DIALPLAN, doctor
 from nobat.ivr_wiring import PracticeLines
 from nobat.logs import setup_logging
+from nobat.page_token import practice_token
 from nobat.serve import StartupError, open_database, serve
 from nobat.try_command import stdin_reader, try_flow
 
@@ -87,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     doctor_cmd.add_argument("--agi-bin", metavar="DIR", type=Path, default=AGI_BIN,
                             help="Asterisk's astagidir, where nobat-agi must be for the "
                                  "fallback (default: %(default)s)")
+    token_cmd = commands.add_parser(
+        "page-token", help="make a practice's own status page token; print it once",
+        description="Make a new token that opens the status page and /api/status for one "
+                    "practice only; the store keeps only its hash. It replaces the "
+                    "practice's earlier token and ends the sessions that one opened. The "
+                    "token goes to stdout, alone; keep it as a secret.")
+    token_cmd.add_argument("practice", help="the practice's key ([clinic] key in its file)")
     try_cmd = commands.add_parser(
         "try", help="run a flow in the terminal against the booking store, without a phone",
         description="Answer one call here with the flows, prompts and store `nobat serve` "
@@ -159,11 +168,24 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
             return await _build_prompts(config, database)
         if args.command == "flows":
             return await _check_flows(config, database, args.dir)
+        if args.command == "page-token":
+            return await _page_token(database, args.practice)
         revision = await current_revision(database)
         print(f"schema {revision} (newest {head_revision()}) at {config.database.safe_url}")
         return 0
     finally:
         await database.close()
+
+
+async def _page_token(database: Database, practice: str) -> int:
+    try:
+        token = await practice_token(database, practice)
+    except UnknownPractice:
+        print(f"nobat: no practice {practice!r} in the store (its clinic file's [clinic] key; "
+              "load it first)", file=sys.stderr)
+        return EXIT_USAGE
+    print(token)
+    return 0
 
 
 async def _load_clinics(database: Database, path: Path) -> int:

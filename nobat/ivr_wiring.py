@@ -73,7 +73,9 @@ class PracticeLines:
         keys = list(profiles)
         library = PromptLibrary.load(self.config.ivr.prompts / MANIFEST,
                                      self.config.ivr.asterisk_prompts, practice_words(profiles))
-        lines = {key or "": self._services(key or "", library, profiles[key]) for key in keys}
+        only = found[0].key if found else ""
+        lines = {key or "": self._services(key, library, profiles[key], key or only)
+                 for key in keys}
         choices = {doctor.id: DoctorChoice(key, doctor.key, doctor.specialty, lines[key])
                    for key, profile in profiles.items() if key and profile
                    for doctor in profile.doctors}
@@ -94,11 +96,12 @@ class PracticeLines:
         keys: list[str | None] = [p.key for p in found] if len(found) > 1 else [None]
         return {key: await self.booking(key).clinic_profile() for key in keys}
 
-    def _services(self, practice: str, library: PromptLibrary,
-                  profile: ClinicProfile | None) -> Services:
-        """A practice's services: its store, its own words, its office ("": the only one)."""
-        return Services(booking=self.booking(practice or None),
-                        prompts=library.practice(practice), office=self._office(profile),
+    def _services(self, key: str | None, library: PromptLibrary,
+                  profile: ClinicProfile | None, practice: str) -> Services:
+        """A practice's services: its store, its own words, its office; `key` None for the
+        only practice, whose words are where they always were."""
+        return Services(booking=self.booking(key), prompts=library.practice(key or ""),
+                        office=self._office(profile),
                         clinic=ClinicFacts(profile.tz if profile else ZoneInfo("Asia/Tehran")),
                         clock=self.clock, patient_calls=self.patient_calls,
                         surveys=self.surveys, practice=practice)

@@ -1,18 +1,21 @@
-"""The status page's token on a first run, as Jupyter does it: when config sets none, nobat
-makes one, keeps it beside the database (mode 0600) and logs a link that logs in once."""
+"""The status page's tokens nobat makes: the admin's on a first run, as Jupyter does it (when
+config sets none, nobat makes one, keeps it beside the database, mode 0600, and logs a link
+that logs in once), and each practice's staff token (`nobat page-token`), of which the store
+keeps only a hash."""
 
 from __future__ import annotations
 
 import logging
 import os
-import secrets
 import stat
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from db.engine import Database
+from db.page_tokens import keep_token
 from nobat.config import Config
-from web.token_strength import weakness
+from web.token_strength import random_token, weakness
 
 log = logging.getLogger("nobat")
 TOKEN_FILE = "web-token"
@@ -44,9 +47,7 @@ def first_run_token(folder: Path) -> tuple[str, bool]:
     except OSError as exc:
         raise TokenFileError(f"cannot make the status page token {path}: {exc.strerror}") \
             from exc
-    token = secrets.token_urlsafe(32)
-    while weakness(token) is not None:  # a random draw that looks typed: draw again
-        token = secrets.token_urlsafe(32)
+    token = random_token()
     with os.fdopen(descriptor, "w", encoding="ascii") as out:
         os.fchmod(out.fileno(), 0o600)
         out.write(token + "\n")
@@ -80,4 +81,15 @@ def _kept(path: Path) -> str:
     if reason is not None:
         raise TokenFileError(f"the status page token in {path} is not usable ({reason}); "
                              "delete the file to have a new one made")
+    return token
+
+
+async def practice_token(database: Database, practice: str) -> str:
+    """A new staff token for one practice, kept in the store as its hash only (in place of
+    the practice's earlier one, whose sessions end); shown to whoever asked, and never again.
+    Raises db.page_tokens.UnknownPractice for a key no practice has."""
+    token = random_token()
+    await keep_token(database, practice, token)
+    log.info("status page: a new staff token for practice %s replaces any earlier one",
+             practice)
     return token

@@ -7,6 +7,7 @@ import datetime as dt
 
 from bridge.dialer import Dialer
 from clinic.phones import mask
+from db.booking import BookingService
 from db.engine import Database
 from ivr.call import Call
 from ivr.conditions import caller_number
@@ -25,7 +26,8 @@ def status_sources(database: Database, ivr: FastAgiServer, line: InboundLine,
     if dialer is not None:
         dialer.on_dispatch.append(metrics.dispatched)
     ami = dialer.ami if dialer is not None else None
-    return Sources(database, line.services.clinic.tz, line.services.booking, flows=line.flows,
+    return Sources(database, line.services.clinic.tz, lambda key: practice_booking(line, key),
+                   flows=line.flows,
                    live_calls=lambda now: live_calls(line, now),
                    fastagi=lambda: fastagi_state(ivr),
                    ami=(lambda: ami.status) if ami is not None else None, parts=parts.views)
@@ -38,11 +40,20 @@ def fastagi_state(ivr: FastAgiServer) -> str:
     return "listening" if ivr.access.secret else "no_secret"
 
 
+def practice_booking(line: InboundLine, key: str) -> BookingService | None:
+    """A practice's booking service as the line's current routes hold it (with one practice
+    too, whose route is not keyed); None for a practice the line does not serve yet."""
+    return next((services.booking for services in line.flows.current().routes.practices.values()
+                 if services.practice == key), None)
+
+
 def live_calls(line: InboundLine, now: dt.datetime) -> list[LiveCall]:
-    """IVR calls on this instance's line, oldest first, callers masked."""
+    """IVR calls on this instance's line, oldest first, callers masked, each with the
+    practice it is in now (a caller on the shared number's menu is in none yet)."""
     calls = sorted(line.calls.values(), key=lambda c: c.started_at or now)
     return [LiveCall(_caller(c), c.step, c.language,
-                     int((now - (c.started_at or now)).total_seconds())) for c in calls]
+                     int((now - (c.started_at or now)).total_seconds()), c.services.practice)
+            for c in calls]
 
 
 def _caller(call: Call) -> str:

@@ -13,11 +13,13 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from clinic.calendar import to_jalali
+from db.availability import DoctorView
 from db.booking import Cancelled, Refusal
 from db.clinic_sync import lift_absence, record_absence
 from db.figures import Figures
+from db.practices import PracticeScope, practices
 from db.web_sessions import SessionLifetime, WebSessionStore
-from web.auth import SESSION, SESSIONS, THROTTLE, login, logout, require_token
+from web.auth import SCOPE, SESSION, SESSIONS, THROTTLE, login, logout, require_token
 from web.guards import HEALTHZ, STATIC, guard, html, protect
 from web.inputs import ID, absence_days, kept_query, page_range, read_form, record_id
 from web.metrics import Metrics
@@ -64,7 +66,27 @@ def flows_state(store: FlowsView) -> dict[str, object]:
             "last_error": store.last_error}
 
 
+def _admin_only(request: web.Request) -> None:
+    """The platform's own routes (the shared flows, /metrics across practices) refuse a
+    practice's token: 403, since the route itself is no secret."""
+    if request[SCOPE].practice is not None:
+        raise BadInput("admin_only", status=403)
+
+
+def _mine(request: web.Request) -> PracticeScope | None:
+    """The practice the request may see; None: every practice (the platform admin)."""
+    return request[SCOPE].practice
+
+
+def _not_mine(request: web.Request, fallback: web.HTTPSeeOther) -> Exception:
+    """What an id outside the request's practice gets: 404 for a practice's staff, whether
+    it is another practice's or nobody's (so the answer tells neither); the admin's page
+    says it is gone, as it always has."""
+    return fallback if _mine(request) is None else BadInput("not_found", status=404)
+
+
 def _flows(request: web.Request) -> FlowsView:
+    _admin_only(request)
     store = request.app[SOURCES].flows
     if store is None:
         raise web.HTTPNotFound(text="this instance serves no flows")
@@ -92,21 +114,23 @@ async def reload_from_page(request: web.Request) -> web.Response:
 
 async def _status(request: web.Request) -> tuple[Status, BadInput | None]:
     """The snapshot for this request; a bad range falls back to the default and says why."""
-    sources = request.app[SOURCES]
+    sources, practice = request.app[SOURCES], _mine(request)
     try:
-        return await snapshot(sources, *page_range(request.query)), None
+        return await snapshot(sources, *page_range(request.query), practice=practice), None
     except BadInput as problem:  # the range is checked before anything is read
-        return await snapshot(sources), problem
+        return await snapshot(sources, practice=practice), problem
 
 
 async def api_status(request: web.Request) -> web.Response:
     """The page's figures as JSON (a bad range is a 400, answered by the guard)."""
-    return web.json_response(
-        (await snapshot(request.app[SOURCES], *page_range(request.query))).as_json())
+    return web.json_response((await snapshot(
+        request.app[SOURCES], *page_range(request.query), practice=_mine(request))).as_json())
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text format (scraped often: the heatmap's range is just today)."""
+    """Prometheus text format (scraped often: the heatmap's range is just today); every
+    practice's figures, so the platform admin's alone."""
+    _admin_only(request)
     sources = request.app[SOURCES]
     today = sources.clock().astimezone(sources.tz).date()
     status = await snapshot(sources, today, today, staff=False)
@@ -121,10 +145,10 @@ async def page(request: web.Request) -> web.Response:
     sources = request.app[SOURCES]
     lang = language(request.query.get("lang"))
     status, problem = await _status(request)
-    profile = await sources.booking.clinic_profile()
     notice = request.query.get("notice")
     number = request.query.get("n", "")
-    clinic = "" if profile is None else (profile.name if lang == "fa" else profile.name_en)
+    names = {key: p.name if lang == "fa" else p.name_en for key, p in status.practices.items()}
+    clinic = next(iter(names.values())) if len(names) == 1 else ""
     query = kept_query(request.query)
     other = {**query, "lang": "en" if lang == "fa" else "fa"}
     heat = status.heatmap
@@ -137,9 +161,20 @@ async def page(request: web.Request) -> web.Response:
         csrf=session.csrf if session is not None else "", refresh=REFRESH_SECONDS,
         query=urlencode(query), query_other_lang=urlencode(other),
         range_text=shown, range_error=None if problem is None else explain(problem, lang),
-        doctors=profile.doctors if profile is not None else (),
+        doctors=await _doctors(sources, list(names)), practice_names=names,
+        several=len(names) > 1, admin=_mine(request) is None,
         notice=notice if notice in NOTICES else None,
         number=number if ID.fullmatch(number) else ""), 200 if problem is None else 400)
+
+
+async def _doctors(sources: Sources, keys: list[str]) -> dict[str, tuple[DoctorView, ...]]:
+    """Each practice's doctors, for the absence form."""
+    doctors = {}
+    for key in keys:
+        service = sources.booking(key)
+        profile = None if service is None else await service.clinic_profile()
+        doctors[key] = profile.doctors if profile is not None else ()
+    return doctors
 
 
 NOTICES = ("absence_recorded", "absence_lifted", "lift_missing", "cancelled",
@@ -164,26 +199,47 @@ async def absence_from_page(request: web.Request) -> web.Response:
     sources = request.app[SOURCES]
     form = await read_form(request)
     doctor = form.get("doctor", "").strip() or None
+    practice = await _absence_practice(request, form.get("practice", "").strip())
     today = sources.clock().astimezone(sources.tz).date()
     first, last = absence_days(form.get("first", ""), form.get("last", ""), today)
-    profile = await sources.booking.clinic_profile()
+    service = sources.booking(practice)
+    profile = None if service is None else await service.clinic_profile()
     if profile is None:
         raise BadInput("no_clinic")
     if doctor is not None and doctor not in {d.key for d in profile.doctors}:
         raise BadInput("no_doctor", doctor)
     try:
         covered = await record_absence(sources.database, doctor, first, last,
-                                       form.get("reason", "").strip()[:200])
+                                       form.get("reason", "").strip()[:200], practice)
     except ValueError:  # the doctor left the clinic file between the check and the write
         raise BadInput("no_doctor", doctor or "") from None
     raise _back(request, "absence_recorded", covered)
 
 
+async def _absence_practice(request: web.Request, asked: str) -> str:
+    """Whose absence a form records: a practice's staff their own (naming another is a
+    404); the admin the practice the form names, else the first one."""
+    mine = _mine(request)
+    if mine is not None:
+        if asked not in ("", mine.key):
+            raise BadInput("not_found", status=404)
+        return mine.key
+    keys = [p.key for p in await practices(request.app[SOURCES].database)]
+    if asked and asked not in keys:
+        raise BadInput("not_found", status=404)
+    return asked or (keys[0] if keys else "")
+
+
 async def lift_from_page(request: web.Request) -> web.Response:
-    """Lift an absence recorded on the page; bookings it covered are no longer called about."""
+    """Lift an absence recorded on the page; bookings it covered are no longer called about.
+    A practice's staff lift only their own practice's."""
     ident = record_id((await read_form(request)).get("closure", ""))
-    lifted = await lift_absence(request.app[SOURCES].database, ident)
-    raise _back(request, "absence_lifted" if lifted else "lift_missing")
+    mine = _mine(request)
+    lifted = await lift_absence(request.app[SOURCES].database, ident,
+                                None if mine is None else mine.id)
+    if not lifted:
+        raise _not_mine(request, _back(request, "lift_missing"))
+    raise _back(request, "absence_lifted")
 
 
 async def cancel_from_page(request: web.Request) -> web.Response:
@@ -191,13 +247,14 @@ async def cancel_from_page(request: web.Request) -> web.Response:
     booking: a stale page (the absence lifted since) or a forged id cancels nothing else.
     The configured rules apply, but for the office the change cut-off does not (see
     BookingService.cancel)."""
-    sources = request.app[SOURCES]
-    service = sources.booking
-    booking = await service.appointment(
-        record_id((await read_form(request)).get("appointment", "")))
-    if booking is None:
-        raise _back(request, "cancel_missing")
-    figures = Figures(sources.database, sources.tz)
+    sources, mine = request.app[SOURCES], _mine(request)
+    ident = record_id((await read_form(request)).get("appointment", ""))
+    figures = Figures(sources.database, sources.tz, None if mine is None else mine.id)
+    practice = await figures.practice_of(ident)
+    service = None if practice is None else sources.booking(practice)
+    booking = None if service is None else await service.appointment(ident)
+    if service is None or booking is None:
+        raise _not_mine(request, _back(request, "cancel_missing"))
     if not await figures.on_closed_day(booking.id, sources.clock()):
         raise _back(request, "cancel_not_closed")
     result = await service.cancel(booking.id, booking.patient_phone, via="staff")

@@ -1,5 +1,7 @@
-"""Who may see the page: the token from config.toml, in an `Authorization: Bearer` header
-(scripts, Prometheus) or through the login form, which opens a session in the store.
+"""Who may see the page: the token from config.toml (the platform admin's: every practice)
+or a practice's staff token (`nobat page-token`: that practice only), in an `Authorization:
+Bearer` header (scripts, Prometheus) or through the login form, which opens a session in the
+store that remembers whose it is. Every request past this middleware carries its `SCOPE`.
 
 The session cookie holds a random id (HttpOnly, SameSite=Strict; Secure and `__Host-`
 behind TLS), never the token or anything derived from it; the store keeps only the id's
@@ -14,10 +16,13 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from aiohttp import web
 
+from db.page_tokens import token_practice
+from db.practices import PracticeScope
 from db.web_sessions import LiveSession, WebSessionStore
 from web.guards import SAFE_METHODS, STATIC, Handler, html, reply_language, wants_html
 from web.inputs import read_form
@@ -30,6 +35,23 @@ log = logging.getLogger(__name__)
 SESSIONS = web.AppKey("sessions", WebSessionStore)
 THROTTLE = web.AppKey("throttle", LoginThrottle)
 SESSION = web.RequestKey("session", LiveSession)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What one request may see and change: one practice's rows, or every practice's."""
+
+    practice: PracticeScope | None
+    """None: the platform admin (the configured token)."""
+
+    @property
+    def clinic(self) -> int | None:
+        """The clinic id the store's reads are narrowed to; None: none narrowed."""
+        return None if self.practice is None else self.practice.id
+
+
+SCOPE = web.RequestKey("scope", Scope)
+ADMIN = Scope(None)
 OPEN_PATHS = frozenset({"/healthz", "/login"})
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{43}")
 """What db/web_sessions.py hands out; anything else in the cookie is not looked up."""
@@ -99,16 +121,38 @@ async def _with_bearer(request: web.Request, handler: Handler, given: str
     wait = throttle.wait(client)
     if wait:
         return _refuse(request, "locked", 429, wait)
+    scope = await _scope_of(request, given, "Authorization header")
+    if scope is None:
+        return _refuse(request, "wrong", 401)
+    request[SCOPE] = scope
+    return await handler(request)
+
+
+async def _scope_of(request: web.Request, given: str, how: str) -> Scope | None:
+    """Whose token this is: the admin's (config.toml), a practice's (in the store), or
+    nobody's (None, counted as wrong). Any token but the admin's counts against its client
+    before the store is asked, and is taken back if it is a practice's: parallel guesses
+    cannot slip past the lock while the store answers."""
     if given and same(given, request.app[SETTINGS].token):
-        return await handler(request)
-    _count_wrong(throttle, client, "Authorization header")
-    return _refuse(request, "wrong", 401)
+        return ADMIN
+    client, throttle = client_of(request.remote), request.app[THROTTLE]
+    failures = throttle.failed(client)
+    practice = await token_practice(request.app[SESSIONS].database, given) if given else None
+    if practice is not None:
+        throttle.forgive(client)
+        return Scope(practice)
+    _say_locked(throttle, client, failures, how)
+    return None
 
 
 def _count_wrong(throttle: LoginThrottle, client: str, how: str) -> None:
-    """Count a wrong token; the log says when a client is first locked out, and then every
-    tenth wrong token (a guesser fills no disk)."""
-    failures = throttle.failed(client)
+    """Count a wrong token (see _say_locked)."""
+    _say_locked(throttle, client, throttle.failed(client), how)
+
+
+def _say_locked(throttle: LoginThrottle, client: str, failures: int, how: str) -> None:
+    """The log says when a client is first locked out, and then every tenth wrong token (a
+    guesser fills no disk)."""
     if failures > FREE_TRIES and (failures - FREE_TRIES) % 10 == 1:
         log.warning("status page: %d wrong tokens (%s) from %s; locked out for %d s",
                     failures, how, client, throttle.wait(client))
@@ -142,6 +186,7 @@ async def require_token(request: web.Request, handler: Handler) -> web.StreamRes
     live = await _session(request)
     if live is not None:
         request[SESSION] = live
+        request[SCOPE] = Scope(live.practice)
         if request.method not in SAFE_METHODS:
             await _check_csrf(request, live)
         return await handler(request)
@@ -170,12 +215,14 @@ async def login(request: web.Request) -> web.StreamResponse:
     wait = throttle.wait(client)  # after the body is read: no await between this and failed()
     if wait:
         return login_page(request, "locked", 429, wait)
-    if not given or not same(given, settings.token):
-        _count_wrong(throttle, client, "login form")
+    scope = await _scope_of(request, given, "login form")
+    if scope is None:
         return login_page(request, "wrong", 401)
-    throttle.succeeded(client)
-    log.info("status page: login from %s", client)
-    raise await _opened(request)
+    if scope is ADMIN:
+        throttle.succeeded(client)
+    log.info("status page: login from %s (%s)", client,
+             "admin" if scope.practice is None else f"practice {scope.practice.key}")
+    raise await _opened(request, scope)
 
 
 async def _once(request: web.Request) -> web.StreamResponse:
@@ -190,17 +237,17 @@ async def _once(request: web.Request) -> web.StreamResponse:
         _count_wrong(throttle, client, "one-time login link")
         return login_page(request, "once_spent", 401)
     log.info("status page: login from %s with the one-time link", client)
-    raise await _opened(request)
+    raise await _opened(request, ADMIN)
 
 
-async def _opened(request: web.Request) -> web.HTTPSeeOther:
-    """A new session (ending the one the browser had), and the way to the page."""
+async def _opened(request: web.Request, scope: Scope) -> web.HTTPSeeOther:
+    """A new session for `scope` (ending the one the browser had), and the way to the page."""
     settings = request.app[SETTINGS]
     store = request.app[SESSIONS]
     old = request.cookies.get(settings.cookie)
     if old is not None and SESSION_ID.fullmatch(old):
         await store.end(old)
-    session_id, _ = await store.open()
+    session_id, _ = await store.open(scope.practice)
     opened = web.HTTPSeeOther(_home(request))
     opened.set_cookie(settings.cookie, session_id, httponly=True, samesite="Strict", path="/",
                       secure=settings.secure,

@@ -1,13 +1,19 @@
 """/metrics in Prometheus text format: latency histograms kept in this process, and gauges
-and day totals read from the same snapshot as the page at each scrape."""
+and day totals read from the same snapshot as the page at each scrape.
+
+The per-call series (IVR call durations, consultation dispatch lag, consultations by state)
+carry a `practice` label, the practice's key, when the store holds several practices; with
+one they read exactly as before there were several. Only practice keys are label values
+("" for the shared number's calls that reached none), so the series stay few."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from db.call_log import CallRecord
@@ -15,6 +21,7 @@ from db.consultations import Claim
 from web.status import Status
 
 AMI_STATES = ("connected", "connecting", "auth_failed", "stopped", "off")
+PRACTICE = "practice"
 
 
 class Metrics:
@@ -22,13 +29,18 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.practices = CollectorRegistry(auto_describe=True)
+        """The histograms with a practice label (see the module's docstring)."""
         self.call_seconds = Histogram(
             "nobat_ivr_call_duration_seconds", "How long IVR calls last, answer to hang-up.",
-            buckets=(5, 15, 30, 60, 90, 120, 180, 300, 600), registry=self.registry)
+            [PRACTICE], buckets=(5, 15, 30, 60, 90, 120, 180, 300, 600),
+            registry=self.practices)
         self.dispatch_lag = Histogram(
             "nobat_consultation_dispatch_lag_seconds",
-            "How late each consultation attempt started after it came due.",
-            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300), registry=self.registry)
+            "How late each consultation attempt started after it came due.", [PRACTICE],
+            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300), registry=self.practices)
+        for histogram in (self.call_seconds, self.dispatch_lag):
+            histogram.labels("")  # zeros from the start, as an unlabelled one shows
         self.agi_turnaround = Histogram(
             "nobat_agi_turnaround_seconds",
             "nobat's time from each AGI reply to its next command on a call (flow logic, store "
@@ -38,28 +50,63 @@ class Metrics:
 
     def call_ended(self, record: CallRecord) -> None:
         """InboundLine.on_call_end listener."""
-        self.call_seconds.observe(max(0.0, (record.ended - record.started).total_seconds()))
+        self.call_seconds.labels(record.practice).observe(
+            max(0.0, (record.ended - record.started).total_seconds()))
 
     def turnaround(self, seconds: float) -> None:
         """FastAgiServer.on_turnaround listener."""
         self.agi_turnaround.observe(seconds)
 
-    def dispatched(self, _claim: Claim, lag: dt.timedelta) -> None:
+    def dispatched(self, claim: Claim, lag: dt.timedelta) -> None:
         """Dialer.on_dispatch listener."""
-        self.dispatch_lag.observe(max(0.0, lag.total_seconds()))
+        self.dispatch_lag.labels(claim.practice.folder).observe(max(0.0, lag.total_seconds()))
 
-    def render(self, status: Status, consultation_states: dict[str, int]) -> bytes:
-        """The exposition text: histograms plus this snapshot's figures."""
+    def render(self, status: Status, consultation_states: dict[tuple[str, str], int]
+               ) -> bytes:
+        """The exposition text: histograms plus this snapshot's figures, each practice's
+        apart when the store holds several."""
+        several = len(status.practices) > 1
         registry = CollectorRegistry(auto_describe=True)
-        registry.register(_SnapshotCollector(status, consultation_states))
+        registry.register(_SnapshotCollector(status, consultation_states, several))
+        registry.register(_Relabelled(self.practices.collect(), several))
         return generate_latest(self.registry) + generate_latest(registry)
+
+
+class _Relabelled(Collector):
+    """Families with a practice label as they are when several practices share the store;
+    with one, summed across it (its key and "") into the series one practice always had."""
+
+    def __init__(self, families: Iterable[Metric], several: bool) -> None:
+        self.families, self.several = list(families), several
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.families:
+            if not self.several:
+                family.samples = _without_practice(family.samples)
+            yield family
+
+
+def _without_practice(samples: list[Any]) -> list[Any]:
+    """Samples with the practice label dropped: counts summed, creation times the first."""
+    merged: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
+    for sample in samples:
+        labels = {k: v for k, v in sample.labels.items() if k != PRACTICE}
+        key = (sample.name, tuple(sorted(labels.items())))
+        kept = merged.get(key)
+        if kept is None:
+            merged[key] = sample._replace(labels=labels)
+        else:
+            join = min if sample.name.endswith("_created") else sum
+            merged[key] = kept._replace(value=join((kept.value, sample.value)))
+    return list(merged.values())
 
 
 class _SnapshotCollector(Collector):
     """Yields the page's figures as metric families, once."""
 
-    def __init__(self, status: Status, consultation_states: dict[str, int]) -> None:
-        self.status, self.states = status, consultation_states
+    def __init__(self, status: Status, consultation_states: dict[tuple[str, str], int],
+                 several: bool) -> None:
+        self.status, self.states, self.several = status, consultation_states, several
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         status, health, day = self.status, self.status.health, self.status.day
@@ -86,11 +133,9 @@ class _SnapshotCollector(Collector):
                      "dialer or its AMI link is down.", health.due_unserved)
         yield _gauge("nobat_ivr_calls_active", "IVR calls in progress on this instance.",
                      len(status.live_calls))
-        states = GaugeMetricFamily("nobat_consultations", "Consultations by state.",
-                                   labels=["state"])
-        for state, count in sorted(self.states.items()):
-            states.add_metric([state], count)
-        yield states
+        yield _by_practice(GaugeMetricFamily(
+            "nobat_consultations", "Consultations by state.",
+            labels=["state", PRACTICE]), self.states, self.several)
         today = GaugeMetricFamily("nobat_today", "Today's totals (clinic time), reset at "
                                   "local midnight.", labels=["figure"])
         for name in ("calls", "bookings", "reschedules", "cancellations",
@@ -104,6 +149,16 @@ class _SnapshotCollector(Collector):
         for purpose, outcome, count in status.patient_calls:
             patients.add_metric([purpose, outcome], count)
         yield patients
+
+
+def _by_practice(family: GaugeMetricFamily, counts: dict[tuple[str, str], int],
+                 several: bool) -> Metric:
+    """A family counted per (practice, value), with the practice label when several."""
+    for (practice, value), count in sorted(counts.items()):
+        family.add_metric([value, practice], count)
+    if not several:
+        family.samples = _without_practice(family.samples)
+    return family
 
 
 def _gauge(name: str, text: str, value: float | bool) -> GaugeMetricFamily:

@@ -24,7 +24,8 @@ _PERSIAN_DIGITS = str.maketrans("0123456789.", "۰۱۲۳۴۵۶۷۸۹٫")
 
 TEXTS: dict[str, dict[str, str]] = {
     "fa": {
-        "title": "وضعیت خط تلفن", "health": "سلامت", "now": "اکنون", "next": "نوبت‌های بعدی",
+        "title": "وضعیت خط تلفن", "practice": "مطب", "health": "سلامت", "now": "اکنون",
+        "next": "نوبت‌های بعدی",
         "today": "امروز", "heatmap": "تماس‌های ورودی بر حسب روز و ساعت",
         "minutes": "دقیقه‌های مشاوره در روز", "database": "پایگاه داده",
         "fastagi": "خط ورودی (FastAGI)",
@@ -78,7 +79,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "due_unserved": "مشاوره‌هایی که وقتشان رسیده و کسی تماسشان را نمی‌گیرد",
     },
     "en": {
-        "title": "Phone line status", "health": "Health", "now": "Now", "next": "Next",
+        "title": "Phone line status", "practice": "Practice", "health": "Health", "now": "Now",
+        "next": "Next",
         "today": "Today", "heatmap": "Inbound calls by weekday and hour",
         "minutes": "Consultation minutes by day", "database": "Database",
         "fastagi": "Inbound line (FastAGI)", "ami": "Asterisk link (AMI)",

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 class BadInput(Exception):
     """A request the page cannot serve as sent: 400 unless said otherwise (403 for a form
-    from another site or without its CSRF value)."""
+    from another site or without its CSRF value, or a practice's token on the platform
+    admin's routes; 404 for another practice's booking or absence)."""
 
     def __init__(self, code: str, value: object = "", status: int = 400) -> None:
         super().__init__(code)
@@ -36,6 +37,8 @@ PROBLEMS: dict[str, dict[str, str]] = {
         "absence_too_long": "ثبت نشد: غیبت حداکثر یک سال (۳۶۶ روز) می‌تواند باشد.",
         "no_doctor": "ثبت نشد: پزشکی با کلید «{value}» نیست.",
         "no_clinic": "ثبت نشد: هنوز درمانگاهی بارگذاری نشده است.",
+        "not_found": "چنین چیزی در مطب شما نیست.",
+        "admin_only": "این کار فقط با توکن مدیر سامانه شدنی است، نه با توکن یک مطب.",
         "error": "خطایی در nobat رخ داد؛ جزئیات در گزارش (log) سرور است.",
     },
     "en": {
@@ -55,6 +58,8 @@ PROBLEMS: dict[str, dict[str, str]] = {
         "absence_too_long": "Not recorded: an absence may last at most a year (366 days).",
         "no_doctor": "Not recorded: there is no doctor '{value}'.",
         "no_clinic": "Not recorded: no clinic is loaded yet.",
+        "not_found": "Your practice has no such thing.",
+        "admin_only": "Only the platform admin's token may do this, not a practice's.",
         "error": "Something went wrong in nobat; the server's log has the details.",
     },
 }

@@ -21,6 +21,7 @@ from db.booking import BookingService
 from db.clinic_sync import RecordedAbsence, recorded_absences
 from db.engine import Database, utc_now
 from db.figures import AbsenceRow, ConsultationRow, DayFigures, Figures, Heatmap
+from db.practices import PracticeScope, practices
 from db.schema import current_revision, head_revision
 from db.surveys import SurveyAverage, SurveyStore
 from web.problems import BadInput
@@ -92,6 +93,17 @@ class LiveCall:
     step: str
     language: str
     elapsed: int
+    practice: str = ""
+    """The key of the practice it is in; "" on the shared number's menu (no practice yet)."""
+
+
+@dataclass(frozen=True)
+class PracticeName:
+    """A practice as the page names its rows."""
+
+    key: str
+    name: str
+    name_en: str
 
 
 @dataclass
@@ -102,8 +114,9 @@ class Sources:
 
     database: Database
     tz: ZoneInfo
-    booking: BookingService
-    """The clinic's booking rules as configured: the page's staff cancel goes through them."""
+    booking: Callable[[str], BookingService | None]
+    """A practice's booking service by key, with the rules as configured (the page's staff
+    cancel goes through them); None for a practice the line does not serve (yet)."""
     flows: FlowsView | None = None
     live_calls: Callable[[dt.datetime], list[LiveCall]] = lambda now: []
     """The IVR calls in progress on this instance, oldest first, callers masked."""
@@ -162,6 +175,7 @@ class ConsultationView:
     """Seconds since it started ringing (or since the bridge when bridged)."""
     countdown: int
     """Seconds until it is due (negative: overdue, e.g. waiting for the cap)."""
+    practice: str
 
 
 @dataclass(frozen=True)
@@ -175,6 +189,7 @@ class AbsenceView:
     starts_at: dt.datetime
     call_state: str
     outcome: str | None
+    practice: str
 
 
 @dataclass(frozen=True)
@@ -197,6 +212,8 @@ class Status:
     survey_weeks: list[SurveyAverage] = field(default_factory=list)
     recorded_absences: list[RecordedAbsence] = field(default_factory=list)
     """Closures recorded on the page, still to come or going on (they can be lifted)."""
+    practices: dict[str, PracticeName] = field(default_factory=dict)
+    """The practices the reader may see, by key: every one for the platform admin."""
 
     def as_json(self) -> dict[str, Any]:
         """The same figures for /api/status, dates as ISO text."""
@@ -223,6 +240,7 @@ class Status:
             "recorded_absences": [{**vars(a), "first_day": a.first_day.isoformat(),
                                    "last_day": a.last_day.isoformat()}
                                   for a in self.recorded_absences],
+            "practices": [vars(p) for p in self.practices.values()],
         }
 
 
@@ -305,38 +323,45 @@ def view(row: ConsultationRow, now: dt.datetime) -> ConsultationView:
         booked_minutes=int((row.ends_at - row.starts_at).total_seconds() // 60),
         attempt=row.attempt,
         elapsed=None if since is None else int((now - since).total_seconds()),
-        countdown=int((row.due_at - now).total_seconds()))
+        countdown=int((row.due_at - now).total_seconds()), practice=row.practice)
 
 
 async def snapshot(sources: Sources, first: dt.date | None = None,
-                   last: dt.date | None = None, staff: bool = True) -> Status:
-    """Gather the whole status; `first`/`last` choose the heatmap's range. Without `staff`
-    (a /metrics scrape, every few seconds) the lists only people read are left empty:
-    bookings on closed days, recorded absences, eight weeks of survey averages."""
+                   last: dt.date | None = None, staff: bool = True,
+                   practice: PracticeScope | None = None) -> Status:
+    """Gather the whole status of one practice, or (None) of every practice; `first`/`last`
+    choose the heatmap's range. Without `staff` (a /metrics scrape, every few seconds) the
+    lists only people read are left empty: bookings on closed days, recorded absences, eight
+    weeks of survey averages. Health is the platform's, whoever reads it."""
     now = sources.clock()
     today = now.astimezone(sources.tz).date()
     first, last = heatmap_range(today, first, last)
-    figures = Figures(sources.database, sources.tz)
+    clinic = None if practice is None else practice.id
+    figures = Figures(sources.database, sources.tz, clinic)
     end_of_day = dt.datetime.combine(today + dt.timedelta(days=1), dt.time(), sources.tz)
     until = max(end_of_day, now + NEXT_AT_LEAST)
     status = Status(
         now=now, today=today, health=await health(sources),
-        live_calls=sources.live_calls(now),
+        live_calls=[call for call in sources.live_calls(now)
+                    if practice is None or call.practice == practice.key],
         live_consultations=[view(r, now) for r in await figures.live_consultations()],
         upcoming=[view(r, now) for r in await figures.upcoming(now, until)],
         day=await figures.day(today), heatmap=await figures.heatmap(first, last),
         minutes_by_day=await figures.consultation_minutes(first, last),
-        patient_calls=await figures.patient_calls(today))
+        patient_calls=await figures.patient_calls(today),
+        practices={p.key: PracticeName(p.key, p.name, p.name_en)
+                   for p in await practices(sources.database) if clinic in (None, p.id)})
     if not staff:
         return status
-    doctors, weeks = await SurveyStore(sources.database, sources.clock).averages(sources.tz)
+    doctors, weeks = await SurveyStore(sources.database, sources.clock).averages(
+        sources.tz, clinic=clinic)
     return dataclasses.replace(
         status, absences=[absence_view(row) for row in await figures.absences(now)],
         survey_doctors=doctors, survey_weeks=weeks,
-        recorded_absences=await recorded_absences(sources.database, today))
+        recorded_absences=await recorded_absences(sources.database, today, clinic))
 
 
 def absence_view(row: AbsenceRow) -> AbsenceView:
     """A store row as the page shows it."""
     return AbsenceView(row.appointment_id, row.doctor, row.doctor_en, mask(row.patient_phone),
-                       row.starts_at, row.call_state, row.outcome)
+                       row.starts_at, row.call_state, row.outcome, row.practice)

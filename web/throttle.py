@@ -66,10 +66,20 @@ class LoginThrottle:
             del self._clients[next(iter(self._clients))]
         return record.failures
 
+    def forgive(self, client: str) -> None:
+        """Take back the last wrong token counted for `client`: it was a practice's right
+        one, counted before the store said so. Any lock it set stays unless the client is
+        back within its free tries, so a practice's token never buys another token guesses."""
+        record = self._clients.get(client)
+        if record is not None:
+            record.failures -= 1
+            if record.failures <= FREE_TRIES:
+                record.locked_until = min(record.locked_until, self.clock())
+
     def __len__(self) -> int:
         """How many clients are remembered."""
         return len(self._clients)
 
     def succeeded(self, client: str) -> None:
-        """The right token through the login form: `client`'s count starts again."""
+        """The admin's token through the login form: `client`'s count starts again."""
         self._clients.pop(client, None)

@@ -18,6 +18,7 @@ again).
 from __future__ import annotations
 
 import itertools
+import secrets
 
 MIN_LENGTH = 16
 MIN_DIFFERENT = 8
@@ -54,3 +55,12 @@ def requirement(reason: str) -> str:
     """The one-line explanation config errors carry after `web.token:`."""
     return (f"expected at least {MIN_LENGTH} random-looking characters, e.g. from "
             f"`openssl rand -hex 16`, but {reason}")
+
+
+def random_token() -> str:
+    """A token nobat makes (256 random bits), drawn again in the rare case it looks typed,
+    so every token nobat hands out passes the rule its admin's must."""
+    token = secrets.token_urlsafe(32)
+    while weakness(token) is not None:
+        token = secrets.token_urlsafe(32)
+    return token

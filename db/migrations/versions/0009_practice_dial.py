@@ -1,15 +1,15 @@
 """Platform mode: each practice's own dial string (its trunk) for the calls nobat makes;
 empty, a practice keeps config.toml's.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
