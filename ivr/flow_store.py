@@ -62,11 +62,15 @@ class FlowStore:
     """Loads, checks and swaps the flow set; knows the last error if an edit was refused."""
 
     def __init__(self, directory: Path, actions: Mapping[str, ActionSpec],
-                 routes: RoutesLoader, watched: tuple[Path, ...] = ()) -> None:
+                 routes: RoutesLoader, watched: tuple[Path, ...] = (),
+                 practices: Callable[[], Awaitable[object]] | None = None) -> None:
         self.directory = directory
         self.actions = actions
         self.routes = routes
         self.watched = watched
+        self.practices = practices
+        """A stamp of the practices in the store (a load changes it), watched with the files."""
+        self._practices_seen: object = None
         self.snapshot: Snapshot | None = None
         self.last_error: str | None = None
         self.loaded_at: float | None = None
@@ -106,6 +110,7 @@ class FlowStore:
     async def start(self) -> Snapshot:
         """The first load, at start-up; a broken folder raises StaffFileError."""
         self._seen = await asyncio.to_thread(self._stamp)
+        self._practices_seen = self.practices and await self.practices()
         self.snapshot, self.loaded_at = await self.load(), time.time()
         log.info("flows loaded: %s", self.snapshot.version)
         return self.snapshot
@@ -133,10 +138,14 @@ class FlowStore:
         return tuple(sorted((str(p), p.stat().st_mtime) for p in files))
 
     async def watch(self, every: float) -> None:
-        """Reload when a flow file (or the prompt manifest) is added, removed or saved."""
+        """Reload when a flow file (or the prompt manifest) is added, removed or saved, or
+        a practice is loaded or changed in the store (so a practice's number reaches it
+        within `every` seconds of `nobat clinic load`)."""
         while True:
             await asyncio.sleep(every)
             stamp = await asyncio.to_thread(self._stamp)
-            if stamp != self._seen:
-                self._seen = stamp
-                await self.reload("file changed")
+            practices = self.practices and await self.practices()
+            if stamp != self._seen or practices != self._practices_seen:
+                reason = "file changed" if stamp != self._seen else "practices changed"
+                self._seen, self._practices_seen = stamp, practices
+                await self.reload(reason)

@@ -3,6 +3,7 @@ number, or, for a call nobat made, by its doctor; never a practice it was not me
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -10,6 +11,7 @@ from clinic import phones
 from ivr.call import Services
 from ivr.prompts import PromptLibrary
 
+log = logging.getLogger(__name__)
 SHARED_FLOW = "shared"
 """The flow of a number no practice owns, when several share the line: it asks which."""
 
@@ -41,7 +43,11 @@ class Routes:
         if not self.platform:
             return next(iter(self.practices.values()))
         key = self.numbers.get(_e164(dialled))
-        return None if key is None else self.practices[key]
+        if key is None:
+            log.info("dialled %s reaches no practice: the shared menu",
+                     phones.mask(dialled) if dialled else "nothing")
+            return None
+        return self.practices[key]
 
     def of_doctor(self, doctor_id: int) -> Services | None:
         """The services of the practice a doctor works at (for calls nobat made about one of

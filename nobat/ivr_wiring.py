@@ -6,9 +6,12 @@ import dataclasses
 from collections.abc import Mapping
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import func, select
+
 from db.booking import BookingService, ClinicProfile
 from db.call_log import CallLog
 from db.engine import Clock, Database, utc_now
+from db.models import Clinic
 from db.patient_calls import PatientCallStore
 from db.practices import Practice, practices
 from db.surveys import SurveyStore
@@ -24,6 +27,7 @@ from ivr.prompts import ClinicWords, PromptLibrary
 from nobat.config import Config
 
 MANIFEST = "manifest.toml"
+_PRACTICES_STAMP = select(func.count(Clinic.id), func.sum(Clinic.revision))
 IVR_ROUTE = "ivr"
 """The FastAGI path the dialplan calls: AGI(agi://host:port/ivr)."""
 PATIENT_CALL_ROUTE = "patient-call"
@@ -88,6 +92,12 @@ class PracticeLines:
         return Routes(library, lines, {n: p.key for p in found if platform for n in p.numbers},
                       doctors, shared)
 
+    async def stamp(self) -> tuple[int, int]:
+        """How many practices the store holds and the sum of their revisions: any load that
+        changes one changes it."""
+        rows = await self.database.rows(_PRACTICES_STAMP, None)
+        return (rows[0][0], rows[0][1] or 0) if rows else (0, 0)
+
     async def profiles(self, found: list[Practice] | None = None
                        ) -> dict[str | None, ClinicProfile | None]:
         """Each practice's words and doctors by its key; with one practice (or none loaded
@@ -121,7 +131,7 @@ async def build_line(config: Config, database: Database, clock: Clock = utc_now
     """The inbound line, its flows loaded and checked; a broken folder raises StaffFileError."""
     practices_ = PracticeLines(config, database, clock)
     store = FlowStore(config.ivr.flows, ACTIONS, practices_.routes,
-                      watched=(config.ivr.prompts / MANIFEST,))
+                      watched=(config.ivr.prompts / MANIFEST,), practices=practices_.stamp)
     snapshot = await store.start()
     services = snapshot.routes.line(None) or next(iter(snapshot.routes.practices.values()))
     return InboundLine(FlowEngine(ACTIONS), services, CallLog(database), store)

@@ -3,6 +3,7 @@ doctors and office, and the shared number asks for the doctor's card code first.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import shutil
 from collections.abc import AsyncIterator
@@ -11,7 +12,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from clinic.clinic_file import read_clinic
 from clinic.staff_toml import StaffFileError
+from db.clinic_sync import load_clinic
 from db.engine import Database
 from db.models import Appointment, Clinic, Doctor
 from nobat.cli import main
@@ -277,3 +280,25 @@ async def test_several_practices_need_the_shared_flow(
     with pytest.raises(StaffFileError, match=r"shared\.toml: several practices share the line"):
         async with ivr_rig(database, clock, flows=flows, practices=[shiraz]):
             pass
+
+
+async def test_a_practice_loaded_while_serving_is_answered_as_itself_within_the_watch(
+        database: Database, clock: Clock, tmp_path: Path) -> None:
+    shiraz = tmp_path / "shiraz.toml"
+    shiraz.write_text(second_practice("shiraz-eye", "071 3222 4455"), encoding="utf-8")
+    async with ivr_rig(database, clock) as rig:
+        flows = rig.line.flows
+        watching = asyncio.create_task(flows.watch(0.05))
+        try:
+            await load_clinic(database, read_clinic(shiraz), clock)
+            for _ in range(100):  # the watch looks every 0.05 s
+                if flows.current().routes.platform:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            watching.cancel()
+        assert flows.current().routes.platform
+        heard = await rig.call(Caller.dialling(MOBILE, Hear("welcome"), "1",
+                                               *BOOK_SATURDAY_1620, dialled=SHIRAZ_DID))
+    assert heard.prompts[0] == "fa/clinic/shiraz-eye/welcome"
+    assert [practice for practice, _, _ in await booked_at(database)] == ["shiraz-eye"]
