@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from bridge.outbound import CallPlan, PlanFactory
 from clinic.clinic_file import ClinicSpec, ClosureSpec
 from clinic.phones import normalize
 from clinic.schedule import VisitKind
@@ -83,6 +84,18 @@ def originated(pbx_line: Line) -> dict[str, str]:
     return {action["Channel"]: action["CallerID"] for action in pbx_line.actions("Originate")}
 
 
+def as_practices(plan: CallPlan) -> PlanFactory:
+    """Each call dialled as its own practice, as nobat serve dials them."""
+    return per_practice(plan, PROMPTS)
+
+
+async def one_consultation_each(database: Database) -> list[Phone]:
+    """A phone consultation of each practice due at START; the phones they ring."""
+    await booked(database, FIRST, patient(1).number, START, VisitKind.PHONE)
+    await booked(database, SECOND, patient(2).number, START, VisitKind.PHONE)
+    return [doctor(1), patient(1), doctor(2), patient(2)]
+
+
 def announced(pbx_line: Line) -> dict[str, str]:
     """What each leg hears when it answers (NOBAT_ANNOUNCE), by the number it rang."""
     heard = {}
@@ -99,11 +112,8 @@ def announced(pbx_line: Line) -> dict[str, str]:
 async def test_each_practices_consultation_shows_its_own_number_and_name(
         database: Database) -> None:
     await two_practices(database)
-    await booked(database, FIRST, patient(1).number, START, VisitKind.PHONE)
-    await booked(database, SECOND, patient(2).number, START, VisitKind.PHONE)
-    phones = [doctor(1), patient(1), doctor(2), patient(2)]
-    async with line(database, phones, START,
-                    plans=lambda plan: per_practice(plan, PROMPTS)) as pbx_line:
+    async with line(database, await one_consultation_each(database), START,
+                    plans=as_practices) as pbx_line:
 
         async def both_bridged() -> bool:
             async with database.reading() as session:
@@ -162,7 +172,7 @@ async def test_a_practices_rush_takes_its_share_of_the_cap_and_leaves_the_rest_t
     await booked(database, SECOND, patient(5).number, START, VisitKind.PHONE)
     phones = [doctor(1), doctor(2), *(patient(n) for n in range(1, 6))]
     async with line(database, phones, START, cap=8, practice_share=0.5,
-                    plans=lambda plan: per_practice(plan, PROMPTS)) as pbx_line:
+                    plans=as_practices) as pbx_line:
 
         async def first_round() -> bool:
             return len(pbx_line.actions("Originate")) >= 6
@@ -179,11 +189,8 @@ async def test_a_practice_with_a_trunk_of_its_own_is_rung_through_it(database: D
     await two_practices(database)
     await load_clinic(database, dataclasses.replace(SECOND, dial="Local/{exten}@fake-phones"),
                       clock=Clock(at(THURSDAY, "12:00")))
-    await booked(database, FIRST, patient(1).number, START, VisitKind.PHONE)
-    await booked(database, SECOND, patient(2).number, START, VisitKind.PHONE)
-    phones = [doctor(1), patient(1), doctor(2), patient(2)]
-    async with line(database, phones, START,
-                    plans=lambda plan: per_practice(plan, PROMPTS)) as pbx_line:
+    async with line(database, await one_consultation_each(database), START,
+                    plans=as_practices) as pbx_line:
 
         async def all_rung() -> bool:
             return len(pbx_line.actions("Originate")) >= 4
