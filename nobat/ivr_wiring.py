@@ -6,12 +6,11 @@ import dataclasses
 from collections.abc import Mapping
 from zoneinfo import ZoneInfo
 
-from db.practices import Practice, practices
-
 from db.booking import BookingService, ClinicProfile
 from db.call_log import CallLog
 from db.engine import Clock, Database, utc_now
 from db.patient_calls import PatientCallStore
+from db.practices import Practice, practices
 from db.surveys import SurveyStore
 from ivr.actions.registry import ACTIONS
 from ivr.call import ClinicFacts, DoctorChoice, OfficeHours, Services
