@@ -105,12 +105,17 @@ def percentiles(values: list[float]) -> tuple[float, float]:
             ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000)
 
 
-def booking_caller(n: int) -> Caller:
-    """Caller n books: callers spread over specialties, days and times, and some collide."""
+def booking_caller(n: int, dialled: str | None = None, pick: int | None = None) -> Caller:
+    """Caller n books in person: callers spread over specialties, days and times, and some
+    collide (every slot of round_the_clock_clinic() offers both kinds, so the kind is asked).
+    `dialled` is the number they call (a practice's DID); their choices follow `pick`
+    (by default n), so callers of many practices can spread within each one."""
+    k = n if pick is None else pick
     return Caller.dialling(
-        f"0912{n:07d}", Hear("main-menu"), "1", Hear("choose-specialty"), str(n % 5 + 1),
-        Hear("choose-day"), str(n // 5 % 3 + 1), Hear("choose-time"), str(n // 15 % 5 + 1),
-        Hear("confirm-keys"), "1", Hear("anything-else"), "9")
+        f"0912{n:07d}", Hear("main-menu"), "1", Hear("choose-specialty"), str(k % 5 + 1),
+        Hear("choose-day"), str(k // 5 % 3 + 1), Hear("choose-time"), str(k // 15 % 5 + 1),
+        Hear("choose-kind"), "1", Hear("confirm-keys"), "1", Hear("anything-else"), "9",
+        dialled=dialled)
 
 
 def round_the_clock_clinic() -> str:

@@ -98,8 +98,23 @@ def script(rng: random.Random, booked: list[tuple[str, str]]) -> Script:
 
 
 def _plays(exchange: Exchange, prompt: str) -> bool:
-    """Whether a command played the prompt `prompt` (its first argument is the file)."""
-    return bool(exchange.command.args) and exchange.command.args[0].endswith("/" + prompt)
+    """Whether a command played the prompt `prompt`: its first argument is the file, or it
+    is EXEC Read(variable,file&file...,...), a menu's prompts and wait in one command."""
+    args = exchange.command.args
+    if len(args) > 1 and args[0].lower() == "read":
+        files = (args[1].split(",") + [""])[1].split("&")
+    else:
+        files = list(args[:1])
+    return any(file.endswith("/" + prompt) for file in files)
+
+
+def _carries_key(exchange: Exchange) -> bool:
+    """Whether a reply brought the confirming key: a STREAM FILE's or GET DATA's result, or
+    the keys a Read() left in its variable, read back by GET FULL VARIABLE as
+    "READSTATUS:keys"."""
+    if exchange.command.verb == "GET FULL VARIABLE":
+        return (exchange.reply.data or "").partition(":")[2] == "1"
+    return exchange.reply.result == CONFIRM_KEY
 
 
 def action_seconds(transcript: CallTranscript, turnaround: list[float]) -> float | None:
@@ -110,7 +125,7 @@ def action_seconds(transcript: CallTranscript, turnaround: list[float]) -> float
     if asked is None:
         return None
     key = next((i for i in range(asked, len(exchanges))
-                if exchanges[i].reply.result == CONFIRM_KEY), None)
+                if _carries_key(exchanges[i])), None)
     if key is None or key + 1 >= min(len(exchanges), len(turnaround)):
         return None
     return turnaround[key + 1]

@@ -29,13 +29,16 @@ def every_day_clinic(slots_per_day: int, slot_minutes: int = 5, start_minute: in
 
 
 def second_practice(key: str = "shiraz-eye", phone: str = "071 3222 4455",
-                    codes: str = "2") -> str:
-    """The demo clinic's text as another practice: its own key, names, number and DID, and
-    its doctors' card codes starting with `codes` instead of the demo's 1."""
-    text = DEMO_FILE.read_text(encoding="utf-8")
+                    codes: str = "2", names: tuple[str, str] = ("مطب چشم شیراز",
+                                                                "Shiraz Eye Practice"),
+                    text: str | None = None) -> str:
+    """The demo clinic's text (or `text`, a clinic file written from it) as another practice:
+    its own key, names (Persian, English), number and DID, and its doctors' card codes
+    starting with `codes` instead of the demo's 1."""
+    text = DEMO_FILE.read_text(encoding="utf-8") if text is None else text
     text = text.replace('key = "nobat-demo"', f'key = "{key}"')
-    text = text.replace('name = "درمانگاه نوبت"', 'name = "مطب چشم شیراز"')
-    text = text.replace('name_en = "Nobat Clinic"', 'name_en = "Shiraz Eye Practice"')
+    text = text.replace('name = "درمانگاه نوبت"', f'name = "{names[0]}"')
+    text = text.replace('name_en = "Nobat Clinic"', f'name_en = "{names[1]}"')
     text = re.sub(r'(?m)^(phone|numbers) = (\[?)"021 8877 6655"', rf'\1 = \2"{phone}"', text)
     return re.sub(r'(?m)^code = "1', f'code = "{codes}', text)
 

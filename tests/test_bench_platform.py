@@ -1,0 +1,21 @@
+"""bench.platform runs, small: three practices on one line, two nobat on one PostgreSQL."""
+
+from __future__ import annotations
+
+from bench.platform import arguments, one_side
+from tests.support.postgres import PostgresServer
+
+
+async def test_every_caller_books_at_the_practice_they_dialled_and_nothing_twice(
+        postgres: PostgresServer) -> None:
+    options = arguments(["--practices", "3", "--callers", "10", "--rush-practices", "2",
+                         "--rush-callers", "10", "--consultations", "6", "--reminders", "30",
+                         "--cap", "20", "--share", "50"])
+    side = await one_side(postgres, 3, options.share, options)
+    assert side.line is not None and side.rush is not None
+    assert side.line.booked == side.line_bookings == 10
+    assert side.wrong_practice == 0
+    assert side.rush.booked >= 2  # the first slot of each rushed practice
+    assert side.doubles == 0
+    assert side.lag_count == 6  # every consultation due was dialled
+    assert len(side.servers) == 2
