@@ -339,7 +339,8 @@ async def main(sizes: list[int], paced_callers: int, pace: float, profile: Path 
                       f"{f99:.0f} ms (p99), 20 starts")
     if paced_callers:
         with tempfile.TemporaryDirectory() as tmp:
-            nobat = await nobat_run(paced_callers, Path(tmp), pace=pace, ramp=RAMP_S)
+            spied = None if profile is None else profile.with_suffix(".paced.txt")
+            nobat = await nobat_run(paced_callers, Path(tmp), spied, pace=pace, ramp=RAMP_S)
             bare = await bare_fastagi_run(paced_callers, round(nobat.commands / nobat.calls),
                                           pace=pace, ramp=RAMP_S)
         print(f"\n{paced_callers} callers arriving over {RAMP_S:g} s and then at once, each "
