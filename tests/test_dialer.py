@@ -135,8 +135,9 @@ async def test_both_answer_are_bridged_and_the_one_left_is_released_at_once(
         [attempt] = await attempts(database, ident)
         assert (stored.outcome, attempt.state, attempt.number) == ("completed", "completed", 1)
         assert attempt.bridged_at is not None
-        # 40 s from answering, less the announcement (3 s) and scaled-up latency
-        assert 28 <= (attempt.talk_seconds or 0) <= 38
+        # 40 s from answering, less the announcement (3 s); scaled-up latency moves it both
+        # ways (a hang-up noticed late adds to it)
+        assert 28 <= (attempt.talk_seconds or 0) <= 40
         survivor = Leg.PATIENT if leaver is Leg.DOCTOR else Leg.DOCTOR
         hangups = pbx_line.actions("Hangup")
         survivor_id = f"nobat-c{ident}-a1-{survivor}"
