@@ -37,11 +37,16 @@ class Routes:
         """Several practices share the line, so a call must be routed to one."""
         return len(self.practices) > 1
 
+    @property
+    def _only(self) -> Services:
+        """The one practice's services, where there is one: every call reaches it."""
+        return next(iter(self.practices.values()))
+
     def line(self, dialled: str | None) -> Services | None:
         """The practice a dialled number reaches; None for the shared menu. With one practice
         every number reaches it, as before there were several."""
         if not self.platform:
-            return next(iter(self.practices.values()))
+            return self._only
         key = self.numbers.get(_e164(dialled))
         if key is None:
             log.info("dialled %s reaches no practice: the shared menu",
@@ -53,7 +58,7 @@ class Routes:
         """The services of the practice a doctor works at (for calls nobat made about one of
         their bookings); None for a doctor no practice lists now."""
         if not self.platform:
-            return next(iter(self.practices.values()))
+            return self._only
         key = self.doctors.get(doctor_id)
         return None if key is None else self.practices[key]
 

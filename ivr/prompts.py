@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -59,8 +60,11 @@ class PromptLibrary:
         self.named = frozenset(key for words in self.templates.values() for key in words)
 
     def practice(self, folder: str) -> PromptLibrary:
-        """The same prompts, with practice `folder`'s own words."""
-        return PromptLibrary(self.texts, self.files_root, folder, self.templates)
+        """The same prompts, with practice `folder`'s own words: a view sharing the texts,
+        so that each practice (and each call nobat dials) costs no copy of them."""
+        view = copy.copy(self)
+        view.folder = folder
+        return view
 
     @classmethod
     def load(cls, manifest: Path, files_root: str, clinics: Iterable[ClinicWords] = ()
