@@ -16,9 +16,9 @@ from clinic.clinic_file import read_clinic
 from clinic.staff_toml import StaffFileError
 from db.clinic_sync import load_clinic
 from db.engine import Database
-from db.models import Appointment, Clinic, Doctor
+from db.models import Appointment, Clinic, Doctor, InboundCall
 from nobat.cli import main
-from tests.fakepbx.script import Caller, Hear
+from tests.fakepbx.script import Caller, HangUp, Hear
 from tests.support.clinics import Clock, second_practice
 from tests.support.ivr import ROOT, IvrRig, ivr_rig
 from tests.test_ivr_calls import BOOK_SATURDAY_1620, MOBILE, SATURDAY, at, contains
@@ -302,3 +302,23 @@ async def test_a_practice_loaded_while_serving_is_answered_as_itself_within_the_
                                                *BOOK_SATURDAY_1620, dialled=SHIRAZ_DID))
     assert heard.prompts[0] == "fa/clinic/shiraz-eye/welcome"
     assert [practice for practice, _, _ in await booked_at(database)] == ["shiraz-eye"]
+
+
+@pytest.mark.parametrize("hear", ["platform-welcome", "shared-menu", "enter-doctor-code",
+                                  "doctor-chosen", "choose-specialty"])
+async def test_a_caller_hanging_up_anywhere_on_the_shared_menu_leaves_nothing(
+        rig: IvrRig, database: Database, hear: str) -> None:
+    welcome = (Hear("platform-welcome"), "1")
+    before = {"platform-welcome": (), "shared-menu": welcome,
+              "enter-doctor-code": (*welcome, Hear("shared-menu"), "1"),
+              "doctor-chosen": (*welcome, Hear("shared-menu"), "1", Hear("enter-doctor-code"),
+                                "201#"),
+              "choose-specialty": (*welcome, Hear("shared-menu"), "2")}[hear]
+    heard = await rig.call(Caller.dialling(MOBILE, *before, Hear(hear), HangUp(),
+                                           dialled=SHARED_DID))
+    assert heard.transcript.hung_up_by == "caller"
+    assert await booked_at(database) == []
+    async with database.reading() as session:
+        outcomes = (await session.scalars(select(InboundCall.outcome))).all()
+    assert list(outcomes) == ["hung_up"]
+    assert rig.line.calls == {}
