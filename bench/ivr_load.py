@@ -19,6 +19,7 @@ import os
 import random
 import re
 import signal
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -74,6 +75,8 @@ class Run:
     rss_mb: float | None
     cpu_s: float | None = None
     """The server process's CPU time (user + system) over the calls; None for classic AGI."""
+    booked: int | None = None
+    """Appointments the store holds after the calls; None for the floors, which store none."""
 
     @property
     def rate(self) -> float:
@@ -86,9 +89,10 @@ class Run:
         rss = f"{self.rss_mb:8.1f}" if self.rss_mb is not None else "       -"
         cpu = f"{self.cpu_ms_per_call:9.2f}" if self.cpu_ms_per_call is not None else "        -"
         stalls = sum(1 for t in self.turnaround if t > STALL_S)
+        booked = "-" if self.booked is None else str(self.booked)
         return (f"{self.name:<30} {self.calls:>6} {self.rate:>9.1f} "
                 f"{self.commands / max(self.calls, 1):>9.1f} {p50:>8.2f} {p99:>8.2f} "
-                f"{stalls:>6} {cpu} {rss}")
+                f"{stalls:>6} {cpu} {rss} {booked:>6}")
 
     @property
     def cpu_ms_per_call(self) -> float | None:
@@ -223,8 +227,10 @@ async def nobat_run(callers: int, folder: Path, profile: Path | None = None,
             cpu, memory = cpu_seconds(pid) - cpu_before, rss_mb(pid)
     finally:
         await server.stop()
+    with sqlite3.connect(folder / "nobat.db") as store:
+        (booked,), = store.execute("SELECT count(*) FROM appointment WHERE status = 'booked'")
     return Run("nobat FastAGI (booking calls)", callers, seconds, commands, turnaround, memory,
-               cpu)
+               cpu, booked)
 
 
 async def bare_fastagi_run(callers: int, per_call: int, pace: float = 0.0, ramp: float = 0.0
@@ -306,7 +312,7 @@ async def nobat_agi_first_command(folder: Path, samples: int) -> list[float]:
 
 
 HEADER = (f"{'':<30} {'calls':>6} {'calls/s':>9} {'cmds/call':>9} {'p50 ms':>8} "
-          f"{'p99 ms':>8} {'stalls':>6} {'CPU ms/call':>9} {'RSS MB':>8}")
+          f"{'p99 ms':>8} {'stalls':>6} {'CPU ms/call':>9} {'RSS MB':>8} {'booked':>6}")
 
 
 async def main(sizes: list[int], paced_callers: int, pace: float, profile: Path | None

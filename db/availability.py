@@ -156,6 +156,8 @@ class Availability:
         return catalog, [Interval(r.start_at, r.end_at) for r in found if r.start_at is not None]
 
     async def _at(self, rows: Rows, clinic_id: int, revision: int) -> Catalog:
+        if rows is not self.shared and not self._fresh(clinic_id, revision):
+            return await _build(rows, clinic_id)  # a write's own (in the writer's thread)
         if not self._fresh(clinic_id, revision):
             async with self._building:  # callers of one rebuild wait for it, not repeat it
                 if not self._fresh(clinic_id, revision):

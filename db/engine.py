@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
@@ -65,14 +65,22 @@ def make_engine(url: str, *, pool_size: int = 5, busy_timeout_s: float = BUSY_TI
     """Create an async engine; on SQLite: WAL, a busy timeout, and BEGIN IMMEDIATE for writes."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": busy_timeout_s})
-        _tune_sqlite(engine, busy_timeout_s)
+        _tune_sqlite(engine.sync_engine, busy_timeout_s)
         return engine
     return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size,
                                pool_pre_ping=True)
 
 
-def _tune_sqlite(engine: AsyncEngine, busy_timeout_s: float) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _writer_engine(url: str, busy_timeout_s: float) -> Engine:
+    """The SQLite file's synchronous engine for the writer's thread (db/write_groups.py)."""
+    engine = create_engine(make_url(url).set(drivername="sqlite"), pool_size=1, connect_args={
+        "timeout": busy_timeout_s, "check_same_thread": False})
+    _tune_sqlite(engine, busy_timeout_s)
+    return engine.execution_options(**{_WRITE: True})
+
+
+def _tune_sqlite(engine: Engine, busy_timeout_s: float) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -82,7 +90,7 @@ def _tune_sqlite(engine: AsyncEngine, busy_timeout_s: float) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         writing = conn.get_execution_options().get(_WRITE, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
@@ -98,10 +106,15 @@ class Database:
         self._write = async_sessionmaker(engine.execution_options(**{_WRITE: True}),
                                          expire_on_commit=False)
         self._writer_turn = asyncio.Lock() if self.is_sqlite else contextlib.nullcontext()
-        self._groups = WriteGroups(self.writing)
+        on_file = self.is_sqlite and engine.url.database not in _IN_MEMORY
+        self._groups = WriteGroups(_writer_engine(
+            engine.url.render_as_string(hide_password=False), busy_timeout_s)
+        ) if on_file else None
+        """SQLite's writes of this process, grouped in the writer's thread; None: each write
+        is a transaction of its own (PostgreSQL, or SQLite in memory, which only this engine
+        sees)."""
         self.rows: ThreadReads | ConnectionReads = (
-            ThreadReads(str(engine.url), busy_timeout_s) if self.is_sqlite
-            and engine.url.database not in _IN_MEMORY
+            ThreadReads(str(engine.url), busy_timeout_s) if on_file
             else ConnectionReads(engine) if self.is_sqlite
             else ConnectionReads(engine, isolation_level="AUTOCOMMIT"))
         """One statement, one answer, at the least cost (db/reads.py): the hot paths' reads."""
@@ -131,9 +144,10 @@ class Database:
             yield session
 
     async def write(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-        """Run `work` in a transaction of its own, or on SQLite in a group of the writes queued
-        with it (db/write_groups.py), each in its own SAVEPOINT; the result once committed."""
-        if not self.is_sqlite:
+        """Run `work` in a transaction of its own, or on a SQLite file in a group of the writes
+        queued with it (db/write_groups.py), each in its own SAVEPOINT; the result once
+        committed."""
+        if self._groups is None:
             async with self.writing() as session:
                 return await work(session)
         return await self._groups.run(work)
@@ -157,4 +171,6 @@ class Database:
     async def close(self) -> None:
         """Release every pooled connection and reader thread."""
         await asyncio.to_thread(self.rows.close)
+        if self._groups is not None:
+            await asyncio.to_thread(self._groups.close)
         await self.engine.dispose()
