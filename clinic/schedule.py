@@ -6,7 +6,7 @@ import bisect
 import datetime as dt
 import enum
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -117,16 +117,28 @@ def free_slots(
     tz: ZoneInfo = TEHRAN,
 ) -> list[Slot]:
     """Slots of a day minus closures, minus bookings, and none starting before `not_before`."""
+    return list(open_slots(day, rules, closures=closures, booked=booked,
+                           not_before=not_before, tz=tz))
+
+
+def open_slots(
+    day: dt.date,
+    rules: Iterable[HoursRule],
+    *,
+    closures: Iterable[Interval] = (),
+    booked: Iterable[Interval] = (),
+    not_before: dt.datetime,
+    tz: ZoneInfo = TEHRAN,
+) -> Iterator[Slot]:
+    """free_slots one at a time, so that "is any slot of this day free" stops at the first."""
     taken = merged([*closures, *booked])
     ends = [span.end for span in taken]
-    free = []
     for slot in day_slots(day, rules, tz):
         if slot.start < not_before:
             continue
         first = bisect.bisect_right(ends, slot.start)
         if first == len(taken) or taken[first].start >= slot.end:
-            free.append(slot)
-    return free
+            yield slot
 
 
 def merged(spans: Iterable[Interval]) -> list[Interval]:

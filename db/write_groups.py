@@ -30,6 +30,8 @@ T = TypeVar("T")
 Work = Callable[[AsyncSession], Awaitable[Any]]
 Outcome = tuple["_Queued", Any, BaseException | None]
 
+CLOSED = "the store is closed: the write was not made"
+
 GROUP_MAX = 512
 """Writes one transaction takes at most, so a group's commit does not wait on a long queue."""
 
@@ -53,9 +55,12 @@ class WriteGroups:
         self._queue: list[_Queued] = []
         self._runner: asyncio.Task[None] | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="nobat-write")
+        self._closed = False
 
     async def run(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """Run `work` in the next group; its result once that group is committed."""
+        if self._closed:
+            raise RuntimeError(CLOSED)
         queued = _Queued(work)
         self._queue.append(queued)
         if self._runner is None or self._runner.done():
@@ -65,14 +70,21 @@ class WriteGroups:
 
     def close(self) -> None:
         """Let a group being written finish, then release the thread and connection."""
+        self._closed = True
         self._thread.shutdown(wait=True)
         self.engine.dispose()
 
     async def _drain(self) -> None:
         while self._queue:
             group, self._queue = self._queue[:GROUP_MAX], self._queue[GROUP_MAX:]
-            writing = asyncio.get_running_loop().run_in_executor(
-                self._thread, self._commit, [q for q in group if not q.result.done()])
+            try:
+                writing = asyncio.get_running_loop().run_in_executor(
+                    self._thread, self._commit, [q for q in group if not q.result.done()])
+            except RuntimeError:  # the store closed meanwhile: nothing more is written
+                for queued in [*group, *self._queue]:
+                    _hand_out(queued, None, RuntimeError(CLOSED))
+                self._queue = []
+                return
             try:
                 await asyncio.wait([writing])
             except asyncio.CancelledError:  # shutting down: the group in hand still ends
@@ -101,8 +113,8 @@ class WriteGroups:
 
 
 class InlineSession:
-    """The part of AsyncSession a write uses, on a synchronous Session: each call is done when
-    it returns, so a write's coroutine runs to its end without ever waiting."""
+    """The part of AsyncSession the grouped writes use, on a synchronous Session: each call is
+    done when it returns, so a write's coroutine runs to its end without ever waiting."""
 
     def __init__(self, session: Session) -> None:
         self.sync_session = session
@@ -111,10 +123,6 @@ class InlineSession:
         """Session.add."""
         self.sync_session.add(instance)
 
-    def add_all(self, instances: Any) -> None:
-        """Session.add_all."""
-        self.sync_session.add_all(instances)
-
     async def execute(self, *args: Any, **kwargs: Any) -> Any:
         """Session.execute."""
         return self.sync_session.execute(*args, **kwargs)
@@ -122,18 +130,6 @@ class InlineSession:
     async def scalar(self, *args: Any, **kwargs: Any) -> Any:
         """Session.scalar."""
         return self.sync_session.scalar(*args, **kwargs)
-
-    async def scalars(self, *args: Any, **kwargs: Any) -> Any:
-        """Session.scalars."""
-        return self.sync_session.scalars(*args, **kwargs)
-
-    async def get(self, *args: Any, **kwargs: Any) -> Any:
-        """Session.get."""
-        return self.sync_session.get(*args, **kwargs)
-
-    async def delete(self, instance: object) -> None:
-        """Session.delete."""
-        self.sync_session.delete(instance)
 
     async def flush(self) -> None:
         """Session.flush."""

@@ -1,0 +1,117 @@
+"""SQLite's grouped writes: each write stands or falls alone, the loop never waits on the file,
+and a closed store answers every queued write."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.engine import Database
+from db.models import Patient
+from db.schema import upgrade
+
+NOW = dt.datetime(2026, 12, 3, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated SQLite file: the backend whose writes are grouped."""
+    database = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'nobat.db'}")
+    await upgrade(database)
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+def adding(phone: str, then: BaseException | None = None
+           ) -> Callable[[AsyncSession], Awaitable[str]]:
+    """A write that adds a patient, and then fails with `then` if given."""
+
+    async def work(session: AsyncSession) -> str:
+        await session.execute(insert(Patient).values(phone=phone, language="fa",
+                                                     created_at=NOW))
+        if then is not None:
+            raise then
+        return phone
+
+    return work
+
+
+async def phones(database: Database) -> set[str]:
+    async with database.reading() as session:
+        return set((await session.scalars(select(Patient.phone))).all())
+
+
+async def test_a_failing_write_rolls_back_alone_and_the_others_of_its_moment_are_written(
+        store: Database) -> None:
+    await store.write(adding("+989120000000"))
+    works = [adding(f"+98912000{n:04d}") for n in range(1, 40)]
+    works[7] = adding("+989120000000")  # the number is already stored: the unique index refuses
+    works[20] = adding("+989120009999", then=ValueError("the caller hung up"))
+
+    results = await asyncio.gather(*(store.write(w) for w in works), return_exceptions=True)
+
+    assert isinstance(results[7], IntegrityError)
+    assert isinstance(results[20], ValueError)
+    written = {r for r in results if isinstance(r, str)}
+    assert len(written) == 37
+    assert await phones(store) == written | {"+989120000000"}
+
+
+async def test_a_write_that_waits_on_something_else_is_refused_with_a_clear_error(
+        store: Database) -> None:
+    async def waits(session: AsyncSession) -> None:
+        await session.execute(insert(Patient).values(phone="+989121111111", language="fa",
+                                                     created_at=NOW))
+        await asyncio.sleep(0)
+
+    results = await asyncio.gather(store.write(waits), store.write(adding("+989122222222")),
+                                   return_exceptions=True)
+
+    assert isinstance(results[0], RuntimeError)
+    assert "waited on something other than its session" in str(results[0])
+    assert await phones(store) == {"+989122222222"}
+
+
+async def test_the_loop_goes_on_while_another_process_holds_the_file(
+        store: Database, tmp_path: Path) -> None:
+    other = sqlite3.connect(tmp_path / "nobat.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process's write, holding SQLite's lock
+    writing = asyncio.create_task(store.write(adding("+989123333333")))
+    gaps, last = [], time.monotonic()
+    for _ in range(30):
+        await asyncio.sleep(0.01)
+        gaps.append(time.monotonic() - last)
+        last = time.monotonic()
+    assert not writing.done()
+    other.execute("COMMIT")
+    other.close()
+
+    assert await asyncio.wait_for(writing, 10) == "+989123333333"
+    assert max(gaps) < 0.2
+    assert await phones(store) == {"+989123333333"}
+
+
+async def test_a_write_in_hand_at_close_is_made_and_one_after_it_is_refused_at_once(
+        tmp_path: Path) -> None:
+    database = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'nobat.db'}")
+    await upgrade(database)
+    first = asyncio.create_task(database.write(adding("+989124444444")))
+    await asyncio.sleep(0)
+    await database.close()
+
+    assert await asyncio.wait_for(first, 5) == "+989124444444"
+    with pytest.raises(RuntimeError, match="the store is closed"):
+        await asyncio.wait_for(database.write(adding("+989125555555")), 5)
+    with sqlite3.connect(tmp_path / "nobat.db") as check:
+        assert check.execute("SELECT phone FROM patient").fetchall() == [("+989124444444",)]
