@@ -21,8 +21,7 @@ from sqlalchemy import Row, ScalarSelect, and_, bindparam, func, select
 from clinic.calendar import Weekday
 from clinic.office import OfficeWeek, office_hours_of_text
 from clinic.schedule import HoursRule, Interval, VisitKind, day_bounds
-from db.lifecycles import AppointmentStatus
-from db.models import Appointment, Clinic, Closure, Doctor, WeeklyHours
+from db.models import HOLDS_ITS_SLOT, Appointment, Clinic, Closure, Doctor, WeeklyHours
 from db.reads import Rows
 
 
@@ -96,7 +95,7 @@ LONGEST_SLOT = dt.timedelta(minutes=240)
 """A booking ends at most this long after it starts (clinic/schedule.py's bound on slots), so
 the index on (doctor, start) bounds the search from both sides."""
 _SPAN = and_(Appointment.doctor_id == bindparam("doctor"),
-             Appointment.status != AppointmentStatus.CANCELLED,
+             HOLDS_ITS_SLOT,
              Appointment.start_at > bindparam("earliest"),
              Appointment.start_at < bindparam("until"),
              Appointment.end_at > bindparam("since"),

@@ -42,6 +42,7 @@ from db.consultations import (
 from db.engine import Clock, Database, utc_now
 from db.lifecycles import AppointmentStatus
 from db.models import (
+    HOLDS_ITS_SLOT,
     Appointment,
     AppointmentEvent,
     Doctor,
@@ -393,7 +394,7 @@ class BookingService:
             found = await session.scalar(
                 select(Appointment.id).where(Appointment.doctor_id == doctor_id,
                                              Appointment.start_at == start,
-                                             Appointment.status != AppointmentStatus.CANCELLED))
+                                             HOLDS_ITS_SLOT))
         return found is not None
 
     async def _owned(self, session: AsyncSession, appointment_id: int, number: str, *,

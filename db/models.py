@@ -16,6 +16,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    literal_column,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -196,6 +197,12 @@ class Appointment(Base):
     created_via: Mapped[str] = mapped_column(String(10))
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+HOLDS_ITS_SLOT = Appointment.status != literal_column(f"'{AppointmentStatus.CANCELLED}'")
+"""A booking not cancelled, written as the slot's partial unique index has it: with the status
+a bound parameter instead, neither SQLite's planner nor PostgreSQL's generic plan may use that
+index, and every availability read scanned every booking."""
 
 
 class AppointmentEvent(Base):
