@@ -79,10 +79,11 @@ KARAJ = Practice("karaj-heart", "+982633002200", "+982633002200", "Karaj Heart P
 """Its carrier sends the DID in E.164, as some do."""
 BOTH = (TEHRAN, KARAJ)
 SHARED_CALLER = "09353330013"
-BOOK = [("fa/main-menu", "1"), ("fa/choose-day", "1"), ("fa/choose-time", "1"),
+BOOK = [("fa/main-menu", "1"), ("fa/choose-day", "2"), ("fa/choose-time", "1"),
         ("fa/choose-kind", "1"), ("fa/confirm-keys", "1"), ("fa/anything-else", "9")]
-"""A practice's main menu on: book (its only specialty and doctor are not asked), the first
-day, the first time, in person, confirm, goodbye."""
+"""A practice's main menu on: book (its only specialty and doctor are not asked), the second
+day offered (the first may be today, late at night down to its last time), the first time,
+in person, confirm, goodbye."""
 
 
 def own_line(practice: Practice) -> list[tuple[str, str]]:
