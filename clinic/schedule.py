@@ -117,27 +117,33 @@ def free_slots(
     tz: ZoneInfo = TEHRAN,
 ) -> list[Slot]:
     """Slots of a day minus closures, minus bookings, and none starting before `not_before`."""
-    return list(open_slots(day, rules, closures=closures, booked=booked,
-                           not_before=not_before, tz=tz))
+    return list(open_slots(day, rules, Taken.of([*closures, *booked]), not_before=not_before,
+                           tz=tz))
 
 
-def open_slots(
-    day: dt.date,
-    rules: Iterable[HoursRule],
-    *,
-    closures: Iterable[Interval] = (),
-    booked: Iterable[Interval] = (),
-    not_before: dt.datetime,
-    tz: ZoneInfo = TEHRAN,
-) -> Iterator[Slot]:
+@dataclass(frozen=True)
+class Taken:
+    """Spans no slot may overlap (closures, bookings), merged and sorted once, so that a search
+    over many days does not merge them again for each day."""
+
+    spans: tuple[Interval, ...]
+    ends: tuple[dt.datetime, ...]
+
+    @classmethod
+    def of(cls, spans: Iterable[Interval]) -> Taken:
+        """Merge `spans`."""
+        joined = merged(spans)
+        return cls(tuple(joined), tuple(span.end for span in joined))
+
+
+def open_slots(day: dt.date, rules: Iterable[HoursRule], taken: Taken, *,
+               not_before: dt.datetime, tz: ZoneInfo = TEHRAN) -> Iterator[Slot]:
     """free_slots one at a time, so that "is any slot of this day free" stops at the first."""
-    taken = merged([*closures, *booked])
-    ends = [span.end for span in taken]
     for slot in day_slots(day, rules, tz):
         if slot.start < not_before:
             continue
-        first = bisect.bisect_right(ends, slot.start)
-        if first == len(taken) or taken[first].start >= slot.end:
+        first = bisect.bisect_right(taken.ends, slot.start)
+        if first == len(taken.spans) or taken.spans[first].start >= slot.end:
             yield slot
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import enum
+import functools
 import itertools
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -21,6 +22,7 @@ from clinic.schedule import (
     HoursRule,
     Interval,
     Slot,
+    Taken,
     VisitKind,
     day_bounds,
     open_slots,
@@ -426,7 +428,7 @@ class BookingService:
             return Refused(Refusal.TOO_SOON)
         if day > now.astimezone(schedule.tz).date() + dt.timedelta(days=self.policy.horizon_days):
             return Refused(Refusal.TOO_FAR)
-        slot = next((s for s in open_slots(day, schedule.grid.rules, closures=schedule.closures,
+        slot = next((s for s in open_slots(day, schedule.grid.rules, Taken.of(schedule.closures),
                                            not_before=start, tz=schedule.tz)
                      if s.start == start), None)
         if slot is None:
@@ -468,9 +470,8 @@ class BookingService:
                          grid.closures(first, last, catalog.tz), taken)
 
     def _open(self, schedule: _Schedule, day: dt.date) -> Iterator[Slot]:
-        return open_slots(day, schedule.grid.rules, closures=schedule.closures,
-                          booked=schedule.booked, not_before=self.clock() + self.policy.min_notice,
-                          tz=schedule.tz)
+        return open_slots(day, schedule.grid.rules, schedule.taken,
+                          not_before=self.clock() + self.policy.min_notice, tz=schedule.tz)
 
 
 class _Turns:
@@ -506,6 +507,11 @@ class _Schedule:
     last: dt.date
     closures: list[Interval]
     booked: list[Interval]
+
+    @functools.cached_property
+    def taken(self) -> Taken:
+        """The closures and bookings merged, once for every day searched."""
+        return Taken.of([*self.closures, *self.booked])
 
     @property
     def tz(self) -> ZoneInfo:
