@@ -116,8 +116,9 @@ class Availability:
             select(Clinic.id, Clinic.revision, Appointment.start_at, Appointment.end_at)
             .select_from(Clinic.__table__.outerjoin(Appointment.__table__, _SPAN))
             .where(Clinic.id == self.clinic).order_by(Appointment.start_at))
-        self._catalog: Catalog | None = None
-        self._clinic_id: int | None = None
+        self._held: tuple[int, Catalog] | None = None
+        """The clinic id and its catalog as last built, replaced in one assignment: the
+        writer's thread reads it too (db/write_groups.py)."""
         self._building = asyncio.Lock()
         self._reading: dict[tuple[int, Interval, int], asyncio.Future[Sequence[Row[Any]]]] = {}
 
@@ -155,24 +156,29 @@ class Availability:
         return catalog, [Interval(r.start_at, r.end_at) for r in found if r.start_at is not None]
 
     async def _at(self, rows: Rows, clinic_id: int, revision: int) -> Catalog:
-        if rows is not self.shared and not self._fresh(clinic_id, revision):
-            return await _build(rows, clinic_id)  # a write's own (in the writer's thread)
-        if not self._fresh(clinic_id, revision):
-            async with self._building:  # callers of one rebuild wait for it, not repeat it
-                if not self._fresh(clinic_id, revision):
-                    self._catalog = await _build(rows, clinic_id)
-                    self._clinic_id = clinic_id
-        assert self._catalog is not None
-        return self._catalog
+        held = _fresh(self._held, clinic_id, revision)
+        if held is not None:
+            return held
+        if rows is not self.shared:  # a write's own reads, in the writer's thread: the
+            return await _build(rows, clinic_id)  # catalog is its own, the loop's untouched
+        async with self._building:  # callers of one rebuild wait for it, not repeat it
+            held = _fresh(self._held, clinic_id, revision)
+            if held is None:
+                held = await _build(rows, clinic_id)
+                self._held = (clinic_id, held)
+        return held
 
     @property
     def held(self) -> Catalog | None:
         """The catalog as last read, if any: its time zone frames the next read's days."""
-        return self._catalog
+        return None if self._held is None else self._held[1]
 
-    def _fresh(self, clinic_id: int, revision: int) -> bool:
-        return (self._catalog is not None and self._clinic_id == clinic_id
-                and self._catalog.revision >= revision)
+
+def _fresh(held: tuple[int, Catalog] | None, clinic_id: int, revision: int) -> Catalog | None:
+    """The catalog held, if it is of `clinic_id` at `revision` or newer."""
+    if held is None or held[0] != clinic_id or held[1].revision < revision:
+        return None
+    return held[1]
 
 
 async def _build(rows: Rows, clinic_id: int) -> Catalog:

@@ -450,10 +450,12 @@ class BookingService:
 
     async def _schedule(self, rows: Rows, doctor_id: int,
                         days: Callable[[ZoneInfo], tuple[dt.date, dt.date]],
-                        ignore: int | None = None) -> _Schedule | None:
+                        ignore: int | None = None, known: Catalog | None = None
+                        ) -> _Schedule | None:
         """A doctor's grid from the catalog and their bookings over `days` from the store;
-        None for a doctor who is unknown or no longer active."""
-        known = self.availability.held or await self.availability.catalog(rows)
+        None for a doctor who is unknown or no longer active. `known` frames the days (the
+        catalog last held, when not given)."""
+        known = known or self.availability.held or await self.availability.catalog(rows)
         if known is None:
             return None
         first, last = days(known.tz)
@@ -462,7 +464,7 @@ class BookingService:
         if catalog is None:
             return None
         if catalog.tz != known.tz:  # a clinic load moved the zone: frame the days again
-            return await self._schedule(rows, doctor_id, days, ignore)
+            return await self._schedule(rows, doctor_id, days, ignore, catalog)
         grid = catalog.grids.get(doctor_id)
         if grid is None:
             return None

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import DisconnectionError, OperationalError
+from sqlalchemy.exc import InvalidatePoolError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -83,7 +83,10 @@ def _ping_when_idle(engine: Engine) -> None:
     closed (a restart, a failover) is known closed without a round trip, and only one idle
     for a while is pinged. SQLAlchemy's pre-ping pinged on every checkout (BEGIN, ";",
     ROLLBACK: three round trips before each statement's own, 30% of a busy nobat's loop in
-    bench.platform)."""
+    bench.platform). Either finding replaces every pooled connection, as the server that
+    dropped one has likely dropped all. What it cannot tell: a connection cut without the
+    server closing it (a network partition) and used again within IDLE_PING_S fails its
+    first statement, once."""
 
     @event.listens_for(engine, "connect")
     @event.listens_for(engine, "checkin")
@@ -93,13 +96,13 @@ def _ping_when_idle(engine: Engine) -> None:
     @event.listens_for(engine, "checkout")
     def _check(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
         if record.driver_connection.is_closed():
-            raise DisconnectionError("the server closed the connection")
+            raise InvalidatePoolError("the server closed the connection")
         if time.monotonic() - record.info.get(_IDLE_SINCE, 0.0) < IDLE_PING_S:
             return
         try:
             dbapi_connection.ping()
         except Exception as exc:  # the pool replaces it and checks out another
-            raise DisconnectionError(one_line(exc)) from exc
+            raise InvalidatePoolError(one_line(exc)) from exc
 
 
 def _writer_engine(url: str, busy_timeout_s: float) -> Engine:
@@ -139,8 +142,8 @@ class Database:
         self._writer_turn = asyncio.Lock() if self.is_sqlite else contextlib.nullcontext()
         on_file = self.is_sqlite and engine.url.database not in _IN_MEMORY
         self._groups = WriteGroups(_writer_engine(
-            engine.url.render_as_string(hide_password=False), busy_timeout_s)
-        ) if on_file else None
+            engine.url.render_as_string(hide_password=False), busy_timeout_s),
+            self._writer_turn) if on_file else None
         """SQLite's writes of this process, grouped in the writer's thread; None: each write
         is a transaction of its own (PostgreSQL, or SQLite in memory, which only this engine
         sees)."""
@@ -167,9 +170,10 @@ class Database:
     async def writing(self) -> AsyncIterator[AsyncSession]:
         """A transaction that commits on success and rolls back on any error.
 
-        On SQLite the writers of this process queue here in order, so that only one of them at
-        a time polls the file lock (SQLite's busy handler sleeps and wakes unfairly); the unique
-        indexes, not this queue, are what forbid double booking across processes.
+        On SQLite the writers of this process, the write groups among them, queue here in
+        order, so that only one of them at a time polls the file lock (SQLite's busy handler
+        sleeps and wakes unfairly); the unique indexes, not this queue, are what forbid
+        double booking across processes.
         """
         async with self._writer_turn, self._write() as session, session.begin():
             yield session

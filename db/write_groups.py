@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -49,9 +50,12 @@ class WriteGroups:
     """The queue of one process's grouped writes, the task that hands them to the writer's
     thread, and that thread."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, turn: AbstractAsyncContextManager[Any]) -> None:
         self.engine = engine
         """A synchronous engine of the store's file whose transactions begin IMMEDIATE."""
+        self._turn = turn
+        """Held while a group is written: the process's other writers (Database.writing) take
+        it too, so they and the groups take SQLite's lock in turn, not by its busy handler."""
         self._queue: list[_Queued] = []
         self._runner: asyncio.Task[None] | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="nobat-write")
@@ -78,22 +82,36 @@ class WriteGroups:
         while self._queue:
             group, self._queue = self._queue[:GROUP_MAX], self._queue[GROUP_MAX:]
             try:
-                writing = asyncio.get_running_loop().run_in_executor(
-                    self._thread, self._commit, [q for q in group if not q.result.done()])
-            except RuntimeError:  # the store closed meanwhile: nothing more is written
+                async with self._turn:  # this process's other writers wait theirs, as before
+                    outcomes = await self._written(group)
+            except asyncio.CancelledError:  # shutting down: what was not written is not
                 for queued in [*group, *self._queue]:
-                    _hand_out(queued, None, RuntimeError(CLOSED))
-                self._queue = []
-                return
-            try:
-                await asyncio.wait([writing])
-            except asyncio.CancelledError:  # shutting down: the group in hand still ends
-                await asyncio.wait([writing])
-                _hand_out_all(writing, group)
-                for queued in self._queue:  # the rest is not written
                     _hand_out(queued, None, asyncio.CancelledError())
                 raise
-            _hand_out_all(writing, group)
+            for queued, value, error in outcomes:
+                _hand_out(queued, value, error)
+
+    async def _written(self, group: list[_Queued]) -> list[Outcome]:
+        """The group's outcomes. Once in the writer's thread a group ends there, even when
+        this task is cancelled meanwhile (shutting down): its outcomes are handed out first."""
+        try:
+            writing = asyncio.get_running_loop().run_in_executor(
+                self._thread, self._commit, [q for q in group if not q.result.done()])
+        except RuntimeError:  # the store closed meanwhile: nothing more is written
+            return [(queued, None, RuntimeError(CLOSED)) for queued in group]
+        cancelled = False
+        while not writing.done():
+            try:
+                await asyncio.wait([writing])
+            except asyncio.CancelledError:
+                cancelled = True
+        failed = writing.exception()
+        outcomes = writing.result() if failed is None else [(q, None, failed) for q in group]
+        if cancelled:
+            for queued, value, error in outcomes:
+                _hand_out(queued, value, error)
+            raise asyncio.CancelledError
+        return outcomes
 
     def _commit(self, group: list[_Queued]) -> list[Outcome]:
         """In the writer's thread: one transaction, one SAVEPOINT per write; returns once
@@ -160,14 +178,6 @@ def _finish(step: Awaitable[Any]) -> Any:
         return done.value
     coroutine.close()
     raise RuntimeError("a grouped write waited on something other than its session")
-
-
-def _hand_out_all(writing: asyncio.Future[list[Outcome]], group: list[_Queued]) -> None:
-    """Each write's outcome; every write's, the group's error when its transaction failed."""
-    failed = writing.exception()
-    outcomes = writing.result() if failed is None else [(q, None, failed) for q in group]
-    for queued, value, error in outcomes:
-        _hand_out(queued, value, error)
 
 
 def _hand_out(queued: _Queued, value: Any, error: BaseException | None) -> None:
