@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy import Engine, event
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import InvalidatePoolError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from db.reads import ConnectionReads, ThreadReads
+from db.reads import ConnectionReads, ThreadReads, thread_engine
 from db.write_groups import WriteGroups
 
 T = TypeVar("T")
@@ -105,10 +105,9 @@ def _ping_when_idle(engine: Engine) -> None:
             raise InvalidatePoolError(one_line(exc)) from exc
 
 
-def _writer_engine(url: str, busy_timeout_s: float) -> Engine:
+def _writer_engine(url: URL, busy_timeout_s: float) -> Engine:
     """The SQLite file's synchronous engine for the writer's thread (db/write_groups.py)."""
-    engine = create_engine(make_url(url).set(drivername="sqlite"), pool_size=1, connect_args={
-        "timeout": busy_timeout_s, "check_same_thread": False})
+    engine = thread_engine(url, busy_timeout_s, 1)
     _tune_sqlite(engine, busy_timeout_s)
     return engine.execution_options(**{_WRITE: True})
 
@@ -141,14 +140,13 @@ class Database:
                                          expire_on_commit=False)
         self._writer_turn = asyncio.Lock() if self.is_sqlite else contextlib.nullcontext()
         on_file = self.is_sqlite and engine.url.database not in _IN_MEMORY
-        self._groups = WriteGroups(_writer_engine(
-            engine.url.render_as_string(hide_password=False), busy_timeout_s),
-            self._writer_turn) if on_file else None
+        self._groups = WriteGroups(_writer_engine(engine.url, busy_timeout_s),
+                                   self._writer_turn) if on_file else None
         """SQLite's writes of this process, grouped in the writer's thread; None: each write
         is a transaction of its own (PostgreSQL, or SQLite in memory, which only this engine
         sees)."""
         self.rows: ThreadReads | ConnectionReads = (
-            ThreadReads(str(engine.url), busy_timeout_s) if on_file
+            ThreadReads(engine.url, busy_timeout_s) if on_file
             else ConnectionReads(engine) if self.is_sqlite
             else ConnectionReads(engine, isolation_level="AUTOCOMMIT"))
         """One statement, one answer, at the least cost (db/reads.py): the hot paths' reads."""

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Row, make_url
+from sqlalchemy.engine import URL, Engine, Row, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
 
@@ -27,13 +27,17 @@ READER_THREADS = 2
 """SQLite releases the GIL while it steps, so two threads keep both cores of a small box busy."""
 
 
+def thread_engine(url: str | URL, busy_timeout_s: float, threads: int) -> Engine:
+    """A synchronous engine of an aiosqlite URL's file, for `threads` threads of its own."""
+    return create_engine(make_url(url).set(drivername="sqlite"), pool_size=threads,
+                         connect_args={"timeout": busy_timeout_s, "check_same_thread": False})
+
+
 class ThreadReads:
     """SQLite: statements on a synchronous engine of the same file, in reader threads."""
 
-    def __init__(self, url: str, busy_timeout_s: float) -> None:
-        sync_url = make_url(url).set(drivername="sqlite")
-        self.engine = create_engine(sync_url, pool_size=READER_THREADS, connect_args={
-            "timeout": busy_timeout_s, "check_same_thread": False})
+    def __init__(self, url: str | URL, busy_timeout_s: float) -> None:
+        self.engine = thread_engine(url, busy_timeout_s, READER_THREADS)
         event.listen(self.engine, "connect", _autocommit)
         self._threads = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="nobat-read")
 

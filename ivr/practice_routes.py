@@ -38,15 +38,15 @@ class Routes:
         return len(self.practices) > 1
 
     @property
-    def _only(self) -> Services:
-        """The one practice's services, where there is one: every call reaches it."""
+    def first(self) -> Services:
+        """The first practice's services: on a line of one practice, every call's."""
         return next(iter(self.practices.values()))
 
     def line(self, dialled: str | None) -> Services | None:
         """The practice a dialled number reaches; None for the shared menu. With one practice
         every number reaches it, as before there were several."""
         if not self.platform:
-            return self._only
+            return self.first
         key = self.numbers.get(_e164(dialled))
         if key is None:
             log.info("dialled %s reaches no practice: the shared menu",
@@ -58,7 +58,7 @@ class Routes:
         """The services of the practice a doctor works at (for calls nobat made about one of
         their bookings); None for a doctor no practice lists now."""
         if not self.platform:
-            return self._only
+            return self.first
         key = self.doctors.get(doctor_id)
         return None if key is None else self.practices[key]
 

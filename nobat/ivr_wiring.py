@@ -133,7 +133,7 @@ async def build_line(config: Config, database: Database, clock: Clock = utc_now
     store = FlowStore(config.ivr.flows, ACTIONS, practices_.routes,
                       watched=(config.ivr.prompts / MANIFEST,), practices=practices_.stamp)
     snapshot = await store.start()
-    services = next(iter(snapshot.routes.practices.values()))  # the first practice's
+    services = snapshot.routes.first
     return InboundLine(FlowEngine(ACTIONS), services, CallLog(database), store)
 
 
