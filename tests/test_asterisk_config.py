@@ -30,6 +30,7 @@ from ivr.fastagi_gate import SECRET_ARGUMENT
 from nobat.config import load_config
 from nobat.ivr_wiring import IVR_ROUTE, PATIENT_CALL_ROUTE
 from protocol.call_token import TOKEN_ARGUMENT, TOKEN_VARIABLE
+from tests.fakepbx.channels import NOBAT_HOLD_SECONDS
 
 ROOT = Path(__file__).resolve().parents[1]
 ASTERISK = ROOT / "asterisk"
@@ -381,6 +382,11 @@ def test_the_trunk_takes_no_connected_line_updates_and_sends_none() -> None:
     assert (trunk["trust_id_inbound"], trunk["send_pai"]) == ("yes", "yes")
     assert (trunk["trust_connected_line"], trunk["send_connected_line"]) == ("no", "no")
     assert {auth["auth_type"] for auth in pjsip["auth"].values()} == {"digest"}
+
+
+def test_the_fake_holds_a_leg_as_long_as_the_shipped_dialplan() -> None:
+    """The dialer's fake rigs wait on nobat's hold as long as the real one would."""
+    assert float(read_dialplan().globals["NOBAT_HOLD_SECONDS"]) == NOBAT_HOLD_SECONDS
 
 
 def test_the_hold_marks_a_leg_ready_just_before_it_says_so() -> None:

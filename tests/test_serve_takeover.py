@@ -19,7 +19,7 @@ from db.clinic_sync import load_clinic
 from db.engine import Database
 from db.schema import upgrade
 from tests.fakepbx.ami_server import FakeAsterisk, nobat_user
-from tests.fakepbx.channels import State
+from tests.fakepbx.channels import NOBAT_HOLD_SECONDS, State
 from tests.fakepbx.script import Answers, Phone
 from tests.support.consultations import attempts, book_due, consultation, first_phone_slot
 from tests.support.server import ServerProcess, demo_copy, dial_fake_pbx, edit_config
@@ -79,7 +79,7 @@ async def test_a_stopped_nobat_is_taken_over_by_the_next_at_any_moment_of_an_att
     phones = [Phone(DOCTOR, "+989121002001", Answers(1.0), "Dr Ahmadi"),
               Phone(PATIENT, "+989121234567", Answers(3.0), "Patient")]
     async with FakeAsterisk(users=USERS, phones=phones, speed=SPEED,
-                            hold_seconds=3600) as pbx:
+                            hold_seconds=NOBAT_HOLD_SECONDS) as pbx:
         dial_fake_pbx(config, pbx.port, ("poll_seconds = 5", "poll_seconds = 0.2"),
                       ("lease_seconds = 60", f"lease_seconds = {LEASE_S}"))
         database = Database.from_url(database_url)

@@ -37,6 +37,8 @@ PHONES_CONTEXT = "fake-phones"
 HOLDING_CONTEXT = "consult-hold"
 NOBAT_HOLDING_CONTEXT = "nobat-consult-hold"
 """nobat's own holding context (asterisk/extensions.conf), as the real tier ran it."""
+NOBAT_HOLD_SECONDS = 3600.0
+"""How long nobat's holding context waits ([globals] NOBAT_HOLD_SECONDS as shipped)."""
 NOBAT_BRIDGE_CONTEXT = "nobat-consult-bridge"
 NOBAT_END_CONTEXT = "nobat-consult-end"
 NOBAT_PATIENT_CALL_CONTEXT = "nobat-patient-call"

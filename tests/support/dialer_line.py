@@ -22,6 +22,7 @@ from nobat.supervisor import Supervisor
 from protocol.call_token import call_token
 from tests.fakepbx.agi_caller import DIALPLAN_SECRET
 from tests.fakepbx.ami_server import FakeAsterisk
+from tests.fakepbx.channels import NOBAT_HOLD_SECONDS
 from tests.fakepbx.script import Phone
 
 SPEED = 0.02
@@ -136,7 +137,8 @@ async def line(database: Database, phones: Sequence[Phone], start: dt.datetime,
     the dialers (stopped by the caller); `plans` makes the dialers' plan factory from the
     phones' plan (a faulty one, say); `practice_share` is each practice's part of `cap`."""
     plan = plan_for(phones, ring_seconds, survey_in_call)
-    async with FakeAsterisk(phones=phones, speed=SPEED, fastagi=fastagi) as pbx:
+    async with FakeAsterisk(phones=phones, speed=SPEED, fastagi=fastagi,
+                            hold_seconds=NOBAT_HOLD_SECONDS) as pbx:
         clients = [AmiClient("127.0.0.1", pbx.port, "ctrl", "ctrlsecret", action_timeout=2.0,
                              backoff=(0.01, 0.05), ping_interval=None) for _ in instances]
         for client in clients:
