@@ -28,12 +28,14 @@ class Capacity:
         return max(CallKind.CONSULTATION.channels + CallKind.PATIENT_CALL.channels,
                    int(self.cap * self.practice_share))
 
-    def practice_room(self, kind: CallKind, theirs: Collection[CallKey]) -> int:
+    def practice_room(self, kind: CallKind, theirs: Collection[CallKey],
+                      own_cap: int | None = None) -> int:
         """How many more calls of `kind` a practice whose calls in progress are `theirs`
-        may start, within its share; under a share, its patient calls always leave it room
-        for one consultation."""
-        room = self.per_practice - self.channels(theirs)
-        if kind is CallKind.PATIENT_CALL and self.practice_share < 1:
+        may start, within its share and its `own_cap` (its trunk's channels); under either,
+        its patient calls always leave it room for one consultation."""
+        limit = self.per_practice if own_cap is None else min(self.per_practice, own_cap)
+        room = limit - self.channels(theirs)
+        if kind is CallKind.PATIENT_CALL and limit < self.cap:
             room -= CallKind.CONSULTATION.channels
         return max(0, room // kind.channels)
 

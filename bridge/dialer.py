@@ -183,10 +183,11 @@ class Dialer:
             raise failed  # the round is reported failing, with what went wrong
         return started
 
-    def _practice_room(self, kind: CallKind) -> Callable[[int], int]:
-        """How many more calls of `kind` each practice may start now, by its clinic id."""
-        return lambda clinic: self.capacity.practice_room(
-            kind, [key for key, theirs in self.practice_of.items() if theirs == clinic])
+    def _practice_room(self, kind: CallKind) -> Callable[[int, int | None], int]:
+        """How many more calls of `kind` each practice may start now, by its clinic id and
+        its own cap."""
+        return lambda clinic, own_cap: self.capacity.practice_room(
+            kind, [key for key, theirs in self.practice_of.items() if theirs == clinic], own_cap)
 
     def _start(self, job: Job, call: OutboundCall) -> None:
         key = (job.claim.kind, job.claim.ident)

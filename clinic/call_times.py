@@ -7,12 +7,15 @@ clinics remind before the weekend.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 from dataclasses import dataclass
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from clinic.calendar import Weekday
-from clinic.schedule import local_midnight
+from clinic.schedule import local_midnight, parse_clock
 
 DAY_MINUTES = 24 * 60
 
@@ -78,6 +81,70 @@ class ReminderTimes:
     def deadline(self, start: dt.datetime) -> dt.datetime:
         """The last moment a reminder (or its retry) for `start` may begin."""
         return start - self.last_call_before
+
+
+@dataclass(frozen=True)
+class PracticeCallTimes:
+    """A practice's own times for ringing its patients (its clinic file's
+    [clinic.patient_calls]); None keeps config.toml's [patient_calls] value."""
+
+    quiet_hours: tuple[int, int] | None = None
+    no_call_days: frozenset[Weekday] | None = None
+    reminder_at: int | None = None
+
+    def text(self) -> str | None:
+        """How the store keeps them (None when the practice sets none)."""
+        own = {name: value for name, value in (
+            ("quiet_hours", self.quiet_hours), ("reminder_at", self.reminder_at),
+            ("no_call_days", None if self.no_call_days is None
+             else sorted(int(day) for day in self.no_call_days))) if value is not None}
+        return json.dumps(own, sort_keys=True) if own else None
+
+    @classmethod
+    def of_text(cls, text: str | None) -> PracticeCallTimes:
+        """What `text` wrote."""
+        own: dict[str, Any] = json.loads(text) if text else {}
+        days = own.get("no_call_days")
+        quiet = own.get("quiet_hours")
+        return cls(quiet_hours=None if quiet is None else (quiet[0], quiet[1]),
+                   no_call_days=None if days is None else frozenset(Weekday(d) for d in days),
+                   reminder_at=own.get("reminder_at"))
+
+    def hours(self, line: CallHours, tz: ZoneInfo) -> CallHours:
+        """The practice's call hours: its own where set, else the line's, in its zone."""
+        quiet_from, quiet_until = self.quiet_hours or (line.quiet_from, line.quiet_until)
+        days = line.no_call_days if self.no_call_days is None else self.no_call_days
+        return CallHours(quiet_from, quiet_until, days, tz)
+
+    def reminders(self, line: ReminderTimes, hours: CallHours) -> ReminderTimes:
+        """The practice's reminder times, within its `hours`."""
+        at = line.at if self.reminder_at is None else self.reminder_at
+        return dataclasses.replace(line, at=at, hours=hours)
+
+
+def parse_quiet_hours(text: str) -> tuple[int, int]:
+    """Read "21:00-08:00": when calling stops, and when it may start again."""
+    if not isinstance(text, str) or text.count("-") != 1:
+        raise ValueError(f"expected \"HH:MM-HH:MM\" such as \"21:00-08:00\", got {text!r}")
+    start, end = (parse_clock(part) for part in text.split("-"))
+    if start == end:
+        raise ValueError(f"{text!r} is empty: it starts where it ends")
+    return start, end
+
+
+def parse_no_call_days(names: list[Any]) -> frozenset[Weekday]:
+    """Read ["friday"]; refuses a week with no day left to call on."""
+    if not all(isinstance(name, str) for name in names):
+        raise ValueError("expected weekday names such as [\"friday\"]")
+    if len({Weekday.parse(name) for name in names}) == len(Weekday):
+        raise ValueError("every day is a no-call day: no patient could ever be called")
+    return frozenset(Weekday.parse(name) for name in names)
+
+
+def is_quiet(minute: int, span: tuple[int, int]) -> bool:
+    """Whether `minute` of the day falls in the quiet span."""
+    start, end = span
+    return start <= minute < end if start < end else minute >= start or minute < end
 
 
 def retry_time(hours: CallHours, failed_at: dt.datetime, spacing: dt.timedelta,

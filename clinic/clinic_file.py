@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from clinic import phones
 from clinic.calendar import Weekday, parse_date
+from clinic.call_times import PracticeCallTimes, is_quiet, parse_no_call_days, parse_quiet_hours
 from clinic.office import (
     OFFICE_HOURS_FORMAT,
     OfficeWeek,
@@ -72,6 +73,11 @@ class ClinicSpec:
     """When that office answers; None: config's [ivr] office_hours."""
     dial: str | None = None
     """How its calls are rung (its own trunk); None: config's [consultations] dial."""
+    max_channels: int | None = None
+    """The most outbound channels its calls hold at once (its trunk's); None: only the line's
+    cap and share."""
+    call_times: PracticeCallTimes = field(default_factory=PracticeCallTimes)
+    """When its patients may be rung and reminded; unset parts: config's [patient_calls]."""
 
 
 def read_clinic(path: Path | str) -> ClinicSpec:
@@ -156,7 +162,7 @@ def parse_clinic(doc: StaffToml) -> ClinicSpec:
     doc.table((), ("clinic", "doctors", "closures"))
     top = doc.table(("clinic",), ("key", "name", "name_en", "phone", "numbers", "address",
                                   "address_en", "timezone", "weekend", "office",
-                                  "office_hours", "dial"))
+                                  "office_hours", "dial", "max_channels", "patient_calls"))
     if "clinic" not in doc.data:
         doc.error(("clinic",), "missing; the file needs a [clinic] table")
     path: KeyPath = ("clinic",)
@@ -186,6 +192,9 @@ def parse_clinic(doc: StaffToml) -> ClinicSpec:
                                what=OFFICE_HOURS_FORMAT),
         dial=doc.value(top, path, "dial", str, default=None,
                        convert=phones.parse_dial_template),
+        max_channels=doc.value(top, path, "max_channels", int, default=None,
+                               convert=_channels),
+        call_times=_call_times(doc),
     )
     doc.raise_problems()
     return spec
@@ -221,6 +230,30 @@ def _numbers(doc: StaffToml, top: dict[str, Any], parent: KeyPath) -> tuple[str,
             continue
         numbers.append(number)
     return tuple(numbers)
+
+
+def _channels(count: int) -> int:
+    if not 2 <= count <= 10000:
+        raise ValueError(f"{count} is out of range; expected 2 (one consultation's two legs) "
+                         "to 10000")
+    return count
+
+
+def _call_times(doc: StaffToml) -> PracticeCallTimes:
+    """[clinic.patient_calls]: the practice's own quiet hours, no-call days and reminder time."""
+    path: KeyPath = ("clinic", "patient_calls")
+    table = doc.table(path, ("quiet_hours", "no_call_days", "reminder_at"))
+    times = PracticeCallTimes(
+        quiet_hours=doc.value(table, path, "quiet_hours", str, default=None,
+                              convert=parse_quiet_hours),
+        no_call_days=doc.value(table, path, "no_call_days", list, default=None,
+                               convert=parse_no_call_days, what="a list of weekday names"),
+        reminder_at=doc.value(table, path, "reminder_at", str, default=None,
+                              convert=parse_clock))
+    if times.reminder_at is not None and times.quiet_hours is not None and \
+            is_quiet(times.reminder_at, times.quiet_hours):
+        doc.error(path + ("reminder_at",), "falls inside quiet_hours, when nobody is called")
+    return times
 
 
 def _code(text: str) -> str:

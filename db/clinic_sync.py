@@ -126,7 +126,8 @@ async def _clinic(session: AsyncSession, spec: ClinicSpec, report: LoadReport) -
         "address": spec.address, "address_en": spec.address_en, "timezone": spec.timezone,
         "weekend": ",".join(str(int(d)) for d in spec.weekend), "office": spec.office,
         "office_hours": None if spec.office_hours is None else office_hours_text(spec.office_hours),
-        "dial": spec.dial}
+        "dial": spec.dial, "max_channels": spec.max_channels,
+        "call_times": spec.call_times.text()}
     clinic = await session.scalar(select(Clinic).where(Clinic.key == spec.key))
     if clinic is None:
         clinic = Clinic(key=spec.key, **values)

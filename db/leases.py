@@ -42,8 +42,9 @@ class ClaimLost(RuntimeError):
 
 
 Leased = type[Consultation] | type[PatientCall]
-PracticeRoom = Callable[[int], int]
-"""How many more calls a practice (by clinic id) may start now: its share of the cap."""
+PracticeRoom = Callable[[int, int | None], int]
+"""How many more calls a practice may start now, by its clinic id and its own cap
+(max_channels): within its share of the line's cap and its own."""
 
 
 @dataclass(frozen=True)
@@ -220,9 +221,10 @@ class LeasedStore(Generic[L]):
         while len(claims) < limit:
             full = [clinic for clinic, calls in left.items() if calls <= 0]
             rows = await self.db.rows(
-                select(model.id, Doctor.clinic_id)
+                select(model.id, Doctor.clinic_id, Clinic.max_channels)
                 .join(Appointment, model.appointment_id == Appointment.id)
                 .join(Doctor, Appointment.doctor_id == Doctor.id)
+                .join(Clinic, Doctor.clinic_id == Clinic.id)
                 .where(due(self.clock()), model.id.not_in(tried), Doctor.clinic_id.not_in(full))
                 .order_by(model.due_at, model.id)
                 .limit(limit - len(claims)), None)
@@ -232,7 +234,7 @@ class LeasedStore(Generic[L]):
             picked: dict[int, int] = {}
             for row in rows:
                 if room is not None:
-                    left.setdefault(row.clinic_id, room(row.clinic_id))
+                    left.setdefault(row.clinic_id, room(row.clinic_id, row.max_channels))
                     if left[row.clinic_id] <= 0:
                         continue
                     left[row.clinic_id] -= 1

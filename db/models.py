@@ -92,6 +92,11 @@ class Clinic(Base):
     """When that office answers, as clinic/office.py writes it; None: config.toml's."""
     dial: Mapped[str | None] = mapped_column(String(200))
     """How the practice's calls are rung (its own trunk); None: config.toml's."""
+    max_channels: Mapped[int | None] = mapped_column(Integer)
+    """The most outbound channels its calls hold at once (its trunk's); None: no cap of its own."""
+    call_times: Mapped[str | None] = mapped_column(Text)
+    """Its own quiet hours, no-call days and reminder time (PracticeCallTimes.text); None:
+    config.toml's."""
 
 
 class ClinicNumber(Base):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import enum
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -22,7 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clinic.call_kinds import CallKind, Leg, call_ref
-from clinic.call_times import CallHours, ReminderTimes
+from clinic.call_times import CallHours, PracticeCallTimes, ReminderTimes
 from clinic.schedule import day_bounds
 from db.leases import (
     GIVEN_BACK,
@@ -98,6 +99,8 @@ class DuePatientCall:
     """Where its practice's own prompts are (ivr/prompts.py own_key)."""
     clinic_dial: str | None = None
     """Its practice's own dial string, if it has one."""
+    clinic_call_times: str | None = None
+    """Its practice's own call times, as the store keeps them (PracticeCallTimes.text)."""
 
 
 @dataclass(frozen=True)
@@ -121,13 +124,40 @@ class PatientCallClaim(LeasedClaim):
 
 
 @dataclass(frozen=True)
+class PracticeTimes:
+    """When one practice's patients may be rung, and reminded."""
+
+    hours: CallHours
+    reminders: ReminderTimes | None
+
+
+@dataclass(frozen=True)
 class CallPlanning:
-    """Which calls to plan and when they may ring (from config)."""
+    """Which calls to plan and when they may ring (from config; a practice may set its own
+    times, in its own zone)."""
 
     hours: CallHours
     reminders: ReminderTimes | None
     absences: bool
     survey_after: dt.timedelta | None
+
+    def of_practice(self, timezone: str, own: str | None) -> PracticeTimes:
+        """The times of a practice in `timezone` whose own times the store keeps as `own`."""
+        return _practice_times(self, timezone, own)
+
+
+@functools.lru_cache(maxsize=1024)
+def _practice_times(planning: CallPlanning, timezone: str, own: str | None) -> PracticeTimes:
+    times = PracticeCallTimes.of_text(own)
+    hours = times.hours(planning.hours, ZoneInfo(timezone))
+    reminders = planning.reminders
+    return PracticeTimes(hours, None if reminders is None else times.reminders(reminders, hours))
+
+
+async def _practices(session: AsyncSession, planning: CallPlanning) -> dict[int, PracticeTimes]:
+    """Every practice's times, by clinic id."""
+    rows = await session.execute(select(Clinic.id, Clinic.timezone, Clinic.call_times))
+    return {ident: planning.of_practice(timezone, own) for ident, timezone, own in rows}
 
 
 class PatientCallStore(LeasedStore[PatientCallClaim]):
@@ -146,12 +176,13 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
         now = self.clock()
         rows: list[dict[str, Any]] = []
         async with self.db.reading() as session:
+            practices = await _practices(session, planning)
             if planning.reminders is not None:
-                rows += await _reminders(session, planning.reminders, now)
+                rows += await _reminders(session, practices, now)
             if planning.absences:
-                rows += await _absences(session, planning.hours, now)
+                rows += await _absences(session, practices, now)
             if planning.survey_after is not None:
-                rows += await _surveys(session, planning.hours, planning.survey_after, now)
+                rows += await _surveys(session, practices, planning.survey_after, now)
         if not rows:
             return {}
         async def run() -> None:
@@ -411,7 +442,7 @@ def _details() -> Select[Any]:
                 status=Appointment.status, doctor_id=Appointment.doctor_id,
                 patient_phone=Patient.phone, patient_language=Patient.language,
                 reminders_off=Patient.reminders_off_at.is_not(None), **practice_columns(),
-                clinic_timezone=Clinic.timezone))
+                clinic_timezone=Clinic.timezone, clinic_call_times=Clinic.call_times))
             .join(Appointment, PatientCall.appointment_id == Appointment.id)
             .join(Doctor, Appointment.doctor_id == Doctor.id)
             .join(Clinic, Doctor.clinic_id == Clinic.id)
@@ -436,24 +467,31 @@ async def _planned(session: AsyncSession, purpose: Purpose, appointment_ids: lis
     return {(a, s) for a, s in rows}
 
 
-async def _reminders(session: AsyncSession, times: ReminderTimes, now: dt.datetime
-                     ) -> list[dict[str, Any]]:
+async def _reminders(session: AsyncSession, practices: dict[int, PracticeTimes],
+                     now: dt.datetime) -> list[dict[str, Any]]:
     """Booked appointments coming within the reminder lead whose slot has no reminder yet
-    (none for a booking a closure covers: its patient gets an absence call instead)."""
-    horizon = now + dt.timedelta(days=times.days_before + 3)
+    (none for a booking a closure covers: its patient gets an absence call instead); each
+    at its practice's reminder time."""
+    lead = max(times.reminders.days_before for times in practices.values()
+               if times.reminders is not None) if practices else 0
+    horizon = now + dt.timedelta(days=lead + 3)
     rows = (await session.execute(
-        select(Appointment.id, Appointment.start_at)
+        select(Appointment.id, Appointment.start_at, Doctor.clinic_id)
         .join(Patient, Appointment.patient_id == Patient.id)
+        .join(Doctor, Appointment.doctor_id == Doctor.id)
         .where(Appointment.status == AppointmentStatus.BOOKED, Appointment.start_at > now,
                Appointment.start_at <= horizon, Patient.reminders_off_at.is_(None)))).all()
-    planned = await _planned(session, Purpose.REMINDER, [a for a, _ in rows])
+    ids = [a for a, _, _ in rows]
+    planned = await _planned(session, Purpose.REMINDER, ids)
     answered = set((await session.scalars(
         select(PatientCall.appointment_id)
         .where(PatientCall.purpose == Purpose.REMINDER, PatientCall.answered_at.is_not(None),
-               PatientCall.appointment_id.in_([a for a, _ in rows])))).all())
+               PatientCall.appointment_id.in_(ids)))).all())
     closed = await covered_bookings(session, now)
     wanted = []
-    for appointment_id, start in rows:
+    for appointment_id, start, clinic_id in rows:
+        times = practices[clinic_id].reminders
+        assert times is not None
         subject = subject_of(start)
         due = times.due(start, now)
         if (appointment_id, subject) in planned or due is None or appointment_id in closed:
@@ -493,30 +531,39 @@ async def covered_bookings(session: AsyncSession, now: dt.datetime) -> dict[int,
     return found
 
 
-async def _absences(session: AsyncSession, hours: CallHours, now: dt.datetime
-                    ) -> list[dict[str, Any]]:
-    """Booked appointments a closure now covers, not yet called about."""
+async def _absences(session: AsyncSession, practices: dict[int, PracticeTimes],
+                    now: dt.datetime) -> list[dict[str, Any]]:
+    """Booked appointments a closure now covers, not yet called about: each at the first
+    minute its practice may ring."""
     found = await covered_bookings(session, now)
     planned = await _planned(session, Purpose.ABSENCE, list(found))
-    due = hours.next_allowed(now)
-    return [_row(a, Purpose.ABSENCE, subject_of(start), due, start, now)
-            for a, start in found.items()
-            if (a, subject_of(start)) not in planned and due < start]
+    clinics = dict((await session.execute(
+        select(Appointment.id, Doctor.clinic_id).join(Doctor, Appointment.doctor_id == Doctor.id)
+        .where(Appointment.id.in_([a for a in found if (a, subject_of(found[a])) not in planned]))
+    )).all())
+    wanted = []
+    for appointment_id, clinic_id in clinics.items():
+        start = found[appointment_id]
+        due = practices[clinic_id].hours.next_allowed(now)
+        if due < start:
+            wanted.append(_row(appointment_id, Purpose.ABSENCE, subject_of(start), due, start, now))
+    return wanted
 
 
-async def _surveys(session: AsyncSession, hours: CallHours, after: dt.timedelta,
-                   now: dt.datetime) -> list[dict[str, Any]]:
+async def _surveys(session: AsyncSession, practices: dict[int, PracticeTimes],
+                   after: dt.timedelta, now: dt.datetime) -> list[dict[str, Any]]:
     """Consultations talked through in the last day whose patient was not surveyed yet."""
     rows = (await session.execute(
-        select(Consultation.appointment_id, CallAttempt.ended_at)
+        select(Consultation.appointment_id, CallAttempt.ended_at, Doctor.clinic_id)
         .join(CallAttempt, and_(CallAttempt.consultation_id == Consultation.id,
                                 CallAttempt.number == Consultation.attempts))
         .join(Appointment, Consultation.appointment_id == Appointment.id)
+        .join(Doctor, Appointment.doctor_id == Doctor.id)
         .join(Patient, Appointment.patient_id == Patient.id)
         .where(Consultation.state == ConsultationState.COMPLETED, CallAttempt.talk_seconds > 0,
                CallAttempt.ended_at > now - SURVEY_SHELF_LIFE,
                Patient.reminders_off_at.is_(None)))).all()
-    planned = await _planned(session, Purpose.SURVEY, [a for a, _ in rows])
-    return [_row(a, Purpose.SURVEY, "", hours.next_allowed(ended + after),
+    planned = await _planned(session, Purpose.SURVEY, [a for a, _, _ in rows])
+    return [_row(a, Purpose.SURVEY, "", practices[clinic].hours.next_allowed(ended + after),
                  ended + SURVEY_SHELF_LIFE, now)
-            for a, ended in rows if (a, "") not in planned]
+            for a, ended, clinic in rows if (a, "") not in planned]

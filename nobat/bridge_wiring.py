@@ -99,7 +99,9 @@ def patient_calls(config: Config, database: Database, consultation: CallPlan, tz
     def retry(claim: PatientCallClaim, failed_at: dt.datetime) -> dt.datetime | None:
         if claim.attempt >= wanted.attempts:
             return None
-        return retry_time(hours, failed_at, spacing, claim.call.not_after)
+        due = claim.call
+        return retry_time(planning.of_practice(due.clinic_timezone, due.clinic_call_times).hours,
+                          failed_at, spacing, due.not_after)
 
     return PatientCalls(PatientCallStore(database, clock), planning,
                         per_practice(dataclasses.replace(consultation,

@@ -15,6 +15,7 @@ from sqlalchemy.exc import ArgumentError
 
 from clinic import phones
 from clinic.calendar import Weekday
+from clinic.call_times import is_quiet, parse_no_call_days, parse_quiet_hours
 from clinic.office import (
     OFFICE_HOURS_FORMAT,
     OfficeWeek,
@@ -445,38 +446,16 @@ def _consultations(doc: StaffToml) -> ConsultationConfig:
     )
 
 
-def _clock_span(text: str) -> tuple[int, int]:
-    if not isinstance(text, str) or text.count("-") != 1:
-        raise ValueError(f"expected \"HH:MM-HH:MM\" such as \"21:00-08:00\", got {text!r}")
-    start, end = (parse_clock(part) for part in text.split("-"))
-    if start == end:
-        raise ValueError(f"{text!r} is empty: it starts where it ends")
-    return start, end
-
-
-def _weekdays(names: list[Any]) -> frozenset[Weekday]:
-    if not all(isinstance(name, str) for name in names):
-        raise ValueError("expected weekday names such as [\"friday\"]")
-    if len({Weekday.parse(name) for name in names}) == len(Weekday):
-        raise ValueError("every day is a no-call day: no patient could ever be called")
-    return frozenset(Weekday.parse(name) for name in names)
-
-
-def _quiet(minute: int, span: tuple[int, int]) -> bool:
-    start, end = span
-    return start <= minute < end if start < end else minute >= start or minute < end
-
-
 def _patient_calls(doc: StaffToml) -> PatientCallConfig:
     table, path = _section(doc, "patient_calls", (
         "reminders", "reminder_days_before", "reminder_at", "absence_calls", "survey",
         "survey_after_minutes", "quiet_hours", "no_call_days", "ring_seconds", "attempts",
         "retry_minutes", "max_calls"))
     quiet = doc.value(table, path, "quiet_hours", str, default=(21 * 60, 8 * 60),
-                      convert=_clock_span)
+                      convert=parse_quiet_hours)
     reminder_at = doc.value(table, path, "reminder_at", str, default=18 * 60,
                             convert=parse_clock)
-    if _quiet(reminder_at, quiet):
+    if is_quiet(reminder_at, quiet):
         doc.error(path + ("reminder_at",), "falls inside quiet_hours, when nobody is called")
     return PatientCallConfig(
         reminders=doc.value(table, path, "reminders", bool, default=True),
@@ -491,7 +470,7 @@ def _patient_calls(doc: StaffToml) -> PatientCallConfig:
         quiet_hours=quiet,
         no_call_days=doc.value(table, path, "no_call_days", list,
                                default=frozenset({Weekday.FRIDAY}),
-                               convert=_weekdays, what="a list of weekday names"),
+                               convert=parse_no_call_days, what="a list of weekday names"),
         ring_seconds=doc.value(table, path, "ring_seconds", int, default=30,
                                convert=_in_range(5, 300)),
         attempts=doc.value(table, path, "attempts", int, default=3, convert=_in_range(1, 10)),

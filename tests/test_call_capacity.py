@@ -63,3 +63,15 @@ def test_a_practices_reminders_never_keep_its_consultation_waiting() -> None:
 def test_without_a_share_a_practice_may_use_the_whole_cap() -> None:
     theirs = [(CONSULTATION, 1), (PATIENT_CALL, 3), (PATIENT_CALL, 4)]
     assert Capacity(cap=10).practice_room(PATIENT_CALL, theirs) == 6
+
+
+def test_a_practice_with_its_own_trunk_holds_at_most_its_channels() -> None:
+    """[clinic] max_channels: a practice's own trunk carries that many, whatever the line's
+    share; its reminders still leave room for one consultation."""
+    capacity = Capacity(cap=200, patient_calls=20)
+    assert capacity.practice_room(CONSULTATION, [], own_cap=4) == 2
+    assert capacity.practice_room(CONSULTATION, [(CONSULTATION, 1)], own_cap=4) == 1
+    assert capacity.practice_room(PATIENT_CALL, [], own_cap=4) == 2
+    assert capacity.practice_room(PATIENT_CALL, [(PATIENT_CALL, 1)], own_cap=4) == 1
+    assert capacity.practice_room(CONSULTATION, [(PATIENT_CALL, 1)], own_cap=4) == 1
+    assert Capacity(cap=10, practice_share=0.5).practice_room(CONSULTATION, [], 40) == 2

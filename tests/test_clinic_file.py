@@ -83,7 +83,8 @@ from = "1405/13/01"
         "clinic.toml:4: clinic.weekend: unknown weekday 'funday'; expected one of saturday, "
         "sunday, monday, tuesday, wednesday, thursday, friday",
         "clinic.toml:5: clinic.colour: unknown key; expected one of key, name, name_en, phone, "
-        "numbers, address, address_en, timezone, weekend, office, office_hours, dial",
+        "numbers, address, address_en, timezone, weekend, office, office_hours, dial, "
+        "max_channels, patient_calls",
         "clinic.toml:14: doctors[2].key: doctor 'dr-a' is listed twice",
         "clinic.toml:16: doctors[2].specialty: unknown specialty 'astrology'; expected one of "
         "ophthalmology, psychiatry, midwifery, general_practice, gastroenterology, "

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from clinic.calendar import Weekday
+from clinic.call_times import PracticeCallTimes
 from clinic.clinic_file import read_clinic, read_clinic_files, read_clinics
 from clinic.staff_toml import StaffFileError
 from nobat.cli import main
@@ -124,6 +125,44 @@ def test_a_bad_office_office_hours_or_dial_names_its_line(tmp_path: Path, line: 
     text = practice("p", "02188776655").replace("[clinic]\n", f"[clinic]\n{line}\n")
     [problem] = problems(tmp_path, text)
     assert problem.startswith(f"clinic.toml:2: {message}")
+
+
+def test_a_practice_may_set_its_trunks_channels_and_its_own_call_times(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(practice("p", "02188776655") + "max_channels = 6\n"
+                    '[clinic.patient_calls]\nquiet_hours = "20:00-09:30"\n'
+                    'no_call_days = ["thursday", "friday"]\nreminder_at = "17:30"\n',
+                    encoding="utf-8")
+    spec = read_clinic(path)
+    assert spec.max_channels == 6
+    assert spec.call_times == PracticeCallTimes(
+        quiet_hours=(20 * 60, 9 * 60 + 30), reminder_at=17 * 60 + 30,
+        no_call_days=frozenset({Weekday.THURSDAY, Weekday.FRIDAY}))
+    assert PracticeCallTimes.of_text(spec.call_times.text()) == spec.call_times
+    demo = read_clinic(DEMO)
+    assert (demo.max_channels, demo.call_times.text()) == (None, None)
+
+
+@pytest.mark.parametrize(("lines", "message"), [
+    ("max_channels = 1", "clinic.toml:2: clinic.max_channels: 1 is out of range; expected 2 "
+     "(one consultation's two legs) to 10000"),
+    ('max_channels = "ten"', "clinic.toml:2: clinic.max_channels: expected a whole number"),
+    ('[clinic.patient_calls]\nquiet_hours = "21:00"', "clinic.toml:6: "
+     "clinic.patient_calls.quiet_hours: expected \"HH:MM-HH:MM\" such as \"21:00-08:00\""),
+    ('[clinic.patient_calls]\nno_call_days = ["saturday", "sunday", "monday", "tuesday", '
+     '"wednesday", "thursday", "friday"]', "clinic.toml:6: clinic.patient_calls.no_call_days: "
+     "every day is a no-call day"),
+    ('[clinic.patient_calls]\nquiet_hours = "20:00-09:00"\nreminder_at = "08:30"',
+     "clinic.toml:7: clinic.patient_calls.reminder_at: falls inside quiet_hours"),
+    ('[clinic.patient_calls]\nreminders = false', "clinic.toml:6: clinic.patient_calls."
+     "reminders: unknown key; expected one of quiet_hours, no_call_days, reminder_at"),
+])
+def test_a_bad_cap_or_call_time_names_its_line(tmp_path: Path, lines: str, message: str) -> None:
+    base = practice("p", "02188776655")  # four lines: a table written after it is line 5
+    text = base + lines + "\n" if lines.startswith("[") else base.replace(
+        "[clinic]\n", f"[clinic]\n{lines}\n")
+    [problem] = problems(tmp_path, text)
+    assert problem.startswith(message)
 
 
 def test_a_folder_gives_one_practice_per_toml_file_by_name(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ the fake PBX's AMI, on SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 from pathlib import Path
@@ -26,6 +27,7 @@ from tests.support.dialer_line import Line, line
 from tests.support.ivr import ROOT
 from tests.support.patient_calls import calls, patient_line, settled
 from tests.test_dialer import START, doctor, patient
+from tests.test_dialer import settled as consultations_settled
 from tests.test_schedule import at
 
 FIRST = every_day_clinic(8, slot_minutes=30, start_minute=8 * 60)
@@ -199,3 +201,29 @@ async def test_a_practice_with_a_trunk_of_its_own_is_rung_through_it(database: D
         rung = {action["Channel"] for action in pbx_line.actions("Originate")}
     assert rung == {"Local/doctor1@fake-phones/n", "Local/patient1@fake-phones/n",
                     "Local/doctor2@fake-phones", "Local/patient2@fake-phones"}
+
+
+async def test_a_practice_whose_trunk_carries_few_channels_is_rung_within_them(
+        database: Database) -> None:
+    """The first practice's clinic file says its trunk carries 4 channels: of its four due
+    consultations two are rung, beside the second's, and the next two wait while those talk,
+    though the line's cap (10) would carry them all."""
+    await two_practices(database)
+    await load_clinic(database, dataclasses.replace(FIRST, max_channels=4),
+                      clock=Clock(at(THURSDAY, "12:00")))
+    for n in range(4):
+        await booked(database, FIRST, patient(n + 1).number,
+                     START - dt.timedelta(minutes=4 - n), VisitKind.PHONE)
+    await booked(database, SECOND, patient(5).number, START, VisitKind.PHONE)
+    phones = [doctor(1), doctor(2), *(patient(n) for n in range(1, 6))]
+    async with line(database, phones, START, cap=10, plans=as_practices) as pbx_line:
+
+        async def first_round() -> bool:
+            return len(pbx_line.actions("Originate")) >= 6
+
+        await pbx_line.until(first_round, seconds=10.0)
+        await pbx_line.until(consultations_settled(database, [1, 2, 5], "bridged"))
+        await pbx_line.until(lambda: asyncio.sleep(0.2, result=True))  # 10 s: five dialer polls
+        rung = [action["Channel"] for action in pbx_line.actions("Originate")]
+    assert sorted(rung) == sorted(f"Local/{exten}@fake-phones/n" for exten in (
+        "doctor1", "patient1", "doctor1", "patient2", "doctor2", "patient5"))

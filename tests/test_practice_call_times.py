@@ -1,0 +1,117 @@
+"""Platform mode: each practice's patients are rung at its own times, in its own zone (its
+clinic file's [clinic.patient_calls]), and the line's [patient_calls] where it sets none;
+planned, and retried, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+
+from bridge.outbound import CallPlan
+from bridge.patient_call import PatientCalls
+from clinic.calendar import Weekday
+from clinic.call_times import PracticeCallTimes
+from clinic.schedule import TEHRAN, VisitKind
+from db.clinic_sync import load_clinic, record_absence
+from db.engine import Database
+from db.models import Clinic
+from db.patient_calls import Purpose
+from nobat.bridge_wiring import patient_calls
+from nobat.config import load_config
+from tests.support.clinics import Clock
+from tests.support.ivr import ROOT
+from tests.support.patient_calls import calls
+from tests.test_dialer_practices import FIRST, SECOND, booked
+from tests.test_schedule import at
+
+KABUL = ZoneInfo("Asia/Kabul")
+"""An hour ahead of Tehran's clock (UTC+4:30 against +3:30)."""
+OWN_TIMES = PracticeCallTimes(quiet_hours=(20 * 60, 10 * 60), reminder_at=10 * 60,
+                              no_call_days=frozenset({Weekday.SUNDAY}))
+KABUL_PRACTICE = dataclasses.replace(SECOND, timezone="Asia/Kabul", call_times=OWN_TIMES)
+"""The second practice keeps its own hours in its own zone: quiet 20:00-10:00, reminders at
+10:00, no calls on Sundays (the line's: 21:00-08:00, 18:00, Fridays)."""
+SATURDAY = dt.date(2026, 11, 28)
+SUNDAY = SATURDAY + dt.timedelta(days=1)
+NOW = dt.datetime(2026, 11, 28, 4, 0, tzinfo=dt.UTC)
+"""Saturday 07:30 in Tehran, 08:30 in Kabul: quiet hours for both."""
+LEASE = dt.timedelta(minutes=1)
+
+
+def local(day: dt.date, clock: str, tz: ZoneInfo) -> dt.datetime:
+    hour, minute = (int(part) for part in clock.split(":"))
+    return dt.datetime.combine(day, dt.time(hour, minute), tzinfo=tz).astimezone(dt.UTC)
+
+
+async def two_practices(database: Database) -> tuple[int, int]:
+    """Both practices, each with a booking at 10:00 its own time on Sunday; their ids."""
+    for spec in (FIRST, KABUL_PRACTICE):
+        await load_clinic(database, spec, clock=Clock(NOW))
+    return (await booked(database, FIRST, "09351110001", at(SUNDAY, "10:00"),
+                         VisitKind.IN_PERSON),
+            await booked(database, SECOND, "09351110002", local(SUNDAY, "10:00", KABUL),
+                         VisitKind.IN_PERSON))
+
+
+def desk(database: Database, clock: Clock) -> PatientCalls:
+    """The patient calls as `nobat serve` wires them from the shipped config.toml."""
+    config = load_config(ROOT / "config.toml", env={})
+    plan = CallPlan("Local/{exten}@fake-phones", "+982188776655", "Test Clinic")
+    return patient_calls(config, database, plan, TEHRAN, clock=clock)
+
+
+async def test_a_practices_own_times_are_stored_and_a_file_without_them_keeps_the_lines(
+        database: Database) -> None:
+    await two_practices(database)
+    async with database.reading() as session:
+        rows = dict((await session.execute(select(Clinic.key, Clinic.call_times))).all())
+    assert rows["test"] is None
+    assert PracticeCallTimes.of_text(rows["second"]) == OWN_TIMES
+
+
+async def test_each_practice_is_reminded_at_its_own_time_in_its_own_zone(
+        database: Database) -> None:
+    first, second = await two_practices(database)
+    wired = desk(database, Clock(NOW))
+    assert await wired.store.plan(wired.planning) == {Purpose.REMINDER: 2}
+    due = {call.appointment_id: call.due_at for call in await calls(database)}
+    assert due == {first: at(SATURDAY, "18:00"),  # the line's 18:00, Tehran's clock
+                   second: local(SATURDAY, "10:00", KABUL)}  # its own 10:00, Kabul's
+
+
+async def test_an_absence_call_waits_for_the_end_of_its_own_practices_quiet_hours(
+        database: Database) -> None:
+    first, second = await two_practices(database)
+    await record_absence(database, FIRST.doctors[0].key, SUNDAY, SUNDAY, "sick", "test")
+    await record_absence(database, SECOND.doctors[0].key, SUNDAY, SUNDAY, "sick", "second")
+    wired = desk(database, Clock(NOW))
+    assert await wired.store.plan(wired.planning) == {Purpose.ABSENCE: 2}
+    due = {call.appointment_id: call.due_at for call in await calls(database)}
+    assert due == {first: at(SATURDAY, "08:00"), second: local(SATURDAY, "10:00", KABUL)}
+
+
+async def test_an_unanswered_call_is_retried_within_its_own_practices_hours(
+        database: Database) -> None:
+    """Each practice's doctor is away on Monday, and both absence calls ring unanswered at
+    19:40 Kabul time (18:40 in Tehran). 30 minutes on, the line's hours allow a call; the
+    Kabul practice's quiet hours do not, nor its no-call Sunday: it rings on Monday at 10:00,
+    still before the 12:00 booking."""
+    await two_practices(database)
+    monday = SUNDAY + dt.timedelta(days=1)
+    first = await booked(database, FIRST, "09351110003", at(monday, "12:00"),
+                         VisitKind.IN_PERSON)
+    second = await booked(database, SECOND, "09351110004", local(monday, "12:00", KABUL),
+                          VisitKind.IN_PERSON)
+    await record_absence(database, FIRST.doctors[0].key, monday, monday, "sick", "test")
+    await record_absence(database, SECOND.doctors[0].key, monday, monday, "sick", "second")
+    clock = Clock(NOW)
+    wired = desk(database, clock)
+    await wired.store.plan(wired.planning)
+    clock.now = local(SATURDAY, "19:40", KABUL)
+    claims = {claim.call.appointment_id: claim
+              for claim in await wired.store.claim_next("nobat-1", LEASE, 10)}
+    assert wired.retry(claims[first], clock.now) == clock.now + dt.timedelta(minutes=30)
+    assert wired.retry(claims[second], clock.now) == local(monday, "10:00", KABUL)
