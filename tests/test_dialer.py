@@ -56,6 +56,7 @@ from tests.support.consultations import attempts, consultation
 from tests.support.dialer_line import (
     CLINIC_NAME,
     CLINIC_NUMBER,
+    LEASE,
     RETRY,
     Line,
     line,
@@ -407,6 +408,7 @@ async def test_a_call_left_bridged_by_a_stopped_nobat_is_taken_over_not_redialle
     async with line(database, [doctor(1), patient(1)], two_before_the_end) as pbx_line:
         first = pbx_line.dialers[0]
         await pbx_line.until(settled(database, [ident], "bridged"))
+        [bridged] = await attempts(database, ident)
         await pbx_line.stop(first)
         assert len(pbx_line.pbx.channels) == 4  # the parties still talk
         pbx_line.start(first.ami, "nobat-2")
@@ -416,7 +418,13 @@ async def test_a_call_left_bridged_by_a_stopped_nobat_is_taken_over_not_redialle
         stored = await consultation(database, ident)
         [attempt] = await attempts(database, ident)
         assert (stored.claimed_by, stored.cause) == ("nobat-2", None)
-        assert attempt.talk_seconds is not None and attempt.talk_seconds > 90
+        # The talk is counted from the first nobat's bridge, across the takeover (which came
+        # a lease later), to the end: not from the takeover.
+        assert bridged.bridged_at is not None and attempt.ended_at is not None
+        assert attempt.bridged_at == bridged.bridged_at
+        talked = (attempt.ended_at - bridged.bridged_at).total_seconds()
+        assert attempt.talk_seconds is not None and abs(attempt.talk_seconds - talked) <= 1
+        assert attempt.talk_seconds > LEASE.total_seconds()
         assert pbx_line.originates() == {f"nobat-c{ident}-a1-{leg}": 1 for leg in Leg}
         assert pbx_line.pbx.heard_by("patient1")[-2:] == ["nobat/fa/consult/ending-soon",
                                                           "nobat/fa/consult/time-up"]
