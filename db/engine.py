@@ -63,12 +63,16 @@ def _make_sqlite_file(url: str) -> None:
 
 def make_engine(url: str, *, pool_size: int = 5, busy_timeout_s: float = BUSY_TIMEOUT_S
                 ) -> AsyncEngine:
-    """Create an async engine; on SQLite: WAL, a busy timeout, and BEGIN IMMEDIATE for writes."""
+    """Create an async engine; on SQLite: WAL, a busy timeout, and BEGIN IMMEDIATE for writes;
+    on PostgreSQL at most `pool_size` connections, each kept once opened."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": busy_timeout_s})
         _tune_sqlite(engine.sync_engine, busy_timeout_s)
         return engine
-    engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
+    # No overflow: a connection opened for a burst and closed after it (SQLAlchemy's
+    # max_overflow) cost a PostgreSQL backend's start per statement at the peak, and 4% of a
+    # busy nobat in bench.platform; a statement waits its turn for a kept one instead.
+    engine = create_async_engine(url, pool_size=pool_size, max_overflow=0)
     _ping_when_idle(engine.sync_engine)
     return engine
 

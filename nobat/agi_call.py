@@ -32,7 +32,7 @@ async def run_call(environment: bytes, answer: bytes, config_path: Path,
     config = load_config(config_path)
     # stdout carries AGI commands: a log line there would be a 510 and shift every reply.
     setup_logging(config.server.log_level, config.server.log_format, stream=sys.stderr)
-    database = Database.from_url(config.database.url, pool_size=1)
+    database = Database.from_url(config.database.url, pool_size=2)
     line = None
     try:
         line = await build_line(config, database)
