@@ -35,7 +35,7 @@ class Capacity:
         its patient calls always leave it room for one consultation."""
         limit = self.per_practice if own_cap is None else min(self.per_practice, own_cap)
         room = limit - self.channels(theirs)
-        if kind is CallKind.PATIENT_CALL and limit < self.cap:
+        if kind is CallKind.PATIENT_CALL and (self.practice_share < 1 or own_cap is not None):
             room -= CallKind.CONSULTATION.channels
         return max(0, room // kind.channels)
 

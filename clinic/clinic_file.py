@@ -233,9 +233,9 @@ def _numbers(doc: StaffToml, top: dict[str, Any], parent: KeyPath) -> tuple[str,
 
 
 def _channels(count: int) -> int:
-    if not 2 <= count <= 10000:
-        raise ValueError(f"{count} is out of range; expected 2 (one consultation's two legs) "
-                         "to 10000")
+    if not 3 <= count <= 10000:
+        raise ValueError(f"{count} is out of range; expected 3 (a consultation's two legs and "
+                         "a call to a patient) to 10000")
     return count
 
 
@@ -250,7 +250,12 @@ def _call_times(doc: StaffToml) -> PracticeCallTimes:
                                convert=parse_no_call_days, what="a list of weekday names"),
         reminder_at=doc.value(table, path, "reminder_at", str, default=None,
                               convert=parse_clock))
-    if times.reminder_at is not None and times.quiet_hours is not None and \
+    if ("reminder_at" in table) != ("quiet_hours" in table):
+        given, missing = ("quiet_hours", "reminder_at") if "quiet_hours" in table \
+            else ("reminder_at", "quiet_hours")
+        doc.error(path + (given,), f"set {missing} beside it: config.toml's may fall inside "
+                  "the other, and a reminder then never comes at its time")
+    elif times.reminder_at is not None and times.quiet_hours is not None and \
             is_quiet(times.reminder_at, times.quiet_hours):
         doc.error(path + ("reminder_at",), "falls inside quiet_hours, when nobody is called")
     return times

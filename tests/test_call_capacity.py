@@ -75,3 +75,6 @@ def test_a_practice_with_its_own_trunk_holds_at_most_its_channels() -> None:
     assert capacity.practice_room(PATIENT_CALL, [(PATIENT_CALL, 1)], own_cap=4) == 1
     assert capacity.practice_room(CONSULTATION, [(PATIENT_CALL, 1)], own_cap=4) == 1
     assert Capacity(cap=10, practice_share=0.5).practice_room(CONSULTATION, [], 40) == 2
+    # a cap of its own over the line's: the line's cap holds, and the room for a consultation
+    assert Capacity(cap=4, patient_calls=4).practice_room(PATIENT_CALL, [], own_cap=10) == 2
+    assert Capacity(cap=4, patient_calls=4).practice_room(PATIENT_CALL, []) == 4

@@ -144,11 +144,16 @@ def test_a_practice_may_set_its_trunks_channels_and_its_own_call_times(tmp_path:
 
 
 @pytest.mark.parametrize(("lines", "message"), [
-    ("max_channels = 1", "clinic.toml:2: clinic.max_channels: 1 is out of range; expected 2 "
-     "(one consultation's two legs) to 10000"),
+    ("max_channels = 2", "clinic.toml:2: clinic.max_channels: 2 is out of range; expected 3 "
+     "(a consultation's two legs and a call to a patient) to 10000"),
     ('max_channels = "ten"', "clinic.toml:2: clinic.max_channels: expected a whole number"),
-    ('[clinic.patient_calls]\nquiet_hours = "21:00"', "clinic.toml:6: "
+    ('[clinic.patient_calls]\nquiet_hours = "21:00"\nreminder_at = "12:00"', "clinic.toml:6: "
      "clinic.patient_calls.quiet_hours: expected \"HH:MM-HH:MM\" such as \"21:00-08:00\""),
+    ('[clinic.patient_calls]\nquiet_hours = "17:00-09:00"', "clinic.toml:6: "
+     "clinic.patient_calls.quiet_hours: set reminder_at beside it: config.toml's may fall "
+     "inside the other"),
+    ('[clinic.patient_calls]\nreminder_at = "23:30"', "clinic.toml:6: "
+     "clinic.patient_calls.reminder_at: set quiet_hours beside it"),
     ('[clinic.patient_calls]\nno_call_days = ["saturday", "sunday", "monday", "tuesday", '
      '"wednesday", "thursday", "friday"]', "clinic.toml:6: clinic.patient_calls.no_call_days: "
      "every day is a no-call day"),
