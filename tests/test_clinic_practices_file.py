@@ -10,7 +10,7 @@ import pytest
 
 from clinic.calendar import Weekday
 from clinic.call_times import PracticeCallTimes
-from clinic.clinic_file import read_clinic, read_clinic_files, read_clinics
+from clinic.clinic_file import ClinicSpec, read_clinic, read_clinic_files, read_clinics
 from clinic.staff_toml import StaffFileError
 from nobat.cli import main
 from tests.test_clinic_file import DEMO, problems
@@ -88,13 +88,17 @@ def test_a_repeated_doctor_code_names_its_line(tmp_path: Path) -> None:
         "clinic.toml:20: doctors[3].code: code '101' is already doctor 'dr-a''s"]
 
 
-def test_a_practice_may_name_its_own_office_its_hours_and_its_trunk(tmp_path: Path) -> None:
+def practice_with(tmp_path: Path, lines: str) -> ClinicSpec:
+    """A small practice whose [clinic] table goes on with `lines`, read back."""
     path = tmp_path / "c.toml"
-    path.write_text(practice("p", "02188776655") + 'office = "PJSIP/office-shiraz"\n'
-                    'dial = "PJSIP/{national}@shiraz-trunk"\n'
-                    '[clinic.office_hours]\nsaturday = "09:00-12:30"\nthu = "16:00-18:00"\n',
-                    encoding="utf-8")
-    spec = read_clinic(path)
+    path.write_text(practice("p", "02188776655") + lines, encoding="utf-8")
+    return read_clinic(path)
+
+
+def test_a_practice_may_name_its_own_office_its_hours_and_its_trunk(tmp_path: Path) -> None:
+    spec = practice_with(tmp_path, 'office = "PJSIP/office-shiraz"\n'
+                         'dial = "PJSIP/{national}@shiraz-trunk"\n'
+                         '[clinic.office_hours]\nsaturday = "09:00-12:30"\nthu = "16:00-18:00"\n')
     assert spec.office == "PJSIP/office-shiraz"
     assert spec.dial == "PJSIP/{national}@shiraz-trunk"
     assert spec.office_hours == {Weekday.SATURDAY: (9 * 60, 12 * 60 + 30),
@@ -128,12 +132,9 @@ def test_a_bad_office_office_hours_or_dial_names_its_line(tmp_path: Path, line: 
 
 
 def test_a_practice_may_set_its_trunks_channels_and_its_own_call_times(tmp_path: Path) -> None:
-    path = tmp_path / "c.toml"
-    path.write_text(practice("p", "02188776655") + "max_channels = 6\n"
-                    '[clinic.patient_calls]\nquiet_hours = "20:00-09:30"\n'
-                    'no_call_days = ["thursday", "friday"]\nreminder_at = "17:30"\n',
-                    encoding="utf-8")
-    spec = read_clinic(path)
+    spec = practice_with(tmp_path, "max_channels = 6\n"
+                         '[clinic.patient_calls]\nquiet_hours = "20:00-09:30"\n'
+                         'no_call_days = ["thursday", "friday"]\nreminder_at = "17:30"\n')
     assert spec.max_channels == 6
     assert spec.call_times == PracticeCallTimes(
         quiet_hours=(20 * 60, 9 * 60 + 30), reminder_at=17 * 60 + 30,
