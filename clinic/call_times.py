@@ -36,10 +36,7 @@ class CallHours:
         local = moment.astimezone(self.tz)
         if Weekday.of(local.date()) in self.no_call_days:
             return False
-        minute = local.hour * 60 + local.minute
-        if self.quiet_from <= self.quiet_until:
-            return not self.quiet_from <= minute < self.quiet_until
-        return self.quiet_until <= minute < self.quiet_from
+        return not is_quiet(local.hour * 60 + local.minute, (self.quiet_from, self.quiet_until))
 
     def next_allowed(self, moment: dt.datetime) -> dt.datetime:
         """`moment` itself when calling is allowed then, else the first allowed minute after."""

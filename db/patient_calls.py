@@ -178,7 +178,8 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
         async with self.db.reading() as session:
             practices = await _practices(session, planning)
             if planning.reminders is not None:
-                rows += await _reminders(session, practices, now)
+                rows += await _reminders(session, practices, planning.reminders.days_before,
+                                         now)
             if planning.absences:
                 rows += await _absences(session, practices, now)
             if planning.survey_after is not None:
@@ -468,13 +469,11 @@ async def _planned(session: AsyncSession, purpose: Purpose, appointment_ids: lis
 
 
 async def _reminders(session: AsyncSession, practices: dict[int, PracticeTimes],
-                     now: dt.datetime) -> list[dict[str, Any]]:
-    """Booked appointments coming within the reminder lead whose slot has no reminder yet
-    (none for a booking a closure covers: its patient gets an absence call instead); each
-    at its practice's reminder time."""
-    lead = max(times.reminders.days_before for times in practices.values()
-               if times.reminders is not None) if practices else 0
-    horizon = now + dt.timedelta(days=lead + 3)
+                     days_before: int, now: dt.datetime) -> list[dict[str, Any]]:
+    """Booked appointments coming within the reminder lead (`days_before`, the line's) whose
+    slot has no reminder yet (none for a booking a closure covers: its patient gets an
+    absence call instead); each at its practice's reminder time."""
+    horizon = now + dt.timedelta(days=days_before + 3)
     rows = (await session.execute(
         select(Appointment.id, Appointment.start_at, Doctor.clinic_id)
         .join(Patient, Appointment.patient_id == Patient.id)
