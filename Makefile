@@ -37,8 +37,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
+# Two workers, one a core of the two CI has: the suite waits on sockets and subprocesses
+# as much as it computes, and took 20 minutes in one.
 test: $(STAMP) test-packages lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 # SIPp (Debian's sip-tester) plays the SIP tier's phones.
 sip-packages:

@@ -86,13 +86,14 @@ class PostgresServer:
         """SQLAlchemy URL for one database of this server."""
         return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
 
-    async def create_database(self) -> str:
-        """Create a fresh, empty database and return its URL."""
+    async def create_database(self, template: str | None = None) -> str:
+        """Create a fresh database, empty or a copy of `template`, and return its URL."""
         name = f"nobat_{uuid.uuid4().hex[:12]}"
         conn = await asyncpg.connect(host="127.0.0.1", port=self.port, user="postgres",
                                      database="postgres")
         try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            copied = f' TEMPLATE "{template}"' if template else ""
+            await conn.execute(f'CREATE DATABASE "{name}"{copied}')
         finally:
             await conn.close()
         return self.url(name)
