@@ -175,7 +175,7 @@ class Dialer:
             mine = running(CallKind.PATIENT_CALL, self.calls)
             for patient in await desk.store.claim_next(
                     self.instance, self.tuning.lease, room, mine,
-                    room=self._practice_room(CallKind.PATIENT_CALL)):
+                    room=self._practice_room(CallKind.PATIENT_CALL), planning=desk.planning):
                 call = PatientCallAttempt(patient, desk.plan_for(patient), desk.retry)
                 self._start(PatientCallJob(desk.store, patient, call), call)
                 started.append(patient)

@@ -204,29 +204,35 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
     # -- claims ------------------------------------------------------------------------
 
     async def claim_next(self, instance: str, lease: dt.timedelta, limit: int,
-                         running: Iterable[int] = (), room: PracticeRoom | None = None
-                         ) -> list[PatientCallClaim]:
+                         running: Iterable[int] = (), room: PracticeRoom | None = None,
+                         planning: CallPlanning | None = None) -> list[PatientCallClaim]:
         """Claim up to `limit` due calls, oldest first, each practice's within its `room`,
         skipping those another instance wins and those no longer needed (marked cancelled
-        with the reason, never rung)."""
+        with the reason, never rung); with `planning`, those in their practice's quiet
+        hours are due again at the end of them instead."""
         return await self._claim_oldest(
             self._claimable,
-            lambda ids: self._claim_each(ids, instance, lease), limit, running, room)
+            lambda ids: self._claim_each(ids, instance, lease, planning), limit, running, room)
 
-    async def _claim_each(self, call_ids: list[int], instance: str, lease: dt.timedelta
-                          ) -> list[PatientCallClaim]:
+    async def _claim_each(self, call_ids: list[int], instance: str, lease: dt.timedelta,
+                          planning: CallPlanning | None) -> list[PatientCallClaim]:
         """Claim each at once: on SQLite their transactions commit as one group."""
-        claims = await asyncio.gather(*(self.claim(i, instance, lease) for i in call_ids))
+        claims = await asyncio.gather(*(self.claim(i, instance, lease, planning)
+                                        for i in call_ids))
         return [claim for claim in claims if claim is not None]
 
-    async def claim(self, call_id: int, instance: str, lease: dt.timedelta
-                    ) -> PatientCallClaim | None:
+    async def claim(self, call_id: int, instance: str, lease: dt.timedelta,
+                    planning: CallPlanning | None = None) -> PatientCallClaim | None:
         """Take one due call for an attempt, in one conditional UPDATE; a call whose reason
         is gone (booking cancelled or moved, absence lifted, patient opted out, too late) or
-        that was answered when its instance stopped is closed instead."""
+        that was answered when its instance stopped is closed instead. With `planning`, a
+        waiting call whose practice's quiet hours began since it fell due (it waited behind
+        the cap, or no nobat ran) is not rung but due again at their end."""
 
         async def take(session: AsyncSession) -> PatientCallClaim | None:
             now = self.clock()
+            if planning is not None and await _held_over(session, call_id, planning, now):
+                return None
             won = await session.execute(
                 update(PatientCall)
                 .where(PatientCall.id == call_id, self._claimable(now))
@@ -416,6 +422,31 @@ async def _covered(session: AsyncSession, due: DuePatientCall) -> bool:
                                      Closure.doctor_id == due.doctor_id),
                                  Closure.first_day <= day, Closure.last_day >= day).limit(1))
     return found is not None
+
+
+async def _held_over(session: AsyncSession, call_id: int, planning: CallPlanning,
+                     now: dt.datetime) -> bool:
+    """Whether the waiting call is in its practice's quiet hours now: if so, it is made due
+    again at their end (its attempts and state as they were)."""
+    found = (await session.execute(
+        select(Clinic.timezone, Clinic.call_times)
+        .join(Doctor, Doctor.clinic_id == Clinic.id)
+        .join(Appointment, Appointment.doctor_id == Doctor.id)
+        .join(PatientCall, PatientCall.appointment_id == Appointment.id)
+        .where(PatientCall.id == call_id))).one_or_none()
+    if found is None:
+        return False
+    hours = planning.of_practice(found.timezone, found.call_times).hours
+    if hours.allowed(now):
+        return False
+    await session.execute(
+        update(PatientCall)
+        .where(PatientCall.id == call_id, PatientCall.due_at <= now,
+               PatientCall.state.in_(PATIENT_CALL.leaves(Step.HOLD_OVER)))
+        .values(**PATIENT_CALL.writes(Step.HOLD_OVER), due_at=hours.next_allowed(now),
+                updated_at=now)
+        .execution_options(synchronize_session=False))
+    return True
 
 
 async def _due(session: AsyncSession, call_id: int) -> DuePatientCall:

@@ -15,6 +15,7 @@ from db.booking import Booked, BookingService
 from db.clinic_sync import load_clinic, record_absence
 from db.engine import Database
 from db.models import Appointment, Patient, SurveyAnswer
+from db.patient_calls import Purpose
 from db.surveys import SurveyAverage, SurveyStore
 from protocol.call_token import call_token
 from tests.fakepbx.agi_caller import DIALPLAN_SECRET, place_call
@@ -38,6 +39,7 @@ from tests.support.patient_calls import (
     patient_line,
     settled,
 )
+from tests.test_practice_call_times import desk
 from tests.test_schedule import at
 
 SATURDAY = dt.date(2026, 11, 28)
@@ -161,7 +163,7 @@ async def test_a_reminder_not_answered_is_tried_again_but_never_at_night_or_on_f
         database: Database, tmp_path: Path) -> None:
     await book(database, at(SATURDAY, "10:00"))
     phones = [Phone("patient1", PATIENT, NoAnswer(), "Patient")]
-    start = at(THURSDAY, "20:58") + HALF_MINUTE
+    start = at(THURSDAY, "20:58")
     async with patient_line(database, tmp_path, phones, start) as line:
         await line.pbx_line.until(settled(database, 1, "retry_wait"), seconds=10.0)
 
@@ -172,13 +174,37 @@ async def test_a_reminder_not_answered_is_tried_again_but_never_at_night_or_on_f
         await line.pbx_line.until(tried_twice, seconds=10.0)
         [call] = await calls(database)
         originates = line.pbx_line.originates()
-    # 20:58:30 and 20:59:40 rang unanswered; a minute later is 21:00:50, inside the quiet
-    # hours; Friday is a no-call day: the third try waits for Saturday 08:00, which is still
-    # before the change cut-off (two hours before the visit).
+    # 20:58:00 and 20:59:10 rang unanswered (the second 50 s before the quiet hours, which it
+    # must not reach: it would wait for their end); a minute later is 21:00:20, inside them;
+    # Friday is a no-call day: the third try waits for Saturday 08:00, which is still before
+    # the change cut-off (two hours before the visit).
     assert call.due_at == at(SATURDAY, "08:00")
     assert call.cause == "no_answer"
     assert sorted(originates) == ["nobat-p1-a1", "nobat-p1-a2"]
     assert line.heard("patient1") == []
+
+
+async def test_a_call_that_waited_past_the_start_of_the_quiet_hours_waits_for_their_end(
+        database: Database, tmp_path: Path) -> None:
+    """An absence call fell due at 20:55, but no nobat rang it until 21:05 (none ran, or the
+    cap held it back): the patient is not rung at night. It is due again when calls may ring,
+    Saturday 08:00 (Friday is a no-call day), its first try still to come."""
+    await book(database, at(SATURDAY, "10:00"))
+    assert await record_absence(database, "dr-1", SATURDAY, SATURDAY, "sick") == 1
+    earlier = desk(database, Clock(at(THURSDAY, "20:55")))
+    assert await earlier.store.plan(earlier.planning) == {Purpose.ABSENCE: 1}
+    [planned] = await calls(database)
+    assert planned.due_at == at(THURSDAY, "20:55")
+
+    async def held_over() -> bool:
+        [call] = await calls(database)
+        return call.due_at != planned.due_at
+
+    async with patient_line(database, tmp_path, [patient()], at(THURSDAY, "21:05")) as line:
+        await line.pbx_line.until(held_over, seconds=10.0)
+        [call] = await calls(database)
+        assert line.pbx_line.originates() == {}
+    assert (call.state, call.attempts, call.due_at) == ("scheduled", 0, at(SATURDAY, "08:00"))
 
 
 async def test_a_reminder_for_a_booking_cancelled_meanwhile_is_never_rung(

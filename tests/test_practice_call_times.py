@@ -115,3 +115,30 @@ async def test_an_unanswered_call_is_retried_within_its_own_practices_hours(
               for claim in await wired.store.claim_next("nobat-1", LEASE, 10)}
     assert wired.retry(claims[first], clock.now) == clock.now + dt.timedelta(minutes=30)
     assert wired.retry(claims[second], clock.now) == local(monday, "10:00", KABUL)
+
+
+async def test_a_call_due_before_its_practices_quiet_hours_is_not_rung_in_them(
+        database: Database) -> None:
+    """Each practice's doctor is away on Monday; both absence calls fell due on Saturday
+    morning and wait (no nobat ran). At 20:10 Kabul time, 19:40 in Tehran, the Tehran
+    practice's is rung; the Kabul practice's quiet hours have begun, and its Sunday is a
+    no-call day: it is due on Monday at 10:00, still before the 12:00 booking."""
+    await two_practices(database)
+    monday = SUNDAY + dt.timedelta(days=1)
+    first = await booked(database, FIRST, "09351110003", at(monday, "12:00"),
+                         VisitKind.IN_PERSON)
+    second = await booked(database, SECOND, "09351110004", local(monday, "12:00", KABUL),
+                          VisitKind.IN_PERSON)
+    await record_absence(database, FIRST.doctors[0].key, monday, monday, "sick", "test")
+    await record_absence(database, SECOND.doctors[0].key, monday, monday, "sick", "second")
+    clock = Clock(NOW)
+    wired = desk(database, clock)
+    await wired.store.plan(wired.planning)
+    clock.now = local(SATURDAY, "20:10", KABUL)
+    claims = await wired.store.claim_next("nobat-1", LEASE, 10, planning=wired.planning)
+    assert {claim.call.appointment_id for claim in claims
+            if claim.call.purpose is Purpose.ABSENCE} == {first}
+    [waiting] = [call for call in await calls(database)
+                 if call.appointment_id == second and call.purpose == Purpose.ABSENCE]
+    assert (waiting.state, waiting.attempts) == ("scheduled", 0)
+    assert waiting.due_at == local(monday, "10:00", KABUL)
