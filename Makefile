@@ -59,6 +59,7 @@ test-sip: $(STAMP) voice-packages sip-packages
 
 bench: $(STAMP) test-packages
 	$(BIN)/python -m bench.booking_rush
+	$(BIN)/python -m bench.booking_writes
 	$(BIN)/python -m bench.ivr_load
 	$(BIN)/python -m bench.dialer
 	$(BIN)/python -m bench.patient_calls

@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from clinic.clinic_file import read_clinic
@@ -25,7 +25,7 @@ from db.booking import (
 )
 from db.clinic_sync import load_clinic
 from db.engine import Database
-from db.models import Appointment, AppointmentEvent, Consultation
+from db.models import Appointment, AppointmentEvent, Consultation, Patient
 from db.schema import upgrade
 from tests.support.clinics import Clock
 from tests.test_schedule import at
@@ -93,6 +93,49 @@ async def test_booking_writes_one_appointment_with_a_code(
     assert [a.code for a in await service.upcoming("0912 123 4567")] == [booking.code]
     assert (await service.find_by_code(PATIENT, booking.code)) == booking
     assert await service.find_by_code(OTHER, booking.code) is None
+
+
+async def test_a_patients_rows_are_written_once_and_each_booking_has_its_event(
+        service: BookingService, database: Database) -> None:
+    """A first booking adds the patient in their language; a second one, on another line in
+    another language, finds the same row and keeps it as it was; each booking's event says
+    how it was made."""
+    ahmadi = await doctor_id(service, "dr-ahmadi")
+    first = await service.book(PATIENT, ahmadi, at(SATURDAY, "16:00"), VisitKind.IN_PERSON,
+                               language="en")
+    second = await service.book(PATIENT, ahmadi, at(WEDNESDAY, "10:15"), VisitKind.PHONE,
+                                via="staff", language="fa")
+    assert isinstance(first, Booked) and isinstance(second, Booked)
+    async with database.reading() as session:
+        patients = (await session.execute(select(Patient.phone, Patient.language))).all()
+        owners = (await session.scalars(select(Appointment.patient_id).distinct())).all()
+        events = (await session.execute(
+            select(AppointmentEvent.appointment_id, AppointmentEvent.action,
+                   AppointmentEvent.via, AppointmentEvent.new_start, AppointmentEvent.at)
+            .order_by(AppointmentEvent.id))).all()
+    assert patients == [("+989121234567", "en")] and len(owners) == 1
+    assert [tuple(e[:4]) for e in events] == [
+        (first.appointment.id, "booked", "ivr", at(SATURDAY, "16:00")),
+        (second.appointment.id, "booked", "staff", at(WEDNESDAY, "10:15"))]
+    assert all(event.at is not None for event in events)
+
+
+async def test_a_booking_for_a_number_another_line_is_adding_waits_and_shares_its_row(
+        service: BookingService, database: Database) -> None:
+    """Another line's transaction adds the same new patient first and commits while this
+    booking waits on it: the booking stands, on that one patient row."""
+    ahmadi = await doctor_id(service, "dr-ahmadi")
+    async with database.writing() as other:
+        await other.execute(insert(Patient).values(phone="+989351112233", language="en",
+                                                   created_at=at(SATURDAY, "09:00")))
+        booking = asyncio.ensure_future(
+            service.book(OTHER, ahmadi, at(SATURDAY, "16:00"), VisitKind.IN_PERSON))
+        await asyncio.sleep(0.5)  # it waits for this transaction's lock
+        assert not booking.done()
+    assert isinstance(await booking, Booked)
+    async with database.reading() as session:
+        assert (await session.execute(select(Patient.phone, Patient.language))).all() == [
+            ("+989351112233", "en")]
 
 
 async def test_a_taken_slot_answers_with_the_nearest_free_ones(

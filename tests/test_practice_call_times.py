@@ -93,28 +93,37 @@ async def test_an_absence_call_waits_for_the_end_of_its_own_practices_quiet_hour
     assert due == {first: at(SATURDAY, "08:00"), second: local(SATURDAY, "10:00", KABUL)}
 
 
+MONDAY = SUNDAY + dt.timedelta(days=1)
+
+
+async def monday_absences(database: Database) -> tuple[int, int, Clock, PatientCalls]:
+    """Each practice's doctor away on Monday, a booking of each at 12:00 its own time, and
+    their absence calls planned at NOW: the bookings' ids, the clock and the patient calls."""
+    await two_practices(database)
+    first = await booked(database, FIRST, "09351110003", at(MONDAY, "12:00"),
+                         VisitKind.IN_PERSON)
+    second = await booked(database, SECOND, "09351110004", local(MONDAY, "12:00", KABUL),
+                          VisitKind.IN_PERSON)
+    await record_absence(database, FIRST.doctors[0].key, MONDAY, MONDAY, "sick", "test")
+    await record_absence(database, SECOND.doctors[0].key, MONDAY, MONDAY, "sick", "second")
+    clock = Clock(NOW)
+    wired = desk(database, clock)
+    await wired.store.plan(wired.planning)
+    return first, second, clock, wired
+
+
 async def test_an_unanswered_call_is_retried_within_its_own_practices_hours(
         database: Database) -> None:
     """Each practice's doctor is away on Monday, and both absence calls ring unanswered at
     19:40 Kabul time (18:40 in Tehran). 30 minutes on, the line's hours allow a call; the
     Kabul practice's quiet hours do not, nor its no-call Sunday: it rings on Monday at 10:00,
     still before the 12:00 booking."""
-    await two_practices(database)
-    monday = SUNDAY + dt.timedelta(days=1)
-    first = await booked(database, FIRST, "09351110003", at(monday, "12:00"),
-                         VisitKind.IN_PERSON)
-    second = await booked(database, SECOND, "09351110004", local(monday, "12:00", KABUL),
-                          VisitKind.IN_PERSON)
-    await record_absence(database, FIRST.doctors[0].key, monday, monday, "sick", "test")
-    await record_absence(database, SECOND.doctors[0].key, monday, monday, "sick", "second")
-    clock = Clock(NOW)
-    wired = desk(database, clock)
-    await wired.store.plan(wired.planning)
+    first, second, clock, wired = await monday_absences(database)
     clock.now = local(SATURDAY, "19:40", KABUL)
     claims = {claim.call.appointment_id: claim
               for claim in await wired.store.claim_next("nobat-1", LEASE, 10)}
     assert wired.retry(claims[first], clock.now) == clock.now + dt.timedelta(minutes=30)
-    assert wired.retry(claims[second], clock.now) == local(monday, "10:00", KABUL)
+    assert wired.retry(claims[second], clock.now) == local(MONDAY, "10:00", KABUL)
 
 
 async def test_a_call_due_before_its_practices_quiet_hours_is_not_rung_in_them(
@@ -123,17 +132,7 @@ async def test_a_call_due_before_its_practices_quiet_hours_is_not_rung_in_them(
     morning and wait (no nobat ran). At 20:10 Kabul time, 19:40 in Tehran, the Tehran
     practice's is rung; the Kabul practice's quiet hours have begun, and its Sunday is a
     no-call day: it is due on Monday at 10:00, still before the 12:00 booking."""
-    await two_practices(database)
-    monday = SUNDAY + dt.timedelta(days=1)
-    first = await booked(database, FIRST, "09351110003", at(monday, "12:00"),
-                         VisitKind.IN_PERSON)
-    second = await booked(database, SECOND, "09351110004", local(monday, "12:00", KABUL),
-                          VisitKind.IN_PERSON)
-    await record_absence(database, FIRST.doctors[0].key, monday, monday, "sick", "test")
-    await record_absence(database, SECOND.doctors[0].key, monday, monday, "sick", "second")
-    clock = Clock(NOW)
-    wired = desk(database, clock)
-    await wired.store.plan(wired.planning)
+    first, second, clock, wired = await monday_absences(database)
     clock.now = local(SATURDAY, "20:10", KABUL)
     claims = await wired.store.claim_next("nobat-1", LEASE, 10, planning=wired.planning)
     assert {claim.call.appointment_id for claim in claims
@@ -141,4 +140,4 @@ async def test_a_call_due_before_its_practices_quiet_hours_is_not_rung_in_them(
     [waiting] = [call for call in await calls(database)
                  if call.appointment_id == second and call.purpose == Purpose.ABSENCE]
     assert (waiting.state, waiting.attempts) == ("scheduled", 0)
-    assert waiting.due_at == local(monday, "10:00", KABUL)
+    assert waiting.due_at == local(MONDAY, "10:00", KABUL)
