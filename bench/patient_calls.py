@@ -131,7 +131,7 @@ async def planning(url: str, bookings: int, cap: int, folder: Path) -> str:
 
     read, _ = await timed(floor())
     began, claimed = time.perf_counter(), 0
-    while batch := await store.claim_next("bench", LEASE, cap):
+    while batch := await store.claim_next("bench", LEASE, cap, planning=desk.planning):
         claimed += len(batch)
     claiming = time.perf_counter() - began
     await database.close()

@@ -569,7 +569,7 @@ def _pg_booking() -> Select[tuple[int]]:
     # even one another booking added and committed while this one waited for it.
     patient = (new.on_conflict_do_update(index_elements=[_PATIENT.c.phone],
                                          set_={"phone": new.excluded.phone})
-               .returning(_PATIENT.c.id).cte("patient"))
+               .returning(_PATIENT.c.id).cte("booking_patient"))
     patient_id = select(patient.c.id).scalar_subquery()
     columns = ("doctor_id", "start_at", "end_at", "kind", "status", "code", "created_via",
                "created_at", "updated_at")

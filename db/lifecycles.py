@@ -177,8 +177,8 @@ class PatientCallStep(enum.StrEnum):
     OPT_OUT = "opt_out"
     """The patient asked for no more calls: those planned are dropped."""
     HOLD_OVER = "hold_over"
-    """Due, but its practice's quiet hours began before it was rung: due again at their
-    end, as it was (never rung at night because it waited behind the cap)."""
+    """Claimed, but its practice's quiet hours began before it was rung: given back unrung,
+    due at their end (never rung at night because it waited behind the cap)."""
 
 
 PATIENT_CALL = Lifecycle[PatientCallState, PatientCallStep]({
@@ -191,5 +191,5 @@ PATIENT_CALL = Lifecycle[PatientCallState, PatientCallStep]({
     PatientCallStep.FINISH: _move((P.DIALLING,), P.DONE),
     PatientCallStep.GIVE_BACK: _move((P.DIALLING,), P.RETRY_WAIT),
     PatientCallStep.OPT_OUT: _move((P.SCHEDULED, P.RETRY_WAIT), P.CANCELLED),
-    PatientCallStep.HOLD_OVER: _move((P.SCHEDULED, P.RETRY_WAIT)),
+    PatientCallStep.HOLD_OVER: _move((P.DIALLING,), P.SCHEDULED),
 })

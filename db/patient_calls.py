@@ -56,6 +56,9 @@ from db.records import columns_of, record_of
 SURVEY_SHELF_LIFE = dt.timedelta(days=1)
 """A survey not answered within a day of the consultation is not worth a call any more."""
 STOPPED_CAUSE = "nobat stopped during the call"
+QUIET_PAST_ITS_TIME = "its practice's quiet hours last past its time"
+"""Why a call due before the quiet hours, not rung by their start, is dropped: at their end
+it would be too late (a reminder after the change cut-off, say)."""
 
 
 class Purpose(enum.StrEnum):
@@ -204,35 +207,34 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
     # -- claims ------------------------------------------------------------------------
 
     async def claim_next(self, instance: str, lease: dt.timedelta, limit: int,
-                         running: Iterable[int] = (), room: PracticeRoom | None = None,
-                         planning: CallPlanning | None = None) -> list[PatientCallClaim]:
+                         running: Iterable[int] = (), room: PracticeRoom | None = None, *,
+                         planning: CallPlanning) -> list[PatientCallClaim]:
         """Claim up to `limit` due calls, oldest first, each practice's within its `room`,
-        skipping those another instance wins and those no longer needed (marked cancelled
-        with the reason, never rung); with `planning`, those in their practice's quiet
-        hours are due again at the end of them instead."""
+        skipping those another instance wins, those no longer needed (marked cancelled with
+        the reason, never rung) and those in their practice's quiet hours (due again at
+        their end, by `planning`'s times)."""
         return await self._claim_oldest(
             self._claimable,
             lambda ids: self._claim_each(ids, instance, lease, planning), limit, running, room)
 
     async def _claim_each(self, call_ids: list[int], instance: str, lease: dt.timedelta,
-                          planning: CallPlanning | None) -> list[PatientCallClaim]:
+                          planning: CallPlanning) -> list[PatientCallClaim]:
         """Claim each at once: on SQLite their transactions commit as one group."""
-        claims = await asyncio.gather(*(self.claim(i, instance, lease, planning)
+        claims = await asyncio.gather(*(self.claim(i, instance, lease, planning=planning)
                                         for i in call_ids))
         return [claim for claim in claims if claim is not None]
 
-    async def claim(self, call_id: int, instance: str, lease: dt.timedelta,
-                    planning: CallPlanning | None = None) -> PatientCallClaim | None:
+    async def claim(self, call_id: int, instance: str, lease: dt.timedelta, *,
+                    planning: CallPlanning) -> PatientCallClaim | None:
         """Take one due call for an attempt, in one conditional UPDATE; a call whose reason
         is gone (booking cancelled or moved, absence lifted, patient opted out, too late) or
-        that was answered when its instance stopped is closed instead. With `planning`, a
-        waiting call whose practice's quiet hours began since it fell due (it waited behind
-        the cap, or no nobat ran) is not rung but due again at their end."""
+        that was answered when its instance stopped is closed instead. One whose practice's
+        quiet hours began since it fell due (it waited behind the cap, or no nobat ran) is
+        not rung: it is due again at their end, its tries as they were, or dropped if that
+        is too late for it."""
 
         async def take(session: AsyncSession) -> PatientCallClaim | None:
             now = self.clock()
-            if planning is not None and await _held_over(session, call_id, planning, now):
-                return None
             won = await session.execute(
                 update(PatientCall)
                 .where(PatientCall.id == call_id, self._claimable(now))
@@ -242,6 +244,14 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
                 return None
             due = await _due(session, call_id)
             why_not = await _stale(session, due, now)
+            if why_not is None:
+                hours = planning.of_practice(due.clinic_timezone, due.clinic_call_times).hours
+                later = None if hours.allowed(now) else hours.next_allowed(now)
+                if later is not None and later <= due.not_after:
+                    await _hold_over(session, due, later, now)
+                    return None
+                if later is not None:
+                    why_not = QUIET_PAST_ITS_TIME
             if why_not is not None:
                 answered = due.answered_at is not None
                 step = Step.CLOSE if answered else Step.DROP
@@ -424,29 +434,17 @@ async def _covered(session: AsyncSession, due: DuePatientCall) -> bool:
     return found is not None
 
 
-async def _held_over(session: AsyncSession, call_id: int, planning: CallPlanning,
-                     now: dt.datetime) -> bool:
-    """Whether the waiting call is in its practice's quiet hours now: if so, it is made due
-    again at their end (its attempts and state as they were)."""
-    found = (await session.execute(
-        select(Clinic.timezone, Clinic.call_times)
-        .join(Doctor, Doctor.clinic_id == Clinic.id)
-        .join(Appointment, Appointment.doctor_id == Doctor.id)
-        .join(PatientCall, PatientCall.appointment_id == Appointment.id)
-        .where(PatientCall.id == call_id))).one_or_none()
-    if found is None:
-        return False
-    hours = planning.of_practice(found.timezone, found.call_times).hours
-    if hours.allowed(now):
-        return False
+async def _hold_over(session: AsyncSession, due: DuePatientCall, later: dt.datetime,
+                     now: dt.datetime) -> None:
+    """Give the claimed call back unrung, due at `later` (the end of its practice's quiet
+    hours), with the tries it had."""
     await session.execute(
         update(PatientCall)
-        .where(PatientCall.id == call_id, PatientCall.due_at <= now,
+        .where(PatientCall.id == due.id,
                PatientCall.state.in_(PATIENT_CALL.leaves(Step.HOLD_OVER)))
-        .values(**PATIENT_CALL.writes(Step.HOLD_OVER), due_at=hours.next_allowed(now),
-                updated_at=now)
+        .values(**PATIENT_CALL.writes(Step.HOLD_OVER), due_at=later, claimed_by=None,
+                lease_until=None, attempts=due.attempts - 1, updated_at=now)
         .execution_options(synchronize_session=False))
-    return True
 
 
 async def _due(session: AsyncSession, call_id: int) -> DuePatientCall:

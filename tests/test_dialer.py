@@ -131,14 +131,17 @@ async def test_both_answer_are_bridged_and_the_one_left_is_released_at_once(
     async with line(database, phones, START) as pbx_line:
         await pbx_line.until(settled(database, [ident], "bridged"))
         await pbx_line.until(settled(database, [ident], "completed"))
+        seen_completed = pbx_line.clock()
 
         stored = await consultation(database, ident)
         [attempt] = await attempts(database, ident)
         assert (stored.outcome, attempt.state, attempt.number) == ("completed", "completed", 1)
         assert attempt.bridged_at is not None
         # 40 s from answering, less the announcement (3 s); scaled-up latency moves it both
-        # ways (a hang-up noticed late adds to it)
-        assert 28 <= (attempt.talk_seconds or 0) <= 40
+        # ways (a hang-up noticed late adds to it: 14 scripted seconds on a loaded CI
+        # machine), but never past the moment the test saw the call completed
+        talked = (seen_completed - attempt.bridged_at).total_seconds()
+        assert 28 <= (attempt.talk_seconds or 0) <= talked
         survivor = Leg.PATIENT if leaver is Leg.DOCTOR else Leg.DOCTOR
         hangups = pbx_line.actions("Hangup")
         survivor_id = f"nobat-c{ident}-a1-{survivor}"
@@ -463,6 +466,7 @@ async def test_an_asterisk_restart_cuts_a_bridged_call_which_is_rung_again_for_i
         await pbx_line.until(lambda: asyncio.sleep(0.2, result=True))  # they talk 10 s
         cut_at = pbx_line.clock()
         await pbx_line.pbx.restart(clean=clean, boot_seconds=boot_seconds)
+        restarted_at = pbx_line.clock()
         await pbx_line.until(settled(database, [talking], "completed"), seconds=20.0)
         await pbx_line.until(settled(database, [ringing], "completed"), seconds=8.0)
 
@@ -471,8 +475,11 @@ async def test_an_asterisk_restart_cuts_a_bridged_call_which_is_rung_again_for_i
         cut, again = await attempts(database, talking)
         assert (cut.state, cut.outcome, again.outcome) == ("cut", "cut", "completed")
         assert cut.bridged_at is not None and cut.talk_seconds is not None
+        # Talked until the link went down: after the restart began, before it was over (how
+        # long that took in scripted seconds depends on the machine's load).
         talked = (cut_at - cut.bridged_at).total_seconds()
-        assert talked - 1 <= cut.talk_seconds <= talked + 3
+        at_most = (restarted_at - cut.bridged_at).total_seconds()
+        assert talked - 1 <= cut.talk_seconds <= at_most + 3
         assert {i for i, n in pbx_line.originates().items() if f"c{talking}-" in i} == {
             f"nobat-c{talking}-a{n}-{leg}" for n in (1, 2) for leg in Leg}
         first_intro = {"doctor1": "consult/doctor-intro", "patient1": "consult/patient-intro"}

@@ -49,7 +49,7 @@ async def test_a_lifted_absence_is_never_called_about(database: Database) -> Non
     assert await store.plan(PLANNING) == {Purpose.ABSENCE: 1}
     [closure] = await _closures(database)
     assert await lift_absence(database, closure)
-    assert await store.claim_next("nobat-1", LEASE, 10) == []
+    assert await store.claim_next("nobat-1", LEASE, 10, planning=PLANNING) == []
     [call] = await calls(database)
     assert (call.state, call.cause, call.attempts) == (
         "cancelled", "the absence was lifted", 0)
@@ -63,7 +63,7 @@ async def test_two_instances_planning_at_once_plan_each_call_once(database: Data
     await asyncio.gather(*(store.plan(PLANNING) for store in stores))
     assert [(c.purpose, c.due_at) for c in await calls(database)] == [
         ("reminder", at(THURSDAY, "18:00"))]
-    claims = await asyncio.gather(*(store.claim_next(f"nobat-{n}", LEASE, 5)
+    claims = await asyncio.gather(*(store.claim_next(f"nobat-{n}", LEASE, 5, planning=PLANNING)
                                     for n, store in enumerate(stores)))
     assert sum(len(found) for found in claims) == 1
 

@@ -17,8 +17,8 @@ from clinic.call_times import PracticeCallTimes
 from clinic.schedule import TEHRAN, VisitKind
 from db.clinic_sync import load_clinic, record_absence
 from db.engine import Database
-from db.models import Clinic
-from db.patient_calls import Purpose
+from db.models import Clinic, PatientCall
+from db.patient_calls import QUIET_PAST_ITS_TIME, Purpose
 from nobat.bridge_wiring import patient_calls
 from nobat.config import load_config
 from tests.support.clinics import Clock
@@ -121,9 +121,26 @@ async def test_an_unanswered_call_is_retried_within_its_own_practices_hours(
     first, second, clock, wired = await monday_absences(database)
     clock.now = local(SATURDAY, "19:40", KABUL)
     claims = {claim.call.appointment_id: claim
-              for claim in await wired.store.claim_next("nobat-1", LEASE, 10)}
+              for claim in await wired.store.claim_next("nobat-1", LEASE, 10,
+                                                            planning=wired.planning)}
     assert wired.retry(claims[first], clock.now) == clock.now + dt.timedelta(minutes=30)
     assert wired.retry(claims[second], clock.now) == local(MONDAY, "10:00", KABUL)
+
+
+async def ten_past_eight_in_kabul(database: Database, clock: Clock, wired: PatientCalls,
+                                  instance: str) -> set[int]:
+    """Claim what is due at 20:10 Kabul time (19:40 in Tehran); the bookings whose absence
+    calls are rung."""
+    clock.now = local(SATURDAY, "20:10", KABUL)
+    claims = await wired.store.claim_next(instance, LEASE, 10, planning=wired.planning)
+    return {claim.call.appointment_id for claim in claims
+            if claim.call.purpose is Purpose.ABSENCE}
+
+
+async def absence_calls(database: Database, appointment_id: int) -> list[PatientCall]:
+    """The absence calls about one booking."""
+    return [call for call in await calls(database)
+            if call.appointment_id == appointment_id and call.purpose == Purpose.ABSENCE]
 
 
 async def test_a_call_due_before_its_practices_quiet_hours_is_not_rung_in_them(
@@ -133,11 +150,42 @@ async def test_a_call_due_before_its_practices_quiet_hours_is_not_rung_in_them(
     practice's is rung; the Kabul practice's quiet hours have begun, and its Sunday is a
     no-call day: it is due on Monday at 10:00, still before the 12:00 booking."""
     first, second, clock, wired = await monday_absences(database)
-    clock.now = local(SATURDAY, "20:10", KABUL)
-    claims = await wired.store.claim_next("nobat-1", LEASE, 10, planning=wired.planning)
-    assert {claim.call.appointment_id for claim in claims
-            if claim.call.purpose is Purpose.ABSENCE} == {first}
-    [waiting] = [call for call in await calls(database)
-                 if call.appointment_id == second and call.purpose == Purpose.ABSENCE]
+    assert await ten_past_eight_in_kabul(database, clock, wired, "nobat-1") == {first}
+    [waiting] = await absence_calls(database, second)
     assert (waiting.state, waiting.attempts) == ("scheduled", 0)
     assert waiting.due_at == local(MONDAY, "10:00", KABUL)
+
+
+async def test_a_call_whose_nobat_stopped_while_ringing_is_not_rung_again_in_quiet_hours(
+        database: Database) -> None:
+    """Both absence calls are ringing at 19:50 Kabul time when their nobat stops. By 20:10
+    their leases have run out: the Tehran practice's is rung again (19:40 there, its hours
+    allow it); the Kabul practice's is not, but due on Monday at 10:00 with the one try it
+    had."""
+    first, second, clock, wired = await monday_absences(database)
+    clock.now = local(SATURDAY, "19:50", KABUL)
+    assert len(await wired.store.claim_next("nobat-1", LEASE, 10,
+                                            planning=wired.planning)) == 4  # and reminders
+    assert await ten_past_eight_in_kabul(database, clock, wired, "nobat-2") == {first}
+    [waiting] = await absence_calls(database, second)
+    assert (waiting.state, waiting.attempts, waiting.claimed_by) == ("scheduled", 1, None)
+    assert waiting.due_at == local(MONDAY, "10:00", KABUL)
+
+
+async def test_a_call_whose_quiet_hours_last_past_its_time_is_dropped_with_that_reason(
+        database: Database) -> None:
+    """The Kabul practice's absence call about Sunday 10:00 fell due on Saturday morning and
+    waited until 20:10: its quiet hours and no-call Sunday last until Monday 10:00, after the
+    visit. It is dropped, saying so, not left to ring at night or to close later as "its
+    time passed"."""
+    await two_practices(database)
+    await record_absence(database, SECOND.doctors[0].key, SUNDAY, SUNDAY, "sick", "second")
+    clock = Clock(NOW)
+    wired = desk(database, clock)
+    await wired.store.plan(wired.planning)
+    clock.now = local(SATURDAY, "20:10", KABUL)
+    claims = await wired.store.claim_next("nobat-1", LEASE, 10, planning=wired.planning)
+    assert all(claim.call.clinic_timezone == "Asia/Tehran" for claim in claims)
+    [dropped] = [call for call in await calls(database) if call.purpose == Purpose.ABSENCE]
+    assert (dropped.state, dropped.attempts, dropped.cause) == (
+        "cancelled", 0, QUIET_PAST_ITS_TIME)
