@@ -25,6 +25,7 @@ from pathlib import Path
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bench.ivr_load import many
 from clinic.schedule import VisitKind
 from db.booking import Booked, BookingService
 from db.clinic_sync import load_clinic
@@ -59,17 +60,15 @@ class Timed:
         return self.cpu / self.writes * 1000
 
 
-async def timed(jobs: list[Callable[[], Awaitable[None]]], at_once: int) -> Timed:
-    """Run `jobs`, `at_once` at a time."""
-    gate = asyncio.Semaphore(at_once)
+async def timed(count: int, at_once: int, write: Callable[[int], Awaitable[None]]) -> Timed:
+    """Run write(0) .. write(count - 1), `at_once` at a time."""
+    async def one(n: int) -> int:
+        await write(n)
+        return 1
 
-    async def one(job: Callable[[], Awaitable[None]]) -> None:
-        async with gate:
-            await job()
-
-    began, cpu = time.perf_counter(), time.process_time()
-    await asyncio.gather(*(one(job) for job in jobs))
-    return Timed(len(jobs), time.perf_counter() - began, time.process_time() - cpu)
+    cpu = time.process_time()
+    seconds, writes = await many(count, at_once, one)
+    return Timed(writes, seconds, time.process_time() - cpu)
 
 
 async def one_run(url: str, doctors: int, at_once: int) -> tuple[Timed, Timed]:
@@ -82,39 +81,36 @@ async def one_run(url: str, doctors: int, at_once: int) -> tuple[Timed, Timed]:
         slots = [(doctor.id, slot.start) for doctor in await service.doctors()
                  for slot in await service.free_slots(doctor.id, tomorrow_tehran())]
 
-        def booking(n: int, doctor: int, start: dt.datetime) -> Callable[[], Awaitable[None]]:
-            async def book() -> None:
-                result = await service.book(f"0912{n:07d}", doctor, start, VisitKind.IN_PERSON)
-                if not isinstance(result, Booked):
-                    raise RuntimeError(f"slot {start} not booked: {result}")
-            return book
+        async def book(n: int) -> None:
+            doctor, start = slots[n]
+            result = await service.book(f"0912{n:07d}", doctor, start, VisitKind.IN_PERSON)
+            if not isinstance(result, Booked):
+                raise RuntimeError(f"slot {start} not booked: {result}")
 
-        booked = await timed([booking(n, *slot) for n, slot in enumerate(slots)], at_once)
+        async def bare_insert(n: int) -> None:
+            """One transaction inserting one appointment row (of one patient, a day later
+            than the booking's slot, its code below any booking's): the least a booking can
+            cost."""
+            doctor, start = slots[n]
+            later = start + dt.timedelta(days=1)
+
+            async def write(session: AsyncSession) -> None:
+                await session.execute(insert(Appointment).values(
+                    doctor_id=doctor, patient_id=select(func.min(Patient.id)).scalar_subquery(),
+                    start_at=later, end_at=later + dt.timedelta(minutes=5), kind="in_person",
+                    status="booked", code=f"{n:06d}", created_via="ivr", created_at=start,
+                    updated_at=start))
+
+            await database.write(write)
+
+        booked = await timed(len(slots), at_once, book)
         stored = await _count(database, Appointment.id)
         if stored != len(slots):
             raise RuntimeError(f"{len(slots)} booked, {stored} stored")
-        floor = await timed([_bare_insert(database, n, slot) for n, slot in enumerate(slots)],
-                            at_once)
+        floor = await timed(len(slots), at_once, bare_insert)
     finally:
         await database.close()
     return booked, floor
-
-
-def _bare_insert(database: Database, n: int, slot: tuple[int, dt.datetime]
-                 ) -> Callable[[], Awaitable[None]]:
-    """One transaction inserting one appointment row (of one patient, a day later than the
-    booking's slot, its code below any booking's): the least a booking can cost."""
-    doctor, start = slot
-    later = start + dt.timedelta(days=1)
-
-    async def write(session: AsyncSession) -> None:
-        patient = select(func.min(Patient.id)).scalar_subquery()
-        await session.execute(insert(Appointment).values(
-            doctor_id=doctor, patient_id=patient, start_at=later,
-            end_at=later + dt.timedelta(minutes=5), kind="in_person", status="booked",
-            code=f"{n:06d}", created_via="ivr", created_at=start, updated_at=start))
-
-    return lambda: database.write(write)
 
 
 async def _count(database: Database, column: object) -> int:

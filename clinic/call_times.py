@@ -50,6 +50,11 @@ class CallHours:
                 return start.astimezone(dt.UTC)
         raise ValueError("no minute of the week is open for calls")
 
+    def next_allowed_by(self, moment: dt.datetime, last: dt.datetime) -> dt.datetime | None:
+        """The first allowed minute from `moment`, or None when it comes after `last`."""
+        allowed = self.next_allowed(moment)
+        return allowed if allowed <= last else None
+
 
 @dataclass(frozen=True)
 class ReminderTimes:
@@ -147,5 +152,4 @@ def is_quiet(minute: int, span: tuple[int, int]) -> bool:
 def retry_time(hours: CallHours, failed_at: dt.datetime, spacing: dt.timedelta,
                not_after: dt.datetime) -> dt.datetime | None:
     """When to ring again after an unanswered call, or None when that would be too late."""
-    retry = hours.next_allowed(failed_at + spacing)
-    return retry if retry <= not_after else None
+    return hours.next_allowed_by(failed_at + spacing, not_after)

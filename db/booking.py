@@ -167,6 +167,9 @@ class BookingService:
         """The practice's key this service books for; None: the first (and only) one."""
         self.availability = Availability(database.rows, practice)
         self._turns = _Turns()
+        self._add_rows = _add_row_by_row if database.is_sqlite else _add_in_one_statement
+        """How a booking's rows are written (below): one statement where it saves round
+        trips."""
 
     def _appointments(self) -> Select[tuple[Appointment, Doctor, Patient]]:
         """Appointments with their doctor and patient, of this practice's doctors only: a
@@ -282,8 +285,8 @@ class BookingService:
             slot = checked.slot
             now = self.clock()
             code = _new_code()
-            appointment_id = await _add_booking(
-                await session.connection(), not self.db.is_sqlite, number, language, dict(
+            appointment_id = await self._add_rows(
+                await session.connection(), number, language, dict(
                 doctor_id=doctor_id, start_at=slot.start, end_at=slot.end, kind=kind.value,
                 status=AppointmentStatus.BOOKED, code=code, created_via=via, created_at=now,
                 updated_at=now))
@@ -536,16 +539,20 @@ def _new_code() -> str:
     return str(100000 + secrets.randbelow(900000))
 
 
-async def _add_booking(conn: AsyncConnection, postgres: bool, number: str, language: str,
-                       appointment: dict[str, Any]) -> int:
-    """Write a booking's rows: its patient's (on their first booking), the appointment and its
-    "booked" event; returns the appointment's id. On PostgreSQL in one statement: each round
-    trip held the transaction's pooled connection the longer, with the line's other callers
-    waiting for one (bench.platform). On SQLite, in the writer's thread, a statement costs
-    no round trip."""
-    if postgres:
-        return int((await conn.execute(_PG_BOOKING, dict(
-            appointment, phone=number, language=language))).scalar_one())
+async def _add_in_one_statement(conn: AsyncConnection, number: str, language: str,
+                                appointment: dict[str, Any]) -> int:
+    """Write a booking's rows, its patient's (on their first booking), the appointment and
+    its "booked" event, in one statement (PostgreSQL): each round trip held the transaction's
+    pooled connection the longer, with the line's other callers waiting for one
+    (bench.platform); returns the appointment's id."""
+    return int((await conn.execute(_PG_BOOKING, dict(
+        appointment, phone=number, language=language))).scalar_one())
+
+
+async def _add_row_by_row(conn: AsyncConnection, number: str, language: str,
+                          appointment: dict[str, Any]) -> int:
+    """The same rows a statement each (SQLite, which has no data-modifying CTE; in its
+    writer's thread a statement costs no round trip)."""
     now = appointment["created_at"]
     appointment_id = (await conn.execute(_NEW_APPOINTMENT, dict(
         appointment, patient_id=await _patient_id(conn, number, language, now)))).scalar_one()
@@ -557,7 +564,7 @@ async def _add_booking(conn: AsyncConnection, postgres: bool, number: str, langu
 
 def _pg_booking() -> Select[tuple[int]]:
     """The patient (one already there is kept as it is), the appointment and its event as one
-    statement of data-modifying CTEs, with the same parameters as `_add_booking`'s
+    statement of data-modifying CTEs, with the same parameters as `_add_in_one_statement`'s
     appointment, the phone and the language."""
     def param(column: Column[object], name: str | None = None) -> BindParameter[object]:
         return bindparam(name or column.name, type_=column.type)

@@ -244,14 +244,13 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
                 return None
             due = await _due(session, call_id)
             why_not = await _stale(session, due, now)
-            if why_not is None:
-                hours = planning.of_practice(due.clinic_timezone, due.clinic_call_times).hours
-                later = None if hours.allowed(now) else hours.next_allowed(now)
-                if later is not None and later <= due.not_after:
+            hours = planning.of_practice(due.clinic_timezone, due.clinic_call_times).hours
+            if why_not is None and not hours.allowed(now):
+                later = hours.next_allowed_by(now, due.not_after)
+                if later is not None:
                     await _hold_over(session, due, later, now)
                     return None
-                if later is not None:
-                    why_not = QUIET_PAST_ITS_TIME
+                why_not = QUIET_PAST_ITS_TIME
             if why_not is not None:
                 answered = due.answered_at is not None
                 step = Step.CLOSE if answered else Step.DROP

@@ -42,9 +42,12 @@ def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def migrated_postgres(postgres: PostgresServer) -> str:
     """A database on the session's server migrated to the newest revision, the template each
     test's migrated database is created from."""
-    url = _apart(postgres.create_database())
-    _apart(_migrate(url))
-    return url.rsplit("/", 1)[1]
+    async def made() -> str:
+        url = await postgres.create_database()
+        await _migrate(url)
+        return url
+
+    return _apart(made()).rsplit("/", 1)[1]
 
 
 def _apart(work: Coroutine[Any, Any, T]) -> T:
