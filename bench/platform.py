@@ -2,7 +2,7 @@
 
 Run: python -m bench.platform [--practices 200] [--callers 1000] [--rush-practices 20]
      [--rush-callers 1000] [--consultations 1000] [--reminders 4000] [--cap 100]
-     [--share 10] [--instances 2] [--profile FILE]
+     [--share 10] [--instances 2] [--pace 1.0] [--ramp 10] [--profile FILE]
 
 On a throwaway PostgreSQL server it runs the same measurements twice, each on a fresh
 database: once on one practice (the single-clinic floor the target is relative to) and once
@@ -19,7 +19,12 @@ up to 28 days ahead (`[booking] horizon_days = 28` in the bench's config copy). 
   bench.ivr_load). It prints nobat's per-command turnaround p50/p99 (from a reply leaving the
   fake PBX to the next command arriving), stalls (a turnaround over 1 s), commands a call,
   bookings heard confirmed and bookings/s, and that every booking is at the caller's own
-  practice;
+  practice. In virtual time this is a saturation test: every caller wants its next command
+  the moment the last one is answered;
+- the paced line: as many callers again, now people on the phone: they arrive over
+  `--ramp` seconds and each prompt or wait for a key takes about `--pace` seconds of real
+  time (bench.ivr_load's paced run), so all are on the line at once as 1,000 callers are;
+  the same figures but bookings/s, which the arrivals set;
 - the midnight rush: `--rush-callers` callers of `--rush-practices` practices (spread over
   their DIDs) all booking the first offered slot of the first specialty at once, one try
   each, as bench.booking_rush but through the line: the booking action's time (nobat's
@@ -47,6 +52,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import itertools
 import multiprocessing
 import sys
 import tempfile
@@ -62,10 +68,12 @@ from bench.booking_rush import double_bookings
 from bench.clinic_day.callers import action_seconds
 from bench.dialer import PLAN, POLL, SPEED, TALK, serve_pbx
 from bench.ivr_load import (
+    RAMP_S,
     STALL_S,
     booking_caller,
     cpu_seconds,
     many,
+    paced,
     percentiles,
     round_the_clock_clinic,
     rss_mb,
@@ -135,6 +143,7 @@ class Side:
     load_s: float = 0.0
     start_s: float = 0.0
     line: Figures | None = None
+    paced: Figures | None = None
     rush: Figures | None = None
     lag: tuple[float, float] = (0.0, 0.0)
     lag_count: int = 0
@@ -143,8 +152,8 @@ class Side:
     line_bookings: int = 0
     """Bookings of the line's callers in the store."""
     wrong_practice: int = 0
-    servers: list[tuple[float, float, float]] = field(default_factory=list)
-    """Each nobat's RSS MB at the end, CPU s over the line, CPU s over the rush."""
+    servers: list[tuple[float, ...]] = field(default_factory=list)
+    """Each nobat's RSS MB at the end, CPU s over the line, the paced line and the rush."""
 
 
 @dataclass
@@ -164,8 +173,10 @@ class Figures:
         return sum(1 for t in self.turnaround if t > STALL_S)
 
 
-async def burst(ports: Sequence[int], callers: Sequence[Caller]) -> Figures:
-    """All `callers` at once, caller n on the n-th port in turn."""
+async def burst(ports: Sequence[int], callers: Sequence[Caller], pace: float = 0.0,
+                ramp: float = 0.0) -> Figures:
+    """All `callers` at once (arriving over `ramp` seconds, each prompt taking about `pace`
+    seconds of real time; none: virtual time), caller n on the n-th port in turn."""
     turnaround: list[float] = []
     booked = 0
     action: list[float] = []
@@ -175,15 +186,23 @@ async def burst(ports: Sequence[int], callers: Sequence[Caller]) -> Figures:
         mine: list[float] = []
         transcript = await place_call("127.0.0.1", ports[n % len(ports)], callers[n],
                                       prompt_seconds=seconds_of, turnaround=mine,
-                                      stall_seconds=120, strict=False)
+                                      before=paced(pace), stall_seconds=120, strict=False)
         turnaround.extend(mine)
         booked += any(p.endswith("/your-code") for p in transcript.prompts)
         if (seconds := action_seconds(transcript, mine)) is not None:
             action.append(seconds)
         return len(transcript.exchanges)
 
-    seconds, commands = await many(len(callers), len(callers), call)
+    seconds, commands = await many(len(callers), len(callers), call, ramp)
     return Figures(len(callers), seconds, commands, turnaround, booked, action)
+
+
+def line_callers(first: int, count: int, practices: int) -> list[Caller]:
+    """Callers first.. of the line: caller n dials practice n mod `practices` and picks as
+    bench.ivr_load's caller n // `practices` does, so on the platform a practice's callers
+    spread over its slots, and a later burst's callers over slots the earlier left free."""
+    return [booking_caller(n, did(n % practices), n // practices)
+            for n in range(first, first + count)]
 
 
 def rush_caller(n: int, practice: int) -> Caller:
@@ -349,16 +368,20 @@ async def one_side(server: PostgresServer, practices: int, share: int,
         try:
             spied = options.profile and options.profile.with_suffix(f".{practices}.txt")
             async with spying(pids[0], spied or None):
-                cpu = [cpu_seconds(pid) for pid in pids]
-                side.line = await burst(ports, [booking_caller(n, did(n % practices),
-                                                               n // practices)
-                                                for n in range(options.callers)])
-                middle = [cpu_seconds(pid) for pid in pids]
+                cpu = [[cpu_seconds(pid) for pid in pids]]
+                side.line = await burst(ports, line_callers(0, options.callers, practices))
+                cpu.append([cpu_seconds(pid) for pid in pids])
+                if options.pace:
+                    side.paced = await burst(
+                        ports, line_callers(options.callers, options.callers, practices),
+                        options.pace, options.ramp)
+                cpu.append([cpu_seconds(pid) for pid in pids])
                 rushing = min(options.rush_practices, practices)
                 side.rush = await burst(ports, [rush_caller(n, n % rushing)
                                                 for n in range(options.rush_callers)])
-            side.servers = [(rss_mb(pid), mid - before, cpu_seconds(pid) - mid)
-                            for pid, before, mid in zip(pids, cpu, middle, strict=True)]
+                cpu.append([cpu_seconds(pid) for pid in pids])
+            side.servers = [(rss_mb(pid), *(b - a for a, b in itertools.pairwise(spent)))
+                            for pid, *spent in zip(pids, *cpu, strict=True)]
         finally:
             for running in servers:
                 await running.stop(60)
@@ -384,8 +407,11 @@ def table(one: Side, many_: Side, options: argparse.Namespace) -> list[str]:
         shown = ratio(platform, floor) if inverse else ratio(floor, platform)
         rows.append((name, fmt.format(floor), fmt.format(platform), shown))
 
-    for label, a, b in (("line", one.line, many_.line), ("rush", one.rush, many_.rush)):
-        assert a is not None and b is not None
+    bursts = [("line", one.line, many_.line), ("paced line", one.paced, many_.paced),
+              ("rush", one.rush, many_.rush)]
+    for label, a, b in bursts:
+        if a is None or b is None:
+            continue
         a50, a99 = percentiles(a.turnaround)
         b50, b99 = percentiles(b.turnaround)
         row(f"{label}: callers", a.calls, b.calls, "{:.0f}")
@@ -396,15 +422,16 @@ def table(one: Side, many_: Side, options: argparse.Namespace) -> list[str]:
         row(f"{label}: booked", a.booked, b.booked, "{:.0f}")
         if label == "line":
             row("line: bookings/s", a.booked / a.seconds, b.booked / b.seconds, inverse=True)
-        else:
+        elif label == "rush":
             row("rush: tries/s", a.calls / a.seconds, b.calls / b.seconds, inverse=True)
             p = [percentiles(x.action) for x in (a, b)]
             row("rush: booking action p50 ms", p[0][0], p[1][0])
             row("rush: booking action p99 ms", p[0][1], p[1][1])
-    assert one.line is not None and many_.line is not None
-    row("line: nobat CPU ms a command", *(
-        sum(cpu for _, cpu, _ in side.servers) * 1000 / max(side.line.commands, 1)
-        for side in (one, many_)), "{:.3f}")
+    for n, (label, a, b) in enumerate(bursts[:2]):
+        if a is not None and b is not None:
+            row(f"{label}: nobat CPU ms a command", *(
+                sum(spent[n + 1] for spent in side.servers) * 1000 / max(burst.commands, 1)
+                for side, burst in ((one, a), (many_, b))), "{:.3f}")
     row("double bookings", one.doubles, many_.doubles, "{:.0f}")
     row("line bookings at another practice", one.wrong_practice, many_.wrong_practice,
         "{:.0f}")
@@ -416,8 +443,9 @@ def table(one: Side, many_: Side, options: argparse.Namespace) -> list[str]:
     row("nobat serve start s", one.start_s, many_.start_s, "{:.2f}")
     for n, (a, b) in enumerate(zip(one.servers, many_.servers, strict=True)):
         row(f"nobat {n + 1}: RSS MB", a[0], b[0])
-        row(f"nobat {n + 1}: CPU s, line", a[1], b[1], "{:.2f}")
-        row(f"nobat {n + 1}: CPU s, rush", a[2], b[2], "{:.2f}")
+        for k, (label, ran, _) in enumerate(bursts, 1):
+            if ran is not None:
+                row(f"nobat {n + 1}: CPU s, {label}", a[k], b[k], "{:.2f}")
     width = max(len(r[0]) for r in rows)
     lines = [f"{'':<{width}} {'1 practice':>12} {f'{many_.practices} practices':>14} "
              f"{'ratio':>7}"]
@@ -464,6 +492,11 @@ def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--share", type=int, default=10,
                         help="practice_share_percent on the platform (one practice: 100)")
     parser.add_argument("--instances", type=int, default=2)
+    parser.add_argument("--pace", type=float, default=1.0, metavar="SECONDS",
+                        help="real time each prompt or key wait takes in the paced line "
+                             "(0: no paced line)")
+    parser.add_argument("--ramp", type=float, default=RAMP_S, metavar="SECONDS",
+                        help="the paced line's callers arrive over this long")
     parser.add_argument("--profile", type=Path, metavar="FILE",
                         help="record the first nobat over the line and the rush with py-spy "
                              "(on PATH) into FILE.<practices>.txt (raw stacks)")

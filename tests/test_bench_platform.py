@@ -10,10 +10,12 @@ async def test_every_caller_books_at_the_practice_they_dialled_and_nothing_twice
         postgres: PostgresServer) -> None:
     options = arguments(["--practices", "3", "--callers", "10", "--rush-practices", "2",
                          "--rush-callers", "10", "--consultations", "6", "--reminders", "30",
-                         "--cap", "20", "--share", "50"])
+                         "--cap", "20", "--share", "50", "--pace", "0.02",
+                         "--ramp", "0.5"])
     side = await one_side(postgres, 3, options.share, options)
-    assert side.line is not None and side.rush is not None
-    assert side.line.booked == side.line_bookings == 10
+    assert side.line is not None and side.paced is not None and side.rush is not None
+    assert side.line.booked == side.paced.booked == 10
+    assert side.line_bookings == 20  # the paced callers took slots the first ones left
     assert side.wrong_practice == 0
     assert side.rush.booked >= 2  # the first slot of each rushed practice
     assert side.doubles == 0
