@@ -5,11 +5,14 @@ booked appointments (a doctor's absence, a holiday) is accepted: the bookings st
 nobat rings each patient to move or cancel (db/patient_calls.py, flows/absence.toml).
 One store may hold many practices (platform mode): a load touches its own practice's rows
 only, and is refused if a number or a doctor's code in it belongs to another practice.
+Each practice keeps the digest of the file it was last loaded from, so loading a folder
+again skips the files that did not change.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -20,13 +23,18 @@ from clinic import phones
 from clinic.clinic_file import ClinicSpec, DoctorSpec
 from clinic.office import office_hours_text
 from clinic.schedule import HoursRule, VisitKind, day_bounds, day_slots
+from clinic.spec_digest import spec_digest
 from db.availability import rule_of
 from db.engine import Clock, Database, utc_now
 from db.lifecycles import AppointmentStatus
 from db.models import Appointment, Clinic, ClinicNumber, Closure, Doctor, Patient, WeeklyHours
 from db.records import columns_of, record_of
+from db.schema import head_revision
 
 CLOSURE_CONFLICT = "falls on a closure"
+ROWS_FORMAT = "1"
+"""How a spec becomes rows: bump it with any change to that which comes without a migration,
+so every practice's file is compared with its rows again (a migration does so by itself)."""
 
 
 @dataclass(frozen=True)
@@ -81,10 +89,29 @@ class LoadReport:
     changes: list[str] = field(default_factory=list)
 
 
+def loaded_digest(spec: ClinicSpec) -> str:
+    """What a practice loaded from `spec` keeps: the spec's digest under these rows' form."""
+    return spec_digest(spec, ROWS_FORMAT, _schema())
+
+
+@functools.cache
+def _schema() -> str:
+    return head_revision()
+
+
+async def loaded_digests(database: Database) -> dict[str, str]:
+    """Each practice's key and the digest of the file it was last loaded from."""
+    async with database.reading() as session:
+        rows = await session.execute(select(Clinic.key, Clinic.loaded_digest)
+                                     .where(Clinic.loaded_digest.is_not(None)))
+        return {key: digest for key, digest in rows}
+
+
 async def load_clinic(database: Database, spec: ClinicSpec, clock: Clock = utc_now
                       ) -> LoadReport:
     """Bring the database in line with the file in one transaction, or refuse and change nothing."""
     report = LoadReport()
+    digest = loaded_digest(spec)
 
     async def run() -> LoadReport:
         report.changes.clear()
@@ -98,6 +125,7 @@ async def load_clinic(database: Database, spec: ClinicSpec, clock: Clock = utc_n
             await _closures(session, clinic, spec, doctors, report)
             if report.changes:
                 clinic.revision += 1
+            clinic.loaded_digest = digest
             await session.flush()
             affected = await _affected(session, clinic, spec, doctors, clock())
             refused = [a for a in affected if not a.closed]

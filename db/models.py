@@ -97,6 +97,9 @@ class Clinic(Base):
     call_times: Mapped[str | None] = mapped_column(Text)
     """Its own quiet hours, no-call days and reminder time (PracticeCallTimes.text); None:
     config.toml's."""
+    loaded_digest: Mapped[str | None] = mapped_column(String(64))
+    """The digest of the clinic file it was last loaded from (db/clinic_sync.py); a load of
+    the same file again changes nothing and is skipped. None: compare row by row."""
 
 
 class ClinicNumber(Base):

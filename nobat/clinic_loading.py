@@ -8,7 +8,7 @@ from pathlib import Path
 
 from clinic.clinic_file import read_clinic_files
 from clinic.staff_toml import StaffFileError
-from db.clinic_sync import HeldElsewhere, LoadRefused, load_clinic
+from db.clinic_sync import HeldElsewhere, LoadRefused, load_clinic, loaded_digest, loaded_digests
 from db.engine import Database
 
 
@@ -25,13 +25,17 @@ async def load_clinics(database: Database, path: Path) -> list[PracticeLoad]:
     """Load each practice of a file or folder in its own transaction; raises StaffFileError
     only for a folder without clinic files. A file refused for a number or a code another
     practice holds is tried again once a later file let go of it (a code moved from one
-    practice to another loads in one go)."""
+    practice to another loads in one go). A file unchanged since its practice was last
+    loaded from it is not compared with the rows again."""
     loads: dict[str, PracticeLoad] = {}
     waiting = []
     reads = read_clinic_files(path)
+    loaded = await loaded_digests(database)
     for read in reads:
         if read.spec is None or read.problems:
             loads[read.file] = PracticeLoad(read.file, failure=StaffFileError(read.problems))
+        elif loaded.get(read.spec.key) == loaded_digest(read.spec):
+            loads[read.file] = PracticeLoad(read.file)
         else:
             waiting.append((read.file, read.spec))
     while waiting:

@@ -5,20 +5,24 @@ loads file by file."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import os
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select, update
 
 from clinic.calendar import Weekday
 from clinic.clinic_file import ClinicSpec, ClosureSpec, read_clinic
 from db.booking import BookingService
-from db.clinic_sync import HeldElsewhere, LoadRefused, load_clinic
+from db.clinic_sync import HeldElsewhere, LoadRefused, load_clinic, loaded_digest
 from db.engine import Database
 from db.models import Clinic, ClinicNumber, Closure, Doctor, WeeklyHours
 from db.practices import practices
@@ -273,3 +277,73 @@ async def test_a_code_moved_from_one_practice_to_another_loads_in_one_go(
     assert {p.key: sorted(p.doctor_codes) for p in await practices(database)} == {
         "nobat-demo": ["102", "103", "104", "105", "199"],
         "shiraz-eye": ["101", "202", "203", "204", "205"]}
+
+
+@contextlib.contextmanager
+def statements_of(database: Database) -> Iterator[list[str]]:
+    """Every statement the store is sent while inside, with its parameters, as text."""
+    sent: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, parameters: object,
+               *_: object) -> None:
+        sent.append(f"{statement} {parameters}")
+
+    engine = database.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+async def test_a_folder_loaded_again_compares_only_the_files_that_changed(
+        database: Database, tmp_path: Path) -> None:
+    path = folder(tmp_path, a=practice("a-clinic", "02122223333", ("dr-a", "301")),
+                  b=practice("b-clinic", "02144445555", ("dr-b", "401")))
+    await load_clinics(database, path)
+    (path / "b.toml").write_text(practice("b-clinic", "02144445555", ("dr-b", "402")))
+    with statements_of(database) as sent:
+        loads = await load_clinics(database, path)
+    assert [(Path(load.file).name, load.changes) for load in loads] == [
+        ("a.toml", ()), ("b.toml", ("doctor dr-b: code 402 (was 401)",))]
+    assert any("b-clinic" in statement for statement in sent)
+    assert not any("a-clinic" in statement for statement in sent)
+    assert await revisions(database) == [("a-clinic", 1), ("b-clinic", 2)]
+
+
+async def test_a_practice_loaded_under_an_older_form_is_compared_row_by_row(
+        database: Database, tmp_path: Path) -> None:
+    """A digest left by another schema or rows format (or none, before it was kept) does
+    not match: the file is compared with the rows, which it puts right, and kept anew."""
+    path = folder(tmp_path, a=practice("a-clinic", "02122223333", ("dr-a", "301")))
+    await load_clinics(database, path)
+    async with database.writing() as session:
+        await session.execute(update(Clinic).values(name_en="edited by hand",
+                                                    loaded_digest="an older form"))
+    loads = await load_clinics(database, path)
+    assert loads[0].changes == ("clinic a-clinic: name_en changed",)
+    async with database.reading() as session:
+        clinic = (await session.scalars(select(Clinic))).one()
+    assert clinic.name_en != "edited by hand"
+    assert clinic.loaded_digest == loaded_digest(read_clinic(path / "a.toml"))
+
+
+async def test_a_refused_file_is_refused_again_not_skipped(
+        database: Database, tmp_path: Path) -> None:
+    await load_clinic(database, demo())
+    path = platform_folder(tmp_path)
+    for _ in range(2):
+        loads = {Path(load.file).name: load for load in await load_clinics(database, path)}
+        assert isinstance(loads["c.toml"].failure, HeldElsewhere)
+    assert [key for key, _ in await revisions(database)] == ["a", "nobat-demo"]
+
+
+def test_a_files_digest_is_the_same_in_every_process() -> None:
+    """Sets (a doctor's visit kinds, a practice's no-call days) hash differently per
+    process; the digest must not, or every start would compare every file again."""
+    program = ("from clinic.clinic_file import read_clinic; from db.clinic_sync import "
+               f"loaded_digest; print(loaded_digest(read_clinic({str(DEMO)!r})))")
+    digests = {subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                              check=True, env={**os.environ, "PYTHONHASHSEED": str(seed)}
+                              ).stdout.strip() for seed in (1, 2, 3)}
+    assert digests == {loaded_digest(demo())}
