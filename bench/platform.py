@@ -41,7 +41,7 @@ up to 28 days ahead (`[booking] horizon_days = 28` in the bench's config copy). 
   first consultations the caps let start at once, and the time of one idle plan over all
   practices. Quiet hours cover the run, so reminders are planned, not rung.
 
-Last, each nobat's resident memory and CPU over the line and the rush, and the time to load
+Last, each nobat's resident memory and CPU over each line and the rush, and the time to load
 the clinic folder and to start. Every figure is printed beside the one practice's, with the
 ratio (platform / one practice; for bookings/s and tries/s one practice / platform, so
 that over 1 is worse everywhere). The issue's target: within 1.5x.
@@ -150,7 +150,7 @@ class Side:
     plan_ms: float = 0.0
     doubles: int = 0
     line_bookings: int = 0
-    """Bookings of the line's callers in the store."""
+    """Bookings of both lines' callers in the store."""
     wrong_practice: int = 0
     servers: list[tuple[float, ...]] = field(default_factory=list)
     """Each nobat's RSS MB at the end, CPU s over the line, the paced line and the rush."""
@@ -498,7 +498,7 @@ def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ramp", type=float, default=RAMP_S, metavar="SECONDS",
                         help="the paced line's callers arrive over this long")
     parser.add_argument("--profile", type=Path, metavar="FILE",
-                        help="record the first nobat over the line and the rush with py-spy "
+                        help="record the first nobat over the lines and the rush with py-spy "
                              "(on PATH) into FILE.<practices>.txt (raw stacks)")
     return parser.parse_args(argv)
 

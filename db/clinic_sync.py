@@ -13,17 +13,21 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, true
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clinic import phones
+from clinic import call_times, office, phones
 from clinic.clinic_file import ClinicSpec, DoctorSpec
 from clinic.office import office_hours_text
 from clinic.schedule import HoursRule, VisitKind, day_bounds, day_slots
 from clinic.spec_digest import spec_digest
+from db import records
 from db.availability import rule_of
 from db.engine import Clock, Database, utc_now
 from db.lifecycles import AppointmentStatus
@@ -32,9 +36,6 @@ from db.records import columns_of, record_of
 from db.schema import head_revision
 
 CLOSURE_CONFLICT = "falls on a closure"
-ROWS_FORMAT = "1"
-"""How a spec becomes rows: bump it with any change to that which comes without a migration,
-so every practice's file is compared with its rows again (a migration does so by itself)."""
 
 
 @dataclass(frozen=True)
@@ -91,12 +92,16 @@ class LoadReport:
 
 def loaded_digest(spec: ClinicSpec) -> str:
     """What a practice loaded from `spec` keeps: the spec's digest under these rows' form."""
-    return spec_digest(spec, ROWS_FORMAT, _schema())
+    return spec_digest(spec, _rows_form())
 
 
 @functools.cache
-def _schema() -> str:
-    return head_revision()
+def _rows_form() -> str:
+    """The schema and the source of the code that turns a spec into rows, so that a nobat
+    which writes them otherwise compares every file with its rows once more."""
+    source = b"".join(Path(module).read_bytes() for module in (
+        __file__, office.__file__, call_times.__file__, records.__file__))
+    return f"{head_revision()} {hashlib.sha256(source).hexdigest()}"
 
 
 async def loaded_digests(database: Database) -> dict[str, str]:
@@ -137,7 +142,13 @@ async def load_clinic(database: Database, spec: ClinicSpec, clock: Clock = utc_n
                     "will be called to move or cancel")
         return report
 
-    return await database.retry_locked(run)
+    async def once_more_if_added_meanwhile() -> LoadReport:
+        try:
+            return await run()
+        except IntegrityError:  # another load added the practice: its row is there to lock
+            return await run()
+
+    return await database.retry_locked(once_more_if_added_meanwhile)
 
 
 def _set(row: object, values: dict[str, object], label: str, report: LoadReport) -> None:
@@ -156,7 +167,9 @@ async def _clinic(session: AsyncSession, spec: ClinicSpec, report: LoadReport) -
         "office_hours": None if spec.office_hours is None else office_hours_text(spec.office_hours),
         "dial": spec.dial, "max_channels": spec.max_channels,
         "call_times": spec.call_times.text()}
-    clinic = await session.scalar(select(Clinic).where(Clinic.key == spec.key))
+    # Locked, so two loads of one practice at once (two nobat starting) take turns, the later
+    # comparing the file with what the first wrote rather than both replacing its hours.
+    clinic = await session.scalar(select(Clinic).where(Clinic.key == spec.key).with_for_update())
     if clinic is None:
         clinic = Clinic(key=spec.key, **values)
         session.add(clinic)

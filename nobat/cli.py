@@ -47,12 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
     load = clinic_cmds.add_parser(
         "load", help="apply a clinic file, or a folder of them, to the database",
         description="Apply each practice's numbers, doctors, weekly hours and closures in one "
-                    "transaction of its own. Loading the same file again changes nothing; a "
+                    "transaction of its own. Loading the same file again changes nothing (a "
+                    "file unchanged since its last load is skipped, unless --compare); a "
                     "change that would orphan a booked appointment, or a number or doctor's "
                     "code another practice holds, is refused; the other files still load. "
                     "Exit code 2 if a file is broken, 1 if one is refused.")
     load.add_argument("path", type=Path,
                       help="clinic TOML file, e.g. clinic.toml, or a folder of them (*.toml)")
+    load.add_argument("--compare", action="store_true",
+                      help="compare every file with its practice's rows, even one unchanged "
+                           "since its last load (so rows edited by hand are put right)")
     check = clinic_cmds.add_parser(
         "check", help="check a clinic file, or a folder of them, without loading",
         description="List every problem with file and line, clashes between files too.")
@@ -163,7 +167,7 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
     database = await open_database(config)
     try:
         if args.command == "clinic":
-            return await _load_clinics(database, args.path)
+            return await _load_clinics(database, args.path, args.compare)
         if args.command == "prompts":
             return await _build_prompts(config, database)
         if args.command == "flows":
@@ -188,9 +192,9 @@ async def _page_token(database: Database, practice: str) -> int:
     return 0
 
 
-async def _load_clinics(database: Database, path: Path) -> int:
+async def _load_clinics(database: Database, path: Path, compare: bool) -> int:
     try:
-        loads = await load_clinics(database, path)
+        loads = await load_clinics(database, path, compare=compare)
     except StaffFileError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
@@ -200,7 +204,7 @@ async def _load_clinics(database: Database, path: Path) -> int:
         elif load.failure is not None:
             print(f"{load.file}: {load.failure}", file=sys.stderr)
         else:
-            print(f"{load.file}: " + ("; ".join(load.changes) or "no changes"))
+            print(f"{load.file}: {load.summary()}")
     return max(map(_load_exit, loads), default=0)
 
 

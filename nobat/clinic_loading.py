@@ -19,14 +19,24 @@ class PracticeLoad:
     file: str
     changes: tuple[str, ...] = ()
     failure: StaffFileError | LoadRefused | None = None
+    unchanged: bool = False
+    """The file is the one its practice was last loaded from: it was not compared with the
+    rows again."""
+
+    def summary(self) -> str:
+        """What the load did, in one line for the person who ran it (a failure aside)."""
+        if self.unchanged:
+            return "unchanged since its last load"
+        return "; ".join(self.changes) or "no changes"
 
 
-async def load_clinics(database: Database, path: Path) -> list[PracticeLoad]:
+async def load_clinics(database: Database, path: Path, *, compare: bool = False
+                       ) -> list[PracticeLoad]:
     """Load each practice of a file or folder in its own transaction; raises StaffFileError
     only for a folder without clinic files. A file refused for a number or a code another
     practice holds is tried again once a later file let go of it (a code moved from one
     practice to another loads in one go). A file unchanged since its practice was last
-    loaded from it is not compared with the rows again."""
+    loaded from it is not compared with the rows again, unless `compare`."""
     loads: dict[str, PracticeLoad] = {}
     waiting = []
     reads = read_clinic_files(path)
@@ -34,8 +44,8 @@ async def load_clinics(database: Database, path: Path) -> list[PracticeLoad]:
     for read in reads:
         if read.spec is None or read.problems:
             loads[read.file] = PracticeLoad(read.file, failure=StaffFileError(read.problems))
-        elif loaded.get(read.spec.key) == loaded_digest(read.spec):
-            loads[read.file] = PracticeLoad(read.file)
+        elif not compare and loaded.get(read.spec.key) == loaded_digest(read.spec):
+            loads[read.file] = PracticeLoad(read.file, unchanged=True)
         else:
             waiting.append((read.file, read.spec))
     while waiting:

@@ -66,7 +66,7 @@ async def load_configured_clinic(config: Config, database: Database) -> None:
             log.error("clinic file %s not loaded; serving what the database holds:\n%s",
                       load.file, load.failure)
         else:
-            log.info("clinic file %s: %s", load.file, "; ".join(load.changes) or "no changes")
+            log.info("clinic file %s: %s", load.file, load.summary())
 
 
 async def start_ivr(config: Config, database: Database) -> tuple[FastAgiServer, InboundLine]:

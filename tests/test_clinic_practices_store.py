@@ -21,6 +21,7 @@ from sqlalchemy import event, select, update
 
 from clinic.calendar import Weekday
 from clinic.clinic_file import ClinicSpec, ClosureSpec, read_clinic
+from db import clinic_sync
 from db.booking import BookingService
 from db.clinic_sync import HeldElsewhere, LoadRefused, load_clinic, loaded_digest
 from db.engine import Database
@@ -240,7 +241,7 @@ async def test_clinic_load_on_a_folder_loads_every_good_file_and_reports_the_res
     assert [key for key, _ in await revisions(database)] == ["a", "nobat-demo"]
     (path / "b.toml").unlink()
     code, out, _ = await run_nobat("-c", str(config), "clinic", "load", str(path))
-    assert (code, out) == (1, f"{path / 'a.toml'}: no changes\n")
+    assert (code, out) == (1, f"{path / 'a.toml'}: unchanged since its last load\n")
 
 
 async def test_serve_loads_a_folder_logging_each_file(
@@ -311,31 +312,77 @@ async def test_a_folder_loaded_again_compares_only_the_files_that_changed(
     assert await revisions(database) == [("a-clinic", 1), ("b-clinic", 2)]
 
 
-async def test_a_practice_loaded_under_an_older_form_is_compared_row_by_row(
-        database: Database, tmp_path: Path) -> None:
-    """A digest left by another schema or rows format (or none, before it was kept) does
-    not match: the file is compared with the rows, which it puts right, and kept anew."""
+async def test_a_newer_nobat_compares_every_file_with_its_rows_once_more(
+        database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A nobat whose schema or code writing the rows differs does not trust the digests an
+    older one kept: each file is compared with its rows, which it puts right, and kept anew."""
     path = folder(tmp_path, a=practice("a-clinic", "02122223333", ("dr-a", "301")))
     await load_clinics(database, path)
     async with database.writing() as session:
-        await session.execute(update(Clinic).values(name_en="edited by hand",
-                                                    loaded_digest="an older form"))
-    loads = await load_clinics(database, path)
-    assert loads[0].changes == ("clinic a-clinic: name_en changed",)
+        await session.execute(update(Clinic).values(name_en="edited by hand"))
+    assert [load.summary() for load in await load_clinics(database, path)] == [
+        "unchanged since its last load"]
+    monkeypatch.setattr(clinic_sync, "_rows_form", lambda: "a newer nobat's")
+    assert [load.summary() for load in await load_clinics(database, path)] == [
+        "clinic a-clinic: name_en changed"]
     async with database.reading() as session:
         clinic = (await session.scalars(select(Clinic))).one()
     assert clinic.name_en != "edited by hand"
     assert clinic.loaded_digest == loaded_digest(read_clinic(path / "a.toml"))
 
 
+async def test_clinic_load_compare_puts_right_a_row_edited_by_hand(
+        database: Database, database_url: str, tmp_path: Path) -> None:
+    path = folder(tmp_path, a=practice("a-clinic", "02122223333", ("dr-a", "301")))
+    config = tmp_path / "config.toml"
+    config.write_text(f'[database]\nurl = "{database_url}"\n')
+    await load_clinics(database, path)
+    async with database.writing() as session:
+        await session.execute(update(Doctor).values(code="399"))
+    code, out, _ = await run_nobat("-c", str(config), "clinic", "load", str(path))
+    assert (code, out) == (0, f"{path / 'a.toml'}: unchanged since its last load\n")
+    code, out, _ = await run_nobat("-c", str(config), "clinic", "load", "--compare", str(path))
+    assert (code, out) == (0, f"{path / 'a.toml'}: doctor dr-a: code 301 (was 399)\n")
+    assert {p.key: sorted(p.doctor_codes) for p in await practices(database)} == {
+        "a-clinic": ["301"]}
+
+
 async def test_a_refused_file_is_refused_again_not_skipped(
         database: Database, tmp_path: Path) -> None:
+    """Nothing of a refused load is kept, its digest neither: the practice stays as its last
+    good file left it, and the refused file is refused each time it is loaded."""
     await load_clinic(database, demo())
-    path = platform_folder(tmp_path)
+    path = folder(tmp_path, a=practice("a-clinic", "02122223333", ("dr-a", "301")))
+    await load_clinics(database, path)
+    before = await rows_of(database, "a-clinic")
+    (path / "a.toml").write_text(practice("a-clinic", "02188776655", ("dr-a", "301")))
     for _ in range(2):
-        loads = {Path(load.file).name: load for load in await load_clinics(database, path)}
-        assert isinstance(loads["c.toml"].failure, HeldElsewhere)
-    assert [key for key, _ in await revisions(database)] == ["a", "nobat-demo"]
+        [load] = await load_clinics(database, path)
+        assert isinstance(load.failure, HeldElsewhere)
+    assert await rows_of(database, "a-clinic") == before
+    (path / "a.toml").write_text(practice("a-clinic", "02122223333", ("dr-a", "301")))
+    assert [load.unchanged for load in await load_clinics(database, path)] == [True]
+
+
+async def test_two_loads_of_one_changed_practice_at_once_take_turns(
+        database: Database, database_url: str) -> None:
+    """Two nobat starting together after an edit: the practice's hours are written once."""
+    spec = demo()
+    await load_clinic(database, spec)
+    before = await rows_of(database, "nobat-demo")
+    changed = with_doctor(spec, "dr-ahmadi", hours=tuple(
+        dataclasses.replace(h, slot_minutes=30) for h in spec.doctors[0].hours))
+    other_nobat = Database.from_url(database_url)
+    try:
+        await load_clinic(other_nobat, spec)  # its connection opened, as a running nobat's is
+        reports = await asyncio.gather(*(load_clinic(db, changed)
+                                         for db in (database, other_nobat)))
+    finally:
+        await other_nobat.close()
+    assert sorted(report.changes for report in reports) == [
+        [], ["doctor dr-ahmadi: weekly hours changed"]]
+    after = (await rows_of(database, "nobat-demo"))["weekly_hours"]
+    assert len(after) == len(before["weekly_hours"])  # each rule once, none twice
 
 
 def test_a_files_digest_is_the_same_in_every_process() -> None:
@@ -347,3 +394,16 @@ def test_a_files_digest_is_the_same_in_every_process() -> None:
                               check=True, env={**os.environ, "PYTHONHASHSEED": str(seed)}
                               ).stdout.strip() for seed in (1, 2, 3)}
     assert digests == {loaded_digest(demo())}
+
+
+async def test_two_first_loads_of_one_practice_at_once_add_it_once(
+        database: Database, database_url: str) -> None:
+    other_nobat = Database.from_url(database_url)
+    try:
+        await load_clinic(other_nobat, other())  # its connection opened, as a running nobat's is
+        reports = await asyncio.gather(*(load_clinic(db, demo())
+                                         for db in (database, other_nobat)))
+    finally:
+        await other_nobat.close()
+    assert sorted(bool(report.changes) for report in reports) == [False, True]
+    assert [key for key, _ in await revisions(database)] == ["nobat-demo", "other"]

@@ -144,6 +144,8 @@ def test_clinic_load_command_reports_changes_then_none(
     assert main(["-c", str(config), "clinic", "load", str(DEMO)]) == 0
     assert "doctor dr-karimi added" in capsys.readouterr().out
     assert main(["-c", str(config), "clinic", "load", str(DEMO)]) == 0
+    assert capsys.readouterr().out.strip() == f"{DEMO}: unchanged since its last load"
+    assert main(["-c", str(config), "clinic", "load", "--compare", str(DEMO)]) == 0
     assert capsys.readouterr().out.strip() == f"{DEMO}: no changes"
     broken = tmp_path / "broken.toml"
     broken.write_text("[clinic\n")
