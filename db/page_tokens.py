@@ -5,6 +5,7 @@ and ends every session the old one opened."""
 from __future__ import annotations
 
 import hmac
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, select
 
@@ -41,10 +42,10 @@ async def token_practice(database: Database, token: str) -> PracticeScope | None
     given = id_hash(token).encode()
     async with database.reading() as session:
         rows = (await session.execute(
-            select(PageToken.token_hash, Clinic.id, Clinic.key)
+            select(PageToken.token_hash, Clinic.id, Clinic.key, Clinic.timezone)
             .join(Clinic, PageToken.clinic_id == Clinic.id))).all()
     found = None
-    for kept, clinic, key in rows:
+    for kept, clinic, key, zone in rows:
         if hmac.compare_digest(given, kept.encode()):
-            found = PracticeScope(clinic, key)
+            found = PracticeScope(clinic, key, ZoneInfo(zone))
     return found

@@ -6,6 +6,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
@@ -53,7 +54,9 @@ async def practices(database: Database) -> list[Practice]:
 
 @dataclass(frozen=True)
 class PracticeScope:
-    """The one practice a status page login may see: its clinic id and key."""
+    """The one practice a status page login may see: its clinic id, key and time zone."""
 
     id: int
     key: str
+    tz: ZoneInfo
+    """Its clinic file's zone: its staff's page shows their own day and clock."""

@@ -14,6 +14,7 @@ import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, or_, select, update
 
@@ -80,16 +81,18 @@ class WebSessionStore:
         now = self.clock()
         async with self.database.reading() as session:
             found = (await session.execute(
-                select(WebSession, Clinic.key).outerjoin(Clinic, WebSession.clinic_id == Clinic.id)
+                select(WebSession, Clinic.key, Clinic.timezone)
+                .outerjoin(Clinic, WebSession.clinic_id == Clinic.id)
                 .where(WebSession.id_hash == id_hash(session_id)))).first()
         if found is None:
             return None
-        row, key = found
+        row, key, zone = found
         if self._ended(row.created_at, row.last_seen_at, now):
             return None
         if now - row.last_seen_at >= min(TOUCH_AT_MOST_EVERY, self.lifetime.idle / 10):
             await self._touch(row.id, now)
-        practice = None if row.clinic_id is None else PracticeScope(row.clinic_id, key)
+        practice = (None if row.clinic_id is None
+                    else PracticeScope(row.clinic_id, key, ZoneInfo(zone)))
         return LiveSession(row.csrf, row.created_at, now, practice)
 
     def _ended(self, created_at: dt.datetime, last_seen_at: dt.datetime,

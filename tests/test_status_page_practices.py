@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
 import shutil
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import aiohttp
 from playwright.async_api import async_playwright
@@ -89,14 +91,17 @@ async def hold(database: Database, config: Path, practice: str) -> Held:
 
 
 @asynccontextmanager
-async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
+async def platform(tmp_path: Path, shiraz_zone: str = "Asia/Tehran"
+                   ) -> AsyncIterator[Platform]:
     """`nobat serve` on a clinic folder of two practices, each with a booking on a closed
-    day, a recorded absence, inbound calls today and a staff token."""
+    day, a recorded absence, inbound calls today and a staff token; the second practice's
+    clock is `shiraz_zone`'s."""
     config = demo_copy(tmp_path)
     clinics = tmp_path / "clinics"
     clinics.mkdir()
     shutil.move(tmp_path / "clinic.toml", clinics / "tehran.toml")
-    (clinics / "shiraz.toml").write_text(second_practice(SHIRAZ), encoding="utf-8")
+    (clinics / "shiraz.toml").write_text(second_practice(SHIRAZ).replace(
+        'timezone = "Asia/Tehran"', f'timezone = "{shiraz_zone}"'), encoding="utf-8")
     edit_config(config, ('clinic_file = "clinic.toml"', 'clinic_file = "clinics"'))
     database = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'nobat.db'}")
     await upgrade(database)
@@ -268,3 +273,26 @@ async def test_login_as_a_practice_is_throttled_like_the_admins(tmp_path: Path) 
             assert (await get(p.server, "/api/status", "wrong-token-0000-aaaa"))[0] == 401
         status, _ = await get(p.server, "/api/status", p.held[SHIRAZ].token)
         assert status == 429  # locked out: the right token waits too
+
+
+async def test_a_practices_staff_see_their_own_clock_and_the_admin_the_lines(
+        tmp_path: Path) -> None:
+    """A practice an hour ahead of the line's first (Kabul, Tehran): its staff read its
+    bookings' times in its own zone; the admin, who sees every practice, in the line's."""
+    async with platform(tmp_path, shiraz_zone="Asia/Kabul") as p:
+        ident = p.held[SHIRAZ].appointment
+        async with p.database.reading() as session:
+            start = await session.scalar(select(Appointment.start_at)
+                                         .where(Appointment.id == ident))
+        assert start is not None
+        for token, zone in ((p.held[SHIRAZ].token, "Asia/Kabul"), (TOKEN, "Asia/Tehran")):
+            status, body = await get(p.server, "/?lang=en", token)
+            assert status == 200
+            row = re.search(rf'<tr data-appointment="{ident}">.*?(\d\d:\d\d)', body)
+            assert row is not None
+            assert row.group(1) == start.astimezone(ZoneInfo(zone)).strftime("%H:%M")
+            clock = re.search(r'<span id="today-date">[^<]*(\d\d:\d\d)</span>', body)
+            assert clock is not None
+            now = dt.datetime.now(ZoneInfo(zone))
+            assert clock.group(1) in {(now + dt.timedelta(minutes=m)).strftime("%H:%M")
+                                      for m in (-1, 0)}

@@ -157,7 +157,8 @@ async def page(request: web.Request) -> web.Response:
              if lang == "fa" else (heat.first.isoformat(), heat.last.isoformat()))
     session = request.get(SESSION)
     return html(TEMPLATES.get_template("status.html").render(
-        lang=lang, t=TEXTS[lang], status=status, tz=sources.tz, clinic=clinic or "nobat",
+        lang=lang, t=TEXTS[lang], status=status, tz=sources.zone(_mine(request)),
+        clinic=clinic or "nobat",
         csrf=session.csrf if session is not None else "", refresh=REFRESH_SECONDS,
         query=urlencode(query), query_other_lang=urlencode(other),
         range_text=shown, range_error=None if problem is None else explain(problem, lang),
@@ -200,7 +201,7 @@ async def absence_from_page(request: web.Request) -> web.Response:
     form = await read_form(request)
     doctor = form.get("doctor", "").strip() or None
     practice = await _absence_practice(request, form.get("practice", "").strip())
-    today = sources.clock().astimezone(sources.tz).date()
+    today = sources.clock().astimezone(sources.zone(_mine(request))).date()
     first, last = absence_days(form.get("first", ""), form.get("last", ""), today)
     service = sources.booking(practice)
     profile = None if service is None else await service.clinic_profile()
@@ -249,7 +250,7 @@ async def cancel_from_page(request: web.Request) -> web.Response:
     BookingService.cancel)."""
     sources, mine = request.app[SOURCES], _mine(request)
     ident = record_id((await read_form(request)).get("appointment", ""))
-    figures = Figures(sources.database, sources.tz, None if mine is None else mine.id)
+    figures = Figures(sources.database, sources.zone(mine), None if mine is None else mine.id)
     practice = await figures.practice_of(ident)
     service = None if practice is None else sources.booking(practice)
     booking = None if service is None else await service.appointment(ident)

@@ -127,6 +127,11 @@ class Sources:
     parts: Callable[[], list[PartView]] = list
     """The supervised parts' states (none when the page runs on its own)."""
 
+    def zone(self, practice: PracticeScope | None) -> ZoneInfo:
+        """The zone a reader's day and clock are in: a practice's staff their practice's, the
+        platform admin the line's (its first practice's)."""
+        return self.tz if practice is None else practice.tz
+
 
 @dataclass(frozen=True)
 class Health:
@@ -333,12 +338,12 @@ async def snapshot(sources: Sources, first: dt.date | None = None,
     choose the heatmap's range. Without `staff` (a /metrics scrape, every few seconds) the
     lists only people read are left empty: bookings on closed days, recorded absences, eight
     weeks of survey averages. Health is the platform's, whoever reads it."""
-    now = sources.clock()
-    today = now.astimezone(sources.tz).date()
+    now, tz = sources.clock(), sources.zone(practice)
+    today = now.astimezone(tz).date()
     first, last = heatmap_range(today, first, last)
     clinic = None if practice is None else practice.id
-    figures = Figures(sources.database, sources.tz, clinic)
-    end_of_day = dt.datetime.combine(today + dt.timedelta(days=1), dt.time(), sources.tz)
+    figures = Figures(sources.database, tz, clinic)
+    end_of_day = dt.datetime.combine(today + dt.timedelta(days=1), dt.time(), tz)
     until = max(end_of_day, now + NEXT_AT_LEAST)
     status = Status(
         now=now, today=today, health=await health(sources),
@@ -354,7 +359,7 @@ async def snapshot(sources: Sources, first: dt.date | None = None,
     if not staff:
         return status
     doctors, weeks = await SurveyStore(sources.database, sources.clock).averages(
-        sources.tz, clinic=clinic)
+        tz, clinic=clinic)
     return dataclasses.replace(
         status, absences=[absence_view(row) for row in await figures.absences(now)],
         survey_doctors=doctors, survey_weeks=weeks,
