@@ -1,7 +1,7 @@
 """A clinic's day compressed into minutes, through `nobat serve` and the fake PBX, with faults.
 
 Run: python -m bench.clinic_day [--minutes 10] [--calls 3000] [--consultations 150]
-     [--backend sqlite|postgresql|both] [--seed 1405] [--out bench-report]
+     [--backend sqlite|postgresql|both] [--seed 1405] [--out bench-report] [--practices 1]
 
 A Saturday (the week's first and busiest day) runs in `--minutes` of wall time. Its shape
 follows the field facts in DESIGN.md: inbound calls peak 10:00-12:00, and the next day's
@@ -18,7 +18,10 @@ up at random steps and press wrong keys, each over a real FastAGI socket; consul
 fake phones that answer, talk, stay silent or are busy, over AMI. Faults hit the run on
 schedule: the AMI link dropped, Asterisk restarted, nobat killed (SIGKILL) and started
 again, the database locked (SQLite) or restarted (PostgreSQL), and a burst of malformed
-FastAGI clients.
+FastAGI clients. With `--practices` N the line serves N practices from a clinic folder (the
+demo's and N-1 copies with their own key, names, number, card codes and doctors' phones):
+each caller dials one practice's number, and changes a booking on the number they booked it
+on; the consultations are spread over every practice's doctors.
 
 At the end it checks the invariants and prints each with its count, then writes a Markdown
 report and a PNG chart into `--out`. The figures are labelled for what they are: offered

@@ -22,11 +22,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--seed", type=int, default=1405)
     parser.add_argument("--out", type=Path, default=Path("bench-report"))
+    parser.add_argument("--practices", type=int, default=1,
+                        help="practices on the line (platform mode): callers spread over "
+                             "their numbers, consultations over their doctors")
     args = parser.parse_args(argv)
     backends = ("sqlite", "postgresql") if args.backend == "both" else (args.backend,)
     runs = []
     for backend in backends:
-        plan = DayPlan(backend, args.minutes, args.calls, args.consultations, args.seed)
+        plan = DayPlan(backend, args.minutes, args.calls, args.consultations, args.seed,
+                       practices=args.practices)
         run = asyncio.run(run_day(plan))
         print_run(run)
         runs.append(run)

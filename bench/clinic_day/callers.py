@@ -58,43 +58,58 @@ BOOK: Steps = (
     Hear("choose-time"), "1", Hear("confirm-keys"), "1", Hear("anything-else"), "9")
 
 
+class Booking(NamedTuple):
+    """A booking a caller heard confirmed: their number, its code, the number they dialled."""
+
+    number: str
+    code: str
+    dialled: str | None
+
+
 class Script(NamedTuple):
-    """One caller: their kind of call, number and keys."""
+    """One caller: their kind of call, number, keys and the practice number they dial."""
 
     kind: str
     number: str
     steps: Steps
+    dialled: str | None
 
 
-def script(rng: random.Random, booked: list[tuple[str, str]]) -> Script:
-    """A caller's number and what they do, by the day's mix; `booked` holds the number and
-    code of each booking callers heard confirmed. A cancelled booking is not cancelled or
-    moved again; changing one takes its code, as it takes a real caller."""
+def script(rng: random.Random, booked: list[Booking], numbers: Sequence[str | None]
+           ) -> Script:
+    """A caller's number and what they do, by the day's mix; `booked` holds each booking
+    callers heard confirmed. A cancelled booking is not cancelled or moved again; changing
+    one takes its code and the number it was booked on, as it takes a real caller. A new
+    caller dials one of the practices' `numbers` (with one, no draw is made: the one
+    practice's day is the same whatever the count)."""
     roll = rng.random()
     if booked and roll < 0.10:
-        number, code = booked.pop(rng.randrange(len(booked)))
+        number, code, dialled = booked.pop(rng.randrange(len(booked)))
         return Script("cancel", number, (
             Hear("main-menu"), "2", Hear("enter-code"), code, Hear("cancel-it"), "1",
-            Hear("confirm-keys"), "1", Hear("anything-else"), "9"))
+            Hear("confirm-keys"), "1", Hear("anything-else"), "9"), dialled)
     if booked and roll < 0.18:
-        number, code = rng.choice(booked)
+        number, code, dialled = rng.choice(booked)
         return Script("move", number, (
             Hear("main-menu"), "2", Hear("enter-code"), code, Hear("move-it"), "2",
             Hear("choose-day"), "1", Hear("choose-time"), "1", Hear("confirm-keys"), "1",
-            Hear("anything-else"), "9"))
+            Hear("anything-else"), "9"), dialled)
     number = f"0912{rng.randrange(10_000_000):07d}"
+    dialled = numbers[0] if len(numbers) == 1 else rng.choice(numbers)
     if roll < 0.55:
-        return Script("book", number, BOOK)
+        return Script("book", number, BOOK, dialled)
     if roll < 0.68:
         return Script("hours", number, (Hear("main-menu"), "4", Hear("choose-specialty"), "1",
-                                        Hear("anything-else"), "9"))
+                                        Hear("anything-else"), "9"), dialled)
     if roll < 0.78:
-        return Script("address", number, (Hear("main-menu"), "3", Hear("anything-else"), "9"))
+        return Script("address", number, (Hear("main-menu"), "3", Hear("anything-else"), "9"),
+                      dialled)
     if roll < 0.92:
         cut = rng.randrange(1, len(BOOK) - 2)
-        return Script("hang_up", number, (*BOOK[:cut], Wait(rng.random() * 3), HangUp()))
+        return Script("hang_up", number, (*BOOK[:cut], Wait(rng.random() * 3), HangUp()),
+                      dialled)
     return Script("wrong_keys", number, (Hear("main-menu"), "7", Hear("main-menu-short"), "8",
-                                         Hear("main-menu-short"), "9"))
+                                         Hear("main-menu-short"), "9"), dialled)
 
 
 def _plays(exchange: Exchange, prompt: str) -> bool:

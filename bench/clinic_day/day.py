@@ -22,11 +22,13 @@ from bench.clinic_day.callers import (
     CALL_WEIGHTS,
     CONSULTATION_WEIGHTS,
     MIDNIGHT_RUSH_SECONDS,
+    Booking,
     action_seconds,
     arrivals,
     script,
 )
 from bench.clinic_day.invariants import (
+    caller_id_invariant,
     consultation_invariants,
     legs_invariant,
     memory_invariants,
@@ -44,14 +46,15 @@ from bench.clinic_day.records import (
     MemorySample,
     Outage,
 )
-from clinic.clinic_file import read_clinic
+from clinic.clinic_file import ClinicSpec, read_clinic, read_clinics
 from clinic.phones import national, normalize
 from clinic.schedule import VisitKind
 from db.booking import BookingService
 from db.clinic_sync import load_clinic
 from db.engine import Database
-from db.models import Appointment, CallAttempt, Consultation, InboundCall
+from db.models import Appointment, CallAttempt, Clinic, Consultation, Doctor, InboundCall, Patient
 from db.schema import upgrade
+from nobat.clinic_loading import load_clinics
 from tests.fakepbx.agi_caller import CallTranscript, place_call
 from tests.fakepbx.ami_server import FakeAsterisk, nobat_user
 from tests.fakepbx.script import (
@@ -62,9 +65,10 @@ from tests.fakepbx.script import (
     Phone,
     PhoneBehaviour,
 )
+from tests.support.clinics import second_practice
 from tests.support.consultations import book_due
 from tests.support.postgres import PostgresServer
-from tests.support.server import ServerProcess, demo_copy, dial_fake_pbx
+from tests.support.server import ServerProcess, demo_copy, dial_fake_pbx, edit_config
 
 TEHRAN = ZoneInfo("Asia/Tehran")
 
@@ -86,6 +90,14 @@ PBX_SPEED = 0.05
 SETTLE_SECONDS = 90.0
 
 
+def practice_text(n: int, demo: str) -> str:
+    """Practice n (from 1) of a day of several: the demo clinic under its own key, names,
+    number and DID (021 5566 000n) and card codes, its doctors on phones of their own."""
+    text = second_practice(f"practice-{n}", f"021 5566 {n:04d}", str(n + 1),
+                           (f"مطب {n}", f"Practice {n}"), demo)
+    return re.sub(r'(?m)^phone = "0912 100 (\d{4})"', rf'phone = "0912 1{n:02d} \1"', text)
+
+
 class Day:
     """Runs one simulated day against one backend."""
 
@@ -96,8 +108,14 @@ class Day:
         self.run = DayRun(plan)
         self.scale = DAY_SECONDS / (plan.wall_minutes * 60)
         self.started = 0.0
-        self.booked: list[tuple[str, str]] = []
-        """(number, code) of each booking a caller heard confirmed."""
+        self.booked: list[Booking] = []
+        """Each booking a caller heard confirmed."""
+        self.numbers: list[str | None] = [None]
+        """The practices' numbers callers dial (None: the one practice's line, no number)."""
+        self.practice_of: dict[int, str] = {}
+        """Each consultation's practice's number (E.164)."""
+        self.home = ""
+        """The first practice's number: the one a caller who dials none reaches."""
         self.server: ServerProcess | None = None
         self.process = 0
         """How many nobat processes have been started: the current one's number."""
@@ -125,27 +143,51 @@ class Day:
                       ('url = "sqlite+aiosqlite:///nobat.db"', f'url = "{self.url}"'),
                       ("watch_seconds = 2", "watch_seconds = 0"))
         await upgrade(database)
-        await load_clinic(database, read_clinic(self.folder / "clinic.toml"))
-        service = BookingService(database)
-        doctors = await service.doctors()
+        practices = await self._practices(database)
+        self.home = practices[0].phone
         due = arrivals(self.rng, self.plan.consultations, CONSULTATION_WEIGHTS)
         slots = []
-        for doctor in doctors:
-            for day in await service.next_free_days(doctor.id, limit=60):
-                slots += [(doctor, s.start) for s in await service.free_slots(doctor.id, day)
-                          if VisitKind.PHONE in s.kinds]
+        for practice in practices:
+            service = BookingService(database, practice=practice.key)
+            for doctor in await service.doctors():
+                for day in await service.next_free_days(doctor.id, limit=60):
+                    slots += [(practice, service, doctor.id, s.start)
+                              for s in await service.free_slots(doctor.id, day)
+                              if VisitKind.PHONE in s.kinds]
         self.rng.shuffle(slots)
-        for n, (simulated, (doctor, start)) in enumerate(zip(due, slots, strict=False)):
+        for n, (simulated, (practice, service, doctor_id, start)) in enumerate(
+                zip(due, slots, strict=False)):
             patient = f"0935{n:07d}"
             pbx.phones[patient] = Phone(patient, "+98" + patient[1:], self._behaviour(),
                                         f"Patient {n}")
-            _, consultation = await book_due(service, database, doctor.id, patient, start,
+            _, consultation = await book_due(service, database, doctor_id, patient, start,
                                              self.real_time(simulated))
             self.consultation_ids.append(consultation)
-        for spec in read_clinic(self.folder / "clinic.toml").doctors:
+            self.practice_of[consultation] = normalize(practice.phone)
+        for spec in (doctor for practice in practices for doctor in practice.doctors):
             number = normalize(spec.phone)
             pbx.phones[national(number)] = Phone(national(number), number, Answers(1.0),
                                                  spec.key)
+
+    async def _practices(self, database: Database) -> list[ClinicSpec]:
+        """The clinic file loaded; for several practices, a folder of them served as one
+        line, each reached by its own number."""
+        if self.plan.practices == 1:
+            spec = read_clinic(self.folder / "clinic.toml")
+            await load_clinic(database, spec)
+            return [spec]
+        clinics = self.folder / "clinics"
+        clinics.mkdir()
+        demo = (self.folder / "clinic.toml").read_text(encoding="utf-8")
+        for n in range(self.plan.practices):
+            (clinics / f"practice-{n:02d}.toml").write_text(
+                practice_text(n, demo) if n else demo, encoding="utf-8")
+        edit_config(self.config, ('clinic_file = "clinic.toml"', 'clinic_file = "clinics"'))
+        failed = [load for load in await load_clinics(database, clinics) if load.failure]
+        assert not failed, failed
+        practices = read_clinics(clinics)
+        self.numbers = [national(practice.numbers[0]) for practice in practices]
+        return practices
 
     def _behaviour(self) -> PhoneBehaviour:
         """A patient's phone: most answer and talk, some stay silent, some are busy."""
@@ -163,15 +205,16 @@ class Day:
     async def call(self, simulated: float) -> None:
         """One inbound caller at their moment of the day."""
         await self.at(simulated)
-        kind, number, steps = script(self.rng, self.booked)
+        kind, number, steps, dialled = script(self.rng, self.booked, self.numbers)
         turnaround: list[float] = []
         result = CallResult(simulated, kind, number, [], turnaround, 0.0,
-                            began=time.monotonic())
+                            began=time.monotonic(), dialled=dialled)
         server = self.server
         try:
             assert server is not None
             transcript: CallTranscript = await place_call(
-                "127.0.0.1", server.fastagi_port, Caller.dialling(number, *steps),
+                "127.0.0.1", server.fastagi_port, Caller.dialling(number, *steps,
+                                                                  dialled=dialled),
                 strict=False, turnaround=turnaround, stall_seconds=30)
             result.prompts, result.ended_by = transcript.prompts, transcript.hung_up_by
             result.action_seconds = action_seconds(transcript, turnaround)
@@ -180,7 +223,7 @@ class Day:
         result.ended = time.monotonic()
         result.seconds = result.ended - result.began
         if kind == "book" and result.codes():
-            self.booked.append((number, result.codes()[0]))
+            self.booked.append(Booking(number, result.codes()[0], dialled))
         self.run.calls.append(result)
 
     async def fault(self, name: str, hour: float, pbx: FakeAsterisk) -> None:
@@ -329,6 +372,7 @@ class Day:
         found = self.run.invariants
         found += await self._booking_invariants(database)
         found.append(legs_invariant(attempts, pbx))
+        found.append(caller_id_invariant(attempts, pbx, self.practice_of))
         found += consultation_invariants(rows, attempts, self.run.outages)
         found += await self._open_calls(database)
         found += memory_invariants(self.run)
@@ -344,13 +388,26 @@ class Day:
                 .having(func.count() > 1))).all()
             appointments = (await session.execute(
                 select(Appointment.code, Appointment.created_via))).all()
+            placed = dict(((phone, code), number) for phone, code, number in (
+                await session.execute(
+                    select(Patient.phone, Appointment.code, Clinic.phone)
+                    .join(Patient, Appointment.patient_id == Patient.id)
+                    .join(Doctor, Appointment.doctor_id == Doctor.id)
+                    .join(Clinic, Doctor.clinic_id == Clinic.id)
+                    .where(Appointment.created_via == "ivr"))).all())
         heard = {code for call in self.run.calls for code in call.codes()}
         stored = {code for code, via in appointments if via == "ivr"}
+        booked = [(call, code) for call in self.run.calls for code in call.codes()]
+        elsewhere = [code for call, code in booked
+                     if (key := (normalize(call.caller), code)) in placed
+                     and placed[key] != normalize(call.dialled or self.home)]
         return [Invariant("double bookings", len(doubles), len(appointments)),
                 Invariant("bookings heard confirmed but not stored", len(heard - stored),
                           len(heard)),
                 Invariant("IVR bookings stored but never confirmed to a caller",
-                          len(stored - heard), len(stored))]
+                          len(stored - heard), len(stored)),
+                Invariant("IVR bookings at a practice other than the one dialled",
+                          len(elsewhere), len(booked), ", ".join(elsewhere[:3]))]
 
     async def _consultations(self, database: Database
                              ) -> tuple[list[ConsultationRow], list[AttemptRow]]:

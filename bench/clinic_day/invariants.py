@@ -14,9 +14,10 @@ from bench.clinic_day.records import (
     MemorySample,
     Outage,
 )
-from clinic.phones import normalize
+from clinic.phones import InvalidPhone, normalize
 from db.consultations import DOWN_CAUSE, LATE_CAUSE
 from tests.fakepbx.ami_server import FakeAsterisk
+from tests.fakepbx.channels import parse_callerid
 
 WARM_UP_HOURS = 1.25
 """A nobat's warmed-up size is its first hourly sample this long after it started: 2 h for
@@ -57,6 +58,28 @@ def legs_invariant(attempts: list[AttemptRow], pbx: FakeAsterisk) -> Invariant:
     bad = [leg for leg in legs if originates[leg] != 1]
     return Invariant("legs originated other than exactly once per attempt", len(bad), len(legs),
                      "; ".join(f"{leg}: {originates[leg]}" for leg in bad[:3]))
+
+
+def caller_id_invariant(attempts: list[AttemptRow], pbx: FakeAsterisk,
+                        practice_of: dict[int, str]) -> Invariant:
+    """Both legs of each attempt show the number of the consultation's own practice, the
+    only number its doctor and patient may see."""
+    shown = {a.fields.get("ChannelId"): parse_callerid(a.fields.get("CallerID"))[0]
+             for s in pbx.sessions for a in s.actions if a.name == "Originate"}
+    legs = [(leg, practice_of[attempt.consultation_id]) for attempt in attempts
+            if attempt.consultation_id in practice_of for leg in attempt.legs]
+    bad = [(leg, shown.get(leg)) for leg, number in legs if _number(shown.get(leg)) != number]
+    return Invariant("consultation legs not showing their own practice's number", len(bad),
+                     len(legs), "; ".join(f"{leg}: {number}" for leg, number in bad[:3])
+                     or f"legs of {len({number for _, number in legs})} practice(s)")
+
+
+def _number(shown: str | None) -> str | None:
+    """A caller id's number as E.164, or None where it is none."""
+    try:
+        return normalize(shown or "")
+    except InvalidPhone:
+        return None
 
 
 def consultation_invariants(rows: list[ConsultationRow], attempts: list[AttemptRow],

@@ -29,6 +29,9 @@ class DayPlan:
     consultations: int = 150
     seed: int = 1405
     faults: bool = True
+    practices: int = 1
+    """Practices in the store (platform mode, a clinic folder): each caller dials one's
+    number, and the consultations are spread over every practice's doctors."""
 
 
 @dataclass
@@ -49,6 +52,8 @@ class CallResult:
     ended_by: str | None = None
     action_seconds: float | None = None
     """nobat's turnaround for the command after the confirming key, if the call had one."""
+    dialled: str | None = None
+    """The practice number the caller dialled (None: the one practice's line)."""
 
     @property
     def hour(self) -> int:

@@ -77,7 +77,8 @@ def report(runs: list[DayRun], out: Path) -> Path:
     lines = ["# nobat: a simulated clinic day", "",
              f"A Saturday compressed into {plan.wall_minutes:g} minutes of wall time "
              f"(seed {plan.seed}): {plan.calls} inbound calls and {plan.consultations} phone "
-             "consultations (a chosen load; the day's shape follows DESIGN.md's field facts), "
+             f"consultations over {plan.practices} practice(s) (a chosen load; the day's "
+             "shape follows DESIGN.md's field facts), "
              "through `nobat serve`, the fake PBX over real FastAGI and AMI sockets, and the "
              "real database.", "",
              "![calls per 10 simulated minutes and turnaround per hour, faults marked](day.png)",
