@@ -19,7 +19,7 @@ INVARIANTS = (
     "bookings heard confirmed but not stored",
     "IVR bookings stored but never confirmed to a caller",
     "IVR bookings at a practice other than the one dialled",
-    "consultation legs not showing their own practice's number",
+    "consultation legs not showing their own practice's number and name",
     "legs originated other than exactly once per attempt",
     "due consultations never tried, without a cause that explains it",
     "consultations whose attempt rows differ from their attempt counter",
@@ -52,7 +52,7 @@ async def test_a_short_day_with_every_fault_keeps_every_invariant(
     assert checked["legs originated other than exactly once per attempt"].checked >= 2 * 10
     assert checked["bookings heard confirmed but not stored"].checked > 0  # callers did book
     assert checked["IVR bookings at a practice other than the one dialled"].checked > 0
-    legs = checked["consultation legs not showing their own practice's number"]
+    legs = checked["consultation legs not showing their own practice's number and name"]
     assert (legs.checked >= 2 * 10, legs.note) == (True, f"legs of {practices} practice(s)")
     assert len({c.dialled for c in run.calls if c.codes()}) == practices  # booked at each
     assert sum(run.consultations.values()) == CONSULTATIONS

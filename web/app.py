@@ -201,12 +201,12 @@ async def absence_from_page(request: web.Request) -> web.Response:
     form = await read_form(request)
     doctor = form.get("doctor", "").strip() or None
     practice = await _absence_practice(request, form.get("practice", "").strip())
-    today = sources.clock().astimezone(sources.zone(_mine(request))).date()
-    first, last = absence_days(form.get("first", ""), form.get("last", ""), today)
     service = sources.booking(practice)
     profile = None if service is None else await service.clinic_profile()
     if profile is None:
         raise BadInput("no_clinic")
+    today = sources.clock().astimezone(profile.tz).date()  # the practice's own day
+    first, last = absence_days(form.get("first", ""), form.get("last", ""), today)
     if doctor is not None and doctor not in {d.key for d in profile.doctors}:
         raise BadInput("no_doctor", doctor)
     try:

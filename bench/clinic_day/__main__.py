@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--seed", type=int, default=1405)
     parser.add_argument("--out", type=Path, default=Path("bench-report"))
-    parser.add_argument("--practices", type=int, default=1,
+    parser.add_argument("--practices", type=int, default=1, choices=range(1, 100),
+                        metavar="1..99",
                         help="practices on the line (platform mode): callers spread over "
                              "their numbers, consultations over their doctors")
     args = parser.parse_args(argv)

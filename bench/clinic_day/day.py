@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import random
 import re
 import signal
@@ -112,8 +113,8 @@ class Day:
         """Each booking a caller heard confirmed."""
         self.numbers: list[str | None] = [None]
         """The practices' numbers callers dial (None: the one practice's line, no number)."""
-        self.practice_of: dict[int, str] = {}
-        """Each consultation's practice's number (E.164)."""
+        self.practice_of: dict[int, tuple[str, str]] = {}
+        """Each consultation's practice's number (E.164) and the name its calls show."""
         self.home = ""
         """The first practice's number: the one a caller who dials none reaches."""
         self.server: ServerProcess | None = None
@@ -146,24 +147,29 @@ class Day:
         practices = await self._practices(database)
         self.home = practices[0].phone
         due = arrivals(self.rng, self.plan.consultations, CONSULTATION_WEIGHTS)
-        slots = []
+        each = []
         for practice in practices:
             service = BookingService(database, practice=practice.key)
+            slots = []
             for doctor in await service.doctors():
                 for day in await service.next_free_days(doctor.id, limit=60):
                     slots += [(practice, service, doctor.id, s.start)
                               for s in await service.free_slots(doctor.id, day)
                               if VisitKind.PHONE in s.kinds]
-        self.rng.shuffle(slots)
+            self.rng.shuffle(slots)
+            each.append(slots)
+        # the practices in turn, so each has its share of the day's consultations
+        turns = [slot for turn in itertools.zip_longest(*each) for slot in turn if slot]
         for n, (simulated, (practice, service, doctor_id, start)) in enumerate(
-                zip(due, slots, strict=False)):
+                zip(due, turns, strict=False)):
             patient = f"0935{n:07d}"
             pbx.phones[patient] = Phone(patient, "+98" + patient[1:], self._behaviour(),
                                         f"Patient {n}")
             _, consultation = await book_due(service, database, doctor_id, patient, start,
                                              self.real_time(simulated))
             self.consultation_ids.append(consultation)
-            self.practice_of[consultation] = normalize(practice.phone)
+            self.practice_of[consultation] = (normalize(practice.phone),
+                                              practice.name_en or practice.name)
         for spec in (doctor for practice in practices for doctor in practice.doctors):
             number = normalize(spec.phone)
             pbx.phones[national(number)] = Phone(national(number), number, Answers(1.0),
@@ -184,7 +190,8 @@ class Day:
                 practice_text(n, demo) if n else demo, encoding="utf-8")
         edit_config(self.config, ('clinic_file = "clinic.toml"', 'clinic_file = "clinics"'))
         failed = [load for load in await load_clinics(database, clinics) if load.failure]
-        assert not failed, failed
+        if failed:
+            raise RuntimeError(f"the day's clinic folder did not load: {failed}")
         practices = read_clinics(clinics)
         self.numbers = [national(practice.numbers[0]) for practice in practices]
         return practices
@@ -397,10 +404,10 @@ class Day:
                     .where(Appointment.created_via == "ivr"))).all())
         heard = {code for call in self.run.calls for code in call.codes()}
         stored = {code for code, via in appointments if via == "ivr"}
-        booked = [(call, code) for call in self.run.calls for code in call.codes()]
-        elsewhere = [code for call, code in booked
-                     if (key := (normalize(call.caller), code)) in placed
-                     and placed[key] != normalize(call.dialled or self.home)]
+        booked = {(normalize(call.caller), code): normalize(call.dialled or self.home)
+                  for call in self.run.calls for code in call.codes()}
+        elsewhere = [code for (caller, code), dialled in booked.items()
+                     if placed.get((caller, code), dialled) != dialled]
         return [Invariant("double bookings", len(doubles), len(appointments)),
                 Invariant("bookings heard confirmed but not stored", len(heard - stored),
                           len(heard)),

@@ -61,25 +61,29 @@ def legs_invariant(attempts: list[AttemptRow], pbx: FakeAsterisk) -> Invariant:
 
 
 def caller_id_invariant(attempts: list[AttemptRow], pbx: FakeAsterisk,
-                        practice_of: dict[int, str]) -> Invariant:
-    """Both legs of each attempt show the number of the consultation's own practice, the
-    only number its doctor and patient may see."""
-    shown = {a.fields.get("ChannelId"): parse_callerid(a.fields.get("CallerID"))[0]
+                        practice_of: dict[int, tuple[str, str]]) -> Invariant:
+    """Both legs of each attempt show the number and name of the consultation's own
+    practice, the only ones its doctor and patient may see."""
+    shown = {a.fields.get("ChannelId"): parse_callerid(a.fields.get("CallerID"))
              for s in pbx.sessions for a in s.actions if a.name == "Originate"}
     legs = [(leg, practice_of[attempt.consultation_id]) for attempt in attempts
             if attempt.consultation_id in practice_of for leg in attempt.legs]
-    bad = [(leg, shown.get(leg)) for leg, number in legs if _number(shown.get(leg)) != number]
-    return Invariant("consultation legs not showing their own practice's number", len(bad),
-                     len(legs), "; ".join(f"{leg}: {number}" for leg, number in bad[:3])
+    bad = [(leg, shown.get(leg)) for leg, (number, name) in legs
+           if _shown(shown.get(leg)) != (number, name)]
+    return Invariant("consultation legs not showing their own practice's number and name",
+                     len(bad), len(legs), "; ".join(f"{leg}: {seen}" for leg, seen in bad[:3])
                      or f"legs of {len({number for _, number in legs})} practice(s)")
 
 
-def _number(shown: str | None) -> str | None:
-    """A caller id's number as E.164, or None where it is none."""
+def _shown(callerid: tuple[str, str] | None) -> tuple[str | None, str | None]:
+    """A caller id's number as E.164 (None where it is none) and its name."""
+    if callerid is None:
+        return None, None
+    number, name = callerid
     try:
-        return normalize(shown or "")
+        return normalize(number), name
     except InvalidPhone:
-        return None
+        return None, name
 
 
 def consultation_invariants(rows: list[ConsultationRow], attempts: list[AttemptRow],
