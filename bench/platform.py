@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import itertools
 import multiprocessing
 import sys
 import tempfile
@@ -152,8 +151,8 @@ class Side:
     line_bookings: int = 0
     """Bookings of both lines' callers in the store."""
     wrong_practice: int = 0
-    servers: list[tuple[float, ...]] = field(default_factory=list)
-    """Each nobat's RSS MB at the end, CPU s over the line, the paced line and the rush."""
+    servers: list[float] = field(default_factory=list)
+    """Each nobat's RSS MB at the end."""
 
 
 @dataclass
@@ -166,6 +165,8 @@ class Figures:
     turnaround: list[float]
     booked: int
     action: list[float]
+    cpu: list[float] = field(default_factory=list)
+    """Each nobat's CPU seconds over the burst."""
 
     @property
     def stalls(self) -> int:
@@ -173,10 +174,11 @@ class Figures:
         return sum(1 for t in self.turnaround if t > STALL_S)
 
 
-async def burst(ports: Sequence[int], callers: Sequence[Caller], pace: float = 0.0,
-                ramp: float = 0.0) -> Figures:
+async def burst(ports: Sequence[int], pids: Sequence[int], callers: Sequence[Caller],
+                pace: float = 0.0, ramp: float = 0.0) -> Figures:
     """All `callers` at once (arriving over `ramp` seconds, each prompt taking about `pace`
-    seconds of real time; none: virtual time), caller n on the n-th port in turn."""
+    seconds of real time; none: virtual time), caller n on the n-th port in turn; with the
+    CPU each nobat (`pids`) spent meanwhile."""
     turnaround: list[float] = []
     booked = 0
     action: list[float] = []
@@ -193,8 +195,10 @@ async def burst(ports: Sequence[int], callers: Sequence[Caller], pace: float = 0
             action.append(seconds)
         return len(transcript.exchanges)
 
+    before = [cpu_seconds(pid) for pid in pids]
     seconds, commands = await many(len(callers), len(callers), call, ramp)
-    return Figures(len(callers), seconds, commands, turnaround, booked, action)
+    cpu = [cpu_seconds(pid) - spent for pid, spent in zip(pids, before, strict=True)]
+    return Figures(len(callers), seconds, commands, turnaround, booked, action, cpu)
 
 
 def line_callers(first: int, count: int, practices: int) -> list[Caller]:
@@ -368,20 +372,16 @@ async def one_side(server: PostgresServer, practices: int, share: int,
         try:
             spied = options.profile and options.profile.with_suffix(f".{practices}.txt")
             async with spying(pids[0], spied or None):
-                cpu = [[cpu_seconds(pid) for pid in pids]]
-                side.line = await burst(ports, line_callers(0, options.callers, practices))
-                cpu.append([cpu_seconds(pid) for pid in pids])
+                side.line = await burst(ports, pids,
+                                        line_callers(0, options.callers, practices))
                 if options.pace:
                     side.paced = await burst(
-                        ports, line_callers(options.callers, options.callers, practices),
+                        ports, pids, line_callers(options.callers, options.callers, practices),
                         options.pace, options.ramp)
-                cpu.append([cpu_seconds(pid) for pid in pids])
                 rushing = min(options.rush_practices, practices)
-                side.rush = await burst(ports, [rush_caller(n, n % rushing)
-                                                for n in range(options.rush_callers)])
-                cpu.append([cpu_seconds(pid) for pid in pids])
-            side.servers = [(rss_mb(pid), *(b - a for a, b in itertools.pairwise(spent)))
-                            for pid, *spent in zip(pids, *cpu, strict=True)]
+                side.rush = await burst(ports, pids, [rush_caller(n, n % rushing)
+                                                      for n in range(options.rush_callers)])
+            side.servers = [rss_mb(pid) for pid in pids]
         finally:
             for running in servers:
                 await running.stop(60)
@@ -427,11 +427,10 @@ def table(one: Side, many_: Side, options: argparse.Namespace) -> list[str]:
             p = [percentiles(x.action) for x in (a, b)]
             row("rush: booking action p50 ms", p[0][0], p[1][0])
             row("rush: booking action p99 ms", p[0][1], p[1][1])
-    for n, (label, a, b) in enumerate(bursts[:2]):
+    for label, a, b in bursts[:2]:
         if a is not None and b is not None:
             row(f"{label}: nobat CPU ms a command", *(
-                sum(spent[n + 1] for spent in side.servers) * 1000 / max(burst.commands, 1)
-                for side, burst in ((one, a), (many_, b))), "{:.3f}")
+                sum(burst.cpu) * 1000 / max(burst.commands, 1) for burst in (a, b)), "{:.3f}")
     row("double bookings", one.doubles, many_.doubles, "{:.0f}")
     row("line bookings at another practice", one.wrong_practice, many_.wrong_practice,
         "{:.0f}")
@@ -442,10 +441,10 @@ def table(one: Side, many_: Side, options: argparse.Namespace) -> list[str]:
     row("clinic folder load s", one.load_s, many_.load_s, "{:.2f}")
     row("nobat serve start s", one.start_s, many_.start_s, "{:.2f}")
     for n, (a, b) in enumerate(zip(one.servers, many_.servers, strict=True)):
-        row(f"nobat {n + 1}: RSS MB", a[0], b[0])
-        for k, (label, ran, _) in enumerate(bursts, 1):
-            if ran is not None:
-                row(f"nobat {n + 1}: CPU s, {label}", a[k], b[k], "{:.2f}")
+        row(f"nobat {n + 1}: RSS MB", a, b)
+        for label, x, y in bursts:
+            if x is not None and y is not None:
+                row(f"nobat {n + 1}: CPU s, {label}", x.cpu[n], y.cpu[n], "{:.2f}")
     width = max(len(r[0]) for r in rows)
     lines = [f"{'':<{width}} {'1 practice':>12} {f'{many_.practices} practices':>14} "
              f"{'ratio':>7}"]

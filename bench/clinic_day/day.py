@@ -393,22 +393,21 @@ class Day:
                 .where(Appointment.status != "cancelled")
                 .group_by(Appointment.doctor_id, Appointment.start_at)
                 .having(func.count() > 1))).all()
-            appointments = (await session.execute(
-                select(Appointment.code, Appointment.created_via))).all()
-            placed = dict(((phone, code), number) for phone, code, number in (
-                await session.execute(
-                    select(Patient.phone, Appointment.code, Clinic.phone)
-                    .join(Patient, Appointment.patient_id == Patient.id)
-                    .join(Doctor, Appointment.doctor_id == Doctor.id)
-                    .join(Clinic, Doctor.clinic_id == Clinic.id)
-                    .where(Appointment.created_via == "ivr"))).all())
+            appointments = await session.scalar(select(func.count()).select_from(Appointment))
+            rows = await session.execute(
+                select(Patient.phone, Appointment.code, Clinic.phone)
+                .join(Patient, Appointment.patient_id == Patient.id)
+                .join(Doctor, Appointment.doctor_id == Doctor.id)
+                .join(Clinic, Doctor.clinic_id == Clinic.id)
+                .where(Appointment.created_via == "ivr"))
+            placed = {(phone, code): number for phone, code, number in rows}
         heard = {code for call in self.run.calls for code in call.codes()}
-        stored = {code for code, via in appointments if via == "ivr"}
+        stored = {code for _, code in placed}
         booked = {(normalize(call.caller), code): normalize(call.dialled or self.home)
                   for call in self.run.calls for code in call.codes()}
         elsewhere = [code for (caller, code), dialled in booked.items()
                      if placed.get((caller, code), dialled) != dialled]
-        return [Invariant("double bookings", len(doubles), len(appointments)),
+        return [Invariant("double bookings", len(doubles), appointments or 0),
                 Invariant("bookings heard confirmed but not stored", len(heard - stored),
                           len(heard)),
                 Invariant("IVR bookings stored but never confirmed to a caller",
