@@ -37,6 +37,7 @@ from bridge.ami_protocol import (
     Fields,
     Response,
 )
+from protocol import streams
 
 log = logging.getLogger(__name__)
 
@@ -349,7 +350,7 @@ class AmiClient:
         """One connection from connect to loss; always ends by raising why it ended."""
         try:
             async with asyncio.timeout(self.action_timeout):
-                reader, writer = await asyncio.open_connection(self.host, self.port)
+                reader, writer = await streams.open_connection(self.host, self.port)
         except (OSError, TimeoutError) as error:
             raise _LinkLost(_describe(error)) from None
         self._conn, self._writer = AmiClientConnection(), writer

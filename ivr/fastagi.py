@@ -22,6 +22,7 @@ from ivr.fastagi_gate import (
     secret_matches,
 )
 from ivr.session import CallerHungUp
+from protocol import streams
 from protocol.listening import Listener
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class FastAgiServer:
         """Listen and return the port (useful when asked for port 0)."""
 
         async def opener(host: str, port: int) -> asyncio.Server:
-            return await asyncio.start_server(self._accept, host, port,
+            return await streams.start_server(self._accept, host, port,
                                               limit=self.limits.environment_bytes)
 
         self.listener = Listener("the FastAGI listener", opener, host, port)

@@ -4,14 +4,20 @@ keeps values from outside (AGI requests, HTTP headers) from forging lines of the
 from __future__ import annotations
 
 import json
+import linecache
 import logging
 import re
 import sys
+from types import TracebackType
 from typing import TextIO
 
 from clinic.phones import mask_in_text
 
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+ExcInfo = (tuple[type[BaseException], BaseException, TracebackType | None]
+           | tuple[None, None, None])
+"""What sys.exc_info() returns, as logging hands it to a formatter."""
+
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -37,6 +43,17 @@ class MaskingFormatter(logging.Formatter):
             record = logging.makeLogRecord({**record.__dict__, "args": tuple(
                 escape_controls(arg) if isinstance(arg, str) else arg for arg in record.args)})
         return mask_in_text(super().format(record))
+
+    def formatException(self, ei: ExcInfo) -> str:
+        """Format the traceback, then forget the source files it read: Python keeps every
+        file a logged traceback touched in memory for good (2.4 MB over a clinic day's
+        faults, most of them SQLAlchemy's and asyncpg's long modules)."""
+        before = set(linecache.cache)
+        try:
+            return super().formatException(ei)
+        finally:
+            for name in linecache.cache.keys() - before:
+                linecache.cache.pop(name, None)
 
 
 class JsonFormatter(MaskingFormatter):

@@ -20,6 +20,7 @@ from nobat.bridge_wiring import build_dialer
 from nobat.clinic_loading import load_clinics
 from nobat.config import Config
 from nobat.ivr_wiring import build_line, fastagi_server
+from nobat.malloc_tuning import fix_mmap_threshold
 from nobat.page_token import TOKEN_FILE, TokenFileError, first_run_token, token_folder
 from nobat.status_views import status_sources
 from nobat.supervisor import Supervisor
@@ -140,6 +141,7 @@ def reload_on_signal(store: FlowStore, tasks: set[asyncio.Task[bool]]) -> None:
 
 async def serve(config: Config) -> None:
     """Run until SIGTERM or SIGINT, then close everything in order."""
+    fix_mmap_threshold()
     database = await open_database(config)
     ivr: FastAgiServer | None = None
     line: InboundLine | None = None

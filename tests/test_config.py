@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import linecache
 import logging
+import sys
 from pathlib import Path
 
 import pytest
@@ -120,6 +122,25 @@ def test_logs_mask_phone_numbers(formatter: logging.Formatter) -> None:
                                "call from %s booked %s", ("+989121234567", "123456"), None)
     line = formatter.format(record)
     assert "*******4567" in line and "9121234567" not in line and "123456" in line
+
+
+@pytest.mark.parametrize("formatter", [MaskingFormatter("%(message)s"), JsonFormatter()])
+def test_a_logged_traceback_shows_its_source_and_keeps_none_of_it(
+        formatter: logging.Formatter, tmp_path: Path) -> None:
+    source = tmp_path / "failing_module.py"
+    source.write_text("def fail():\n    raise ValueError('no slot for +989121234567')\n")
+    code = compile(source.read_text(), str(source), "exec")
+    space: dict[str, object] = {}
+    exec(code, space)
+    try:
+        space["fail"]()  # type: ignore[operator]
+    except ValueError:
+        record = logging.LogRecord("nobat", logging.ERROR, __file__, 1, "booking failed", (),
+                                   sys.exc_info())
+    line = formatter.format(record)
+    assert "failing_module.py" in line and "raise ValueError" in line
+    assert "*******4567" in line and "9121234567" not in line
+    assert str(source) not in linecache.cache  # a day of faults kept MBs of sources
 
 
 def test_the_status_page_keys_default_to_loopback_and_plain_http() -> None:
