@@ -15,7 +15,7 @@ def fix_mmap_threshold() -> bool:
     """Hold the threshold where glibc starts it, as MALLOC_MMAP_THRESHOLD_ would. glibc raises
     it each time a mapped block is freed; asyncpg then gets the fresh 256 KiB block it reads
     each reply into from the heap and shrinks it, and the heap fills with holes (a clinic
-    day's nobat held 5 MB more free heap by the evening, 10% of its size). False where the C
+    day's nobat held 5 MB more free heap by the evening, 6% of its size). False where the C
     library has no mallopt (not glibc), which leaves its own allocator as it is."""
     try:
         mallopt = ctypes.CDLL(None).mallopt

@@ -47,8 +47,7 @@ async def test_a_message_longer_than_one_read_arrives_whole() -> None:
 
     server = await streams.start_server(take, "127.0.0.1", 0, limit=2**20)
     _, writer = await streams.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
-    sent = bytes(range(256)) * ((3 * streams.READ_SIZE + 7) // 256) + bytes(7)
-    sent = sent[:3 * streams.READ_SIZE + 7]
+    sent = (bytes(range(256)) * (3 * streams.READ_SIZE // 256 + 1))[:3 * streams.READ_SIZE + 7]
     writer.write(sent)
     assert await asyncio.wait_for(got, 10) == sent
     writer.close()
