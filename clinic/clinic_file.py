@@ -20,7 +20,7 @@ from clinic.office import (
 )
 from clinic.schedule import HoursRule, VisitKind, parse_clock
 from clinic.specialties import SPECIALTIES
-from clinic.staff_toml import KeyPath, Problem, StaffFileError, StaffToml, describe
+from clinic.staff_toml import KeyPath, Problem, StaffFileError, StaffToml, describe, staff_bytes
 
 LANGUAGES = ("fa", "en")
 
@@ -93,6 +93,8 @@ class ClinicRead:
     file: str
     spec: ClinicSpec | None
     problems: tuple[Problem, ...]
+    source: bytes = b""
+    """The bytes read and checked: a load keeps their digest (db/clinic_sync.py)."""
 
 
 def read_clinics(path: Path | str) -> list[ClinicSpec]:
@@ -111,9 +113,10 @@ def read_clinic_files(path: Path | str) -> list[ClinicRead]:
     another is broken; an empty folder raises StaffFileError."""
     reads: list[ClinicRead] = []
     earlier: list[tuple[StaffToml, ClinicSpec]] = []
-    for file in _clinic_files(Path(path)):
+    for file in clinic_files(Path(path)):
         try:
-            doc = StaffToml.load(file)
+            source = staff_bytes(file)
+            doc = StaffToml.parse(source, str(file))
             spec = parse_clinic(doc)
         except StaffFileError as exc:
             reads.append(ClinicRead(str(file), None, tuple(exc.problems)))
@@ -122,11 +125,12 @@ def read_clinic_files(path: Path | str) -> list[ClinicRead]:
             _clashes(doc, spec, other, other_spec)
         earlier.append((doc, spec))
         reads.append(ClinicRead(doc.file, spec, tuple(sorted(
-            doc.problems, key=lambda p: (p.line or 0, p.key)))))
+            doc.problems, key=lambda p: (p.line or 0, p.key))), source))
     return reads
 
 
-def _clinic_files(path: Path) -> list[Path]:
+def clinic_files(path: Path) -> list[Path]:
+    """The file itself, or a folder's *.toml by name; an empty folder raises StaffFileError."""
     if not path.is_dir():
         return [path]
     files = sorted((f for f in path.glob("*.toml") if f.is_file()), key=lambda f: f.name)

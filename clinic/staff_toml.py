@@ -93,6 +93,15 @@ def dotted(path: KeyPath) -> str:
     return out
 
 
+def staff_bytes(path: Path | str) -> bytes:
+    """A staff file's bytes; one that cannot be read raises StaffFileError naming it."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise StaffFileError([Problem(str(path), None, "", f"cannot read: {exc.strerror}")]
+                             ) from None
+
+
 @dataclass
 class StaffToml:
     """A parsed file plus the problems found while reading it."""
@@ -105,13 +114,7 @@ class StaffToml:
     @classmethod
     def load(cls, path: Path | str) -> StaffToml:
         """Parse a file; a syntax error or a missing file raises StaffFileError with its line."""
-        name = str(path)
-        try:
-            raw = Path(path).read_bytes()
-        except OSError as exc:
-            problem = Problem(name, None, "", f"cannot read: {exc.strerror}")
-            raise StaffFileError([problem]) from None
-        return cls.parse(raw, name)
+        return cls.parse(staff_bytes(path), str(path))
 
     @classmethod
     def parse(cls, raw: bytes, name: str) -> StaffToml:

@@ -168,6 +168,11 @@ class Availability:
                 self._held = (clinic_id, held)
         return held
 
+    def hold(self, clinic_id: int, catalog: Catalog) -> None:
+        """Keep a catalog read with other practices' (`catalogs`), unless a newer one is held."""
+        if _fresh(self._held, clinic_id, catalog.revision) is None:
+            self._held = (clinic_id, catalog)
+
     @property
     def held(self) -> Catalog | None:
         """The catalog as last read, if any: its time zone frames the next read's days."""
@@ -181,36 +186,54 @@ def _fresh(held: tuple[int, Catalog] | None, clinic_id: int, revision: int) -> C
     return held[1]
 
 
+async def catalogs(rows: Rows, clinic_ids: Sequence[int]) -> dict[int, Catalog]:
+    """Many practices' catalogs in one pass of five statements, not five each (the line reads
+    every practice's at its start); one that a load changed meanwhile is left out, to be read
+    alone when asked (each statement may see the store at a newer moment)."""
+    read = await _read(rows, clinic_ids)
+    now = await rows(select(Clinic.id, Clinic.revision).where(Clinic.id.in_(clinic_ids)), None)
+    return {r.id: read[r.id] for r in now if r.id in read and read[r.id].revision == r.revision}
+
+
 async def _build(rows: Rows, clinic_id: int) -> Catalog:
     """Read the clinic, its doctors, their hours and the closures; again if a load changed the
-    revision meanwhile (each statement may see the store at a newer moment)."""
+    revision meanwhile."""
     while True:
-        catalog = await _read(rows, clinic_id)
-        now = await rows(select(Clinic.revision).where(Clinic.id == clinic_id), None)
-        if now and now[0].revision == catalog.revision:
-            return catalog
+        if (built := (await catalogs(rows, [clinic_id])).get(clinic_id)) is not None:
+            return built
 
 
-async def _read(rows: Rows, clinic_id: int) -> Catalog:
-    clinic = (await rows(select(Clinic).where(Clinic.id == clinic_id), None))[0]
-    doctors = [doctor_view(d) for d in await rows(select(Doctor).where(
-                   Doctor.clinic_id == clinic_id, Doctor.active.is_(True))
-                   .order_by(Doctor.id), None)]
-    rules: dict[int, list[HoursRule]] = {d.id: [] for d in doctors}
-    for row in await rows(select(WeeklyHours).where(
-            WeeklyHours.doctor_id.in_(list(rules))), None):
+async def _read(rows: Rows, clinic_ids: Sequence[int]) -> dict[int, Catalog]:
+    clinics = await rows(select(Clinic).where(Clinic.id.in_(clinic_ids)), None)
+    doctors: dict[int, list[DoctorView]] = {c.id: [] for c in clinics}
+    clinic_of: dict[int, int] = {}
+    for d in await rows(select(Doctor).where(Doctor.clinic_id.in_(clinic_ids),
+                                             Doctor.active.is_(True)).order_by(Doctor.id), None):
+        doctors[d.clinic_id].append(doctor_view(d))
+        clinic_of[d.id] = d.clinic_id
+    rules: dict[int, list[HoursRule]] = {d: [] for d in clinic_of}
+    for row in await rows(select(WeeklyHours).join(Doctor).where(
+            Doctor.clinic_id.in_(clinic_ids), Doctor.active.is_(True)), None):
         rules[row.doctor_id].append(rule_of(row))
-    closed: dict[int | None, list[tuple[dt.date, dt.date]]] = {}
-    for row in await rows(select(Closure.doctor_id, Closure.first_day, Closure.last_day)
-                          .where(Closure.clinic_id == clinic_id), None):
-        closed.setdefault(row.doctor_id, []).append((row.first_day, row.last_day))
-    everyone = tuple(closed.get(None, ()))
+    closed: dict[tuple[int, int | None], list[tuple[dt.date, dt.date]]] = {}
+    for row in await rows(select(Closure.clinic_id, Closure.doctor_id, Closure.first_day,
+                                 Closure.last_day).where(Closure.clinic_id.in_(clinic_ids)),
+                          None):
+        closed.setdefault((row.clinic_id, row.doctor_id), []).append(
+            (row.first_day, row.last_day))
+    return {clinic.id: _catalog(clinic, doctors[clinic.id], rules, closed)
+            for clinic in clinics}
+
+
+def _catalog(clinic: Row[Any], doctors: list[DoctorView], rules: dict[int, list[HoursRule]],
+             closed: dict[tuple[int, int | None], list[tuple[dt.date, dt.date]]]) -> Catalog:
+    everyone = tuple(closed.get((clinic.id, None), ()))
     profile = ClinicProfile(
         clinic.name, clinic.name_en, clinic.phone, clinic.address, clinic.address_en,
         ZoneInfo(clinic.timezone), tuple(doctors), clinic.office,
         None if clinic.office_hours is None else office_hours_of_text(clinic.office_hours))
     return Catalog(clinic.revision, profile, everyone, {
-        d.id: Grid(d, tuple(rules[d.id]), everyone + tuple(closed.get(d.id, ())))
+        d.id: Grid(d, tuple(rules[d.id]), everyone + tuple(closed.get((clinic.id, d.id), ())))
         for d in doctors})
 
 

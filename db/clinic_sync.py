@@ -22,11 +22,11 @@ from sqlalchemy import func, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clinic import call_times, office, phones
+import clinic as clinic_package
+from clinic import phones
 from clinic.clinic_file import ClinicSpec, DoctorSpec
 from clinic.office import office_hours_text
 from clinic.schedule import HoursRule, VisitKind, day_bounds, day_slots
-from clinic.spec_digest import spec_digest
 from db import records
 from db.availability import rule_of
 from db.engine import Clock, Database, utc_now
@@ -90,17 +90,20 @@ class LoadReport:
     changes: list[str] = field(default_factory=list)
 
 
-def loaded_digest(spec: ClinicSpec) -> str:
-    """What a practice loaded from `spec` keeps: the spec's digest under these rows' form."""
-    return spec_digest(spec, _rows_form())
+def loaded_digest(source: bytes) -> str:
+    """What a practice loaded from a file of these bytes keeps: their digest under this
+    nobat's reading of clinic files and writing of rows."""
+    return hashlib.sha256(_rows_form().encode() + b"\0" + source).hexdigest()
 
 
 @functools.cache
 def _rows_form() -> str:
-    """The schema and the source of the code that turns a spec into rows, so that a nobat
-    which writes them otherwise compares every file with its rows once more."""
+    """The schema and the source of the code that reads a clinic file (the clinic package)
+    and turns it into rows, so that a nobat which reads or writes them otherwise compares
+    every file with its rows once more."""
+    modules = sorted(Path(clinic_package.__file__).parent.glob("*.py"))
     source = b"".join(Path(module).read_bytes() for module in (
-        __file__, office.__file__, call_times.__file__, records.__file__))
+        *modules, __file__, records.__file__))
     return f"{head_revision()} {hashlib.sha256(source).hexdigest()}"
 
 
@@ -112,11 +115,12 @@ async def loaded_digests(database: Database) -> dict[str, str]:
         return {key: digest for key, digest in rows}
 
 
-async def load_clinic(database: Database, spec: ClinicSpec, clock: Clock = utc_now
-                      ) -> LoadReport:
-    """Bring the database in line with the file in one transaction, or refuse and change nothing."""
+async def load_clinic(database: Database, spec: ClinicSpec, clock: Clock = utc_now,
+                      source: bytes | None = None) -> LoadReport:
+    """Bring the database in line with the file in one transaction, or refuse and change
+    nothing; `source`, the bytes `spec` was read from, is kept as its digest."""
     report = LoadReport()
-    digest = loaded_digest(spec)
+    digest = None if source is None else loaded_digest(source)
 
     async def run() -> LoadReport:
         report.changes.clear()

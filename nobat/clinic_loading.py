@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from clinic.clinic_file import read_clinic_files
+from clinic.clinic_file import clinic_files, read_clinic_files
 from clinic.staff_toml import StaffFileError
 from db.clinic_sync import HeldElsewhere, LoadRefused, load_clinic, loaded_digest, loaded_digests
 from db.engine import Database
@@ -37,27 +37,40 @@ async def load_clinics(database: Database, path: Path, *, compare: bool = False
     practice holds is tried again once a later file let go of it (a code moved from one
     practice to another loads in one go). A file unchanged since its practice was last
     loaded from it is not compared with the rows again, unless `compare`."""
+    loaded = await loaded_digests(database)
+    if not compare and _all_unchanged(clinic_files(path), set(loaded.values())):
+        return [PracticeLoad(str(file), unchanged=True) for file in clinic_files(path)]
     loads: dict[str, PracticeLoad] = {}
     waiting = []
     reads = read_clinic_files(path)
-    loaded = await loaded_digests(database)
     for read in reads:
         if read.spec is None or read.problems:
             loads[read.file] = PracticeLoad(read.file, failure=StaffFileError(read.problems))
-        elif not compare and loaded.get(read.spec.key) == loaded_digest(read.spec):
+        elif not compare and loaded.get(read.spec.key) == loaded_digest(read.source):
             loads[read.file] = PracticeLoad(read.file, unchanged=True)
         else:
-            waiting.append((read.file, read.spec))
+            waiting.append((read, read.spec))
     while waiting:
         held = []
-        for file, spec in waiting:
+        for read, spec in waiting:
             try:
-                report = await load_clinic(database, spec)
+                report = await load_clinic(database, spec, source=read.source)
             except LoadRefused as exc:
-                loads[file] = PracticeLoad(file, failure=exc)
+                loads[read.file] = PracticeLoad(read.file, failure=exc)
                 if isinstance(exc, HeldElsewhere):
-                    held.append((file, spec))
+                    held.append((read, spec))
                 continue
-            loads[file] = PracticeLoad(file, tuple(report.changes))
+            loads[read.file] = PracticeLoad(read.file, tuple(report.changes))
         waiting = held if len(held) < len(waiting) else []
     return [loads[read.file] for read in reads]
+
+
+def _all_unchanged(files: list[Path], digests: set[str]) -> bool:
+    """Whether each file is the one a practice of its own was last loaded from, so none needs
+    reading (a restart's common case): practices share no key, number or code, so neither
+    can these files."""
+    try:
+        found = {loaded_digest(file.read_bytes()) for file in files}
+    except OSError:
+        return False
+    return len(found) == len(files) and found <= digests

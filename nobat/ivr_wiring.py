@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 
+from db.availability import catalogs
 from db.booking import BookingService, ClinicProfile
 from db.call_log import CallLog
 from db.engine import Clock, Database, utc_now
@@ -103,8 +104,14 @@ class PracticeLines:
         """Each practice's words and doctors by its key; with one practice (or none loaded
         yet), under None, as a deployment of one practice has always been served."""
         found = await practices(self.database) if found is None else found
-        keys: list[str | None] = [p.key for p in found] if len(found) > 1 else [None]
-        return {key: await self.booking(key).clinic_profile() for key in keys}
+        if len(found) <= 1:
+            return {None: await self.booking(None).clinic_profile()}
+        read = await catalogs(self.database.rows, [p.id for p in found])
+        for practice in found:
+            if practice.id in read:
+                self.booking(practice.key).availability.hold(practice.id, read[practice.id])
+        return {p.key: read[p.id].profile if p.id in read
+                else await self.booking(p.key).clinic_profile() for p in found}
 
     def _services(self, key: str | None, library: PromptLibrary,
                   profile: ClinicProfile | None, practice: str) -> Services:

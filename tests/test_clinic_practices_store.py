@@ -9,8 +9,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
-import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +20,7 @@ from sqlalchemy import event, select, update
 from clinic.calendar import Weekday
 from clinic.clinic_file import ClinicSpec, ClosureSpec, read_clinic
 from db import clinic_sync
+from db.availability import Availability, catalogs
 from db.booking import BookingService
 from db.clinic_sync import HeldElsewhere, LoadRefused, load_clinic, loaded_digest
 from db.engine import Database
@@ -328,7 +327,7 @@ async def test_a_newer_nobat_compares_every_file_with_its_rows_once_more(
     async with database.reading() as session:
         clinic = (await session.scalars(select(Clinic))).one()
     assert clinic.name_en != "edited by hand"
-    assert clinic.loaded_digest == loaded_digest(read_clinic(path / "a.toml"))
+    assert clinic.loaded_digest == loaded_digest((path / "a.toml").read_bytes())
 
 
 async def test_clinic_load_compare_puts_right_a_row_edited_by_hand(
@@ -385,15 +384,46 @@ async def test_two_loads_of_one_changed_practice_at_once_take_turns(
     assert len(after) == len(before["weekly_hours"])  # each rule once, none twice
 
 
-def test_a_files_digest_is_the_same_in_every_process() -> None:
-    """Sets (a doctor's visit kinds, a practice's no-call days) hash differently per
-    process; the digest must not, or every start would compare every file again."""
-    program = ("from clinic.clinic_file import read_clinic; from db.clinic_sync import "
-               f"loaded_digest; print(loaded_digest(read_clinic({str(DEMO)!r})))")
-    digests = {subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
-                              check=True, env={**os.environ, "PYTHONHASHSEED": str(seed)}
-                              ).stdout.strip() for seed in (1, 2, 3)}
-    assert digests == {loaded_digest(demo())}
+async def test_a_file_rewritten_with_the_same_contents_is_compared_once(
+        database: Database, tmp_path: Path) -> None:
+    """The digest is of the file's bytes: a comment added is compared with the rows (no
+    change), and from then on the new bytes are the ones skipped."""
+    path = folder(tmp_path, a=practice("a-clinic", "02122223333", ("dr-a", "301")))
+    await load_clinics(database, path)
+    (path / "a.toml").write_text("# checked by the office\n" + (path / "a.toml").read_text())
+    for summary in ("no changes", "unchanged since its last load"):
+        assert [load.summary() for load in await load_clinics(database, path)] == [summary]
+    assert await revisions(database) == [("a-clinic", 1)]
+
+
+async def test_a_copy_of_an_unchanged_file_is_refused_as_a_clash(
+        database: Database, tmp_path: Path) -> None:
+    """Files that all match their practices are not read again, but a copy of one beside it
+    matches the same practice: the folder is read and the copy refused for its key."""
+    path = folder(tmp_path, a=practice("a-clinic", "02122223333", ("dr-a", "301")),
+                  b=practice("b-clinic", "02144445555", ("dr-b", "401")))
+    await load_clinics(database, path)
+    (path / "c.toml").write_bytes((path / "a.toml").read_bytes())
+    loads = await load_clinics(database, path)
+    assert [load.summary() for load in loads[:2]] == ["unchanged since its last load"] * 2
+    assert loads[2].failure is not None
+    assert f"'a-clinic' is already the key of {path / 'a.toml'}:" in str(loads[2].failure)
+    assert await revisions(database) == [("a-clinic", 1), ("b-clinic", 1)]
+
+
+async def test_the_practices_read_together_are_each_as_read_alone(
+        database: Database) -> None:
+    """The line's start reads every practice's catalog at once: each keeps its own doctors,
+    hours and closures, as its own read would give them."""
+    await load_clinic(database, demo())
+    holiday = ClosureSpec("dr-rahimi", dt.date(2031, 3, 1), dt.date(2031, 3, 2), "congress")
+    await load_clinic(database, dataclasses.replace(other(), closures=(holiday,)))
+    ids = [p.id for p in await practices(database)]
+    together = await catalogs(database.rows, ids)
+    alone = [await Availability(database.rows, key).catalog(database.rows)
+             for key in ("nobat-demo", "other")]
+    assert [together[i] for i in ids] == alone
+    assert alone[0] != alone[1] and alone[1].grids != alone[0].grids
 
 
 async def test_two_first_loads_of_one_practice_at_once_add_it_once(
