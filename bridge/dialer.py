@@ -106,7 +106,9 @@ class Dialer:
 
     async def run(self) -> None:
         """Sweep what was missed while nobat was down, set the timers, then claim what is
-        due, forever. A sweep that fails raises (the supervisor runs this again); a round
+        due, forever; each round claims before it plans patient calls, so a consultation
+        due never waits for the reminders of every practice to be planned, nor for a plan
+        that fails. A sweep that fails raises (the supervisor runs this again); a round
         that fails, for whatever reason, is logged and reported in `trouble`, and the next
         round runs."""
         missed = await self.store.sweep_missed(self.clock(), self.tuning.missed_grace)
@@ -117,8 +119,9 @@ class Dialer:
         while True:
             self._wake.clear()
             try:
-                await self.planning.plan_patient_calls()
                 await self.dial_due()
+                if await self.planning.plan_patient_calls():
+                    self._wake.set()  # what it planned is claimed at once, in the next round
                 await self.planning.refresh_timers()
             except Exception as exc:  # any round's failure: reported, and the next round runs
                 self._round_failed(exc)

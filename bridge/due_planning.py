@@ -54,16 +54,17 @@ class DuePlanning:
         self._timers_due = Cadence(poll, now)
         self._planning_due = Cadence(patient_calls.plan_every if patient_calls else 0.0, now)
 
-    async def plan_patient_calls(self) -> None:
+    async def plan_patient_calls(self) -> bool:
         """When `plan_every` seconds have passed, add the reminders, absence calls and
-        surveys now due."""
+        surveys now due; whether it added any."""
         desk = self.patient_calls
         if desk is None or not self._planning_due.due():
-            return
+            return False
         planned = await desk.store.plan(desk.planning)
         if planned:
             log.info("planned patient calls: %s",
                      ", ".join(f"{n} {purpose}" for purpose, n in planned.items()))
+        return bool(planned)
 
     async def refresh_timers(self) -> None:
         """When `poll` seconds have passed, set the timers of due times not seen before."""

@@ -485,9 +485,11 @@ def _row(appointment_id: int, purpose: Purpose, subject: str, due: dt.datetime,
             "attempts": 0, "updated_at": now}
 
 
-async def _planned(session: AsyncSession, purpose: Purpose, appointment_ids: list[int]
-                   ) -> set[tuple[int, str]]:
-    if not appointment_ids:
+async def _planned(session: AsyncSession, purpose: Purpose,
+                   appointment_ids: list[int] | Select[tuple[int]]) -> set[tuple[int, str]]:
+    """The (appointment, subject) pairs already planned of `appointment_ids`: a list, or
+    a select of them (thousands of ids bound one by one cost more than the statement)."""
+    if isinstance(appointment_ids, list) and not appointment_ids:
         return set()
     rows = (await session.execute(
         select(PatientCall.appointment_id, PatientCall.subject)
@@ -502,13 +504,13 @@ async def _reminders(session: AsyncSession, practices: dict[int, PracticeTimes],
     slot has no reminder yet (none for a booking a closure covers: its patient gets an
     absence call instead); each at its practice's reminder time."""
     horizon = now + dt.timedelta(days=days_before + 3)
-    rows = (await session.execute(
-        select(Appointment.id, Appointment.start_at, Doctor.clinic_id)
-        .join(Patient, Appointment.patient_id == Patient.id)
-        .join(Doctor, Appointment.doctor_id == Doctor.id)
-        .where(Appointment.status == AppointmentStatus.BOOKED, Appointment.start_at > now,
-               Appointment.start_at <= horizon, Patient.reminders_off_at.is_(None)))).all()
-    ids = [a for a, _, _ in rows]
+    coming = (select(Appointment.id, Appointment.start_at, Doctor.clinic_id)
+              .join(Patient, Appointment.patient_id == Patient.id)
+              .join(Doctor, Appointment.doctor_id == Doctor.id)
+              .where(Appointment.status == AppointmentStatus.BOOKED, Appointment.start_at > now,
+                     Appointment.start_at <= horizon, Patient.reminders_off_at.is_(None)))
+    rows = (await session.execute(coming)).all()
+    ids = coming.with_only_columns(Appointment.id)
     planned = await _planned(session, Purpose.REMINDER, ids)
     answered = set((await session.scalars(
         select(PatientCall.appointment_id)
@@ -516,12 +518,17 @@ async def _reminders(session: AsyncSession, practices: dict[int, PracticeTimes],
                PatientCall.appointment_id.in_(ids)))).all())
     closed = await covered_bookings(session, now)
     wanted = []
+    dues: dict[tuple[int, dt.datetime], dt.datetime | None] = {}  # by practice and start:
+    # worked out once for the bookings of its doctors that share a start
     for appointment_id, start, clinic_id in rows:
         times = practices[clinic_id].reminders
         assert times is not None
         subject = subject_of(start)
-        due = times.due(start, now)
-        if (appointment_id, subject) in planned or due is None or appointment_id in closed:
+        if (appointment_id, subject) in planned or appointment_id in closed:
+            continue  # most of them, each minute: no reminder time worked out for these
+        if (clinic_id, start) not in dues:
+            dues[clinic_id, start] = times.due(start, now)
+        if (due := dues[clinic_id, start]) is None:
             continue
         if appointment_id in answered and times.planned(start) < now:
             continue  # moved on a reminder call: no second call at once about the new time

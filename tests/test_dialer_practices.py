@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from bridge.outbound import CallPlan, PlanFactory
 from clinic.clinic_file import ClinicSpec, ClosureSpec
@@ -18,7 +19,7 @@ from clinic.schedule import VisitKind
 from db.clinic_sync import load_clinic
 from db.consultations import new_consultation
 from db.engine import Database
-from db.models import Appointment, Consultation, Doctor, Patient
+from db.models import Appointment, Clinic, Consultation, Doctor, Patient
 from ivr.prompts import PromptLibrary
 from nobat.bridge_wiring import per_practice
 from tests.fakepbx.script import Answers, Phone
@@ -111,18 +112,23 @@ def announced(pbx_line: Line) -> dict[str, str]:
     return heard
 
 
+def both_bridged(database: Database) -> Callable[[], Awaitable[bool]]:
+    """A condition for Line.until: both practices' consultations are bridged."""
+
+    async def check() -> bool:
+        async with database.reading() as session:
+            states = (await session.scalars(select(Consultation.state))).all()
+        return list(states) == ["bridged", "bridged"]
+
+    return check
+
+
 async def test_each_practices_consultation_shows_its_own_number_and_name(
         database: Database) -> None:
     await two_practices(database)
     async with line(database, await one_consultation_each(database), START,
                     plans=as_practices) as pbx_line:
-
-        async def both_bridged() -> bool:
-            async with database.reading() as session:
-                states = (await session.scalars(select(Consultation.state))).all()
-            return list(states) == ["bridged", "bridged"]
-
-        await pbx_line.until(both_bridged, seconds=10.0)
+        await pbx_line.until(both_bridged(database), seconds=10.0)
         ids = originated(pbx_line)
         heard = announced(pbx_line)
     first, second = SHOWN["test"], SHOWN["second"]
@@ -137,6 +143,22 @@ async def test_each_practices_consultation_shows_its_own_number_and_name(
     assert heard["Local/doctor1@fake-phones/n"] == "/prompts/fa/clinic/test/consult/doctor-intro"
     assert heard["Local/doctor2@fake-phones/n"] == \
         "/prompts/fa/clinic/second/consult/doctor-intro"
+
+
+async def test_a_failing_plan_of_patient_calls_keeps_no_consultation_from_being_rung(
+        database: Database, tmp_path: Path) -> None:
+    """Each round claims what is due before it plans patient calls: a practice row that
+    breaks the plan (its call times edited by hand into nonsense) fails every round, which
+    is reported, and both practices' consultations are rung and bridged all the same."""
+    await two_practices(database)
+    phones = await one_consultation_each(database)
+    async with database.writing() as session:
+        await session.execute(update(Clinic).where(Clinic.key == "second")
+                              .values(call_times="{edited by hand"))
+    async with patient_line(database, tmp_path, phones, START) as rig:
+        await rig.pbx_line.until(both_bridged(database), seconds=10.0)
+        trouble = rig.pbx_line.dialers[0].trouble
+    assert trouble is not None and "Expecting property name" in trouble[1]
 
 
 async def test_each_practices_patient_call_shows_its_own_number_and_name(

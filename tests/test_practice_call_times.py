@@ -82,6 +82,21 @@ async def test_each_practice_is_reminded_at_its_own_time_in_its_own_zone(
                    second: local(SATURDAY, "10:00", KABUL)}  # its own 10:00, Kabul's
 
 
+async def test_two_practices_bookings_at_one_moment_are_each_reminded_at_its_own_time(
+        database: Database) -> None:
+    """The planner works out a start's reminder time once per practice, not once for every
+    booking at that start."""
+    await two_practices(database)
+    moment = at(SUNDAY, "11:00")  # 12:30 in Kabul
+    first = await booked(database, FIRST, "09351110005", moment, VisitKind.IN_PERSON)
+    second = await booked(database, SECOND, "09351110006", moment, VisitKind.IN_PERSON)
+    wired = desk(database, Clock(NOW))
+    assert await wired.store.plan(wired.planning) == {Purpose.REMINDER: 4}
+    due = {call.appointment_id: call.due_at for call in await calls(database)}
+    assert (due[first], due[second]) == (at(SATURDAY, "18:00"),
+                                         local(SATURDAY, "10:00", KABUL))
+
+
 async def test_an_absence_call_waits_for_the_end_of_its_own_practices_quiet_hours(
         database: Database) -> None:
     first, second = await two_practices(database)
