@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,6 +67,14 @@ class Tuning:
     """The part of `cap` one practice's calls may hold when several share the line."""
 
 
+class Work(enum.Enum):
+    """What the dialer does that fails on its own, with what the log says of it failing and
+    of it working again."""
+
+    ROUNDS = ("a round of the dialer failed", "the dialer's rounds work again")
+    PLANNING = ("planning patient calls failed", "planning patient calls works again")
+
+
 class Dialer:
     """Claims due consultations for one nobat instance and runs each as a call, within
     `tuning.cap` outbound channels."""
@@ -101,52 +110,80 @@ class Dialer:
         self.planning = DuePlanning(store, patient_calls, self.timers, clock,
                                     tuning.timer_horizon, tuning.poll)
         self.inboxes = CallInboxes(ami.subscribe)
-        self.trouble: tuple[dt.datetime, str] | None = None
-        """Since when and why its rounds fail (the store or AMI away, a bug), or None."""
+        self._troubles: dict[Work, tuple[dt.datetime, str]] = {}
+        """Since when and why its rounds, or its planning of patient calls, fail."""
+
+    @property
+    def trouble(self) -> tuple[dt.datetime, str] | None:
+        """Since when and why its rounds or its planning fail (the store or AMI away, a
+        bug), the longest-standing first; None while both work."""
+        return min(self._troubles.values(), default=None)
 
     async def run(self) -> None:
         """Sweep what was missed while nobat was down, set the timers, then claim what is
-        due, forever; each round claims before it plans patient calls, so a consultation
-        due never waits for the reminders of every practice to be planned, nor for a plan
-        that fails. A sweep that fails raises (the supervisor runs this again); a round
-        that fails, for whatever reason, is logged and reported in `trouble`, and the next
-        round runs."""
+        due, forever. Patient calls are planned beside the rounds, in a task of their own, so
+        a consultation due never waits for every practice's reminders to be planned, nor for
+        a plan that fails. A sweep that fails raises (the supervisor runs this again); a
+        round or a plan that fails, for whatever reason, is logged and reported in
+        `trouble`, and the next one runs."""
         missed = await self.store.sweep_missed(self.clock(), self.tuning.missed_grace)
         if missed:
             log.warning("%d consultations were due while nobat was down: marked missed",
                         len(missed))
         self.timers.start()
-        while True:
-            self._wake.clear()
-            try:
-                await self.dial_due()
-                if await self.planning.plan_patient_calls():
-                    self._wake.set()  # what it planned is claimed at once, in the next round
-                await self.planning.refresh_timers()
-            except Exception as exc:  # any round's failure: reported, and the next round runs
-                self._round_failed(exc)
-            else:
-                if self.trouble is not None:
-                    log.info("the dialer's rounds work again")
-                self.trouble = None
-            pause = asyncio.ensure_future(self.context.sleep(self.tuning.poll))
-            woken = asyncio.ensure_future(self._wake.wait())
-            try:
-                await asyncio.wait({pause, woken}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                pause.cancel()
-                woken.cancel()
+        planner = asyncio.create_task(self._plan(), name=f"{self.instance} planning")
+        try:
+            while True:
+                self._wake.clear()
+                try:
+                    await self.dial_due()
+                    await self.planning.refresh_timers()
+                except Exception as exc:  # any round's failure: reported, the next one runs
+                    self._failed(Work.ROUNDS, exc)
+                else:
+                    self._worked(Work.ROUNDS)
+                await self._pause()
+        finally:
+            planner.cancel()
+            await asyncio.gather(planner, return_exceptions=True)
 
-    def _round_failed(self, exc: Exception) -> None:
-        """Log a failed round (its traceback only when it is not the store or AMI away) and
-        keep since when the rounds fail."""
+    async def _plan(self) -> None:
+        """Plan patient calls when they are due to be planned; what a plan adds wakes a
+        round to claim it."""
+        while self.patient_calls is not None:
+            try:
+                if await self.planning.plan_patient_calls():
+                    self._wake.set()
+            except Exception as exc:  # a failed plan: reported, the next one runs
+                self._failed(Work.PLANNING, exc)
+            else:
+                self._worked(Work.PLANNING)
+            await self.context.sleep(self.tuning.poll)
+
+    async def _pause(self) -> None:
+        """Until the next round: `poll` seconds, or sooner when woken."""
+        pause = asyncio.ensure_future(self.context.sleep(self.tuning.poll))
+        woken = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({pause, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            pause.cancel()
+            woken.cancel()
+
+    def _failed(self, work: Work, exc: Exception) -> None:
+        """Log a failed round or plan (its traceback only when it is not the store or AMI
+        away) and keep since when it fails."""
         error = mask_in_text(one_line(exc))
-        since = self.trouble[0] if self.trouble is not None else self.clock()
-        self.trouble = (since, error)
+        since = self._troubles[work][0] if work in self._troubles else self.clock()
+        self._troubles[work] = (since, error)
         expected = isinstance(exc, (AmiError, SQLAlchemyError))
-        log.error("a round of the dialer failed; the next one in %g s at most: %s",
-                  self.tuning.poll,
+        log.error("%s; the next one in %g s at most: %s", work.value[0], self.tuning.poll,
                   error, exc_info=None if expected else exc)
+
+    def _worked(self, work: Work) -> None:
+        """Forget a failing round or plan once it works, and say so."""
+        if self._troubles.pop(work, None) is not None:
+            log.info(work.value[1])
 
     async def dial_due(self) -> list[Claim | PatientCallClaim]:
         """Claim as many due calls as the channel cap leaves room for and start them:

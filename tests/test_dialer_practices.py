@@ -147,17 +147,29 @@ async def test_each_practices_consultation_shows_its_own_number_and_name(
 
 async def test_a_failing_plan_of_patient_calls_keeps_no_consultation_from_being_rung(
         database: Database, tmp_path: Path) -> None:
-    """Each round claims what is due before it plans patient calls: a practice row that
-    breaks the plan (its call times edited by hand into nonsense) fails every round, which
-    is reported, and both practices' consultations are rung and bridged all the same."""
+    """Patient calls are planned beside the rounds that claim: a practice row that breaks
+    the plan (its call times edited by hand into nonsense) fails every plan, which is
+    reported until the row is put right, and both practices' consultations are rung and
+    bridged all the same."""
     await two_practices(database)
     phones = await one_consultation_each(database)
-    async with database.writing() as session:
-        await session.execute(update(Clinic).where(Clinic.key == "second")
-                              .values(call_times="{edited by hand"))
+
+    async def call_times(text: str | None) -> None:
+        async with database.writing() as session:
+            await session.execute(update(Clinic).where(Clinic.key == "second")
+                                  .values(call_times=text))
+
+    await call_times("{edited by hand")
     async with patient_line(database, tmp_path, phones, START) as rig:
+        dialer = rig.pbx_line.dialers[0]
         await rig.pbx_line.until(both_bridged(database), seconds=10.0)
-        trouble = rig.pbx_line.dialers[0].trouble
+        trouble = dialer.trouble
+        await call_times(None)
+
+        async def cleared() -> bool:
+            return dialer.trouble is None
+
+        await rig.pbx_line.until(cleared, seconds=10.0)
     assert trouble is not None and "Expecting property name" in trouble[1]
 
 
