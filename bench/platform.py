@@ -21,6 +21,10 @@ up to 28 days ahead (`[booking] horizon_days = 28` in the bench's config copy). 
   bookings heard confirmed and bookings/s, and that every booking is at the caller's own
   practice. In virtual time this is a saturation test: every caller wants its next command
   the moment the last one is answered;
+- the line at one DID (the platform only): the one practice's line again, its callers and
+  their choices, now all dialling one practice of the platform, so both sides do the same
+  work (on one practice most callers collide and hear the nearest times; spread over the
+  platform every caller books) and the ratio is what serving many practices costs;
 - the paced line: as many callers again, now people on the phone: they arrive over
   `--ramp` seconds and each prompt or wait for a key takes about `--pace` seconds of real
   time (bench.ivr_load's paced run), so all are on the line at once as 1,000 callers are;
@@ -42,9 +46,10 @@ up to 28 days ahead (`[booking] horizon_days = 28` in the bench's config copy). 
   practices. Quiet hours cover the run, so reminders are planned, not rung.
 
 Last, each nobat's resident memory and CPU over each line and the rush, and the time to load
-the clinic folder and to start. Every figure is printed beside the one practice's, with the
-ratio (platform / one practice; for bookings/s and tries/s one practice / platform, so
-that over 1 is worse everywhere). The issue's target: within 1.5x.
+the clinic folder, to start, and to load the folder again with one practice's file added.
+Every figure is printed beside the one practice's, with the ratio (platform / one practice;
+for bookings/s and tries/s one practice / platform, so that over 1 is worse everywhere).
+The issue's target: within 1.5x.
 """
 
 from __future__ import annotations
@@ -140,8 +145,13 @@ class Side:
 
     practices: int
     load_s: float = 0.0
+    add_s: float = 0.0
+    """`nobat clinic load` of the folder with one practice's file added, the rest loaded."""
     start_s: float = 0.0
     line: Figures | None = None
+    one_did: Figures | None = None
+    """The platform only: the one practice's line (its callers, its collisions) at the DID of
+    one practice of the platform, so the work is alike and what differs is the platform."""
     paced: Figures | None = None
     rush: Figures | None = None
     lag: tuple[float, float] = (0.0, 0.0)
@@ -149,7 +159,7 @@ class Side:
     plan_ms: float = 0.0
     doubles: int = 0
     line_bookings: int = 0
-    """Bookings of both lines' callers in the store."""
+    """Bookings of the lines' callers in the store."""
     wrong_practice: int = 0
     servers: list[float] = field(default_factory=list)
     """Each nobat's RSS MB at the end."""
@@ -207,6 +217,12 @@ def line_callers(first: int, count: int, practices: int) -> list[Caller]:
     spread over its slots, and a later burst's callers over slots the earlier left free."""
     return [booking_caller(n, did(n % practices), n // practices)
             for n in range(first, first + count)]
+
+
+def one_did_callers(count: int, practices: int) -> list[Caller]:
+    """The one practice's line (caller k picking as its caller k does) at practice 0's DID of
+    the platform; numbered as callers of practice 0, after the two lines' callers."""
+    return [booking_caller((2 * count + k) * practices, did(0), k) for k in range(count)]
 
 
 def rush_caller(n: int, practice: int) -> Caller:
@@ -354,13 +370,7 @@ async def one_side(server: PostgresServer, practices: int, share: int,
             (folder / "clinics" / f"practice-{n:03d}.toml").write_text(
                 practice_file(n), encoding="utf-8")
         config = config_for(folder, url, max(options.callers, options.rush_callers), share)
-        began = time.perf_counter()
-        loader = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "nobat", "-c", str(config), "clinic", "load",
-            str(folder / "clinics"), stdout=asyncio.subprocess.DEVNULL)
-        if await loader.wait() != 0:
-            raise RuntimeError("nobat clinic load failed")
-        side.load_s = time.perf_counter() - began
+        side.load_s = await clinic_load(config, folder / "clinics")
         began = time.perf_counter()
         servers = [await ServerProcess(config, env={"NOBAT_WEB_TOKEN": PAGE_TOKEN}).start(120)
                    for _ in range(options.instances)]
@@ -378,6 +388,9 @@ async def one_side(server: PostgresServer, practices: int, share: int,
                     side.paced = await burst(
                         ports, pids, line_callers(options.callers, options.callers, practices),
                         options.pace, options.ramp)
+                if practices > 1:
+                    side.one_did = await burst(ports, pids,
+                                               one_did_callers(options.callers, practices))
                 rushing = min(options.rush_practices, practices)
                 side.rush = await burst(ports, pids, [rush_caller(n, n % rushing)
                                                       for n in range(options.rush_callers)])
@@ -390,7 +403,21 @@ async def one_side(server: PostgresServer, practices: int, share: int,
         await database.close()
         if options.consultations:
             await dispatch(side, url, config, options, share)
+        (folder / "clinics" / f"practice-{practices:03d}.toml").write_text(
+            practice_file(practices), encoding="utf-8")
+        side.add_s = await clinic_load(config, folder / "clinics")
     return side
+
+
+async def clinic_load(config: Path, folder: Path) -> float:
+    """Seconds `nobat clinic load` takes over the folder."""
+    began = time.perf_counter()
+    loader = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "nobat", "-c", str(config), "clinic", "load", str(folder),
+        stdout=asyncio.subprocess.DEVNULL)
+    if await loader.wait() != 0:
+        raise RuntimeError("nobat clinic load failed")
+    return time.perf_counter() - began
 
 
 def ratio(floor: float, platform: float) -> str:
@@ -407,8 +434,8 @@ def table(one: Side, many_: Side, options: argparse.Namespace) -> list[str]:
         shown = ratio(platform, floor) if inverse else ratio(floor, platform)
         rows.append((name, fmt.format(floor), fmt.format(platform), shown))
 
-    bursts = [("line", one.line, many_.line), ("paced line", one.paced, many_.paced),
-              ("rush", one.rush, many_.rush)]
+    bursts = [("line", one.line, many_.line), ("line at one DID", one.line, many_.one_did),
+              ("paced line", one.paced, many_.paced), ("rush", one.rush, many_.rush)]
     for label, a, b in bursts:
         if a is None or b is None:
             continue
@@ -427,7 +454,7 @@ def table(one: Side, many_: Side, options: argparse.Namespace) -> list[str]:
             p = [percentiles(x.action) for x in (a, b)]
             row("rush: booking action p50 ms", p[0][0], p[1][0])
             row("rush: booking action p99 ms", p[0][1], p[1][1])
-    for label, a, b in bursts[:2]:
+    for label, a, b in bursts[:3]:
         if a is not None and b is not None:
             row(f"{label}: nobat CPU ms a command", *(
                 sum(burst.cpu) * 1000 / max(burst.commands, 1) for burst in (a, b)), "{:.3f}")
@@ -439,6 +466,7 @@ def table(one: Side, many_: Side, options: argparse.Namespace) -> list[str]:
         row(f"dispatch lag p99 ms, first {many_.lag_count}", one.lag[1], many_.lag[1], "{:.0f}")
         row("idle plan, all practices, ms", one.plan_ms, many_.plan_ms, "{:.0f}")
     row("clinic folder load s", one.load_s, many_.load_s, "{:.2f}")
+    row("clinic load, a practice added, s", one.add_s, many_.add_s, "{:.2f}")
     row("nobat serve start s", one.start_s, many_.start_s, "{:.2f}")
     for n, (a, b) in enumerate(zip(one.servers, many_.servers, strict=True)):
         row(f"nobat {n + 1}: RSS MB", a, b)

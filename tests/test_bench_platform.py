@@ -14,14 +14,17 @@ async def test_every_caller_books_at_the_practice_they_dialled_and_nothing_twice
                          "--ramp", "0.5"])
     side = await one_side(postgres, 3, options.share, options)
     assert side.line is not None and side.paced is not None and side.rush is not None
-    assert side.line.booked == side.paced.booked == 10
-    assert side.line_bookings == 20  # the paced callers took slots the first ones left
+    assert side.one_did is not None
+    assert side.line.booked == side.paced.booked == side.one_did.booked == 10
+    assert side.line_bookings == 30  # the later callers took slots the first ones left
     assert side.wrong_practice == 0
     assert side.rush.booked >= 2  # the first slot of each rushed practice
     assert side.doubles == 0
     assert side.lag_count == 6  # every consultation due was dialled
     assert len(side.servers) == 2
+    assert side.add_s > 0  # the fourth practice's file loaded beside the three
     rows = {line.split("  ")[0]: line.split()[-1] for line in table(side, side, options)[1:]}
     assert rows["paced line: booked"] == "1.00x"
     assert {"paced line: turnaround p99 ms", "paced line: nobat CPU ms a command",
+            "line at one DID: turnaround p99 ms", "line at one DID: nobat CPU ms a command",
             "nobat 2: CPU s, paced line", "nobat 2: CPU s, rush"} <= rows.keys()
