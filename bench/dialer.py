@@ -42,7 +42,7 @@ from sqlalchemy import func, insert, select
 
 from bridge.ami_client import AmiClient
 from bridge.ami_protocol import Action
-from bridge.dialer import Dialer, Tuning
+from bridge.dialer import Dialer, Tuning, dial_and_plan
 from bridge.outbound import CallPlan
 from db.consultations import ConsultationStore, RetryPolicy
 from db.engine import Database, utc_now
@@ -179,7 +179,7 @@ async def rush(url: str, calls: int, cap: int, speed: float, talk: float, give_u
         await populate(database, calls, due, lambda n, start: due)
         dialer = Dialer(ConsultationStore(database), ami, lambda _: PLAN, "bench",
                         RetryPolicy(), Tuning(cap, poll=POLL))
-        running = asyncio.create_task(dialer.run())
+        running = asyncio.create_task(dial_and_plan(dialer))
         try:
             await asyncio.sleep(max(0.0, (due - utc_now()).total_seconds()))
             deadline = time.monotonic() + give_up

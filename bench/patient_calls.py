@@ -36,7 +36,7 @@ from typing import TypeVar
 from sqlalchemy import func, insert, select
 
 from bridge.ami_client import AmiClient
-from bridge.dialer import Dialer, Tuning
+from bridge.dialer import Dialer, Tuning, dial_and_plan
 from bridge.outbound import CallPlan
 from clinic.schedule import TEHRAN
 from db.clinic_sync import load_clinic, record_absence
@@ -166,7 +166,7 @@ async def end_to_end(url: str, calls: int, cap: int, folder: Path) -> str:
                         patient_calls=patient_calls(config, database, plan, TEHRAN, clock,
                                                     plan_every=0.0))
         began = time.perf_counter()
-        task = asyncio.create_task(dialer.run())
+        task = asyncio.create_task(dial_and_plan(dialer))
         done = 0
         while done < calls and time.perf_counter() - began < 300:
             await asyncio.sleep(0.1)

@@ -86,7 +86,7 @@ from bench.ivr_load import (
 )
 from bench.patient_calls import timed
 from bridge.ami_client import AmiClient
-from bridge.dialer import Dialer, Tuning
+from bridge.dialer import Dialer, Tuning, dial_and_plan
 from clinic.schedule import TEHRAN
 from db.consultations import ConsultationStore, RetryPolicy
 from db.engine import Database, utc_now
@@ -288,7 +288,7 @@ def run_dialer(url: str, ami_port: int, config: Path, cap: int, share: int, name
                         Tuning(cap, poll=POLL, practice_share=share / 100),
                         patient_calls=patient_calls(load_config(config, env={}), database,
                                                     PLAN, TEHRAN, plan_every=0.0))
-        running = asyncio.create_task(dialer.run())
+        running = asyncio.create_task(dial_and_plan(dialer))
         pipe.send("ready")
         await asyncio.get_running_loop().run_in_executor(None, pipe.recv)
         running.cancel()

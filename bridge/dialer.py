@@ -75,6 +75,12 @@ class Work(enum.Enum):
     PLANNING = ("planning patient calls failed", "planning patient calls works again")
 
 
+async def dial_and_plan(dialer: Dialer) -> None:
+    """The dialer's rounds and its planning together, unsupervised (benches and tests);
+    `nobat serve` supervises each as a part of its own."""
+    await asyncio.gather(dialer.run(), dialer.plan())
+
+
 class Dialer:
     """Claims due consultations for one nobat instance and runs each as a call, within
     `tuning.cap` outbound channels."""
@@ -115,49 +121,52 @@ class Dialer:
 
     @property
     def trouble(self) -> tuple[dt.datetime, str] | None:
-        """Since when and why its rounds or its planning fail (the store or AMI away, a
-        bug), the longest-standing first; None while both work."""
-        return min(self._troubles.values(), default=None)
+        """Since when and why its rounds fail (the store or AMI away, a bug), or None."""
+        return self._troubles.get(Work.ROUNDS)
+
+    @property
+    def planning_trouble(self) -> tuple[dt.datetime, str] | None:
+        """Since when and why planning patient calls fails, or None."""
+        return self._troubles.get(Work.PLANNING)
 
     async def run(self) -> None:
         """Sweep what was missed while nobat was down, set the timers, then claim what is
-        due, forever. Patient calls are planned beside the rounds, in a task of their own, so
-        a consultation due never waits for every practice's reminders to be planned, nor for
-        a plan that fails. A sweep that fails raises (the supervisor runs this again); a
-        round or a plan that fails, for whatever reason, is logged and reported in
-        `trouble`, and the next one runs."""
+        due, forever. A sweep that fails raises (the supervisor runs this again); a round
+        that fails, for whatever reason, is logged and reported in `trouble`, and the next
+        round runs."""
         missed = await self.store.sweep_missed(self.clock(), self.tuning.missed_grace)
         if missed:
             log.warning("%d consultations were due while nobat was down: marked missed",
                         len(missed))
         self.timers.start()
-        planner = asyncio.create_task(self._plan(), name=f"{self.instance} planning")
-        try:
-            while True:
-                self._wake.clear()
-                try:
-                    await self.dial_due()
-                    await self.planning.refresh_timers()
-                except Exception as exc:  # any round's failure: reported, the next one runs
-                    self._failed(Work.ROUNDS, exc)
-                else:
-                    self._worked(Work.ROUNDS)
-                await self._pause()
-        finally:
-            planner.cancel()
-            await asyncio.gather(planner, return_exceptions=True)
-
-    async def _plan(self) -> None:
-        """Plan patient calls when they are due to be planned; what a plan adds wakes a
-        round to claim it."""
-        while self.patient_calls is not None:
+        while True:
+            self._wake.clear()
             try:
-                if await self.planning.plan_patient_calls():
-                    self._wake.set()
-            except Exception as exc:  # a failed plan: reported, the next one runs
-                self._failed(Work.PLANNING, exc)
+                await self.dial_due()
+                await self.planning.refresh_timers()
+            except Exception as exc:  # any round's failure: reported, the next one runs
+                self._failed(Work.ROUNDS, exc, self.tuning.poll)
             else:
-                self._worked(Work.PLANNING)
+                self._worked(Work.ROUNDS)
+            await self._pause()
+
+    async def plan(self) -> None:
+        """Plan patient calls each time they are due to be planned, forever, beside `run`
+        (`nobat serve` supervises it as a part of its own): a round that claims never
+        waits for every practice's reminders to be planned, nor for a plan that fails.
+        What a plan adds wakes a round to claim it; a plan that fails is logged and
+        reported in `planning_trouble` until one works."""
+        every = self.patient_calls.plan_every if self.patient_calls else self.tuning.poll
+        while True:
+            try:
+                planned = await self.planning.plan_patient_calls()
+            except Exception as exc:  # a failed plan: reported, the next one runs
+                self._failed(Work.PLANNING, exc, every)
+            else:
+                if planned is not None:
+                    self._worked(Work.PLANNING)
+                if planned:
+                    self._wake.set()
             await self.context.sleep(self.tuning.poll)
 
     async def _pause(self) -> None:
@@ -170,14 +179,14 @@ class Dialer:
             pause.cancel()
             woken.cancel()
 
-    def _failed(self, work: Work, exc: Exception) -> None:
+    def _failed(self, work: Work, exc: Exception, next_in: float) -> None:
         """Log a failed round or plan (its traceback only when it is not the store or AMI
         away) and keep since when it fails."""
         error = mask_in_text(one_line(exc))
         since = self._troubles[work][0] if work in self._troubles else self.clock()
         self._troubles[work] = (since, error)
         expected = isinstance(exc, (AmiError, SQLAlchemyError))
-        log.error("%s; the next one in %g s at most: %s", work.value[0], self.tuning.poll,
+        log.error("%s; the next one in %g s at most: %s", work.value[0], next_in,
                   error, exc_info=None if expected else exc)
 
     def _worked(self, work: Work) -> None:

@@ -54,12 +54,12 @@ class DuePlanning:
         self._timers_due = Cadence(poll, now)
         self._planning_due = Cadence(patient_calls.plan_every if patient_calls else 0.0, now)
 
-    async def plan_patient_calls(self) -> bool:
+    async def plan_patient_calls(self) -> bool | None:
         """When `plan_every` seconds have passed, add the reminders, absence calls and
-        surveys now due; whether it added any."""
+        surveys now due; whether it added any, or None when no plan was due."""
         desk = self.patient_calls
         if desk is None or not self._planning_due.due():
-            return False
+            return None
         planned = await desk.store.plan(desk.planning)
         if planned:
             log.info("planned patient calls: %s",

@@ -214,7 +214,8 @@ async def _read(rows: Rows, clinic_ids: Sequence[int]) -> dict[int, Catalog]:
     rules: dict[int, list[HoursRule]] = {d: [] for d in clinic_of}
     for row in await rows(select(WeeklyHours).join(Doctor).where(
             Doctor.clinic_id.in_(clinic_ids), Doctor.active.is_(True)), None):
-        rules[row.doctor_id].append(rule_of(row))
+        if row.doctor_id in rules:  # else a load added the doctor since: its revision tells
+            rules[row.doctor_id].append(rule_of(row))
     closed: dict[tuple[int, int | None], list[tuple[dt.date, dt.date]]] = {}
     for row in await rows(select(Closure.clinic_id, Closure.doctor_id, Closure.first_day,
                                  Closure.last_day).where(Closure.clinic_id.in_(clinic_ids)),

@@ -14,7 +14,9 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import sys
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -96,15 +98,22 @@ def loaded_digest(source: bytes) -> str:
     return hashlib.sha256(_rows_form().encode() + b"\0" + source).hexdigest()
 
 
+READING_LIBRARIES = ("phonenumbers", "jdatetime")
+"""What reading a clinic file leans on beside the standard library: a newer one may read a
+number or a date otherwise."""
+
+
 @functools.cache
 def _rows_form() -> str:
-    """The schema and the source of the code that reads a clinic file (the clinic package)
-    and turns it into rows, so that a nobat which reads or writes them otherwise compares
-    every file with its rows once more."""
+    """The schema, the source of the code that reads a clinic file (the clinic package) and
+    turns it into rows, and the Python and libraries that code leans on (numbers, dates, the
+    TOML parser), so that a nobat which reads or writes them otherwise compares every file
+    with its rows once more."""
     modules = sorted(Path(clinic_package.__file__).parent.glob("*.py"))
     source = b"".join(Path(module).read_bytes() for module in (
         *modules, __file__, records.__file__))
-    return f"{head_revision()} {hashlib.sha256(source).hexdigest()}"
+    versions = " ".join((sys.version, *(version(name) for name in READING_LIBRARIES)))
+    return f"{head_revision()} {versions} {hashlib.sha256(source).hexdigest()}"
 
 
 async def loaded_digests(database: Database) -> dict[str, str]:

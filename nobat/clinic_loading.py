@@ -38,8 +38,9 @@ async def load_clinics(database: Database, path: Path, *, compare: bool = False
     practice to another loads in one go). A file unchanged since its practice was last
     loaded from it is not compared with the rows again, unless `compare`."""
     loaded = await loaded_digests(database)
-    if not compare and _all_unchanged(clinic_files(path), set(loaded.values())):
-        return [PracticeLoad(str(file), unchanged=True) for file in clinic_files(path)]
+    files = clinic_files(path)
+    if not compare and _all_unchanged(files, set(loaded.values())):
+        return [PracticeLoad(str(file), unchanged=True) for file in files]
     loads: dict[str, PracticeLoad] = {}
     waiting = []
     reads = read_clinic_files(path)

@@ -28,7 +28,7 @@ from protocol.listening import Listener, Opener
 from web.app import make_app
 from web.metrics import Metrics
 from web.settings import OneTimeLogin, PageSettings
-from web.status import AMI_PART, DIALER_PART, FASTAGI_PART, PAGE_PART
+from web.status import AMI_PART, DIALER_PART, FASTAGI_PART, PAGE_PART, PLANNER_PART
 
 log = logging.getLogger("nobat")
 
@@ -185,6 +185,9 @@ async def serve(config: Config) -> None:
             await dialer.ami.start()
             parts.add(AMI_PART, dialer.ami.keep)
             parts.add(DIALER_PART, dialer.run, lambda: dialer.trouble if dialer else None)
+            if dialer.patient_calls is not None:
+                parts.add(PLANNER_PART, dialer.plan,
+                          lambda: dialer.planning_trouble if dialer else None)
             log.info("dialling consultations through AMI at %s:%s as %s", config.ami.host,
                      config.ami.port, config.ami.username)
         reloads: set[asyncio.Task[bool]] = set()

@@ -81,7 +81,10 @@ async def test_healthz_and_the_page_tell_when_the_dialer_cannot_ring_what_is_due
                 rows = page.locator('#health tr[data-part^="part-"]')
                 assert await rows.evaluate_all("rs => rs.map(r => r.dataset.part)") == [
                     "part-fastagi", "part-status_page", "part-ami", "part-dialer",
-                    "part-flow_watcher"]
+                    "part-planner", "part-flow_watcher"]
+                planner = page.locator('#health tr[data-part="part-planner"] th')
+                assert await planner.inner_text() == ("برنامه‌ریز تماس با بیماران (یادآوری‌ها، "
+                                                      "غیبت‌ها، نظرسنجی‌ها)")
                 fastagi = page.locator('#health tr[data-part="part-fastagi"]')
                 assert await fastagi.locator("th").inner_text() == "درگاه FastAGI (تماس‌های ورودی)"
                 assert await fastagi.locator("td").get_attribute("class") == "ok"

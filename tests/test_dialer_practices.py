@@ -149,8 +149,8 @@ async def test_a_failing_plan_of_patient_calls_keeps_no_consultation_from_being_
         database: Database, tmp_path: Path) -> None:
     """Patient calls are planned beside the rounds that claim: a practice row that breaks
     the plan (its call times edited by hand into nonsense) fails every plan, which is
-    reported until the row is put right, and both practices' consultations are rung and
-    bridged all the same."""
+    reported as the planner's trouble until the row is put right, and both practices'
+    consultations are rung and bridged all the same, the dialer's rounds working."""
     await two_practices(database)
     phones = await one_consultation_each(database)
 
@@ -163,14 +163,15 @@ async def test_a_failing_plan_of_patient_calls_keeps_no_consultation_from_being_
     async with patient_line(database, tmp_path, phones, START) as rig:
         dialer = rig.pbx_line.dialers[0]
         await rig.pbx_line.until(both_bridged(database), seconds=10.0)
-        trouble = dialer.trouble
+        trouble, rounds = dialer.planning_trouble, dialer.trouble
         await call_times(None)
 
         async def cleared() -> bool:
-            return dialer.trouble is None
+            return dialer.planning_trouble is None
 
         await rig.pbx_line.until(cleared, seconds=10.0)
     assert trouble is not None and "Expecting property name" in trouble[1]
+    assert rounds is None
 
 
 async def test_each_practices_patient_call_shows_its_own_number_and_name(

@@ -25,7 +25,7 @@ INSTANCE = "nobat-1"
 
 
 def part(supervisor: Supervisor) -> PartView:
-    [found] = supervisor.views()
+    [found] = [view for view in supervisor.views() if view.name == INSTANCE]
     return found
 
 

@@ -33,6 +33,9 @@ MAX_RANGE_DAYS = 366
 DIALER_PART = "dialer"
 """The supervised part that rings consultations: /healthz fails when it is down while one is
 due."""
+PLANNER_PART = "planner"
+"""The supervised part that plans the calls to patients (reminders, absence calls, surveys)
+beside the dialer's rounds."""
 FASTAGI_PART, PAGE_PART, AMI_PART = "fastagi", "status_page", "ami"
 """The supervised parts that keep nobat's doors open: the FastAGI and page listeners, the
 AMI link."""

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from bridge.ami_client import AmiClient
-from bridge.dialer import Dialer, PlanFactory, Tuning
+from bridge.dialer import Dialer, PlanFactory, Tuning, dial_and_plan
 from bridge.outbound import CallPlan
 from bridge.patient_call import PatientCalls
 from clinic.phones import normalize
@@ -69,8 +69,11 @@ class Line:
         self.dialers.append(dialer)
         if self.supervisor is not None:
             self.supervisor.add(instance, dialer.run, lambda: dialer.trouble)
+            if dialer.patient_calls is not None:
+                self.supervisor.add(f"{instance} planner", dialer.plan,
+                                    lambda: dialer.planning_trouble)
         else:
-            self.running.append(asyncio.create_task(dialer.run()))
+            self.running.append(asyncio.create_task(dial_and_plan(dialer)))
         return dialer
 
     async def stop(self, dialer: Dialer) -> None:
