@@ -245,8 +245,8 @@ async def test_an_absence_changes_nothing_without_the_patients_key(
         database: Database, tmp_path: Path) -> None:
     booked = await book(database, at(SATURDAY, "10:00"))
     phones = [patient()]
+    await record_absence(database, "dr-1", SATURDAY, SATURDAY, "sick")
     async with patient_line(database, tmp_path, phones, at(THURSDAY, "12:00")) as line:
-        await record_absence(database, "dr-1", SATURDAY, SATURDAY, "sick")
         await line.pbx_line.until(settled(database, 1, "done"), seconds=10.0)
         [call] = [c for c in await calls(database) if c.purpose == "absence"]
         [heard] = line.heard("patient1")
