@@ -124,6 +124,12 @@ def practice_file(practice: int) -> str:
                            round_the_clock_clinic())
 
 
+def write_practice(clinics: Path, practice: int) -> None:
+    """Practice n's clinic file into the clinic folder."""
+    (clinics / f"practice-{practice:03d}.toml").write_text(practice_file(practice),
+                                                            encoding="utf-8")
+
+
 def config_for(folder: Path, url: str, callers: int, share: int) -> Path:
     """The demo config copied into `folder`, serving the clinic folder from `url`, booking
     28 days ahead, with quiet hours over the run (reminders just after them)."""
@@ -367,8 +373,7 @@ async def one_side(server: PostgresServer, practices: int, share: int,
         folder = Path(tmp)
         (folder / "clinics").mkdir()
         for n in range(practices):
-            (folder / "clinics" / f"practice-{n:03d}.toml").write_text(
-                practice_file(n), encoding="utf-8")
+            write_practice(folder / "clinics", n)
         config = config_for(folder, url, max(options.callers, options.rush_callers), share)
         side.load_s = await clinic_load(config, folder / "clinics")
         began = time.perf_counter()
@@ -403,8 +408,7 @@ async def one_side(server: PostgresServer, practices: int, share: int,
         await database.close()
         if options.consultations:
             await dispatch(side, url, config, options, share)
-        (folder / "clinics" / f"practice-{practices:03d}.toml").write_text(
-            practice_file(practices), encoding="utf-8")
+        write_practice(folder / "clinics", practices)
         side.add_s = await clinic_load(config, folder / "clinics")
     return side
 

@@ -155,13 +155,15 @@ class Dialer:
         (`nobat serve` supervises it as a part of its own): a round that claims never
         waits for every practice's reminders to be planned, nor for a plan that fails.
         What a plan adds wakes a round to claim it; a plan that fails is logged and
-        reported in `planning_trouble` until one works."""
-        every = self.patient_calls.plan_every if self.patient_calls else self.tuning.poll
+        reported in `planning_trouble` until one works. Without calls to patients there is
+        nothing to plan, and it returns."""
+        if (desk := self.patient_calls) is None:
+            return
         while True:
             try:
                 planned = await self.planning.plan_patient_calls()
             except Exception as exc:  # a failed plan: reported, the next one runs
-                self._failed(Work.PLANNING, exc, every)
+                self._failed(Work.PLANNING, exc, desk.plan_every)
             else:
                 if planned is not None:
                     self._worked(Work.PLANNING)

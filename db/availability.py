@@ -206,12 +206,10 @@ async def _build(rows: Rows, clinic_id: int) -> Catalog:
 async def _read(rows: Rows, clinic_ids: Sequence[int]) -> dict[int, Catalog]:
     clinics = await rows(select(Clinic).where(Clinic.id.in_(clinic_ids)), None)
     doctors: dict[int, list[DoctorView]] = {c.id: [] for c in clinics}
-    clinic_of: dict[int, int] = {}
     for d in await rows(select(Doctor).where(Doctor.clinic_id.in_(clinic_ids),
                                              Doctor.active.is_(True)).order_by(Doctor.id), None):
         doctors[d.clinic_id].append(doctor_view(d))
-        clinic_of[d.id] = d.clinic_id
-    rules: dict[int, list[HoursRule]] = {d: [] for d in clinic_of}
+    rules: dict[int, list[HoursRule]] = {d.id: [] for each in doctors.values() for d in each}
     for row in await rows(select(WeeklyHours).join(Doctor).where(
             Doctor.clinic_id.in_(clinic_ids), Doctor.active.is_(True)), None):
         if row.doctor_id in rules:  # else a load added the doctor since: its revision tells

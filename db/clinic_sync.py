@@ -125,11 +125,10 @@ async def loaded_digests(database: Database) -> dict[str, str]:
 
 
 async def load_clinic(database: Database, spec: ClinicSpec, clock: Clock = utc_now,
-                      source: bytes | None = None) -> LoadReport:
+                      digest: str | None = None) -> LoadReport:
     """Bring the database in line with the file in one transaction, or refuse and change
-    nothing; `source`, the bytes `spec` was read from, is kept as its digest."""
+    nothing; `digest`, the `loaded_digest` of the bytes `spec` was read from, is kept."""
     report = LoadReport()
-    digest = None if source is None else loaded_digest(source)
 
     async def run() -> LoadReport:
         report.changes.clear()

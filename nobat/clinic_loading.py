@@ -45,23 +45,24 @@ async def load_clinics(database: Database, path: Path, *, compare: bool = False
     waiting = []
     reads = read_clinic_files(path)
     for read in reads:
+        digest = loaded_digest(read.source)
         if read.spec is None or read.problems:
             loads[read.file] = PracticeLoad(read.file, failure=StaffFileError(read.problems))
-        elif not compare and loaded.get(read.spec.key) == loaded_digest(read.source):
+        elif not compare and loaded.get(read.spec.key) == digest:
             loads[read.file] = PracticeLoad(read.file, unchanged=True)
         else:
-            waiting.append((read, read.spec))
+            waiting.append((read.file, read.spec, digest))
     while waiting:
         held = []
-        for read, spec in waiting:
+        for file, spec, digest in waiting:
             try:
-                report = await load_clinic(database, spec, source=read.source)
+                report = await load_clinic(database, spec, digest=digest)
             except LoadRefused as exc:
-                loads[read.file] = PracticeLoad(read.file, failure=exc)
+                loads[file] = PracticeLoad(file, failure=exc)
                 if isinstance(exc, HeldElsewhere):
-                    held.append((read, spec))
+                    held.append((file, spec, digest))
                 continue
-            loads[read.file] = PracticeLoad(read.file, tuple(report.changes))
+            loads[file] = PracticeLoad(file, tuple(report.changes))
         waiting = held if len(held) < len(waiting) else []
     return [loads[read.file] for read in reads]
 
