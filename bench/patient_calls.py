@@ -120,7 +120,7 @@ async def planning(url: str, bookings: int, cap: int, folder: Path) -> str:
     store = desk.store
     first, planned = await timed(store.plan(desk.planning))
     idle, again = await timed(store.plan(desk.planning))
-    assert not again
+    assert not again.added
 
     async def floor() -> int:
         async with database.reading() as session:
@@ -135,7 +135,7 @@ async def planning(url: str, bookings: int, cap: int, folder: Path) -> str:
         claimed += len(batch)
     claiming = time.perf_counter() - began
     await database.close()
-    counts = ", ".join(f"{n} {purpose}" for purpose, n in planned.items())
+    counts = ", ".join(f"{n} {purpose}" for purpose, n in planned.added.items())
     return (f"  plan {first:.2f} s ({counts}); idle plan {idle * 1000:.0f} ms vs floor read "
             f"{read * 1000:.0f} ms (x{idle / read:.1f}); {claimed} claims in {claiming:.2f} s "
             f"({claimed / claiming:.0f}/s)")

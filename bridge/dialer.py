@@ -32,7 +32,7 @@ from bridge.call_jobs import ConsultationJob, Job, PatientCallJob
 from bridge.call_routing import CallInboxes, CallKey
 from bridge.call_runner import CallContext, Sleep, run_call
 from bridge.consultation_call import ConsultationCall
-from bridge.due_planning import DuePlanning
+from bridge.due_planning import DuePlanning, PracticesLeftOut
 from bridge.due_timers import DueTimers
 from bridge.outbound import OutboundCall, PlanFactory
 from bridge.patient_call import PatientCallAttempt, PatientCalls
@@ -154,20 +154,24 @@ class Dialer:
         """Plan patient calls each time they are due to be planned, forever, beside `run`
         (`nobat serve` supervises it as a part of its own): a round that claims never
         waits for every practice's reminders to be planned, nor for a plan that fails.
-        What a plan adds wakes a round to claim it; a plan that fails is logged and
-        reported in `planning_trouble` until one works. Without calls to patients there is
-        nothing to plan, and it returns."""
+        What a plan adds wakes a round to claim it; a plan that fails, or leaves out a
+        practice whose row cannot be read, is logged and reported in `planning_trouble`
+        until one works whole. Without calls to patients there is nothing to plan, and it
+        returns."""
         if (desk := self.patient_calls) is None:
             return
         while True:
             try:
-                planned = await self.planning.plan_patient_calls()
+                plan = await self.planning.plan_patient_calls()
             except Exception as exc:  # a failed plan: reported, the next one runs
                 self._failed(Work.PLANNING, exc, desk.plan_every)
             else:
-                if planned is not None:
+                if plan is not None and plan.unreadable:
+                    self._failed(Work.PLANNING, PracticesLeftOut(plan.unreadable),
+                                 desk.plan_every)
+                elif plan is not None:
                     self._worked(Work.PLANNING)
-                if planned:
+                if plan is not None and plan.added:
                     self._wake.set()
             await self.context.sleep(self.tuning.poll)
 
@@ -187,7 +191,7 @@ class Dialer:
         error = mask_in_text(one_line(exc))
         since = self._troubles[work][0] if work in self._troubles else self.clock()
         self._troubles[work] = (since, error)
-        expected = isinstance(exc, (AmiError, SQLAlchemyError))
+        expected = isinstance(exc, (AmiError, SQLAlchemyError, PracticesLeftOut))
         log.error("%s; the next one in %g s at most: %s", work.value[0], next_in,
                   error, exc_info=None if expected else exc)
 

@@ -12,8 +12,18 @@ from bridge.due_timers import DueTimers
 from bridge.patient_call import PatientCalls
 from db.consultations import ConsultationStore
 from db.engine import Clock
+from db.patient_calls import Plan, Unreadable
 
 log = logging.getLogger(__name__)
+
+
+class PracticesLeftOut(Exception):
+    """A plan that rang every practice's patients but those whose times cannot be read."""
+
+    def __init__(self, unreadable: tuple[Unreadable, ...]) -> None:
+        super().__init__(f"{len(unreadable)} practices left out, their patients not rung "
+                         "until their rows are put right: "
+                         + "; ".join(f"{u.practice} ({u.reason})" for u in unreadable))
 
 TIMER_BATCH = 500
 """Timers set between two turns of the event loop."""
@@ -54,17 +64,17 @@ class DuePlanning:
         self._timers_due = Cadence(poll, now)
         self._planning_due = Cadence(patient_calls.plan_every if patient_calls else 0.0, now)
 
-    async def plan_patient_calls(self) -> bool | None:
+    async def plan_patient_calls(self) -> Plan | None:
         """When `plan_every` seconds have passed, add the reminders, absence calls and
-        surveys now due; whether it added any, or None when no plan was due."""
+        surveys now due; what it added and left out, or None when no plan was due."""
         desk = self.patient_calls
         if desk is None or not self._planning_due.due():
             return None
-        planned = await desk.store.plan(desk.planning)
-        if planned:
+        plan = await desk.store.plan(desk.planning)
+        if plan.added:
             log.info("planned patient calls: %s",
-                     ", ".join(f"{n} {purpose}" for purpose, n in planned.items()))
-        return bool(planned)
+                     ", ".join(f"{n} {purpose}" for purpose, n in plan.added.items()))
+        return plan
 
     async def refresh_timers(self) -> None:
         """When `poll` seconds have passed, set the timers of due times not seen before."""

@@ -104,13 +104,25 @@ class PracticeCallTimes:
 
     @classmethod
     def of_text(cls, text: str | None) -> PracticeCallTimes:
-        """What `text` wrote."""
-        own: dict[str, Any] = json.loads(text) if text else {}
-        days = own.get("no_call_days")
-        quiet = own.get("quiet_hours")
+        """What `text` wrote; a ValueError says what in it cannot be read (a row edited by
+        hand: the planner skips that practice alone and names it)."""
+        own = json.loads(text) if text else {}
+        if not isinstance(own, dict) or not set(own) <= {"quiet_hours", "no_call_days",
+                                                         "reminder_at"}:
+            raise ValueError("expected an object of quiet_hours, no_call_days and reminder_at")
+        quiet, days, at = own.get("quiet_hours"), own.get("no_call_days"), own.get("reminder_at")
+        if quiet is not None and not (isinstance(quiet, list) and len(quiet) == 2
+                                      and all(map(_is_minute, quiet)) and quiet[0] != quiet[1]):
+            raise ValueError(f"quiet_hours: expected two different minutes of the day, "
+                             f"got {quiet!r}")
+        if at is not None and not _is_minute(at):
+            raise ValueError(f"reminder_at: expected a minute of the day, got {at!r}")
+        if days is not None and not (isinstance(days, list) and all(type(d) is int for d in days)
+                                     and set(days) < set(map(int, Weekday))):
+            raise ValueError(f"no_call_days: expected weekdays 0-6, not all seven, got {days!r}")
         return cls(quiet_hours=None if quiet is None else (quiet[0], quiet[1]),
-                   no_call_days=None if days is None else frozenset(Weekday(d) for d in days),
-                   reminder_at=own.get("reminder_at"))
+                   no_call_days=None if days is None else frozenset(map(Weekday, days)),
+                   reminder_at=at)
 
     def hours(self, line: CallHours, tz: ZoneInfo) -> CallHours:
         """The practice's call hours: its own where set, else the line's, in its zone."""
@@ -141,6 +153,11 @@ def parse_no_call_days(names: list[Any]) -> frozenset[Weekday]:
     if len({Weekday.parse(name) for name in names}) == len(Weekday):
         raise ValueError("every day is a no-call day: no patient could ever be called")
     return frozenset(Weekday.parse(name) for name in names)
+
+
+def _is_minute(value: object) -> bool:
+    """Whether `value` is a minute of the day (0 to 1439), as the store keeps times."""
+    return type(value) is int and 0 <= value < DAY_MINUTES
 
 
 def is_quiet(minute: int, span: tuple[int, int]) -> bool:

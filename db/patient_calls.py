@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from clinic.call_kinds import CallKind, Leg, call_ref
 from clinic.call_times import CallHours, PracticeCallTimes, ReminderTimes
 from clinic.schedule import day_bounds
+from db.engine import one_line
 from db.leases import (
     GIVEN_BACK,
     CallingPractice,
@@ -157,10 +158,37 @@ def _practice_times(planning: CallPlanning, timezone: str, own: str | None) -> P
     return PracticeTimes(hours, None if reminders is None else times.reminders(reminders, hours))
 
 
-async def _practices(session: AsyncSession, planning: CallPlanning) -> dict[int, PracticeTimes]:
-    """Every practice's times, by clinic id."""
-    rows = await session.execute(select(Clinic.id, Clinic.timezone, Clinic.call_times))
-    return {ident: planning.of_practice(timezone, own) for ident, timezone, own in rows}
+@dataclass(frozen=True)
+class Unreadable:
+    """A practice whose own call times or zone the store holds in a form that cannot be
+    read (a row edited by hand): its patients are not rung until it is put right."""
+
+    practice: str
+    """Its key (the clinic file's name)."""
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a plan added, and the practices it had to leave out."""
+
+    added: dict[Purpose, int]
+    unreadable: tuple[Unreadable, ...] = ()
+
+
+async def _practices(session: AsyncSession, planning: CallPlanning
+                     ) -> tuple[dict[int, PracticeTimes], tuple[Unreadable, ...]]:
+    """Every practice's times, by clinic id, but for those that cannot be read: one
+    practice's bad row keeps no other practice's patients from being rung."""
+    rows = await session.execute(select(Clinic.id, Clinic.key, Clinic.timezone,
+                                        Clinic.call_times))
+    practices, unreadable = {}, []
+    for ident, key, timezone, own in rows:
+        try:
+            practices[ident] = planning.of_practice(timezone, own)
+        except ValueError as exc:  # its call times edited by hand into nonsense
+            unreadable.append(Unreadable(key, one_line(exc)))
+    return practices, tuple(unreadable)
 
 
 class PatientCallStore(LeasedStore[PatientCallClaim]):
@@ -174,12 +202,13 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
 
     # -- planning ----------------------------------------------------------------------
 
-    async def plan(self, planning: CallPlanning) -> dict[Purpose, int]:
-        """Add the calls now needed and not yet planned; returns how many of each."""
+    async def plan(self, planning: CallPlanning) -> Plan:
+        """Add the calls now needed and not yet planned, of every practice whose times can
+        be read; says how many of each it added, and which practices it left out."""
         now = self.clock()
         rows: list[dict[str, Any]] = []
         async with self.db.reading() as session:
-            practices = await _practices(session, planning)
+            practices, unreadable = await _practices(session, planning)
             if planning.reminders is not None:
                 rows += await _reminders(session, practices, planning.reminders.days_before,
                                          now)
@@ -187,17 +216,16 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
                 rows += await _absences(session, practices, now)
             if planning.survey_after is not None:
                 rows += await _surveys(session, practices, planning.survey_after, now)
-        if not rows:
-            return {}
-        async def run() -> None:
-            async with self.db.writing() as session:
-                await session.execute(self._insert_new(), rows)
+        if rows:
+            async def run() -> None:
+                async with self.db.writing() as session:
+                    await session.execute(self._insert_new(), rows)
 
-        await self.db.retry_locked(run)
+            await self.db.retry_locked(run)
         counts: dict[Purpose, int] = {}
         for row in rows:
             counts[row["purpose"]] = counts.get(row["purpose"], 0) + 1
-        return counts
+        return Plan(counts, unreadable)
 
     def _insert_new(self) -> sqlite.Insert | postgresql.Insert:
         """An INSERT that skips a call already planned (another instance was first)."""
@@ -521,11 +549,12 @@ async def _reminders(session: AsyncSession, practices: dict[int, PracticeTimes],
     dues: dict[tuple[int, dt.datetime], dt.datetime | None] = {}  # by practice and start:
     # worked out once for the bookings of its doctors that share a start
     for appointment_id, start, clinic_id in rows:
+        subject = subject_of(start)
+        if (appointment_id, subject) in planned or appointment_id in closed \
+                or clinic_id not in practices:
+            continue  # most of them, each minute: no reminder time worked out for these
         times = practices[clinic_id].reminders
         assert times is not None
-        subject = subject_of(start)
-        if (appointment_id, subject) in planned or appointment_id in closed:
-            continue  # most of them, each minute: no reminder time worked out for these
         if (clinic_id, start) not in dues:
             dues[clinic_id, start] = times.due(start, now)
         if (due := dues[clinic_id, start]) is None:
@@ -577,6 +606,8 @@ async def _absences(session: AsyncSession, practices: dict[int, PracticeTimes],
     )).all())
     wanted = []
     for appointment_id, clinic_id in clinics.items():
+        if clinic_id not in practices:
+            continue
         start = found[appointment_id]
         due = practices[clinic_id].hours.next_allowed(now)
         if due < start:
@@ -600,4 +631,4 @@ async def _surveys(session: AsyncSession, practices: dict[int, PracticeTimes],
     planned = await _planned(session, Purpose.SURVEY, [a for a, _, _ in rows])
     return [_row(a, Purpose.SURVEY, "", practices[clinic].hours.next_allowed(ended + after),
                  ended + SURVEY_SHELF_LIFE, now)
-            for a, ended, clinic in rows if (a, "") not in planned]
+            for a, ended, clinic in rows if (a, "") not in planned and clinic in practices]

@@ -147,10 +147,11 @@ async def test_each_practices_consultation_shows_its_own_number_and_name(
 
 async def test_a_failing_plan_of_patient_calls_keeps_no_consultation_from_being_rung(
         database: Database, tmp_path: Path) -> None:
-    """Patient calls are planned beside the rounds that claim: a practice row that breaks
-    the plan (its call times edited by hand into nonsense) fails every plan, which is
-    reported as the planner's trouble until the row is put right, and both practices'
-    consultations are rung and bridged all the same, the dialer's rounds working."""
+    """Patient calls are planned beside the rounds that claim: a practice row that cannot
+    be read (its call times edited by hand into nonsense) leaves that practice out of every
+    plan, which is reported, naming it, as the planner's trouble until the row is put
+    right, and both practices' consultations are rung and bridged all the same, the
+    dialer's rounds working."""
     await two_practices(database)
     phones = await one_consultation_each(database)
 
@@ -170,7 +171,8 @@ async def test_a_failing_plan_of_patient_calls_keeps_no_consultation_from_being_
             return dialer.planning_trouble is None
 
         await rig.pbx_line.until(cleared, seconds=10.0)
-    assert trouble is not None and "Expecting property name" in trouble[1]
+    assert trouble is not None and "left out" in trouble[1]
+    assert "second (JSONDecodeError: Expecting property name" in trouble[1]
     assert rounds is None
 
 

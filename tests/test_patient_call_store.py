@@ -17,7 +17,7 @@ from db.clinic_sync import lift_absence, load_clinic, record_absence
 from db.consultations import ConsultationStore
 from db.engine import Database
 from db.models import Closure
-from db.patient_calls import CallPlanning, PatientCallStore, Purpose
+from db.patient_calls import CallPlanning, PatientCallStore, Plan, Purpose
 from tests.support.clinics import Clock, every_day_clinic
 from tests.support.patient_calls import calls
 from tests.test_schedule import at
@@ -46,7 +46,7 @@ async def test_a_lifted_absence_is_never_called_about(database: Database) -> Non
     await clinic_with_a_booking(database, clock)
     store = PatientCallStore(database, clock)
     await record_absence(database, "dr-1", SATURDAY, SATURDAY, "sick")
-    assert await store.plan(PLANNING) == {Purpose.ABSENCE: 1}
+    assert await store.plan(PLANNING) == Plan({Purpose.ABSENCE: 1})
     [closure] = await _closures(database)
     assert await lift_absence(database, closure)
     assert await store.claim_next("nobat-1", LEASE, 10, planning=PLANNING) == []

@@ -15,7 +15,7 @@ from db.booking import Booked, BookingService
 from db.clinic_sync import load_clinic, record_absence
 from db.engine import Database
 from db.models import Appointment, Patient, SurveyAnswer
-from db.patient_calls import Purpose
+from db.patient_calls import Plan, Purpose
 from db.surveys import SurveyAverage, SurveyStore
 from protocol.call_token import call_token
 from tests.fakepbx.agi_caller import DIALPLAN_SECRET, place_call
@@ -193,7 +193,7 @@ async def test_a_call_that_waited_past_the_start_of_the_quiet_hours_waits_for_th
     await book(database, at(SATURDAY, "10:00"))
     assert await record_absence(database, "dr-1", SATURDAY, SATURDAY, "sick") == 1
     earlier = desk(database, Clock(at(THURSDAY, "20:55")))
-    assert await earlier.store.plan(earlier.planning) == {Purpose.ABSENCE: 1}
+    assert await earlier.store.plan(earlier.planning) == Plan({Purpose.ABSENCE: 1})
     [planned] = await calls(database)
     assert planned.due_at == at(THURSDAY, "20:55")
 

@@ -8,7 +8,8 @@ import dataclasses
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import select, update
 
 from bridge.outbound import CallPlan
 from bridge.patient_call import PatientCalls
@@ -18,7 +19,7 @@ from clinic.schedule import TEHRAN, VisitKind
 from db.clinic_sync import load_clinic, record_absence
 from db.engine import Database
 from db.models import Clinic, PatientCall
-from db.patient_calls import QUIET_PAST_ITS_TIME, Purpose
+from db.patient_calls import QUIET_PAST_ITS_TIME, Plan, Purpose
 from nobat.bridge_wiring import patient_calls
 from nobat.config import load_config
 from tests.support.clinics import Clock
@@ -76,7 +77,7 @@ async def test_each_practice_is_reminded_at_its_own_time_in_its_own_zone(
         database: Database) -> None:
     first, second = await two_practices(database)
     wired = desk(database, Clock(NOW))
-    assert await wired.store.plan(wired.planning) == {Purpose.REMINDER: 2}
+    assert await wired.store.plan(wired.planning) == Plan({Purpose.REMINDER: 2})
     due = {call.appointment_id: call.due_at for call in await calls(database)}
     assert due == {first: at(SATURDAY, "18:00"),  # the line's 18:00, Tehran's clock
                    second: local(SATURDAY, "10:00", KABUL)}  # its own 10:00, Kabul's
@@ -91,7 +92,7 @@ async def test_two_practices_bookings_at_one_moment_are_each_reminded_at_its_own
     first = await booked(database, FIRST, "09351110005", moment, VisitKind.IN_PERSON)
     second = await booked(database, SECOND, "09351110006", moment, VisitKind.IN_PERSON)
     wired = desk(database, Clock(NOW))
-    assert await wired.store.plan(wired.planning) == {Purpose.REMINDER: 4}
+    assert await wired.store.plan(wired.planning) == Plan({Purpose.REMINDER: 4})
     due = {call.appointment_id: call.due_at for call in await calls(database)}
     assert (due[first], due[second]) == (at(SATURDAY, "18:00"),
                                          local(SATURDAY, "10:00", KABUL))
@@ -103,12 +104,53 @@ async def test_an_absence_call_waits_for_the_end_of_its_own_practices_quiet_hour
     await record_absence(database, FIRST.doctors[0].key, SUNDAY, SUNDAY, "sick", "test")
     await record_absence(database, SECOND.doctors[0].key, SUNDAY, SUNDAY, "sick", "second")
     wired = desk(database, Clock(NOW))
-    assert await wired.store.plan(wired.planning) == {Purpose.ABSENCE: 2}
+    assert await wired.store.plan(wired.planning) == Plan({Purpose.ABSENCE: 2})
     due = {call.appointment_id: call.due_at for call in await calls(database)}
     assert due == {first: at(SATURDAY, "08:00"), second: local(SATURDAY, "10:00", KABUL)}
 
 
 MONDAY = SUNDAY + dt.timedelta(days=1)
+
+
+NONSENSE = {
+    "{edited by hand": "Expecting property name",
+    '["quiet_hours"]': "expected an object",
+    '{"quiet_hours": [1260]}': "quiet_hours: expected two different minutes",
+    '{"quiet_hours": [480, 480]}': "quiet_hours: expected two different minutes",
+    '{"reminder_at": "18:00"}': "reminder_at: expected a minute of the day",
+    '{"reminder_at": 1440}': "reminder_at: expected a minute of the day",
+    '{"no_call_days": [0, 1, 2, 3, 4, 5, 6]}': "no_call_days: expected weekdays 0-6",
+    '{"no_call_days": [7]}': "no_call_days: expected weekdays 0-6",
+    '{"quiet_from": 1260}': "expected an object",
+}
+"""A practice's call times as a hand edit of its row might leave them, and what the
+planner says of each."""
+
+
+@pytest.mark.parametrize("text", NONSENSE)
+async def test_a_practice_whose_times_cannot_be_read_is_left_out_of_the_plan_and_named(
+        database: Database, text: str) -> None:
+    """One practice's row keeps no other practice's patients from being reminded; once it
+    is put right, its own are planned too."""
+    first, second = await two_practices(database)
+    await record_absence(database, SECOND.doctors[0].key, MONDAY, MONDAY, "sick", "second")
+    await booked(database, SECOND, "09351110004", local(MONDAY, "12:00", KABUL),
+                 VisitKind.IN_PERSON)
+    async with database.writing() as session:
+        await session.execute(update(Clinic).where(Clinic.key == "second")
+                              .values(call_times=text))
+    wired = desk(database, Clock(NOW))
+    plan = await wired.store.plan(wired.planning)
+    assert plan.added == {Purpose.REMINDER: 1}
+    assert [(u.practice, NONSENSE[text] in u.reason) for u in plan.unreadable] == \
+        [("second", True)]
+    assert [call.appointment_id for call in await calls(database)] == [first]
+    async with database.writing() as session:
+        await session.execute(update(Clinic).where(Clinic.key == "second")
+                              .values(call_times=OWN_TIMES.text()))
+    assert await wired.store.plan(wired.planning) == Plan({Purpose.REMINDER: 1,
+                                                           Purpose.ABSENCE: 1})
+    assert {call.appointment_id for call in await calls(database)} > {first, second}
 
 
 async def monday_absences(database: Database) -> tuple[int, int, Clock, PatientCalls]:
