@@ -20,7 +20,7 @@ from importlib.metadata import version
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, true
+from sqlalchemy import func, insert, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -136,7 +136,12 @@ async def load_clinic(database: Database, spec: ClinicSpec, clock: Clock = utc_n
             held = await _held_elsewhere(session, spec)
             if held:
                 raise HeldElsewhere(held)
-            clinic = await _clinic(session, spec, report)
+            clinic = await session.scalar(
+                select(Clinic).where(Clinic.key == spec.key).with_for_update())
+            if clinic is None:
+                report.changes += await _add_practice(session, spec, digest)
+                return report
+            _set(clinic, _clinic_values(spec), f"clinic {spec.key}", report)
             await _numbers(session, clinic, spec, report)
             doctors = await _doctors(session, clinic, spec, report)
             await _closures(session, clinic, spec, doctors, report)
@@ -171,25 +176,44 @@ def _set(row: object, values: dict[str, object], label: str, report: LoadReport)
         report.changes.append(f"{label}: {', '.join(changed)} changed")
 
 
-async def _clinic(session: AsyncSession, spec: ClinicSpec, report: LoadReport) -> Clinic:
-    values: dict[str, object] = {
+def _clinic_values(spec: ClinicSpec) -> dict[str, object]:
+    return {
         "name": spec.name, "name_en": spec.name_en, "phone": spec.phone,
         "address": spec.address, "address_en": spec.address_en, "timezone": spec.timezone,
         "weekend": ",".join(str(int(d)) for d in spec.weekend), "office": spec.office,
         "office_hours": None if spec.office_hours is None else office_hours_text(spec.office_hours),
         "dial": spec.dial, "max_channels": spec.max_channels,
         "call_times": spec.call_times.text()}
-    # Locked, so two loads of one practice at once (two nobat starting) take turns, the later
-    # comparing the file with what the first wrote rather than both replacing its hours.
-    clinic = await session.scalar(select(Clinic).where(Clinic.key == spec.key).with_for_update())
-    if clinic is None:
-        clinic = Clinic(key=spec.key, **values)
-        session.add(clinic)
-        await session.flush()
-        report.changes.append(f"clinic {spec.key} added")
-    else:
-        _set(clinic, values, f"clinic {spec.key}", report)
-    return clinic
+
+
+async def _add_practice(session: AsyncSession, spec: ClinicSpec, digest: str | None
+                        ) -> list[str]:
+    """A practice not yet in the store, written in one statement a table (a platform's
+    first load writes hundreds): nothing of it is there to compare or to affect. Another
+    load adding it meanwhile makes the clinic's insert fail, and the load run again."""
+    clinic_id = await session.scalar(
+        insert(Clinic).values(key=spec.key, revision=1, loaded_digest=digest,
+                              **_clinic_values(spec)).returning(Clinic.id))
+    changes = [f"clinic {spec.key} added"]
+    if spec.numbers:
+        await session.execute(insert(ClinicNumber), [
+            {"number": number, "clinic_id": clinic_id} for number in spec.numbers])
+        changes.append(_numbers_change(spec.key, sorted(spec.numbers), []))
+    doctors: dict[str, int] = {}
+    if spec.doctors:
+        doctors = dict((await session.execute(
+            insert(Doctor).returning(Doctor.key, Doctor.id),
+            [{"clinic_id": clinic_id, "key": doc.key, "code": doc.code, **_doctor_values(doc)}
+             for doc in spec.doctors])).all())
+        changes += [f"doctor {doc.key} added" for doc in spec.doctors]
+    hours = [row for doc in spec.doctors for row in _hours_rows(doctors[doc.key], doc.hours)]
+    if hours:
+        await session.execute(insert(WeeklyHours), hours)
+    if spec.closures:
+        await session.execute(insert(Closure),
+                              _closure_rows(clinic_id, _closure_keys(spec, doctors)))
+        changes.append(_closures_change(len(spec.closures), 0))
+    return changes
 
 
 async def _held_elsewhere(session: AsyncSession, spec: ClinicSpec) -> list[str]:
@@ -220,8 +244,18 @@ async def _numbers(session: AsyncSession, clinic: Clinic, spec: ClinicSpec,
             await session.delete(old)
     session.add_all(ClinicNumber(number=number, clinic_id=clinic.id)
                     for number in wanted if number not in have)
-    report.changes.append(f"clinic {spec.key}: numbers {', '.join(wanted) or 'none'} "
-                          f"(were {', '.join(have) or 'none'})")
+    report.changes.append(_numbers_change(spec.key, wanted, have))
+
+
+def _numbers_change(key: str, wanted: list[str], have: list[str]) -> str:
+    return (f"clinic {key}: numbers {', '.join(wanted) or 'none'} "
+            f"(were {', '.join(have) or 'none'})")
+
+
+def _hours_rows(doctor_id: int, rules: tuple[HoursRule, ...]) -> list[dict[str, object]]:
+    return [{"doctor_id": doctor_id, "weekday": int(r.weekday), "start_minute": r.start_minute,
+             "end_minute": r.end_minute, "slot_minutes": r.slot_minutes,
+             "kinds": ",".join(sorted(r.kinds))} for r in rules]
 
 
 def _hours_key(rules: list[HoursRule] | tuple[HoursRule, ...]) -> list[tuple[object, ...]]:
@@ -251,10 +285,7 @@ async def _doctors(session: AsyncSession, clinic: Clinic, spec: ClinicSpec, repo
         if _hours_key([rule_of(h) for h in stored]) != _hours_key(doc.hours):
             for old in stored:
                 await session.delete(old)
-            session.add_all(WeeklyHours(
-                doctor_id=row.id, weekday=int(r.weekday), start_minute=r.start_minute,
-                end_minute=r.end_minute, slot_minutes=r.slot_minutes,
-                kinds=",".join(sorted(r.kinds))) for r in doc.hours)
+            session.add_all(WeeklyHours(**values) for values in _hours_rows(row.id, doc.hours))
             if stored:
                 report.changes.append(f"doctor {doc.key}: weekly hours changed")
     listed = {d.key for d in spec.doctors}
@@ -291,9 +322,7 @@ def _doctor_values(doc: DoctorSpec) -> dict[str, object]:
 
 async def _closures(session: AsyncSession, clinic: Clinic, spec: ClinicSpec,
                     doctors: dict[str, Doctor], report: LoadReport) -> None:
-    ids = {key: d.id for key, d in doctors.items()}
-    wanted = sorted((ids[c.doctor] if c.doctor else 0, c.first_day, c.last_day, c.reason)
-                    for c in spec.closures)
+    wanted = _closure_keys(spec, {key: d.id for key, d in doctors.items()})
     stored = (await session.scalars(select(Closure).where(
         Closure.clinic_id == clinic.id, Closure.source == "file"))).all()
     have = sorted((c.doctor_id or 0, c.first_day, c.last_day, c.reason) for c in stored)
@@ -301,10 +330,26 @@ async def _closures(session: AsyncSession, clinic: Clinic, spec: ClinicSpec,
         return
     for old in stored:
         await session.delete(old)
-    session.add_all(Closure(clinic_id=clinic.id, doctor_id=doctor or None, first_day=first,
-                            last_day=last, reason=reason)
-                    for doctor, first, last, reason in wanted)
-    report.changes.append(f"closures: {len(wanted)} listed (were {len(have)})")
+    session.add_all(Closure(**values) for values in _closure_rows(clinic.id, wanted))
+    report.changes.append(_closures_change(len(wanted), len(have)))
+
+
+ClosureKey = tuple[int, dt.date, dt.date, str]
+"""A closure as a load compares it: doctor id (0 for the whole clinic), days, reason."""
+
+
+def _closure_keys(spec: ClinicSpec, doctors: dict[str, int]) -> list[ClosureKey]:
+    return sorted((doctors[c.doctor] if c.doctor else 0, c.first_day, c.last_day, c.reason)
+                  for c in spec.closures)
+
+
+def _closure_rows(clinic_id: int, keys: list[ClosureKey]) -> list[dict[str, object]]:
+    return [{"clinic_id": clinic_id, "doctor_id": doctor or None, "first_day": first,
+             "last_day": last, "reason": reason} for doctor, first, last, reason in keys]
+
+
+def _closures_change(listed: int, were: int) -> str:
+    return f"closures: {listed} listed (were {were})"
 
 
 async def _affected(session: AsyncSession, clinic: Clinic, spec: ClinicSpec,

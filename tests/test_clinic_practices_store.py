@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import event, select, update
 
 from clinic.calendar import Weekday
+from clinic.call_times import PracticeCallTimes
 from clinic.clinic_file import ClinicSpec, ClosureSpec, read_clinic
 from db import clinic_sync
 from db.availability import Availability, catalogs
@@ -68,6 +69,32 @@ async def rows_of(database: Database, key: str) -> dict[str, list[tuple[Any, ...
         }
         return {name: [tuple(row) for row in (await session.execute(query)).all()]
                 for name, query in tables.items()}
+
+
+async def test_a_practice_added_in_one_go_holds_what_a_comparing_load_would_write(
+        database: Database) -> None:
+    """A practice new to the store is written one statement a table, not row by row; a load
+    that then compares the same file with its rows finds every field, doctor, hour, code,
+    number and closure as the file has it, and reports the same changes a load row by row
+    did."""
+    demo_spec = demo()
+    spec = dataclasses.replace(
+        demo_spec, office="PJSIP/office-a", dial="PJSIP/{national}@a-trunk", max_channels=4,
+        office_hours={Weekday.SATURDAY: (9 * 60, 12 * 60 + 30)},
+        call_times=PracticeCallTimes(quiet_hours=(20 * 60, 9 * 60), reminder_at=17 * 60),
+        closures=(*demo_spec.closures,
+                  ClosureSpec("dr-karimi", dt.date(2026, 12, 1), dt.date(2026, 12, 3), "away")))
+    report = await load_clinic(database, spec)
+    assert report.changes == [
+        "clinic nobat-demo added",
+        "clinic nobat-demo: numbers +982188776655 (were none)",
+        *(f"doctor {doctor.key} added" for doctor in spec.doctors),
+        "closures: 3 listed (were 0)"]
+    added = await rows_of(database, "nobat-demo")
+    assert (await load_clinic(database, spec)).changes == []
+    assert await rows_of(database, "nobat-demo") == added
+    assert await revisions(database) == [("nobat-demo", 1)]
+    assert [len(added[table]) for table in ("doctor", "weekly_hours", "closure")] == [5, 23, 3]
 
 
 async def test_two_practices_may_both_have_a_doctor_key(database: Database) -> None:
