@@ -9,7 +9,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,8 +34,10 @@ class CallRecord:
 
 
 class CallLog:
-    """Writes one row per finished call; while the store is away (a PostgreSQL restart, a
-    locked file), finished calls wait in memory and are written when it is back."""
+    """Writes one row per finished call, the calls that end while others are written in one
+    transaction after them (a rush's calls end together); while the store is away (a
+    PostgreSQL restart, a locked file), finished calls wait in memory and are written when
+    it is back."""
 
     def __init__(self, database: Database, retry_seconds: float = 1.0,
                  backlog: int = 10_000) -> None:
@@ -43,11 +45,41 @@ class CallLog:
         self.retry_seconds = retry_seconds
         self.waiting: collections.deque[CallRecord] = collections.deque(maxlen=backlog)
         self._flushing: asyncio.Task[None] | None = None
+        self._next: list[CallRecord] = []
+        """Calls ended while a transaction of others was being written: the next one."""
+        self._next_written: asyncio.Future[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
 
     async def record(self, call: CallRecord) -> None:
         """Store a finished call, now or once the store answers again."""
-        if not self.waiting and await self._write([call]):
+        if self.waiting:
+            self._wait(call)
             return
+        if self._next_written is None:
+            self._next_written = asyncio.get_running_loop().create_future()
+        written = self._next_written
+        self._next.append(call)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_in_turn())
+        await asyncio.shield(written)
+
+    async def _write_in_turn(self) -> None:
+        """Write the ended calls a transaction at a time, each with every call that ended
+        while the one before was written; those the store refuses wait."""
+        while self._next and self._next_written is not None:
+            batch, written = self._next, self._next_written
+            self._next, self._next_written = [], None
+            try:
+                if not await self._write(batch):
+                    for call in batch:
+                        self._wait(call)
+            except Exception as exc:  # not the store away: the calls' tasks report it
+                written.set_exception(exc)
+            else:
+                written.set_result(None)
+
+    def _wait(self, call: CallRecord) -> None:
+        """Keep a call the store did not take, and write the waiting ones once it does."""
         if len(self.waiting) == self.waiting.maxlen:
             log.error("call log: %d finished calls wait for the store; dropping the oldest",
                       len(self.waiting))
@@ -66,19 +98,19 @@ class CallLog:
                 log.info("call log: wrote %d calls that waited for the store", len(batch))
 
     async def _write(self, calls: Sequence[CallRecord]) -> bool:
-        """One transaction for `calls`; False when the store cannot take it now."""
+        """One transaction for `calls`, one statement; False when the store cannot take it
+        now."""
+        practice = select(Clinic.id).where(Clinic.key == bindparam("practice"))
+        statement = insert(InboundCall.__table__).values(clinic_id=practice.scalar_subquery())
+        rows = [{"started_at": call.started, "ended_at": call.ended, "caller": call.caller,
+                 "dialled": (call.dialled or "")[:40] or None, "language": call.language,
+                 "outcome": call.outcome, "practice": call.practice} for call in calls]
 
-        async def rows(session: AsyncSession) -> None:
-            clinics = dict((await session.execute(select(Clinic.key, Clinic.id).where(
-                Clinic.key.in_({call.practice for call in calls})))).all())
-            await session.execute(insert(InboundCall.__table__), [dict(
-                started_at=call.started, ended_at=call.ended, caller=call.caller,
-                dialled=(call.dialled or "")[:40] or None, language=call.language,
-                outcome=call.outcome, clinic_id=clinics.get(call.practice))
-                for call in calls])
+        async def write(session: AsyncSession) -> None:
+            await session.execute(statement, rows)
 
         try:
-            await self.db.retry_locked(lambda: self.db.write(rows))
+            await self.db.retry_locked(lambda: self.db.write(write))
         except (SQLAlchemyError, OSError) as exc:
             log.warning("call log: the store did not take %d finished calls (%s); they wait",
                         len(calls), type(exc).__name__)
@@ -87,6 +119,8 @@ class CallLog:
 
     async def close(self) -> None:
         """At shutdown: one last try for the waiting calls, and say if any are lost."""
+        if self._writer is not None:
+            await asyncio.wait([self._writer])
         if self._flushing is not None:
             self._flushing.cancel()
         if self.waiting and not await self._write(list(self.waiting)):

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
 from sqlalchemy import select
 
+from clinic.clinic_file import read_clinic
 from db.call_log import CallLog, CallRecord
+from db.clinic_sync import load_clinic
 from db.engine import Database
-from db.models import InboundCall
+from db.models import Clinic, InboundCall
 from db.schema import upgrade
 from tests.fakepbx.agi_caller import place_call
 from tests.fakepbx.script import Caller, HangUp, Wait
-from tests.support.clinics import Clock
+from tests.support.clinics import DEMO_FILE, Clock, second_practice
 from tests.support.ivr import ivr_rig
 from tests.support.postgres import PostgresServer
 
@@ -57,6 +60,26 @@ async def test_calls_that_end_while_postgresql_is_down_are_written_when_it_is_ba
     finally:
         await database.close()
         server.stop()
+
+
+async def test_calls_that_end_together_are_each_logged_at_their_own_practice(
+        database: Database, tmp_path: Path) -> None:
+    """A rush's calls end together and are written together: each row keeps its caller and
+    the practice the call ended in, or none for a call that never left the shared menu."""
+    await load_clinic(database, read_clinic(DEMO_FILE))
+    (tmp_path / "shiraz.toml").write_text(second_practice(), encoding="utf-8")
+    await load_clinic(database, read_clinic(tmp_path / "shiraz.toml"))
+    keys = ("nobat-demo", "shiraz-eye", "")
+    ended = [dataclasses.replace(finished(n), practice=keys[n % 3]) for n in range(1, 61)]
+    await asyncio.gather(*(CallLog(database).record(call) for call in ended[:30]))
+    together = CallLog(database)
+    await asyncio.gather(*(together.record(call) for call in ended[30:]))
+    async with database.reading() as session:
+        rows = (await session.execute(
+            select(InboundCall.caller, Clinic.key).outerjoin(Clinic)
+            .order_by(InboundCall.started_at))).all()
+    assert [(caller, key or "") for caller, key in rows] == [
+        (call.caller, call.practice) for call in ended]
 
 
 async def test_calls_still_waiting_at_shutdown_get_a_last_try(tmp_path: Path) -> None:
