@@ -136,6 +136,9 @@ async def load_clinic(database: Database, spec: ClinicSpec, clock: Clock = utc_n
             held = await _held_elsewhere(session, spec)
             if held:
                 raise HeldElsewhere(held)
+            # Locked, so two loads of one practice at once (two nobat starting) take turns,
+            # the later comparing the file with what the first wrote rather than both
+            # replacing its hours.
             clinic = await session.scalar(
                 select(Clinic).where(Clinic.key == spec.key).with_for_update())
             if clinic is None:
