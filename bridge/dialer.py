@@ -40,7 +40,7 @@ from clinic.call_kinds import CallKind
 from clinic.phones import mask_in_text
 from db.consultations import Claim, ConsultationStore, RetryPolicy
 from db.engine import Clock, one_line, utc_now
-from db.patient_calls import PatientCallClaim
+from db.patient_calls import PatientCallClaim, Plan
 
 log = logging.getLogger(__name__)
 
@@ -166,14 +166,19 @@ class Dialer:
             except Exception as exc:  # a failed plan: reported, the next one runs
                 self._failed(Work.PLANNING, exc, desk.plan_every)
             else:
-                if plan is not None and plan.unreadable:
-                    self._failed(Work.PLANNING, PracticesLeftOut(plan.unreadable),
-                                 desk.plan_every)
-                elif plan is not None:
-                    self._worked(Work.PLANNING)
-                if plan is not None and plan.added:
-                    self._wake.set()
+                if plan is not None:
+                    self._planned(plan, desk.plan_every)
             await self.context.sleep(self.tuning.poll)
+
+    def _planned(self, plan: Plan, next_in: float) -> None:
+        """Wake a round for what a plan added; report the practices it left out, or that
+        planning works again."""
+        if plan.unreadable:
+            self._failed(Work.PLANNING, PracticesLeftOut(plan.unreadable), next_in)
+        else:
+            self._worked(Work.PLANNING)
+        if plan.added:
+            self._wake.set()
 
     async def _pause(self) -> None:
         """Until the next round: `poll` seconds, or sooner when woken."""

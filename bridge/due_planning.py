@@ -18,12 +18,14 @@ log = logging.getLogger(__name__)
 
 
 class PracticesLeftOut(Exception):
-    """A plan that rang every practice's patients but those whose times cannot be read."""
+    """A plan that planned every practice's patient calls but those of the practices whose
+    stored times cannot be read."""
 
     def __init__(self, unreadable: tuple[Unreadable, ...]) -> None:
-        super().__init__(f"{len(unreadable)} practices left out, their patients not rung "
-                         "until their rows are put right: "
-                         + "; ".join(f"{u.practice} ({u.reason})" for u in unreadable))
+        named = "; ".join(f"{u.practice} ({u.reason})" for u in unreadable)
+        super().__init__(f"practices left out, their patients not rung until their rows are "
+                         f"put right ({len(unreadable)}): {named}")
+
 
 TIMER_BATCH = 500
 """Timers set between two turns of the event loop."""

@@ -65,18 +65,23 @@ class CallLog:
 
     async def _write_in_turn(self) -> None:
         """Write the ended calls a transaction at a time, each with every call that ended
-        while the one before was written; those the store refuses wait."""
+        while the one before was written; those the store refuses wait, and so do those
+        that end after a refusal (behind the older ones, in order)."""
         while self._next and self._next_written is not None:
             batch, written = self._next, self._next_written
             self._next, self._next_written = [], None
+            stored = False
             try:
-                if not await self._write(batch):
-                    for call in batch:
-                        self._wait(call)
+                stored = not self.waiting and await self._write(batch)
             except Exception as exc:  # not the store away: the calls' tasks report it
                 written.set_exception(exc)
-            else:
-                written.set_result(None)
+                continue
+            finally:  # also when cancelled: no call is dropped, none waits on it forever
+                if not stored:
+                    for call in batch:
+                        self._wait(call)
+                if not written.done():
+                    written.set_result(None)
 
     def _wait(self, call: CallRecord) -> None:
         """Keep a call the store did not take, and write the waiting ones once it does."""

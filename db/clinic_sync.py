@@ -180,6 +180,7 @@ def _set(row: object, values: dict[str, object], label: str, report: LoadReport)
 
 
 def _clinic_values(spec: ClinicSpec) -> dict[str, object]:
+    """The clinic row's columns as the file gives them, for an insert or a compare."""
     return {
         "name": spec.name, "name_en": spec.name_en, "phone": spec.phone,
         "address": spec.address, "address_en": spec.address_en, "timezone": spec.timezone,
@@ -251,19 +252,22 @@ async def _numbers(session: AsyncSession, clinic: Clinic, spec: ClinicSpec,
 
 
 def _numbers_change(key: str, wanted: list[str], have: list[str]) -> str:
+    """What a load reports of a practice's numbers changed (both paths say it alike)."""
     return (f"clinic {key}: numbers {', '.join(wanted) or 'none'} "
             f"(were {', '.join(have) or 'none'})")
 
 
-def _hours_rows(doctor_id: int, rules: tuple[HoursRule, ...]) -> list[dict[str, object]]:
+def _hours_rows(doctor_id: int, rules: tuple[HoursRule, ...] | list[HoursRule]
+                ) -> list[dict[str, object]]:
+    """A doctor's weekly hours as rows, for an insert or a compare."""
     return [{"doctor_id": doctor_id, "weekday": int(r.weekday), "start_minute": r.start_minute,
              "end_minute": r.end_minute, "slot_minutes": r.slot_minutes,
              "kinds": ",".join(sorted(r.kinds))} for r in rules]
 
 
 def _hours_key(rules: list[HoursRule] | tuple[HoursRule, ...]) -> list[tuple[object, ...]]:
-    return sorted((int(r.weekday), r.start_minute, r.end_minute, r.slot_minutes,
-                   ",".join(sorted(r.kinds))) for r in rules)
+    """Weekly hours in an order to compare, whichever order they were written in."""
+    return sorted(tuple(row.values())[1:] for row in _hours_rows(0, rules))
 
 
 async def _doctors(session: AsyncSession, clinic: Clinic, spec: ClinicSpec, report: LoadReport
@@ -342,16 +346,19 @@ ClosureKey = tuple[int, dt.date, dt.date, str]
 
 
 def _closure_keys(spec: ClinicSpec, doctors: dict[str, int]) -> list[ClosureKey]:
+    """The file's closures in an order to compare, given the doctors' ids by key."""
     return sorted((doctors[c.doctor] if c.doctor else 0, c.first_day, c.last_day, c.reason)
                   for c in spec.closures)
 
 
 def _closure_rows(clinic_id: int, keys: list[ClosureKey]) -> list[dict[str, object]]:
+    """Those closures as rows, for an insert."""
     return [{"clinic_id": clinic_id, "doctor_id": doctor or None, "first_day": first,
              "last_day": last, "reason": reason} for doctor, first, last, reason in keys]
 
 
 def _closures_change(listed: int, were: int) -> str:
+    """What a load reports of a practice's closures changed (both paths say it alike)."""
     return f"closures: {listed} listed (were {were})"
 
 

@@ -60,6 +60,11 @@ STOPPED_CAUSE = "nobat stopped during the call"
 QUIET_PAST_ITS_TIME = "its practice's quiet hours last past its time"
 """Why a call due before the quiet hours, not rung by their start, is dropped: at their end
 it would be too late (a reminder after the change cut-off, say)."""
+UNREADABLE_PAST_ITS_TIME = "its practice's call times could not be read before its time"
+"""Why a call is dropped whose practice's stored times stayed unreadable until too late."""
+UNREADABLE_HOLD = dt.timedelta(minutes=5)
+"""How long a due call whose practice's times cannot be read is held, unrung, before it is
+looked at again (the planner names the practice meanwhile)."""
 
 
 class Purpose(enum.StrEnum):
@@ -149,6 +154,19 @@ class CallPlanning:
         """The times of a practice in `timezone` whose own times the store keeps as `own`."""
         return _practice_times(self, timezone, own)
 
+    def hours_of(self, timezone: str, own: str | None) -> CallHours | None:
+        """The call hours of such a practice, or None when its stored times or zone cannot be
+        read (a row edited by hand; the planner reports it)."""
+        try:
+            return self.of_practice(timezone, own).hours
+        except UNREADABLE:
+            return None
+
+
+UNREADABLE = (ValueError, KeyError)
+"""What reading a practice's stored times raises for a row edited by hand into nonsense:
+bad JSON or shape (ValueError), an unknown zone (ZoneInfoNotFoundError, a KeyError)."""
+
 
 @functools.lru_cache(maxsize=1024)
 def _practice_times(planning: CallPlanning, timezone: str, own: str | None) -> PracticeTimes:
@@ -166,6 +184,7 @@ class Unreadable:
     practice: str
     """Its key (the clinic file's name)."""
     reason: str
+    """What reading its row raised, in one line."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +192,9 @@ class Plan:
     """What a plan added, and the practices it had to leave out."""
 
     added: dict[Purpose, int]
+    """How many calls of each purpose it planned."""
     unreadable: tuple[Unreadable, ...] = ()
+    """The practices it left out, whose patients are not rung until their rows are right."""
 
 
 async def _practices(session: AsyncSession, planning: CallPlanning
@@ -186,7 +207,7 @@ async def _practices(session: AsyncSession, planning: CallPlanning
     for ident, key, timezone, own in rows:
         try:
             practices[ident] = planning.of_practice(timezone, own)
-        except ValueError as exc:  # its call times edited by hand into nonsense
+        except UNREADABLE as exc:
             unreadable.append(Unreadable(key, one_line(exc)))
     return practices, tuple(unreadable)
 
@@ -259,7 +280,8 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
         that was answered when its instance stopped is closed instead. One whose practice's
         quiet hours began since it fell due (it waited behind the cap, or no nobat ran) is
         not rung: it is due again at their end, its tries as they were, or dropped if that
-        is too late for it."""
+        is too late for it; so is one whose practice's stored times cannot be read, held
+        `UNREADABLE_HOLD` at a time until they can."""
 
         async def take(session: AsyncSession) -> PatientCallClaim | None:
             now = self.clock()
@@ -271,14 +293,15 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
             if won.rowcount != 1:
                 return None
             due = await _due(session, call_id)
-            why_not = await _stale(session, due, now)
-            hours = planning.of_practice(due.clinic_timezone, due.clinic_call_times).hours
-            if why_not is None and not hours.allowed(now):
-                later = hours.next_allowed_by(now, due.not_after)
-                if later is not None:
+            hours = planning.hours_of(due.clinic_timezone, due.clinic_call_times)
+            why_not = None if hours is None else await _stale(session, due, now)
+            if why_not is None and (hours is None or not hours.allowed(now)):
+                later = (hours.next_allowed_by(now, due.not_after) if hours is not None
+                         else min(now + UNREADABLE_HOLD, due.not_after))
+                if later is not None and later > now:
                     await _hold_over(session, due, later, now)
                     return None
-                why_not = QUIET_PAST_ITS_TIME
+                why_not = QUIET_PAST_ITS_TIME if hours is not None else UNREADABLE_PAST_ITS_TIME
             if why_not is not None:
                 answered = due.answered_at is not None
                 step = Step.CLOSE if answered else Step.DROP
@@ -578,7 +601,10 @@ async def covered_bookings(session: AsyncSession, now: dt.datetime) -> dict[int,
         .join(Clinic, Closure.clinic_id == Clinic.id))).all()
     found: dict[int, dt.datetime] = {}
     for clinic_id, timezone, doctor_id, first, last in closures:
-        tz = ZoneInfo(timezone)
+        try:
+            tz = ZoneInfo(timezone)
+        except UNREADABLE:
+            continue  # a zone edited by hand: the planner leaves its practice out, and names it
         span = day_bounds(first, tz).start, day_bounds(last, tz).end
         if span[1] <= now:
             continue

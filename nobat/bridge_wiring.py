@@ -100,8 +100,9 @@ def patient_calls(config: Config, database: Database, consultation: CallPlan, tz
         if claim.attempt >= wanted.attempts:
             return None
         due = claim.call
-        return retry_time(planning.of_practice(due.clinic_timezone, due.clinic_call_times).hours,
-                          failed_at, spacing, due.not_after)
+        # A practice whose times cannot be read: the line's stand in, and its claim holds it.
+        hours = planning.hours_of(due.clinic_timezone, due.clinic_call_times) or planning.hours
+        return retry_time(hours, failed_at, spacing, due.not_after)
 
     return PatientCalls(PatientCallStore(database, clock), planning,
                         per_practice(dataclasses.replace(consultation,

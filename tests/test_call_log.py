@@ -45,9 +45,12 @@ async def test_calls_that_end_while_postgresql_is_down_are_written_when_it_is_ba
         call_log = CallLog(database, retry_seconds=0.1)
         await call_log.record(finished(1))
         server.pause()
-        # The caller's line is never held up by the outage: the call waits in memory.
-        await asyncio.wait_for(call_log.record(finished(2)), 30)
+        # The caller's line is never held up by the outage: the call waits in memory, and
+        # one that ends while it is being tried waits behind it, in order.
+        second = asyncio.create_task(call_log.record(finished(2)))
+        await asyncio.sleep(0.5)
         await asyncio.wait_for(call_log.record(finished(3)), 30)
+        await asyncio.wait_for(second, 30)
         assert list(call_log.waiting) == [finished(2), finished(3)]
         server.resume()
         for _ in range(300):

@@ -19,7 +19,7 @@ from clinic.schedule import TEHRAN, VisitKind
 from db.clinic_sync import load_clinic, record_absence
 from db.engine import Database
 from db.models import Clinic, PatientCall
-from db.patient_calls import QUIET_PAST_ITS_TIME, Plan, Purpose
+from db.patient_calls import QUIET_PAST_ITS_TIME, UNREADABLE_HOLD, Plan, Purpose
 from nobat.bridge_wiring import patient_calls
 from nobat.config import load_config
 from tests.support.clinics import Clock
@@ -113,44 +113,81 @@ MONDAY = SUNDAY + dt.timedelta(days=1)
 
 
 NONSENSE = {
-    "{edited by hand": "Expecting property name",
-    '["quiet_hours"]': "expected an object",
-    '{"quiet_hours": [1260]}': "quiet_hours: expected two different minutes",
-    '{"quiet_hours": [480, 480]}': "quiet_hours: expected two different minutes",
-    '{"reminder_at": "18:00"}': "reminder_at: expected a minute of the day",
-    '{"reminder_at": 1440}': "reminder_at: expected a minute of the day",
-    '{"no_call_days": [0, 1, 2, 3, 4, 5, 6]}': "no_call_days: expected weekdays 0-6",
-    '{"no_call_days": [7]}': "no_call_days: expected weekdays 0-6",
-    '{"quiet_from": 1260}': "expected an object",
+    ("call_times", "{edited by hand"): "Expecting property name",
+    ("call_times", '["quiet_hours"]'): "expected an object",
+    ("call_times", '{"quiet_hours": [1260]}'): "quiet_hours: expected two different minutes",
+    ("call_times", '{"quiet_hours": [480, 480]}'): "quiet_hours: expected two different",
+    ("call_times", '{"reminder_at": "18:00"}'): "reminder_at: expected a minute of the day",
+    ("call_times", '{"reminder_at": 1440}'): "reminder_at: expected a minute of the day",
+    ("call_times", '{"no_call_days": [0, 1, 2, 3, 4, 5, 6]}'): "no_call_days: expected",
+    ("call_times", '{"no_call_days": [7]}'): "no_call_days: expected weekdays 0-6",
+    ("call_times", '{"quiet_from": 1260}'): "expected an object",
+    ("timezone", "Asia/Nowhere"): "No time zone found with key Asia/Nowhere",
 }
-"""A practice's call times as a hand edit of its row might leave them, and what the
+"""A practice's row as a hand edit might leave it (the column, its value), and what the
 planner says of each."""
 
 
-@pytest.mark.parametrize("text", NONSENSE)
+async def edit_second(database: Database, column: str, value: str) -> None:
+    """Write `value` into the second practice's `column`, as by hand."""
+    async with database.writing() as session:
+        await session.execute(update(Clinic).where(Clinic.key == "second")
+                              .values({column: value}))
+
+
+async def put_right(database: Database) -> None:
+    """The second practice's row as its file wrote it."""
+    await edit_second(database, "call_times", OWN_TIMES.text() or "")
+    await edit_second(database, "timezone", "Asia/Kabul")
+
+
+@pytest.mark.parametrize("edit", NONSENSE)
 async def test_a_practice_whose_times_cannot_be_read_is_left_out_of_the_plan_and_named(
-        database: Database, text: str) -> None:
+        database: Database, edit: tuple[str, str]) -> None:
     """One practice's row keeps no other practice's patients from being reminded; once it
     is put right, its own are planned too."""
     first, second = await two_practices(database)
     await record_absence(database, SECOND.doctors[0].key, MONDAY, MONDAY, "sick", "second")
     await booked(database, SECOND, "09351110004", local(MONDAY, "12:00", KABUL),
                  VisitKind.IN_PERSON)
-    async with database.writing() as session:
-        await session.execute(update(Clinic).where(Clinic.key == "second")
-                              .values(call_times=text))
+    await edit_second(database, *edit)
     wired = desk(database, Clock(NOW))
     plan = await wired.store.plan(wired.planning)
     assert plan.added == {Purpose.REMINDER: 1}
-    assert [(u.practice, NONSENSE[text] in u.reason) for u in plan.unreadable] == \
+    assert [(u.practice, NONSENSE[edit] in u.reason) for u in plan.unreadable] == \
         [("second", True)]
     assert [call.appointment_id for call in await calls(database)] == [first]
-    async with database.writing() as session:
-        await session.execute(update(Clinic).where(Clinic.key == "second")
-                              .values(call_times=OWN_TIMES.text()))
+    await put_right(database)
     assert await wired.store.plan(wired.planning) == Plan({Purpose.REMINDER: 1,
                                                            Purpose.ABSENCE: 1})
     assert {call.appointment_id for call in await calls(database)} > {first, second}
+
+
+@pytest.mark.parametrize("edit", [("call_times", "{edited by hand"),
+                                  ("timezone", "Asia/Nowhere")])
+async def test_a_planned_call_whose_practice_cannot_be_read_is_held_and_the_others_rung(
+        database: Database, edit: tuple[str, str]) -> None:
+    """Both practices' reminders planned, then one practice's row broken by hand: its call
+    is not rung (its quiet hours are unknown) but held a few minutes at a time, the other
+    practice's is claimed as usual, and once the row is put right the held one is too."""
+    first, second = await two_practices(database)
+    clock = Clock(NOW)
+    wired = desk(database, clock)
+    await wired.store.plan(wired.planning)
+    await edit_second(database, *edit)
+    clock.now = local(SATURDAY, "18:00", ZoneInfo("Asia/Tehran"))  # both due by now
+
+    async def claimed() -> set[int]:
+        claims = await wired.store.claim_next("nobat-1", LEASE, 10, planning=wired.planning)
+        return {claim.call.appointment_id for claim in claims}
+
+    assert await claimed() == {first}
+    [held] = [call for call in await calls(database) if call.appointment_id == second]
+    assert (held.state, held.attempts) == ("scheduled", 0)
+    assert held.due_at == clock.now + UNREADABLE_HOLD
+    await put_right(database)
+    clock.now = held.due_at
+    assert second in await claimed()
 
 
 async def monday_absences(database: Database) -> tuple[int, int, Clock, PatientCalls]:
