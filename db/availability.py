@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Row, ScalarSelect, and_, bindparam, func, select
+from sqlalchemy import ColumnElement, Row, ScalarSelect, and_, bindparam, exists, func, select
 
 from clinic.calendar import Weekday
 from clinic.office import OfficeWeek, office_hours_of_text
@@ -102,6 +102,12 @@ _SPAN = and_(Appointment.doctor_id == bindparam("doctor"),
              Appointment.id != bindparam("ignore"))
 
 
+def span_params(doctor_id: int, span: Interval, ignore: int | None = None) -> dict[str, Any]:
+    """The parameters of the bookings of a doctor overlapping `span` (but `ignore`'s)."""
+    return {"doctor": doctor_id, "since": span.start, "until": span.end,
+            "earliest": span.start - LONGEST_SLOT, "ignore": -1 if ignore is None else ignore}
+
+
 class Availability:
     """One practice's catalog in this process, checked against the store's revision on every
     read."""
@@ -116,6 +122,12 @@ class Availability:
             select(Clinic.id, Clinic.revision, Appointment.start_at, Appointment.end_at)
             .select_from(Clinic.__table__.outerjoin(Appointment.__table__, _SPAN))
             .where(Clinic.id == self.clinic).order_by(Appointment.start_at))
+        self.still_free: ColumnElement[bool] = and_(
+            exists(select(Clinic.id).where(Clinic.id == self.clinic,
+                                           Clinic.revision == bindparam("revision"))),
+            ~exists(select(Appointment.id).where(_SPAN)))
+        """Inside a statement: the schedule is still at `revision` and nothing holds the
+        span `booked` reads (its parameters), so a slot checked free may be written."""
         self._held: tuple[int, Catalog] | None = None
         """The clinic id and its catalog as last built, replaced in one assignment: the
         writer's thread reads it too (db/write_groups.py)."""
@@ -137,8 +149,7 @@ class Availability:
         booking's own transaction can promise anyway.
         """
         key = (doctor_id, span, -1 if ignore is None else ignore)
-        params = {"doctor": doctor_id, "since": span.start, "until": span.end,
-                  "earliest": span.start - LONGEST_SLOT, "ignore": key[2]}
+        params = span_params(doctor_id, span, ignore)
         if rows is not self.shared:
             found = await rows(self._revision_and_booked, params)
         elif key in self._reading:

@@ -14,7 +14,16 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import BindParameter, Column, Select, bindparam, insert, literal, select
+from sqlalchemy import (
+    BindParameter,
+    Column,
+    ColumnElement,
+    Select,
+    bindparam,
+    insert,
+    literal,
+    select,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -36,6 +45,7 @@ from db.availability import (
     DoctorView,
     Grid,
     doctor_view,
+    span_params,
 )
 from db.consultations import (
     call_under_way,
@@ -170,6 +180,10 @@ class BookingService:
         self._add_rows = _add_row_by_row if database.is_sqlite else _add_in_one_statement
         """How a booking's rows are written (below): one statement where it saves round
         trips."""
+        self._at_once = (None if database.is_sqlite
+                         else _pg_booking(self.availability.still_free))
+        """PostgreSQL: a visit in person's booking as one statement outside a transaction,
+        which writes only if the slot checked is still free then (`_book_at_once`)."""
 
     def _appointments(self) -> Select[tuple[Appointment, Doctor, Patient]]:
         """Appointments with their doctor and patient, of this practice's doctors only: a
@@ -263,38 +277,55 @@ class BookingService:
         """Book a slot; a lost race answers SlotTaken with alternatives, never an exception.
 
         A first check outside the write lock turns most losers of a rush away cheaply, and this
-        process's callers of one slot take turns; the check inside the transaction and the
-        unique index decide.
+        process's callers of one slot take turns; on PostgreSQL a visit in person is then
+        written in one statement that writes only while the slot is still free, and
+        otherwise the check inside the transaction and the unique index decide.
         """
         number = phones.normalize(phone)
         async with self._turns.of((doctor_id, start)):
             early = await self._check_slot(self.db.rows, doctor_id, start, kind)
-            outcome = early if not isinstance(early, _Checked) else await self._write(
-                self._booking(number, early, kind, via, language), doctor_id, start)
+            outcome: BookingResult | _Lost | _Checked = early
+            if isinstance(early, _Checked) and self._at_once is not None \
+                    and kind is not VisitKind.PHONE:
+                outcome = await self._book_at_once(number, early, kind, via, language)
+            if isinstance(outcome, _Checked):  # not written at once: the transaction decides
+                outcome = await self._write(self._booking(number, early, kind, via, language),
+                                            doctor_id, start)
         return await self._alternatives(outcome) if isinstance(outcome, _Lost) else outcome
+
+    async def _book_at_once(self, number: str, early: _Checked, kind: VisitKind, via: str,
+                            language: str) -> Booked | _Lost | _Checked:
+        """PostgreSQL: the booking as one statement of its own, with no BEGIN or COMMIT to
+        wait for, written only if the slot is still free under the schedule checked;
+        `early` back when it was not written (the transaction then decides, and says why)."""
+        slot, code = early.slot, _new_code()
+        appointment = _appointment_row(early, kind, code, via, self.clock())
+        try:
+            rows = await self.db.rows(self._at_once, dict(
+                appointment, **span_params(early.doctor.id, slot.interval), phone=number,
+                language=language, revision=early.revision))
+        except IntegrityError:  # the slot won by another booking, or the code drawn twice
+            occupied = await self._slot_occupied(early.doctor.id, slot.start)
+            return _Lost(early.doctor.id, slot.start) if occupied else early
+        return _booked(rows[0][0], code, early, number, kind) if rows else early
 
     def _booking(self, number: str, early: _Checked, kind: VisitKind, via: str, language: str
                  ) -> Callable[[AsyncSession], Awaitable[BookingResult | _Lost]]:
         """The booking's transaction, for a slot the check outside it found free."""
-        doctor_id, start = early.doctor.id, early.slot.start
+        start = early.slot.start
 
         async def attempt(session: AsyncSession) -> BookingResult | _Lost:
             checked = await self._recheck(session, early, start, kind)
             if not isinstance(checked, _Checked):
                 return checked
-            slot = checked.slot
             now = self.clock()
             code = _new_code()
             appointment_id = await self._add_rows(
-                await session.connection(), number, language, dict(
-                doctor_id=doctor_id, start_at=slot.start, end_at=slot.end, kind=kind.value,
-                status=AppointmentStatus.BOOKED, code=code, created_via=via, created_at=now,
-                updated_at=now))
+                await session.connection(), number, language,
+                _appointment_row(checked, kind, code, via, now))
             if kind is VisitKind.PHONE:
-                session.add(new_consultation(appointment_id, slot.start, now))
-            return Booked(AppointmentView(appointment_id, code, checked.doctor, number,
-                                          slot.start, slot.end, kind,
-                                          AppointmentStatus.BOOKED))
+                session.add(new_consultation(appointment_id, checked.slot.start, now))
+            return _booked(appointment_id, code, checked, number, kind)
 
         return attempt
 
@@ -535,6 +566,22 @@ class _Schedule:
                 for n in range((self.last - self.first).days + 1)]
 
 
+def _appointment_row(checked: _Checked, kind: VisitKind, code: str, via: str,
+                     now: dt.datetime) -> dict[str, Any]:
+    """A new booking's appointment row, for a slot checked free."""
+    return dict(doctor_id=checked.doctor.id, start_at=checked.slot.start,
+                end_at=checked.slot.end, kind=kind.value, status=AppointmentStatus.BOOKED,
+                code=code, created_via=via, created_at=now, updated_at=now)
+
+
+def _booked(appointment_id: int, code: str, checked: _Checked, number: str,
+            kind: VisitKind) -> Booked:
+    """What a caller is told of the booking just written."""
+    return Booked(AppointmentView(appointment_id, code, checked.doctor, number,
+                                  checked.slot.start, checked.slot.end, kind,
+                                  AppointmentStatus.BOOKED))
+
+
 def _new_code() -> str:
     return str(100000 + secrets.randbelow(900000))
 
@@ -562,26 +609,28 @@ async def _add_row_by_row(conn: AsyncConnection, number: str, language: str,
     return int(appointment_id)
 
 
-def _pg_booking() -> Select[tuple[int]]:
+def _pg_booking(only_if: ColumnElement[bool] | None = None) -> Select[tuple[int]]:
     """The patient (one already there is kept as it is), the appointment and its event as one
     statement of data-modifying CTEs, with the same parameters as `_add_in_one_statement`'s
-    appointment, the phone and the language."""
+    appointment, the phone and the language; with `only_if`, nothing is written unless it
+    holds (and no row comes back)."""
     def param(column: Column[object], name: str | None = None) -> BindParameter[object]:
         return bindparam(name or column.name, type_=column.type)
 
-    new = postgresql.insert(_PATIENT).values(
-        phone=param(_PATIENT.c.phone), language=param(_PATIENT.c.language),
-        created_at=param(_PATIENT.c.created_at))
+    given = select(param(_PATIENT.c.phone), param(_PATIENT.c.language),
+                   param(_PATIENT.c.created_at))
+    new = postgresql.insert(_PATIENT).from_select(
+        ["phone", "language", "created_at"], given if only_if is None else given.where(only_if))
     # DO UPDATE of the phone to itself, not DO NOTHING: it returns the row that is there,
     # even one another booking added and committed while this one waited for it.
     patient = (new.on_conflict_do_update(index_elements=[_PATIENT.c.phone],
                                          set_={"phone": new.excluded.phone})
                .returning(_PATIENT.c.id).cte("booking_patient"))
-    patient_id = select(patient.c.id).scalar_subquery()
     columns = ("doctor_id", "start_at", "end_at", "kind", "status", "code", "created_via",
                "created_at", "updated_at")
     booked = (insert(_APPOINTMENT)
-              .values(patient_id=patient_id, **{c: param(_APPOINTMENT.c[c]) for c in columns})
+              .from_select(["patient_id", *columns],
+                           select(patient.c.id, *(param(_APPOINTMENT.c[c]) for c in columns)))
               .returning(_APPOINTMENT.c.id).cte("booked"))
     event = insert(_EVENT).from_select(
         ["appointment_id", "at", "action", "via", "new_start"],
