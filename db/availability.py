@@ -102,6 +102,14 @@ _SPAN = and_(Appointment.doctor_id == bindparam("doctor"),
              Appointment.id != bindparam("ignore"))
 
 
+STILL_FREE: ColumnElement[bool] = and_(
+    exists(select(Clinic.id).join(Doctor, Doctor.clinic_id == Clinic.id)
+           .where(Doctor.id == bindparam("doctor"), Clinic.revision == bindparam("revision"))),
+    ~exists(select(Appointment.id).where(_SPAN)))
+"""Inside a statement: the doctor's practice is still at `revision` and nothing holds the
+span of `span_params`, so a slot checked free under that revision may be written."""
+
+
 def span_params(doctor_id: int, span: Interval, ignore: int | None = None) -> dict[str, Any]:
     """The parameters of the bookings of a doctor overlapping `span` (but `ignore`'s)."""
     return {"doctor": doctor_id, "since": span.start, "until": span.end,
@@ -122,12 +130,6 @@ class Availability:
             select(Clinic.id, Clinic.revision, Appointment.start_at, Appointment.end_at)
             .select_from(Clinic.__table__.outerjoin(Appointment.__table__, _SPAN))
             .where(Clinic.id == self.clinic).order_by(Appointment.start_at))
-        self.still_free: ColumnElement[bool] = and_(
-            exists(select(Clinic.id).where(Clinic.id == self.clinic,
-                                           Clinic.revision == bindparam("revision"))),
-            ~exists(select(Appointment.id).where(_SPAN)))
-        """Inside a statement: the schedule is still at `revision` and nothing holds the
-        span `booked` reads (its parameters), so a slot checked free may be written."""
         self._held: tuple[int, Catalog] | None = None
         """The clinic id and its catalog as last built, replaced in one assignment: the
         writer's thread reads it too (db/write_groups.py)."""

@@ -39,6 +39,7 @@ from clinic.schedule import (
     open_slots,
 )
 from db.availability import (
+    STILL_FREE,
     Availability,
     Catalog,
     ClinicProfile,
@@ -180,9 +181,8 @@ class BookingService:
         self._add_rows = _add_row_by_row if database.is_sqlite else _add_in_one_statement
         """How a booking's rows are written (below): one statement where it saves round
         trips."""
-        self._at_once = (None if database.is_sqlite
-                         else _pg_booking(self.availability.still_free))
-        """PostgreSQL: a visit in person's booking as one statement outside a transaction,
+        self._at_once = not database.is_sqlite
+        """PostgreSQL: a visit in person's booking is one statement outside a transaction,
         which writes only if the slot checked is still free then (`_book_at_once`)."""
 
     def _appointments(self) -> Select[tuple[Appointment, Doctor, Patient]]:
@@ -285,8 +285,7 @@ class BookingService:
         async with self._turns.of((doctor_id, start)):
             early = await self._check_slot(self.db.rows, doctor_id, start, kind)
             outcome: BookingResult | _Lost | _Checked = early
-            if isinstance(early, _Checked) and self._at_once is not None \
-                    and kind is not VisitKind.PHONE:
+            if isinstance(early, _Checked) and self._at_once and kind is not VisitKind.PHONE:
                 outcome = await self._book_at_once(number, early, kind, via, language)
             if isinstance(outcome, _Checked):  # not written at once: the transaction decides
                 outcome = await self._write(self._booking(number, early, kind, via, language),
@@ -301,7 +300,7 @@ class BookingService:
         slot, code = early.slot, _new_code()
         appointment = _appointment_row(early, kind, code, via, self.clock())
         try:
-            rows = await self.db.rows(self._at_once, dict(
+            rows = await self.db.rows(_PG_BOOKING_IF_FREE, dict(
                 appointment, **span_params(early.doctor.id, slot.interval), phone=number,
                 language=language, revision=early.revision))
         except IntegrityError:  # the slot won by another booking, or the code drawn twice
@@ -641,6 +640,7 @@ def _pg_booking(only_if: ColumnElement[bool] | None = None) -> Select[tuple[int]
 
 
 _PG_BOOKING = _pg_booking()
+_PG_BOOKING_IF_FREE = _pg_booking(STILL_FREE)
 
 
 async def _patient_id(conn: AsyncConnection, number: str, language: str, now: dt.datetime
