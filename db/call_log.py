@@ -19,6 +19,11 @@ from db.models import Clinic, InboundCall
 log = logging.getLogger(__name__)
 
 
+_LOGGED = insert(InboundCall.__table__).values(clinic_id=select(Clinic.id).where(
+    Clinic.key == bindparam("practice")).scalar_subquery())
+"""A finished call's row, its practice's id looked up by key inside the insert."""
+
+
 @dataclass(frozen=True)
 class CallRecord:
     """One finished call: written once, at its end, so a rush of new calls waits on nothing."""
@@ -105,14 +110,12 @@ class CallLog:
     async def _write(self, calls: Sequence[CallRecord]) -> bool:
         """One transaction for `calls`, one statement; False when the store cannot take it
         now."""
-        practice = select(Clinic.id).where(Clinic.key == bindparam("practice"))
-        statement = insert(InboundCall.__table__).values(clinic_id=practice.scalar_subquery())
         rows = [{"started_at": call.started, "ended_at": call.ended, "caller": call.caller,
                  "dialled": (call.dialled or "")[:40] or None, "language": call.language,
                  "outcome": call.outcome, "practice": call.practice} for call in calls]
 
         async def write(session: AsyncSession) -> None:
-            await session.execute(statement, rows)
+            await session.execute(_LOGGED, rows)
 
         try:
             await self.db.retry_locked(lambda: self.db.write(write))

@@ -230,11 +230,14 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
         rows: list[dict[str, Any]] = []
         async with self.db.reading() as session:
             practices, unreadable = await _practices(session, planning)
+            # Read once for both: a covered booking gets an absence call, not a reminder.
+            covered = (await covered_bookings(session, now)
+                       if planning.reminders is not None or planning.absences else {})
             if planning.reminders is not None:
-                rows += await _reminders(session, practices, planning.reminders.days_before,
-                                         now)
+                rows += await _reminders(session, practices, covered,
+                                         planning.reminders.days_before, now)
             if planning.absences:
-                rows += await _absences(session, practices, now)
+                rows += await _absences(session, practices, covered, now)
             if planning.survey_after is not None:
                 rows += await _surveys(session, practices, planning.survey_after, now)
         if rows:
@@ -550,10 +553,11 @@ async def _planned(session: AsyncSession, purpose: Purpose,
 
 
 async def _reminders(session: AsyncSession, practices: dict[int, PracticeTimes],
-                     days_before: int, now: dt.datetime) -> list[dict[str, Any]]:
+                     closed: dict[int, dt.datetime], days_before: int, now: dt.datetime
+                     ) -> list[dict[str, Any]]:
     """Booked appointments coming within the reminder lead (`days_before`, the line's) whose
-    slot has no reminder yet (none for a booking a closure covers: its patient gets an
-    absence call instead); each at its practice's reminder time."""
+    slot has no reminder yet (none for a booking a closure covers, in `closed`: its patient
+    gets an absence call instead); each at its practice's reminder time."""
     horizon = now + dt.timedelta(days=days_before + 3)
     coming = (select(Appointment.id, Appointment.start_at, Doctor.clinic_id)
               .join(Patient, Appointment.patient_id == Patient.id)
@@ -567,7 +571,6 @@ async def _reminders(session: AsyncSession, practices: dict[int, PracticeTimes],
         select(PatientCall.appointment_id)
         .where(PatientCall.purpose == Purpose.REMINDER, PatientCall.answered_at.is_not(None),
                PatientCall.appointment_id.in_(ids)))).all())
-    closed = await covered_bookings(session, now)
     wanted = []
     dues: dict[tuple[int, dt.datetime], dt.datetime | None] = {}  # by practice and start:
     # worked out once for the bookings of its doctors that share a start
@@ -621,10 +624,9 @@ async def covered_bookings(session: AsyncSession, now: dt.datetime) -> dict[int,
 
 
 async def _absences(session: AsyncSession, practices: dict[int, PracticeTimes],
-                    now: dt.datetime) -> list[dict[str, Any]]:
-    """Booked appointments a closure now covers, not yet called about: each at the first
-    minute its practice may ring."""
-    found = await covered_bookings(session, now)
+                    found: dict[int, dt.datetime], now: dt.datetime) -> list[dict[str, Any]]:
+    """Booked appointments a closure now covers (`found`), not yet called about: each at
+    the first minute its practice may ring."""
     planned = await _planned(session, Purpose.ABSENCE, list(found))
     clinics = dict((await session.execute(
         select(Appointment.id, Doctor.clinic_id).join(Doctor, Appointment.doctor_id == Doctor.id)
