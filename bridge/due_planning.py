@@ -12,7 +12,8 @@ from bridge.due_timers import DueTimers
 from bridge.patient_call import PatientCalls
 from db.consultations import ConsultationStore
 from db.engine import Clock
-from db.patient_calls import Plan, Unreadable
+from db.patient_calls import Plan
+from db.unreadable import Unreadable, named
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +23,8 @@ class PracticesLeftOut(Exception):
     stored times cannot be read."""
 
     def __init__(self, unreadable: tuple[Unreadable, ...]) -> None:
-        named = "; ".join(f"{u.practice} ({u.reason})" for u in unreadable)
         super().__init__(f"practices left out, their patients not rung until their rows are "
-                         f"put right ({len(unreadable)}): {named}")
+                         f"put right ({len(unreadable)}): {named(unreadable)}")
 
 
 TIMER_BATCH = 500

@@ -51,8 +51,11 @@ def office_hours_text(hours: OfficeWeek) -> str:
 
 
 def office_hours_of_text(text: str) -> OfficeWeek:
-    """Read office hours written by `office_hours_text`."""
-    return parse_office_hours(dict(part.split("=", 1) for part in text.split(",") if part))
+    """Read office hours written by `office_hours_text`; ValueError for any other text."""
+    parts = [part for part in text.split(",") if part]
+    if not all("=" in part for part in parts):
+        raise ValueError(f"office hours {text!r}: expected day=HH:MM-HH:MM, comma-separated")
+    return parse_office_hours(dict(part.split("=", 1) for part in parts))
 
 
 def _clock(minute: int) -> str:

@@ -21,8 +21,10 @@ from sqlalchemy import ColumnElement, Row, ScalarSelect, and_, bindparam, exists
 from clinic.calendar import Weekday
 from clinic.office import OfficeWeek, office_hours_of_text
 from clinic.schedule import HoursRule, Interval, VisitKind, day_bounds
+from db.engine import one_line
 from db.models import HOLDS_ITS_SLOT, Appointment, Clinic, Closure, Doctor, WeeklyHours
 from db.reads import Rows
+from db.unreadable import UNREADABLE
 
 
 @dataclass(frozen=True)
@@ -199,54 +201,84 @@ def _fresh(held: tuple[int, Catalog] | None, clinic_id: int, revision: int) -> C
     return held[1]
 
 
-async def catalogs(rows: Rows, clinic_ids: Sequence[int]) -> dict[int, Catalog]:
+@dataclass(frozen=True)
+class Catalogs:
+    """Practices' catalogs read together, and those of them whose rows cannot be read."""
+
+    read: dict[int, Catalog]
+    """Each practice's catalog by clinic id, as of its revision."""
+    unreadable: dict[int, str]
+    """Why a practice's catalog could not be built (its row edited by hand), by clinic id."""
+
+
+class RowUnreadable(ValueError):
+    """A practice's row cannot be read: its own calls fail, and no other practice's."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the practice's row cannot be read: {reason}")
+        self.reason = reason
+        """What reading the row raised, in one line."""
+
+
+async def catalogs(rows: Rows, clinic_ids: Sequence[int]) -> Catalogs:
     """Many practices' catalogs in one pass of five statements, not five each (the line reads
     every practice's at its start); one that a load changed meanwhile is left out, to be read
     alone when asked (each statement may see the store at a newer moment)."""
-    read = await _read(rows, clinic_ids)
+    read, unreadable = await _read(rows, clinic_ids)
     now = await rows(select(Clinic.id, Clinic.revision).where(Clinic.id.in_(clinic_ids)), None)
-    return {r.id: read[r.id] for r in now if r.id in read and read[r.id].revision == r.revision}
+    return Catalogs({r.id: read[r.id] for r in now
+                     if r.id in read and read[r.id].revision == r.revision}, unreadable)
 
 
 async def _build(rows: Rows, clinic_id: int) -> Catalog:
     """Read the clinic, its doctors, their hours and the closures; again if a load changed the
     revision meanwhile."""
     while True:
-        if (built := (await catalogs(rows, [clinic_id])).get(clinic_id)) is not None:
+        found = await catalogs(rows, [clinic_id])
+        if clinic_id in found.unreadable:
+            raise RowUnreadable(found.unreadable[clinic_id])
+        if (built := found.read.get(clinic_id)) is not None:
             return built
 
 
-async def _read(rows: Rows, clinic_ids: Sequence[int]) -> dict[int, Catalog]:
+async def _read(rows: Rows, clinic_ids: Sequence[int]
+                ) -> tuple[dict[int, Catalog], dict[int, str]]:
     clinics = await rows(select(Clinic).where(Clinic.id.in_(clinic_ids)), None)
-    doctors: dict[int, list[DoctorView]] = {c.id: [] for c in clinics}
+    doctors: dict[int, list[Row[Any]]] = {c.id: [] for c in clinics}
     for d in await rows(select(Doctor).where(Doctor.clinic_id.in_(clinic_ids),
                                              Doctor.active.is_(True)).order_by(Doctor.id), None):
-        doctors[d.clinic_id].append(doctor_view(d))
-    rules: dict[int, list[HoursRule]] = {d.id: [] for each in doctors.values() for d in each}
+        doctors[d.clinic_id].append(d)
+    hours: dict[int, list[Row[Any]]] = {}
     for row in await rows(select(WeeklyHours).join(Doctor).where(
             Doctor.clinic_id.in_(clinic_ids), Doctor.active.is_(True)), None):
-        if row.doctor_id in rules:  # else a load added the doctor since: its revision tells
-            rules[row.doctor_id].append(rule_of(row))
+        hours.setdefault(row.doctor_id, []).append(row)
     closed: dict[tuple[int, int | None], list[tuple[dt.date, dt.date]]] = {}
     for row in await rows(select(Closure.clinic_id, Closure.doctor_id, Closure.first_day,
                                  Closure.last_day).where(Closure.clinic_id.in_(clinic_ids)),
                           None):
         closed.setdefault((row.clinic_id, row.doctor_id), []).append(
             (row.first_day, row.last_day))
-    return {clinic.id: _catalog(clinic, doctors[clinic.id], rules, closed)
-            for clinic in clinics}
+    read, unreadable = {}, {}
+    for clinic in clinics:
+        try:
+            read[clinic.id] = _catalog(clinic, doctors[clinic.id], hours, closed)
+        except UNREADABLE as exc:  # one practice's row edited by hand fails it alone
+            unreadable[clinic.id] = one_line(exc)
+    return read, unreadable
 
 
-def _catalog(clinic: Row[Any], doctors: list[DoctorView], rules: dict[int, list[HoursRule]],
+def _catalog(clinic: Row[Any], doctors: list[Row[Any]], hours: dict[int, list[Row[Any]]],
              closed: dict[tuple[int, int | None], list[tuple[dt.date, dt.date]]]) -> Catalog:
     everyone = tuple(closed.get((clinic.id, None), ()))
+    views = tuple(doctor_view(d) for d in doctors)
     profile = ClinicProfile(
         clinic.name, clinic.name_en, clinic.phone, clinic.address, clinic.address_en,
-        ZoneInfo(clinic.timezone), tuple(doctors), clinic.office,
+        ZoneInfo(clinic.timezone), views, clinic.office,
         None if clinic.office_hours is None else office_hours_of_text(clinic.office_hours))
     return Catalog(clinic.revision, profile, everyone, {
-        d.id: Grid(d, tuple(rules[d.id]), everyone + tuple(closed.get((clinic.id, d.id), ())))
-        for d in doctors})
+        d.id: Grid(d, tuple(rule_of(r) for r in hours.get(d.id, ())),
+                   everyone + tuple(closed.get((clinic.id, d.id), ())))
+        for d in views})
 
 
 def doctor_view(row: Doctor | Row[Any]) -> DoctorView:

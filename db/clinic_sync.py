@@ -15,6 +15,7 @@ import datetime as dt
 import functools
 import hashlib
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -30,7 +31,6 @@ from clinic.clinic_file import ClinicSpec, DoctorSpec
 from clinic.office import office_hours_text
 from clinic.schedule import HoursRule, VisitKind, day_bounds, day_slots
 from db import records
-from db.availability import rule_of
 from db.engine import Clock, Database, utc_now
 from db.lifecycles import AppointmentStatus
 from db.models import Appointment, Clinic, ClinicNumber, Closure, Doctor, Patient, WeeklyHours
@@ -270,6 +270,13 @@ def _hours_key(rules: list[HoursRule] | tuple[HoursRule, ...]) -> list[tuple[obj
     return sorted(tuple(row.values())[1:] for row in _hours_rows(0, rules))
 
 
+def _stored_hours_key(stored: Sequence[WeeklyHours]) -> list[tuple[object, ...]]:
+    """Stored hours as `_hours_key` has them, their text as it is: a row edited by hand
+    into nonsense is a change the load writes over, not one it fails to read."""
+    return sorted((h.weekday, h.start_minute, h.end_minute, h.slot_minutes,
+                   ",".join(sorted(h.kinds.split(",")))) for h in stored)
+
+
 async def _doctors(session: AsyncSession, clinic: Clinic, spec: ClinicSpec, report: LoadReport
                    ) -> dict[str, Doctor]:
     existing = {d.key: d for d in (await session.scalars(
@@ -289,7 +296,7 @@ async def _doctors(session: AsyncSession, clinic: Clinic, spec: ClinicSpec, repo
             _set(row, values, f"doctor {doc.key}", report)
         stored = (await session.scalars(
             select(WeeklyHours).where(WeeklyHours.doctor_id == row.id))).all()
-        if _hours_key([rule_of(h) for h in stored]) != _hours_key(doc.hours):
+        if _stored_hours_key(stored) != _hours_key(doc.hours):
             for old in stored:
                 await session.delete(old)
             session.add_all(WeeklyHours(**values) for values in _hours_rows(row.id, doc.hours))

@@ -53,6 +53,7 @@ from db.models import (
     PatientCall,
 )
 from db.records import columns_of, record_of
+from db.unreadable import UNREADABLE, Unreadable
 
 SURVEY_SHELF_LIFE = dt.timedelta(days=1)
 """A survey not answered within a day of the consultation is not worth a call any more."""
@@ -163,28 +164,12 @@ class CallPlanning:
             return None
 
 
-UNREADABLE = (ValueError, KeyError)
-"""What reading a practice's stored times raises for a row edited by hand into nonsense:
-bad JSON or shape (ValueError), an unknown zone (ZoneInfoNotFoundError, a KeyError)."""
-
-
 @functools.lru_cache(maxsize=1024)
 def _practice_times(planning: CallPlanning, timezone: str, own: str | None) -> PracticeTimes:
     times = PracticeCallTimes.of_text(own)
     hours = times.hours(planning.hours, ZoneInfo(timezone))
     reminders = planning.reminders
     return PracticeTimes(hours, None if reminders is None else times.reminders(reminders, hours))
-
-
-@dataclass(frozen=True)
-class Unreadable:
-    """A practice whose own call times or zone the store holds in a form that cannot be
-    read (a row edited by hand): its patients are not rung until it is put right."""
-
-    practice: str
-    """Its key (the clinic file's name)."""
-    reason: str
-    """What reading its row raised, in one line."""
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,7 @@ class FlowStore:
         self._practices_seen = self.practices and await self.practices()
         self.snapshot, self.loaded_at = await self.load(), time.time()
         log.info("flows loaded: %s", self.snapshot.version)
+        self._left_out(self.snapshot)
         return self.snapshot
 
     async def reload(self, reason: str) -> bool:
@@ -124,13 +125,19 @@ class FlowStore:
             serving = self.snapshot.version if self.snapshot else "nothing"
             log.error("flows not reloaded (%s); still serving %s:\n%s", reason, serving, exc)
             return False
-        self.last_error = None
+        self._left_out(fresh)
         changed = self.snapshot is None or fresh.version != self.snapshot.version
         self.snapshot = fresh  # the practices and their words may have changed with the flows
         if changed:
             self.loaded_at = time.time()
             log.info("flows loaded (%s): %s", reason, fresh.version)
         return changed
+
+    def _left_out(self, snapshot: Snapshot) -> None:
+        """Name the practices whose rows cannot be read, served as they are until put right."""
+        self.last_error = snapshot.routes.left_out
+        if self.last_error is not None:
+            log.error("%s", self.last_error)
 
     def _stamp(self) -> tuple[tuple[str, float], ...]:
         files = [*self.directory.glob("*.toml"), *self.directory.glob("*/*.toml"),

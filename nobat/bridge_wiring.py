@@ -17,10 +17,13 @@ from bridge.outbound import CallPlan, PlanFactory
 from bridge.patient_call import PatientCalls
 from clinic.call_times import CallHours, ReminderTimes, retry_time
 from clinic.phones import national
+from clinic.schedule import TEHRAN
+from db.availability import RowUnreadable
 from db.booking import BookingService
 from db.consultations import ConsultationStore, RetryPolicy
 from db.engine import Clock, Database, utc_now
 from db.patient_calls import CallPlanning, PatientCallClaim, PatientCallStore
+from db.practices import practices
 from ivr.prompts import PromptLibrary
 from nobat.config import Config
 from nobat.ivr_wiring import MANIFEST
@@ -58,13 +61,20 @@ async def build_dialer(config: Config, database: Database) -> Dialer | None:
         log.warning("no AMI secret set (ami.secret or NOBAT_AMI_SECRET): phone consultations "
                     "and calls to patients will not be dialled")
         return None
-    profile = await BookingService(database, config.booking).clinic_profile()
-    if profile is None:
+    found = await practices(database)
+    if not found:
         log.warning("no clinic loaded: phone consultations and calls to patients will not "
                     "be dialled")
         return None
+    first = found[0]
+    try:  # the zone of the line's own patient-call hours, a practice's stand-in
+        profile = await BookingService(database, config.booking).clinic_profile()
+    except RowUnreadable as exc:  # its own calls fail alone; the others' are dialled
+        log.error("%s: %s; the line's patient-call hours are in %s meanwhile",
+                  first.key, exc, TEHRAN.key)
+        profile = None
     calls = config.consultations
-    plan = CallPlan(calls.dial, profile.phone, profile.name_en or profile.name,
+    plan = CallPlan(calls.dial, first.phone, first.name_en or first.name,
                     ring_seconds=calls.ring_seconds,
                     survey_in_call=config.patient_calls.survey == "in-call",
                     grace=dt.timedelta(minutes=calls.grace_minutes),
@@ -81,7 +91,8 @@ async def build_dialer(config: Config, database: Database) -> Dialer | None:
                          practice_share=calls.practice_share_percent / 100,
                          missed_grace=dt.timedelta(minutes=calls.missed_grace_minutes),
                          lease=dt.timedelta(seconds=calls.lease_seconds)),
-                  patient_calls=patient_calls(config, database, plan, profile.tz))
+                  patient_calls=patient_calls(config, database, plan,
+                                              profile.tz if profile else TEHRAN))
 
 
 def patient_calls(config: Config, database: Database, consultation: CallPlan, tz: ZoneInfo,

@@ -27,6 +27,7 @@ from clinic.staff_toml import StaffFileError
 from db.availability import ClinicProfile
 from db.engine import Database, one_line
 from db.schema import current_revision, head_revision
+from db.unreadable import named
 from ivr.fastagi_gate import peer_allowed
 from ivr.prompts import LANGUAGES, PromptLibrary
 from nobat.config import Config
@@ -143,7 +144,7 @@ async def _store(config: Config
     database = Database.from_url(config.database.url)
     try:
         schema = await current_revision(database)
-        profiles = await PracticeLines(config, database).profiles()
+        profiles, unreadable = await PracticeLines(config, database).profiles()
     except Exception as exc:  # any driver error: the store does not answer
         return [Finding("store", False, f"{config.database.safe_url}: {one_line(exc)}",
                         "check database.url, the file's folder and its modes")], {}
@@ -157,6 +158,10 @@ async def _store(config: Config
         f"{profile.name_en or profile.name}, {len(profile.doctors)} doctors"
         for profile in loaded) or "no clinic loaded",
         "run `nobat clinic load /etc/nobat/clinic.toml`"))
+    if unreadable:
+        findings.append(Finding("practices", False, f"rows that cannot be read "
+                                f"({len(unreadable)}): {named(unreadable)}",
+                                "run `nobat clinic load --compare` on their files"))
     return findings, profiles
 
 

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 
-from db.availability import catalogs
+from db.availability import RowUnreadable, catalogs
 from db.booking import BookingService, ClinicProfile
 from db.call_log import CallLog
 from db.engine import Clock, Database, utc_now
@@ -16,6 +16,7 @@ from db.models import Clinic
 from db.patient_calls import PatientCallStore
 from db.practices import Practice, practices
 from db.surveys import SurveyStore
+from db.unreadable import Unreadable
 from ivr.actions.registry import ACTIONS
 from ivr.call import ClinicFacts, DoctorChoice, OfficeHours, Services
 from ivr.engine import FlowEngine
@@ -74,7 +75,7 @@ class PracticeLines:
         with one practice (or none yet) the line is as it always was."""
         found = await practices(self.database)
         platform = len(found) > 1
-        profiles = await self.profiles(found)
+        profiles, unreadable = await self.profiles(found)
         keys = list(profiles)
         library = PromptLibrary.load(self.config.ivr.prompts / MANIFEST,
                                      self.config.ivr.asterisk_prompts, practice_words(profiles))
@@ -90,8 +91,9 @@ class PracticeLines:
                                      doctor_codes=codes, practice="", office=self._office(None),
                                      platform_doctors=tuple(choices.values()))
         doctors = {ident: choice.practice for ident, choice in choices.items()}
-        return Routes(library, lines, {n: p.key for p in found if platform for n in p.numbers},
-                      doctors, shared)
+        return Routes(library, lines, {n: p.key for p in found
+                                       if platform and profiles[p.key] for n in p.numbers},
+                      doctors, shared, unreadable)
 
     async def stamp(self) -> tuple[int, int]:
         """How many practices the store holds and the sum of their revisions: any load that
@@ -100,18 +102,38 @@ class PracticeLines:
         return (rows[0][0], rows[0][1] or 0) if rows else (0, 0)
 
     async def profiles(self, found: list[Practice] | None = None
-                       ) -> dict[str | None, ClinicProfile | None]:
+                       ) -> tuple[dict[str | None, ClinicProfile | None], tuple[Unreadable, ...]]:
         """Each practice's words and doctors by its key; with one practice (or none loaded
-        yet), under None, as a deployment of one practice has always been served."""
+        yet), under None, as a deployment of one practice has always been served. A practice
+        whose row cannot be read (edited by hand) has None, and is named with why."""
         found = await practices(self.database) if found is None else found
         if len(found) <= 1:
-            return {None: await self.booking(None).clinic_profile()}
+            only = await self._profile(None, found[0].key if found else "")
+            return {None: only[0]}, only[1]
         read = await catalogs(self.database.rows, [p.id for p in found])
+        profiles: dict[str | None, ClinicProfile | None] = {}
+        unreadable: list[Unreadable] = []
         for practice in found:
-            if practice.id in read:
-                self.booking(practice.key).availability.hold(practice.id, read[practice.id])
-        return {p.key: read[p.id].profile if p.id in read
-                else await self.booking(p.key).clinic_profile() for p in found}
+            if practice.id in read.unreadable:
+                profiles[practice.key] = None
+                unreadable.append(Unreadable(practice.key, read.unreadable[practice.id]))
+            elif practice.id in read.read:
+                catalog = read.read[practice.id]
+                self.booking(practice.key).availability.hold(practice.id, catalog)
+                profiles[practice.key] = catalog.profile
+            else:
+                profiles[practice.key], left_out = await self._profile(practice.key,
+                                                                       practice.key)
+                unreadable += left_out
+        return profiles, tuple(unreadable)
+
+    async def _profile(self, key: str | None, practice: str
+                       ) -> tuple[ClinicProfile | None, tuple[Unreadable, ...]]:
+        """A practice's profile read alone; None, and why, if its row cannot be read."""
+        try:
+            return await self.booking(key).clinic_profile(), ()
+        except RowUnreadable as exc:
+            return None, (Unreadable(practice, exc.reason),)
 
     def _services(self, key: str | None, library: PromptLibrary,
                   profile: ClinicProfile | None, practice: str) -> Services:

@@ -20,6 +20,7 @@ from tests.fakepbx.ami_server import FakeAsterisk, nobat_user
 from tests.support.postgres import free_port
 from tests.support.server import ROOT, ServerProcess, demo_copy, demo_store, edit_config
 from tests.test_classic_agi import GUIDE_SECRETS, SHARED_GID, deploy_as_the_guide_says
+from tests.test_platform_line import zone_nowhere
 
 AMI_SECRET = "doctor-ami-secret-0042"
 NO_SUCH_USER = "no-such-user-nobat-doctor"
@@ -331,3 +332,15 @@ async def test_doctor_says_when_asterisk_cannot_run_the_nobat_agi_fallback(
     script.chmod(0o755)
     found = verdicts(printed(await check(config, me, agi_bin=folder)))
     assert found["nobat-agi"] == "ok"
+
+
+async def test_doctor_names_a_practice_whose_row_cannot_be_read(tmp_path: Path) -> None:
+    config = demo_copy(tmp_path)
+    await zone_nowhere(tmp_path, "shiraz-eye")
+    lines = printed(await check(config))
+    assert verdicts(lines)["clinic"] == "ok"
+    [practices] = [line for line in lines if line.startswith("FAIL practices: ")]
+    assert practices.startswith("FAIL practices: rows that cannot be read (1): shiraz-eye "
+                                "(ZoneInfoNotFoundError: 'No time zone found with key "
+                                "Asia/Nowhere'"), practices
+    assert "     fix: run `nobat clinic load --compare` on their files" in lines

@@ -5,23 +5,32 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.orm import InstrumentedAttribute
 
 from clinic.clinic_file import read_clinic
 from clinic.staff_toml import StaffFileError
 from db.clinic_sync import load_clinic
 from db.engine import Database
-from db.models import Appointment, Clinic, Doctor, InboundCall
+from db.models import Appointment, Clinic, Doctor, InboundCall, WeeklyHours
 from nobat.cli import main
+from nobat.ivr_wiring import build_line
+from tests.fakepbx.ami_server import FakeAsterisk, nobat_user
 from tests.fakepbx.script import Caller, HangUp, Hear
+from tests.support.clinic_day import AMI_SECRET, TOKEN
 from tests.support.clinics import Clock, second_practice
 from tests.support.ivr import ROOT, IvrRig, ivr_rig
+from tests.support.server import ServerProcess, demo_copy, demo_store, dial_fake_pbx, edit_config
+from tests.test_dialer_health_page import until_healthz
 from tests.test_ivr_calls import BOOK_SATURDAY_1620, MOBILE, SATURDAY, at, contains
+from tests.test_status_page import get
 
 TEHRAN_DID = "02188776655"
 SHIRAZ_DID = "07132224455"
@@ -322,3 +331,122 @@ async def test_a_caller_hanging_up_anywhere_on_the_shared_menu_leaves_nothing(
         outcomes = (await session.scalars(select(InboundCall.outcome))).all()
     assert list(outcomes) == ["hung_up"]
     assert rig.line.calls == {}
+
+
+BROKEN_ROWS = {
+    "an unknown zone": (Clinic.timezone, "Asia/Nowhere", "No time zone found"),
+    "office hours edited by hand": (Clinic.office_hours, "saturday 9-12",
+                                    "expected day=HH:MM-HH:MM"),
+    "office hours of no day": (Clinic.office_hours, "noday=09:00-12:00", "noday"),
+    "a visit kind nobody offers": (WeeklyHours.kinds, "by-hand", "'by-hand' is not a valid"),
+}
+"""A practice's row as a hand edit might leave it (the column, its value), and what the
+status page says of it."""
+
+
+async def edit_shiraz(database: Database, column: InstrumentedAttribute[Any], value: object
+                      ) -> None:
+    """Write `value` into the Shiraz practice's `column` (its doctors' hours too), as by hand."""
+    doctors = select(Doctor.id).join(Clinic).where(Clinic.key == "shiraz-eye")
+    async with database.writing() as session:
+        if column.class_ is Clinic:
+            await session.execute(update(Clinic).where(Clinic.key == "shiraz-eye")
+                                  .values({column.key: value}))
+        else:
+            await session.execute(update(WeeklyHours).where(
+                WeeklyHours.doctor_id.in_(doctors)).values({column.key: value}))
+
+
+@pytest.mark.parametrize("broken", BROKEN_ROWS)
+async def test_a_practice_whose_row_cannot_be_read_is_off_the_line_and_the_others_book(
+        rig: IvrRig, database: Database, clock: Clock, tmp_path: Path, broken: str) -> None:
+    """One practice's row edited by hand keeps no other practice's callers from booking, at
+    a reload or a start; its own number reaches the shared menu, never another practice,
+    and the status page names it until its file is loaded again."""
+    column, value, why = BROKEN_ROWS[broken]
+    await edit_shiraz(database, column, value)
+    await rig.line.flows.reload("practices changed")
+    started = await build_line(rig.config, database, clock)
+    for said in (rig.line.flows.last_error, started.flows.last_error):
+        assert said is not None and said.startswith("practices off the line, their numbers "
+                                                    "reaching the shared menu until their "
+                                                    "rows are put right (1): shiraz-eye (")
+        assert why in said
+    tehran = await rig.call(Caller.dialling(MOBILE, Hear("welcome"), "1", *BOOK_SATURDAY_1620,
+                                            dialled=TEHRAN_DID))
+    assert tehran.prompts[0] == "fa/clinic/nobat-demo/welcome"
+    shiraz = await rig.call(Caller.dialling(
+        MOBILE, Hear("platform-welcome"), "1", Hear("shared-menu"), "1",
+        Hear("enter-doctor-code"), "201#", Hear("enter-doctor-code"), "*",
+        Hear("shared-menu"), "9", dialled=SHIRAZ_DID))
+    assert shiraz.prompts[0] == "fa/platform-welcome"
+    assert contains(shiraz.prompts, ["fa/enter-doctor-code", "fa/doctor-code-unknown"])
+    assert not any("shiraz-eye" in p or "nobat-demo" in p for p in shiraz.prompts)
+    await load_clinic(database, read_clinic(tmp_path / "shiraz.toml"), clock)
+    await rig.line.flows.reload("practices changed")
+    assert rig.line.flows.last_error is None
+    shiraz = await rig.call(Caller.dialling(MOBILE, Hear("welcome"), "1", *BOOK_SATURDAY_1620,
+                                            dialled=SHIRAZ_DID))
+    assert shiraz.prompts[0] == "fa/clinic/shiraz-eye/welcome"
+    assert await booked_at(database) == [("nobat-demo", "dr-ahmadi", at(SATURDAY, 16, 20)),
+                                         ("shiraz-eye", "dr-ahmadi", at(SATURDAY, 16, 20))]
+
+
+async def test_a_lone_practice_whose_row_cannot_be_read_hands_its_callers_to_the_office(
+        database: Database, clock: Clock) -> None:
+    """With one practice there is no shared menu: its callers are not finished by nobat, so
+    the dialplan rings its office; the status page names the row meanwhile."""
+    async def nowhere(database: Database) -> None:
+        async with database.writing() as session:
+            await session.execute(update(Clinic).values(timezone="Asia/Nowhere"))
+
+    async with ivr_rig(database, clock, edit=nowhere) as rig:
+        said = rig.line.flows.last_error
+        assert said == ("the practice's row cannot be read, its callers cannot book until it "
+                        "is put right: nobat-demo (ZoneInfoNotFoundError: 'No time zone found "
+                        "with key Asia/Nowhere')")
+        heard = await rig.call(Caller.dialling(MOBILE, Hear("welcome"), "1",
+                                               dialled=TEHRAN_DID))
+    assert "NOBAT_SESSION" in heard.transcript.variables
+    assert "NOBAT_RESULT" not in heard.transcript.variables
+
+
+async def zone_nowhere(folder: Path, practice: str) -> None:
+    """The store beside a demo copy in `folder` with the demo practice and Shiraz loaded from
+    its clinics folder, and `practice`'s zone then edited by hand to one that does not exist."""
+    clinics = folder / "clinics"
+    clinics.mkdir()
+    shutil.copy(folder / "clinic.toml", clinics / "demo.toml")
+    shiraz_file(clinics)
+    database = await demo_store(folder, clinics)
+    try:
+        async with database.writing() as session:
+            await session.execute(update(Clinic).where(Clinic.key == practice)
+                                  .values(timezone="Asia/Nowhere"))
+    finally:
+        await database.close()
+
+
+async def test_nobat_serve_starts_and_dials_with_the_first_practices_row_unreadable(
+        tmp_path: Path) -> None:
+    """The first practice stands in for the line's defaults (the dialer's, the page's zone):
+    its row edited by hand stops neither, and /healthz and the page say what is off."""
+    config = demo_copy(tmp_path)
+    edit_config(config, ('clinic_file = "clinic.toml"', 'clinic_file = "clinics"'))
+    await zone_nowhere(tmp_path, "nobat-demo")
+    async with FakeAsterisk(users=nobat_user(AMI_SECRET)) as pbx:
+        dial_fake_pbx(config, pbx.port)
+        server = await ServerProcess(config, env={"NOBAT_WEB_TOKEN": TOKEN,
+                                                  "NOBAT_AMI_SECRET": AMI_SECRET}).start()
+        try:
+            body = await until_healthz(server, 200, "running")
+            assert (body["ami"], body["flows"]) == ("connected", "error")
+            status, text = await get(server, "/api/status")
+            state = json.loads(text)
+            assert status == 200 and state["health"]["flows_error"].startswith(
+                "practices off the line, their numbers reaching the shared menu until their "
+                "rows are put right (1): nobat-demo (ZoneInfoNotFoundError: ")
+            status, page = await get(server, "/?lang=en")
+            assert status == 200 and "practices off the line" in page
+        finally:
+            assert await server.stop() == 0

@@ -30,8 +30,8 @@ async def assert_healthy(server: ServerProcess) -> None:
     """/healthz says all is well, with the parts a server without AMI runs."""
     status, body = await get_health(server)
     assert status == 200, body
-    assert (body["status"], body["database"], body["schema"], body["ami"]) == (
-        "ok", "ok", head_revision(), "off")
+    assert (body["status"], body["database"], body["schema"], body["ami"], body["flows"]) == (
+        "ok", "ok", head_revision(), "off", "ok")
     assert {name: part["state"] for name, part in body["parts"].items()} == {
         "fastagi": "running", "status_page": "running", "flow_watcher": "running"}
 

@@ -37,10 +37,13 @@ async def test_reload_needs_the_token_and_reports_a_broken_edit(tmp_path: Path) 
         status, state = await request(server, "POST", "/api/flows/reload", TOKEN)
         assert status == 422 and state["changed"] is False
         assert f"{tmp_path / 'flows' / 'main.toml'}:" in str(state["last_error"])
+        status, health = await request(server, "GET", "/healthz")
+        assert (status, health["status"], health["flows"]) == (200, "ok", "error")
         edit(tmp_path / "flows", BROKEN_KEY, HOURS_KEY)
         status, fixed = await request(server, "POST", "/api/flows/reload", TOKEN)
         assert (status, fixed["changed"], fixed["last_error"]) == (200, True, None)
         assert fixed["version"] != state["version"]
+        assert (await request(server, "GET", "/healthz"))[1]["flows"] == "ok"
         assert all(TOKEN not in line for line in server.log)
     finally:
         assert await server.stop() == 0

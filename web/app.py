@@ -13,7 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from clinic.calendar import to_jalali
-from db.availability import DoctorView
+from db.availability import ClinicProfile, DoctorView, RowUnreadable
 from db.booking import Cancelled, Refusal
 from db.clinic_sync import lift_absence, record_absence
 from db.figures import Figures
@@ -41,10 +41,11 @@ MAX_BODY = 64 * 1024
 
 async def healthz(request: web.Request) -> web.Response:
     """Answer probes without a token: 503 when the store is unreachable or behind, or when
-    consultations are due while the dialer that rings them is down. A probe by another Host
-    name (a load balancer's, by address) learns only ok or not; the others get each part's
-    state, but no error text, which only the token's holders read (/api/status, the page):
-    a Host header is the client's to choose."""
+    consultations are due while the dialer that rings them is down (a refused flow edit or a
+    practice off the line is "flows": "error", still 200: the line serves). A probe by
+    another Host name (a load balancer's, by address) learns only ok or not; the others get
+    each part's state, but no error text, which only the token's holders read (/api/status,
+    the page): a Host header is the client's to choose."""
     state = await health(request.app[SOURCES])
     body: dict[str, object] = {"status": "ok" if state.serving else "error"}
     if request.app[SETTINGS].allows_host(request.headers.get("Host")):
@@ -52,6 +53,7 @@ async def healthz(request: web.Request) -> web.Response:
         if state.schema is not None:
             body["schema"] = state.schema
         body["ami"] = state.ami
+        body["flows"] = "ok" if state.flows_error is None else "error"
         body["parts"] = {part.name: {"state": part.state, "since": part.since.isoformat(),
                                      "restarts": part.restarts}
                          for part in state.parts}
@@ -172,10 +174,18 @@ async def _doctors(sources: Sources, keys: list[str]) -> dict[str, tuple[DoctorV
     """Each practice's doctors, for the absence form."""
     doctors = {}
     for key in keys:
-        service = sources.booking(key)
-        profile = None if service is None else await service.clinic_profile()
+        try:
+            profile = await _profile(sources, key)
+        except RowUnreadable:  # that practice's form offers no doctor; the health line says why
+            profile = None
         doctors[key] = profile.doctors if profile is not None else ()
     return doctors
+
+
+async def _profile(sources: Sources, key: str | None) -> ClinicProfile | None:
+    """A practice's words and doctors; None before any clinic is loaded."""
+    service = sources.booking(key)
+    return None if service is None else await service.clinic_profile()
 
 
 NOTICES = ("absence_recorded", "absence_lifted", "lift_missing", "cancelled",
@@ -201,8 +211,10 @@ async def absence_from_page(request: web.Request) -> web.Response:
     form = await read_form(request)
     doctor = form.get("doctor", "").strip() or None
     practice = await _absence_practice(request, form.get("practice", "").strip())
-    service = sources.booking(practice)
-    profile = None if service is None else await service.clinic_profile()
+    try:
+        profile = await _profile(sources, practice)
+    except RowUnreadable:
+        raise BadInput("row_unreadable") from None
     if profile is None:
         raise BadInput("no_clinic")
     today = sources.clock().astimezone(profile.tz).date()  # the practice's own day

@@ -37,6 +37,8 @@ PROBLEMS: dict[str, dict[str, str]] = {
         "absence_too_long": "ثبت نشد: غیبت حداکثر یک سال (۳۶۶ روز) می‌تواند باشد.",
         "no_doctor": "ثبت نشد: پزشکی با کلید «{value}» نیست.",
         "no_clinic": "ثبت نشد: هنوز درمانگاهی بارگذاری نشده است.",
+        "row_unreadable": "ثبت نشد: ردیف این مطب در پایگاه داده خوانا نیست؛ سطر سلامت "
+                          "صفحه می‌گوید چرا.",
         "not_found": "چنین چیزی در مطب شما نیست.",
         "admin_only": "این کار فقط با توکن مدیر سامانه شدنی است، نه با توکن یک مطب.",
         "error": "خطایی در nobat رخ داد؛ جزئیات در گزارش (log) سرور است.",
@@ -58,6 +60,8 @@ PROBLEMS: dict[str, dict[str, str]] = {
         "absence_too_long": "Not recorded: an absence may last at most a year (366 days).",
         "no_doctor": "Not recorded: there is no doctor '{value}'.",
         "no_clinic": "Not recorded: no clinic is loaded yet.",
+        "row_unreadable": "Not recorded: this practice's row in the store cannot be read; "
+                          "the page's health line says why.",
         "not_found": "Your practice has no such thing.",
         "admin_only": "Only the platform admin's token may do this, not a practice's.",
         "error": "Something went wrong in nobat; the server's log has the details.",

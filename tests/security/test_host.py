@@ -53,7 +53,8 @@ async def test_healthz_answers_any_name_but_tells_it_only_ok(server: ServerProce
     foreign = await exchange(server, http("GET", "/healthz", host="10.0.0.9:8080"))
     assert (foreign.status, json.loads(foreign.body)) == (200, {"status": "ok"})
     own = await exchange(server, http("GET", "/healthz"))
-    assert set(json.loads(own.body)) == {"status", "database", "schema", "ami", "parts"}
+    assert set(json.loads(own.body)) == {"status", "database", "schema", "ami", "flows",
+                                         "parts"}
 
 
 async def test_the_configured_names_replace_the_loopback_ones(tmp_path: Path) -> None:

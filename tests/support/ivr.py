@@ -71,15 +71,18 @@ class IvrRig:
 
 @asynccontextmanager
 async def ivr_rig(database: Database, clock: Clock, limits: Limits | None = None,
-                  flows: Path | None = None, practices: Sequence[Path] = ()
+                  flows: Path | None = None, practices: Sequence[Path] = (),
+                  edit: Callable[[Database], Awaitable[None]] | None = None
                   ) -> AsyncIterator[IvrRig]:
-    """Load the demo clinic (and the clinic files `practices` after it) and serve the shipped
-    flows (or `flows`) on an ephemeral port."""
+    """Load the demo clinic (and the clinic files `practices` after it), `edit` the store as
+    by hand, and serve the shipped flows (or `flows`) on an ephemeral port."""
     config = load_config(ROOT / "config.toml", env={"NOBAT_FASTAGI_SECRET": DIALPLAN_SECRET})
     if flows is not None:
         config = dataclasses.replace(config, ivr=dataclasses.replace(config.ivr, flows=flows))
     for file in (ROOT / "clinic.toml", *practices):
         await load_clinic(database, read_clinic(file), clock)
+    if edit is not None:
+        await edit(database)
     line = await build_line(config, database, clock)
     server = fastagi_server(config, line)
     if limits is not None:
