@@ -44,7 +44,7 @@ from db.consultations import ConsultationStore, RetryPolicy
 from db.engine import Database
 from db.models import Appointment, Doctor, Patient, PatientCall
 from db.schema import upgrade
-from nobat.bridge_wiring import patient_calls
+from nobat.bridge_wiring import call_planning, patient_calls
 from nobat.config import load_config
 from nobat.ivr_wiring import build_line, fastagi_server
 from protocol.call_token import call_token
@@ -116,7 +116,8 @@ async def planning(url: str, bookings: int, cap: int, folder: Path) -> str:
     await record_absence(database, "dr-1", SATURDAY + dt.timedelta(days=1),
                          SATURDAY + dt.timedelta(days=1), "bench")
     config = load_config(demo_copy(folder), env={})
-    desk = patient_calls(config, database, CallPlan("x/{number}", "021", "c"), TEHRAN, clock)
+    desk = patient_calls(config, database, CallPlan("x/{number}", "021", "c"),
+                         call_planning(config, TEHRAN), clock)
     store = desk.store
     first, planned = await timed(store.plan(desk.planning))
     idle, again = await timed(store.plan(desk.planning))
@@ -163,7 +164,8 @@ async def end_to_end(url: str, calls: int, cap: int, folder: Path) -> str:
         dialer = Dialer(ConsultationStore(database, clock), ami, lambda _: plan, "bench",
                         RetryPolicy(), Tuning(cap, poll=0.05, lease=dt.timedelta(minutes=10)),
                         clock,
-                        patient_calls=patient_calls(config, database, plan, TEHRAN, clock,
+                        patient_calls=patient_calls(config, database, plan,
+                                                    call_planning(config, TEHRAN), clock,
                                                     plan_every=0.0))
         began = time.perf_counter()
         task = asyncio.create_task(dial_and_plan(dialer))

@@ -91,7 +91,7 @@ from clinic.schedule import TEHRAN
 from db.consultations import ConsultationStore, RetryPolicy
 from db.engine import Database, utc_now
 from db.models import Appointment, Clinic, Consultation, Doctor, Patient
-from nobat.bridge_wiring import patient_calls
+from nobat.bridge_wiring import call_planning, patient_calls
 from nobat.config import load_config
 from tests.fakepbx.agi_caller import place_call
 from tests.fakepbx.script import Caller, HangUp, Hear, Wait
@@ -290,10 +290,12 @@ def run_dialer(url: str, ami_port: int, config: Path, cap: int, share: int, name
                         backoff=(0.01, 0.05), ping_interval=None)
         await ami.start()
         await ami.wait_ready(10.0)
+        loaded = load_config(config, env={})
         dialer = Dialer(ConsultationStore(database), ami, lambda _: PLAN, name, RetryPolicy(),
                         Tuning(cap, poll=POLL, practice_share=share / 100),
-                        patient_calls=patient_calls(load_config(config, env={}), database,
-                                                    PLAN, TEHRAN, plan_every=0.0))
+                        patient_calls=patient_calls(loaded, database, PLAN,
+                                                    call_planning(loaded, TEHRAN),
+                                                    plan_every=0.0))
         running = asyncio.create_task(dial_and_plan(dialer))
         pipe.send("ready")
         await asyncio.get_running_loop().run_in_executor(None, pipe.recv)
@@ -358,7 +360,8 @@ async def dispatch(side: Side, url: str, config: Path, options: argparse.Namespa
         child.join(10)
     lags = sorted((at - due).total_seconds() for at in stamps.values())[:first]
     side.lag, side.lag_count = percentiles(lags), len(lags)
-    desk = patient_calls(load_config(config, env={}), database, PLAN, TEHRAN)
+    loaded = load_config(config, env={})
+    desk = patient_calls(loaded, database, PLAN, call_planning(loaded, TEHRAN))
     seconds, _ = await timed(desk.store.plan(desk.planning))
     side.plan_ms = seconds * 1000
     await database.close()

@@ -85,31 +85,60 @@ class ReminderTimes:
         return start - self.last_call_before
 
 
+SURVEY_MODES = ("in-call", "call-back", "off")
+"""After a phone consultation: the patient stays on the line for the survey, is rung back
+for it, or is not surveyed."""
+COUNTS = {"reminder_days_before": (0, 7), "ring_seconds": (5, 300), "attempts": (1, 10),
+          "retry_minutes": (1, DAY_MINUTES)}
+"""The bounds of each count config.toml's [patient_calls] and a clinic file's
+[clinic.patient_calls] may set."""
+_SWITCHES = ("reminders", "absence_calls")
+
+
 @dataclass(frozen=True)
-class PracticeCallTimes:
-    """A practice's own times for ringing its patients (its clinic file's
-    [clinic.patient_calls]); None keeps config.toml's [patient_calls] value."""
+class CallTries:
+    """How a patient call is tried: each try rings this long, this many tries in all, this
+    long between them."""
+
+    ring_seconds: int
+    attempts: int
+    spacing: dt.timedelta
+
+
+@dataclass(frozen=True)
+class PracticeCallRules:
+    """A practice's own rules for calling its patients (its clinic file's
+    [clinic.patient_calls]): when, which calls and how they are tried; None keeps
+    config.toml's [patient_calls] value."""
 
     quiet_hours: tuple[int, int] | None = None
     no_call_days: frozenset[Weekday] | None = None
     reminder_at: int | None = None
+    reminders: bool | None = None
+    reminder_days_before: int | None = None
+    absence_calls: bool | None = None
+    survey: str | None = None
+    """One of SURVEY_MODES."""
+    ring_seconds: int | None = None
+    attempts: int | None = None
+    retry_minutes: int | None = None
 
     def text(self) -> str | None:
         """How the store keeps them (None when the practice sets none)."""
-        own = {name: value for name, value in (
-            ("quiet_hours", self.quiet_hours), ("reminder_at", self.reminder_at),
-            ("no_call_days", None if self.no_call_days is None
-             else sorted(int(day) for day in self.no_call_days))) if value is not None}
+        own = {name: value for name, value in dataclasses.asdict(self).items()
+               if value is not None}
+        if self.no_call_days is not None:
+            own["no_call_days"] = sorted(int(day) for day in self.no_call_days)
         return json.dumps(own, sort_keys=True) if own else None
 
     @classmethod
-    def of_text(cls, text: str | None) -> PracticeCallTimes:
+    def of_text(cls, text: str | None) -> PracticeCallRules:
         """What `text` wrote; a ValueError says what in it cannot be read (a row edited by
         hand: the planner skips that practice alone and names it)."""
         own = json.loads(text) if text else {}
-        if not isinstance(own, dict) or not set(own) <= {"quiet_hours", "no_call_days",
-                                                         "reminder_at"}:
-            raise ValueError("expected an object of quiet_hours, no_call_days and reminder_at")
+        names = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(own, dict) or not set(own) <= names:
+            raise ValueError(f"expected an object of {', '.join(sorted(names))}")
         quiet, days, at = own.get("quiet_hours"), own.get("no_call_days"), own.get("reminder_at")
         if quiet is not None and not (isinstance(quiet, list) and len(quiet) == 2
                                       and all(map(_is_minute, quiet)) and quiet[0] != quiet[1]):
@@ -120,9 +149,19 @@ class PracticeCallTimes:
         if days is not None and not (isinstance(days, list) and all(type(d) is int for d in days)
                                      and set(days) < set(map(int, Weekday))):
             raise ValueError(f"no_call_days: expected weekdays 0-6, not all seven, got {days!r}")
-        return cls(quiet_hours=None if quiet is None else (quiet[0], quiet[1]),
-                   no_call_days=None if days is None else frozenset(map(Weekday, days)),
-                   reminder_at=at)
+        for name in _SWITCHES:
+            if own.get(name) is not None and type(own[name]) is not bool:
+                raise ValueError(f"{name}: expected true or false, got {own[name]!r}")
+        for name, (low, high) in COUNTS.items():
+            value = own.get(name)
+            if value is not None and not (type(value) is int and low <= value <= high):
+                raise ValueError(f"{name}: expected a whole number {low}-{high}, got {value!r}")
+        if own.get("survey") is not None and own["survey"] not in SURVEY_MODES:
+            raise ValueError(f"survey: expected one of {', '.join(SURVEY_MODES)}, "
+                             f"got {own['survey']!r}")
+        return cls(**{**own,
+                      "quiet_hours": None if quiet is None else (quiet[0], quiet[1]),
+                      "no_call_days": None if days is None else frozenset(map(Weekday, days))})
 
     def hours(self, line: CallHours, tz: ZoneInfo) -> CallHours:
         """The practice's call hours: its own where set, else the line's, in its zone."""
@@ -130,10 +169,20 @@ class PracticeCallTimes:
         days = line.no_call_days if self.no_call_days is None else self.no_call_days
         return CallHours(quiet_from, quiet_until, days, tz)
 
-    def reminders(self, line: ReminderTimes, hours: CallHours) -> ReminderTimes:
+    def reminder_times(self, line: ReminderTimes, hours: CallHours) -> ReminderTimes:
         """The practice's reminder times, within its `hours`."""
         at = line.at if self.reminder_at is None else self.reminder_at
-        return dataclasses.replace(line, at=at, hours=hours)
+        days = line.days_before if self.reminder_days_before is None \
+            else self.reminder_days_before
+        return dataclasses.replace(line, at=at, days_before=days, hours=hours)
+
+    def tries(self, line: CallTries) -> CallTries:
+        """How the practice's patient calls are tried: its own where set, else the line's."""
+        return CallTries(
+            line.ring_seconds if self.ring_seconds is None else self.ring_seconds,
+            line.attempts if self.attempts is None else self.attempts,
+            line.spacing if self.retry_minutes is None
+            else dt.timedelta(minutes=self.retry_minutes))
 
 
 def parse_quiet_hours(text: str) -> tuple[int, int]:

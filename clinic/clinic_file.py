@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from dataclasses import dataclass, field
@@ -11,7 +12,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from clinic import phones
 from clinic.calendar import Weekday, parse_date
-from clinic.call_times import PracticeCallTimes, is_quiet, parse_no_call_days, parse_quiet_hours
+from clinic.call_times import (
+    COUNTS,
+    SURVEY_MODES,
+    PracticeCallRules,
+    is_quiet,
+    parse_no_call_days,
+    parse_quiet_hours,
+)
 from clinic.office import (
     OFFICE_HOURS_FORMAT,
     OfficeWeek,
@@ -20,7 +28,16 @@ from clinic.office import (
 )
 from clinic.schedule import HoursRule, VisitKind, parse_clock
 from clinic.specialties import SPECIALTIES
-from clinic.staff_toml import KeyPath, Problem, StaffFileError, StaffToml, describe, staff_bytes
+from clinic.staff_toml import (
+    KeyPath,
+    Problem,
+    StaffFileError,
+    StaffToml,
+    describe,
+    in_range,
+    one_of,
+    staff_bytes,
+)
 
 LANGUAGES = ("fa", "en")
 
@@ -76,7 +93,7 @@ class ClinicSpec:
     max_channels: int | None = None
     """The most outbound channels its calls hold at once (its trunk's); None: only the line's
     cap and share."""
-    call_times: PracticeCallTimes = field(default_factory=PracticeCallTimes)
+    call_times: PracticeCallRules = field(default_factory=PracticeCallRules)
     """When its patients may be rung and reminded; unset parts: config's [patient_calls]."""
 
 
@@ -243,17 +260,23 @@ def _channels(count: int) -> int:
     return count
 
 
-def _call_times(doc: StaffToml) -> PracticeCallTimes:
-    """[clinic.patient_calls]: the practice's own quiet hours, no-call days and reminder time."""
+def _call_times(doc: StaffToml) -> PracticeCallRules:
+    """[clinic.patient_calls]: the practice's own rules for calling its patients: when,
+    which calls and how each is tried."""
     path: KeyPath = ("clinic", "patient_calls")
-    table = doc.table(path, ("quiet_hours", "no_call_days", "reminder_at"))
-    times = PracticeCallTimes(
+    table = doc.table(path, tuple(f.name for f in dataclasses.fields(PracticeCallRules)))
+    times = PracticeCallRules(
         quiet_hours=doc.value(table, path, "quiet_hours", str, default=None,
                               convert=parse_quiet_hours),
         no_call_days=doc.value(table, path, "no_call_days", list, default=None,
                                convert=parse_no_call_days, what="a list of weekday names"),
         reminder_at=doc.value(table, path, "reminder_at", str, default=None,
-                              convert=parse_clock))
+                              convert=parse_clock),
+        reminders=doc.value(table, path, "reminders", bool, default=None),
+        absence_calls=doc.value(table, path, "absence_calls", bool, default=None),
+        survey=doc.value(table, path, "survey", str, default=None, convert=one_of(SURVEY_MODES)),
+        **{name: doc.value(table, path, name, int, default=None, convert=in_range(*bounds))
+           for name, bounds in COUNTS.items()})
     if ("reminder_at" in table) != ("quiet_hours" in table):
         given, missing = ("quiet_hours", "reminder_at") if "quiet_hours" in table \
             else ("reminder_at", "quiet_hours")

@@ -228,3 +228,21 @@ def describe(value: Any) -> str:
     if len(text) > 40:
         text = text[:37] + "..."
     return f"{type_name(type(value))} {text}"
+
+
+def one_of(options: tuple[str, ...]) -> Callable[[str], str]:
+    """A `convert` for StaffToml.value that takes one of `options`."""
+    def check(value: str) -> str:
+        if value not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {value!r}")
+        return value
+    return check
+
+
+def in_range(low: int, high: int) -> Callable[[int], int]:
+    """A `convert` for StaffToml.value that takes a whole number from `low` to `high`."""
+    def check(value: int) -> int:
+        if not low <= value <= high:
+            raise ValueError(f"expected a whole number from {low} to {high}, got {value}")
+        return value
+    return check

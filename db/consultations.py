@@ -71,6 +71,8 @@ class DueConsultation:
     """Where its practice's own prompts are (ivr/prompts.py own_key)."""
     clinic_dial: str | None = None
     """Its practice's own dial string, if it has one."""
+    clinic_call_times: str | None = None
+    """Its practice's own rules for calling patients (PracticeCallRules.text)."""
 
     @property
     def duration(self) -> dt.timedelta:
@@ -100,7 +102,8 @@ class Claim(LeasedClaim):
         """The doctor's clinic, whose number and name both parties see."""
         booked = self.consultation
         return CallingPractice(booked.clinic_id, booked.clinic_phone, booked.clinic_name,
-                        booked.clinic_folder, booked.clinic_dial)
+                               booked.clinic_folder, booked.clinic_dial,
+                               booked.clinic_call_times)
 
 
 @dataclass(frozen=True)

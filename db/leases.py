@@ -61,6 +61,8 @@ class CallingPractice:
     practices, "" when it is the only one (ivr/prompts.py own_key)."""
     dial: str | None = None
     """Its own dial string (its trunk); None: the line's."""
+    rules: str | None = None
+    """Its own rules for calling patients, as the store keeps them (PracticeCallRules.text)."""
 
 
 _EVERY_CLINIC = Clinic.__table__.alias("every_clinic")
@@ -72,7 +74,8 @@ def practice_columns() -> dict[str, ColumnElement[Any]]:
     Clinic): read with the row, so a clinic loaded or changed since start is used at once."""
     return {"clinic_id": Doctor.clinic_id, "clinic_phone": Clinic.phone,
             "clinic_name": func.coalesce(func.nullif(Clinic.name_en, ""), Clinic.name),
-            "clinic_folder": case((_SEVERAL, Clinic.key), else_=""), "clinic_dial": Clinic.dial}
+            "clinic_folder": case((_SEVERAL, Clinic.key), else_=""), "clinic_dial": Clinic.dial,
+            "clinic_call_times": Clinic.call_times}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -95,7 +95,7 @@ class Clinic(Base):
     max_channels: Mapped[int | None] = mapped_column(Integer)
     """The most outbound channels its calls hold at once (its trunk's); None: no cap of its own."""
     call_times: Mapped[str | None] = mapped_column(Text)
-    """Its own quiet hours, no-call days and reminder time (PracticeCallTimes.text); None:
+    """Its own quiet hours, no-call days and reminder time (PracticeCallRules.text); None:
     config.toml's."""
     loaded_digest: Mapped[str | None] = mapped_column(String(64))
     """The digest of the clinic file it was last loaded from (db/clinic_sync.py); a load of

@@ -23,7 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clinic.call_kinds import CallKind, Leg, call_ref
-from clinic.call_times import CallHours, PracticeCallTimes, ReminderTimes
+from clinic.call_times import CallHours, CallTries, PracticeCallRules, ReminderTimes
 from clinic.schedule import day_bounds
 from db.engine import one_line
 from db.leases import (
@@ -63,6 +63,8 @@ QUIET_PAST_ITS_TIME = "its practice's quiet hours last past its time"
 it would be too late (a reminder after the change cut-off, say)."""
 UNREADABLE_PAST_ITS_TIME = "its practice's call times could not be read before its time"
 """Why a call is dropped whose practice's stored times stayed unreadable until too late."""
+PRACTICE_STOPPED = "its practice no longer makes these calls"
+"""Why a planned call is dropped whose practice's clinic file has turned its kind off."""
 UNREADABLE_HOLD = dt.timedelta(minutes=5)
 """How long a due call whose practice's times cannot be read is held, unrung, before it is
 looked at again (the planner names the practice meanwhile)."""
@@ -110,7 +112,7 @@ class DuePatientCall:
     clinic_dial: str | None = None
     """Its practice's own dial string, if it has one."""
     clinic_call_times: str | None = None
-    """Its practice's own call times, as the store keeps them (PracticeCallTimes.text)."""
+    """Its practice's own call times, as the store keeps them (PracticeCallRules.text)."""
 
 
 @dataclass(frozen=True)
@@ -130,46 +132,77 @@ class PatientCallClaim(LeasedClaim):
         """The clinic of the booking's doctor, whose number and name the patient sees."""
         due = self.call
         return CallingPractice(due.clinic_id, due.clinic_phone, due.clinic_name, due.clinic_folder,
-                        due.clinic_dial)
+                               due.clinic_dial, due.clinic_call_times)
 
 
 @dataclass(frozen=True)
-class PracticeTimes:
-    """When one practice's patients may be rung, and reminded."""
+class PracticeCalling:
+    """How one practice's patients are called: when, which calls, how each is tried."""
 
     hours: CallHours
     reminders: ReminderTimes | None
+    """None: the practice sends no reminders."""
+    absences: bool
+    survey_after: dt.timedelta | None
+    """How long after a consultation its patient is rung for the survey; None: not rung."""
+    survey_in_call: bool
+    """Its patient stays on the line for the survey when a consultation ends."""
+    tries: CallTries
+
+    def makes(self, purpose: Purpose) -> bool:
+        """Whether the practice makes calls of this purpose (its rules may have changed
+        since one was planned)."""
+        return {Purpose.REMINDER: self.reminders is not None, Purpose.ABSENCE: self.absences,
+                Purpose.SURVEY: self.survey_after is not None}[purpose]
 
 
 @dataclass(frozen=True)
 class CallPlanning:
-    """Which calls to plan and when they may ring (from config; a practice may set its own
-    times, in its own zone)."""
+    """Which calls to plan, when they may ring and how they are tried: config.toml's
+    [patient_calls], the line's; a practice may set its own, in its own zone."""
 
     hours: CallHours
-    reminders: ReminderTimes | None
+    reminder_times: ReminderTimes
+    reminders: bool
     absences: bool
-    survey_after: dt.timedelta | None
+    survey: str
+    """One of SURVEY_MODES."""
+    survey_after: dt.timedelta
+    """How long after a consultation a call-back survey rings."""
+    tries: CallTries
 
-    def of_practice(self, timezone: str, own: str | None) -> PracticeTimes:
-        """The times of a practice in `timezone` whose own times the store keeps as `own`."""
-        return _practice_times(self, timezone, own)
+    def of_practice(self, timezone: str, own: str | None) -> PracticeCalling:
+        """How a practice in `timezone` whose own rules the store keeps as `own` calls."""
+        return _practice_calling(self, timezone, own)
 
-    def hours_of(self, timezone: str, own: str | None) -> CallHours | None:
-        """The call hours of such a practice, or None when its stored times or zone cannot be
-        read (a row edited by hand; the planner reports it)."""
+    def without_zone(self, own: str | None) -> PracticeCalling:
+        """How a practice whose own rules the store keeps as `own` calls, its hours in the
+        line's zone (for what needs none: its tries, its survey); the line's rules when
+        `own` cannot be read (the planner names its practice, its claims hold its calls)."""
+        zone = self.hours.tz.key
+        return self.calling_of(zone, own) or self.of_practice(zone, None)
+
+    def calling_of(self, timezone: str, own: str | None) -> PracticeCalling | None:
+        """How such a practice calls, or None when its stored rules or zone cannot be read
+        (a row edited by hand; the planner reports it)."""
         try:
-            return self.of_practice(timezone, own).hours
+            return self.of_practice(timezone, own)
         except UNREADABLE:
             return None
 
 
 @functools.lru_cache(maxsize=1024)
-def _practice_times(planning: CallPlanning, timezone: str, own: str | None) -> PracticeTimes:
-    times = PracticeCallTimes.of_text(own)
-    hours = times.hours(planning.hours, ZoneInfo(timezone))
-    reminders = planning.reminders
-    return PracticeTimes(hours, None if reminders is None else times.reminders(reminders, hours))
+def _practice_calling(planning: CallPlanning, timezone: str, own: str | None
+                      ) -> PracticeCalling:
+    rules = PracticeCallRules.of_text(own)
+    hours = rules.hours(planning.hours, ZoneInfo(timezone))
+    reminding = planning.reminders if rules.reminders is None else rules.reminders
+    survey = rules.survey or planning.survey
+    return PracticeCalling(
+        hours, rules.reminder_times(planning.reminder_times, hours) if reminding else None,
+        planning.absences if rules.absence_calls is None else rules.absence_calls,
+        planning.survey_after if survey == "call-back" else None, survey == "in-call",
+        rules.tries(planning.tries))
 
 
 @dataclass(frozen=True)
@@ -183,8 +216,8 @@ class Plan:
 
 
 async def _practices(session: AsyncSession, planning: CallPlanning
-                     ) -> tuple[dict[int, PracticeTimes], tuple[Unreadable, ...]]:
-    """Every practice's times, by clinic id, but for those that cannot be read: one
+                     ) -> tuple[dict[int, PracticeCalling], tuple[Unreadable, ...]]:
+    """How every practice calls, by clinic id, but for those whose rules cannot be read: one
     practice's bad row keeps no other practice's patients from being rung."""
     rows = await session.execute(select(Clinic.id, Clinic.key, Clinic.timezone,
                                         Clinic.call_times))
@@ -215,16 +248,17 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
         rows: list[dict[str, Any]] = []
         async with self.db.reading() as session:
             practices, unreadable = await _practices(session, planning)
+            making = {purpose: {clinic: calling for clinic, calling in practices.items()
+                                if calling.makes(purpose)} for purpose in Purpose}
             # Read once for both: a covered booking gets an absence call, not a reminder.
             covered = (await covered_bookings(session, now)
-                       if planning.reminders is not None or planning.absences else {})
-            if planning.reminders is not None:
-                rows += await _reminders(session, practices, covered,
-                                         planning.reminders.days_before, now)
-            if planning.absences:
-                rows += await _absences(session, practices, covered, now)
-            if planning.survey_after is not None:
-                rows += await _surveys(session, practices, planning.survey_after, now)
+                       if making[Purpose.REMINDER] or making[Purpose.ABSENCE] else {})
+            if making[Purpose.REMINDER]:
+                rows += await _reminders(session, making[Purpose.REMINDER], covered, now)
+            if making[Purpose.ABSENCE]:
+                rows += await _absences(session, making[Purpose.ABSENCE], covered, now)
+            if making[Purpose.SURVEY]:
+                rows += await _surveys(session, making[Purpose.SURVEY], now)
         if rows:
             async def run() -> None:
                 async with self.db.writing() as session:
@@ -281,8 +315,11 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
             if won.rowcount != 1:
                 return None
             due = await _due(session, call_id)
-            hours = planning.hours_of(due.clinic_timezone, due.clinic_call_times)
-            why_not = None if hours is None else await _stale(session, due, now)
+            calling = planning.calling_of(due.clinic_timezone, due.clinic_call_times)
+            hours = None if calling is None else calling.hours
+            why_not = (None if calling is None
+                       else PRACTICE_STOPPED if not calling.makes(due.purpose)
+                       else await _stale(session, due, now))
             if why_not is None and (hours is None or not hours.allowed(now)):
                 later = (hours.next_allowed_by(now, due.not_after) if hours is not None
                          else min(now + UNREADABLE_HOLD, due.not_after))
@@ -510,7 +547,7 @@ def _details() -> Select[Any]:
                 status=Appointment.status, doctor_id=Appointment.doctor_id,
                 patient_phone=Patient.phone, patient_language=Patient.language,
                 reminders_off=Patient.reminders_off_at.is_not(None), **practice_columns(),
-                clinic_timezone=Clinic.timezone, clinic_call_times=Clinic.call_times))
+                clinic_timezone=Clinic.timezone))
             .join(Appointment, PatientCall.appointment_id == Appointment.id)
             .join(Doctor, Appointment.doctor_id == Doctor.id)
             .join(Clinic, Doctor.clinic_id == Clinic.id)
@@ -537,12 +574,15 @@ async def _planned(session: AsyncSession, purpose: Purpose,
     return {(a, s) for a, s in rows}
 
 
-async def _reminders(session: AsyncSession, practices: dict[int, PracticeTimes],
-                     closed: dict[int, dt.datetime], days_before: int, now: dt.datetime
+async def _reminders(session: AsyncSession, practices: dict[int, PracticeCalling],
+                     closed: dict[int, dt.datetime], now: dt.datetime
                      ) -> list[dict[str, Any]]:
-    """Booked appointments coming within the reminder lead (`days_before`, the line's) whose
-    slot has no reminder yet (none for a booking a closure covers, in `closed`: its patient
-    gets an absence call instead); each at its practice's reminder time."""
+    """Booked appointments of the `practices` that remind, coming within the longest of
+    their reminder leads, whose slot has no reminder yet (none for a booking a closure
+    covers, in `closed`: its patient gets an absence call instead); each at its practice's
+    reminder time."""
+    days_before = max(calling.reminders.days_before for calling in practices.values()
+                      if calling.reminders is not None)
     horizon = now + dt.timedelta(days=days_before + 3)
     coming = (select(Appointment.id, Appointment.start_at, Doctor.clinic_id)
               .join(Patient, Appointment.patient_id == Patient.id)
@@ -608,7 +648,7 @@ async def covered_bookings(session: AsyncSession, now: dt.datetime) -> dict[int,
     return found
 
 
-async def _absences(session: AsyncSession, practices: dict[int, PracticeTimes],
+async def _absences(session: AsyncSession, practices: dict[int, PracticeCalling],
                     found: dict[int, dt.datetime], now: dt.datetime) -> list[dict[str, Any]]:
     """Booked appointments a closure now covers (`found`), not yet called about: each at
     the first minute its practice may ring."""
@@ -628,9 +668,10 @@ async def _absences(session: AsyncSession, practices: dict[int, PracticeTimes],
     return wanted
 
 
-async def _surveys(session: AsyncSession, practices: dict[int, PracticeTimes],
-                   after: dt.timedelta, now: dt.datetime) -> list[dict[str, Any]]:
-    """Consultations talked through in the last day whose patient was not surveyed yet."""
+async def _surveys(session: AsyncSession, practices: dict[int, PracticeCalling],
+                   now: dt.datetime) -> list[dict[str, Any]]:
+    """Consultations of the `practices` that survey by calling back, talked through in the
+    last day, whose patient was not surveyed yet: each its practice's wait after the end."""
     rows = (await session.execute(
         select(Consultation.appointment_id, CallAttempt.ended_at, Doctor.clinic_id)
         .join(CallAttempt, and_(CallAttempt.consultation_id == Consultation.id,
@@ -642,6 +683,7 @@ async def _surveys(session: AsyncSession, practices: dict[int, PracticeTimes],
                CallAttempt.ended_at > now - SURVEY_SHELF_LIFE,
                Patient.reminders_off_at.is_(None)))).all()
     planned = await _planned(session, Purpose.SURVEY, [a for a, _, _ in rows])
-    return [_row(a, Purpose.SURVEY, "", practices[clinic].hours.next_allowed(ended + after),
+    return [_row(a, Purpose.SURVEY, "", practices[clinic].hours.next_allowed(
+                     ended + (practices[clinic].survey_after or dt.timedelta())),
                  ended + SURVEY_SHELF_LIFE, now)
             for a, ended, clinic in rows if (a, "") not in planned and clinic in practices]

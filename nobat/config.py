@@ -15,7 +15,13 @@ from sqlalchemy.exc import ArgumentError
 
 from clinic import phones
 from clinic.calendar import Weekday
-from clinic.call_times import is_quiet, parse_no_call_days, parse_quiet_hours
+from clinic.call_times import (
+    COUNTS,
+    SURVEY_MODES,
+    is_quiet,
+    parse_no_call_days,
+    parse_quiet_hours,
+)
 from clinic.office import (
     OFFICE_HOURS_FORMAT,
     OfficeWeek,
@@ -23,7 +29,7 @@ from clinic.office import (
     parse_office_hours,
 )
 from clinic.schedule import parse_clock
-from clinic.staff_toml import KeyPath, Problem, StaffToml, dotted
+from clinic.staff_toml import KeyPath, Problem, StaffToml, dotted, in_range, one_of
 from db.booking import BookingPolicy
 from ivr.fastagi_gate import LOOPBACK, Network, networks
 from web.settings import LOOPBACK_NAMES
@@ -32,7 +38,6 @@ from web.token_strength import requirement, weakness
 DEFAULT_PATH = Path("config.toml")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
-SURVEY_MODES = ("in-call", "call-back", "off")
 FASTAGI_SECRET = re.compile(r"[A-Za-z0-9_-]{16,128}")
 
 
@@ -218,31 +223,15 @@ def _section(doc: StaffToml, name: str, keys: tuple[str, ...]) -> tuple[dict[str
     return doc.table((name,), keys), (name,)
 
 
-def _choice(options: tuple[str, ...]) -> Any:
-    def check(value: str) -> str:
-        if value not in options:
-            raise ValueError(f"expected one of {', '.join(options)}, got {value!r}")
-        return value
-    return check
-
-
-def _in_range(low: int, high: int) -> Any:
-    def check(value: int) -> int:
-        if not low <= value <= high:
-            raise ValueError(f"expected a whole number from {low} to {high}, got {value}")
-        return value
-    return check
-
-
 def _server(doc: StaffToml, base: Path) -> ServerConfig:
     table, path = _section(doc, "server", ("clinic_file", "log_level", "log_format"))
     clinic = doc.value(table, path, "clinic_file", str, default="")
     return ServerConfig(
         clinic_file=(base / clinic) if clinic else None,
         log_level=doc.value(table, path, "log_level", str, default="info",
-                            convert=_choice(LOG_LEVELS)),
+                            convert=one_of(LOG_LEVELS)),
         log_format=doc.value(table, path, "log_format", str, default="text",
-                             convert=_choice(LOG_FORMATS)),
+                             convert=one_of(LOG_FORMATS)),
     )
 
 
@@ -265,9 +254,9 @@ def _database(doc: StaffToml, base: Path, env: dict[str, str]) -> DatabaseConfig
         parsed = parsed.set(password=env["NOBAT_DATABASE_PASSWORD"])
     return DatabaseConfig(
         url=parsed.render_as_string(hide_password=False),
-        pool_size=doc.value(table, path, "pool_size", int, default=10, convert=_in_range(1, 200)),
+        pool_size=doc.value(table, path, "pool_size", int, default=10, convert=in_range(1, 200)),
         busy_timeout_seconds=float(doc.value(table, path, "busy_timeout_seconds", (int, float),
-                                             default=30, convert=_in_range(0, 600))),
+                                             default=30, convert=in_range(0, 600))),
     )
 
 
@@ -278,18 +267,18 @@ def _web(doc: StaffToml, env: dict[str, str]) -> WebConfig:
     token = env.get("NOBAT_WEB_TOKEN") or doc.value(table, path, "token", str, default="")
     return WebConfig(
         host=doc.value(table, path, "host", str, default="127.0.0.1"),
-        port=doc.value(table, path, "port", int, default=8080, convert=_in_range(0, 65535)),
+        port=doc.value(table, path, "port", int, default=8080, convert=in_range(0, 65535)),
         token=Secret(token),
         token_problem=_token_problem(doc, token, from_env=bool(env.get("NOBAT_WEB_TOKEN"))),
         public_url=doc.value(table, path, "public_url", str, default="", convert=_public_url),
         allowed_hosts=doc.value(table, path, "allowed_hosts", list, default=LOOPBACK_NAMES,
                                 convert=_host_names, what="a list of host names"),
         session_idle_minutes=doc.value(table, path, "session_idle_minutes", int, default=30,
-                                       convert=_in_range(1, 24 * 60)),
+                                       convert=in_range(1, 24 * 60)),
         session_max_hours=doc.value(table, path, "session_max_hours", int, default=12,
-                                    convert=_in_range(1, 30 * 24)),
+                                    convert=in_range(1, 30 * 24)),
         login_lock_max_seconds=doc.value(table, path, "login_lock_max_seconds", int,
-                                         default=300, convert=_in_range(1, 24 * 3600)),
+                                         default=300, convert=in_range(1, 24 * 3600)),
     )
 
 
@@ -339,14 +328,14 @@ def _host_names(names: list[Any]) -> tuple[str, ...]:
 def _booking(doc: StaffToml) -> BookingPolicy:
     table, path = _section(doc, "booking", ("min_notice_minutes", "change_cutoff_minutes",
                                             "horizon_days"))
-    minutes = _in_range(0, 7 * 24 * 60)
+    minutes = in_range(0, 7 * 24 * 60)
     return BookingPolicy(
         min_notice=dt.timedelta(minutes=doc.value(table, path, "min_notice_minutes", int,
                                                   default=30, convert=minutes)),
         change_cutoff=dt.timedelta(minutes=doc.value(table, path, "change_cutoff_minutes", int,
                                                      default=120, convert=minutes)),
         horizon_days=doc.value(table, path, "horizon_days", int, default=14,
-                               convert=_in_range(1, 90)),
+                               convert=in_range(1, 90)),
     )
 
 
@@ -361,9 +350,9 @@ def _fastagi(doc: StaffToml, env: dict[str, str]) -> FastAgiConfig:
         secret = ""
     return FastAgiConfig(
         host=doc.value(table, path, "host", str, default="127.0.0.1"),
-        port=doc.value(table, path, "port", int, default=4573, convert=_in_range(0, 65535)),
+        port=doc.value(table, path, "port", int, default=4573, convert=in_range(0, 65535)),
         max_calls=doc.value(table, path, "max_calls", int, default=200,
-                            convert=_in_range(1, 10000)),
+                            convert=in_range(1, 10000)),
         secret=Secret(secret),
         allow=doc.value(table, path, "allow", list, default=networks(LOOPBACK),
                         convert=_networks, what="a list of addresses or networks"),
@@ -395,7 +384,7 @@ def _ivr(doc: StaffToml, base: Path) -> IvrConfig:
                                default=DEFAULT_OFFICE_HOURS,
                                what=OFFICE_HOURS_FORMAT),
         watch_seconds=float(doc.value(table, path, "watch_seconds", (int, float), default=2,
-                                      convert=_in_range(0, 3600))),
+                                      convert=in_range(0, 3600))),
     )
 
 
@@ -407,12 +396,12 @@ def _ami(doc: StaffToml, env: dict[str, str]) -> AmiConfig:
                                         "action_timeout"))
     return AmiConfig(
         host=doc.value(table, path, "host", str, default="127.0.0.1"),
-        port=doc.value(table, path, "port", int, default=5038, convert=_in_range(1, 65535)),
+        port=doc.value(table, path, "port", int, default=5038, convert=in_range(1, 65535)),
         username=doc.value(table, path, "username", str, default="nobat"),
         secret=Secret(env.get("NOBAT_AMI_SECRET") or doc.value(table, path, "secret", str,
                                                                default="")),
         action_timeout=float(doc.value(table, path, "action_timeout", (int, float),
-                                       default=10, convert=_in_range(1, 120))),
+                                       default=10, convert=in_range(1, 120))),
     )
 
 
@@ -425,24 +414,24 @@ def _consultations(doc: StaffToml) -> ConsultationConfig:
         dial=doc.value(table, path, "dial", str, default="PJSIP/{national}@clinic-trunk",
                        convert=phones.parse_dial_template),
         ring_seconds=doc.value(table, path, "ring_seconds", int, default=45,
-                               convert=_in_range(5, 300)),
+                               convert=in_range(5, 300)),
         grace_minutes=doc.value(table, path, "grace_minutes", int, default=2,
-                                convert=_in_range(0, 60)),
-        attempts=doc.value(table, path, "attempts", int, default=3, convert=_in_range(1, 10)),
+                                convert=in_range(0, 60)),
+        attempts=doc.value(table, path, "attempts", int, default=3, convert=in_range(1, 10)),
         retry_minutes=doc.value(table, path, "retry_minutes", int, default=2,
-                                convert=_in_range(1, 60)),
+                                convert=in_range(1, 60)),
         max_channels=doc.value(table, path, "max_channels", int, default=200,
-                               convert=_in_range(2, 20000)),
+                               convert=in_range(2, 20000)),
         poll_seconds=float(doc.value(table, path, "poll_seconds", (int, float), default=5,
-                                     convert=_in_range(0, 300))),
+                                     convert=in_range(0, 300))),
         warn_minutes=doc.value(table, path, "warn_minutes", int, default=1,
-                               convert=_in_range(0, 30)),
+                               convert=in_range(0, 30)),
         missed_grace_minutes=doc.value(table, path, "missed_grace_minutes", int, default=5,
-                                       convert=_in_range(0, 120)),
+                                       convert=in_range(0, 120)),
         lease_seconds=doc.value(table, path, "lease_seconds", int, default=60,
-                                convert=_in_range(2, 600)),
+                                convert=in_range(2, 600)),
         practice_share_percent=doc.value(table, path, "practice_share_percent", int,
-                                         default=100, convert=_in_range(1, 100)),
+                                         default=100, convert=in_range(1, 100)),
     )
 
 
@@ -460,22 +449,23 @@ def _patient_calls(doc: StaffToml) -> PatientCallConfig:
     return PatientCallConfig(
         reminders=doc.value(table, path, "reminders", bool, default=True),
         reminder_days_before=doc.value(table, path, "reminder_days_before", int, default=1,
-                                       convert=_in_range(0, 7)),
+                                       convert=in_range(*COUNTS["reminder_days_before"])),
         reminder_at=reminder_at,
         absence_calls=doc.value(table, path, "absence_calls", bool, default=True),
         survey=doc.value(table, path, "survey", str, default="in-call",
-                         convert=_choice(SURVEY_MODES)),
+                         convert=one_of(SURVEY_MODES)),
         survey_after_minutes=doc.value(table, path, "survey_after_minutes", int, default=5,
-                                       convert=_in_range(1, 24 * 60)),
+                                       convert=in_range(1, 24 * 60)),
         quiet_hours=quiet,
         no_call_days=doc.value(table, path, "no_call_days", list,
                                default=frozenset({Weekday.FRIDAY}),
                                convert=parse_no_call_days, what="a list of weekday names"),
         ring_seconds=doc.value(table, path, "ring_seconds", int, default=30,
-                               convert=_in_range(5, 300)),
-        attempts=doc.value(table, path, "attempts", int, default=3, convert=_in_range(1, 10)),
+                               convert=in_range(*COUNTS["ring_seconds"])),
+        attempts=doc.value(table, path, "attempts", int, default=3,
+                           convert=in_range(*COUNTS["attempts"])),
         retry_minutes=doc.value(table, path, "retry_minutes", int, default=30,
-                                convert=_in_range(1, 24 * 60)),
+                                convert=in_range(*COUNTS["retry_minutes"])),
         max_calls=doc.value(table, path, "max_calls", int, default=20,
-                            convert=_in_range(1, 10000)),
+                            convert=in_range(1, 10000)),
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from clinic.calendar import Weekday
-from clinic.call_times import PracticeCallTimes
+from clinic.call_times import PracticeCallRules
 from clinic.clinic_file import ClinicSpec, read_clinic, read_clinic_files, read_clinics
 from clinic.staff_toml import StaffFileError
 from nobat.cli import main
@@ -136,10 +136,22 @@ def test_a_practice_may_set_its_trunks_channels_and_its_own_call_times(tmp_path:
                          '[clinic.patient_calls]\nquiet_hours = "20:00-09:30"\n'
                          'no_call_days = ["thursday", "friday"]\nreminder_at = "17:30"\n')
     assert spec.max_channels == 6
-    assert spec.call_times == PracticeCallTimes(
+    assert spec.call_times == PracticeCallRules(
         quiet_hours=(20 * 60, 9 * 60 + 30), reminder_at=17 * 60 + 30,
         no_call_days=frozenset({Weekday.THURSDAY, Weekday.FRIDAY}))
-    assert PracticeCallTimes.of_text(spec.call_times.text()) == spec.call_times
+    assert PracticeCallRules.of_text(spec.call_times.text()) == spec.call_times
+
+
+def test_a_practice_may_choose_which_calls_its_patients_get_and_how_they_are_tried(
+        tmp_path: Path) -> None:
+    spec = practice_with(tmp_path, '[clinic.patient_calls]\nreminders = false\n'
+                         'reminder_days_before = 2\nabsence_calls = false\n'
+                         'survey = "call-back"\nring_seconds = 45\nattempts = 5\n'
+                         'retry_minutes = 60\n')
+    assert spec.call_times == PracticeCallRules(
+        reminders=False, reminder_days_before=2, absence_calls=False, survey="call-back",
+        ring_seconds=45, attempts=5, retry_minutes=60)
+    assert PracticeCallRules.of_text(spec.call_times.text()) == spec.call_times
     demo = read_clinic(DEMO)
     assert (demo.max_channels, demo.call_times.text()) == (None, None)
 
@@ -160,8 +172,22 @@ def test_a_practice_may_set_its_trunks_channels_and_its_own_call_times(tmp_path:
      "every day is a no-call day"),
     ('[clinic.patient_calls]\nquiet_hours = "20:00-09:00"\nreminder_at = "08:30"',
      "clinic.toml:7: clinic.patient_calls.reminder_at: falls inside quiet_hours"),
-    ('[clinic.patient_calls]\nreminders = false', "clinic.toml:6: clinic.patient_calls."
-     "reminders: unknown key; expected one of quiet_hours, no_call_days, reminder_at"),
+    ('[clinic.patient_calls]\nmax_calls = 5', "clinic.toml:6: clinic.patient_calls."
+     "max_calls: unknown key; expected one of quiet_hours, no_call_days, reminder_at, "
+     "reminders, reminder_days_before, absence_calls, survey, ring_seconds, attempts, "
+     "retry_minutes"),
+    ('[clinic.patient_calls]\nreminders = "no"', "clinic.toml:6: clinic.patient_calls."
+     "reminders: expected true or false, got a string 'no'"),
+    ('[clinic.patient_calls]\nsurvey = "sometimes"', "clinic.toml:6: clinic.patient_calls."
+     "survey: expected one of in-call, call-back, off, got 'sometimes'"),
+    ('[clinic.patient_calls]\nattempts = 0', "clinic.toml:6: clinic.patient_calls.attempts: "
+     "expected a whole number from 1 to 10, got 0"),
+    ('[clinic.patient_calls]\nring_seconds = 600', "clinic.toml:6: clinic.patient_calls."
+     "ring_seconds: expected a whole number from 5 to 300, got 600"),
+    ('[clinic.patient_calls]\nreminder_days_before = 8', "clinic.toml:6: clinic.patient_calls."
+     "reminder_days_before: expected a whole number from 0 to 7, got 8"),
+    ('[clinic.patient_calls]\nretry_minutes = "30"', "clinic.toml:6: clinic.patient_calls."
+     "retry_minutes: expected a whole number, got a string '30'"),
 ])
 def test_a_bad_cap_or_call_time_names_its_line(tmp_path: Path, lines: str, message: str) -> None:
     base = practice("p", "02188776655")  # four lines: a table written after it is line 5

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import event, select, update
 
 from clinic.calendar import Weekday
-from clinic.call_times import PracticeCallTimes
+from clinic.call_times import PracticeCallRules
 from clinic.clinic_file import ClinicSpec, ClosureSpec, read_clinic
 from db import clinic_sync
 from db.availability import Availability, catalogs
@@ -81,7 +81,7 @@ async def test_a_practice_added_in_one_go_holds_what_a_comparing_load_would_writ
     spec = dataclasses.replace(
         demo_spec, office="PJSIP/office-a", dial="PJSIP/{national}@a-trunk", max_channels=4,
         office_hours={Weekday.SATURDAY: (9 * 60, 12 * 60 + 30)},
-        call_times=PracticeCallTimes(quiet_hours=(20 * 60, 9 * 60), reminder_at=17 * 60),
+        call_times=PracticeCallRules(quiet_hours=(20 * 60, 9 * 60), reminder_at=17 * 60),
         closures=(*demo_spec.closures,
                   ClosureSpec("dr-karimi", dt.date(2026, 12, 1), dt.date(2026, 12, 3), "away")))
     report = await load_clinic(database, spec)

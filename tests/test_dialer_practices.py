@@ -13,15 +13,17 @@ from pathlib import Path
 from sqlalchemy import select, update
 
 from bridge.outbound import CallPlan, PlanFactory
+from clinic.call_times import PracticeCallRules
 from clinic.clinic_file import ClinicSpec, ClosureSpec
 from clinic.phones import normalize
-from clinic.schedule import VisitKind
+from clinic.schedule import TEHRAN, VisitKind
 from db.clinic_sync import load_clinic
 from db.consultations import new_consultation
 from db.engine import Database
 from db.models import Appointment, Clinic, Consultation, Doctor, Patient
 from ivr.prompts import PromptLibrary
-from nobat.bridge_wiring import per_practice
+from nobat.bridge_wiring import call_planning, per_practice
+from nobat.config import load_config
 from tests.fakepbx.script import Answers, Phone
 from tests.support.clinics import Clock, every_day_clinic
 from tests.support.dialer_line import Line, line
@@ -40,6 +42,8 @@ SHOWN = {"test": ("+982188776655", "Test Clinic"), "second": ("+982144332211", "
 """What each practice's calls show: its number and its English name, or its name."""
 SATURDAY = dt.date(2026, 11, 28)
 PROMPTS = PromptLibrary.load(ROOT / "prompts" / "manifest.toml", "/prompts")
+PLANNING = call_planning(load_config(ROOT / "config.toml", env={}), TEHRAN)
+"""config.toml's [patient_calls], as nobat serve plans and dials with them."""
 THURSDAY = SATURDAY - dt.timedelta(days=2)
 
 
@@ -89,7 +93,7 @@ def originated(pbx_line: Line) -> dict[str, str]:
 
 def as_practices(plan: CallPlan) -> PlanFactory:
     """Each call dialled as its own practice, as nobat serve dials them."""
-    return per_practice(plan, PROMPTS)
+    return per_practice(plan, PROMPTS, PLANNING)
 
 
 async def one_consultation_each(database: Database) -> list[Phone]:
@@ -99,8 +103,9 @@ async def one_consultation_each(database: Database) -> list[Phone]:
     return [doctor(1), patient(1), doctor(2), patient(2)]
 
 
-def announced(pbx_line: Line) -> dict[str, str]:
-    """What each leg hears when it answers (NOBAT_ANNOUNCE), by the number it rang."""
+def announced(pbx_line: Line, variable: str = "NOBAT_ANNOUNCE") -> dict[str, str]:
+    """What each leg hears when it answers (NOBAT_ANNOUNCE), or another `variable` its
+    Originate set, by the number it rang."""
     heard = {}
     for session in pbx_line.pbx.sessions:
         for action in session.actions:
@@ -108,7 +113,7 @@ def announced(pbx_line: Line) -> dict[str, str]:
                 fields = list(action.fields)
                 variables = dict(value.partition("=")[::2] for name, value in fields
                                  if name == "Variable")
-                heard[dict(fields)["Channel"]] = variables.get("NOBAT_ANNOUNCE", "")
+                heard[dict(fields)["Channel"]] = variables.get(variable, "")
     return heard
 
 
@@ -264,3 +269,39 @@ async def test_a_practice_whose_trunk_carries_few_channels_is_rung_within_them(
         rung = [action["Channel"] for action in pbx_line.actions("Originate")]
     assert sorted(rung) == sorted(f"Local/{exten}@fake-phones/n" for exten in (
         "doctor1", "patient1", "doctor1", "patient2", "doctor2", "patient5"))
+
+
+async def test_each_practices_patient_call_rings_as_long_as_its_own_rules_say(
+        database: Database, tmp_path: Path) -> None:
+    """The second practice rings its patients 45 s ([clinic.patient_calls] ring_seconds);
+    the first, which sets none, the line's (config.toml's [patient_calls], 10 s here)."""
+    await two_practices(database)
+    await load_clinic(database, dataclasses.replace(
+        SECOND, call_times=PracticeCallRules(ring_seconds=45)),
+        clock=Clock(at(THURSDAY, "12:00")))
+    ten = at(SATURDAY, "10:00")
+    for n, spec in ((1, FIRST), (2, SECOND)):
+        await booked(database, spec, patient(n).number, ten, VisitKind.IN_PERSON)
+    phones = [Phone(f"patient{n}", patient(n).number, Answers(0.5), f"Patient {n}")
+              for n in (1, 2)]
+    async with patient_line(database, tmp_path, phones, at(THURSDAY, "17:59")) as rig:
+        await rig.pbx_line.until(settled(database, 2, "done"), seconds=10.0)
+        rung = {action["Channel"]: action["Timeout"]
+                for action in rig.pbx_line.actions("Originate")}
+    assert rung == {"Local/patient1@fake-phones/n": "10000",
+                    "Local/patient2@fake-phones/n": "45000"}
+
+
+async def test_a_practice_that_surveys_no_one_keeps_its_patients_off_the_in_call_survey(
+        database: Database) -> None:
+    """The second practice's clinic file says survey = "off": its doctor's leg tells the
+    dialplan so, while the first practice's has config.toml's in-call survey."""
+    await two_practices(database)
+    await load_clinic(database, dataclasses.replace(
+        SECOND, call_times=PracticeCallRules(survey="off")), clock=Clock(at(THURSDAY, "12:00")))
+    async with line(database, await one_consultation_each(database), START,
+                    plans=as_practices) as pbx_line:
+        await pbx_line.until(both_bridged(database), seconds=10.0)
+        survey = announced(pbx_line, "NOBAT_SURVEY")
+    assert (survey["Local/doctor1@fake-phones/n"], survey["Local/doctor2@fake-phones/n"]) == (
+        "in-call", "off")

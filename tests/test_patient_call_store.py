@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from clinic.calendar import Weekday
 from clinic.call_kinds import CallKind, Leg
-from clinic.call_times import CallHours, ReminderTimes
+from clinic.call_times import CallHours, CallTries, ReminderTimes
 from clinic.schedule import TEHRAN, VisitKind
 from db.booking import Booked, BookingService
 from db.clinic_sync import lift_absence, load_clinic, record_absence
@@ -26,7 +26,9 @@ SATURDAY = dt.date(2026, 11, 28)
 THURSDAY = SATURDAY - dt.timedelta(days=2)
 HOURS = CallHours(21 * 60, 8 * 60, frozenset({Weekday.FRIDAY}), TEHRAN)
 PLANNING = CallPlanning(HOURS, ReminderTimes(1, 18 * 60, HOURS, dt.timedelta(hours=2)),
-                        absences=True, survey_after=None)
+                        reminders=True, absences=True, survey="off",
+                        survey_after=dt.timedelta(minutes=5),
+                        tries=CallTries(30, 3, dt.timedelta(minutes=30)))
 LEASE = dt.timedelta(minutes=1)
 
 

@@ -14,13 +14,19 @@ from sqlalchemy import select, update
 from bridge.outbound import CallPlan
 from bridge.patient_call import PatientCalls
 from clinic.calendar import Weekday
-from clinic.call_times import PracticeCallTimes
+from clinic.call_times import PracticeCallRules
 from clinic.schedule import TEHRAN, VisitKind
 from db.clinic_sync import load_clinic, record_absence
 from db.engine import Database
 from db.models import Clinic, PatientCall
-from db.patient_calls import QUIET_PAST_ITS_TIME, UNREADABLE_HOLD, Plan, Purpose
-from nobat.bridge_wiring import patient_calls
+from db.patient_calls import (
+    PRACTICE_STOPPED,
+    QUIET_PAST_ITS_TIME,
+    UNREADABLE_HOLD,
+    Plan,
+    Purpose,
+)
+from nobat.bridge_wiring import call_planning, patient_calls
 from nobat.config import load_config
 from tests.support.clinics import Clock
 from tests.support.ivr import ROOT
@@ -30,7 +36,7 @@ from tests.test_schedule import at
 
 KABUL = ZoneInfo("Asia/Kabul")
 """An hour ahead of Tehran's clock (UTC+4:30 against +3:30)."""
-OWN_TIMES = PracticeCallTimes(quiet_hours=(20 * 60, 10 * 60), reminder_at=10 * 60,
+OWN_TIMES = PracticeCallRules(quiet_hours=(20 * 60, 10 * 60), reminder_at=10 * 60,
                               no_call_days=frozenset({Weekday.SUNDAY}))
 KABUL_PRACTICE = dataclasses.replace(SECOND, timezone="Asia/Kabul", call_times=OWN_TIMES)
 """The second practice keeps its own hours in its own zone: quiet 20:00-10:00, reminders at
@@ -61,7 +67,7 @@ def desk(database: Database, clock: Clock) -> PatientCalls:
     """The patient calls as `nobat serve` wires them from the shipped config.toml."""
     config = load_config(ROOT / "config.toml", env={})
     plan = CallPlan("Local/{exten}@fake-phones", "+982188776655", "Test Clinic")
-    return patient_calls(config, database, plan, TEHRAN, clock=clock)
+    return patient_calls(config, database, plan, call_planning(config, TEHRAN), clock=clock)
 
 
 async def test_a_practices_own_times_are_stored_and_a_file_without_them_keeps_the_lines(
@@ -70,7 +76,7 @@ async def test_a_practices_own_times_are_stored_and_a_file_without_them_keeps_th
     async with database.reading() as session:
         rows = dict((await session.execute(select(Clinic.key, Clinic.call_times))).all())
     assert rows["test"] is None
-    assert PracticeCallTimes.of_text(rows["second"]) == OWN_TIMES
+    assert PracticeCallRules.of_text(rows["second"]) == OWN_TIMES
 
 
 async def test_each_practice_is_reminded_at_its_own_time_in_its_own_zone(
@@ -122,6 +128,10 @@ NONSENSE = {
     ("call_times", '{"no_call_days": [0, 1, 2, 3, 4, 5, 6]}'): "no_call_days: expected",
     ("call_times", '{"no_call_days": [7]}'): "no_call_days: expected weekdays 0-6",
     ("call_times", '{"quiet_from": 1260}'): "expected an object",
+    ("call_times", '{"reminders": "no"}'): "reminders: expected true or false",
+    ("call_times", '{"attempts": 0}'): "attempts: expected a whole number 1-10, got 0",
+    ("call_times", '{"ring_seconds": true}'): "ring_seconds: expected a whole number 5-300",
+    ("call_times", '{"survey": "sometimes"}'): "survey: expected one of in-call, call-back",
     ("timezone", "Asia/Nowhere"): "No time zone found with key Asia/Nowhere",
 }
 """A practice's row as a hand edit might leave it (the column, its value), and what the
@@ -190,10 +200,13 @@ async def test_a_planned_call_whose_practice_cannot_be_read_is_held_and_the_othe
     assert second in await claimed()
 
 
-async def monday_absences(database: Database) -> tuple[int, int, Clock, PatientCalls]:
+async def monday_absences(database: Database, **rules: object
+                          ) -> tuple[int, int, Clock, PatientCalls]:
     """Each practice's doctor away on Monday, a booking of each at 12:00 its own time, and
-    their absence calls planned at NOW: the bookings' ids, the clock and the patient calls."""
+    their absence calls planned at NOW (the second practice's file setting `rules`): the
+    bookings' ids, the clock and the patient calls."""
     await two_practices(database)
+    await load_second(database, **rules)
     first = await booked(database, FIRST, "09351110003", at(MONDAY, "12:00"),
                          VisitKind.IN_PERSON)
     second = await booked(database, SECOND, "09351110004", local(MONDAY, "12:00", KABUL),
@@ -283,3 +296,70 @@ async def test_a_call_whose_quiet_hours_last_past_its_time_is_dropped_with_that_
     [dropped] = [call for call in await calls(database) if call.purpose == Purpose.ABSENCE]
     assert (dropped.state, dropped.attempts, dropped.cause) == (
         "cancelled", 0, QUIET_PAST_ITS_TIME)
+
+
+async def load_second(database: Database, **rules: object) -> None:
+    """The second practice loaded again, its clinic file setting `rules` beside its times."""
+    await load_clinic(database, dataclasses.replace(
+        KABUL_PRACTICE, call_times=dataclasses.replace(OWN_TIMES, **rules)), clock=Clock(NOW))
+
+
+async def test_a_practice_chooses_which_calls_its_patients_get(database: Database) -> None:
+    """The second practice sends no reminders and no absence calls; the first, which sets
+    neither, the line's. Turned back on in its file, its absence call is planned."""
+    first, second = await two_practices(database)
+    await load_second(database, reminders=False, absence_calls=False)
+    wired = desk(database, Clock(NOW))
+    assert await wired.store.plan(wired.planning) == Plan({Purpose.REMINDER: 1})
+    for spec in (FIRST, SECOND):
+        await record_absence(database, spec.doctors[0].key, SUNDAY, SUNDAY, "sick", spec.key)
+    assert await wired.store.plan(wired.planning) == Plan({Purpose.ABSENCE: 1})
+    assert sorted((c.appointment_id, c.purpose) for c in await calls(database)) == [
+        (first, "absence"), (first, "reminder")]
+    await load_second(database, reminders=False)
+    assert await wired.store.plan(wired.planning) == Plan({Purpose.ABSENCE: 1})
+    assert (second, "absence") in {(c.appointment_id, c.purpose) for c in await calls(database)}
+
+
+async def test_a_practice_reminds_as_many_days_ahead_as_its_file_says(
+        database: Database) -> None:
+    """Two days before a Tuesday visit is its no-call Sunday, so the second practice's
+    reminder comes on Saturday at its 10:00; the first's, a day ahead, is not due yet."""
+    await two_practices(database)
+    await load_second(database, reminder_days_before=2)
+    tuesday = SUNDAY + dt.timedelta(days=2)
+    first = await booked(database, FIRST, "09351110007", at(tuesday, "11:00"),
+                         VisitKind.IN_PERSON)
+    second = await booked(database, SECOND, "09351110008", local(tuesday, "11:00", KABUL),
+                          VisitKind.IN_PERSON)
+    wired = desk(database, Clock(NOW))
+    await wired.store.plan(wired.planning)
+    due = {call.appointment_id: call.due_at for call in await calls(database)}
+    assert first not in due
+    assert due[second] == local(SATURDAY, "10:00", KABUL)
+
+
+async def test_a_planned_call_of_a_kind_its_practice_has_turned_off_is_dropped_unrung(
+        database: Database) -> None:
+    first, second = await two_practices(database)
+    clock = Clock(NOW)
+    wired = desk(database, clock)
+    assert await wired.store.plan(wired.planning) == Plan({Purpose.REMINDER: 2})
+    await load_second(database, reminders=False)
+    clock.now = local(SATURDAY, "18:00", ZoneInfo("Asia/Tehran"))
+    claims = await wired.store.claim_next("nobat-1", LEASE, 10, planning=wired.planning)
+    assert [claim.call.appointment_id for claim in claims] == [first]
+    [dropped] = [call for call in await calls(database) if call.appointment_id == second]
+    assert (dropped.state, dropped.cause) == ("cancelled", PRACTICE_STOPPED)
+
+
+async def test_a_practices_calls_are_tried_as_often_as_its_file_says(
+        database: Database) -> None:
+    """The second practice tries each call once; the first, config.toml's three times."""
+    first, second, clock, wired = await monday_absences(database, attempts=1)
+    clock.now = local(SATURDAY, "19:40", KABUL)
+    claims = {claim.call.appointment_id: claim
+              for claim in await wired.store.claim_next("nobat-1", LEASE, 10,
+                                                            planning=wired.planning)}
+    assert wired.retry(claims[first], clock.now) == clock.now + dt.timedelta(minutes=30)
+    assert wired.retry(claims[second], clock.now) is None

@@ -15,7 +15,7 @@ from clinic.schedule import TEHRAN
 from db.engine import Database
 from db.models import PatientCall
 from ivr.prompts import PromptLibrary
-from nobat.bridge_wiring import patient_calls
+from nobat.bridge_wiring import call_planning, patient_calls
 from nobat.config import load_config
 from nobat.ivr_wiring import build_line, fastagi_server
 from tests.fakepbx.script import Phone
@@ -65,8 +65,9 @@ async def patient_line(database: Database, folder: Path, phones: Sequence[Phone]
     port = await server.start("127.0.0.1", 0)
     try:
         async with line(database, phones, start, clock=clock, fastagi=("127.0.0.1", port),
-                        patients=lambda plan: patient_calls(config, database, plan, TEHRAN,
-                                                            clock, plan_every=0.0),
+                        patients=lambda plan: patient_calls(
+                            config, database, plan, call_planning(config, TEHRAN), clock,
+                            plan_every=0.0),
                         survey_in_call=config.patient_calls.survey == "in-call") as pbx_line:
             yield PatientLine(pbx_line, ivr.services.prompts)
     finally:
