@@ -94,7 +94,8 @@ class ClinicSpec:
     """The most outbound channels its calls hold at once (its trunk's); None: only the line's
     cap and share."""
     call_times: PracticeCallRules = field(default_factory=PracticeCallRules)
-    """When its patients may be rung and reminded; unset parts: config's [patient_calls]."""
+    """When its patients may be rung, which calls they get and how each is tried; unset
+    parts: config's [patient_calls]."""
 
 
 def read_clinic(path: Path | str) -> ClinicSpec:

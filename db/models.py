@@ -95,8 +95,8 @@ class Clinic(Base):
     max_channels: Mapped[int | None] = mapped_column(Integer)
     """The most outbound channels its calls hold at once (its trunk's); None: no cap of its own."""
     call_times: Mapped[str | None] = mapped_column(Text)
-    """Its own quiet hours, no-call days and reminder time (PracticeCallRules.text); None:
-    config.toml's."""
+    """Its own rules for calling its patients: when, which calls, how each is tried
+    (PracticeCallRules.text); None: config.toml's."""
     loaded_digest: Mapped[str | None] = mapped_column(String(64))
     """The digest of the clinic file it was last loaded from (db/clinic_sync.py); a load of
     the same file again changes nothing and is skipped. None: compare row by row."""

@@ -25,7 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from clinic.call_kinds import CallKind, Leg, call_ref
 from clinic.call_times import CallHours, CallTries, PracticeCallRules, ReminderTimes
 from clinic.schedule import day_bounds
-from db.engine import one_line
+from db.availability import catalogs
+from db.engine import Clock, Database, one_line, utc_now
 from db.leases import (
     GIVEN_BACK,
     CallingPractice,
@@ -61,12 +62,13 @@ STOPPED_CAUSE = "nobat stopped during the call"
 QUIET_PAST_ITS_TIME = "its practice's quiet hours last past its time"
 """Why a call due before the quiet hours, not rung by their start, is dropped: at their end
 it would be too late (a reminder after the change cut-off, say)."""
-UNREADABLE_PAST_ITS_TIME = "its practice's call times could not be read before its time"
-"""Why a call is dropped whose practice's stored times stayed unreadable until too late."""
+UNREADABLE_PAST_ITS_TIME = "its practice's row could not be read before its time"
+"""Why a call is dropped whose practice's row (its rules, zone or line) stayed unreadable until
+too late."""
 PRACTICE_STOPPED = "its practice no longer makes these calls"
 """Why a planned call is dropped whose practice's clinic file has turned its kind off."""
 UNREADABLE_HOLD = dt.timedelta(minutes=5)
-"""How long a due call whose practice's times cannot be read is held, unrung, before it is
+"""How long a due call whose practice's row cannot be read is held, unrung, before it is
 looked at again (the planner names the practice meanwhile)."""
 
 
@@ -216,18 +218,21 @@ class Plan:
 
 
 async def _practices(session: AsyncSession, planning: CallPlanning
-                     ) -> tuple[dict[int, PracticeCalling], tuple[Unreadable, ...]]:
+                     ) -> tuple[dict[int, PracticeCalling], tuple[Unreadable, ...],
+                                dict[int, tuple[str, int]]]:
     """How every practice calls, by clinic id, but for those whose rules cannot be read: one
-    practice's bad row keeps no other practice's patients from being rung."""
-    rows = await session.execute(select(Clinic.id, Clinic.key, Clinic.timezone,
-                                        Clinic.call_times))
-    practices, unreadable = {}, []
-    for ident, key, timezone, own in rows:
+    practice's bad row keeps no other practice's patients from being rung; and each
+    practice's key and revision."""
+    rows = await session.execute(select(Clinic.id, Clinic.key, Clinic.revision,
+                                        Clinic.timezone, Clinic.call_times))
+    practices, unreadable, revisions = {}, [], {}
+    for ident, key, revision, timezone, own in rows:
+        revisions[ident] = (key, revision)
         try:
             practices[ident] = planning.of_practice(timezone, own)
         except UNREADABLE as exc:
             unreadable.append(Unreadable(key, one_line(exc)))
-    return practices, tuple(unreadable)
+    return practices, tuple(unreadable), revisions
 
 
 class PatientCallStore(LeasedStore[PatientCallClaim]):
@@ -239,6 +244,15 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
     claim_step = Step.CLAIM
     may_take_over = False
 
+    def __init__(self, database: Database, clock: Clock = utc_now) -> None:
+        super().__init__(database, clock)
+        self._lines: dict[int, tuple[int, str | None]] = {}
+        """Whether each practice's line can be read (its catalog: its zone, its office and
+        doctors' hours), and why not, as of its revision when last looked at."""
+        self._off_line: frozenset[int] = frozenset()
+        """The practices whose line cannot be read: their calls are held, as their patients
+        could not hear their flow (the line has taken those practices off)."""
+
     # -- planning ----------------------------------------------------------------------
 
     async def plan(self, planning: CallPlanning) -> Plan:
@@ -247,7 +261,8 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
         now = self.clock()
         rows: list[dict[str, Any]] = []
         async with self.db.reading() as session:
-            practices, unreadable = await _practices(session, planning)
+            practices, unreadable, revisions = await _practices(session, planning)
+            unreadable += await self._lines_unreadable(revisions, practices)
             making = {purpose: {clinic: calling for clinic, calling in practices.items()
                                 if calling.makes(purpose)} for purpose in Purpose}
             # Read once for both: a covered booking gets an absence call, not a reminder.
@@ -269,6 +284,25 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
         for row in rows:
             counts[row["purpose"]] = counts.get(row["purpose"], 0) + 1
         return Plan(counts, unreadable)
+
+    async def _lines_unreadable(self, revisions: dict[int, tuple[str, int]],
+                                practices: dict[int, PracticeCalling]
+                                ) -> tuple[Unreadable, ...]:
+        """The practices whose line cannot be read, taken out of `practices`: a practice's
+        catalog is read again only when its revision moved (a load), so a plan costs nothing
+        more while none did."""
+        moved = [ident for ident, (_, revision) in revisions.items()
+                 if self._lines.get(ident, (None,))[0] != revision]
+        if moved:
+            read = await catalogs(self.db.rows, moved)
+            for ident in moved:
+                if ident in read.read or ident in read.unreadable:  # else a load meanwhile
+                    self._lines[ident] = (revisions[ident][1], read.unreadable.get(ident))
+        off = {ident: why for ident, (_, why) in self._lines.items()
+               if why is not None and ident in revisions}
+        self._off_line = frozenset(off)
+        return tuple(Unreadable(revisions[ident][0], why) for ident, why in off.items()
+                     if practices.pop(ident, None) is not None)  # else named already
 
     def _insert_new(self) -> sqlite.Insert | postgresql.Insert:
         """An INSERT that skips a call already planned (another instance was first)."""
@@ -315,11 +349,12 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
             if won.rowcount != 1:
                 return None
             due = await _due(session, call_id)
-            calling = planning.calling_of(due.clinic_timezone, due.clinic_call_times)
+            calling = (None if due.clinic_id in self._off_line
+                       else planning.calling_of(due.clinic_timezone, due.clinic_call_times))
             hours = None if calling is None else calling.hours
-            why_not = (None if calling is None
-                       else PRACTICE_STOPPED if not calling.makes(due.purpose)
-                       else await _stale(session, due, now))
+            why_not = None if calling is None else (
+                await _stale(session, due, now)  # first: an answered call says so
+                or (None if calling.makes(due.purpose) else PRACTICE_STOPPED))
             if why_not is None and (hours is None or not hours.allowed(now)):
                 later = (hours.next_allowed_by(now, due.not_after) if hours is not None
                          else min(now + UNREADABLE_HOLD, due.not_after))
@@ -588,7 +623,8 @@ async def _reminders(session: AsyncSession, practices: dict[int, PracticeCalling
               .join(Patient, Appointment.patient_id == Patient.id)
               .join(Doctor, Appointment.doctor_id == Doctor.id)
               .where(Appointment.status == AppointmentStatus.BOOKED, Appointment.start_at > now,
-                     Appointment.start_at <= horizon, Patient.reminders_off_at.is_(None)))
+                     Appointment.start_at <= horizon, Patient.reminders_off_at.is_(None),
+                     Doctor.clinic_id.in_(list(practices))))
     rows = (await session.execute(coming)).all()
     ids = coming.with_only_columns(Appointment.id)
     planned = await _planned(session, Purpose.REMINDER, ids)
@@ -683,7 +719,8 @@ async def _surveys(session: AsyncSession, practices: dict[int, PracticeCalling],
                CallAttempt.ended_at > now - SURVEY_SHELF_LIFE,
                Patient.reminders_off_at.is_(None)))).all()
     planned = await _planned(session, Purpose.SURVEY, [a for a, _, _ in rows])
+    after = {clinic: calling.survey_after for clinic, calling in practices.items()
+             if calling.survey_after is not None}
     return [_row(a, Purpose.SURVEY, "", practices[clinic].hours.next_allowed(
-                     ended + (practices[clinic].survey_after or dt.timedelta())),
-                 ended + SURVEY_SHELF_LIFE, now)
-            for a, ended, clinic in rows if (a, "") not in planned and clinic in practices]
+                     ended + after[clinic]), ended + SURVEY_SHELF_LIFE, now)
+            for a, ended, clinic in rows if (a, "") not in planned and clinic in after]

@@ -23,6 +23,8 @@ class Practice:
     name: str
     name_en: str
     phone: str
+    timezone: str
+    """Its zone's name, as the store keeps it (a hand edit may have made it nonsense)."""
     numbers: tuple[str, ...]
     doctor_codes: Mapping[str, int]
 
@@ -31,7 +33,8 @@ async def practices(database: Database) -> list[Practice]:
     """Every practice in the store, in the order they were first loaded."""
     async with database.reading() as session:
         clinics = (await session.execute(
-            select(Clinic.id, Clinic.key, Clinic.name, Clinic.name_en, Clinic.phone)
+            select(Clinic.id, Clinic.key, Clinic.name, Clinic.name_en, Clinic.phone,
+                   Clinic.timezone)
             .order_by(Clinic.id))).all()
         numbers = (await session.execute(
             select(ClinicNumber.clinic_id, ClinicNumber.number)
@@ -47,7 +50,8 @@ async def practices(database: Database) -> list[Practice]:
     for row in codes:
         codes_of[row.clinic_id][row.code] = row.id
     return [Practice(id=clinic.id, key=clinic.key, name=clinic.name, name_en=clinic.name_en,
-                     phone=clinic.phone, numbers=tuple(numbers_of[clinic.id]),
+                     phone=clinic.phone, timezone=clinic.timezone,
+                     numbers=tuple(numbers_of[clinic.id]),
                      doctor_codes=MappingProxyType(codes_of[clinic.id]))
             for clinic in clinics]
 

@@ -137,10 +137,11 @@ class Call:
                                               digit_wait=digit_wait)
 
     async def enter(self, services: Services) -> None:
-        """Go on in a practice's line: its store, its words, whether it is closed today."""
+        """Go on in a practice's line: its store, its words, whether it is closed today (the
+        shared number is no practice's: it is never closed, whatever the first one is)."""
         self.services = services
         today = self.now().astimezone(services.clinic.tz).date()
-        self.closed_today = await services.booking.closed_on(today)
+        self.closed_today = bool(services.practice) and await services.booking.closed_on(today)
 
     def now(self) -> dt.datetime:
         """The clinic's clock (tests move it)."""

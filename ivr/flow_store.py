@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clinic.staff_toml import Problem, StaffFileError
+from db.unreadable import Unreadable, named
 from ivr.engine import ActionSpec
 from ivr.flow import Flow
 from ivr.flow_check import load_flows
@@ -73,6 +74,9 @@ class FlowStore:
         self._practices_seen: object = None
         self.snapshot: Snapshot | None = None
         self.last_error: str | None = None
+        """Why the last edit was refused (the flows in service are the ones before it)."""
+        self.left_out: tuple[Unreadable, ...] = ()
+        """The practices off the line, their rows unreadable, as the last load found them."""
         self.loaded_at: float | None = None
         self._seen: tuple[tuple[str, float], ...] = ()
 
@@ -125,6 +129,7 @@ class FlowStore:
             serving = self.snapshot.version if self.snapshot else "nothing"
             log.error("flows not reloaded (%s); still serving %s:\n%s", reason, serving, exc)
             return False
+        self.last_error = None
         self._left_out(fresh)
         changed = self.snapshot is None or fresh.version != self.snapshot.version
         self.snapshot = fresh  # the practices and their words may have changed with the flows
@@ -134,10 +139,18 @@ class FlowStore:
         return changed
 
     def _left_out(self, snapshot: Snapshot) -> None:
-        """Name the practices whose rows cannot be read, served as they are until put right."""
-        self.last_error = snapshot.routes.left_out
-        if self.last_error is not None:
-            log.error("%s", self.last_error)
+        """Name the practices whose rows cannot be read, off the line until put right."""
+        routes = snapshot.routes
+        self.left_out = routes.unreadable
+        if not routes.unreadable:
+            return
+        if routes.platform:
+            log.error("practices off the line, their numbers reaching the shared menu until "
+                      "their rows are put right (%d): %s", len(routes.unreadable),
+                      named(routes.unreadable))
+        else:
+            log.error("the practice's row cannot be read, its callers reach the office until "
+                      "it is put right: %s", named(routes.unreadable))
 
     def _stamp(self) -> tuple[tuple[str, float], ...]:
         files = [*self.directory.glob("*.toml"), *self.directory.glob("*/*.toml"),

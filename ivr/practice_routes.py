@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from clinic import phones
-from db.unreadable import Unreadable, named
+from db.unreadable import Unreadable
 from ivr.call import Services
 from ivr.prompts import PromptLibrary
 
@@ -35,17 +35,6 @@ class Routes:
     unreadable: tuple[Unreadable, ...] = ()
     """Practices whose rows cannot be read (edited by hand): off the line, their numbers
     reaching the shared menu, until their rows are put right."""
-
-    @property
-    def left_out(self) -> str | None:
-        """What the status page says of the practices off the line; None: there are none."""
-        if not self.unreadable:
-            return None
-        if not self.platform:
-            return (f"the practice's row cannot be read, its callers cannot book until it is "
-                    f"put right: {named(self.unreadable)}")
-        return (f"practices off the line, their numbers reaching the shared menu until their "
-                f"rows are put right ({len(self.unreadable)}): {named(self.unreadable)}")
 
     @property
     def platform(self) -> bool:

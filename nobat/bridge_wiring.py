@@ -18,13 +18,12 @@ from bridge.patient_call import PatientCalls
 from clinic.call_times import CallHours, CallTries, ReminderTimes, retry_time
 from clinic.phones import national
 from clinic.schedule import TEHRAN
-from db.availability import RowUnreadable
-from db.booking import BookingService
 from db.consultations import ConsultationStore, RetryPolicy
-from db.engine import Clock, Database, utc_now
+from db.engine import Clock, Database, one_line, utc_now
 from db.leases import LeasedClaim
 from db.patient_calls import CallPlanning, PatientCallClaim, PatientCallStore
 from db.practices import practices
+from db.unreadable import UNREADABLE
 from ivr.prompts import PromptLibrary
 from nobat.config import Config
 from nobat.ivr_wiring import MANIFEST
@@ -80,13 +79,13 @@ async def build_dialer(config: Config, database: Database) -> Dialer | None:
         return None
     first = found[0]
     try:  # the zone of the line's own patient-call hours, a practice's stand-in
-        profile = await BookingService(database, config.booking).clinic_profile()
-    except RowUnreadable as exc:  # its own calls fail alone; the others' are dialled
-        log.error("%s: %s; the line's patient-call hours are in %s meanwhile",
-                  first.key, exc, TEHRAN.key)
-        profile = None
+        tz = ZoneInfo(first.timezone)
+    except UNREADABLE as exc:  # its own calls are held alone; the others' are dialled
+        log.error("%s: its zone cannot be read (%s); the line's patient-call hours are in %s "
+                  "meanwhile", first.key, one_line(exc), TEHRAN.key)
+        tz = TEHRAN
     calls = config.consultations
-    planning = call_planning(config, profile.tz if profile else TEHRAN)
+    planning = call_planning(config, tz)
     plan = CallPlan(calls.dial, first.phone, first.name_en or first.name,
                     ring_seconds=calls.ring_seconds,
                     grace=dt.timedelta(minutes=calls.grace_minutes),

@@ -156,7 +156,7 @@ async def _store(config: Config
     loaded = [profile for profile in profiles.values() if profile is not None]
     findings.append(Finding("clinic", bool(loaded), "; ".join(
         f"{profile.name_en or profile.name}, {len(profile.doctors)} doctors"
-        for profile in loaded) or "no clinic loaded",
+        for profile in loaded) or ("no clinic readable" if unreadable else "no clinic loaded"),
         "run `nobat clinic load /etc/nobat/clinic.toml`"))
     if unreadable:
         findings.append(Finding("practices", False, f"rows that cannot be read "

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from clinic.staff_toml import StaffFileError
-from db.booking import BookingService
+from db.practices import practices
 from ivr.call import CallEnd
 from ivr.inbound import ENTRY_FLOW
 from ivr.session import CallerHungUp, CallInfo
@@ -74,7 +74,7 @@ async def try_flow(config: Config, flow: str | None, caller: str | None, lang: s
     """Answer one call from the terminal, so staff try exactly what callers will get."""
     database = await open_database(config)
     try:
-        if await BookingService(database, config.booking).clinic_profile() is None:
+        if not await practices(database):
             print(f"nobat: {config.database.safe_url} holds no clinic yet; load one first: "
                   "nobat clinic load clinic.toml (nobat serve loads it too)", file=sys.stderr)
             return 1

@@ -20,10 +20,12 @@ from clinic.staff_toml import StaffFileError
 from db.clinic_sync import load_clinic
 from db.engine import Database
 from db.models import Appointment, Clinic, Doctor, InboundCall, WeeklyHours
+from db.unreadable import Unreadable
 from nobat.cli import main
 from nobat.ivr_wiring import build_line
 from tests.fakepbx.ami_server import FakeAsterisk, nobat_user
 from tests.fakepbx.script import Caller, HangUp, Hear
+from tests.security.wire import log_in, post_form
 from tests.support.clinic_day import AMI_SECRET, TOKEN
 from tests.support.clinics import Clock, second_practice
 from tests.support.ivr import ROOT, IvrRig, ivr_rig
@@ -31,6 +33,7 @@ from tests.support.server import ServerProcess, demo_copy, demo_store, dial_fake
 from tests.test_dialer_health_page import until_healthz
 from tests.test_ivr_calls import BOOK_SATURDAY_1620, MOBILE, SATURDAY, at, contains
 from tests.test_status_page import get
+from tests.test_status_page_practices import make_token
 
 TEHRAN_DID = "02188776655"
 SHIRAZ_DID = "07132224455"
@@ -333,6 +336,10 @@ async def test_a_caller_hanging_up_anywhere_on_the_shared_menu_leaves_nothing(
     assert rig.line.calls == {}
 
 
+NOWHERE = "ZoneInfoNotFoundError: 'No time zone found with key Asia/Nowhere'"
+"""Why a practice whose zone was edited to Asia/Nowhere cannot be read."""
+
+
 BROKEN_ROWS = {
     "an unknown zone": (Clinic.timezone, "Asia/Nowhere", "No time zone found"),
     "office hours edited by hand": (Clinic.office_hours, "saturday 9-12",
@@ -367,11 +374,10 @@ async def test_a_practice_whose_row_cannot_be_read_is_off_the_line_and_the_other
     await edit_shiraz(database, column, value)
     await rig.line.flows.reload("practices changed")
     started = await build_line(rig.config, database, clock)
-    for said in (rig.line.flows.last_error, started.flows.last_error):
-        assert said is not None and said.startswith("practices off the line, their numbers "
-                                                    "reaching the shared menu until their "
-                                                    "rows are put right (1): shiraz-eye (")
-        assert why in said
+    for flows in (rig.line.flows, started.flows):
+        assert [(off.practice, why in off.reason) for off in flows.left_out] == [
+            ("shiraz-eye", True)]
+        assert flows.last_error is None
     tehran = await rig.call(Caller.dialling(MOBILE, Hear("welcome"), "1", *BOOK_SATURDAY_1620,
                                             dialled=TEHRAN_DID))
     assert tehran.prompts[0] == "fa/clinic/nobat-demo/welcome"
@@ -384,7 +390,7 @@ async def test_a_practice_whose_row_cannot_be_read_is_off_the_line_and_the_other
     assert not any("shiraz-eye" in p or "nobat-demo" in p for p in shiraz.prompts)
     await load_clinic(database, read_clinic(tmp_path / "shiraz.toml"), clock)
     await rig.line.flows.reload("practices changed")
-    assert rig.line.flows.last_error is None
+    assert rig.line.flows.left_out == ()
     shiraz = await rig.call(Caller.dialling(MOBILE, Hear("welcome"), "1", *BOOK_SATURDAY_1620,
                                             dialled=SHIRAZ_DID))
     assert shiraz.prompts[0] == "fa/clinic/shiraz-eye/welcome"
@@ -401,10 +407,7 @@ async def test_a_lone_practice_whose_row_cannot_be_read_hands_its_callers_to_the
             await session.execute(update(Clinic).values(timezone="Asia/Nowhere"))
 
     async with ivr_rig(database, clock, edit=nowhere) as rig:
-        said = rig.line.flows.last_error
-        assert said == ("the practice's row cannot be read, its callers cannot book until it "
-                        "is put right: nobat-demo (ZoneInfoNotFoundError: 'No time zone found "
-                        "with key Asia/Nowhere')")
+        assert rig.line.flows.left_out == (Unreadable("nobat-demo", NOWHERE),)
         heard = await rig.call(Caller.dialling(MOBILE, Hear("welcome"), "1",
                                                dialled=TEHRAN_DID))
     assert "NOBAT_SESSION" in heard.transcript.variables
@@ -442,11 +445,45 @@ async def test_nobat_serve_starts_and_dials_with_the_first_practices_row_unreada
             body = await until_healthz(server, 200, "running")
             assert (body["ami"], body["flows"]) == ("connected", "error")
             status, text = await get(server, "/api/status")
-            state = json.loads(text)
-            assert status == 200 and state["health"]["flows_error"].startswith(
-                "practices off the line, their numbers reaching the shared menu until their "
-                "rows are put right (1): nobat-demo (ZoneInfoNotFoundError: ")
+            health = json.loads(text)["health"]
+            assert (status, health["flows_error"], health["ok"]) == (200, None, False)
+            assert health["practices_off"] == [{"practice": "nobat-demo", "reason": NOWHERE}]
             status, page = await get(server, "/?lang=en")
-            assert status == 200 and "practices off the line" in page
+            assert status == 200
+            assert f"Practices off the line</th><td class=\"bad error\" dir=\"ltr\">nobat-demo " \
+                   f"({NOWHERE})" in page.replace("&#39;", "'")
+            code, token, _ = await make_token(config, "shiraz-eye")
+            status, text = await get(server, "/api/status", token.strip())
+            assert (code, status, json.loads(text)["health"]["practices_off"]) == (0, 200, [])
+            tomorrow = (dt.date.today() + dt.timedelta(days=2)).isoformat()
+            refused = await post_form(server, "/absences?lang=en", await log_in(server, TOKEN),
+                                      ("practice", "nobat-demo"), ("first", tomorrow),
+                                      ("last", tomorrow), ("reason", "away"))
+            assert refused.status == 400
+            assert "this practice's row in the store cannot be read" in \
+                refused.text.replace("&#39;", "'")
         finally:
             assert await server.stop() == 0
+
+
+async def test_with_the_first_practice_off_the_line_the_others_and_the_shared_number_book(
+        database: Database, clock: Clock, tmp_path: Path) -> None:
+    """The shared number's menu is no practice's: the first practice's row, unreadable,
+    fails neither it nor the second practice's own number."""
+    async def nowhere(database: Database) -> None:
+        async with database.writing() as session:
+            await session.execute(update(Clinic).where(Clinic.key == "nobat-demo")
+                                  .values(timezone="Asia/Nowhere"))
+
+    async with ivr_rig(database, clock, practices=[shiraz_file(tmp_path)],
+                       edit=nowhere) as rig:
+        assert rig.line.flows.left_out == (Unreadable("nobat-demo", NOWHERE),)
+        own = await rig.call(Caller.dialling(MOBILE, Hear("welcome"), "1", Hear("main-menu"),
+                                             "9", dialled=SHIRAZ_DID))
+        shared = await rig.call(Caller.dialling(
+            MOBILE, Hear("platform-welcome"), "1", Hear("shared-menu"), "1",
+            Hear("enter-doctor-code"), "201#", Hear("confirm-keys"), "1", *BOOK_SATURDAY_1620,
+            dialled=TEHRAN_DID))
+    assert own.prompts[0] == "fa/clinic/shiraz-eye/welcome"
+    assert shared.prompts[0] == "fa/platform-welcome"
+    assert await booked_at(database) == [("shiraz-eye", "dr-ahmadi", at(SATURDAY, 16, 20))]

@@ -17,6 +17,7 @@ from clinic.calendar import Weekday
 from clinic.call_times import PracticeCallRules
 from clinic.schedule import TEHRAN, VisitKind
 from db.clinic_sync import load_clinic, record_absence
+from db.consultations import ConsultationStore
 from db.engine import Database
 from db.models import Clinic, PatientCall
 from db.patient_calls import (
@@ -133,6 +134,7 @@ NONSENSE = {
     ("call_times", '{"ring_seconds": true}'): "ring_seconds: expected a whole number 5-300",
     ("call_times", '{"survey": "sometimes"}'): "survey: expected one of in-call, call-back",
     ("timezone", "Asia/Nowhere"): "No time zone found with key Asia/Nowhere",
+    ("office_hours", "saturday 9-12"): "expected day=HH:MM-HH:MM",
 }
 """A practice's row as a hand edit might leave it (the column, its value), and what the
 planner says of each."""
@@ -146,9 +148,13 @@ async def edit_second(database: Database, column: str, value: str) -> None:
 
 
 async def put_right(database: Database) -> None:
-    """The second practice's row as its file wrote it."""
+    """The second practice's row as its file wrote it, at a new revision as a load leaves
+    it."""
     await edit_second(database, "call_times", OWN_TIMES.text() or "")
     await edit_second(database, "timezone", "Asia/Kabul")
+    async with database.writing() as session:
+        await session.execute(update(Clinic).where(Clinic.key == "second")
+                              .values(office_hours=None, revision=Clinic.revision + 1))
 
 
 @pytest.mark.parametrize("edit", NONSENSE)
@@ -174,18 +180,21 @@ async def test_a_practice_whose_times_cannot_be_read_is_left_out_of_the_plan_and
 
 
 @pytest.mark.parametrize("edit", [("call_times", "{edited by hand"),
-                                  ("timezone", "Asia/Nowhere")])
+                                  ("timezone", "Asia/Nowhere"),
+                                  ("office_hours", "saturday 9-12")])
 async def test_a_planned_call_whose_practice_cannot_be_read_is_held_and_the_others_rung(
         database: Database, edit: tuple[str, str]) -> None:
-    """Both practices' reminders planned, then one practice's row broken by hand: its call
-    is not rung (its quiet hours are unknown) but held a few minutes at a time, the other
-    practice's is claimed as usual, and once the row is put right the held one is too."""
+    """Both practices' reminders planned, then one practice's row broken by hand and nobat
+    started again: its call is not rung (its quiet hours or its flow are unknown) but held a
+    few minutes at a time, the other practice's is claimed as usual, and once the row is
+    put right the held one is too."""
     first, second = await two_practices(database)
     clock = Clock(NOW)
-    wired = desk(database, clock)
-    await wired.store.plan(wired.planning)
+    await desk(database, clock).store.plan(desk(database, clock).planning)
     await edit_second(database, *edit)
     clock.now = local(SATURDAY, "18:00", ZoneInfo("Asia/Tehran"))  # both due by now
+    wired = desk(database, clock)  # nobat started again: its line leaves the practice out
+    assert (await wired.store.plan(wired.planning)).unreadable[0].practice == "second"
 
     async def claimed() -> set[int]:
         claims = await wired.store.claim_next("nobat-1", LEASE, 10, planning=wired.planning)
@@ -197,6 +206,7 @@ async def test_a_planned_call_whose_practice_cannot_be_read_is_held_and_the_othe
     assert held.due_at == clock.now + UNREADABLE_HOLD
     await put_right(database)
     clock.now = held.due_at
+    await wired.store.plan(wired.planning)  # the planner's next minute sees the row right
     assert second in await claimed()
 
 
@@ -219,19 +229,30 @@ async def monday_absences(database: Database, **rules: object
     return first, second, clock, wired
 
 
+FAILED = local(SATURDAY, "19:40", KABUL)
+"""When both practices' absence calls ring unanswered: 18:40 in Tehran."""
+
+
+async def retried(database: Database, **rules: object
+                  ) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """When each practice's absence call is tried again after ringing unanswered at FAILED,
+    the second practice's file setting `rules`; None: not again."""
+    first, second, clock, wired = await monday_absences(database, **rules)
+    clock.now = FAILED
+    claims = {claim.call.appointment_id: claim
+              for claim in await wired.store.claim_next("nobat-1", LEASE, 10,
+                                                            planning=wired.planning)}
+    return wired.retry(claims[first], FAILED), wired.retry(claims[second], FAILED)
+
+
 async def test_an_unanswered_call_is_retried_within_its_own_practices_hours(
         database: Database) -> None:
     """Each practice's doctor is away on Monday, and both absence calls ring unanswered at
     19:40 Kabul time (18:40 in Tehran). 30 minutes on, the line's hours allow a call; the
     Kabul practice's quiet hours do not, nor its no-call Sunday: it rings on Monday at 10:00,
     still before the 12:00 booking."""
-    first, second, clock, wired = await monday_absences(database)
-    clock.now = local(SATURDAY, "19:40", KABUL)
-    claims = {claim.call.appointment_id: claim
-              for claim in await wired.store.claim_next("nobat-1", LEASE, 10,
-                                                            planning=wired.planning)}
-    assert wired.retry(claims[first], clock.now) == clock.now + dt.timedelta(minutes=30)
-    assert wired.retry(claims[second], clock.now) == local(MONDAY, "10:00", KABUL)
+    assert await retried(database) == (FAILED + dt.timedelta(minutes=30),
+                                       local(MONDAY, "10:00", KABUL))
 
 
 async def ten_past_eight_in_kabul(database: Database, clock: Clock, wired: PatientCalls,
@@ -356,10 +377,43 @@ async def test_a_planned_call_of_a_kind_its_practice_has_turned_off_is_dropped_u
 async def test_a_practices_calls_are_tried_as_often_as_its_file_says(
         database: Database) -> None:
     """The second practice tries each call once; the first, config.toml's three times."""
-    first, second, clock, wired = await monday_absences(database, attempts=1)
-    clock.now = local(SATURDAY, "19:40", KABUL)
-    claims = {claim.call.appointment_id: claim
-              for claim in await wired.store.claim_next("nobat-1", LEASE, 10,
-                                                            planning=wired.planning)}
-    assert wired.retry(claims[first], clock.now) == clock.now + dt.timedelta(minutes=30)
-    assert wired.retry(claims[second], clock.now) is None
+    assert await retried(database, attempts=1) == (FAILED + dt.timedelta(minutes=30), None)
+
+
+async def test_a_practice_that_surveys_by_calling_back_is_rung_back_alone(
+        database: Database) -> None:
+    """The line surveys in the call (config.toml's "in-call"); the second practice's file
+    says "call-back": after both practices' phone consultations, only its patient gets a
+    survey call, config.toml's survey_after_minutes after the end, in its own hours."""
+    await two_practices(database)
+    await load_second(database, survey="call-back")
+    start = local(SATURDAY, "12:00", KABUL)
+    ids = {await booked(database, spec, phone, start, VisitKind.PHONE): spec.key
+           for spec, phone in ((FIRST, "09351110009"), (SECOND, "09351110010"))}
+    clock = Clock(start)
+    consultations = ConsultationStore(database, clock)
+    for claim in await consultations.claim_next("nobat-1", LEASE, 2):
+        await consultations.bridged(claim, start)
+        await consultations.completed(claim, start + dt.timedelta(minutes=20), 1200)
+    wired = desk(database, clock)
+    assert (await wired.store.plan(wired.planning)).added[Purpose.SURVEY] == 1
+    [survey] = [call for call in await calls(database) if call.purpose == Purpose.SURVEY]
+    assert ids[survey.appointment_id] == "second"
+    assert survey.due_at == start + dt.timedelta(minutes=20 + 5)
+
+
+async def test_a_practice_retries_as_soon_as_its_file_says(database: Database) -> None:
+    """Its own 5 minutes fall before its 20:00 quiet hours, where the line's 30 would wait
+    for Monday."""
+    assert await retried(database, retry_minutes=5) == (FAILED + dt.timedelta(minutes=30),
+                                                        FAILED + dt.timedelta(minutes=5))
+
+
+async def test_a_practice_reminds_its_patients_where_the_line_reminds_no_one(
+        database: Database) -> None:
+    _, second = await two_practices(database)
+    await load_second(database, reminders=True)
+    wired = desk(database, Clock(NOW))
+    silent = dataclasses.replace(wired.planning, reminders=False)
+    assert await wired.store.plan(silent) == Plan({Purpose.REMINDER: 1})
+    assert [call.appointment_id for call in await calls(database)] == [second]

@@ -18,6 +18,7 @@ from db.booking import Cancelled, Refusal
 from db.clinic_sync import lift_absence, record_absence
 from db.figures import Figures
 from db.practices import PracticeScope, practices
+from db.unreadable import named
 from db.web_sessions import SessionLifetime, WebSessionStore
 from web.auth import SCOPE, SESSION, SESSIONS, THROTTLE, login, logout, require_token
 from web.guards import HEALTHZ, STATIC, guard, html, protect
@@ -53,7 +54,8 @@ async def healthz(request: web.Request) -> web.Response:
         if state.schema is not None:
             body["schema"] = state.schema
         body["ami"] = state.ami
-        body["flows"] = "ok" if state.flows_error is None else "error"
+        body["flows"] = "ok" if state.flows_error is None and not state.practices_off \
+            else "error"
         body["parts"] = {part.name: {"state": part.state, "since": part.since.isoformat(),
                                      "restarts": part.restarts}
                          for part in state.parts}
@@ -65,7 +67,7 @@ async def healthz(request: web.Request) -> web.Response:
 def flows_state(store: FlowsView) -> dict[str, object]:
     """The flow version in service and the last refused edit, for the page and the API."""
     return {"version": store.current().version, "loaded_at": store.loaded_at,
-            "last_error": store.last_error}
+            "last_error": store.last_error, "practices_off": named(store.left_out) or None}
 
 
 def _admin_only(request: web.Request) -> None:

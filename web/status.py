@@ -24,6 +24,7 @@ from db.figures import AbsenceRow, ConsultationRow, DayFigures, Figures, Heatmap
 from db.practices import PracticeScope, practices
 from db.schema import current_revision, head_revision
 from db.surveys import SurveyAverage, SurveyStore
+from db.unreadable import Unreadable, named
 from web.problems import BadInput
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ class FlowsView(Protocol):
     def loaded_at(self) -> float | None: ...
     @property
     def last_error(self) -> str | None: ...
+    @property
+    def left_out(self) -> tuple[Unreadable, ...]: ...
     def current(self) -> Versioned: ...
     async def reload(self, reason: str) -> bool: ...
 
@@ -148,15 +151,23 @@ class Health:
     flows_version: str | None
     flows_loaded_at: str | None
     flows_error: str | None
+    practices_off: tuple[Unreadable, ...] = ()
+    """The practices off the line, their rows in the store unreadable (docs/platform.md)."""
     parts: tuple[PartView, ...] = ()
     due_unserved: int = 0
     """Consultations due now while no running dialer with a live AMI link can ring them."""
+
+    @property
+    def practices_off_named(self) -> str:
+        """The practices off the line, each with why, as the page shows them."""
+        return named(self.practices_off)
 
     @property
     def ok(self) -> bool:
         """All parts that exist work (a missing AMI secret is a choice, not a fault)."""
         return (self.database == "ok" and self.fastagi in ("listening", "off")
                 and self.ami in ("connected", "off") and self.flows_error is None
+                and not self.practices_off
                 and all(part.running for part in self.parts))
 
     @property
@@ -228,7 +239,8 @@ class Status:
         return {
             "now": self.now.isoformat(), "today": self.today.isoformat(),
             "health": {**vars(self.health), "ok": self.health.ok,
-                       "parts": [_part_json(part) for part in self.health.parts]},
+                       "parts": [_part_json(part) for part in self.health.parts],
+                       "practices_off": [vars(off) for off in self.health.practices_off]},
             "live_calls": [vars(call) for call in self.live_calls],
             "live_consultations": [_view_json(v) for v in self.live_consultations],
             "upcoming": [_view_json(v) for v in self.upcoming],
@@ -318,7 +330,8 @@ async def health(sources: Sources) -> Health:
         ami_error=None if link is None else link.last_error,
         flows_version=None if current is None else current.version,
         flows_loaded_at=None if flows is None else flows.loaded_at,
-        flows_error=None if flows is None else flows.last_error, parts=parts,
+        flows_error=None if flows is None else flows.last_error,
+        practices_off=() if flows is None else flows.left_out, parts=parts,
         due_unserved=due)
 
 
@@ -340,7 +353,8 @@ async def snapshot(sources: Sources, first: dt.date | None = None,
     """Gather the whole status of one practice, or (None) of every practice; `first`/`last`
     choose the heatmap's range. Without `staff` (a /metrics scrape, every few seconds) the
     lists only people read are left empty: bookings on closed days, recorded absences, eight
-    weeks of survey averages. Health is the platform's, whoever reads it."""
+    weeks of survey averages. Health is the platform's, whoever reads it, but for the
+    practices off the line: a practice's staff see only whether theirs is."""
     now, tz = sources.clock(), sources.zone(practice)
     today = now.astimezone(tz).date()
     first, last = heatmap_range(today, first, last)
@@ -348,8 +362,12 @@ async def snapshot(sources: Sources, first: dt.date | None = None,
     figures = Figures(sources.database, tz, clinic)
     end_of_day = dt.datetime.combine(today + dt.timedelta(days=1), dt.time(), tz)
     until = max(end_of_day, now + NEXT_AT_LEAST)
+    platform = await health(sources)
+    if practice is not None:
+        platform = dataclasses.replace(platform, practices_off=tuple(
+            off for off in platform.practices_off if off.practice == practice.key))
     status = Status(
-        now=now, today=today, health=await health(sources),
+        now=now, today=today, health=platform,
         live_calls=[call for call in sources.live_calls(now)
                     if practice is None or call.practice == practice.key],
         live_consultations=[view(r, now) for r in await figures.live_consultations()],
