@@ -24,7 +24,7 @@ from clinic.schedule import HoursRule, Interval, VisitKind, day_bounds
 from db.engine import one_line
 from db.models import HOLDS_ITS_SLOT, Appointment, Clinic, Closure, Doctor, WeeklyHours
 from db.reads import Rows
-from db.unreadable import UNREADABLE
+from db.unreadable import UNREADABLE, RowUnreadable
 
 
 @dataclass(frozen=True)
@@ -209,15 +209,6 @@ class Catalogs:
     """Each practice's catalog by clinic id, as of its revision."""
     unreadable: dict[int, str]
     """Why a practice's catalog could not be built (its row edited by hand), by clinic id."""
-
-
-class RowUnreadable(ValueError):
-    """A practice's row cannot be read: its own calls fail, and no other practice's."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"the practice's row cannot be read: {reason}")
-        self.reason = reason
-        """What reading the row raised, in one line."""
 
 
 async def catalogs(rows: Rows, clinic_ids: Sequence[int]) -> Catalogs:

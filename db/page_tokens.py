@@ -5,7 +5,6 @@ and ends every session the old one opened."""
 from __future__ import annotations
 
 import hmac
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, select
 
@@ -47,5 +46,5 @@ async def token_practice(database: Database, token: str) -> PracticeScope | None
     found = None
     for kept, clinic, key, zone in rows:
         if hmac.compare_digest(given, kept.encode()):
-            found = PracticeScope(clinic, key, ZoneInfo(zone))
+            found = PracticeScope.of_row(clinic, key, zone)
     return found

@@ -10,8 +10,9 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from db.engine import Database
+from db.engine import Database, one_line
 from db.models import Clinic, ClinicNumber, Doctor
+from db.unreadable import UNREADABLE, RowUnreadable
 
 
 @dataclass(frozen=True)
@@ -64,3 +65,12 @@ class PracticeScope:
     key: str
     tz: ZoneInfo
     """Its clinic file's zone: its staff's page shows their own day and clock."""
+
+    @classmethod
+    def of_row(cls, clinic_id: int, key: str, zone: str) -> PracticeScope:
+        """The scope of a stored practice; RowUnreadable when its zone was edited into one
+        that does not exist (its staff are told so, not shown another zone's day)."""
+        try:
+            return cls(clinic_id, key, ZoneInfo(zone))
+        except UNREADABLE as exc:
+            raise RowUnreadable(one_line(exc)) from None

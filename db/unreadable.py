@@ -20,6 +20,15 @@ class Unreadable:
     """What reading its row raised, in one line."""
 
 
+class RowUnreadable(ValueError):
+    """A practice's row cannot be read: what needs it fails for that practice alone."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the practice's row cannot be read: {reason}")
+        self.reason = reason
+        """What reading the row raised, in one line."""
+
+
 def named(unreadable: tuple[Unreadable, ...]) -> str:
     """The practices left out, each with its reason, for a health line."""
     return "; ".join(f"{u.practice} ({u.reason})" for u in unreadable)

@@ -14,7 +14,6 @@ import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, or_, select, update
 
@@ -92,7 +91,7 @@ class WebSessionStore:
         if now - row.last_seen_at >= min(TOUCH_AT_MOST_EVERY, self.lifetime.idle / 10):
             await self._touch(row.id, now)
         practice = (None if row.clinic_id is None
-                    else PracticeScope(row.clinic_id, key, ZoneInfo(zone)))
+                    else PracticeScope.of_row(row.clinic_id, key, zone))
         return LiveSession(row.csrf, row.created_at, now, practice)
 
     def _ended(self, created_at: dt.datetime, last_seen_at: dt.datetime,

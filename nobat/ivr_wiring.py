@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 
-from db.availability import RowUnreadable, catalogs
+from db.availability import catalogs
 from db.booking import BookingService, ClinicProfile
 from db.call_log import CallLog
 from db.engine import Clock, Database, utc_now
@@ -16,7 +16,7 @@ from db.models import Clinic
 from db.patient_calls import PatientCallStore
 from db.practices import Practice, practices
 from db.surveys import SurveyStore
-from db.unreadable import Unreadable
+from db.unreadable import RowUnreadable, Unreadable
 from ivr.actions.registry import ACTIONS
 from ivr.call import ClinicFacts, DoctorChoice, OfficeHours, Services
 from ivr.engine import FlowEngine

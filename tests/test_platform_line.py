@@ -455,6 +455,10 @@ async def test_nobat_serve_starts_and_dials_with_the_first_practices_row_unreada
             code, token, _ = await make_token(config, "shiraz-eye")
             status, text = await get(server, "/api/status", token.strip())
             assert (code, status, json.loads(text)["health"]["practices_off"]) == (0, 200, [])
+            code, token, _ = await make_token(config, "nobat-demo")
+            status, text = await get(server, "/api/status?lang=en", token.strip())
+            assert (code, status) == (0, 503)
+            assert "This practice's row in the store cannot be read" in text
             tomorrow = (dt.date.today() + dt.timedelta(days=2)).isoformat()
             refused = await post_form(server, "/absences?lang=en", await log_in(server, TOKEN),
                                       ("practice", "nobat-demo"), ("first", tomorrow),

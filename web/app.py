@@ -13,12 +13,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from clinic.calendar import to_jalali
-from db.availability import ClinicProfile, DoctorView, RowUnreadable
+from db.availability import ClinicProfile, DoctorView
 from db.booking import Cancelled, Refusal
 from db.clinic_sync import lift_absence, record_absence
 from db.figures import Figures
 from db.practices import PracticeScope, practices
-from db.unreadable import named
+from db.unreadable import RowUnreadable, named
 from db.web_sessions import SessionLifetime, WebSessionStore
 from web.auth import SCOPE, SESSION, SESSIONS, THROTTLE, login, logout, require_token
 from web.guards import HEALTHZ, STATIC, guard, html, protect

@@ -20,6 +20,7 @@ from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 
+from db.unreadable import RowUnreadable
 from web.inputs import kept_query
 from web.page import LANGUAGES, TEMPLATES, TEXTS, language
 from web.problems import BadInput, explain
@@ -104,6 +105,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except BadInput as problem:
         return problem_reply(request, problem)
+    except RowUnreadable:  # a practice's own login, its row edited by hand: it, not a 500
+        return problem_reply(request, BadInput("practice_unreadable", status=503))
     except web.HTTPException:
         raise
     except Exception:

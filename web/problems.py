@@ -39,6 +39,8 @@ PROBLEMS: dict[str, dict[str, str]] = {
         "no_clinic": "ثبت نشد: هنوز درمانگاهی بارگذاری نشده است.",
         "row_unreadable": "ثبت نشد: ردیف این مطب در پایگاه داده خوانا نیست؛ سطر سلامت "
                           "صفحه می‌گوید چرا.",
+        "practice_unreadable": "ردیف این مطب در پایگاه داده خوانا نیست؛ مدیر سامانه آن را "
+                               "درست می‌کند (nobat clinic load --compare).",
         "not_found": "چنین چیزی در مطب شما نیست.",
         "admin_only": "این کار فقط با توکن مدیر سامانه شدنی است، نه با توکن یک مطب.",
         "error": "خطایی در nobat رخ داد؛ جزئیات در گزارش (log) سرور است.",
@@ -62,6 +64,8 @@ PROBLEMS: dict[str, dict[str, str]] = {
         "no_clinic": "Not recorded: no clinic is loaded yet.",
         "row_unreadable": "Not recorded: this practice's row in the store cannot be read; "
                           "the page's health line says why.",
+        "practice_unreadable": "This practice's row in the store cannot be read; the "
+                               "platform's admin puts it right (nobat clinic load --compare).",
         "not_found": "Your practice has no such thing.",
         "admin_only": "Only the platform admin's token may do this, not a practice's.",
         "error": "Something went wrong in nobat; the server's log has the details.",
