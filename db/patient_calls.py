@@ -217,14 +217,17 @@ class Plan:
     """The practices it left out, whose patients are not rung until their rows are right."""
 
 
+_REVISIONS = select(Clinic.id, Clinic.key, Clinic.revision)
+"""Each practice's key and revision: whether its line must be looked at again."""
+
+
 async def _practices(session: AsyncSession, planning: CallPlanning
                      ) -> tuple[dict[int, PracticeCalling], tuple[Unreadable, ...],
                                 dict[int, tuple[str, int]]]:
     """How every practice calls, by clinic id, but for those whose rules cannot be read: one
     practice's bad row keeps no other practice's patients from being rung; and each
     practice's key and revision."""
-    rows = await session.execute(select(Clinic.id, Clinic.key, Clinic.revision,
-                                        Clinic.timezone, Clinic.call_times))
+    rows = await session.execute(_REVISIONS.add_columns(Clinic.timezone, Clinic.call_times))
     practices, unreadable, revisions = {}, [], {}
     for ident, key, revision, timezone, own in rows:
         revisions[ident] = (key, revision)
@@ -324,7 +327,11 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
 
     async def _claim_each(self, call_ids: list[int], instance: str, lease: dt.timedelta,
                           planning: CallPlanning) -> list[PatientCallClaim]:
-        """Claim each at once: on SQLite their transactions commit as one group."""
+        """Claim each at once: on SQLite their transactions commit as one group; claims that
+        come before this process's first plan learn first which practices are off the line."""
+        if not self._lines:
+            rows = await self.db.rows(_REVISIONS, None)
+            await self._lines_unreadable({r.id: (r.key, r.revision) for r in rows}, {})
         claims = await asyncio.gather(*(self.claim(i, instance, lease, planning=planning)
                                         for i in call_ids))
         return [claim for claim in claims if claim is not None]
