@@ -154,8 +154,9 @@ class PracticeCalling:
     def makes(self, purpose: Purpose) -> bool:
         """Whether the practice makes calls of this purpose (its rules may have changed
         since one was planned)."""
-        return {Purpose.REMINDER: self.reminders is not None, Purpose.ABSENCE: self.absences,
-                Purpose.SURVEY: self.survey_after is not None}[purpose]
+        if purpose is Purpose.REMINDER:
+            return self.reminders is not None
+        return self.absences if purpose is Purpose.ABSENCE else self.survey_after is not None
 
 
 @dataclass(frozen=True)

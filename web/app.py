@@ -54,8 +54,7 @@ async def healthz(request: web.Request) -> web.Response:
         if state.schema is not None:
             body["schema"] = state.schema
         body["ami"] = state.ami
-        body["flows"] = "ok" if state.flows_error is None and not state.practices_off \
-            else "error"
+        body["flows"] = "ok" if state.flows_ok else "error"
         body["parts"] = {part.name: {"state": part.state, "since": part.since.isoformat(),
                                      "restarts": part.restarts}
                          for part in state.parts}

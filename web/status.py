@@ -158,6 +158,11 @@ class Health:
     """Consultations due now while no running dialer with a live AMI link can ring them."""
 
     @property
+    def flows_ok(self) -> bool:
+        """No flow edit refused and no practice off the line: /healthz's "flows"."""
+        return self.flows_error is None and not self.practices_off
+
+    @property
     def practices_off_named(self) -> str:
         """The practices off the line, each with why, as the page shows them."""
         return named(self.practices_off)
@@ -166,8 +171,7 @@ class Health:
     def ok(self) -> bool:
         """All parts that exist work (a missing AMI secret is a choice, not a fault)."""
         return (self.database == "ok" and self.fastagi in ("listening", "off")
-                and self.ami in ("connected", "off") and self.flows_error is None
-                and not self.practices_off
+                and self.ami in ("connected", "off") and self.flows_ok
                 and all(part.running for part in self.parts))
 
     @property
