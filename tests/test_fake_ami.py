@@ -538,7 +538,9 @@ async def test_speed_scales_ringing(speed: float) -> None:
         started = time.monotonic()
         client.send(originate("doctor", "o"))
         await client.event("OriginateResponse")
-        assert 2.0 * speed <= time.monotonic() - started < 2.0 * speed + 0.05
+        # the ring is scaled: never shorter than its scaled length, and far from the
+        # unscaled two seconds even when the machine running the suite is busy
+        assert 2.0 * speed <= time.monotonic() - started < 2.0 * speed + 1.0
         await client.close()
 
 
