@@ -23,10 +23,13 @@ from db.leases import (
     LeasedClaim,
     LeasedStore,
     PracticeRoom,
+    Trunked,
     claimable,
     due_again,
     lease_expired,
+    over_trunks,
     practice_columns,
+    trunk_caps,
     waiting_due,
 )
 from db.lifecycles import CONSULTATION, LIVE_CONSULTATION, AppointmentStatus, AttemptState
@@ -166,7 +169,7 @@ class ConsultationStore(LeasedStore[Claim]):
         return claims[0] if claims else None
 
     async def claim_all(self, consultation_ids: Sequence[int], instance: str,
-                        lease: dt.timedelta) -> list[Claim]:
+                        lease: dt.timedelta, trunked: Trunked | None = None) -> list[Claim]:
         """Take those of `consultation_ids` that are due, each for one attempt, oldest first.
 
         Conditional UPDATEs decide (the rows they return), so racing tasks, processes and
@@ -180,6 +183,7 @@ class ConsultationStore(LeasedStore[Claim]):
 
         async def take(session: AsyncSession) -> list[Claim]:
             now = self.clock()
+            caps = await trunk_caps(session, trunked or {})
             # updated_at is left as the stopped instance last wrote it (every step and renewal
             # does): when it last saw the attempt.
             orphans = (await session.execute(
@@ -201,9 +205,12 @@ class ConsultationStore(LeasedStore[Claim]):
                 .returning(Consultation.id, Consultation.appointment_id)
                 .execution_options(synchronize_session=False))).all()
             await _missed(session, late, now)
+            over = await over_trunks(session, CallKind.CONSULTATION, [
+                i for i in ids if i not in {o for o, _ in orphans} | {m for m, _ in late}],
+                trunked or {}, caps)
             won = (await session.execute(
                 update(Consultation)
-                .where(Consultation.id.in_(ids), self._claimable(now))
+                .where(Consultation.id.in_(set(ids) - over), self._claimable(now))
                 .values(**self._claimed(instance, lease, now))
                 .returning(Consultation.id)
                 .execution_options(synchronize_session=False))).scalars().all()
@@ -235,7 +242,8 @@ class ConsultationStore(LeasedStore[Claim]):
         return await self._claim_oldest(
             lambda now: or_(self._claimable(now),
                             lease_expired(Consultation, now, State.BRIDGED)),
-            lambda ids: self.claim_all(ids, instance, lease), limit, running or (), room)
+            lambda ids, trunked: self.claim_all(ids, instance, lease, trunked), limit,
+            running or (), room)
 
     async def leg_answered(self, claim: Claim, leg: Leg, at: dt.datetime) -> None:
         """Record that one party picked up (a time already recorded, before a takeover,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from clinic.call_kinds import CallKind, Leg
 from db.engine import Clock, Database, utc_now
-from db.lifecycles import WAITING, ConsultationState, Lifecycle
+from db.lifecycles import LIVE_CONSULTATION, WAITING, ConsultationState, Lifecycle, PatientCallState
 from db.models import Appointment, Clinic, Consultation, Doctor, PatientCall
 
 ABANDON_CAUSE = "abandoned when nobat stopped"
@@ -45,6 +45,9 @@ Leased = type[Consultation] | type[PatientCall]
 PracticeRoom = Callable[[int, int | None], int]
 """How many more calls a practice may start now, by its clinic id and its own cap
 (max_channels): within its share of the line's cap and its own."""
+Trunked = Mapping[int, int]
+"""The calls about to be claimed whose practice has a trunk of its own (max_channels), each
+with its practice's clinic id."""
 
 
 @dataclass(frozen=True)
@@ -210,13 +213,16 @@ class LeasedStore(Generic[L]):
                          f"{'/'.join(allowed)}: it is {now}", taken_over)
 
     async def _claim_oldest(self, due: Callable[[dt.datetime], ColumnElement[bool]],
-                            claim: Callable[[list[int]], Awaitable[list[L]]], limit: int,
-                            running: Iterable[int], room: PracticeRoom | None) -> list[L]:
+                            claim: Callable[[list[int], Trunked], Awaitable[list[L]]],
+                            limit: int, running: Iterable[int], room: PracticeRoom | None
+                            ) -> list[L]:
         """Claim up to `limit` rows that are `due`, oldest first, by `claim` (conditional
         UPDATEs over the candidates, in one transaction): rows another instance wins are
         skipped, and `running` (what this instance has in hand) are never tried. With `room`,
-        no practice gets more than its room: the oldest of the others' come next. The look for
-        candidates, every few seconds on an idle line, is a plain read (db/reads.py)."""
+        no practice gets more than its room: the oldest of the others' come next; a practice
+        with a trunk of its own that refuses a call (full with every instance's calls, or
+        won elsewhere) gets no more this round. The look for candidates, every few seconds on
+        an idle line, is a plain read (db/reads.py)."""
         model = self.model
         claims: list[L] = []
         tried = set(running)
@@ -235,6 +241,7 @@ class LeasedStore(Generic[L]):
                 break
             tried.update(row.id for row in rows)
             picked: dict[int, int] = {}
+            trunked: dict[int, int] = {}
             for row in rows:
                 if room is not None:
                     left.setdefault(row.clinic_id, room(row.clinic_id, row.max_channels))
@@ -242,11 +249,65 @@ class LeasedStore(Generic[L]):
                         continue
                     left[row.clinic_id] -= 1
                 picked[row.id] = row.clinic_id
-            won = await claim(list(picked))
+                if row.max_channels is not None:
+                    trunked[row.id] = row.clinic_id
+            won = await claim(list(picked), trunked)
             for lost in set(picked) - {taken.ident for taken in won} if room else ():
-                left[picked[lost]] += 1  # not claimed (won elsewhere, or closed): place free
+                # not claimed: its place is free again, but a trunk that refused is full
+                left[picked[lost]] = 0 if lost in trunked else left[picked[lost]] + 1
             claims += won
         return claims
+
+
+_LIVE: tuple[tuple[Leased, tuple[str, ...], CallKind], ...] = (
+    (Consultation, LIVE_CONSULTATION, CallKind.CONSULTATION),
+    (PatientCall, (PatientCallState.DIALLING,), CallKind.PATIENT_CALL))
+"""The rows of calls under way, of both kinds, and what each holds of a trunk."""
+
+
+async def trunk_caps(session: AsyncSession, trunked: Trunked) -> dict[int, int]:
+    """The channels the trunks of `trunked`'s practices carry, their rows locked until the
+    claim commits, so two instances' claims count their calls one after the other (on SQLite
+    a write transaction already does). Taken first in a claim, before any call's row."""
+    if not trunked:
+        return {}
+    return dict((await session.execute(
+        select(Clinic.id, Clinic.max_channels)
+        .where(Clinic.id.in_(set(trunked.values())), Clinic.max_channels.is_not(None))
+        .order_by(Clinic.id).with_for_update())).all())
+
+
+async def over_trunks(session: AsyncSession, kind: CallKind, ids: Sequence[int],
+                      trunked: Trunked, caps: Mapping[int, int]) -> set[int]:
+    """Those of `ids` (new attempts of `kind` about to be claimed, oldest first) that their
+    practice's own trunk (`caps`, from `trunk_caps`) cannot carry now, counted over the calls
+    every instance has under way in the store, as `Capacity.practice_room` counts one
+    instance's: a patient call leaves room for a consultation."""
+    clinics = sorted(caps)
+    if not clinics:
+        return set()
+    held = dict.fromkeys(clinics, 0)
+    for model, states, holds in _LIVE:
+        claiming = ids if holds is kind else ()
+        for clinic, calls in (await session.execute(
+                select(Doctor.clinic_id, func.count(model.id))
+                .join(Appointment, model.appointment_id == Appointment.id)
+                .join(Doctor, Appointment.doctor_id == Doctor.id)
+                .where(Doctor.clinic_id.in_(clinics), model.state.in_(states),
+                       model.id.not_in(claiming))
+                .group_by(Doctor.clinic_id))):
+            held[clinic] += calls * holds.channels
+    spare = CallKind.CONSULTATION.channels if kind is CallKind.PATIENT_CALL else 0
+    over = set()
+    for ident in ids:
+        clinic = trunked.get(ident)
+        if clinic not in caps:
+            continue
+        if held[clinic] + kind.channels + spare > caps[clinic]:
+            over.add(ident)
+        else:
+            held[clinic] += kind.channels
+    return over
 
 
 def lease_expired(model: Leased, now: dt.datetime, *states: str) -> ColumnElement[bool]:

@@ -33,8 +33,11 @@ from db.leases import (
     LeasedClaim,
     LeasedStore,
     PracticeRoom,
+    Trunked,
     due_again,
+    over_trunks,
     practice_columns,
+    trunk_caps,
 )
 from db.lifecycles import (
     PATIENT_CALL,
@@ -324,31 +327,40 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
         their end, by `planning`'s times)."""
         return await self._claim_oldest(
             self._claimable,
-            lambda ids: self._claim_each(ids, instance, lease, planning), limit, running, room)
+            lambda ids, trunked: self._claim_each(ids, instance, lease, planning, trunked),
+            limit, running, room)
 
     async def _claim_each(self, call_ids: list[int], instance: str, lease: dt.timedelta,
-                          planning: CallPlanning) -> list[PatientCallClaim]:
+                          planning: CallPlanning, trunked: Trunked
+                          ) -> list[PatientCallClaim]:
         """Claim each at once: on SQLite their transactions commit as one group; claims that
         come before this process's first plan learn first which practices are off the line."""
         if not self._lines:
             rows = await self.db.rows(_REVISIONS, None)
             await self._lines_unreadable({r.id: (r.key, r.revision) for r in rows}, {})
-        claims = await asyncio.gather(*(self.claim(i, instance, lease, planning=planning)
-                                        for i in call_ids))
+        claims = await asyncio.gather(*(
+            self.claim(i, instance, lease, planning=planning,
+                       trunk=trunked[i] if i in trunked else None) for i in call_ids))
         return [claim for claim in claims if claim is not None]
 
     async def claim(self, call_id: int, instance: str, lease: dt.timedelta, *,
-                    planning: CallPlanning) -> PatientCallClaim | None:
+                    planning: CallPlanning, trunk: int | None = None
+                    ) -> PatientCallClaim | None:
         """Take one due call for an attempt, in one conditional UPDATE; a call whose reason
         is gone (booking cancelled or moved, absence lifted, patient opted out, too late) or
         that was answered when its instance stopped is closed instead. One whose practice's
         quiet hours began since it fell due (it waited behind the cap, or no nobat ran) is
         not rung: it is due again at their end, its tries as they were, or dropped if that
         is too late for it; so is one whose practice's stored times cannot be read, held
-        `UNREADABLE_HOLD` at a time until they can."""
+        `UNREADABLE_HOLD` at a time until they can. `trunk`: the clinic id of a practice with
+        a trunk of its own, which must have room for the call with every instance's calls."""
 
         async def take(session: AsyncSession) -> PatientCallClaim | None:
             now = self.clock()
+            trunked = {} if trunk is None else {call_id: trunk}
+            if await over_trunks(session, CallKind.PATIENT_CALL, [call_id], trunked,
+                                 await trunk_caps(session, trunked)):
+                return None
             won = await session.execute(
                 update(PatientCall)
                 .where(PatientCall.id == call_id, self._claimable(now))

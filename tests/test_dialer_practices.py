@@ -10,6 +10,7 @@ import datetime as dt
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select, update
 
 from bridge.outbound import CallPlan, PlanFactory
@@ -20,7 +21,7 @@ from clinic.schedule import TEHRAN, VisitKind
 from db.clinic_sync import load_clinic
 from db.consultations import new_consultation
 from db.engine import Database
-from db.models import Appointment, Clinic, Consultation, Doctor, Patient
+from db.models import Appointment, Clinic, Consultation, Doctor, Patient, PatientCall
 from ivr.prompts import PromptLibrary
 from nobat.bridge_wiring import call_planning, per_practice
 from nobat.config import load_config
@@ -245,11 +246,13 @@ async def test_a_practice_with_a_trunk_of_its_own_is_rung_through_it(database: D
                     "Local/doctor2@fake-phones", "Local/patient2@fake-phones"}
 
 
+@pytest.mark.parametrize("instances", [("nobat-1",), ("nobat-1", "nobat-2")])
 async def test_a_practice_whose_trunk_carries_few_channels_is_rung_within_them(
-        database: Database) -> None:
+        database: Database, instances: tuple[str, ...]) -> None:
     """The first practice's clinic file says its trunk carries 4 channels: of its four due
     consultations two are rung, beside the second's, and the next two wait while those talk,
-    though the line's cap (10) would carry them all."""
+    though the line's cap (10) would carry them all; with two nobat instances on the store,
+    two in all, not two by each."""
     await two_practices(database)
     await load_clinic(database, dataclasses.replace(FIRST, max_channels=4),
                       clock=Clock(at(THURSDAY, "12:00")))
@@ -258,7 +261,8 @@ async def test_a_practice_whose_trunk_carries_few_channels_is_rung_within_them(
                      START - dt.timedelta(minutes=4 - n), VisitKind.PHONE)
     await booked(database, SECOND, patient(5).number, START, VisitKind.PHONE)
     phones = [doctor(1), doctor(2), *(patient(n) for n in range(1, 6))]
-    async with line(database, phones, START, cap=10, plans=as_practices) as pbx_line:
+    async with line(database, phones, START, instances, cap=10,
+                    plans=as_practices) as pbx_line:
 
         async def first_round() -> bool:
             return len(pbx_line.actions("Originate")) >= 6
@@ -269,6 +273,36 @@ async def test_a_practice_whose_trunk_carries_few_channels_is_rung_within_them(
         rung = [action["Channel"] for action in pbx_line.actions("Originate")]
     assert sorted(rung) == sorted(f"Local/{exten}@fake-phones/n" for exten in (
         "doctor1", "patient1", "doctor1", "patient2", "doctor2", "patient5"))
+
+
+async def test_a_practices_trunk_carries_one_patient_call_at_a_time_over_two_nobats(
+        database: Database, tmp_path: Path) -> None:
+    """The first practice's trunk carries 3 channels, so one patient call at a time (a
+    consultation's two stay free): two nobat instances ring its three reminders one after
+    another, never two at once, and all three are made."""
+    await two_practices(database)
+    await load_clinic(database, dataclasses.replace(FIRST, max_channels=3),
+                      clock=Clock(at(THURSDAY, "12:00")))
+    ten = at(SATURDAY, "10:00")
+    for n in (1, 2, 3):
+        await booked(database, FIRST, patient(n).number, ten + dt.timedelta(hours=n),
+                     VisitKind.IN_PERSON)
+    phones = [Phone(f"patient{n}", patient(n).number, Answers(0.5), f"Patient {n}")
+              for n in (1, 2, 3)]
+    at_once: list[int] = []
+
+    async def all_done() -> bool:
+        async with database.reading() as session:
+            states = (await session.scalars(select(PatientCall.state))).all()
+        at_once.append(states.count("dialling"))
+        return len(states) == 3 and set(states) == {"done"}
+
+    async with patient_line(database, tmp_path, phones, at(THURSDAY, "17:59"),
+                            instances=("nobat-1", "nobat-2")) as rig:
+        await rig.pbx_line.until(all_done, seconds=20.0)
+        rung = [action["Channel"] for action in rig.pbx_line.actions("Originate")]
+    assert sorted(rung) == [f"Local/patient{n}@fake-phones/n" for n in (1, 2, 3)]
+    assert max(at_once) == 1
 
 
 async def test_each_practices_patient_call_rings_as_long_as_its_own_rules_say(

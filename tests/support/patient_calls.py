@@ -48,10 +48,11 @@ class PatientLine:
 
 @asynccontextmanager
 async def patient_line(database: Database, folder: Path, phones: Sequence[Phone],
-                       start: dt.datetime, edits: Sequence[tuple[str, str]] = FAST_RETRIES
-                       ) -> AsyncIterator[PatientLine]:
+                       start: dt.datetime, edits: Sequence[tuple[str, str]] = FAST_RETRIES,
+                       instances: Sequence[str] = ("nobat-1",)) -> AsyncIterator[PatientLine]:
     """The shipped config (with `edits` to its text) and flows, serving and dialling on
-    `database` from the scripted moment `start`; the clinic must be loaded already."""
+    `database` from the scripted moment `start` (a dialer for each of `instances`); the
+    clinic must be loaded already."""
     path = demo_copy(folder)
     text = path.read_text()
     for old, new in edits:
@@ -64,7 +65,8 @@ async def patient_line(database: Database, folder: Path, phones: Sequence[Phone]
     server = fastagi_server(config, ivr)
     port = await server.start("127.0.0.1", 0)
     try:
-        async with line(database, phones, start, clock=clock, fastagi=("127.0.0.1", port),
+        async with line(database, phones, start, instances, clock=clock,
+                        fastagi=("127.0.0.1", port),
                         patients=lambda plan: patient_calls(
                             config, database, plan, call_planning(config, TEHRAN), clock,
                             plan_every=0.0),
