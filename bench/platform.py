@@ -49,7 +49,12 @@ Last, each nobat's resident memory and CPU over each line and the rush, and the 
 the clinic folder, to start, and to load the folder again with one practice's file added.
 Every figure is printed beside the one practice's, with the ratio (platform / one practice;
 for bookings/s and tries/s one practice / platform, so that over 1 is worse everywhere).
-The issue's target: within 1.5x.
+Then the issue's target (within 1.5x), on the figures where both sides do alike work: the
+paced line's p99 and bookings/s (its 1,000 callers on the line at once, and on one practice
+as on the platform every caller books), the line at one DID's p99, the line's bookings/s and
+the dispatch lag p99. The line over the DIDs in virtual time is not among them: there every
+caller of the platform books while most of one practice's collide and take cheaper turns
+(menus again, the nearest times), so its p99 measures a saturated queue of other work.
 """
 
 from __future__ import annotations
@@ -90,7 +95,7 @@ from bridge.dialer import Dialer, Tuning, dial_and_plan
 from clinic.schedule import TEHRAN
 from db.consultations import ConsultationStore, RetryPolicy
 from db.engine import Database, utc_now
-from db.models import Appointment, Clinic, Consultation, Doctor, Patient
+from db.models import Appointment, CallAttempt, Clinic, Consultation, Doctor, Patient
 from nobat.bridge_wiring import call_planning, patient_calls
 from nobat.config import load_config
 from tests.fakepbx.agi_caller import place_call
@@ -105,6 +110,8 @@ and set their timers from the store."""
 REMINDERS_BEFORE = 0.3
 """Seconds before the due time the reminders' bookings are written."""
 MINUTE = dt.timedelta(minutes=1)
+TARGET = 1.5
+"""The issue's bound: the platform's figures within this many times one practice's."""
 PAGE_TOKEN = "bench-platform-Xq7LmZ2vK9"
 """The status page's token, so no nobat writes one of its own."""
 
@@ -342,10 +349,10 @@ async def dispatch(side: Side, url: str, config: Path, options: argparse.Namespa
         await book_many(database, doctors, options.reminders, "936", tomorrow, "in_person")
         first = options.instances * options.cap // 2
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline:  # a doctor answered: their Originates went out
             async with database.reading() as session:
-                tried = len((await session.scalars(select(Consultation.id).where(
-                    Consultation.attempts > 0).limit(first))).all())
+                tried = len((await session.scalars(select(CallAttempt.id).where(
+                    CallAttempt.doctor_answered_at.is_not(None)).limit(first))).all())
             if tried >= min(first, options.consultations):
                 break
             await asyncio.sleep(0.1)
@@ -484,6 +491,42 @@ def table(one: Side, many_: Side, options: argparse.Namespace) -> list[str]:
     lines = [f"{'':<{width}} {'1 practice':>12} {f'{many_.practices} practices':>14} "
              f"{'ratio':>7}"]
     lines += [f"{n:<{width}} {a:>12} {b:>14} {r:>7}" for n, a, b, r in rows]
+    return lines + target(one, many_, options)
+
+
+def target(one: Side, many_: Side, options: argparse.Namespace) -> list[str]:
+    """The issue's figures, each where both sides do alike work, against its 1.5x; and why
+    the line in virtual time is not one of them."""
+    rows: list[tuple[str, float, float, float]] = []
+    if one.paced is not None and many_.paced is not None:
+        rows.append((f"{one.paced.calls} callers at once over the DIDs (paced): "
+                     "turnaround p99 ms", percentiles(one.paced.turnaround)[1],
+                     percentiles(many_.paced.turnaround)[1], 0))
+        rows.append(("the same: bookings/s", one.paced.booked / one.paced.seconds,
+                     many_.paced.booked / many_.paced.seconds, 1))
+    if one.line is not None and many_.one_did is not None:
+        rows.append(("saturated, like work (its callers at one DID): turnaround p99 ms",
+                     percentiles(one.line.turnaround)[1],
+                     percentiles(many_.one_did.turnaround)[1], 0))
+    if one.line is not None and many_.line is not None:
+        rows.append(("saturated over the DIDs: bookings/s", one.line.booked / one.line.seconds,
+                     many_.line.booked / many_.line.seconds, 1))
+    if options.consultations:
+        rows.append((f"dispatch lag p99 ms, first {many_.lag_count}", one.lag[1],
+                     many_.lag[1], 0))
+    if not rows:
+        return []
+    width = max(len(r[0]) for r in rows)
+    lines = ["", f"the target: within {TARGET}x of one practice, alike work"]
+    for name, floor, platform, inverse in rows:
+        shown = platform / floor if not inverse else floor / platform
+        lines.append(f"{name:<{width}} {floor:>9.1f} {platform:>9.1f} {shown:>6.2f}x "
+                     f"{'holds' if shown <= TARGET else 'OVER'}")
+    if one.line is not None and many_.line is not None:
+        lines.append(f"(the line over the DIDs in virtual time is not alike work: there "
+                     f"{many_.line.booked} of the platform's callers book, "
+                     f"{one.line.booked} of one practice's, whose others collide and take "
+                     f"cheaper turns)")
     return lines
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.platform import arguments, one_side, table
+from bench.platform import TARGET, arguments, one_side, table
 from tests.support.postgres import PostgresServer
 
 
@@ -22,7 +22,16 @@ async def test_every_caller_books_at_the_practice_they_dialled_and_nothing_twice
     assert side.doubles == 0
     assert side.lag_count == 6  # every consultation due was dialled
     assert len(side.servers) == 2
-    rows = {line.split("  ")[0]: line.split()[-1] for line in table(side, side, options)[1:]}
+    printed = table(side, side, options)
+    verdicts = printed[printed.index(f"the target: within {TARGET}x of one practice, "
+                                     "alike work") + 1:]
+    # each figure against itself, but the line at one DID against the line's
+    assert [line.split()[-2:] for n, line in enumerate(verdicts[:5]) if n != 2] == [
+        ["1.00x", "holds"]] * 4
+    assert verdicts[2].startswith("saturated, like work") and verdicts[2].split()[-1] in (
+        "holds", "OVER")
+    assert "10 of the platform's callers book, 10 of one practice's" in verdicts[5]
+    rows = {line.split("  ")[0]: line.split()[-1] for line in printed[1:printed.index("")]}
     assert rows["paced line: booked"] == "1.00x"
     assert {"paced line: turnaround p99 ms", "paced line: nobat CPU ms a command",
             "line at one DID: turnaround p99 ms", "line at one DID: nobat CPU ms a command",
