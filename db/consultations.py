@@ -183,7 +183,7 @@ class ConsultationStore(LeasedStore[Claim]):
 
         async def take(session: AsyncSession) -> list[Claim]:
             now = self.clock()
-            caps = await trunk_caps(session, trunked or {})
+            caps = await trunk_caps(session, trunked or Trunked())
             # updated_at is left as the stopped instance last wrote it (every step and renewal
             # does): when it last saw the attempt.
             orphans = (await session.execute(
@@ -205,9 +205,10 @@ class ConsultationStore(LeasedStore[Claim]):
                 .returning(Consultation.id, Consultation.appointment_id)
                 .execution_options(synchronize_session=False))).all()
             await _missed(session, late, now)
-            over = await over_trunks(session, CallKind.CONSULTATION, [
-                i for i in ids if i not in {o for o, _ in orphans} | {m for m, _ in late}],
-                trunked or {}, caps)
+            settled = {o for o, _ in orphans} | {m for m, _ in late}
+            over = await over_trunks(session, CallKind.CONSULTATION,
+                                     [i for i in ids if i not in settled],
+                                     trunked or Trunked(), caps)
             won = (await session.execute(
                 update(Consultation)
                 .where(Consultation.id.in_(set(ids) - over), self._claimable(now))

@@ -10,15 +10,21 @@ import dataclasses
 import datetime as dt
 import enum
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
-from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clinic.call_kinds import CallKind, Leg
 from db.engine import Clock, Database, utc_now
-from db.lifecycles import LIVE_CONSULTATION, WAITING, ConsultationState, Lifecycle, PatientCallState
+from db.lifecycles import (
+    LIVE_CONSULTATION,
+    LIVE_PATIENT_CALL,
+    WAITING,
+    ConsultationState,
+    Lifecycle,
+)
 from db.models import Appointment, Clinic, Consultation, Doctor, PatientCall
 
 ABANDON_CAUSE = "abandoned when nobat stopped"
@@ -45,9 +51,17 @@ Leased = type[Consultation] | type[PatientCall]
 PracticeRoom = Callable[[int, int | None], int]
 """How many more calls a practice may start now, by its clinic id and its own cap
 (max_channels): within its share of the line's cap and its own."""
-Trunked = Mapping[int, int]
-"""The calls about to be claimed whose practice has a trunk of its own (max_channels), each
-with its practice's clinic id."""
+
+
+@dataclass
+class Trunked:
+    """The calls about to be claimed whose practice has a trunk of its own (max_channels),
+    and those of them the trunk refused."""
+
+    clinics: dict[int, int] = field(default_factory=dict)
+    """Each such call's practice (clinic id), by the call's id."""
+    refused: set[int] = field(default_factory=set)
+    """The calls the trunk could not carry, counted over every instance's calls."""
 
 
 @dataclass(frozen=True)
@@ -220,8 +234,8 @@ class LeasedStore(Generic[L]):
         UPDATEs over the candidates, in one transaction): rows another instance wins are
         skipped, and `running` (what this instance has in hand) are never tried. With `room`,
         no practice gets more than its room: the oldest of the others' come next; a practice
-        with a trunk of its own that refuses a call (full with every instance's calls, or
-        won elsewhere) gets no more this round. The look for candidates, every few seconds on
+        whose own trunk refuses a call (full with every instance's calls) gets no more this
+        round. The look for candidates, every few seconds on
         an idle line, is a plain read (db/reads.py)."""
         model = self.model
         claims: list[L] = []
@@ -241,7 +255,7 @@ class LeasedStore(Generic[L]):
                 break
             tried.update(row.id for row in rows)
             picked: dict[int, int] = {}
-            trunked: dict[int, int] = {}
+            trunked = Trunked()
             for row in rows:
                 if room is not None:
                     left.setdefault(row.clinic_id, room(row.clinic_id, row.max_channels))
@@ -250,39 +264,45 @@ class LeasedStore(Generic[L]):
                     left[row.clinic_id] -= 1
                 picked[row.id] = row.clinic_id
                 if row.max_channels is not None:
-                    trunked[row.id] = row.clinic_id
+                    trunked.clinics[row.id] = row.clinic_id
             won = await claim(list(picked), trunked)
             for lost in set(picked) - {taken.ident for taken in won} if room else ():
-                # not claimed: its place is free again, but a trunk that refused is full
-                left[picked[lost]] = 0 if lost in trunked else left[picked[lost]] + 1
+                # not claimed (won elsewhere, or closed): its place is free again, but a
+                # practice whose trunk refused a call is full
+                refused = lost in trunked.refused
+                left[picked[lost]] = 0 if refused else left[picked[lost]] + 1
             claims += won
         return claims
 
 
 _LIVE: tuple[tuple[Leased, tuple[str, ...], CallKind], ...] = (
     (Consultation, LIVE_CONSULTATION, CallKind.CONSULTATION),
-    (PatientCall, (PatientCallState.DIALLING,), CallKind.PATIENT_CALL))
+    (PatientCall, LIVE_PATIENT_CALL, CallKind.PATIENT_CALL))
 """The rows of calls under way, of both kinds, and what each holds of a trunk."""
 
 
 async def trunk_caps(session: AsyncSession, trunked: Trunked) -> dict[int, int]:
     """The channels the trunks of `trunked`'s practices carry, their rows locked until the
-    claim commits, so two instances' claims count their calls one after the other (on SQLite
-    a write transaction already does). Taken first in a claim, before any call's row."""
-    if not trunked:
+    claim commits, so two instances' claims count their calls one after the other: each
+    statement of a READ COMMITTED transaction (the driver's BEGIN says so) sees what the
+    other committed before the lock was granted. On SQLite a write transaction already takes
+    turns. FOR NO KEY UPDATE leaves the practice's rows' foreign keys free (the call log's
+    inserts, logins). Taken first in a claim, before any call's row."""
+    if not trunked.clinics:
         return {}
     return dict((await session.execute(
         select(Clinic.id, Clinic.max_channels)
-        .where(Clinic.id.in_(set(trunked.values())), Clinic.max_channels.is_not(None))
-        .order_by(Clinic.id).with_for_update())).all())
+        .where(Clinic.id.in_(set(trunked.clinics.values())), Clinic.max_channels.is_not(None))
+        .order_by(Clinic.id).with_for_update(key_share=True))).all())
 
 
 async def over_trunks(session: AsyncSession, kind: CallKind, ids: Sequence[int],
                       trunked: Trunked, caps: Mapping[int, int]) -> set[int]:
     """Those of `ids` (new attempts of `kind` about to be claimed, oldest first) that their
     practice's own trunk (`caps`, from `trunk_caps`) cannot carry now, counted over the calls
-    every instance has under way in the store, as `Capacity.practice_room` counts one
-    instance's: a patient call leaves room for a consultation."""
+    every instance has under way in the store (through the partial indexes on live states),
+    as `Capacity.practice_room` counts one instance's: a patient call leaves room for a
+    consultation. The refused are also noted in `trunked`."""
     clinics = sorted(caps)
     if not clinics:
         return set()
@@ -293,20 +313,22 @@ async def over_trunks(session: AsyncSession, kind: CallKind, ids: Sequence[int],
                 select(Doctor.clinic_id, func.count(model.id))
                 .join(Appointment, model.appointment_id == Appointment.id)
                 .join(Doctor, Appointment.doctor_id == Doctor.id)
-                .where(Doctor.clinic_id.in_(clinics), model.state.in_(states),
+                .where(Doctor.clinic_id.in_(clinics), model.state.in_(
+                           bindparam("live", states, expanding=True, literal_execute=True)),
                        model.id.not_in(claiming))
                 .group_by(Doctor.clinic_id))):
             held[clinic] += calls * holds.channels
     spare = CallKind.CONSULTATION.channels if kind is CallKind.PATIENT_CALL else 0
     over = set()
     for ident in ids:
-        clinic = trunked.get(ident)
+        clinic = trunked.clinics.get(ident)
         if clinic not in caps:
             continue
         if held[clinic] + kind.channels + spare > caps[clinic]:
             over.add(ident)
         else:
             held[clinic] += kind.channels
+    trunked.refused |= over
     return over
 
 

@@ -108,6 +108,8 @@ WAITING = (C.SCHEDULED, C.RETRY_WAIT)
 """Waiting for the next attempt (a patient call waits in states of the same names)."""
 LIVE_CONSULTATION = (C.DIALLING, C.BRIDGED)
 """A call under way: the phones are ringing or the parties talking."""
+LIVE_PATIENT_CALL = (PatientCallState.DIALLING,)
+"""A call to a patient under way: ringing, or the patient on the line."""
 
 
 class ConsultationStep(enum.StrEnum):

@@ -21,8 +21,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.elements import TextClause
 
-from db.lifecycles import AppointmentStatus, ConsultationState, PatientCallState
+from db.lifecycles import (
+    LIVE_CONSULTATION,
+    LIVE_PATIENT_CALL,
+    AppointmentStatus,
+    ConsultationState,
+    PatientCallState,
+)
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -61,6 +68,11 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
 
 def _one_of(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(str(v)) for v in values)})"
+
+
+def _in(column: str, values: tuple[str, ...]) -> TextClause:
+    """A partial index's condition: `column` holds one of `values`."""
+    return text(_one_of(column, values))
 
 
 class Base(DeclarativeBase):
@@ -231,7 +243,11 @@ class Consultation(Base):
     """A phone appointment's call, claimed by one instance at a time through its lease."""
 
     __tablename__ = "consultation"
-    __table_args__ = (CheckConstraint(_one_of("state", CONSULTATION_STATES), name="state"),)
+    __table_args__ = (
+        CheckConstraint(_one_of("state", CONSULTATION_STATES), name="state"),
+        Index("ix_consultation_live", "state", sqlite_where=_in("state", LIVE_CONSULTATION),
+              postgresql_where=_in("state", LIVE_CONSULTATION)),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     appointment_id: Mapped[int] = mapped_column(ForeignKey("appointment.id"), unique=True)
@@ -298,6 +314,8 @@ class PatientCall(Base):
         CheckConstraint(_one_of("purpose", PATIENT_CALL_PURPOSES), name="purpose"),
         CheckConstraint(_one_of("state", PATIENT_CALL_STATES), name="state"),
         UniqueConstraint("appointment_id", "purpose", "subject"),
+        Index("ix_patient_call_live", "state", sqlite_where=_in("state", LIVE_PATIENT_CALL),
+              postgresql_where=_in("state", LIVE_PATIENT_CALL)),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -340,11 +340,11 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
             await self._lines_unreadable({r.id: (r.key, r.revision) for r in rows}, {})
         claims = await asyncio.gather(*(
             self.claim(i, instance, lease, planning=planning,
-                       trunk=trunked[i] if i in trunked else None) for i in call_ids))
+                       trunked=trunked) for i in call_ids))
         return [claim for claim in claims if claim is not None]
 
     async def claim(self, call_id: int, instance: str, lease: dt.timedelta, *,
-                    planning: CallPlanning, trunk: int | None = None
+                    planning: CallPlanning, trunked: Trunked | None = None
                     ) -> PatientCallClaim | None:
         """Take one due call for an attempt, in one conditional UPDATE; a call whose reason
         is gone (booking cancelled or moved, absence lifted, patient opted out, too late) or
@@ -352,14 +352,14 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
         quiet hours began since it fell due (it waited behind the cap, or no nobat ran) is
         not rung: it is due again at their end, its tries as they were, or dropped if that
         is too late for it; so is one whose practice's stored times cannot be read, held
-        `UNREADABLE_HOLD` at a time until they can. `trunk`: the clinic id of a practice with
-        a trunk of its own, which must have room for the call with every instance's calls."""
+        `UNREADABLE_HOLD` at a time until they can. A call `trunked` names is claimed only if
+        its practice's own trunk has room for it with every instance's calls."""
 
         async def take(session: AsyncSession) -> PatientCallClaim | None:
             now = self.clock()
-            trunked = {} if trunk is None else {call_id: trunk}
-            if await over_trunks(session, CallKind.PATIENT_CALL, [call_id], trunked,
-                                 await trunk_caps(session, trunked)):
+            trunks = trunked or Trunked()
+            if await over_trunks(session, CallKind.PATIENT_CALL, [call_id], trunks,
+                                 await trunk_caps(session, trunks)):
                 return None
             won = await session.execute(
                 update(PatientCall)
