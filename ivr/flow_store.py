@@ -8,6 +8,7 @@ with its file and line, is kept for the log and the status page.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -99,7 +100,7 @@ class FlowStore:
                                           "practice lists needs this flow (docs/platform.md)")])
         own = {key: self.directory / key for key in routes.practices
                if key and (self.directory / key).is_dir()}
-        found: list[Problem] = []
+        found = _strays(self.directory, routes)
         practice_flows = {}
         for key, folder in own.items():
             try:
@@ -169,3 +170,21 @@ class FlowStore:
                 reason = "file changed" if stamp != self._seen else "practices changed"
                 self._seen, self._practices_seen = stamp, practices
                 await self.reload(reason)
+
+
+def _strays(directory: Path, routes: Routes) -> list[Problem]:
+    """A folder among the flows that names no practice of the store: a misspelt key, whose
+    flows would never run while the check said ok (none is named before any is loaded)."""
+    known = {*routes.practices, *(off.practice for off in routes.unreadable)}
+    if not known - {""}:
+        return []
+    problems = []
+    for folder in sorted(p for p in directory.iterdir()
+                         if p.is_dir() and not p.name.startswith((".", "_"))):
+        if folder.name not in known:
+            near = difflib.get_close_matches(folder.name, sorted(known), n=1)
+            problems.append(Problem(str(folder), None, "", (
+                "names no practice in the store, so its flows would never run"
+                + (f"; did you mean {near[0]!r}?" if near else "")
+                + " (a practice's own flows go in flows/<its key>/, docs/platform.md)")))
+    return problems

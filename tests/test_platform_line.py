@@ -225,6 +225,11 @@ def test_flows_check_names_the_line_of_a_practices_own_broken_flow(
     assert main(["-c", str(config), "flows", "check", str(flows)]) == 2
     assert (f"{own}:50: nodes.main-menu.prompt: prompt 'main-menu-shrt' has no fa text"
             in capsys.readouterr().err)
+    (flows / "shiraz-eye").rename(flows / "shiraz")  # its key misspelt: it would never run
+    assert main(["-c", str(config), "flows", "check", str(flows)]) == 2
+    assert (f"{flows / 'shiraz'}: names no practice in the store, so its flows would never "
+            "run; did you mean 'shiraz-eye'? (a practice's own flows go in flows/<its key>/, "
+            "docs/platform.md)") in capsys.readouterr().err
 
 
 async def test_the_shared_number_offers_a_specialty_and_its_doctors_across_practices(
