@@ -23,14 +23,16 @@ async def test_every_caller_books_at_the_practice_they_dialled_and_nothing_twice
     assert side.lag_count == 6  # every consultation due was dialled
     assert len(side.servers) == 2
     printed = table(side, side, options)
-    verdicts = printed[printed.index(f"the target: within {TARGET}x of one practice, "
+    verdicts = printed[printed.index(f"the target: within {TARGET}x of one practice; "
                                      "alike work") + 1:]
-    # each figure against itself, but the line at one DID against the line's
-    assert [line.split()[-2:] for n, line in enumerate(verdicts[:5]) if n != 2] == [
-        ["1.00x", "holds"]] * 4
-    assert verdicts[2].startswith("saturated, like work") and verdicts[2].split()[-1] in (
-        "holds", "OVER")
-    assert "10 of the platform's callers book, 10 of one practice's" in verdicts[5]
+    # each figure against itself, but the lines at one DID against the line's
+    assert verdicts[0].startswith("10 callers at once over the DIDs (paced)")
+    assert verdicts[0].split()[-2:] == verdicts[3].split()[-2:] == ["1.00x", "holds"]
+    assert [line.split(":")[0] for line in verdicts[1:3]] == ["saturated at one DID"] * 2
+    assert verdicts[4] == ("not alike work: 10 of the platform's callers book, 10 of one "
+                           "practice's, whose others collide and take cheaper turns")
+    assert verdicts[5].startswith("saturated over the DIDs: turnaround p99 ms")
+    assert verdicts[5].split()[-2:] == ["1.00x", "holds"]
     rows = {line.split("  ")[0]: line.split()[-1] for line in printed[1:printed.index("")]}
     assert rows["paced line: booked"] == "1.00x"
     assert {"paced line: turnaround p99 ms", "paced line: nobat CPU ms a command",

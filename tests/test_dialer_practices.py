@@ -21,11 +21,19 @@ from clinic.schedule import TEHRAN, VisitKind
 from db.clinic_sync import load_clinic
 from db.consultations import new_consultation
 from db.engine import Database
-from db.models import Appointment, Clinic, Consultation, Doctor, Patient, PatientCall
+from db.models import (
+    Appointment,
+    CallAttempt,
+    Clinic,
+    Consultation,
+    Doctor,
+    Patient,
+    PatientCall,
+)
 from ivr.prompts import PromptLibrary
 from nobat.bridge_wiring import call_planning, per_practice
 from nobat.config import load_config
-from tests.fakepbx.script import Answers, Phone
+from tests.fakepbx.script import Answers, NoAnswer, Phone
 from tests.support.clinics import Clock, every_day_clinic
 from tests.support.dialer_line import Line, line
 from tests.support.ivr import ROOT
@@ -226,6 +234,40 @@ async def test_a_practices_rush_takes_its_share_of_the_cap_and_leaves_the_rest_t
         rung = [action["Channel"] for action in pbx_line.actions("Originate")][:6]
     assert sorted(rung) == sorted(f"Local/{exten}@fake-phones/n" for exten in (
         "doctor1", "patient1", "doctor1", "patient2", "doctor2", "patient5"))
+
+
+@pytest.mark.parametrize("share", [0.5, 1.0])
+async def test_a_practices_ringing_reminders_leave_another_practices_consultation_its_time(
+        database: Database, tmp_path: Path, share: float) -> None:
+    """Twelve of the first practice's reminders ring at 18:00 on two nobat instances of 6
+    channels each, 30 s each, unanswered; the second practice's consultation is due at
+    18:00:05. With each practice's share half the cap, the reminders hold at most one
+    channel an instance and the doctor is rung on time; with no share (1.0) they fill both
+    caps and the consultation waits for a reminder to give up: the case the share is for."""
+    await two_practices(database)
+    ten = at(SATURDAY, "10:00")
+    for n in range(1, 13):
+        await booked(database, FIRST, patient(n).number, ten + dt.timedelta(minutes=30 * n),
+                     VisitKind.IN_PERSON)
+    due = at(THURSDAY, "18:00") + dt.timedelta(seconds=5)
+    await booked(database, SECOND, patient(13).number, due, VisitKind.PHONE)
+    phones = [*(Phone(f"patient{n}", patient(n).number, NoAnswer(), f"Patient {n}")
+                for n in range(1, 13)), doctor(2), patient(13)]
+    async with patient_line(database, tmp_path, phones, at(THURSDAY, "17:59"),
+                            (("retry_minutes = 30", "retry_minutes = 1"),),
+                            instances=("nobat-1", "nobat-2"), cap=6,
+                            practice_share=share) as rig:
+        await rig.pbx_line.until(consultations_settled(database, [1], "bridged"), seconds=20.0)
+        async with database.reading() as session:
+            started = await session.scalar(select(CallAttempt.started_at))
+        ringing = {action["Channel"] for action in rig.pbx_line.actions("Originate")}
+    assert started is not None
+    late = (started - due).total_seconds()
+    assert "Local/doctor2@fake-phones/n" in ringing
+    if share < 1:
+        assert late < 12, late  # a round or two after its time, while the reminders ring
+    else:
+        assert late > 20, late  # it waited until a reminder's 30 s of ringing were over
 
 
 async def test_a_practice_with_a_trunk_of_its_own_is_rung_through_it(database: Database) -> None:

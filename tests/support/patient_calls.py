@@ -49,10 +49,12 @@ class PatientLine:
 @asynccontextmanager
 async def patient_line(database: Database, folder: Path, phones: Sequence[Phone],
                        start: dt.datetime, edits: Sequence[tuple[str, str]] = FAST_RETRIES,
-                       instances: Sequence[str] = ("nobat-1",)) -> AsyncIterator[PatientLine]:
+                       instances: Sequence[str] = ("nobat-1",), cap: int = 8,
+                       practice_share: float = 1.0) -> AsyncIterator[PatientLine]:
     """The shipped config (with `edits` to its text) and flows, serving and dialling on
-    `database` from the scripted moment `start` (a dialer for each of `instances`); the
-    clinic must be loaded already."""
+    `database` from the scripted moment `start` (a dialer for each of `instances`, each with
+    `cap` channels and a practice's `practice_share` of them); the clinic must be loaded
+    already."""
     path = demo_copy(folder)
     text = path.read_text()
     for old, new in edits:
@@ -70,7 +72,8 @@ async def patient_line(database: Database, folder: Path, phones: Sequence[Phone]
                         patients=lambda plan: patient_calls(
                             config, database, plan, call_planning(config, TEHRAN), clock,
                             plan_every=0.0),
-                        survey_in_call=config.patient_calls.survey == "in-call") as pbx_line:
+                        survey_in_call=config.patient_calls.survey == "in-call", cap=cap,
+                        practice_share=practice_share) as pbx_line:
             yield PatientLine(pbx_line, ivr.services.prompts)
     finally:
         await server.close()
