@@ -42,6 +42,9 @@ class ClinicWords:
     doctors: Mapping[str, Mapping[str, str]]
     folder: str = ""
     """The practice's key when the store holds several; "" for the only one."""
+    key: str = ""
+    """The only practice's key: its words are also said into its own folder, so that they
+    are there when a second practice joins and the line plays them from it."""
 
 
 class PromptLibrary:
@@ -89,8 +92,9 @@ class PromptLibrary:
             merged.update({f"specialty/{key}": names[0 if lang == "fa" else 1]
                            for key, names in SPECIALTIES.items()})
             merged.update({f"menu/press-{n}": _press(n, lang) for n in range(10)})
-            for clinic in practices:
-                own = functools.partial(own_key, clinic.folder, named=named)
+            for clinic, folder in ((c, f) for c in practices
+                                   for f in dict.fromkeys((c.folder, c.folder or c.key))):
+                own = functools.partial(own_key, folder, named=named)
                 if clinic.name:
                     merged[own("clinic/name")] = clinic.name.get(lang, "")
                     merged[own("clinic/address")] = clinic.address.get(lang, "")

@@ -36,19 +36,22 @@ PATIENT_CALL_ROUTE = "patient-call"
 """The path [nobat-patient-call] calls when a patient answers a call nobat made."""
 
 
-def clinic_words(profile: ClinicProfile, folder: str = "") -> ClinicWords:
+def clinic_words(profile: ClinicProfile, folder: str = "", key: str = "") -> ClinicWords:
     """A practice's own words that become prompts; `folder` is its key when several share
-    the line."""
+    the line, `key` the only practice's (its words said into its folder too)."""
     return ClinicWords(
         name={"fa": profile.name, "en": profile.name_en},
         address={"fa": profile.address, "en": profile.address_en or profile.address},
         doctors={d.key: {"fa": d.name, "en": d.name_en} for d in profile.doctors},
-        folder=folder)
+        folder=folder, key=key)
 
 
-def practice_words(profiles: Mapping[str | None, ClinicProfile | None]) -> list[ClinicWords]:
-    """Every practice's own words, each in its own folder when several share the line."""
-    return [clinic_words(profile, key or "") for key, profile in profiles.items() if profile]
+def practice_words(profiles: Mapping[str | None, ClinicProfile | None], only: str = ""
+                   ) -> list[ClinicWords]:
+    """Every practice's own words, each in its own folder when several share the line; the
+    only practice's (key `only`) both where they always were and in its own folder."""
+    return [clinic_words(profile, key or "", "" if key else only)
+            for key, profile in profiles.items() if profile]
 
 
 class PracticeLines:
@@ -77,9 +80,10 @@ class PracticeLines:
         platform = len(found) > 1
         profiles, unreadable = await self.profiles(found)
         keys = list(profiles)
-        library = PromptLibrary.load(self.config.ivr.prompts / MANIFEST,
-                                     self.config.ivr.asterisk_prompts, practice_words(profiles))
         only = found[0].key if found else ""
+        library = PromptLibrary.load(self.config.ivr.prompts / MANIFEST,
+                                     self.config.ivr.asterisk_prompts,
+                                     practice_words(profiles, only))
         lines = {key or "": self._services(key, library, profiles[key], key or only)
                  for key in keys}
         choices = {doctor.id: DoctorChoice(key, doctor.key, doctor.specialty, lines[key])

@@ -56,3 +56,25 @@ async def test_each_practice_of_several_gets_its_own_name_and_doctors_built_and_
     todo = [item for item in run.plan() if item[0] == "en" and "/" in item[1]]
     assert {key for _, key, _ in todo} >= {"clinic/tehran/name", "clinic/shiraz/name",
                                            "doctor/tehran/dr-a", "doctor/shiraz/dr-a"}
+
+
+async def test_a_practice_alone_is_also_built_in_its_own_folder_for_when_a_second_joins(
+        tmp_path: Path) -> None:
+    """Alone, a practice's words play from where they always were; they are built into its
+    own folder too, where the line plays them once a second practice is loaded, so that load
+    leaves the first practice's words as they were (not silent until the next build)."""
+    manifest = tmp_path / "manifest.toml"
+    manifest.write_text('[fa]\n"welcome" = "به {clinic} خوش آمدید."\n'
+                        '[en]\n"welcome" = "Welcome to {clinic}."\n')
+    alone = ClinicWords({"fa": "مطب تهران", "en": "Tehran Practice"}, {"fa": "", "en": ""},
+                        {"dr-a": {"fa": "دکتر الف", "en": "Dr. A"}}, key="tehran")
+    library = PromptLibrary.load(manifest, str(tmp_path), [alone])
+    assert library.file("en", "clinic/name") == f"{tmp_path}/en/clinic/name"
+    assert library.text("en", "welcome") == "Welcome to Tehran Practice."
+    joined = library.practice("tehran")  # as the line plays it with a second practice
+    assert joined.file("en", "welcome") == f"{tmp_path}/en/clinic/tehran/welcome"
+    assert joined.text("en", "welcome") == "Welcome to Tehran Practice."
+    assert joined.text("en", "doctor/dr-a") == "Dr. A"
+    todo = {key for lang, key, _ in PromptBuild(library, tmp_path).plan() if lang == "en"}
+    assert {"clinic/name", "clinic/tehran/name", "doctor/dr-a", "doctor/tehran/dr-a",
+            "welcome", "clinic/tehran/welcome"} <= todo
