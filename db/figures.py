@@ -244,18 +244,27 @@ class Figures:
     async def patient_calls(self, day: dt.date) -> list[tuple[str, str, int]]:
         """Reminder, absence and survey calls that ended that day, by purpose and what came
         of them (the patient's choice, or why nobody was reached)."""
+        summed: Counter[tuple[str, str]] = Counter()
+        for (_, purpose, outcome), n in (await self.patient_calls_by_practice(day)).items():
+            summed[purpose, outcome] += n
+        return [(purpose, outcome, n) for (purpose, outcome), n in sorted(summed.items())]
+
+    async def patient_calls_by_practice(self, day: dt.date) -> dict[tuple[str, str, str], int]:
+        """The same by practice (its key), purpose and what came of them, for /metrics."""
         start, end = astuple(day_bounds(day, self.tz))
         result = func.coalesce(PatientCall.outcome, PatientCall.state)
         async with self.db.reading() as session:
             rows = (await session.execute(
-                select(PatientCall.purpose, result, func.count())
+                select(Clinic.key, PatientCall.purpose, result, func.count())
+                .join(Appointment, PatientCall.appointment_id == Appointment.id)
+                .join(Doctor, Appointment.doctor_id == Doctor.id)
+                .join(Clinic, Doctor.clinic_id == Clinic.id)
                 .where(PatientCall.state.in_((PatientCallState.DONE, PatientCallState.MISSED,
                                               PatientCallState.CANCELLED)),
                        PatientCall.updated_at >= start, PatientCall.updated_at < end,
-                       self._bookings(PatientCall.appointment_id))
-                .group_by(PatientCall.purpose, result)
-                .order_by(PatientCall.purpose, result))).all()
-        return [(purpose, outcome, n) for purpose, outcome, n in rows]
+                       self._doctors())
+                .group_by(Clinic.key, PatientCall.purpose, result))).all()
+        return {(practice, purpose, outcome): n for practice, purpose, outcome, n in rows}
 
     async def on_closed_day(self, appointment_id: int, now: dt.datetime) -> bool:
         """Whether a booking is still to come on a closed day: the only ones the page's

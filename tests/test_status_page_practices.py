@@ -27,7 +27,7 @@ from clinic.schedule import VisitKind
 from db.booking import Booked, BookingService
 from db.clinic_sync import load_clinic, record_absence, recorded_absences
 from db.engine import Database
-from db.models import Appointment, Clinic, Closure, InboundCall
+from db.models import Appointment, Clinic, Closure, InboundCall, PatientCall
 from db.schema import upgrade
 from tests.security.wire import log_in, post_form
 from tests.support.clinic_day import TOKEN
@@ -176,6 +176,12 @@ async def test_a_practices_token_on_the_platforms_routes_is_refused(tmp_path: Pa
         login = await log_in(p.server, staff)
         assert (await post_form(p.server, "/reload", login)).status == 403
         # The admin's /metrics: the per-call series carry the practice's key.
+        now = dt.datetime.now(dt.UTC)
+        async with p.database.writing() as session:  # Tehran's patient confirmed, today
+            await session.execute(insert(PatientCall).values(
+                appointment_id=p.held[TEHRAN].appointment, purpose="reminder", due_at=now,
+                not_after=now, state="done", outcome="confirmed", attempts=1,
+                updated_at=now))
         status, text = await get(p.server, "/metrics", TOKEN)
         assert status == 200
         samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
@@ -183,7 +189,11 @@ async def test_a_practices_token_on_the_platforms_routes_is_refused(tmp_path: Pa
         for practice in (TEHRAN, SHIRAZ):
             assert samples[("nobat_consultations",
                             (("practice", practice), ("state", "scheduled")))] == 1
+            assert samples[("nobat_ivr_calls_active", (("practice", practice),))] == 0
         assert ("nobat_ivr_call_duration_seconds_count", (("practice", ""),)) in samples
+        assert [(labels, value) for (name, labels), value in samples.items()
+                if name == "nobat_patient_calls_today"] == [
+            ((("outcome", "confirmed"), ("practice", TEHRAN), ("purpose", "reminder")), 1)]
 
 
 async def test_another_practices_ids_get_404_and_change_nothing(tmp_path: Path) -> None:

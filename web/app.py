@@ -137,8 +137,9 @@ async def metrics(request: web.Request) -> web.Response:
     sources = request.app[SOURCES]
     today = sources.clock().astimezone(sources.tz).date()
     status = await snapshot(sources, today, today, staff=False)
-    states = await Figures(sources.database, sources.tz).consultation_states()
-    body = request.app[METRICS].render(status, states)
+    figures = Figures(sources.database, sources.tz)
+    body = request.app[METRICS].render(status, await figures.consultation_states(),
+                                       await figures.patient_calls_by_practice(today))
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -1,15 +1,18 @@
 """/metrics in Prometheus text format: latency histograms kept in this process, and gauges
 and day totals read from the same snapshot as the page at each scrape.
 
-The per-call series (IVR call durations, consultation dispatch lag, consultations by state)
-carry a `practice` label, the practice's key, when the store holds several practices; with
-one they read exactly as before there were several. Only practice keys are label values
+The per-call series (IVR call durations and calls in progress, consultation dispatch lag,
+consultations by state, today's patient calls) carry a `practice` label, the practice's key,
+when the store holds several practices; with one they read exactly as before there were
+several. The day's totals (`nobat_today`) and health are the platform's; a practice's own
+day is on /api/status with its token. Only practice keys are label values
 ("" for the shared number's calls that reached none), so the series stay few."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -61,13 +64,14 @@ class Metrics:
         """Dialer.on_dispatch listener."""
         self.dispatch_lag.labels(claim.practice.folder).observe(max(0.0, lag.total_seconds()))
 
-    def render(self, status: Status, consultation_states: dict[tuple[str, str], int]
-               ) -> bytes:
+    def render(self, status: Status, consultation_states: dict[tuple[str, str], int],
+               patient_calls: dict[tuple[str, str, str], int]) -> bytes:
         """The exposition text: histograms plus this snapshot's figures, each practice's
         apart when the store holds several."""
         several = len(status.practices) > 1
         registry = CollectorRegistry(auto_describe=True)
-        registry.register(_SnapshotCollector(status, consultation_states, several))
+        registry.register(_SnapshotCollector(status, consultation_states, patient_calls,
+                                             several))
         registry.register(_Relabelled(self.practices.collect(), several))
         return generate_latest(self.registry) + generate_latest(registry)
 
@@ -105,8 +109,9 @@ class _SnapshotCollector(Collector):
     """Yields the page's figures as metric families, once."""
 
     def __init__(self, status: Status, consultation_states: dict[tuple[str, str], int],
-                 several: bool) -> None:
+                 patient_calls: dict[tuple[str, str, str], int], several: bool) -> None:
         self.status, self.states, self.several = status, consultation_states, several
+        self.patient_calls = patient_calls
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         status, health, day = self.status, self.status.health, self.status.day
@@ -131,8 +136,11 @@ class _SnapshotCollector(Collector):
         yield restarts
         yield _gauge("nobat_consultations_due_unserved", "Consultations due now while the "
                      "dialer or its AMI link is down.", health.due_unserved)
-        yield _gauge("nobat_ivr_calls_active", "IVR calls in progress on this instance.",
-                     len(status.live_calls))
+        active = Counter({(key,): 0 for key in status.practices} or {("",): 0})
+        active.update((call.practice,) for call in status.live_calls)
+        yield _by_practice(GaugeMetricFamily(
+            "nobat_ivr_calls_active", "IVR calls in progress on this instance.",
+            labels=[PRACTICE]), active, self.several)
         yield _by_practice(GaugeMetricFamily(
             "nobat_consultations", "Consultations by state.",
             labels=["state", PRACTICE]), self.states, self.several)
@@ -143,19 +151,17 @@ class _SnapshotCollector(Collector):
             today.add_metric([name], float(getattr(day, name)))
         today.add_metric(["failed_consultations"], float(sum(n for _, n in day.failed)))
         yield today
-        patients = GaugeMetricFamily("nobat_patient_calls_today", "Reminder, absence and "
-                                     "survey calls that ended today, by what came of them.",
-                                     labels=["purpose", "outcome"])
-        for purpose, outcome, count in status.patient_calls:
-            patients.add_metric([purpose, outcome], count)
-        yield patients
+        yield _by_practice(GaugeMetricFamily(
+            "nobat_patient_calls_today", "Reminder, absence and survey calls that ended "
+            "today, by what came of them.", labels=["purpose", "outcome", PRACTICE]),
+            self.patient_calls, self.several)
 
 
-def _by_practice(family: GaugeMetricFamily, counts: dict[tuple[str, str], int],
+def _by_practice(family: GaugeMetricFamily, counts: Mapping[tuple[str, ...], int],
                  several: bool) -> Metric:
-    """A family counted per (practice, value), with the practice label when several."""
-    for (practice, value), count in sorted(counts.items()):
-        family.add_metric([value, practice], count)
+    """A family counted per (practice, *values), with the practice label when several."""
+    for (practice, *values), count in sorted(counts.items()):
+        family.add_metric([*values, practice], count)
     if not several:
         family.samples = _without_practice(family.samples)
     return family
