@@ -27,7 +27,15 @@ from clinic.schedule import VisitKind
 from db.booking import Booked, BookingService
 from db.clinic_sync import load_clinic, record_absence, recorded_absences
 from db.engine import Database
-from db.models import Appointment, Clinic, Closure, InboundCall, PatientCall
+from db.models import (
+    Appointment,
+    CallAttempt,
+    Clinic,
+    Closure,
+    Consultation,
+    InboundCall,
+    PatientCall,
+)
 from db.schema import upgrade
 from tests.security.wire import log_in, post_form
 from tests.support.clinic_day import TOKEN
@@ -40,6 +48,10 @@ TEHRAN, SHIRAZ = "nobat-demo", "shiraz-eye"
 PATIENTS = {TEHRAN: "09121234567", SHIRAZ: "09127654321"}
 MASKED = {TEHRAN: "*******4567", SHIRAZ: "*******4321"}
 CALLS = {TEHRAN: 2, SHIRAZ: 1}
+TALKED = {TEHRAN: 120, SHIRAZ: 300}
+"""Seconds each practice's consultation talked today."""
+REMINDED = {TEHRAN: "confirmed", SHIRAZ: "cancelled"}
+"""What each practice's patient chose in today's reminder."""
 
 
 @dataclass
@@ -85,6 +97,16 @@ async def hold(database: Database, config: Path, practice: str) -> Held:
         await session.execute(insert(InboundCall), [
             {"started_at": now, "ended_at": now, "language": "fa", "outcome": "completed",
              "clinic_id": clinic}] * CALLS[practice])
+        await session.execute(insert(PatientCall).values(
+            appointment_id=booked.appointment.id, purpose="reminder", due_at=now,
+            not_after=now, state="done", outcome=REMINDED[practice], attempts=1,
+            updated_at=now))
+        consultation = await session.scalar(select(Consultation.id).where(
+            Consultation.appointment_id == booked.appointment.id))
+        await session.execute(insert(CallAttempt).values(
+            consultation_id=consultation, number=1, state="completed", doctor_channel_id="d",
+            patient_channel_id="p", started_at=now, ended_at=now, outcome="completed",
+            talk_seconds=TALKED[practice]))
     code, token, _ = await make_token(config, practice)
     assert code == 0
     return Held(booked.appointment.id, absence.id, token.strip())
@@ -152,8 +174,15 @@ async def test_a_practices_token_sees_its_own_rows_and_the_admins_sees_all(
                 p.held[practice].closure]
             assert [u["patient"] for u in body["upcoming"]] in (  # type: ignore[index]
                 [], [MASKED[practice]])
-            assert body["today_figures"]["calls"] == CALLS[practice]  # type: ignore[index]
-            assert body["today_figures"]["bookings"] == 1  # type: ignore[index]
+            figures = body["today_figures"]
+            assert figures["calls"] == CALLS[practice]  # type: ignore[index]
+            assert figures["bookings"] == 1  # type: ignore[index]
+            assert (figures["completed_consultations"],  # type: ignore[index]
+                    figures["consultation_minutes"]) == (1, TALKED[practice] / 60)  # type: ignore[index]
+            assert [m["minutes"] for m in body["consultation_minutes"]  # type: ignore[attr-defined]
+                    if m["minutes"]] == [TALKED[practice] / 60]
+            assert body["patient_calls"] == [  # an answered reminder of its own, no other's
+                {"purpose": "reminder", "outcome": REMINDED[practice], "count": 1}]
             assert [x["key"] for x in body["practices"]] == [practice]  # type: ignore[index]
             assert MASKED[other] not in json.dumps(body)
         admin = await api(p.server, TOKEN)
@@ -161,6 +190,10 @@ async def test_a_practices_token_sees_its_own_rows_and_the_admins_sees_all(
             h.appointment for h in p.held.values())
         assert {a["practice"] for a in admin["absences"]} == {TEHRAN, SHIRAZ}  # type: ignore[index]
         assert admin["today_figures"]["calls"] == sum(CALLS.values())  # type: ignore[index]
+        assert admin["today_figures"]["consultation_minutes"] == sum(  # type: ignore[index]
+            TALKED.values()) / 60
+        assert sorted(c["outcome"] for c in admin["patient_calls"]) == sorted(  # type: ignore[attr-defined]
+            REMINDED.values())
         assert [x["key"] for x in admin["practices"]] == [TEHRAN, SHIRAZ]  # type: ignore[index]
 
 
@@ -176,12 +209,6 @@ async def test_a_practices_token_on_the_platforms_routes_is_refused(tmp_path: Pa
         login = await log_in(p.server, staff)
         assert (await post_form(p.server, "/reload", login)).status == 403
         # The admin's /metrics: the per-call series carry the practice's key.
-        now = dt.datetime.now(dt.UTC)
-        async with p.database.writing() as session:  # Tehran's patient confirmed, today
-            await session.execute(insert(PatientCall).values(
-                appointment_id=p.held[TEHRAN].appointment, purpose="reminder", due_at=now,
-                not_after=now, state="done", outcome="confirmed", attempts=1,
-                updated_at=now))
         status, text = await get(p.server, "/metrics", TOKEN)
         assert status == 200
         samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
@@ -191,9 +218,10 @@ async def test_a_practices_token_on_the_platforms_routes_is_refused(tmp_path: Pa
                             (("practice", practice), ("state", "scheduled")))] == 1
             assert samples[("nobat_ivr_calls_active", (("practice", practice),))] == 0
         assert ("nobat_ivr_call_duration_seconds_count", (("practice", ""),)) in samples
-        assert [(labels, value) for (name, labels), value in samples.items()
-                if name == "nobat_patient_calls_today"] == [
-            ((("outcome", "confirmed"), ("practice", TEHRAN), ("purpose", "reminder")), 1)]
+        assert sorted((labels, value) for (name, labels), value in samples.items()
+                      if name == "nobat_patient_calls_today") == sorted(
+            ((("outcome", outcome), ("practice", practice), ("purpose", "reminder")), 1)
+            for practice, outcome in REMINDED.items())
 
 
 async def test_another_practices_ids_get_404_and_change_nothing(tmp_path: Path) -> None:
