@@ -15,7 +15,7 @@ import datetime as dt
 import functools
 import hashlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -30,6 +30,7 @@ from clinic import phones
 from clinic.clinic_file import ClinicSpec, DoctorSpec
 from clinic.office import office_hours_text
 from clinic.schedule import HoursRule, VisitKind, day_bounds, day_slots
+from clinic.staff_toml import KeyPath, dotted
 from db import records
 from db.engine import Clock, Database, utc_now
 from db.lifecycles import AppointmentStatus
@@ -77,12 +78,18 @@ class BookingsAffected(LoadRefused):
 class HeldElsewhere(LoadRefused):
     """A number or a doctor's code in the file belongs to another practice of the store."""
 
-    def __init__(self, held: list[str]) -> None:
+    def __init__(self, held: list[tuple[KeyPath, str]],
+                 where: Callable[[KeyPath], str] | None = None) -> None:
         self.held = held
         lines = ["refused: another practice holds what this file gives its own; take it out "
                  "of one of the two files:"]
-        lines += [f"  {line}" for line in held]
+        lines += [f"  {where(path)}: {dotted(path)}: {text}" if where else f"  {text}"
+                  for path, text in held]
         super().__init__("\n".join(lines))
+
+    def located(self, where: Callable[[KeyPath], str]) -> HeldElsewhere:
+        """The same refusal, each held thing named by its file and line (`where`)."""
+        return HeldElsewhere(self.held, where)
 
 
 @dataclass
@@ -220,7 +227,10 @@ async def _add_practice(session: AsyncSession, spec: ClinicSpec, digest: str | N
     return changes
 
 
-async def _held_elsewhere(session: AsyncSession, spec: ClinicSpec) -> list[str]:
+async def _held_elsewhere(session: AsyncSession, spec: ClinicSpec
+                          ) -> list[tuple[KeyPath, str]]:
+    """What the file gives its practice that another practice holds, each with where the file
+    says it."""
     numbers = (await session.execute(
         select(ClinicNumber.number, Clinic.key).join(Clinic)
         .where(ClinicNumber.number.in_(spec.numbers), Clinic.key != spec.key)
@@ -230,8 +240,11 @@ async def _held_elsewhere(session: AsyncSession, spec: ClinicSpec) -> list[str]:
         select(Doctor.code, Doctor.key, Clinic.key).join(Clinic)
         .where(Doctor.code.in_(codes), Clinic.key != spec.key)
         .order_by(Doctor.code))).all()
-    return ([f"number {number} reaches clinic {key!r}" for number, key in numbers]
-            + [f"code {code!r} is doctor {doctor}'s in clinic {key!r}"
+    at = {d.code: index for index, d in enumerate(spec.doctors) if d.code}
+    return ([(("clinic", "numbers", spec.numbers.index(number)),
+              f"number {number} reaches clinic {key!r}") for number, key in numbers]
+            + [(("doctors", at[code], "code"),
+                f"code {code!r} is doctor {doctor}'s in clinic {key!r}")
                for code, doctor, key in doctors])
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clinic.clinic_file import clinic_files, read_clinic_files
-from clinic.staff_toml import StaffFileError
+from clinic.staff_toml import StaffFileError, StaffToml
 from db.clinic_sync import HeldElsewhere, LoadRefused, load_clinic, loaded_digest, loaded_digests
 from db.engine import Database
 
@@ -51,16 +51,21 @@ async def load_clinics(database: Database, path: Path, *, compare: bool = False
         elif not compare and loaded.get(read.spec.key) == digest:
             loads[read.file] = PracticeLoad(read.file, unchanged=True)
         else:
-            waiting.append((read.file, read.spec, digest))
+            waiting.append((read, read.spec, digest))
     while waiting:
         held = []
-        for file, spec, digest in waiting:
+        for read, spec, digest in waiting:
+            file = read.file
             try:
                 report = await load_clinic(database, spec, digest=digest)
+            except HeldElsewhere as exc:
+                doc = StaffToml.parse(read.source, file)
+                loads[file] = PracticeLoad(file, failure=exc.located(
+                    lambda path, doc=doc: f"{doc.file}:{doc.line_of(path)}"))
+                held.append((read, spec, digest))
+                continue
             except LoadRefused as exc:
                 loads[file] = PracticeLoad(file, failure=exc)
-                if isinstance(exc, HeldElsewhere):
-                    held.append((file, spec, digest))
                 continue
             loads[file] = PracticeLoad(file, tuple(report.changes))
         waiting = held if len(held) < len(waiting) else []
