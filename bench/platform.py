@@ -38,9 +38,10 @@ up to 28 days ahead (`[booking] horizon_days = 28` in the bench's config copy). 
   doctors, all due at one moment, and `--instances` dialers (each in its own process, as
   `nobat serve` builds one: cap `--cap` channels, each practice's share `--share` percent of
   it on the platform, none on one practice) against the fake Asterisk in its own process
-  (bench.dialer's); just before that moment `--reminders` bookings for tomorrow, spread over
-  every practice, are written, so the dialers' round at that moment plans their reminders
-  (the planner runs every round here, not every minute) before it claims. It prints the lag
+  (bench.dialer's); the lines' bookings cancelled once counted, just before that moment
+  `--reminders` bookings for tomorrow, spread over every practice, are written, so the
+  dialers' planner (every round here, not every minute) plans their reminders beside the
+  round that claims, the same reminders on both sides. It prints the lag
   (a consultation's first Originate reaching the fake PBX minus its due time) p50/p99 of the
   first consultations the caps let start at once, and the time of one idle plan over all
   practices. Quiet hours cover the run, so reminders are planned, not rung.
@@ -72,7 +73,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 
 from bench.booking_rush import double_bookings
 from bench.clinic_day.callers import action_seconds
@@ -266,11 +267,26 @@ async def doctors_of(database: Database) -> list[int]:
         return list((await session.scalars(select(Doctor.id).order_by(Doctor.id))).all())
 
 
+async def cancel_all(database: Database) -> None:
+    """Cancel the lines' and the rush's bookings once counted: the platform's lines book
+    several times what one practice's do, and the dispatch moment would plan their reminders
+    too, so each side plans its own 4,000 alike; then vacuum, so that PostgreSQL's own
+    clean-up of those rows does not fall in the measured moment on one side only."""
+    async with database.writing() as session:
+        await session.execute(update(Appointment).where(Appointment.status == "booked")
+                              .values(status="cancelled"))
+    async with database.engine.connect() as conn:  # nor autovacuum in the measured moment
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.exec_driver_sql("VACUUM ANALYZE")
+
+
 async def book_many(database: Database, doctors: list[int], count: int, prefix: str,
                     first: dt.datetime, kind: str) -> list[int]:
     """Write `count` bookings straight into the store, spread over `doctors` (booking n with
     doctor n mod D, a minute after its previous one, from `first`, which is off the slot
     grid so no caller's booking is in the way), each with a patient of its own; their ids."""
+    if not count:
+        return []
     now = utc_now()
     async with database.writing() as session:
         patients = (await session.execute(insert(Patient).returning(Patient.id), [dict(
@@ -416,6 +432,7 @@ async def one_side(server: PostgresServer, practices: int, share: int,
                 await running.stop(60)
         side.line_bookings, side.wrong_practice = await misplaced(database, keys)
         side.doubles = await double_bookings(database)
+        await cancel_all(database)
         await database.close()
         if options.consultations:
             await dispatch(side, url, config, options, share)
