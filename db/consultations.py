@@ -180,10 +180,11 @@ class ConsultationStore(LeasedStore[Claim]):
         a few statements rather than a few per call.
         """
         ids = list(consultation_ids)
+        trunks = trunked or Trunked()
 
         async def take(session: AsyncSession) -> list[Claim]:
             now = self.clock()
-            caps = await trunk_caps(session, trunked or Trunked())
+            caps = await trunk_caps(session, trunks, ids)
             # updated_at is left as the stopped instance last wrote it (every step and renewal
             # does): when it last saw the attempt.
             orphans = (await session.execute(
@@ -207,8 +208,7 @@ class ConsultationStore(LeasedStore[Claim]):
             await _missed(session, late, now)
             settled = {o for o, _ in orphans} | {m for m, _ in late}
             over = await over_trunks(session, CallKind.CONSULTATION,
-                                     [i for i in ids if i not in settled],
-                                     trunked or Trunked(), caps)
+                                     [i for i in ids if i not in settled], trunks, caps)
             won = (await session.execute(
                 update(Consultation)
                 .where(Consultation.id.in_(set(ids) - over), self._claimable(now))

@@ -235,8 +235,8 @@ class LeasedStore(Generic[L]):
         skipped, and `running` (what this instance has in hand) are never tried. With `room`,
         no practice gets more than its room: the oldest of the others' come next; a practice
         whose own trunk refuses a call (full with every instance's calls) gets no more this
-        round. The look for candidates, every few seconds on
-        an idle line, is a plain read (db/reads.py)."""
+        round. The look for candidates, every few seconds on an idle line, is a plain read
+        (db/reads.py)."""
         model = self.model
         claims: list[L] = []
         tried = set(running)
@@ -281,18 +281,21 @@ _LIVE: tuple[tuple[Leased, tuple[str, ...], CallKind], ...] = (
 """The rows of calls under way, of both kinds, and what each holds of a trunk."""
 
 
-async def trunk_caps(session: AsyncSession, trunked: Trunked) -> dict[int, int]:
-    """The channels the trunks of `trunked`'s practices carry, their rows locked until the
-    claim commits, so two instances' claims count their calls one after the other: each
-    statement of a READ COMMITTED transaction (the driver's BEGIN says so) sees what the
-    other committed before the lock was granted. On SQLite a write transaction already takes
-    turns. FOR NO KEY UPDATE leaves the practice's rows' foreign keys free (the call log's
-    inserts, logins). Taken first in a claim, before any call's row."""
-    if not trunked.clinics:
+async def trunk_caps(session: AsyncSession, trunked: Trunked, ids: Iterable[int]
+                     ) -> dict[int, int]:
+    """The channels the trunks carry of the practices of those of `ids` that `trunked` names,
+    their rows (and no other practice's) locked until the claim commits, so two instances'
+    claims count their calls one after the other: each statement of a READ COMMITTED
+    transaction (the driver's BEGIN says so) sees what the other committed before the lock
+    was granted. On SQLite a write transaction already takes turns. FOR NO KEY UPDATE leaves
+    the practice's rows' foreign keys free (the call log's inserts, logins). Taken first in a
+    claim, before any call's row."""
+    clinics = {trunked.clinics[i] for i in ids if i in trunked.clinics}
+    if not clinics:
         return {}
     return dict((await session.execute(
         select(Clinic.id, Clinic.max_channels)
-        .where(Clinic.id.in_(set(trunked.clinics.values())), Clinic.max_channels.is_not(None))
+        .where(Clinic.id.in_(clinics), Clinic.max_channels.is_not(None))
         .order_by(Clinic.id).with_for_update(key_share=True))).all())
 
 

@@ -357,9 +357,9 @@ class PatientCallStore(LeasedStore[PatientCallClaim]):
 
         async def take(session: AsyncSession) -> PatientCallClaim | None:
             now = self.clock()
-            trunks = trunked or Trunked()
-            if await over_trunks(session, CallKind.PATIENT_CALL, [call_id], trunks,
-                                 await trunk_caps(session, trunks)):
+            if trunked is not None and call_id in trunked.clinics and await over_trunks(
+                    session, CallKind.PATIENT_CALL, [call_id], trunked,
+                    await trunk_caps(session, trunked, [call_id])):
                 return None
             won = await session.execute(
                 update(PatientCall)

@@ -21,6 +21,19 @@ PRACTICE_NAME = "{clinic}"
 """In the manifest's words, the practice's name: such a prompt is said per practice."""
 
 
+def _own_words(clinic: ClinicWords, lang: str, folder: str, named: frozenset[str],
+               templates: Mapping[str, str]) -> dict[str, str]:
+    """A practice's own prompts in one language, keyed as its `folder` plays them."""
+    own = functools.partial(own_key, folder, named=named)
+    words = {own(f"doctor/{key}"): names.get(lang, "") for key, names in clinic.doctors.items()}
+    if clinic.name:
+        words[own("clinic/name")] = clinic.name.get(lang, "")
+        words[own("clinic/address")] = clinic.address.get(lang, "")
+    words.update({own(key): text.replace(PRACTICE_NAME, clinic.name.get(lang, ""))
+                  for key, text in templates.items()})
+    return words
+
+
 def own_key(folder: str, key: str, named: frozenset[str] = frozenset()) -> str:
     """Where a practice's own prompt lives: "clinic/name" of practice "shiraz-eye" is
     "clinic/shiraz-eye/name", and a prompt that names it (`named`), "welcome", is
@@ -92,16 +105,9 @@ class PromptLibrary:
             merged.update({f"specialty/{key}": names[0 if lang == "fa" else 1]
                            for key, names in SPECIALTIES.items()})
             merged.update({f"menu/press-{n}": _press(n, lang) for n in range(10)})
-            for clinic, folder in ((c, f) for c in practices
-                                   for f in dict.fromkeys((c.folder, c.folder or c.key))):
-                own = functools.partial(own_key, folder, named=named)
-                if clinic.name:
-                    merged[own("clinic/name")] = clinic.name.get(lang, "")
-                    merged[own("clinic/address")] = clinic.address.get(lang, "")
-                merged.update({own(f"doctor/{key}"): names.get(lang, "")
-                               for key, names in clinic.doctors.items()})
-                merged.update({own(key): text.replace(PRACTICE_NAME, clinic.name.get(lang, ""))
-                               for key, text in templates[lang].items()})
+            for clinic in practices:
+                for folder in dict.fromkeys((clinic.folder, clinic.folder or clinic.key)):
+                    merged.update(_own_words(clinic, lang, folder, named, templates[lang]))
             merged.update({key: text for key, text in written.get(lang, {}).items()
                            if key not in named})
             texts[lang] = merged
