@@ -3,8 +3,9 @@
 The clinic's words, its doctors, their weekly hours and closed days change only with a clinic
 load or an absence entered on the page, and each of those bumps the clinic's revision in the
 store. Every read checks the revision (one indexed row) and the bookings of the span it asks
-about with one Core query; the rest comes from memory, rebuilt when any instance changed it.
-The database, never this cache, decides whether a booking is written.
+about with one Core query, shared by every caller of any practice asking at that moment
+(db/batches.py); the rest comes from memory, rebuilt when any instance changed it. The
+database, never this cache, decides whether a booking is written.
 """
 
 from __future__ import annotations
@@ -13,14 +14,26 @@ import asyncio
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Row, ScalarSelect, and_, bindparam, exists, func, select
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    ScalarSelect,
+    and_,
+    bindparam,
+    exists,
+    func,
+    or_,
+    select,
+)
 
 from clinic.calendar import Weekday
 from clinic.office import OfficeWeek, office_hours_of_text
 from clinic.schedule import HoursRule, Interval, VisitKind, day_bounds
+from db.batches import Batches
 from db.engine import one_line
 from db.models import HOLDS_ITS_SLOT, Appointment, Clinic, Closure, Doctor, WeeklyHours
 from db.reads import Rows
@@ -96,12 +109,26 @@ def practice_id(practice: str | None) -> ScalarSelect[int]:
 LONGEST_SLOT = dt.timedelta(minutes=240)
 """A booking ends at most this long after it starts (clinic/schedule.py's bound on slots), so
 the index on (doctor, start) bounds the search from both sides."""
-_SPAN = and_(Appointment.doctor_id == bindparam("doctor"),
-             HOLDS_ITS_SLOT,
-             Appointment.start_at > bindparam("earliest"),
-             Appointment.start_at < bindparam("until"),
-             Appointment.end_at > bindparam("since"),
-             Appointment.id != bindparam("ignore"))
+_WITHIN = and_(HOLDS_ITS_SLOT,
+               Appointment.start_at > bindparam("earliest"),
+               Appointment.start_at < bindparam("until"),
+               Appointment.end_at > bindparam("since"),
+               Appointment.id != bindparam("ignore"))
+"""A live booking overlapping the span of `span_params` (but `ignore`'s)."""
+_SPAN = and_(Appointment.doctor_id == bindparam("doctor"), _WITHIN)
+_REVISIONS = (select(Clinic.key, Clinic.id, Clinic.revision)
+              .where(or_(Clinic.key.in_(bindparam("keys", expanding=True)),
+                         Clinic.id == practice_id(None))))
+"""The revisions of the practices keyed `keys`, and of the first one loaded (practice None)."""
+_BOOKED = (select(Doctor.id.label("doctor"), Clinic.key, Clinic.id, Clinic.revision,
+                  Appointment.start_at, Appointment.end_at)
+           .select_from(Doctor.__table__.join(Clinic.__table__, Clinic.id == Doctor.clinic_id)
+                        .outerjoin(Appointment.__table__,
+                                   and_(Appointment.doctor_id == Doctor.id, _WITHIN)))
+           .where(Doctor.id.in_(bindparam("doctors", expanding=True)))
+           .order_by(Appointment.start_at))
+"""Each of `doctors`' practice revision and live bookings in one span: many callers' reads
+of one moment (db/batches.py)."""
 
 
 STILL_FREE: ColumnElement[bool] = and_(
@@ -122,9 +149,13 @@ class Availability:
     """One practice's catalog in this process, checked against the store's revision on every
     read."""
 
-    def __init__(self, shared: Rows, practice: str | None = None) -> None:
+    def __init__(self, shared: Rows, practice: str | None = None,
+                 batches: Batches | None = None) -> None:
         self.shared = shared
         """The store's own reads, outside any transaction (db/reads.py)."""
+        self.practice = practice
+        self.batches = batches or Batches()
+        """Reads of this moment, with other practices' of the same store if it is shared."""
         self.clinic = practice_id(practice)
         """Selects this practice's clinic id inside the statements that read it."""
         self._revision = select(Clinic.id, Clinic.revision).where(Clinic.id == self.clinic)
@@ -136,39 +167,45 @@ class Availability:
         """The clinic id and its catalog as last built, replaced in one assignment: the
         writer's thread reads it too (db/write_groups.py)."""
         self._building = asyncio.Lock()
-        self._reading: dict[tuple[int, Interval, int], asyncio.Future[Sequence[Row[Any]]]] = {}
 
     async def catalog(self, rows: Rows) -> Catalog | None:
         """The catalog as the store has it now; None before any clinic file was loaded."""
-        found = await rows(self._revision, None)
-        return None if not found else await self._at(rows, found[0].id, found[0].revision)
+        if rows is self.shared:
+            found = await self.batches.get("revisions", self.practice, self._revisions)
+        else:
+            found = next(iter(await rows(self._revision, None)), None)
+        return None if found is None else await self._at(rows, found.id, found.revision)
+
+    async def _revisions(self, practices: frozenset[str | None]) -> dict[str | None, Row[Any]]:
+        found = await self.shared(_REVISIONS, {"keys": sorted(p for p in practices if p)})
+        by_key: dict[str | None, Row[Any]] = {r.key: r for r in found}
+        if found:
+            by_key[None] = min(found, key=lambda r: r.id)
+        return by_key
 
     async def booked(self, rows: Rows, doctor_id: int, span: Interval,
                      ignore: int | None = None) -> tuple[Catalog | None, list[Interval]]:
-        """The catalog and a doctor's live bookings overlapping `span`, in one statement.
-
-        Through the shared reads, callers asking the same at the same moment share one
-        statement (the midnight rush's losers all look around the same slot): none of them
-        sees the store older than at the moment it asked, which is all a read outside the
-        booking's own transaction can promise anyway.
-        """
-        key = (doctor_id, span, -1 if ignore is None else ignore)
+        """The catalog and a doctor's live bookings overlapping `span`, in one statement:
+        through the shared reads, with every other doctor's asked in the same span at that
+        moment (db/batches.py)."""
         params = span_params(doctor_id, span, ignore)
-        if rows is not self.shared:
-            found = await rows(self._revision_and_booked, params)
-        elif key in self._reading:
-            found = await asyncio.shield(self._reading[key])
-        else:
-            reading = self._reading[key] = asyncio.ensure_future(
-                rows(self._revision_and_booked, params))
-            try:
-                found = await asyncio.shield(reading)
-            finally:
-                del self._reading[key]
+        found: Sequence[Row[Any]] | None = None
+        if rows is self.shared:
+            found = await self.batches.get(("booked", span, params["ignore"]), doctor_id,
+                                           partial(self._booked, params))
+        if not found or (self.practice is not None and found[0].key != self.practice):
+            found = await rows(self._revision_and_booked, params)  # unknown: the practice's
         if not found:
             return None, []
         catalog = await self._at(rows, found[0].id, found[0].revision)
         return catalog, [Interval(r.start_at, r.end_at) for r in found if r.start_at is not None]
+
+    async def _booked(self, params: dict[str, Any], doctors: frozenset[int]
+                      ) -> dict[int, list[Row[Any]]]:
+        by_doctor: dict[int, list[Row[Any]]] = {}
+        for row in await self.shared(_BOOKED, {**params, "doctors": sorted(doctors)}):
+            by_doctor.setdefault(row.doctor, []).append(row)
+        return by_doctor
 
     async def _at(self, rows: Rows, clinic_id: int, revision: int) -> Catalog:
         held = _fresh(self._held, clinic_id, revision)

@@ -176,7 +176,7 @@ class BookingService:
         self.clock = clock
         self.practice = practice
         """The practice's key this service books for; None: the first (and only) one."""
-        self.availability = Availability(database.rows, practice)
+        self.availability = Availability(database.rows, practice, database.batches)
         self._turns = _Turns()
         self._add_rows = _add_row_by_row if database.is_sqlite else _add_in_one_statement
         """How a booking's rows are written (below): one statement where it saves round

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from db.batches import Batches
 from db.reads import ConnectionReads, ThreadReads, thread_engine
 from db.write_groups import WriteGroups
 
@@ -154,6 +155,8 @@ class Database:
             else ConnectionReads(engine) if self.is_sqlite
             else ConnectionReads(engine, isolation_level="AUTOCOMMIT"))
         """One statement, one answer, at the least cost (db/reads.py): the hot paths' reads."""
+        self.batches = Batches()
+        """The hot reads many callers of any practice ask at one moment, as one statement."""
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Database:

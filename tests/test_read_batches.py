@@ -1,0 +1,140 @@
+"""Reads of one moment as one statement (db/batches.py): every asker gets its own answer, none
+older than its question, and practices' callers asking at once still each read their own."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from clinic.clinic_file import read_clinic
+from clinic.schedule import VisitKind
+from db.batches import Batches
+from db.booking import Booked, BookingPolicy, BookingService
+from db.clinic_sync import load_clinic
+from db.engine import Database
+from tests.support.clinics import Clock
+from tests.test_booking import DEMO, PATIENT, SATURDAY
+from tests.test_schedule import at
+
+
+class Store:
+    """A statement's stand-in: answers each item with the statement's number and its value
+    now; waits for `release` while `held`."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self.sent: list[frozenset[Any]] = []
+        self.held = False
+        self.release = asyncio.Event()
+        self.left = asyncio.Event()
+
+    async def run(self, items: frozenset[Any]) -> Mapping[Any, Any]:
+        self.sent.append(items)
+        seen = (len(self.sent), self.value)
+        self.left.set()
+        if self.held:
+            await self.release.wait()
+        if "broken" in items:
+            raise ConnectionResetError("the store went away")
+        return {item: (item, *seen) for item in items}
+
+
+async def test_askers_of_one_moment_share_one_statement_each_with_its_answer() -> None:
+    batches, store = Batches(), Store()
+    answers = await asyncio.gather(*(batches.get("kind", n % 7, store.run) for n in range(30)))
+    assert store.sent == [frozenset(range(7))]
+    assert answers == [(n % 7, 1, 0) for n in range(30)]
+
+
+async def test_an_asker_while_a_statement_is_out_gets_the_next_ones_answer() -> None:
+    batches, store = Batches(), Store()
+    store.held = True
+    first = asyncio.create_task(batches.get("kind", "a", store.run))
+    await store.left.wait()
+    store.value = 1  # written after the first statement left, before the second asker
+    second = [asyncio.create_task(batches.get("kind", item, store.run)) for item in "ab"]
+    await asyncio.sleep(0)
+    store.release.set()
+    assert await first == ("a", 1, 0)
+    assert [await s for s in second] == [("a", 2, 1), ("b", 2, 1)]
+    assert store.sent == [frozenset("a"), frozenset("ab")]
+
+
+async def test_kinds_do_not_wait_for_each_other() -> None:
+    batches, store = Batches(), Store()
+    store.held = True
+    held = asyncio.create_task(batches.get("held", "a", store.run))
+    await store.left.wait()
+    other = Store()
+    assert await batches.get("other", "b", other.run) == ("b", 1, 0)
+    store.release.set()
+    assert await held == ("a", 1, 0)
+
+
+async def test_a_failed_statement_fails_each_of_its_askers_and_the_next_one_runs() -> None:
+    batches, store = Batches(), Store()
+    failed = await asyncio.gather(batches.get("kind", "broken", store.run),
+                                  batches.get("kind", "a", store.run), return_exceptions=True)
+    assert [type(f) for f in failed] == [ConnectionResetError, ConnectionResetError]
+    assert await batches.get("kind", "a", store.run) == ("a", 2, 0)
+
+
+async def test_an_asker_hanging_up_leaves_the_others_their_answer() -> None:
+    batches, store = Batches(), Store()
+    store.held = True
+    gone = asyncio.create_task(batches.get("kind", "a", store.run))
+    staying = asyncio.create_task(batches.get("kind", "a", store.run))
+    await store.left.wait()
+    gone.cancel()
+    store.release.set()
+    assert await staying == ("a", 1, 0)
+    assert gone.cancelled()
+
+
+async def test_an_item_the_statement_did_not_find_is_none() -> None:
+    async def nothing(items: frozenset[Any]) -> Mapping[Any, Any]:
+        return {}
+
+    assert await Batches().get("kind", "a", nothing) is None
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(at(SATURDAY, "09:00"))
+
+
+async def test_two_practices_callers_reading_at_once_each_see_their_own_bookings(
+        database: Database, clock: Clock) -> None:
+    demo = read_clinic(DEMO)
+    await load_clinic(database, demo, clock=clock)
+    await load_clinic(database, dataclasses.replace(
+        demo, key="other", phone="+982122223333", numbers=("+982122223333",),
+        doctors=tuple(dataclasses.replace(d, code=f"2{d.code[1:]}") for d in demo.doctors)),
+        clock=clock)
+    lines = {key: BookingService(database, BookingPolicy(), clock, practice=key)
+             for key in ("nobat-demo", "other")}
+    doctors = {key: {d.key: d.id for d in await line.doctors()} for key, line in lines.items()}
+    booked = await lines["other"].book(PATIENT, doctors["other"]["dr-ahmadi"],
+                                       at(SATURDAY, "16:20"), VisitKind.IN_PERSON)
+    assert isinstance(booked, Booked)
+
+    async def free(key: str, doctor: str) -> list[dt.datetime]:
+        return [s.start for s in await lines[key].free_slots(doctors[key][doctor], SATURDAY)]
+
+    asked = [(key, doctor) for key in lines for doctor in doctors[key]]
+    at_once = await asyncio.gather(*(free(key, doctor) for key, doctor in asked))
+    alone = [await free(key, doctor) for key, doctor in asked]
+    assert at_once == alone
+    seen = dict(zip(asked, at_once, strict=True))
+    assert at(SATURDAY, "16:20") in seen["nobat-demo", "dr-ahmadi"]
+    assert at(SATURDAY, "16:20") not in seen["other", "dr-ahmadi"]
+    assert seen["other", "dr-ahmadi"][:2] == [at(SATURDAY, "16:00"), at(SATURDAY, "16:40")]
+    # a doctor of another practice, asked through this one's line, is no doctor of it
+    assert await lines["nobat-demo"].free_slots(doctors["other"]["dr-ahmadi"], SATURDAY) == []
+    assert [d.id for d in await lines["nobat-demo"].doctors()] == list(
+        doctors["nobat-demo"].values())
