@@ -24,7 +24,7 @@ from tests.test_schedule import at
 
 class Store:
     """A statement's stand-in: answers each item with the statement's number and its value
-    now; waits for `release` while `held`."""
+    as it left; out for one turn of the loop, or until `release` while `held`."""
 
     def __init__(self) -> None:
         self.value = 0
@@ -37,6 +37,7 @@ class Store:
         self.sent.append(items)
         seen = (len(self.sent), self.value)
         self.left.set()
+        await asyncio.sleep(0)  # on the wire: others ask meanwhile
         if self.held:
             await self.release.wait()
         if "broken" in items:
@@ -44,11 +45,24 @@ class Store:
         return {item: (item, *seen) for item in items}
 
 
-async def test_askers_of_one_moment_share_one_statement_each_with_its_answer() -> None:
+async def test_a_lone_asker_sends_its_own_statement_at_once_in_its_own_turn() -> None:
+    batches, store = Batches(), Store()
+    senders: list[asyncio.Task[Any] | None] = []
+
+    async def run(items: frozenset[Any]) -> Mapping[Any, Any]:
+        senders.append(asyncio.current_task())
+        return await store.run(items)
+
+    asker = asyncio.create_task(batches.get("kind", "a", run))
+    assert await asker == ("a", 1, 0)
+    assert senders == [asker]
+
+
+async def test_askers_of_one_moment_go_in_two_statements_each_with_its_answer() -> None:
     batches, store = Batches(), Store()
     answers = await asyncio.gather(*(batches.get("kind", n % 7, store.run) for n in range(30)))
-    assert store.sent == [frozenset(range(7))]
-    assert answers == [(n % 7, 1, 0) for n in range(30)]
+    assert store.sent == [frozenset({0}), frozenset(range(1, 7))]
+    assert answers == [(n % 7, 1 if n % 7 == 0 else 2, 0) for n in range(30)]
 
 
 async def test_a_question_on_its_way_takes_that_answer_and_another_goes_in_the_next(
@@ -79,22 +93,38 @@ async def test_kinds_do_not_wait_for_each_other() -> None:
 
 async def test_a_failed_statement_fails_each_of_its_askers_and_the_next_one_runs() -> None:
     batches, store = Batches(), Store()
-    failed = await asyncio.gather(batches.get("kind", "broken", store.run),
-                                  batches.get("kind", "a", store.run), return_exceptions=True)
-    assert [type(f) for f in failed] == [ConnectionResetError, ConnectionResetError]
-    assert await batches.get("kind", "a", store.run) == ("a", 2, 0)
+    store.held = True
+    first = asyncio.create_task(batches.get("kind", "broken", store.run))
+    await store.left.wait()
+    joined = [asyncio.create_task(batches.get("kind", item, store.run))
+              for item in ("broken", "a", "b")]
+    await asyncio.sleep(0)
+    store.release.set()
+    failed = await asyncio.gather(first, *joined, return_exceptions=True)
+    assert [type(f) for f in failed[:2]] == [ConnectionResetError, ConnectionResetError]
+    assert failed[2:] == [("a", 2, 0), ("b", 2, 0)]
+    sent = await asyncio.gather(*(batches.get("kind", item, store.run)
+                                  for item in ("c", "broken", "d")), return_exceptions=True)
+    assert sent[0] == ("c", 3, 0)
+    assert [type(f) for f in sent[1:]] == [ConnectionResetError, ConnectionResetError]
+    assert await batches.get("kind", "e", store.run) == ("e", 5, 0)
 
 
 async def test_an_asker_hanging_up_leaves_the_others_their_answer() -> None:
     batches, store = Batches(), Store()
     store.held = True
     gone = asyncio.create_task(batches.get("kind", "a", store.run))
-    staying = asyncio.create_task(batches.get("kind", "a", store.run))
     await store.left.wait()
+    staying = asyncio.create_task(batches.get("kind", "a", store.run))
+    joined_gone = asyncio.create_task(batches.get("kind", "b", store.run))
+    later = asyncio.create_task(batches.get("kind", "b", store.run))
+    await asyncio.sleep(0)
     gone.cancel()
+    joined_gone.cancel()
     store.release.set()
-    assert await staying == ("a", 1, 0)
-    assert gone.cancelled()
+    assert await staying == ("a", 2, 0)
+    assert await later == ("b", 2, 0)
+    assert gone.cancelled() and joined_gone.cancelled()
 
 
 async def test_an_item_the_statement_did_not_find_is_none() -> None:
