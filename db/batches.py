@@ -18,16 +18,19 @@ from typing import Any
 
 Run = Callable[[frozenset[Any]], Awaitable[Mapping[Any, Any]]]
 """One statement for a batch's items; each item's answer (an item missing: None)."""
-Answers = dict[Hashable, "asyncio.Future[Any]"]
+Askers = dict[Hashable, list["asyncio.Future[Any]"]]
+"""Per item, each asker's own future: one hanging up cancels only its own, and an answer
+wakes each asker at once (a future shared behind asyncio.shield takes two turns of the
+loop more, a long wait at a saturated loop)."""
 
 
 class Batches:
-    """Per kind of read (its statement and fixed parameters), the items of the statement out
-    and those asked since, to go in the next."""
+    """Per kind of read (its statement and fixed parameters), the askers of the statement out
+    and those who asked something else since, to go in the next."""
 
     def __init__(self) -> None:
-        self._out: dict[Hashable, Answers] = {}
-        self._waiting: dict[Hashable, Answers] = {}
+        self._out: dict[Hashable, Askers] = {}
+        self._waiting: dict[Hashable, Askers] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def get(self, kind: Hashable, item: Hashable, run: Run) -> Any:
@@ -36,29 +39,30 @@ class Batches:
         out = self._out.get(kind)
         if out is None:
             return await self._own(kind, item, run)
-        answer = out.get(item) or self._waiting.get(kind, {}).get(item)
-        if answer is None:
-            answer = self._waiting.setdefault(kind, {})[item] = _answer()
-        return await asyncio.shield(answer)  # a caller hanging up leaves the others' answer
+        answer = asyncio.get_running_loop().create_future()
+        answer.add_done_callback(_retrieved)
+        (out if item in out else self._waiting.setdefault(kind, {})).setdefault(
+            item, []).append(answer)
+        return await answer
 
     async def _own(self, kind: Hashable, item: Hashable, run: Run) -> Any:
-        answer = _answer()
-        self._out[kind] = {item: answer}
+        out: Askers = {item: []}
+        self._out[kind] = out
         try:
-            found = await run(frozenset((item,)))
+            found = await run(frozenset(out))
         except Exception as exc:
-            answer.set_exception(exc)  # and to whoever joined it
+            _tell(out, exc)  # whoever joined it raises it too
             raise
         except BaseException:  # this caller hung up: whoever joined it asks in the next
-            self._waiting.setdefault(kind, {}).setdefault(item, answer)
+            self._waiting.setdefault(kind, {}).setdefault(item, []).extend(out[item])
             raise
         else:
-            answer.set_result(found.get(item))
+            _tell(out, found)
         finally:
             del self._out[kind]
             if kind in self._waiting:
                 self._start(kind, run)
-        return answer.result()
+        return found.get(item)
 
     def _start(self, kind: Hashable, run: Run) -> None:
         self._out[kind] = {}
@@ -73,26 +77,31 @@ class Batches:
                 try:
                     found = await run(frozenset(batch))
                 except Exception as exc:  # each asker raises it as its own
-                    for answer in batch.values():
-                        answer.set_exception(exc)
+                    _tell(batch, exc)
                     continue
                 except BaseException:  # shut down: no asker waits for ever
-                    for answer in [*batch.values(), *self._waiting.pop(kind, {}).values()]:
-                        answer.cancel()
+                    for askers in [*batch.values(), *self._waiting.pop(kind, {}).values()]:
+                        for answer in askers:
+                            answer.cancel()
                     raise
-                for item, answer in batch.items():
-                    answer.set_result(found.get(item))
+                _tell(batch, found)
         finally:
             del self._out[kind]
 
 
-def _answer() -> asyncio.Future[Any]:
-    answer = asyncio.get_running_loop().create_future()
-    answer.add_done_callback(_retrieved)
-    return answer
+def _tell(askers: Askers, found: Mapping[Any, Any] | Exception) -> None:
+    """Each asker still waiting its item's answer, or the statement's error."""
+    for item, answers in askers.items():
+        for answer in answers:
+            if answer.done():  # hung up
+                continue
+            if isinstance(found, Exception):
+                answer.set_exception(found)
+            else:
+                answer.set_result(found.get(item))
 
 
 def _retrieved(answer: asyncio.Future[Any]) -> None:
-    """An answer whose askers all hung up is not reported as an error nobody saw."""
+    """An error whose asker hung up as it came is not reported as one nobody saw."""
     if not answer.cancelled():
         answer.exception()
