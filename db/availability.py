@@ -170,8 +170,10 @@ class Availability:
 
     async def catalog(self, rows: Rows) -> Catalog | None:
         """The catalog as the store has it now; None before any clinic file was loaded."""
-        if rows is self.shared:
-            found = await self.batches.get("revisions", self.practice, self._revisions)
+        if rows is self.shared:  # a practice's callers do not wait on each other's: that
+            # moved them in step, and one practice's midnight rush took a third longer
+            found = await self.batches.get("revisions", self.practice, self._revisions,
+                                           joins=False)
         else:
             found = next(iter(await rows(self._revision, None)), None)
         return None if found is None else await self._at(rows, found.id, found.revision)

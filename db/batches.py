@@ -6,8 +6,9 @@ is the driver's and the sockets'). So an asker finding no statement of its kind 
 own at once, in its own turn (no hop through the loop: a rush's losers, who ask one after
 another, pay nothing for the batching); everyone who asks something else while it is out
 goes in one statement when it is back. A caller asking what the statement out already asks
-takes its answer: none of them sees the store older than a moment before it asked, which is
-all a read outside the booking's own transaction can promise anyway.
+takes its answer (none of them sees the store older than a moment before it asked, which is
+all a read outside the booking's own transaction can promise anyway), or, for a kind whose
+callers must not move in step, sends its own beside it.
 """
 
 from __future__ import annotations
@@ -33,12 +34,15 @@ class Batches:
         self._waiting: dict[Hashable, Askers] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def get(self, kind: Hashable, item: Hashable, run: Run) -> Any:
+    async def get(self, kind: Hashable, item: Hashable, run: Run, joins: bool = True) -> Any:
         """`item`'s answer: from a statement of its own sent at once when none of `kind` is
-        out, else from the one out if it asks that, else from the next (`run` sends one)."""
+        out, else from the one out if it asks that (or, unless it `joins`, from one of its
+        own beside it), else from the next (`run` sends one)."""
         out = self._out.get(kind)
         if out is None:
             return await self._own(kind, item, run)
+        if item in out and not joins:
+            return (await run(frozenset((item,)))).get(item)
         answer = asyncio.get_running_loop().create_future()
         answer.add_done_callback(_retrieved)
         (out if item in out else self._waiting.setdefault(kind, {})).setdefault(

@@ -80,6 +80,20 @@ async def test_a_question_on_its_way_takes_that_answer_and_another_goes_in_the_n
     assert store.sent == [frozenset("a"), frozenset("b")]
 
 
+async def test_an_asker_that_does_not_join_sends_its_own_beside_the_one_out() -> None:
+    batches, store = Batches(), Store()
+    store.held = True
+    first = asyncio.create_task(batches.get("kind", "a", store.run, joins=False))
+    await store.left.wait()
+    store.value = 1
+    again = asyncio.create_task(batches.get("kind", "a", store.run, joins=False))
+    other = asyncio.create_task(batches.get("kind", "b", store.run, joins=False))
+    await asyncio.sleep(0)
+    assert store.sent == [frozenset("a"), frozenset("a")]
+    store.release.set()
+    assert [await first, await again, await other] == [("a", 1, 0), ("a", 2, 1), ("b", 3, 1)]
+
+
 async def test_kinds_do_not_wait_for_each_other() -> None:
     batches, store = Batches(), Store()
     store.held = True
