@@ -10,7 +10,7 @@ async def test_every_caller_books_at_the_practice_they_dialled_and_nothing_twice
         postgres: PostgresServer) -> None:
     options = arguments(["--practices", "3", "--callers", "10", "--rush-practices", "2",
                          "--rush-callers", "10", "--consultations", "6", "--reminders", "30",
-                         "--cap", "20", "--share", "50", "--pace", "0.02",
+                         "--moments", "2", "--cap", "20", "--share", "50", "--pace", "0.02",
                          "--ramp", "0.5"])
     side = await one_side(postgres, 3, options.share, options)
     assert side.line is not None and side.paced is not None and side.rush is not None
@@ -20,7 +20,8 @@ async def test_every_caller_books_at_the_practice_they_dialled_and_nothing_twice
     assert side.wrong_practice == 0
     assert side.rush.booked >= 2  # the first slot of each rushed practice
     assert side.doubles == 0
-    assert side.lag_count == 6  # every consultation due was dialled
+    assert side.lag_count == 6  # every consultation due was dialled, at each moment
+    assert len(side.lags) == 2 and side.lag[1] in side.lags
     assert len(side.servers) == 2
     printed = table(side, side, options)
     verdicts = printed[printed.index(f"the target: within {TARGET}x of one practice; "
