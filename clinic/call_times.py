@@ -88,8 +88,8 @@ class ReminderTimes:
 SURVEY_MODES = ("in-call", "call-back", "off")
 """After a phone consultation: the patient stays on the line for the survey, is rung back
 for it, or is not surveyed."""
-COUNTS = {"reminder_days_before": (0, 7), "ring_seconds": (5, 300), "attempts": (1, 10),
-          "retry_minutes": (1, DAY_MINUTES)}
+COUNTS = {"reminder_days_before": (0, 7), "survey_after_minutes": (1, DAY_MINUTES),
+          "ring_seconds": (5, 300), "attempts": (1, 10), "retry_minutes": (1, DAY_MINUTES)}
 """The bounds of each count config.toml's [patient_calls] and a clinic file's
 [clinic.patient_calls] may set."""
 _SWITCHES = ("reminders", "absence_calls")
@@ -119,6 +119,7 @@ class PracticeCallRules:
     absence_calls: bool | None = None
     survey: str | None = None
     """One of SURVEY_MODES."""
+    survey_after_minutes: int | None = None
     ring_seconds: int | None = None
     attempts: int | None = None
     retry_minutes: int | None = None

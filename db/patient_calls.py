@@ -204,10 +204,12 @@ def _practice_calling(planning: CallPlanning, timezone: str, own: str | None
     hours = rules.hours(planning.hours, ZoneInfo(timezone))
     reminding = planning.reminders if rules.reminders is None else rules.reminders
     survey = rules.survey or planning.survey
+    after = planning.survey_after if rules.survey_after_minutes is None \
+        else dt.timedelta(minutes=rules.survey_after_minutes)
     return PracticeCalling(
         hours, rules.reminder_times(planning.reminder_times, hours) if reminding else None,
         planning.absences if rules.absence_calls is None else rules.absence_calls,
-        planning.survey_after if survey == "call-back" else None, survey == "in-call",
+        after if survey == "call-back" else None, survey == "in-call",
         rules.tries(planning.tries))
 
 

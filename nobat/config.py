@@ -455,7 +455,7 @@ def _patient_calls(doc: StaffToml) -> PatientCallConfig:
         survey=doc.value(table, path, "survey", str, default="in-call",
                          convert=one_of(SURVEY_MODES)),
         survey_after_minutes=doc.value(table, path, "survey_after_minutes", int, default=5,
-                                       convert=in_range(1, 24 * 60)),
+                                       convert=in_range(*COUNTS["survey_after_minutes"])),
         quiet_hours=quiet,
         no_call_days=doc.value(table, path, "no_call_days", list,
                                default=frozenset({Weekday.FRIDAY}),

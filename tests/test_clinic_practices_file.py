@@ -146,11 +146,11 @@ def test_a_practice_may_choose_which_calls_its_patients_get_and_how_they_are_tri
         tmp_path: Path) -> None:
     spec = practice_with(tmp_path, '[clinic.patient_calls]\nreminders = false\n'
                          'reminder_days_before = 2\nabsence_calls = false\n'
-                         'survey = "call-back"\nring_seconds = 45\nattempts = 5\n'
-                         'retry_minutes = 60\n')
+                         'survey = "call-back"\nsurvey_after_minutes = 20\n'
+                         'ring_seconds = 45\nattempts = 5\nretry_minutes = 60\n')
     assert spec.call_times == PracticeCallRules(
         reminders=False, reminder_days_before=2, absence_calls=False, survey="call-back",
-        ring_seconds=45, attempts=5, retry_minutes=60)
+        survey_after_minutes=20, ring_seconds=45, attempts=5, retry_minutes=60)
     assert PracticeCallRules.of_text(spec.call_times.text()) == spec.call_times
     demo = read_clinic(DEMO)
     assert (demo.max_channels, demo.call_times.text()) == (None, None)
@@ -174,8 +174,8 @@ def test_a_practice_may_choose_which_calls_its_patients_get_and_how_they_are_tri
      "clinic.toml:7: clinic.patient_calls.reminder_at: falls inside quiet_hours"),
     ('[clinic.patient_calls]\nmax_calls = 5', "clinic.toml:6: clinic.patient_calls."
      "max_calls: unknown key; expected one of quiet_hours, no_call_days, reminder_at, "
-     "reminders, reminder_days_before, absence_calls, survey, ring_seconds, attempts, "
-     "retry_minutes"),
+     "reminders, reminder_days_before, absence_calls, survey, survey_after_minutes, "
+     "ring_seconds, attempts, retry_minutes"),
     ('[clinic.patient_calls]\nreminders = "no"', "clinic.toml:6: clinic.patient_calls."
      "reminders: expected true or false, got a string 'no'"),
     ('[clinic.patient_calls]\nsurvey = "sometimes"', "clinic.toml:6: clinic.patient_calls."
@@ -186,6 +186,8 @@ def test_a_practice_may_choose_which_calls_its_patients_get_and_how_they_are_tri
      "ring_seconds: expected a whole number from 5 to 300, got 600"),
     ('[clinic.patient_calls]\nreminder_days_before = 8', "clinic.toml:6: clinic.patient_calls."
      "reminder_days_before: expected a whole number from 0 to 7, got 8"),
+    ('[clinic.patient_calls]\nsurvey_after_minutes = 0', "clinic.toml:6: clinic.patient_calls."
+     "survey_after_minutes: expected a whole number from 1 to 1440, got 0"),
     ('[clinic.patient_calls]\nretry_minutes = "30"', "clinic.toml:6: clinic.patient_calls."
      "retry_minutes: expected a whole number, got a string '30'"),
 ])

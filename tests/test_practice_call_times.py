@@ -380,13 +380,15 @@ async def test_a_practices_calls_are_tried_as_often_as_its_file_says(
     assert await retried(database, attempts=1) == (FAILED + dt.timedelta(minutes=30), None)
 
 
+@pytest.mark.parametrize(("own", "after"), [({}, 5), ({"survey_after_minutes": 45}, 45)])
 async def test_a_practice_that_surveys_by_calling_back_is_rung_back_alone(
-        database: Database) -> None:
+        database: Database, own: dict[str, int], after: int) -> None:
     """The line surveys in the call (config.toml's "in-call"); the second practice's file
     says "call-back": after both practices' phone consultations, only its patient gets a
-    survey call, config.toml's survey_after_minutes after the end, in its own hours."""
+    survey call, its file's survey_after_minutes (else config.toml's) after the end, in its
+    own hours."""
     await two_practices(database)
-    await load_second(database, survey="call-back")
+    await load_second(database, survey="call-back", **own)
     start = local(SATURDAY, "12:00", KABUL)
     ids = {await booked(database, spec, phone, start, VisitKind.PHONE): spec.key
            for spec, phone in ((FIRST, "09351110009"), (SECOND, "09351110010"))}
@@ -399,7 +401,7 @@ async def test_a_practice_that_surveys_by_calling_back_is_rung_back_alone(
     assert (await wired.store.plan(wired.planning)).added[Purpose.SURVEY] == 1
     [survey] = [call for call in await calls(database) if call.purpose == Purpose.SURVEY]
     assert ids[survey.appointment_id] == "second"
-    assert survey.due_at == start + dt.timedelta(minutes=20 + 5)
+    assert survey.due_at == start + dt.timedelta(minutes=20 + after)
 
 
 async def test_a_practice_retries_as_soon_as_its_file_says(database: Database) -> None:
