@@ -354,7 +354,7 @@ async def dispatch(url: str, config: Path, options: argparse.Namespace, share: i
     try:
         port = await asyncio.to_thread(pbx.recv)
         due = utc_now() + dt.timedelta(seconds=DUE_IN)
-        ids = await book_many(database, doctors, options.consultations, f"91{moment}", due,
+        ids = await book_many(database, doctors, options.consultations, f"90{1 + moment}", due,
                               "phone")
         async with database.writing() as session:
             await session.execute(insert(Consultation), [dict(
