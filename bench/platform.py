@@ -100,7 +100,15 @@ from bridge.dialer import Dialer, Tuning, dial_and_plan
 from clinic.schedule import TEHRAN
 from db.consultations import ConsultationStore, RetryPolicy
 from db.engine import Database, utc_now
-from db.models import Appointment, CallAttempt, Clinic, Consultation, Doctor, Patient
+from db.models import (
+    Appointment,
+    CallAttempt,
+    Clinic,
+    Consultation,
+    Doctor,
+    Patient,
+    PatientCall,
+)
 from nobat.bridge_wiring import call_planning, patient_calls
 from nobat.config import load_config
 from tests.fakepbx.agi_caller import place_call
@@ -340,10 +348,11 @@ def run_dialer(url: str, ami_port: int, config: Path, cap: int, share: int, name
 
 
 async def dispatch(url: str, config: Path, options: argparse.Namespace, share: int,
-                   moment: int) -> list[float]:
+                   moment: int) -> tuple[list[float], float]:
     """Consultations of every practice due at one moment (the `moment`-th, its patients'
     numbers and codes its own) while the dialers plan reminders for every practice; the lags
-    of the first ones the caps let start."""
+    of the first ones the caps let start, and then the ms of one idle plan over all
+    practices by a planner of its own."""
     spawn = multiprocessing.get_context("spawn")
     database = Database.from_url(url)
     doctors = await doctors_of(database)
@@ -392,29 +401,26 @@ async def dispatch(url: str, config: Path, options: argparse.Namespace, share: i
         pbx.send("stop")
         _, stamps = await asyncio.to_thread(pbx.recv)
         child.join(10)
+    loaded = load_config(config, env={})
+    desk = patient_calls(loaded, database, PLAN, call_planning(loaded, TEHRAN))
+    seconds, _ = await timed(desk.store.plan(desk.planning))
     async with database.writing() as session:  # the next moment starts with none live
         await session.execute(update(Consultation).where(
             Consultation.appointment_id.in_(ids)).values(state="cancelled"))
+        await session.execute(update(PatientCall).where(
+            PatientCall.state == "scheduled").values(state="cancelled"))
     await cancel_all(database)
     await database.close()
-    return sorted((at - due).total_seconds() for at in stamps.values())[:first]
+    return sorted((at - due).total_seconds() for at in stamps.values())[:first], seconds * 1000
 
 
 async def dispatches(side: Side, url: str, config: Path, options: argparse.Namespace,
                      share: int) -> None:
-    """`--moments` dispatch moments: the median one's lag, each one's p99, and then the
-    time of one plan over all practices by a planner of its own."""
+    """`--moments` dispatch moments: the median one's lag and idle plan, each one's p99."""
     moments = [await dispatch(url, config, options, share, n) for n in range(options.moments)]
-    figures = [percentiles(lags) for lags in moments]
-    side.lags = [p99 for _, p99 in figures]
-    side.lag = sorted(figures, key=lambda f: f[1])[len(figures) // 2]
-    side.lag_count = len(moments[0])
-    database = Database.from_url(url)
-    loaded = load_config(config, env={})
-    desk = patient_calls(loaded, database, PLAN, call_planning(loaded, TEHRAN))
-    seconds, _ = await timed(desk.store.plan(desk.planning))
-    side.plan_ms = seconds * 1000
-    await database.close()
+    side.lags = [percentiles(lags)[1] for lags, _ in moments]
+    lags, side.plan_ms = sorted(moments, key=lambda m: percentiles(m[0])[1])[len(moments) // 2]
+    side.lag, side.lag_count = percentiles(lags), len(lags)
 
 
 async def one_side(server: PostgresServer, practices: int, share: int,

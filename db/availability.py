@@ -195,12 +195,19 @@ class Availability:
         if rows is self.shared:
             found = await self.batches.get(("booked", span, params["ignore"]), doctor_id,
                                            partial(self._booked, params))
-        if not found or (self.practice is not None and found[0].key != self.practice):
+        if not found or not self._mine(found[0]):
             found = await rows(self._revision_and_booked, params)  # unknown: the practice's
         if not found:
             return None, []
         catalog = await self._at(rows, found[0].id, found[0].revision)
         return catalog, [Interval(r.start_at, r.end_at) for r in found if r.start_at is not None]
+
+    def _mine(self, row: Row[Any]) -> bool:
+        """Whether a batch's row is of this practice's doctor: by its key, or (the first
+        practice loaded, keyless) by the clinic whose catalog is held."""
+        if self.practice is not None:
+            return bool(row.key == self.practice)
+        return self._held is not None and row.id == self._held[0]
 
     async def _booked(self, params: dict[str, Any], doctors: frozenset[int]
                       ) -> dict[int, list[Row[Any]]]:

@@ -58,7 +58,8 @@ class Batches:
             _tell(out, exc)  # whoever joined it raises it too
             raise
         except BaseException:  # this caller hung up: whoever joined it asks in the next
-            self._waiting.setdefault(kind, {}).setdefault(item, []).extend(out[item])
+            if out[item]:
+                self._waiting.setdefault(kind, {}).setdefault(item, []).extend(out[item])
             raise
         else:
             _tell(out, found)

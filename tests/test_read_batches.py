@@ -141,6 +141,18 @@ async def test_an_asker_hanging_up_leaves_the_others_their_answer() -> None:
     assert gone.cancelled() and joined_gone.cancelled()
 
 
+async def test_a_lone_asker_hanging_up_leaves_nothing_to_send() -> None:
+    batches, store = Batches(), Store()
+    store.held = True
+    gone = asyncio.create_task(batches.get("kind", "a", store.run))
+    await store.left.wait()
+    gone.cancel()
+    await asyncio.gather(gone, return_exceptions=True)
+    store.held = False
+    assert await batches.get("kind", "b", store.run) == ("b", 2, 0)
+    assert store.sent == [frozenset("a"), frozenset("b")]
+
+
 async def test_an_item_the_statement_did_not_find_is_none() -> None:
     async def nothing(items: frozenset[Any]) -> Mapping[Any, Any]:
         return {}
@@ -179,7 +191,10 @@ async def test_two_practices_callers_reading_at_once_each_see_their_own_bookings
     assert at(SATURDAY, "16:20") in seen["nobat-demo", "dr-ahmadi"]
     assert at(SATURDAY, "16:20") not in seen["other", "dr-ahmadi"]
     assert seen["other", "dr-ahmadi"][:2] == [at(SATURDAY, "16:00"), at(SATURDAY, "16:40")]
-    # a doctor of another practice, asked through this one's line, is no doctor of it
-    assert await lines["nobat-demo"].free_slots(doctors["other"]["dr-ahmadi"], SATURDAY) == []
-    assert [d.id for d in await lines["nobat-demo"].doctors()] == list(
-        doctors["nobat-demo"].values())
+    # a doctor of another practice, asked through this one's line (or the keyless line of
+    # the first practice loaded), is no doctor of it
+    first = BookingService(database, BookingPolicy(), clock)
+    assert await first.doctors() == await lines["nobat-demo"].doctors()
+    for line in (lines["nobat-demo"], first):
+        assert await line.free_slots(doctors["other"]["dr-ahmadi"], SATURDAY) == []
+        assert [d.id for d in await line.doctors()] == list(doctors["nobat-demo"].values())
