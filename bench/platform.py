@@ -100,15 +100,7 @@ from bridge.dialer import Dialer, Tuning, dial_and_plan
 from clinic.schedule import TEHRAN
 from db.consultations import ConsultationStore, RetryPolicy
 from db.engine import Database, utc_now
-from db.models import (
-    Appointment,
-    CallAttempt,
-    Clinic,
-    Consultation,
-    Doctor,
-    Patient,
-    PatientCall,
-)
+from db.models import Appointment, CallAttempt, Clinic, Consultation, Doctor, Patient, PatientCall
 from nobat.bridge_wiring import call_planning, patient_calls
 from nobat.config import load_config
 from tests.fakepbx.agi_caller import place_call
