@@ -158,7 +158,6 @@ class Availability:
         """Reads of this moment, with other practices' of the same store if it is shared."""
         self.clinic = practice_id(practice)
         """Selects this practice's clinic id inside the statements that read it."""
-        self._revision = select(Clinic.id, Clinic.revision).where(Clinic.id == self.clinic)
         self._revision_and_booked = (
             select(Clinic.id, Clinic.revision, Appointment.start_at, Appointment.end_at)
             .select_from(Clinic.__table__.outerjoin(Appointment.__table__, _SPAN))
@@ -172,18 +171,11 @@ class Availability:
         """The catalog as the store has it now; None before any clinic file was loaded."""
         if rows is self.shared:  # a practice's callers do not wait on each other's: that
             # moved them in step, and one practice's midnight rush took a third longer
-            found = await self.batches.get("revisions", self.practice, self._revisions,
-                                           joins=False)
+            found = await self.batches.get("revisions", self.practice,
+                                           partial(_revisions, rows), joins=False)
         else:
-            found = next(iter(await rows(self._revision, None)), None)
+            found = (await _revisions(rows, frozenset((self.practice,)))).get(self.practice)
         return None if found is None else await self._at(rows, found.id, found.revision)
-
-    async def _revisions(self, practices: frozenset[str | None]) -> dict[str | None, Row[Any]]:
-        found = await self.shared(_REVISIONS, {"keys": sorted(p for p in practices if p)})
-        by_key: dict[str | None, Row[Any]] = {r.key: r for r in found}
-        if found:
-            by_key[None] = min(found, key=lambda r: r.id)
-        return by_key
 
     async def booked(self, rows: Rows, doctor_id: int, span: Interval,
                      ignore: int | None = None) -> tuple[Catalog | None, list[Interval]]:
@@ -238,6 +230,16 @@ class Availability:
     def held(self) -> Catalog | None:
         """The catalog as last read, if any: its time zone frames the next read's days."""
         return None if self._held is None else self._held[1]
+
+
+async def _revisions(rows: Rows, practices: frozenset[str | None]
+                     ) -> dict[str | None, Row[Any]]:
+    """Each of `practices`' clinic id and revision, by its key (None: the first loaded)."""
+    found = await rows(_REVISIONS, {"keys": sorted(p for p in practices if p)})
+    by_key: dict[str | None, Row[Any]] = {r.key: r for r in found}
+    if found:
+        by_key[None] = min(found, key=lambda r: r.id)
+    return by_key
 
 
 def _fresh(held: tuple[int, Catalog] | None, clinic_id: int, revision: int) -> Catalog | None:

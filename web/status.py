@@ -357,8 +357,9 @@ async def snapshot(sources: Sources, first: dt.date | None = None,
     """Gather the whole status of one practice, or (None) of every practice; `first`/`last`
     choose the heatmap's range. Without `staff` (a /metrics scrape, every few seconds) the
     lists only people read are left empty: bookings on closed days, recorded absences, eight
-    weeks of survey averages. Health is the platform's, whoever reads it, but for the
-    practices off the line: a practice's staff see only whether theirs is."""
+    weeks of survey averages, and today's patient calls (/metrics reads them by practice).
+    Health is the platform's, whoever reads it, but for the practices off the line: a
+    practice's staff see only whether theirs is."""
     now, tz = sources.clock(), sources.zone(practice)
     today = now.astimezone(tz).date()
     first, last = heatmap_range(today, first, last)
@@ -378,7 +379,7 @@ async def snapshot(sources: Sources, first: dt.date | None = None,
         upcoming=[view(r, now) for r in await figures.upcoming(now, until)],
         day=await figures.day(today), heatmap=await figures.heatmap(first, last),
         minutes_by_day=await figures.consultation_minutes(first, last),
-        patient_calls=await figures.patient_calls(today),
+        patient_calls=await figures.patient_calls(today) if staff else [],
         practices={p.key: PracticeName(p.key, p.name, p.name_en)
                    for p in await practices(sources.database) if clinic in (None, p.id)})
     if not staff:
